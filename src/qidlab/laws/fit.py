@@ -1,0 +1,484 @@
+"""Fitting a law to a measurement table: the public verb ``fit_law`` and the
+sklearn-shaped ``LawEstimator``.
+
+How a fit works (docs/architecture.md, "Fitting"):
+  * the target (qid or loss, nats) is fitted in log space;
+  * laws whose log is affine in their parameters (pure power laws) are solved exactly by
+    least squares; the others by Hoffmann et al.'s Approach 3: Huber loss (delta 1e-3) on
+    log residuals, summed over points, L-BFGS from a grid of starts (all starts at once);
+  * a variable constant in the data folds its terms into a coefficient (``Law.folds``);
+  * targets <= 0 (QiD noise at high bit widths) are dropped (default) or floored;
+  * bootstrap CIs resample points or whole groups; leave-one-group-out checks extrapolation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import NotFittedError, QidlabError
+from ..tables import require_columns
+from .optim import huber, minimize_batched, weighted_lstsq
+from .registry import get_law
+from .spec import Law, TermsLaw
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+NONPOSITIVE_POLICIES = ("drop", "floor")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How to fit. ``grid`` maps parameter names to start values in fit space (log of
+    coefficients fitted in log space); ``resample`` is ``"points"`` or a column whose
+    values define the groups a bootstrap draws whole (e.g. ``n_params``)."""
+
+    method: str = "auto"  # auto | lstsq | huber
+    huber_delta: float = 1e-3
+    grid: Mapping[str, Sequence[float]] | None = None
+    nonpositive: str = "drop"  # drop | floor
+    floor: float = 1e-4  # nats, used by nonpositive="floor"
+    drop_highest: int = 0
+    bootstrap: int = 0
+    resample: str = "points"
+    seed: int = 0
+    holdout: tuple[str, ...] = ("n_params", "tokens")
+    target: str | None = None
+    max_iter: int = 3000
+    screen: bool = True  # multistart screening (below); False runs every start to convergence
+    screen_iters: int = 20
+    screen_keep: int = 128
+
+    def check(self) -> None:
+        if self.method not in ("auto", "lstsq", "huber"):
+            raise QidlabError(f"unknown fit method {self.method!r} (use auto, lstsq or huber)")
+        if self.nonpositive not in NONPOSITIVE_POLICIES:
+            raise QidlabError(f"unknown non-positive policy {self.nonpositive!r} (use drop or floor)")
+        if self.huber_delta <= 0:
+            raise QidlabError("huber delta must be > 0")
+        if self.floor <= 0:
+            raise QidlabError("the floor for non-positive targets must be > 0")
+        if self.drop_highest < 0 or self.bootstrap < 0:
+            raise QidlabError("--drop-highest and --bootstrap must be >= 0")
+
+
+@dataclass
+class FitResult:
+    """One fitted law on one group of data. ``params`` are natural values (None for a
+    folded parameter); ``fixed`` holds the values folded parameters were fixed at."""
+
+    law: str
+    target: str
+    group: dict[str, Any]
+    params: dict[str, float | None]
+    fixed: dict[str, float]
+    folded: dict[str, str]
+    n: int
+    n_nonpositive: int
+    nonpositive_policy: str
+    dropped_highest: int
+    method: str
+    metrics: dict[str, float]
+    ci95: dict[str, list[float]] | None = None
+    bootstrap: dict[str, Any] | None = None
+    holdout: list[dict[str, Any]] = field(default_factory=list)
+
+    def all_params(self) -> dict[str, float]:
+        """Every parameter, folded ones at their fixed values: what prediction uses."""
+        merged = {k: v for k, v in self.params.items() if v is not None}
+        merged.update(self.fixed)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "group": self.group, "law": self.law, "target": self.target, "params": self.params,
+            "n": self.n, "n_nonpositive": self.n_nonpositive, "nonpositive_policy": self.nonpositive_policy,
+            "dropped_highest": self.dropped_highest, "method": self.method, "metrics": self.metrics,
+            "folded": self.folded, "fixed": self.fixed, "holdout": self.holdout,
+        }
+        if self.ci95 is not None:
+            out["ci95"] = self.ci95
+            out["bootstrap"] = self.bootstrap
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FitResult":
+        keys = cls.__dataclass_fields__
+        return cls(**{k: d[k] for k in keys if k in d})
+
+
+# ---------------------------------------------------------------------------
+# data preparation
+
+
+@dataclass
+class Prepared:
+    X: dict[str, np.ndarray]
+    y: np.ndarray
+    target: str
+    n_nonpositive: int
+    dropped_highest: int
+    frame: "pd.DataFrame"
+
+
+def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
+    """Pick the target, apply --drop-highest and the non-positive policy, collect X."""
+    target = opts.target or next((t for t in law.targets if t in frame.columns), None)
+    if target is None:
+        raise QidlabError(
+            f"law {law.name!r} is fitted to {' or '.join(law.targets)}; the table has none of them "
+            f"(columns: {', '.join(map(str, frame.columns))})"
+        )
+    require_columns(frame, [target], f"fitting {law.name}")
+    needed = [v.name for v in law.variables if v.default is None]
+    require_columns(frame, needed, f"law {law.name!r}")
+    frame = frame[frame[target].notna()]
+    dropped = 0
+    if opts.drop_highest:
+        if opts.drop_highest >= len(frame):
+            raise QidlabError(f"--drop-highest {opts.drop_highest} would drop all {len(frame)} points")
+        frame = frame.drop(frame[target].nlargest(opts.drop_highest).index)
+        dropped = opts.drop_highest
+    y = frame[target].to_numpy(dtype=float)
+    nonpos = ~(y > 0)
+    n_nonpos = int(nonpos.sum())
+    if opts.nonpositive == "drop":
+        frame, y = frame[~nonpos], y[~nonpos]
+    else:
+        y = np.where(nonpos, opts.floor, y)
+    if len(y) == 0:
+        raise QidlabError(f"no point with {target} > 0 to fit ({n_nonpos} non-positive dropped)")
+    X = {}
+    for v in law.variables:
+        if v.name in frame.columns:
+            values = frame[v.name].to_numpy(dtype=float)
+            if np.isnan(values).any():
+                rows = np.flatnonzero(np.isnan(values))[:5] + 1
+                raise QidlabError(f"column {v.name!r} has empty cells (data rows {', '.join(map(str, rows))}...)")
+            if v.positive and (values <= 0).any():
+                raise QidlabError(f"column {v.name!r} must be > 0 for law {law.name!r}")
+            X[v.name] = values
+        else:
+            X[v.name] = np.full(len(y), float(v.default))
+    return Prepared(X=X, y=y, target=target, n_nonpositive=n_nonpos, dropped_highest=dropped, frame=frame)
+
+
+def constant_columns(X: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Variables whose values do not vary (relative spread < 1e-12)."""
+    out = {}
+    for name, x in X.items():
+        if x.size and np.ptp(x) <= 1e-12 * max(1.0, float(np.max(np.abs(x)))):
+            out[name] = float(x[0])
+    return out
+
+
+def resolve_folds(law: Law, X: Mapping[str, np.ndarray]) -> tuple[dict[str, float], dict[str, str]]:
+    """Which parameters the data cannot identify: {param: fixed natural value}, {param: why}."""
+    const = constant_columns(X)
+    for name in law.must_vary:
+        if name in const:
+            raise QidlabError(
+                f"law {law.name!r} needs {name} to vary, but it is constant ({const[name]:g}) in this data"
+            )
+    fixed, why = {}, {}
+    for fold in law.folds:
+        if all(v in const for v in fold.when):
+            where = ", ".join(f"{v} = {const[v]:g}" for v in fold.when)
+            for p, value in fold.fix.items():
+                fixed[p] = value
+                why[p] = f"{where} is constant in this fit; its term is absorbed into {fold.into}"
+    return fixed, why
+
+
+# ---------------------------------------------------------------------------
+# the numerical core
+
+
+class _Problem:
+    """log-space fit of ``law`` with some parameters fixed: objective, gradient, starts."""
+
+    def __init__(self, law: Law, X, logy, fixed: Mapping[str, float], opts: FitOptions):
+        self.law, self.X, self.logy, self.opts = law, X, logy, opts
+        self.k = len(law.params)
+        self.fixed_idx = [i for i, p in enumerate(law.params) if p.name in fixed]
+        self.free_idx = [i for i, p in enumerate(law.params) if p.name not in fixed]
+        self.theta_fixed = np.array([law.params[i].to_fit(fixed[law.params[i].name]) for i in self.fixed_idx])
+        bounds = [law.params[i].fit_bounds() for i in self.free_idx]
+        self.lower = np.array([b[0] for b in bounds])
+        self.upper = np.array([b[1] for b in bounds])
+        self._terms = None
+        if isinstance(law, TermsLaw):
+            self._terms = [
+                (A[:, self.free_idx], c + (A[:, self.fixed_idx] @ self.theta_fixed if self.fixed_idx else 0.0))
+                for A, c in law.terms(X)
+            ]
+
+    def full(self, x: np.ndarray) -> np.ndarray:
+        theta = np.zeros(x.shape[:-1] + (self.k,))
+        theta[..., self.free_idx] = x
+        if self.fixed_idx:
+            theta[..., self.fixed_idx] = self.theta_fixed
+        return theta
+
+    def log_predict(self, x: np.ndarray) -> np.ndarray:
+        return self.law.log_predict(self.full(x), self.X)
+
+    def value_grad(self, weights: np.ndarray | None):
+        """fg(x, idx) for minimize_batched: summed (weighted) Huber loss of log residuals."""
+        delta = self.opts.huber_delta
+
+        def fg(x, idx):
+            w = 1.0 if weights is None else weights[idx]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                if self._terms is not None:
+                    vals = [x @ A.T + c for A, c in self._terms]  # J arrays (m, n)
+                    if len(vals) == 1:
+                        lp, soft = vals[0], [1.0]
+                    else:
+                        shift = np.maximum.reduce(vals)
+                        soft = [np.exp(v - shift) for v in vals]
+                        total = sum(soft)
+                        lp = shift + np.log(total)
+                        soft = [s / total for s in soft]
+                    h, dh = huber(lp - self.logy, delta)
+                    v = w * dh
+                    g = sum((v * s) @ A for s, (A, _) in zip(soft, self._terms))
+                else:
+                    lp, jac = self.law.log_predict_grad(self.full(x), self.X)
+                    h, dh = huber(lp - self.logy, delta)
+                    v = w * dh
+                    g = np.einsum("mn,mnk->mk", v, jac)[:, self.free_idx]
+                f = np.sum(w * h, axis=1)
+            bad = ~np.isfinite(f) | ~np.all(np.isfinite(g), axis=1)
+            f = np.where(bad, np.inf, f)
+            g = np.where(bad[:, None], 0.0, g)
+            return f, g
+
+        return fg
+
+    def starts(self) -> np.ndarray:
+        axes = []
+        grid = self.opts.grid or {}
+        for i in self.free_idx:
+            p = self.law.params[i]
+            values = grid.get(p.name) or p.grid or (p.to_fit(p.start),)
+            axes.append(np.asarray(values, dtype=float))
+        return np.array(list(itertools.product(*axes)), dtype=float).reshape(-1, len(self.free_idx))
+
+    # -- solvers --
+    def solve_lstsq(self, weights=None) -> np.ndarray:
+        (A, c), = self._terms
+        return weighted_lstsq(A, self.logy - c, weights)
+
+    def solve_huber(self, starts: np.ndarray, weights=None, polish: int = 0):
+        """Batched L-BFGS from every start. With screening (default, for more starts than
+        ``screen_keep``), all starts first take ``screen_iters`` iterations and only the
+        ``screen_keep`` best go on to convergence; bench/fit_speed.py shows this finds the
+        same optimum as running all 4,500 of Hoffmann's starts to the end."""
+        fg = self.value_grad(weights)
+        o = self.opts
+        if weights is None and o.screen and len(starts) > o.screen_keep:
+            first = minimize_batched(fg, starts, self.lower, self.upper, max_iter=o.screen_iters)
+            starts = first.x[np.argsort(first.f)[: o.screen_keep]]
+        res = minimize_batched(fg, starts, self.lower, self.upper, max_iter=o.max_iter)
+        if not polish:
+            return res.x, res.f
+        from scipy.optimize import minimize
+
+        order = np.argsort(res.f)[:polish]
+        best_x, best_f = res.x[order[0]], res.f[order[0]]
+        for j in order:
+            if not np.isfinite(res.f[j]):
+                continue
+            out = minimize(
+                lambda z: tuple(a[0] for a in fg(z[None], np.zeros(1, dtype=int))),
+                res.x[j], jac=True, method="L-BFGS-B", bounds=list(zip(self.lower, self.upper)),
+                options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000},
+            )
+            if out.fun < best_f:
+                best_x, best_f = out.x, float(out.fun)
+        return best_x, best_f
+
+
+def _fit_arrays(law: Law, X, y, fixed, opts: FitOptions, weights=None, starts=None):
+    """Fit on arrays; returns (problem, free-parameter solution(s), objective, method)."""
+    problem = _Problem(law, X, np.log(y), fixed, opts)
+    method = opts.method
+    if method == "auto":
+        method = "lstsq" if law.is_power_law else "huber"
+    if method == "lstsq":
+        if not law.is_power_law:
+            raise QidlabError(f"law {law.name!r} is not a pure power law; fit it with method 'huber'")
+        x = problem.solve_lstsq(weights)
+        resid = problem.log_predict(x) - problem.logy
+        return problem, x, float(np.sum(resid**2)) if weights is None else None, method
+    if starts is None:
+        starts = problem.starts()
+    if weights is None:
+        x, f = problem.solve_huber(starts, polish=5)
+        return problem, x, f, method
+    x, _ = problem.solve_huber(starts, weights=weights)
+    return problem, x, None, method
+
+
+def _metrics(problem: _Problem, x: np.ndarray, objective: float, method: str) -> dict[str, float]:
+    r = problem.log_predict(x) - problem.logy
+    ss_tot = float(np.sum((problem.logy - problem.logy.mean()) ** 2))
+    rel = np.abs(np.expm1(r))
+    return {
+        "objective": objective,
+        "rmse_log": float(np.sqrt(np.mean(r**2))),
+        "r2_log": float(1 - np.sum(r**2) / ss_tot) if ss_tot > 0 else float("nan"),
+        "mape": float(np.mean(rel) * 100),
+        "max_ape": float(np.max(rel) * 100),
+        "loss_kind": "squared log residual" if method == "lstsq" else f"huber(delta={problem.opts.huber_delta})",
+    }
+
+
+def _natural(law: Law, problem: _Problem, x: np.ndarray) -> dict[str, float]:
+    theta = problem.full(np.asarray(x))
+    return {p.name: p.to_natural(float(t)) for p, t in zip(law.params, theta)}
+
+
+def _bootstrap(law, prepared: Prepared, fixed, opts: FitOptions, x_hat):
+    rng = np.random.default_rng(opts.seed)
+    n, B = len(prepared.y), opts.bootstrap
+    if opts.resample == "points":
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=B).astype(float)
+    else:
+        require_columns(prepared.frame, [opts.resample], "--resample")
+        codes, uniques = _group_codes(prepared.frame[opts.resample].to_numpy())
+        if len(uniques) < 2:
+            raise QidlabError(f"--resample {opts.resample}: needs at least 2 groups, found {len(uniques)}")
+        draws = rng.multinomial(len(uniques), np.full(len(uniques), 1.0 / len(uniques)), size=B)
+        weights = draws[:, codes].astype(float)
+    starts = np.repeat(np.asarray(x_hat)[None], B, axis=0)
+    problem, xs, _, _ = _fit_arrays(law, prepared.X, prepared.y, fixed, opts, weights=weights, starts=starts)
+    thetas = problem.full(xs)
+    ok = np.all(np.isfinite(thetas), axis=1)
+    ci = {}
+    for i, p in enumerate(law.params):
+        if p.name in fixed:
+            continue
+        lo, hi = np.percentile(thetas[ok, i], [2.5, 97.5])
+        ends = sorted([p.to_natural(lo), p.to_natural(hi)])
+        ci[p.name] = [float(ends[0]), float(ends[1])]
+    info = {"replicates": B, "failed": int((~ok).sum()), "resample": opts.resample, "seed": opts.seed,
+            "interval": "percentile"}
+    return ci, info
+
+
+def _group_codes(values):
+    uniques, codes = np.unique(values.astype(str), return_inverse=True)
+    return codes, uniques
+
+
+def _holdout(law, prepared: Prepared, opts: FitOptions) -> list[dict[str, Any]]:
+    out = []
+    for col in opts.holdout:
+        if col not in law.variable_names or col not in prepared.frame.columns:
+            continue
+        x = prepared.X[col]
+        levels = np.unique(x)
+        if len(levels) < 3:
+            continue
+        test = x == levels[-1]
+        Xtr = {k: v[~test] for k, v in prepared.X.items()}
+        Xte = {k: v[test] for k, v in prepared.X.items()}
+        fixed, _ = resolve_folds(law, Xtr)
+        try:
+            problem, xs, _, _ = _fit_arrays(law, Xtr, prepared.y[~test], fixed, opts)
+        except QidlabError:
+            continue
+        pred = np.exp(law.log_predict(problem.full(xs), Xte))
+        rel = np.abs(pred / prepared.y[test] - 1)
+        out.append({
+            "held_out": col, "value": float(levels[-1]), "n_train": int((~test).sum()), "n_test": int(test.sum()),
+            "mape": float(rel.mean() * 100), "max_ape": float(rel.max() * 100),
+            "rmse_log": float(np.sqrt(np.mean(np.log(pred / prepared.y[test]) ** 2))),
+        })
+    return out
+
+
+def fit_group(frame: "pd.DataFrame", law: Law | str, opts: FitOptions, group: dict | None = None) -> FitResult:
+    """Fit ``law`` to one table (one group). See the module docstring."""
+    law = get_law(law)
+    opts.check()
+    prepared = prepare(frame, law, opts)
+    fixed, why = resolve_folds(law, prepared.X)
+    n_free = len(law.params) - len(fixed)
+    if len(prepared.y) < n_free:
+        raise QidlabError(
+            f"{len(prepared.y)} usable points cannot determine {n_free} parameters of {law.name!r}"
+            + (f" (group {group})" if group else "")
+        )
+    problem, x, objective, method = _fit_arrays(law, prepared.X, prepared.y, fixed, opts)
+    natural = _natural(law, problem, x)
+    result = FitResult(
+        law=law.name, target=prepared.target, group=dict(group or {}),
+        params={k: (None if k in fixed else v) for k, v in natural.items()},
+        fixed={k: float(v) for k, v in fixed.items()}, folded=why, n=len(prepared.y),
+        n_nonpositive=prepared.n_nonpositive, nonpositive_policy=opts.nonpositive,
+        dropped_highest=prepared.dropped_highest, method=method,
+        metrics=_metrics(problem, x, objective, method),
+    )
+    if opts.bootstrap:
+        result.ci95, result.bootstrap = _bootstrap(law, prepared, fixed, opts, x)
+    result.holdout = _holdout(law, prepared, opts)
+    return result
+
+
+def fit_law(frame: "pd.DataFrame", law: Law | str, by: Sequence[str] | str | None = None, **options) -> list[FitResult]:
+    """Fit ``law`` to a canonical table, one fit per group of ``by`` (None: one fit).
+
+    Options are those of ``FitOptions``. Returns a list of ``FitResult``."""
+    opts = FitOptions(**options)
+    law = get_law(law)
+    if not by:
+        return [fit_group(frame, law, opts)]
+    by = [by] if isinstance(by, str) else list(by)
+    require_columns(frame, by, "--by")
+    results = []
+    for key, sub in frame.groupby(by, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        group = {c: _plain(v) for c, v in zip(by, key)}
+        results.append(fit_group(sub, law, opts, group))
+    return results
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+class LawEstimator:
+    """sklearn-shaped fitter: ``LawEstimator("ouyang2024").fit(df).predict(df)``.
+
+    ``__init__`` only stores arguments; ``fit`` sets ``params_`` (natural values, folded
+    parameters at their fixed values) and ``result_`` (the full ``FitResult``)."""
+
+    def __init__(self, law: Law | str, **options):
+        self.law = law
+        self.options = options
+
+    def fit(self, frame: "pd.DataFrame") -> "LawEstimator":
+        self.result_ = fit_group(frame, self.law, FitOptions(**self.options))
+        self.params_ = self.result_.all_params()
+        return self
+
+    def predict(self, frame: "pd.DataFrame") -> np.ndarray:
+        if not hasattr(self, "params_"):
+            raise NotFittedError(f"this LawEstimator({self.law!r}) is not fitted yet: call fit() first")
+        law = get_law(self.law)
+        X = {}
+        for v in law.variables:
+            if v.name in frame.columns:
+                X[v.name] = frame[v.name].to_numpy(dtype=float)
+            elif v.default is not None:
+                X[v.name] = np.full(len(frame), float(v.default))
+            else:
+                raise QidlabError(f"predict needs column {v.name!r}")
+        return law.predict(self.params_, X)
