@@ -1,0 +1,384 @@
+"""Commands of the law engine: laws, fit, predict, solve, table1, project,
+training-level, min-bits, critical-tokens, optimal-format."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import QidlabError
+from . import assignments, dump_json, emit, number, numbers
+
+
+def register(sub) -> None:
+    _laws(sub)
+    _fit(sub)
+    _predict(sub)
+    _solve(sub)
+    _table1(sub)
+    _project(sub)
+    _training_level(sub)
+    _min_bits(sub)
+    _critical(sub)
+    _optimal(sub)
+
+
+def _common(p: argparse.ArgumentParser, law_required: bool = True) -> None:
+    p.add_argument("--law", required=law_required, help="law name (see `qidlab laws`)")
+    p.add_argument("--set", dest="sets", nargs="+", action="extend", metavar="VAR=VALUE",
+                   help="input values, canonical names (n_params, tokens, bits, group_size, exp_bits, "
+                   "man_bits, block_size); sizes may carry K/M/B/T")
+    p.add_argument("--fit", help="a `qidlab fit --json` file to take parameters from (default: published)")
+    p.add_argument("--constants", help="which published constant set (default: the law's first)")
+    p.add_argument("--json", action="store_true", help="print a JSON document")
+
+
+def _law_and_params(args, values: dict[str, Any]):
+    from ..laws import get_law
+    from ..laws.solve import law_params
+
+    law = get_law(args.law)
+    params, source = law_params(law, constants=args.constants, fit=args.fit, values=values)
+    return law, params, source
+
+
+def _values(args, law_name: str | None = None) -> dict[str, Any]:
+    """--set values: numbers for law variables (named eff values allowed), text for others."""
+    from ..laws import get_law
+
+    raw = assignments(args.sets)
+    law = get_law(law_name or args.law)
+    out: dict[str, Any] = {}
+    for name, text in raw.items():
+        if name == "eff" and law.name == "frantar2025":
+            from ..laws.catalog.frantar import EFFICIENCY
+
+            out[name] = EFFICIENCY[text] if text in EFFICIENCY else number(text)
+        elif name in law.variable_names or name == "loss16":
+            out[name] = number(text)
+        else:
+            out[name] = text  # a group key of a fit file (e.g. method=gptq)
+    return out
+
+
+def _law_inputs(law, values):
+    return {k: v for k, v in values.items() if k in law.variable_names}
+
+
+# ---------------------------------------------------------------------------
+def _laws(sub):
+    p = sub.add_parser("laws", help="list every registered law with formula, parameters, constants")
+    p.add_argument("name", nargs="?", help="show one law")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_laws)
+
+
+def law_document(law) -> dict[str, Any]:
+    return {
+        "name": law.name, "title": law.title, "formula": law.formula, "quantity": law.quantity,
+        "targets": list(law.targets), "fit_method": "lstsq (exact, log space)" if law.is_power_law else
+        "huber approach 3 (log space)",
+        "variables": [{"name": v.name, "doc": v.doc, "default": v.default} for v in law.variables],
+        "params": [{"name": p.name, "bounds": list(p.bounds), "space": p.space, "doc": p.doc} for p in law.params],
+        "published": {k: {"source": v.source, "values": dict(v.values), "verified": v.verified, "note": v.note}
+                      for k, v in law.published.items()},
+        "citation": law.citation, "note": law.note,
+    }
+
+
+def run_laws(args):
+    from ..laws import get_law, list_laws
+
+    laws = [get_law(args.name)] if args.name else list_laws()
+    docs = [law_document(law) for law in laws]
+    lines = []
+    for d in docs:
+        lines.append(f"{d['name']}: {d['title']}\n    {d['formula']}")
+        for key, pub in d["published"].items():
+            vals = ", ".join(f"{k}={v:g}" for k, v in pub["values"].items())
+            flag = "" if pub["verified"] else " [unverified]"
+            lines.append(f"    [{key}]{flag} {vals}\n        {pub['source']}")
+        if d["note"]:
+            lines.append(f"    note: {d['note']}")
+    emit(args, {"laws": docs}, "\n".join(lines))
+
+
+# ---------------------------------------------------------------------------
+def _fit(sub):
+    p = sub.add_parser("fit", help="fit a law to measurements (CSV, Parquet, SQLite store, or a bundled name)")
+    p.add_argument("data", help="table file, store .db, or bundled name (ouyang2024-table1, chinchilla-epoch)")
+    p.add_argument("--law", required=True)
+    p.add_argument("--by", help="fit one law per group of these columns (comma-separated), e.g. bits")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for 95%% CIs")
+    p.add_argument("--resample", default="points",
+                   help="'points' or a column whose groups are resampled whole (e.g. n_params)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K points with the highest target")
+    p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss)")
+    p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"))
+    p.add_argument("--huber-delta", type=float, default=1e-3)
+    p.add_argument("--nonpositive", default="drop", choices=("drop", "floor"),
+                   help="what to do with target <= 0 (QiD noise): drop the points or floor them")
+    p.add_argument("--floor", type=float, default=1e-4, help="value (nats) for --nonpositive floor")
+    p.add_argument("--holdout", default="n_params,tokens",
+                   help="columns whose largest value is held out to test extrapolation ('' for none)")
+    p.add_argument("--out", help="also write the JSON document here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_fit)
+
+
+def run_fit(args):
+    from pathlib import Path
+
+    from .. import data, provenance
+    from ..laws import get_law
+    from ..laws.fit import fit_law
+
+    law = get_law(args.law)
+    path = data.resolve(args.data)
+    frame = data.load(args.data)
+    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    options = dict(bootstrap=args.bootstrap, resample=args.resample, seed=args.seed,
+                   drop_highest=args.drop_highest, target=args.target, method=args.method,
+                   huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
+                   holdout=tuple(c.strip() for c in args.holdout.split(",") if c.strip()))
+    fits = fit_law(frame, law, by=by, **options)
+    doc = {
+        "law": law.name, "formula": law.formula,
+        "data": {"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame))},
+        "by": by or [], "options": options, "fits": [f.to_dict() for f in fits],
+        "provenance": provenance.record(),
+    }
+    if args.out:
+        Path(args.out).write_text(dump_json(doc) + "\n")
+    emit(args, doc, _fit_text(law, fits))
+
+
+def _fit_text(law, fits) -> str:
+    lines = [f"{law.name}: {law.formula}"]
+    for f in fits:
+        head = f"group {f.group}" if f.group else "all data"
+        lines.append(f"\n{head}: n = {f.n} ({f.method}; target {f.target})")
+        for name, value in f.params.items():
+            if value is None:
+                lines.append(f"  {name:>10} = folded  ({f.folded[name]})")
+                continue
+            ci = f.ci95.get(name) if f.ci95 else None
+            ci_text = f"   95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+            lines.append(f"  {name:>10} = {value:.6g}{ci_text}")
+        m = f.metrics
+        lines.append(f"  fit: rmse(log) {m['rmse_log']:.4g}, R2(log) {m['r2_log']:.4f}, "
+                     f"mean |rel err| {m['mape']:.3g}%")
+        if f.n_nonpositive:
+            lines.append(f"  {f.n_nonpositive} point(s) with {f.target} <= 0: policy '{f.nonpositive_policy}'")
+        if f.dropped_highest:
+            lines.append(f"  dropped the {f.dropped_highest} highest-{f.target} point(s)")
+        for h in f.holdout:
+            lines.append(f"  held out largest {h['held_out']} ({h['value']:.4g}, {h['n_test']} points): "
+                         f"mean |rel err| {h['mape']:.3g}%, max {h['max_ape']:.3g}%")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+def _predict(sub):
+    p = sub.add_parser("predict", help="predict QiD (and loss) or loss for given inputs")
+    _common(p)
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args):
+    from ..laws import get_law
+    from ..laws.solve import evaluate
+
+    values = _values(args)
+    law, params, source = _law_and_params(args, values)
+    inputs = _law_inputs(law, values)
+    y = float(evaluate(law, params, inputs)[0])
+    doc: dict[str, Any] = {"law": law.name, "inputs": inputs, law.quantity: y, "params": params, "source": source}
+    text = f"{law.quantity} = {y:.6g}   ({law.name}; {source})"
+    if law.quantity == "qid" and {"n_params", "tokens"} <= set(inputs):
+        if "loss16" in values:
+            loss16, how = values["loss16"], "given"
+        else:
+            kaplan = get_law("kaplan")
+            loss16 = float(evaluate(kaplan, kaplan.default_constants(),
+                                          {k: inputs[k] for k in kaplan.variable_names})[0])
+            how = "kaplan law, Ouyang 2024 Fig. 7 constants"
+        doc.update(loss16=loss16, loss=loss16 + y, loss16_source=how)
+        text += f"\nloss16 = {loss16:.6g} ({how}); loss = loss16 + qid = {loss16 + y:.6g}"
+    emit(args, doc, text)
+
+
+def _solve(sub):
+    p = sub.add_parser("solve", help="solve a law for one variable given a target qid or loss")
+    _common(p)
+    p.add_argument("--for", dest="var", required=True, help="the variable to solve for (e.g. tokens)")
+    p.add_argument("--target", required=True, metavar="QUANTITY=VALUE", help="e.g. qid=0.2")
+    p.set_defaults(run=run_solve)
+
+
+def _target(law, text: str) -> float:
+    target = assignments([text], "--target")
+    ((name, value),) = target.items()
+    if name != law.quantity:
+        raise QidlabError(f"law {law.name!r} predicts {law.quantity}; use --target {law.quantity}=VALUE")
+    return number(value)
+
+
+def run_solve(args):
+    from ..laws.solve import solve
+
+    values = _values(args)
+    law, params, source = _law_and_params(args, values)
+    target = _target(law, args.target)
+    known = _law_inputs(law, values)
+    value = solve(law, params, known, target, args.var)
+    doc = {"law": law.name, args.var: value, "target": {law.quantity: target}, "inputs": known, "source": source}
+    emit(args, doc, f"{args.var} = {value:.6g} for {law.quantity} = {target:g}   ({law.name}; {source})")
+
+
+# ---------------------------------------------------------------------------
+def _table1(sub):
+    p = sub.add_parser("table1", help="Ouyang Table 1 for any law: tokens to reach each QiD")
+    _common(p)
+    p.add_argument("--sizes", default="1B,7B,70B,405B", help="model sizes N (comma-separated)")
+    p.add_argument("--bits", default="2,3,4")
+    p.add_argument("--qid", default="0.2,0.3,0.4,0.5")
+    p.set_defaults(run=run_table1)
+
+
+def _picker(args, fixed_values):
+    """Parameters per row: from the fit group matching the row when a fit file is given."""
+    from ..laws.solve import law_params
+
+    cache: dict = {}
+
+    def pick(known):
+        key = tuple(sorted(known.items()))
+        if key not in cache:
+            cache[key] = law_params(args.law, constants=args.constants, fit=args.fit, values={**fixed_values, **known})[0]
+        return cache[key]
+
+    return pick
+
+
+def run_table1(args):
+    from ..laws.analysis import token_grid
+
+    values = _values(args)
+    fixed = {k: v for k, v in values.items() if k not in ("n_params", "bits")}
+    grid = token_grid(args.law, _picker(args, values), numbers(args.sizes), numbers(args.bits),
+                      numbers(args.qid), **{k: v for k, v in fixed.items() if isinstance(v, float)})
+    wide = grid.pivot_table(index="n_params", columns=["qid", "bits"], values="tokens_trillion")
+    emit(args, {"law": args.law, "rows": grid.to_dict(orient="records")},
+         "tokens (trillions) to reach each QiD, by model size (rows) and (QiD, bits) (columns)\n"
+         + wide.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def _project(sub):
+    p = sub.add_parser("project", help="Ouyang Fig. 1 as data: QiD and loss up to 100T tokens")
+    _common(p)
+    p.add_argument("--sizes", default="7B,70B,405B")
+    p.add_argument("--bits", default="2,3,4")
+    p.add_argument("--max-tokens", default="100T")
+    p.add_argument("--points", type=int, default=41)
+    p.add_argument("--vocab-size", type=int, default=50277, help="ln of it is the worse-than-random loss")
+    p.add_argument("--csv", help="write the curves here")
+    p.set_defaults(run=run_project)
+
+
+def run_project(args):
+    from ..laws.analysis import projection
+
+    values = _values(args)
+    curves, crossings = projection(args.law, _picker(args, values), numbers(args.sizes), numbers(args.bits),
+                                   max_tokens=number(args.max_tokens), points=args.points,
+                                   vocab_size=args.vocab_size)
+    if args.csv:
+        curves.to_csv(args.csv, index=False)
+    end = curves[curves.tokens == curves.tokens.max()]
+    text = [f"at {number(args.max_tokens):.3g} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
+    for _, r in end.iterrows():
+        cross = crossings[(crossings.n_params == r.n_params) & (crossings.bits == r.bits)].tokens_worse_than_random.iloc[0]
+        note = f"; worse than random from {cross:.3g} tokens" if cross == cross and cross is not None else ""
+        text.append(f"  N={r.n_params:.3g} P={r.bits:g}: qid {r.qid:.4g}, loss {r.loss:.4g}{note}")
+    emit(args, {"law": args.law, "curves": curves.to_dict(orient="records"),
+                "crossings": crossings.to_dict(orient="records")}, "\n".join(text))
+
+
+def _training_level(sub):
+    p = sub.add_parser("training-level", help="Ouyang Sec. 4.2: tokens a model behaves as if trained on, from its QiD")
+    _common(p)
+    p.add_argument("--qid", required=True, type=number, help="measured QiD (nats)")
+    p.set_defaults(run=run_training_level)
+
+
+def run_training_level(args):
+    from ..laws.analysis import training_level
+
+    values = _values(args)
+    law, params, source = _law_and_params(args, values)
+    known = _law_inputs(law, values)
+    for need in ("n_params", "bits"):
+        if need not in known:
+            raise QidlabError(f"training-level needs --set {need}=...")
+    other = {k: v for k, v in known.items() if k not in ("n_params", "bits", "tokens")}
+    out = training_level(law, params, known["n_params"], known["bits"], args.qid, **other)
+    emit(args, {"law": law.name, **out, "qid": args.qid, "inputs": known, "source": source},
+         f"behaves as if trained on {out['tokens']:.4g} tokens = {out['tokens_per_param']:.3g} tokens/parameter "
+         f"({out['chinchilla_multiple']:.3g}x Chinchilla-optimal)")
+
+
+def _min_bits(sub):
+    p = sub.add_parser("min-bits", help="the lowest bit width whose predicted QiD stays within a budget")
+    _common(p)
+    p.add_argument("--budget", required=True, type=number, help="largest acceptable QiD (nats)")
+    p.set_defaults(run=run_min_bits)
+
+
+def run_min_bits(args):
+    from ..laws.analysis import min_bits
+
+    values = _values(args)
+    law, params, source = _law_and_params(args, values)
+    known = _law_inputs(law, values)
+    out = min_bits(law, params, known, args.budget)
+    exact = f" (exact crossing {out['bits_exact']:.3f})" if out["bits_exact"] else ""
+    emit(args, {"law": law.name, **out, "budget": args.budget, "inputs": known, "source": source},
+         f"bits = {out['bits']:g}{exact} keeps qid <= {args.budget:g}")
+
+
+def _critical(sub):
+    p = sub.add_parser("critical-tokens", help="critical data size D_crit (kumar2024-ptq, sun2025)")
+    _common(p)
+    p.set_defaults(run=run_critical)
+
+
+def run_critical(args):
+    from ..laws.analysis import critical_tokens
+
+    values = _values(args)
+    law, params, source = _law_and_params(args, values)
+    known = _law_inputs(law, values)
+    d = critical_tokens(law.name, params, known)
+    emit(args, {"law": law.name, "tokens": d, "inputs": known, "source": source},
+         f"critical tokens D_crit = {d:.4g} ({d / 1e12:.4g}T)")
+
+
+def _optimal(sub):
+    p = sub.add_parser("optimal-format", help="Sun 2025: best exponent/mantissa split for a bit width")
+    _common(p)
+    p.add_argument("--bits", required=True, type=int)
+    p.set_defaults(run=run_optimal)
+
+
+def run_optimal(args):
+    from ..laws.analysis import optimal_format
+
+    if args.law != "sun2025":
+        raise QidlabError(f"optimal-format is defined for sun2025, not {args.law!r}")
+    law, params, source = _law_and_params(args, {})
+    out = optimal_format(params, args.bits)
+    emit(args, {"law": law.name, **out, "source": source},
+         f"{out['bits']} bits: {out['format']} (exp_bits={out['exp_bits']}, man_bits={out['man_bits']}; "
+         f"continuous optimum man_bits={out['man_bits_continuous']:.3f})")
