@@ -15,10 +15,11 @@ Objective: sum over points of huber(1e-3, log L - LSE(log A - alpha log N, log B
 
 It prints figures and asserts nothing about time. Usage:
 
-    .venv/bin/python bench/fit_speed.py [--baseline-starts K] [--repeat R] [--skip-baseline] [--json]
+    .venv/bin/python bench/fit_speed.py [--baseline-starts K] [--repeat R] [--skip-baseline] [--screen-check] [--json]
 
 ``--baseline-starts K`` runs the baseline on K starts drawn at random (seeded) from the grid and
-extrapolates its time to all 4,500 (printed as an extrapolation). ``--json`` prints a JSON
+extrapolates its time to all 4,500 (printed as an extrapolation). ``--screen-check`` also counts
+how many starts reach the optimum with and without screening (not timed). ``--json`` prints a JSON
 summary on stdout (the human-readable report then goes to stderr).
 """
 
@@ -73,7 +74,17 @@ def machine() -> dict:
     return {
         "nproc": nproc, "cpu": cpu, "platform": platform.platform(),
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+        "loadavg_at_start": load_average(),
     }
+
+
+def load_average():
+    """1-minute load average (None where unavailable): above ~0 before the run means something
+    else is using the CPUs and the timings below are inflated."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def load_problem():
@@ -100,6 +111,29 @@ def make_objective(logN, logD, logL):
     return objective
 
 
+def make_value_and_grad(logN, logD, logL):
+    """The same objective with its exact gradient, written here independently of qidlab; only
+    used to carry the best baseline start on to the bottom (``polish``), never timed."""
+
+    def value_and_grad(theta):
+        e, a, b, alpha, beta = theta
+        terms = np.stack([a - alpha * logN, b - beta * logD, np.full_like(logN, e)])
+        shift = terms.max(axis=0)
+        w = np.exp(terms - shift)
+        total = w.sum(axis=0)
+        pred = shift + np.log(total)
+        w /= total  # d pred / d (term j)
+        r = logL - pred
+        dh = np.clip(r, -DELTA, DELTA)  # huber'(r)
+        f = float(np.sum(dh * (r - 0.5 * dh)))
+        v = -dh  # d f / d pred
+        g = np.array([np.sum(v * w[2]), np.sum(v * w[0]), np.sum(v * w[1]),
+                      np.sum(v * w[0] * -logN), np.sum(v * w[1] * -logD)])
+        return f, g
+
+    return value_and_grad
+
+
 # ---------------------------------------------------------------------------
 # (a) baseline
 
@@ -111,6 +145,7 @@ def run_baseline(objective, starts, k, seed, progress):
     else:
         chosen = np.sort(np.random.default_rng(seed).choice(n_all, size=k, replace=False))
     results = []
+    c0 = time.process_time()
     t0 = time.perf_counter()
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -120,6 +155,7 @@ def run_baseline(objective, starts, k, seed, progress):
                 el = time.perf_counter() - t0
                 progress(f"  baseline: {j}/{len(chosen)} starts, {el:.1f} s")
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     fs = np.array([r.fun if np.isfinite(r.fun) else np.inf for r in results])
     best = results[int(np.argmin(fs))]
     return {
@@ -129,6 +165,7 @@ def run_baseline(objective, starts, k, seed, progress):
         "seed": seed if len(chosen) < n_all else None,
         "time_s": elapsed,
         "time_s_all_starts": elapsed * n_all / len(chosen),
+        "cpu_s": cpu,
         "extrapolated": bool(len(chosen) < n_all),
         "best_start": starts[chosen[int(np.argmin(fs))]].tolist(),
         "theta": np.asarray(best.x).tolist(),
@@ -141,14 +178,16 @@ def run_baseline(objective, starts, k, seed, progress):
     }
 
 
-def polish(objective, theta):
-    """The best baseline start carried on with tight tolerances (still numeric gradients)."""
+def polish(value_and_grad, theta):
+    """The best baseline start carried on to the bottom: L-BFGS-B with this script's exact
+    gradient and tight tolerances. Tells whether the baseline stopped short of qidlab's
+    optimum (same basin) or sits in another minimum."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = minimize(objective, np.asarray(theta), method="L-BFGS-B",
+        out = minimize(value_and_grad, np.asarray(theta), jac=True, method="L-BFGS-B",
                        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
     return {"theta": out.x.tolist(), "objective": float(out.fun), "params": to_natural(out.x),
-            "message": str(out.message)}
+            "message": str(out.message), "nit": int(out.nit)}
 
 
 # ---------------------------------------------------------------------------
@@ -156,17 +195,53 @@ def polish(objective, theta):
 
 
 def run_qidlab(frame, objective, screen: bool, repeat: int):
-    times, result = [], None
+    times, cpus, result = [], [], None
     for _ in range(repeat):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         result = fit_law(frame, "chinchilla", drop_highest=5, holdout=(), screen=screen)[0]
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     params = {n: float(result.params[n]) for n in NAMES}
     return {
-        "time_s": min(times), "times_s": times, "n": result.n,
+        "time_s": min(times), "times_s": times, "cpu_s": cpus[int(np.argmin(times))], "n": result.n,
         "objective": objective(to_fit(params)),  # the baseline's objective function, for a fair comparison
         "objective_reported": float(result.metrics["objective"]),
         "params": params,
+    }
+
+
+def screen_check(frame, rtol=1e-8):
+    """Why screening is safe here (``--screen-check``; not timed): run every start to convergence
+    and count how many reach the optimum; then screen as fit_law does (20 iterations, keep 128)
+    and count how many of the kept ones reach it. Uses qidlab's internal ``_Problem``, without
+    the final scipy polish that fit_law adds, so the optimum is the batched L-BFGS's own."""
+    from qidlab.laws.fit import _Problem, resolve_folds
+    from qidlab.laws.optim import minimize_batched
+
+    law = get_law("chinchilla")
+    opts = FitOptions(drop_highest=5)
+    prep = prepare(frame, law, opts)
+    fixed, _ = resolve_folds(law, prep.X)
+    problem = _Problem(law, prep.X, np.log(prep.y), fixed, opts)
+    fg, starts = problem.value_grad(None), problem.starts()
+    full = minimize_batched(fg, starts, problem.lower, problem.upper, max_iter=opts.max_iter)
+    f_opt = float(np.min(full.f))
+    reach = full.f <= f_opt * (1 + rtol)
+    first = minimize_batched(fg, starts, problem.lower, problem.upper, max_iter=opts.screen_iters)
+    order = np.argsort(first.f)
+    kept = order[: opts.screen_keep]
+    second = minimize_batched(fg, first.x[kept], problem.lower, problem.upper, max_iter=opts.max_iter)
+    kept_reach = second.f <= f_opt * (1 + rtol)
+    # where, in the screening ranking, the starts that reach the optimum (run in full) sit
+    ranks = np.flatnonzero(reach[order])
+    return {
+        "rtol": rtol, "starts": int(len(starts)), "objective_opt": f_opt,
+        "reach_optimum_all": int(reach.sum()),
+        "kept": int(len(kept)), "kept_reach_optimum": int(kept_reach.sum()),
+        "kept_best_objective": float(np.min(second.f)),
+        "screen_ranks_of_reaching_starts_first10": ranks[:10].tolist(),
+        "reaching_starts_in_top_kept_when_run_in_full": int(np.sum(ranks < len(kept))),
     }
 
 
@@ -208,6 +283,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, metavar="R", help="best of R runs for (b) and (c) (default 3)")
     ap.add_argument("--skip-baseline", action="store_true", help="do not run the scipy baseline")
     ap.add_argument("--seed", type=int, default=0, help="seed for the --baseline-starts sample (default 0)")
+    ap.add_argument("--screen-check", action="store_true",
+                    help="also count how many starts reach the optimum with and without screening (not timed)")
     ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout (report on stderr)")
     args = ap.parse_args(argv)
     if args.repeat < 1:
@@ -223,10 +300,12 @@ def main(argv=None):
     mach = machine()
     frame, logN, logD, logL, starts = load_problem()
     objective = make_objective(logN, logD, logL)
+    value_and_grad = make_value_and_grad(logN, logD, logL)
     say("Approach 3 on the Epoch data (Hoffmann et al. 2022 Fig. 4 via Besiroglu et al. 2024)")
     say(f"  points: {len(logL)} (245 bundled, 5 highest losses dropped); starts: {len(starts)} (Hoffmann's grid)")
     say(f"  machine: nproc={mach['nproc']}, {mach['cpu']}, {mach['platform']}")
-    say(f"           python {mach['python']}, numpy {mach['numpy']}, scipy {mach['scipy']}")
+    say(f"           python {mach['python']}, numpy {mach['numpy']}, scipy {mach['scipy']}; "
+        f"1-min load average at start {mach['loadavg_at_start']}")
     say()
 
     summary = {"machine": mach, "points": int(len(logL)), "starts": int(len(starts)),
@@ -244,18 +323,19 @@ def main(argv=None):
         baseline["starts_nonfinite"] = int((~finite).sum())
         if baseline["extrapolated"]:
             say(f"    ran {baseline['starts_run']} of {baseline['starts_total']} starts (random sample, seed "
-                f"{args.seed}) in {baseline['time_s']:.1f} s")
+                f"{args.seed}) in {baseline['time_s']:.1f} s (process CPU time {baseline['cpu_s']:.1f} s)")
             say(f"    EXTRAPOLATED time for all {baseline['starts_total']} starts: "
                 f"{baseline['time_s_all_starts']:.0f} s  (= measured x {baseline['starts_total']}/{baseline['starts_run']})")
             say("    (the best start of a sample need not be the best of the full grid)")
         else:
-            say(f"    time: {baseline['time_s']:.1f} s (measured, all {baseline['starts_total']} starts, one run)")
+            say(f"    time: {baseline['time_s']:.1f} s (measured, all {baseline['starts_total']} starts, one run; "
+                f"process CPU time {baseline['cpu_s']:.1f} s)")
         say(f"    objective evaluations: {baseline['nfev_total']}, iterations: {baseline['nit_total']}; "
             f"starts within 1e-6 (rel) of the best: {near}")
         say(f"    best objective {baseline['objective']:.12e}  ({baseline['message']})")
         say(f"    {fmt_params(baseline['params'])}")
-        baseline["polished"] = polish(objective, baseline["theta"])
-        say(f"    best start polished (ftol 1e-15, gtol 1e-12, numeric gradients): "
+        baseline["polished"] = polish(value_and_grad, baseline["theta"])
+        say(f"    best start carried on (L-BFGS-B, exact gradient, ftol 1e-15, gtol 1e-12; not timed): "
             f"objective {baseline['polished']['objective']:.12e}")
         say(f"    {fmt_params(baseline['polished']['params'])}")
         say()
@@ -263,14 +343,16 @@ def main(argv=None):
 
     say(f"(b) qidlab exhaustive: fit_law(frame, 'chinchilla', drop_highest=5, holdout=(), screen=False), best of {args.repeat}")
     exhaustive = run_qidlab(frame, objective, screen=False, repeat=args.repeat)
-    say(f"    time: {exhaustive['time_s']:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in exhaustive['times_s'])})")
+    say(f"    time: {exhaustive['time_s']:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in exhaustive['times_s'])}; "
+        f"process CPU time of the best {exhaustive['cpu_s']:.2f} s)")
     say(f"    objective {exhaustive['objective']:.12e}  (qidlab reports {exhaustive['objective_reported']:.12e})")
     say(f"    {fmt_params(exhaustive['params'])}")
     say()
     say(f"(c) qidlab default (screening 20 iterations, best 128 go on): fit_law(frame, 'chinchilla', "
         f"drop_highest=5, holdout=()), best of {args.repeat}")
     default = run_qidlab(frame, objective, screen=True, repeat=args.repeat)
-    say(f"    time: {default['time_s']:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in default['times_s'])})")
+    say(f"    time: {default['time_s']:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in default['times_s'])}; "
+        f"process CPU time of the best {default['cpu_s']:.2f} s)")
     say(f"    objective {default['objective']:.12e}  (qidlab reports {default['objective_reported']:.12e})")
     say(f"    {fmt_params(default['params'])}")
     say()
@@ -286,12 +368,24 @@ def main(argv=None):
             report_compare(say, f"({'b' if key == 'exhaustive' else 'c'}) vs {tag}", comparisons[f"{key}_vs_baseline"])
         for key, cand in (("exhaustive", exhaustive), ("default", default)):
             comparisons[f"{key}_vs_baseline_polished"] = compare(cand, baseline["polished"])
-            report_compare(say, f"({'b' if key == 'exhaustive' else 'c'}) vs {tag}, polished",
+            report_compare(say, f"({'b' if key == 'exhaustive' else 'c'}) vs {tag}, carried on",
                            comparisons[f"{key}_vs_baseline_polished"])
         if not comparisons["default_vs_baseline"]["same"] and default["objective"] < baseline["objective"]:
             say("    note: qidlab's objective is LOWER than the baseline's: scipy's default L-BFGS-B stops when f")
             say("    improves by < 2.2e-9 absolute (ftol * max(|f|, 1)), about 2e-6 relative on an objective of 1e-3.")
     say()
+
+    if args.screen_check:
+        sc = screen_check(frame)
+        summary["screen_check"] = sc
+        say(f"Screening check (batched L-BFGS alone, no polish; 'reach' = objective within {sc['rtol']:g} "
+            f"relative of the best, {sc['objective_opt']:.12e}):")
+        say(f"    run to convergence, {sc['reach_optimum_all']} of {sc['starts']} starts reach the optimum")
+        say(f"    screened (20 iterations, best {sc['kept']} kept), {sc['kept_reach_optimum']} of the {sc['kept']} "
+            f"kept reach it; best kept objective {sc['kept_best_objective']:.12e}")
+        say(f"    of the starts that reach it when run in full, {sc['reaching_starts_in_top_kept_when_run_in_full']} "
+            f"rank in the screening's top {sc['kept']} (first ranks: {sc['screen_ranks_of_reaching_starts_first10']})")
+        say()
 
     epoch = {"params": EPOCH_REFIT, "objective": objective(to_fit(EPOCH_REFIT))}
     summary["epoch_refit"] = epoch
@@ -324,6 +418,9 @@ def main(argv=None):
         summary["speedup"] = {"exhaustive": base_t / exhaustive["time_s"], "default": base_t / default["time_s"]}
         say(f"  speed-up over the baseline{' (extrapolated)' if baseline['extrapolated'] else ''}: "
             f"exhaustive x{summary['speedup']['exhaustive']:.1f}, default x{summary['speedup']['default']:.1f}")
+
+    mach["loadavg_at_end"] = load_average()
+    say(f"  1-min load average at the end: {mach['loadavg_at_end']} (this benchmark alone keeps about one core busy)")
 
     if args.json:
         print(json.dumps(summary, indent=2, default=float))

@@ -92,6 +92,10 @@ def validate(frame: "pd.DataFrame", source: str = "table") -> "pd.DataFrame":
                 f"{source}: column {col!r}, row {row + 1}: {frame[col].iloc[row]!r} is not a number"
             )
         frame[col] = values.astype(float)
+        infinite = np.isinf(frame[col].to_numpy())
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise QidlabError(f"{source}: column {col!r}, row {row + 1}: {frame[col].iloc[row]} is not finite")
     for col in POSITIVE:
         if col in frame.columns:
             bad = frame[col].notna() & ~(frame[col] > 0)

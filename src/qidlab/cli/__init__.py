@@ -25,6 +25,13 @@ def number(text: str) -> float:
         raise QidlabError(f"{text!r} is not a number") from None
 
 
+def named_number(name: str, text: str) -> float:
+    try:
+        return number(text)
+    except QidlabError:
+        raise QidlabError(f"{name}={text!r}: {text!r} is not a number") from None
+
+
 def assignments(items: Sequence[str] | None, what: str = "--set") -> dict[str, str]:
     """Parse NAME=VALUE pairs (values kept as text)."""
     out = {}
@@ -36,8 +43,12 @@ def assignments(items: Sequence[str] | None, what: str = "--set") -> dict[str, s
     return out
 
 
-def numbers(text: str) -> list[float]:
-    return [number(t) for t in text.split(",") if t.strip()]
+def numbers(text: str, what: str = "list") -> list[float]:
+    """A non-empty comma-separated list of numbers."""
+    values = [number(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise QidlabError(f"{what} needs at least one value")
+    return values
 
 
 def _clean(obj: Any) -> Any:
@@ -65,14 +76,22 @@ def emit(args, doc: dict, text: str) -> None:
     print(dump_json(doc) if getattr(args, "json", False) else text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import demo, law_commands
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qidlab",
         description="Quantization scaling laws: fit, predict and invert QiD = loss(quantized) - loss(16-bit).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     law_commands.register(sub)
     demo.register(sub)
     return parser
@@ -80,11 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported
+        return int(exc.code or 0)
     try:
         return int(args.run(args) or 0)
     except QidlabError as exc:
-        print(f"qidlab: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # always one line
+        print(f"qidlab: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qidlab: interrupted", file=sys.stderr)

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from ..errors import QidlabError
-from . import assignments, dump_json, emit, number, numbers
+from . import assignments, dump_json, emit, named_number, number, numbers
 
 
 def register(sub) -> None:
@@ -53,11 +53,13 @@ def _values(args, law_name: str | None = None) -> dict[str, Any]:
         if name == "eff" and law.name == "frantar2025":
             from ..laws.catalog.frantar import EFFICIENCY
 
-            out[name] = EFFICIENCY[text] if text in EFFICIENCY else number(text)
+            out[name] = EFFICIENCY[text] if text in EFFICIENCY else named_number(name, text)
         elif name in law.variable_names or name == "loss16":
-            out[name] = number(text)
-        else:
+            out[name] = named_number(name, text)
+        elif getattr(args, "fit", None):
             out[name] = text  # a group key of a fit file (e.g. method=gptq)
+        else:
+            raise QidlabError(f"law {law.name!r} has no input {name!r} (its variables: {', '.join(law.variable_names)})")
     return out
 
 
@@ -267,8 +269,8 @@ def run_table1(args):
 
     values = _values(args)
     fixed = {k: v for k, v in values.items() if k not in ("n_params", "bits")}
-    grid = token_grid(args.law, _picker(args, values), numbers(args.sizes), numbers(args.bits),
-                      numbers(args.qid), **{k: v for k, v in fixed.items() if isinstance(v, float)})
+    grid = token_grid(args.law, _picker(args, values), numbers(args.sizes, "--sizes"), numbers(args.bits, "--bits"),
+                      numbers(args.qid, "--qid"), **{k: v for k, v in fixed.items() if isinstance(v, float)})
     wide = grid.pivot_table(index="n_params", columns=["qid", "bits"], values="tokens_trillion")
     emit(args, {"law": args.law, "rows": grid.to_dict(orient="records")},
          "tokens (trillions) to reach each QiD, by model size (rows) and (QiD, bits) (columns)\n"
@@ -291,7 +293,12 @@ def run_project(args):
     from ..laws.analysis import projection
 
     values = _values(args)
-    curves, crossings = projection(args.law, _picker(args, values), numbers(args.sizes), numbers(args.bits),
+    if args.points < 2:
+        raise QidlabError("--points must be at least 2")
+    if args.vocab_size < 2:
+        raise QidlabError("--vocab-size must be at least 2")
+    curves, crossings = projection(args.law, _picker(args, values), numbers(args.sizes, "--sizes"),
+                                   numbers(args.bits, "--bits"),
                                    max_tokens=number(args.max_tokens), points=args.points,
                                    vocab_size=args.vocab_size)
     if args.csv:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..registry import register_law
-from ..spec import Fold, FunctionLaw, Param, Published, TermsLaw, Variable, column, design
+from ..spec import Fold, Law, Param, Published, TermsLaw, Variable, column, design, logsumexp
 
 PAPER = "Kumar et al. 2024, Scaling Laws for Precision, arXiv 2411.04330"
 N = Variable("n_params", "non-embedding parameters N")
@@ -53,20 +55,41 @@ PTQ = register_law(
 )
 
 
-def _n_eff(X, gamma_w, gamma_a, gamma_kv):
-    factor = 1.0
-    for col, g in (("bits", gamma_w), ("a_bits", gamma_a), ("kv_bits", gamma_kv)):
-        factor = factor * (1.0 - np.exp(-column(X, col) / g))
-    return column(X, "n_params") * factor
+PRECISIONS = ("bits", "a_bits", "kv_bits")
 
 
-def _qat(X, A, alpha, B, beta, E, gamma_w, gamma_a, gamma_kv):
-    return A * _n_eff(X, gamma_w, gamma_a, gamma_kv) ** (-alpha) + B * column(X, "tokens") ** (-beta) + E
+@dataclass(frozen=True)
+class PrecisionLaw(Law):
+    """loss = A*N_eff^-alpha + B*D^-beta + E in log-sum-exp form, with analytic gradients.
+
+    theta = (log A, alpha, log B, beta, log E, log gamma_w, log gamma_a, log gamma_kv)."""
+
+    def _terms(self, theta, X):
+        logN, logD = np.log(column(X, "n_params")), np.log(column(X, "tokens"))
+        t = [theta[..., i : i + 1] for i in range(8)]
+        z = [column(X, col) / np.exp(t[5 + j]) for j, col in enumerate(PRECISIONS)]  # P_x / gamma_x
+        log_f = sum(np.log(-np.expm1(-zj)) for zj in z)  # sum_x log(1 - exp(-P_x/gamma_x))
+        terms = [t[0] - t[1] * (logN + log_f), t[2] - t[3] * logD, t[4] + 0 * logD]
+        return terms, z, logN + log_f, logD
+
+    def log_predict(self, theta, X):
+        return logsumexp(self._terms(np.asarray(theta), X)[0])
+
+    def log_predict_grad(self, theta, X):
+        theta = np.asarray(theta, dtype=float)
+        terms, z, log_neff, logD = self._terms(theta, X)
+        log_y = logsumexp(terms)
+        w = [np.exp(term - log_y) for term in terms]
+        alpha = theta[..., 1:2]
+        with np.errstate(invalid="ignore", over="ignore"):
+            dgamma = [w[0] * alpha * zj * np.exp(-zj) / -np.expm1(-zj) for zj in z]
+        grad = [w[0], -w[0] * log_neff, w[1], -w[1] * logD, w[2], *dgamma]
+        return log_y, np.stack(np.broadcast_arrays(*grad), axis=-1)
 
 
 TINY = 1e-300
 QAT = register_law(
-    FunctionLaw(
+    PrecisionLaw(
         name="kumar2024-qat",
         title="Kumar 2024 training-precision law with effective parameters N_eff",
         formula="loss = A * N_eff^-alpha + B * tokens^-beta + E,  "
@@ -103,7 +126,6 @@ QAT = register_law(
         citation=PAPER,
         note="Published form and constants disagree: the fitted model had precision offsets the "
         "main-text formula omits. Unquantized activations/KV are taken as 16 bits.",
-        fn=_qat,
         folds=(
             Fold(("bits",), {"gamma_w": TINY}, "A"),
             Fold(("a_bits",), {"gamma_a": TINY}, "A"),
