@@ -159,8 +159,9 @@ def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
             if np.isnan(values).any():
                 rows = np.flatnonzero(np.isnan(values))[:5] + 1
                 raise QidlabError(f"column {v.name!r} has empty cells (data rows {', '.join(map(str, rows))}...)")
-            if v.positive and (values <= 0).any():
-                raise QidlabError(f"column {v.name!r} must be > 0 for law {law.name!r}")
+            if ((values <= 0) if v.positive else (values < 0)).any():
+                sign = "> 0" if v.positive else ">= 0"
+                raise QidlabError(f"column {v.name!r} must be {sign} for law {law.name!r}")
             X[v.name] = values
         else:
             X[v.name] = np.full(len(y), float(v.default))

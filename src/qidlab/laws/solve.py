@@ -49,8 +49,9 @@ def inputs(law: Law, values: Mapping[str, Any], n: int | None = None) -> dict[st
             a = np.array([v.default])
         else:
             raise QidlabError(f"law {law.name!r} needs a value for {v.name} (--set {v.name}=...)")
-        if v.positive and np.any(a <= 0):
-            raise QidlabError(f"{v.name} must be > 0 (got {a[a <= 0][0]:g})")
+        bad = (a <= 0) if v.positive else (a < 0)
+        if np.any(bad):
+            raise QidlabError(f"{v.name} must be {'> 0' if v.positive else '>= 0'} (got {a[bad][0]:g})")
         if np.any(~np.isfinite(a)):
             raise QidlabError(f"{v.name} must be a finite number")
         out[v.name] = np.broadcast_to(a, (size,)).astype(float)

@@ -71,7 +71,8 @@ class Param:
 @dataclass(frozen=True)
 class Variable:
     """An input of a law, named as a canonical column. ``default`` is used when the
-    column is absent (e.g. activation bits 16 = not quantized)."""
+    column is absent (e.g. activation bits 16 = not quantized). Values must be > 0, or
+    >= 0 where ``positive`` is False (e.g. mantissa bits)."""
 
     name: str
     doc: str

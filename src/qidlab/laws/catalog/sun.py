@@ -38,8 +38,8 @@ LAW = register_law(
         variables=(
             Variable("n_params", "non-embedding parameters N"),
             Variable("tokens", "training tokens D (plain tokens, not the paper's 2^30 units)"),
-            Variable("exp_bits", "exponent bits E"),
-            Variable("man_bits", "mantissa bits M"),
+            Variable("exp_bits", "exponent bits E", positive=False),
+            Variable("man_bits", "mantissa bits M", positive=False),
             Variable("block_size", "scaling block size B (>= 2; channel-wise ~ 2^13.1567)"),
         ),
         params=(
