@@ -617,3 +617,14 @@ def test_unknown_input_name_is_rejected(capsys):
 def test_non_numeric_input_names_the_variable(capsys):
     msg = run_error(capsys, "predict", "--law", "ouyang2024", "--set", "n_params=abc", "tokens=1T", "bits=4")
     assert "n_params" in msg and "'abc'" in msg
+
+
+def test_fit_grid_option(capsys, tmp_path):
+    # a one-start grid near the optimum reaches Epoch's refit; an unknown parameter is refused
+    assert main(["fit", "chinchilla-epoch", "--law", "chinchilla", "--drop-highest", "5", "--holdout", "",
+                 "--grid", "E=0.5", "A=6", "B=7.5", "alpha=0.35", "beta=0.35", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["options"]["grid"]["alpha"] == [0.35]
+    assert doc["fits"][0]["params"]["E"] == pytest.approx(1.8172, rel=0.005)
+    msg = run_error(capsys, "fit", "chinchilla-epoch", "--law", "chinchilla", "--grid", "foo=1")
+    assert "'foo'" in msg

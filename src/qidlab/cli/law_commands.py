@@ -119,6 +119,10 @@ def _fit(sub):
     p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss)")
     p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"))
     p.add_argument("--huber-delta", type=float, default=1e-3)
+    p.add_argument("--grid", nargs="+", action="extend", metavar="PARAM=V1,V2,...",
+                   help="Approach-3 start values for a parameter, in fit space (log of log-scale coefficients)")
+    p.add_argument("--all-starts", action="store_true",
+                   help="run every start to convergence (default: screen starts, keep the best 128)")
     p.add_argument("--nonpositive", default="drop", choices=("drop", "floor"),
                    help="what to do with target <= 0 (QiD noise): drop the points or floor them")
     p.add_argument("--floor", type=float, default=1e-4, help="value (nats) for --nonpositive floor")
@@ -143,6 +147,7 @@ def run_fit(args):
     options = dict(bootstrap=args.bootstrap, resample=args.resample, seed=args.seed,
                    drop_highest=args.drop_highest, target=args.target, method=args.method,
                    huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
+                   grid=_grid(law, args.grid), screen=not args.all_starts,
                    holdout=tuple(c.strip() for c in args.holdout.split(",") if c.strip()))
     fits = fit_law(frame, law, by=by, **options)
     doc = {
@@ -154,6 +159,15 @@ def run_fit(args):
     if args.out:
         Path(args.out).write_text(dump_json(doc) + "\n")
     emit(args, doc, _fit_text(law, fits))
+
+
+def _grid(law, items):
+    grid = {}
+    for name, text in assignments(items, "--grid").items():
+        if name not in law.param_names:
+            raise QidlabError(f"--grid: law {law.name!r} has no parameter {name!r} ({', '.join(law.param_names)})")
+        grid[name] = tuple(numbers(text, f"--grid {name}"))
+    return grid or None
 
 
 def _fit_text(law, fits) -> str:
