@@ -1,0 +1,247 @@
+"""Running a study: checkpoints x quantization configs x eval sets into the store.
+
+The unit of work sent to an executor is one checkpoint (`measure_checkpoint`): it loads the
+model once, scores the 16-bit model once per eval set, then for each configuration restores the
+16-bit weights, quantizes, and scores again. It never touches the store: it yields results, and
+the driver (`run_study`) writes each one in its own transaction. A job already in the store is
+skipped, so after a crash the same command finishes the study with no lost and no duplicated rows.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .. import provenance
+from ..errors import QidlabError
+from ..store import Measurement, Store, config_hash
+from .study import CalibrationSpec, Study
+
+NEEDS_CALIBRATION = {"gptq", "awq"}
+REFERENCE = {"method": "none", "bits": 16}
+
+
+@dataclass
+class Result:
+    """One measured (config, eval set) of a checkpoint, or the error that stopped it."""
+
+    config: dict[str, Any]
+    eval_set: str
+    loss16: float = float("nan")
+    loss: float = float("nan")
+    qid: float = float("nan")
+    qid_ci: tuple[float, float] | None = None
+    n_tokens: int = 0
+    docs: tuple = ()
+    error: str | None = None
+
+
+@dataclass
+class CheckpointInfo:
+    """What loading a checkpoint tells: N (non-embedding), total parameters, D, content hash."""
+
+    n_params: int
+    n_params_total: int
+    tokens: int | None
+    content_hash: str
+
+
+@dataclass
+class Summary:
+    measured: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def measurement_config(cfg: dict[str, Any], study: Study) -> dict[str, Any]:
+    """Everything that defines a measurement besides checkpoint and eval set (hashed for resume)."""
+    from ..quantize import config_from_dict
+
+    quant = REFERENCE if cfg.get("method") == "none" else config_from_dict(cfg).to_dict()
+    out = {"quantization": quant, "scoring": dict(study.scoring)}
+    if quant.get("method") in NEEDS_CALIBRATION and study.calibration is not None:
+        c = study.calibration
+        out["calibration"] = {"source": str(c.source), "n_samples": c.n_samples, "seq_len": c.seq_len, "seed": c.seed}
+    return out
+
+
+def calibration_ids(tokenizer, spec: CalibrationSpec):
+    """(n_samples, seq_len) token ids: seeded random windows of the calibration text."""
+    import numpy as np
+    import torch
+
+    from ..evaluate import load_eval_set
+
+    docs = load_eval_set(spec.source, n_docs=10**9, seed=spec.seed, name="calibration").docs
+    ids = tokenizer("\n\n".join(docs), return_attention_mask=False)["input_ids"]
+    if len(ids) <= spec.seq_len:
+        raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than seq_len={spec.seq_len}")
+    rng = np.random.default_rng(spec.seed)
+    starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
+    return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
+
+
+def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]], study: Study) -> Iterator:
+    """Yield a ``CheckpointInfo``, then one ``Result`` per (config, eval set).
+
+    ``configs`` holds only the jobs still to do; the 16-bit reference ({"method": "none"})
+    may be among them. A failing configuration yields Results with ``error`` set; the rest go on."""
+    import torch
+
+    from ..checkpoints import load_checkpoint
+    from ..evaluate import paired_bootstrap_qid, score
+    from ..quantize import config_from_dict, quantize_
+
+    ckpt = load_checkpoint(path)
+    yield CheckpointInfo(n_params=ckpt.n_params, n_params_total=ckpt.n_params_total, tokens=ckpt.tokens,
+                         content_hash=ckpt.content_hash)
+    model, tok = ckpt.model, ckpt.tokenizer
+    scoring = {k: v for k, v in study.scoring.items() if k in ("max_length", "stride", "batch_size")}
+    n_boot = int(study.scoring.get("bootstrap", 1000))
+    state16 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ref_scores = {es.name: score(model, tok, es, **scoring) for es in eval_sets}
+    calib = None
+    for cfg in configs:
+        if cfg.get("method") == "none":
+            for es in eval_sets:
+                s = ref_scores[es.name]
+                loss16 = s.summary()["nats_per_token"]
+                yield Result(cfg, es.name, loss16, loss16, 0.0, (0.0, 0.0), int(s.n_tokens.sum()),
+                             (s.nll_sum, s.n_tokens, s.n_bytes))
+            continue
+        try:
+            qcfg = config_from_dict(cfg)
+            if cfg["method"] in NEEDS_CALIBRATION:
+                if study.calibration is None:
+                    raise QidlabError(f"method {cfg['method']} needs a [calibration] section in the study")
+                calib = calib if calib is not None else calibration_ids(tok, study.calibration)
+            model.load_state_dict(state16)
+            quantize_(model, qcfg, calibration=calib if cfg["method"] in NEEDS_CALIBRATION else None)
+            for es in eval_sets:
+                sq = score(model, tok, es, **scoring)
+                s16 = ref_scores[es.name]
+                qid, lo, hi = paired_bootstrap_qid(s16, sq, n_boot=n_boot, seed=0)
+                yield Result(cfg, es.name, s16.summary()["nats_per_token"], sq.summary()["nats_per_token"], qid,
+                             (lo, hi), int(sq.n_tokens.sum()), (sq.nll_sum, sq.n_tokens, sq.n_bytes))
+        except Exception as exc:  # one failing job must not stop the others
+            detail = str(exc) if isinstance(exc, QidlabError) else traceback.format_exc(limit=3)
+            for es in eval_sets:
+                yield Result(cfg, es.name, error=f"{type(exc).__name__}: {detail}")
+    with torch.no_grad():
+        model.load_state_dict(state16)
+
+
+def run_study(study: Study, *, executor: str = "local", address: str | None = None, progress=True) -> Summary:
+    """Measure every job of ``study`` that the store lacks; return counts and failures."""
+    from ..checkpoints import discover
+    from ..evaluate import load_eval_set
+
+    refs = [r for r in discover(study.checkpoint_root)
+            if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
+    if not refs:
+        raise QidlabError(f"no checkpoints under {study.checkpoint_root} match the study")
+    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name) for e in study.eval_sets]
+    configs = [dict(REFERENCE)] + [dict(c) for c in study.methods]
+    hashes = [config_hash(measurement_config(c, study)) for c in configs]  # validates every config up front
+    summary = Summary()
+    with Store(study.store) as store:
+        es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
+                                             source={"path": str(spec.source), "n_docs": spec.n_docs, "seed": spec.seed})
+                  for es, spec in zip(eval_sets, study.eval_sets)}
+        plan = []
+        for ref in refs:
+            todo = _todo(store, ref, configs, hashes, es_ids)
+            summary.skipped += (len(configs) - len(todo)) * len(eval_sets)
+            if todo:
+                plan.append((ref, todo))
+        total = sum(len(todo) * len(eval_sets) for _, todo in plan)
+        meter = _Progress(total, enabled=progress)
+        streams = _execute(plan, eval_sets, study, executor, address)
+        for ref, stream in streams:
+            _write(store, ref, stream, study, es_ids, summary, meter)
+    return summary
+
+
+def _todo(store: Store, ref, configs, hashes, es_ids) -> list[dict]:
+    row = store.conn.execute("SELECT id FROM checkpoints WHERE suite=? AND model=? AND step=?",
+                             (ref.suite, ref.model, ref.step)).fetchone()
+    if row is None:
+        return configs
+    done = store.done_hashes(int(row[0]))
+    return [c for c, h in zip(configs, hashes) if not all((i, h) in done for i in es_ids.values())]
+
+
+def _write(store: Store, ref, stream, study: Study, es_ids, summary: Summary, meter) -> None:
+    """Write a checkpoint's results as they come; a checkpoint that fails as a whole is reported."""
+    try:
+        _write_results(store, ref, stream, study, es_ids, summary, meter)
+    except Exception as exc:  # e.g. a corrupt checkpoint: report it, go on with the others
+        detail = str(exc) if isinstance(exc, QidlabError) else f"{type(exc).__name__}: {exc}"
+        summary.failed.append(f"{ref.model}/step{ref.step}: {detail}")
+        meter.tick(f"{ref.model}/step{ref.step}: FAILED ({detail})")
+
+
+def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Summary, meter) -> None:
+    versions, revision = provenance.versions(), provenance.code_revision()
+    ckpt_id = None
+    for item in stream:
+        if isinstance(item, CheckpointInfo):
+            tokens = ref.tokens if ref.tokens is not None else item.tokens
+            if tokens is None:
+                raise QidlabError(f"{ref.path}: tokens seen (D) unknown: give tokens_per_step in the suite manifest")
+            ckpt_id = store.checkpoint_id(suite=ref.suite, model=ref.model, step=ref.step, path=str(ref.path),
+                                          n_params=item.n_params, n_params_total=item.n_params_total,
+                                          tokens=int(tokens), content_hash=item.content_hash)
+            continue
+        label = f"{ref.model}/step{ref.step} {_label(item.config)} {item.eval_set}"
+        if item.error:
+            summary.failed.append(f"{label}: {item.error}")
+            meter.tick(f"{label}: FAILED")
+            continue
+        mcfg = measurement_config(item.config, study)
+        q = mcfg["quantization"]
+        nll, ntok, nbytes = item.docs
+        new = store.add_measurement(Measurement(
+            checkpoint_id=ckpt_id, eval_set_id=es_ids[item.eval_set], method=q["method"], bits=float(q.get("bits", 16) or 16),
+            config=mcfg, loss16=item.loss16, loss=item.loss, qid=item.qid, qid_ci=item.qid_ci, n_tokens=item.n_tokens,
+            versions=versions, code_revision=revision, doc_nll=list(nll), doc_tokens=list(ntok), doc_bytes=list(nbytes),
+            group_size=q.get("group_size"), exp_bits=q.get("exp_bits"), man_bits=q.get("man_bits"),
+            block_size=q.get("block_size")))
+        if new is None:
+            summary.skipped += 1
+        else:
+            summary.measured += 1
+        meter.tick(f"{label}: qid {item.qid:.4f}")
+
+
+def _label(cfg: dict) -> str:
+    return "-".join(f"{v}" if k == "method" else f"{k}={v}" for k, v in sorted(cfg.items(), key=lambda kv: kv[0] != "method"))
+
+
+def _execute(plan, eval_sets, study, executor, address):
+    if executor == "local":
+        return [(ref, measure_checkpoint(str(ref.path), eval_sets, todo, study)) for ref, todo in plan]
+    if executor == "ray":
+        from .ray_executor import run_on_ray
+
+        return run_on_ray(plan, eval_sets, study, address)
+    raise QidlabError(f"unknown executor {executor!r} (use local or ray)")
+
+
+class _Progress:
+    """A one-line progress meter with ETA on stderr."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.monotonic()
+
+    def tick(self, text: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        print(f"[{self.done}/{self.total}] {text}  (elapsed {elapsed:.0f}s, ETA {eta:.0f}s)", file=sys.stderr, flush=True)

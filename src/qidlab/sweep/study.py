@@ -1,0 +1,156 @@
+"""A study file (TOML): which checkpoints, which quantization configs, which eval sets.
+
+    [study]
+    name = "tiny"
+    store = "tiny.db"                  # relative to the study file
+
+    [checkpoints]
+    root = "suite"                     # Pythia layout <suite>/<model>/step<N>/ (qidlab.checkpoints.discover)
+    models = ["m1", "m2"]              # optional filter
+    steps = [64, 128]                  # optional filter
+
+    [[eval_sets]]
+    name = "heldout"
+    source = "eval.txt"                # file, folder, JSONL or Parquet
+    n_docs = 1000
+    seed = 0
+
+    [calibration]                      # for GPTQ / AWQ
+    source = "train.txt"
+    n_samples = 128
+    seq_len = 512
+    seed = 0
+
+    [[methods]]                        # each list expands to every combination
+    method = "gptq"
+    bits = [2, 3, 4]
+    group_size = [128]                 # "channel" = one scale per output channel
+
+    [scoring]
+    max_length = 2048                  # context; longer documents are scored in windows
+    bootstrap = 1000                   # paired bootstrap replicates for the QiD CI
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import QidlabError
+
+SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    name: str
+    source: Path
+    n_docs: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    source: Path
+    n_samples: int = 128
+    seq_len: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    path: Path
+    store: Path
+    checkpoint_root: Path
+    models: tuple[str, ...] | None
+    steps: tuple[int, ...] | None
+    eval_sets: tuple[EvalSpec, ...]
+    methods: tuple[dict[str, Any], ...]  # one quantization config dict per combination
+    calibration: CalibrationSpec | None
+    scoring: dict[str, Any] = field(default_factory=dict)
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and validate a study file; one ``QidlabError`` naming the file and key otherwise."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise QidlabError(f"{path}: no such study file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise QidlabError(f"{path}: not valid TOML ({exc})") from None
+    where = path.parent
+    unknown = set(raw) - SECTIONS
+    if unknown:
+        raise QidlabError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SECTIONS))})")
+    study = _table(raw, "study", path)
+    ckpts = _table(raw, "checkpoints", path)
+    if "root" not in ckpts:
+        raise QidlabError(f"{path}: [checkpoints] needs 'root' (a suite folder in the Pythia layout)")
+    evals = raw.get("eval_sets")
+    if not isinstance(evals, list) or not evals:
+        raise QidlabError(f"{path}: needs at least one [[eval_sets]] with name and source")
+    methods = raw.get("methods")
+    if not isinstance(methods, list) or not methods:
+        raise QidlabError(f"{path}: needs at least one [[methods]] entry")
+    calib = raw.get("calibration")
+    return Study(
+        name=str(study.get("name", path.stem)),
+        path=path,
+        store=where / str(study.get("store", f"{path.stem}.db")),
+        checkpoint_root=where / str(ckpts["root"]),
+        models=tuple(ckpts["models"]) if "models" in ckpts else None,
+        steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts else None,
+        eval_sets=tuple(_eval_spec(e, where, path, i) for i, e in enumerate(evals)),
+        methods=tuple(c for i, m in enumerate(methods) for c in _expand(m, path, i)),
+        calibration=_calibration(calib, where, path) if calib is not None else None,
+        scoring=dict(raw.get("scoring", {})),
+    )
+
+
+def _table(raw, key, path) -> dict:
+    value = raw.get(key)
+    if not isinstance(value, dict):
+        raise QidlabError(f"{path}: needs a [{key}] table")
+    return value
+
+
+def _eval_spec(e, where, path, i) -> EvalSpec:
+    if not isinstance(e, dict) or "name" not in e or "source" not in e:
+        raise QidlabError(f"{path}: eval_sets[{i}] needs 'name' and 'source'")
+    try:
+        return EvalSpec(name=str(e["name"]), source=where / str(e["source"]), n_docs=int(e.get("n_docs", 1000)),
+                        seed=int(e.get("seed", 0)))
+    except (TypeError, ValueError) as exc:
+        raise QidlabError(f"{path}: eval_sets[{i}]: {exc}") from None
+
+
+def _calibration(c, where, path) -> CalibrationSpec:
+    if not isinstance(c, dict) or "source" not in c:
+        raise QidlabError(f"{path}: [calibration] needs 'source'")
+    try:
+        return CalibrationSpec(source=where / str(c["source"]), n_samples=int(c.get("n_samples", 128)),
+                               seq_len=int(c.get("seq_len", 512)), seed=int(c.get("seed", 0)))
+    except (TypeError, ValueError) as exc:
+        raise QidlabError(f"{path}: [calibration]: {exc}") from None
+
+
+def _expand(entry, path, i) -> list[dict[str, Any]]:
+    """One config dict per combination of the list-valued keys of a [[methods]] entry."""
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise QidlabError(f"{path}: methods[{i}] needs 'method'")
+    keys = sorted(entry)
+    axes = [entry[k] if isinstance(entry[k], list) else [entry[k]] for k in keys]
+    if any(len(a) == 0 for a in axes):
+        raise QidlabError(f"{path}: methods[{i}] has an empty list")
+    out = []
+    for combo in itertools.product(*axes):
+        cfg = dict(zip(keys, combo))
+        if cfg.get("group_size") == "channel":
+            cfg["group_size"] = None
+        out.append(cfg)
+    return out
