@@ -84,6 +84,26 @@ def tiny_config(arch: str, *, vocab_size: int, hidden: int = 64, layers: int = 2
     raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
 
 
+def _as_loaded(tokenizer, arch: str, path: Path):
+    """The tokenizer as ``AutoTokenizer`` will load it from a saved ``arch`` checkpoint.
+
+    transformers 5 may pick an architecture's own tokenizer class (Qwen2Tokenizer splits digits
+    and adds ``<|endoftext|>``), so the model is trained with exactly what a loader will see.
+    """
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    scratch = path / ".tokenizer-scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        tiny_config(arch, vocab_size=len(tokenizer)).save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        return AutoTokenizer.from_pretrained(str(scratch), local_files_only=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def make_tiny_checkpoint(path, *, arch: str = "gpt_neox", hidden: int = 64, layers: int = 2, heads: int = 4,
                          steps: int = 150, seed: int = 0, docs: list[str] | None = None,
                          save_steps: list[int] | None = None, vocab_size: int = 512, seq_len: int = 64,
@@ -101,7 +121,7 @@ def make_tiny_checkpoint(path, *, arch: str = "gpt_neox", hidden: int = 64, laye
 
     path = Path(path)
     docs = tiny_corpus(200, seed=0) if docs is None else docs
-    tokenizer = train_tokenizer(docs, vocab_size)
+    tokenizer = _as_loaded(train_tokenizer(docs, vocab_size), arch, path)
     # one token stream: <bos> doc <eos> <bos> doc <eos> ...
     stream = []
     for doc in docs:
