@@ -1,0 +1,275 @@
+"""Quantization configs: one small, frozen, validated dataclass per method.
+
+The type of the config chooses the method in ``quantize_`` (as torchao does). Every config has
+``method`` (its registered name), ``to_dict()`` (JSON-ready, with ``method``), ``key()`` (a
+stable string for the store) and ``columns()`` (the data-contract columns it fixes: ``bits``,
+``group_size``, ``exp_bits``, ``man_bits``, ``block_size``, ``method``).
+``config_from_dict`` rebuilds a config from ``to_dict()`` output.
+
+This module is pure Python: importing it loads no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from qidlab.errors import QidlabError
+
+__all__ = [
+    "QuantConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "NF4Config", "FP4Config",
+    "FPConfig", "TernaryConfig", "config_from_dict", "METHODS",
+]
+
+INT_BITS = range(2, 9)  # integer grids: 2..8 bits (codes fit in int8)
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo
+    ok = ok and (hi is None or value <= hi)
+    if not ok:
+        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise QidlabError(f"{name} must be an integer {span}, got {value!r}")
+
+
+def _check_group(value: Any, name: str = "group_size") -> None:
+    if value is not None:
+        _check_int(name, value, 1)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Base of every config.
+
+    ``modules``: ``None`` quantizes every ``nn.Linear`` inside the decoder blocks (embeddings and
+    ``lm_head`` are kept); otherwise a tuple of ``fnmatch`` patterns on full module names
+    (e.g. ``("*.mlp.*",)``), matched against every ``nn.Linear`` of the model.
+    """
+
+    method: ClassVar[str] = ""
+    modules: tuple[str, ...] | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.modules is not None:
+            mods = self.modules
+            if isinstance(mods, str):
+                mods = (mods,)
+            mods = tuple(mods)
+            if not mods or not all(isinstance(m, str) and m for m in mods):
+                raise QidlabError(f"modules must be non-empty name patterns, got {self.modules!r}")
+            object.__setattr__(self, "modules", mods)
+        self._validate()
+
+    def _validate(self) -> None:  # overridden per method
+        pass
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"method": ..., field: value, ...}``, JSON-ready (``modules`` as a list or None)."""
+        d: dict[str, Any] = {"method": self.method}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    def key(self) -> str:
+        """Stable identifier, e.g. ``rtn:bits=4,group_size=128,modules=None,symmetric=True``."""
+        d = self.to_dict()
+        method = d.pop("method")
+        parts = []
+        for k in sorted(d):
+            v = d[k]
+            v = "|".join(v) if isinstance(v, list) else v
+            parts.append(f"{k}={v}")
+        return f"{method}:" + ",".join(parts)
+
+    @property
+    def w_bits(self) -> float:
+        """Bits per weight of the codes (scales not counted)."""
+        return float(getattr(self, "bits"))
+
+    def columns(self) -> dict[str, Any]:
+        """The data-contract columns this config fixes (docs/architecture.md)."""
+        return {"method": self.method, "bits": self.w_bits,
+                "group_size": getattr(self, "group_size", None)}
+
+
+@dataclass(frozen=True)
+class _IntConfig(QuantConfig):
+    bits: int
+    group_size: int | None = None  # None: one scale per output channel
+
+    def _validate(self) -> None:
+        _check_int("bits", self.bits, INT_BITS.start, INT_BITS.stop - 1)
+        _check_group(self.group_size)
+
+
+@dataclass(frozen=True)
+class RTNConfig(_IntConfig):
+    """Round-to-nearest on an integer grid: ``bits`` (2..8), ``group_size`` weights per scale
+    along the input dimension (None: per output channel), symmetric or asymmetric (zero point)."""
+
+    method: ClassVar[str] = "rtn"
+    symmetric: bool = True
+
+    def _validate(self) -> None:
+        super()._validate()
+        if not isinstance(self.symmetric, bool):
+            raise QidlabError(f"symmetric must be true or false, got {self.symmetric!r}")
+
+
+@dataclass(frozen=True)
+class GPTQConfig(_IntConfig):
+    """GPTQ (Frantar et al. 2022) on the same integer grid as RTN.
+
+    ``damp``: fraction of mean(diag H) added to the diagonal; ``act_order``: columns in order of
+    decreasing diag H (groups then use static scales from the unquantized weights);
+    ``block_size``: columns per lazy batch; ``true_sequential``: quantize the linears of a block
+    in execution order, recomputing inputs after each; ``shared_hessian``: one Hessian per layer
+    from the 16-bit model, reusable for every bit width (``collect_hessians``).
+    """
+
+    method: ClassVar[str] = "gptq"
+    symmetric: bool = True
+    damp: float = 0.01
+    act_order: bool = False
+    block_size: int = 128
+    true_sequential: bool = True
+    shared_hessian: bool = False
+
+    def _validate(self) -> None:
+        super()._validate()
+        for name in ("symmetric", "act_order", "true_sequential", "shared_hessian"):
+            if not isinstance(getattr(self, name), bool):
+                raise QidlabError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        d = self.damp
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not (0 < d < 1):
+            raise QidlabError(f"damp must be a number in (0, 1), got {d!r}")
+        _check_int("block_size", self.block_size, 1)
+
+
+@dataclass(frozen=True)
+class AWQConfig(_IntConfig):
+    """AWQ (Lin et al. 2024): per-input-channel scales s = mean|x|^a, a searched on
+    ``n_grid`` points of [0, 1), then RTN of W*s (asymmetric, as AWQ) folded back: Q(W*s)/s."""
+
+    method: ClassVar[str] = "awq"
+    group_size: int | None = 128
+    n_grid: int = 20
+    symmetric: bool = False
+
+    def _validate(self) -> None:
+        super()._validate()
+        _check_int("n_grid", self.n_grid, 1)
+        if not isinstance(self.symmetric, bool):
+            raise QidlabError(f"symmetric must be true or false, got {self.symmetric!r}")
+
+
+@dataclass(frozen=True)
+class _Codebook4Config(QuantConfig):
+    block_size: int = 64
+
+    def _validate(self) -> None:
+        _check_int("block_size", self.block_size, 1)
+
+    @property
+    def w_bits(self) -> float:
+        return 4.0
+
+    def columns(self) -> dict[str, Any]:
+        return {"method": self.method, "bits": 4.0, "block_size": self.block_size}
+
+
+@dataclass(frozen=True)
+class NF4Config(_Codebook4Config):
+    """NF4 (QLoRA, bitsandbytes): 4-bit NormalFloat codebook, one absmax per ``block_size``
+    consecutive weights of the flattened (row-major) matrix, as bitsandbytes' quantize_4bit."""
+
+    method: ClassVar[str] = "nf4"
+
+
+@dataclass(frozen=True)
+class FP4Config(_Codebook4Config):
+    """bitsandbytes' FP4 (its e2m1 table, whose smallest non-zero magnitude is 1/192 of the
+    absmax, not the IEEE-like subnormal of ``FPConfig(2, 1)``), blocks as ``NF4Config``."""
+
+    method: ClassVar[str] = "fp4"
+
+
+@dataclass(frozen=True)
+class FPConfig(QuantConfig):
+    """Floating point ExMy (1 sign bit, ``exp_bits`` E, ``man_bits`` M, subnormals, every code
+    finite: no inf/NaN) with one absmax scale per ``block_size`` consecutive weights of the
+    flattened matrix: scale = block absmax / largest representable value; round to nearest,
+    ties to even. E=0 is a sign-magnitude integer grid."""
+
+    method: ClassVar[str] = "fp"
+    exp_bits: int
+    man_bits: int
+    block_size: int = 64
+
+    def _validate(self) -> None:
+        _check_int("exp_bits", self.exp_bits, 0, 8)
+        _check_int("man_bits", self.man_bits, 0, 10)
+        if self.exp_bits + self.man_bits < 1:
+            raise QidlabError("exp_bits + man_bits must be at least 1 (a sign bit alone has no values)")
+        _check_int("block_size", self.block_size, 1)
+
+    @property
+    def w_bits(self) -> float:
+        return float(1 + self.exp_bits + self.man_bits)
+
+    def columns(self) -> dict[str, Any]:
+        return {"method": self.method, "bits": self.w_bits, "exp_bits": self.exp_bits,
+                "man_bits": self.man_bits, "block_size": self.block_size}
+
+
+@dataclass(frozen=True)
+class TernaryConfig(QuantConfig):
+    """BitNet b1.58 absmean: W' = g * clip(round(W / g), -1, 1), g = mean|W| per group of
+    ``group_size`` input weights (None: per output channel; BitNet itself uses one g per matrix,
+    i.e. ``group_size`` = the whole matrix is not offered)."""
+
+    method: ClassVar[str] = "ternary"
+    group_size: int | None = None
+
+    def _validate(self) -> None:
+        _check_group(self.group_size)
+
+    @property
+    def w_bits(self) -> float:
+        return math.log2(3)
+
+
+METHODS: dict[str, type[QuantConfig]] = {
+    c.method: c for c in (RTNConfig, GPTQConfig, AWQConfig, NF4Config, FP4Config, FPConfig,
+                          TernaryConfig)
+}
+
+
+def config_from_dict(d: dict[str, Any]) -> QuantConfig:
+    """Rebuild a config from ``to_dict()`` output; unknown methods or fields are one error."""
+    if not isinstance(d, dict) or "method" not in d:
+        raise QidlabError(f"a quantization config needs a 'method' (one of {', '.join(METHODS)})")
+    d = dict(d)
+    name = d.pop("method")
+    cls = METHODS.get(str(name).lower()) if isinstance(name, str) else None
+    if cls is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise QidlabError(f"unknown quantization method {name!r}{hint}; known: {', '.join(METHODS)}")
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise QidlabError(f"unknown field(s) {', '.join(unknown)} for method '{cls.method}'; "
+                          f"allowed: {', '.join(sorted(allowed))}")
+    if isinstance(d.get("modules"), list):
+        d["modules"] = tuple(d["modules"])
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in d and f.default is dataclasses.MISSING]
+    if missing:
+        raise QidlabError(f"method '{cls.method}' needs {', '.join(missing)}")
+    return cls(**d)

@@ -1,0 +1,140 @@
+"""GPTQ (Frantar et al. 2022), following IST-DASLab/gptq.
+
+``HessianAccumulator`` builds H = 2 X^T X / n_tokens from a layer's inputs (forward hooks);
+``gptq_quantize_layer`` does the column sweep on the integer grid of ``grids`` (so with
+H = identity it is round-to-nearest). ``collect_hessians`` gathers one H per layer from the
+unquantized model in full forward passes: the "shared Hessian" mode, reusable for every bit width
+and group size. The block-by-block, true-sequential driver lives in ``api``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from qidlab.errors import QidlabError
+from qidlab.quantize import grids
+from qidlab.quantize.config import GPTQConfig
+from qidlab.quantize.model import batches, check_calibration, model_device, select_linears
+
+
+class HessianAccumulator:
+    """Running H = 2 X^T X / n over the rows x (in_features,) of every input seen (float32)."""
+
+    def __init__(self, in_features: int, device: torch.device | str = "cpu"):
+        self.H = torch.zeros(in_features, in_features, device=device, dtype=torch.float32)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        """``x``: ``(..., in_features)`` activations entering the layer."""
+        x = x.reshape(-1, x.shape[-1]).float()
+        m = x.shape[0]
+        self.H *= self.n / (self.n + m)
+        self.n += m
+        x = x * (2 / self.n) ** 0.5
+        self.H += x.T @ x
+
+    def hook(self) -> Callable:
+        def fn(_mod, args, _out):
+            self.add(args[0].detach())
+        return fn
+
+
+def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfig
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize ``weight`` ``(out, in)`` with Hessian ``H`` ``(in, in)``.
+
+    Returns ``(dequantized weight in weight's dtype, scale, zero)`` with ``scale`` and ``zero``
+    float32 ``(out, n_groups)`` (one group per row when ``group_size`` is None), so that
+    ``W' = scale[:, g] * (codes - zero[:, g])`` column-group by column-group.
+    Groups are contiguous input columns; their scales are chosen when the sweep reaches their
+    first column (from the error-updated weights), or, with ``act_order``, once beforehand from
+    the unquantized weights ("static groups"), which keeps groups contiguous.
+    """
+    bits, gs = config.bits, config.group_size
+    W = weight.detach().float().clone()
+    rows, cols = W.shape
+    if H.shape != (cols, cols):
+        raise QidlabError(f"Hessian shape {tuple(H.shape)} does not match weight width {cols}")
+    grids.group_view(W, gs)  # validates the group size against the width
+    g = cols if gs is None else gs
+    H = H.to(W.device, torch.float32).clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+
+    scales = torch.zeros(rows, cols // g, device=W.device)
+    zeros = torch.zeros_like(scales)
+    static = gs is None or config.act_order
+    if static:  # every group's grid from the (unquantized) weights
+        s, z = grids.choose_qparams(grids.group_view(W, gs), bits, config.symmetric)
+        scales, zeros = s[..., 0], z[..., 0]
+
+    perm = torch.arange(cols, device=W.device)
+    if config.act_order:
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
+    H[range(cols), range(cols)] += config.damp * torch.mean(torch.diag(H))
+    Hinv = _inverse_cholesky(H)
+
+    Q = torch.zeros_like(W)
+    bs = config.block_size
+    for i1 in range(0, cols, bs):
+        i2 = min(i1 + bs, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = int(perm[i1 + i])
+            grp = col // g
+            if not static and col % g == 0:  # reached a new group: its grid from current weights
+                cur = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
+                s, z = grids.choose_qparams(cur, bits, config.symmetric)
+                scales[:, grp], zeros[:, grp] = s[:, 0], z[:, 0]
+            w, d = W1[:, i], Hinv1[i, i]
+            s, z = scales[:, grp], zeros[:, grp]
+            q = grids.dequantize(grids.quantize(w, s, z, bits), s, z)
+            Q1[:, i] = q
+            err = (w - q) / d
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    if config.act_order:
+        Q = Q[:, torch.argsort(perm)]
+    return Q.to(weight.dtype), scales, zeros
+
+
+def _inverse_cholesky(H: torch.Tensor) -> torch.Tensor:
+    """Upper Cholesky factor of H^-1 (GPTQ's Hinv); a clear error if H is not positive definite."""
+    try:
+        L = torch.linalg.cholesky(H)
+        return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    except RuntimeError as e:  # torch.linalg.LinAlgError subclasses RuntimeError
+        raise QidlabError("GPTQ: the dampened Hessian is not positive definite; "
+                          "raise damp or use more calibration data") from e
+
+
+@torch.no_grad()
+def collect_hessians(model: nn.Module, calibration: torch.Tensor,
+                     modules: tuple[str, ...] | None = None, batch_size: int = 8,
+                     device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """One Hessian per selected linear from full forward passes of the (16-bit) model:
+    ``{module name: H (in, in) float32}``. ``modules`` as in the configs (None: every linear in
+    the decoder blocks). ``device``: where to keep the H's (default: each layer's device)."""
+    calibration = check_calibration(calibration, "gptq")
+    linears = select_linears(model, modules)
+    acc = {n: HessianAccumulator(m.in_features, device or m.weight.device)
+           for n, m in linears.items()}
+    handles = [m.register_forward_hook(acc[n].hook()) for n, m in linears.items()]
+    dev = model_device(model)
+    try:
+        for ids in batches(calibration, batch_size):
+            model(input_ids=ids.to(dev), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: a.H for n, a in acc.items()}
