@@ -7,6 +7,7 @@ the model has learnt the corpus's grammar, so quantizing its weights visibly rai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -22,6 +23,23 @@ _NAMES = "Alice Bob Carol Dave Erin Frank Grace Heidi".split()
 
 ARCHS = ("gpt_neox", "llama", "qwen2")
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread inside the block, then restore the previous setting.
+
+    Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two OpenMP
+    threads contend with other processes and run tens of times slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _sentence(rng: random.Random) -> str:
@@ -150,9 +168,21 @@ def make_tiny_checkpoint(path, *, arch: str = "gpt_neox", hidden: int = 64, laye
                 "tokens_per_step": tokens_per_step, "generator": "tests/tiny_models.py"}
         (folder / "qidlab.json").write_text(json.dumps(meta, indent=1))
 
+    with single_thread():
+        _train(model, opt, stream, gen, steps, batch_size, seq_len, save_steps, lambda step: save(
+            path / model_name / f"step{step}", step))
+    model.eval()
+    if save_steps is None:
+        save(path, steps)
+    return path
+
+
+def _train(model, opt, stream, gen, steps, batch_size, seq_len, save_steps, save_at) -> None:
+    import torch
+
     for step in range(steps + 1):
         if save_steps is not None and step in save_steps:
-            save(path / model_name / f"step{step}", step)
+            save_at(step)
         if step == steps:
             break
         starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=gen)
@@ -161,7 +191,3 @@ def make_tiny_checkpoint(path, *, arch: str = "gpt_neox", hidden: int = 64, laye
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    model.eval()
-    if save_steps is None:
-        save(path, steps)
-    return path
