@@ -33,6 +33,15 @@ def _levels(x: torch.Tensor) -> int:
 # ---- fixtures ----------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads; on a busy 2-core box they contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _neox():
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -403,6 +412,7 @@ def test_shared_hessian_close_to_sequential_on_two_blocks(calib):
     for (n, ms), ma in zip(seq.named_modules(), shared.modules()):
         if isinstance(ms, torch.nn.Linear) and ".layers." in n:
             diffs.append(float((ms.weight - ma.weight).norm() / ms.weight.norm()))
+    print('shared vs sequential GPTQ, relative weight difference per linear:', diffs)
     assert diffs[0] < 1e-5  # first linear: identical inputs
     assert max(diffs) < 0.5  # later ones differ, but only by some grid steps
     assert abs(r_seq.mean_rel_error - r_sh.mean_rel_error) < 0.05
@@ -448,7 +458,7 @@ def test_awq_not_worse_than_rtn_and_better_with_outliers():
 
 
 def _snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("cfg", ALL_CONFIGS, ids=lambda c: c.key()[:40])
@@ -472,7 +482,7 @@ def test_quantize_changes_only_block_linears(tiny, calib, cfg):
 
 
 @pytest.mark.parametrize("cfg", [RTNConfig(3, group_size=16), RTNConfig(2, symmetric=False),
-                                 GPTQConfig(3, group_size=16), GPTQConfig(2)],
+                                 GPTQConfig(2, group_size=16)],
                          ids=lambda c: c.key()[:40])
 def test_every_weight_on_grid(tiny, calib, cfg):
     report = quantize_(tiny, cfg, calib)

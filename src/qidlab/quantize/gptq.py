@@ -54,6 +54,7 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
     the unquantized weights ("static groups"), which keeps groups contiguous.
     """
     bits, gs = config.bits, config.group_size
+    maxq = 2**bits - 1
     W = weight.detach().float().clone()
     rows, cols = W.shape
     if H.shape != (cols, cols):
@@ -96,7 +97,7 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
                 scales[:, grp], zeros[:, grp] = s[:, 0], z[:, 0]
             w, d = W1[:, i], Hinv1[i, i]
             s, z = scales[:, grp], zeros[:, grp]
-            q = grids.dequantize(grids.quantize(w, s, z, bits), s, z)
+            q = s * (torch.clamp(torch.round(w / s) + z, 0, maxq) - z)  # grids.quantize, inline
             Q1[:, i] = q
             err = (w - q) / d
             W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)

@@ -1,0 +1,121 @@
+"""Cross-checks of qidlab.quantize against other libraries; each skips when its library is absent.
+
+Install them with ``pip install -c constraints.txt -e '.[crosscheck]'`` (bitsandbytes, torchao).
+llm-compressor is not in the extra: today it pins an older transformers than the project's venv
+uses, so its test runs only in an environment where it installs without changing torch.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from qidlab.quantize import GPTQConfig, grids  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- bitsandbytes: NF4 / FP4 -------------------------------------------------------------
+
+
+def _bnb():
+    return pytest.importorskip(
+        "bitsandbytes.functional",
+        reason="bitsandbytes not installed (pip install -c constraints.txt bitsandbytes)")
+
+
+def test_bnb_tables():
+    F = _bnb()
+    nf4 = F.get_4bit_type("nf4", device="cpu")
+    fp4 = F.get_4bit_type("fp4", device="cpu")
+    assert torch.allclose(nf4, grids.NF4_CODE, atol=1e-7)
+    # bitsandbytes' Python table is rounded to 4 decimals (its CUDA kernel is not)
+    assert torch.allclose(fp4.unique().sort().values, grids.FP4_CODE, atol=1e-4)
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("shape, block, dtype", [((16, 128), 64, torch.float32),
+                                                 ((7, 50), 64, torch.float32),
+                                                 ((32, 256), 128, torch.float32),
+                                                 ((16, 128), 64, torch.bfloat16)])
+def test_bnb_quantize_4bit_round_trip(quant_type, shape, block, dtype):
+    F = _bnb()
+    w = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 0.05).to(dtype)
+    packed, state = F.quantize_4bit(w, blocksize=block, quant_type=quant_type)
+    theirs = F.dequantize_4bit(packed, state)
+    fn = grids.fake_quantize_nf4 if quant_type == "nf4" else grids.fake_quantize_fp4
+    ours = fn(w, block)
+    assert ours.dtype == theirs.dtype == dtype
+    # bitsandbytes' CPU quantizer places boundaries at midpoints of its rounded FP4 table, so an
+    # input within 1e-4 of a boundary may land on the other code; none do in these draws
+    assert torch.equal(ours, theirs)
+
+
+# ---- torchao: integer affine grid --------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("group_size", [16, None])
+def test_torchao_affine_grid(bits, symmetric, group_size):
+    qp = pytest.importorskip("torchao.quantization.quant_primitives",
+                             reason="torchao not installed (pip install -c constraints.txt torchao)")
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(bits))
+    block = (1, group_size or 64)
+    if symmetric:
+        mt, qmin, qmax = qp.MappingType.SYMMETRIC, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        mt, qmin, qmax = qp.MappingType.ASYMMETRIC, 0, 2**bits - 1
+    s, z = qp.choose_qparams_affine(w, mt, block, torch.int32, qmin, qmax)
+    q = qp.quantize_affine(w, block, s, z, torch.int32, qmin, qmax)
+    theirs = qp.dequantize_affine(q, block, s, z, torch.int32, qmin, qmax)
+    ours = grids.fake_quantize(w, bits, group_size, symmetric)
+    our_s, _ = grids.choose_qparams(grids.group_view(w, group_size), bits, symmetric)
+    assert torch.allclose(our_s.reshape(s.shape), s, rtol=1e-6)
+    # torchao multiplies by 1/scale, we divide: an input exactly half-way between two levels
+    # (the symmetric grid's absmax element, at -2^(b-1) + 1/2 steps) may round either way
+    steps = grids.group_view(w, group_size) / our_s
+    tie = ((steps - steps.floor() - 0.5).abs() < 1e-4).reshape(w.shape)
+    assert torch.allclose(ours[~tie], theirs[~tie], atol=1e-6)
+    assert tie.float().mean() <= 1 / (group_size or 64) + 0.02  # ~one tie (the absmax) per group
+
+
+# ---- llm-compressor: GPTQ ----------------------------------------------------------------
+
+
+def test_llmcompressor_gptq_single_layer():
+    """Our column sweep against llm-compressor's (actorder none, dampening 0.01) on one layer
+    with a Hessian from correlated inputs. llm-compressor picks group scales from the
+    unquantized weights (like our act_order / per-channel path), so compare per channel."""
+    gq = pytest.importorskip(
+        "llmcompressor.modifiers.quantization.gptq.gptq_quantize",
+        reason="llm-compressor not installed (it pins another transformers than the venv's)")
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationStrategy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 8, generator=g) @ torch.randn(8, 64, generator=g)
+    x = x + 0.1 * torch.randn(512, 64, generator=g)
+    H = 2 * x.T @ x / x.shape[0]
+    W = torch.randn(32, 64, generator=g)
+    layer = torch.nn.Linear(64, 32, bias=False)
+    layer.weight.data.copy_(W)
+    args = QuantizationArgs(num_bits=4, symmetric=True, strategy=QuantizationStrategy.CHANNEL,
+                            observer="minmax")
+    out = gq.quantize_weight(module=layer, quant_args=args, hessians_dict={layer: H.clone()},
+                             blocksize=128, percdamp=0.01)
+    theirs = out[-1] if isinstance(out, tuple) and out[-1].shape == W.shape else layer.weight
+    ours, _, _ = _gptq(W, H, GPTQConfig(4, damp=0.01))
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def _gptq(W, H, cfg):
+    from qidlab.quantize import gptq_quantize_layer
+
+    return gptq_quantize_layer(W, H, cfg)
