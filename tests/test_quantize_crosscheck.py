@@ -90,32 +90,45 @@ def test_torchao_affine_grid(bits, symmetric, group_size):
 # ---- llm-compressor: GPTQ ----------------------------------------------------------------
 
 
-def test_llmcompressor_gptq_single_layer():
-    """Our column sweep against llm-compressor's (actorder none, dampening 0.01) on one layer
-    with a Hessian from correlated inputs. llm-compressor picks group scales from the
-    unquantized weights (like our act_order / per-channel path), so compare per channel."""
-    gq = pytest.importorskip(
-        "llmcompressor.modifiers.quantization.gptq.gptq_quantize",
-        reason="llm-compressor not installed (it pins another transformers than the venv's)")
+def _llmc_quantize_weight():
+    mod = pytest.importorskip(
+        "llmcompressor.modifiers.gptq.gptq_quantize",
+        reason="llm-compressor not installed (0.14 pins another transformers than the venv's)")
+    import inspect
+
+    params = inspect.signature(mod.quantize_weight).parameters
+    if not {"weights", "hessians", "scale", "zero_point", "global_scale"} <= set(params):
+        pytest.skip("llm-compressor's quantize_weight has another signature than 0.14's")
+    return mod.quantize_weight
+
+
+@pytest.mark.parametrize("bits, group_size, symmetric", [(4, None, True), (3, None, False),
+                                                         (4, 16, True), (3, 32, False)])
+def test_llmcompressor_gptq_single_layer(bits, group_size, symmetric):
+    """Our column sweep against llm-compressor's (actorder none, dampening 0.01, observer
+    scales from the unquantized weights = our ``static_groups``), same Hessian, same grid."""
+    quantize_weight = _llmc_quantize_weight()
     from compressed_tensors.quantization import QuantizationArgs, QuantizationStrategy
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(bits)
     x = torch.randn(512, 8, generator=g) @ torch.randn(8, 64, generator=g)
     x = x + 0.1 * torch.randn(512, 64, generator=g)
     H = 2 * x.T @ x / x.shape[0]
     W = torch.randn(32, 64, generator=g)
-    layer = torch.nn.Linear(64, 32, bias=False)
-    layer.weight.data.copy_(W)
-    args = QuantizationArgs(num_bits=4, symmetric=True, strategy=QuantizationStrategy.CHANNEL,
-                            observer="minmax")
-    out = gq.quantize_weight(module=layer, quant_args=args, hessians_dict={layer: H.clone()},
-                             blocksize=128, percdamp=0.01)
-    theirs = out[-1] if isinstance(out, tuple) and out[-1].shape == W.shape else layer.weight
-    ours, _, _ = _gptq(W, H, GPTQConfig(4, damp=0.01))
+    cfg = GPTQConfig(bits, group_size=group_size, symmetric=symmetric, static_groups=True)
+    ours, scale, zero = gptq_quantize_layer(W, H, cfg)
+    strategy = QuantizationStrategy.CHANNEL if group_size is None else QuantizationStrategy.GROUP
+    args = QuantizationArgs(num_bits=bits, symmetric=symmetric, strategy=strategy,
+                            group_size=group_size, actorder=None)
+    # compressed-tensors' grid: signed codes in [-2^(b-1), 2^(b-1) - 1], zero point shifted
+    zp = (zero - 2 ** (bits - 1)).to(torch.int8)
+    theirs = quantize_weight(W[None].clone(), H[None].clone(), scale[None], zp[None], None,
+                             args, blocksize=128, percdamp=0.01)[0][0]
     assert (ours - theirs).abs().max() < 1e-4
+    assert not torch.equal(ours, grids.fake_quantize(W, bits, group_size, symmetric))
 
 
-def _gptq(W, H, cfg):
-    from qidlab.quantize import gptq_quantize_layer
+def gptq_quantize_layer(W, H, cfg):
+    from qidlab.quantize import gptq_quantize_layer as fn
 
-    return gptq_quantize_layer(W, H, cfg)
+    return fn(W, H, cfg)

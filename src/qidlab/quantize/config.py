@@ -124,7 +124,9 @@ class GPTQConfig(_IntConfig):
     """GPTQ (Frantar et al. 2022) on the same integer grid as RTN.
 
     ``damp``: fraction of mean(diag H) added to the diagonal; ``act_order``: columns in order of
-    decreasing diag H (groups then use static scales from the unquantized weights);
+    decreasing diag H (groups then use static scales); ``static_groups``: every group's scale
+    from the unquantized weights before the sweep (as llm-compressor), instead of when the sweep
+    reaches the group (IST-DASLab/gptq's default);
     ``block_size``: columns per lazy batch; ``true_sequential``: quantize the linears of a block
     in execution order, recomputing inputs after each; ``shared_hessian``: one Hessian per layer
     from the 16-bit model, reusable for every bit width (``collect_hessians``).
@@ -134,13 +136,15 @@ class GPTQConfig(_IntConfig):
     symmetric: bool = True
     damp: float = 0.01
     act_order: bool = False
+    static_groups: bool = False
     block_size: int = 128
     true_sequential: bool = True
     shared_hessian: bool = False
 
     def _validate(self) -> None:
         super()._validate()
-        for name in ("symmetric", "act_order", "true_sequential", "shared_hessian"):
+        for name in ("symmetric", "act_order", "static_groups", "true_sequential",
+                     "shared_hessian"):
             if not isinstance(getattr(self, name), bool):
                 raise QidlabError(f"{name} must be true or false, got {getattr(self, name)!r}")
         d = self.damp

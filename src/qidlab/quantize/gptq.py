@@ -50,8 +50,8 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
     float32 ``(out, n_groups)`` (one group per row when ``group_size`` is None), so that
     ``W' = scale[:, g] * (codes - zero[:, g])`` column-group by column-group.
     Groups are contiguous input columns; their scales are chosen when the sweep reaches their
-    first column (from the error-updated weights), or, with ``act_order``, once beforehand from
-    the unquantized weights ("static groups"), which keeps groups contiguous.
+    first column (from the error-updated weights), or, with ``static_groups`` or ``act_order``,
+    once beforehand from the unquantized weights, which keeps groups contiguous.
     """
     bits, gs = config.bits, config.group_size
     maxq = 2**bits - 1
@@ -68,7 +68,7 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
 
     scales = torch.zeros(rows, cols // g, device=W.device)
     zeros = torch.zeros_like(scales)
-    static = gs is None or config.act_order
+    static = gs is None or config.act_order or config.static_groups
     if static:  # every group's grid from the (unquantized) weights
         s, z = grids.choose_qparams(grids.group_view(W, gs), bits, config.symmetric)
         scales, zeros = s[..., 0], z[..., 0]
