@@ -76,7 +76,7 @@ def calibration_ids(tokenizer, spec: CalibrationSpec):
 
     from ..evaluate import load_eval_set
 
-    docs = load_eval_set(spec.source, n_docs=10**9, seed=spec.seed, name="calibration").docs
+    docs = load_eval_set(spec.source, n_docs=None, name="calibration").docs
     ids = tokenizer("\n\n".join(docs), return_attention_mask=False)["input_ids"]
     if len(ids) <= spec.seq_len:
         raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than seq_len={spec.seq_len}")
