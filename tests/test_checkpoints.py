@@ -182,6 +182,8 @@ def test_pickle_refused_then_loaded_with_weights_only(ckpts, tmp_path):
     torch.save(state, folder / "pytorch_model.bin")
     with pytest.raises(QidlabError, match="pickled weights .*allow_pickle=True"):
         load_checkpoint(folder)
+    torch.save({"python": object()}, folder / "rng_state_0.pth")  # Trainer state: not weights, not read
+    torch.save({"lr": 1e-3}, folder / "optimizer.pt")
     ck = load_checkpoint(folder, allow_pickle=True)
     assert ck.weight_format == "pickle"
     params = dict(ck.model.named_parameters())
@@ -240,7 +242,8 @@ def test_no_tokenizer_is_none(ckpts, tmp_path):
 
 
 def test_importing_checkpoints_stays_lean():
-    code = "import sys, qidlab.checkpoints, qidlab.evaluate; print('torch' in sys.modules or 'transformers' in sys.modules)"
+    code = ("import sys, qidlab.checkpoints, qidlab.evaluate; "
+            "print('torch' in sys.modules or 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

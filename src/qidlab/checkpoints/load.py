@@ -14,6 +14,8 @@ from qidlab.errors import QidlabError
 #: Files whose bytes are the checkpoint's weights, by format.
 SAFETENSORS_GLOB = "*.safetensors"
 PICKLE_GLOBS = ("*.bin", "*.pt", "*.pth")
+#: Files a transformers Trainer leaves beside the weights: never weights, never loaded.
+TRAINER_STATE = re.compile(r"^(training_args\.bin|optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth)$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 METADATA_FILE = "qidlab.json"  # written by qidlab's trainer: {"tokens": D, "step": ...}
 _STEP_DIR = re.compile(r"^step(\d+)$")
@@ -65,7 +67,7 @@ def _weight_files(folder: Path) -> tuple[str, list[Path]]:
     st = sorted(folder.glob(SAFETENSORS_GLOB))
     if st:
         return "safetensors", st
-    pk = sorted({f for g in PICKLE_GLOBS for f in folder.glob(g) if f.name != "training_args.bin"})
+    pk = sorted({f for g in PICKLE_GLOBS for f in folder.glob(g) if not TRAINER_STATE.match(f.name)})
     return ("pickle", pk) if pk else ("none", [])
 
 
