@@ -584,3 +584,25 @@ def test_bf16_model(calib):
     back = dequantize_state(state)
     w = m.model.layers[0].mlp.up_proj.weight.float()
     assert torch.allclose(back["model.layers.0.mlp.up_proj.weight"], w, rtol=1e-2, atol=1e-3)
+
+
+def test_true_sequential_order_groups_shared_inputs(tiny, calib):
+    from qidlab.quantize.model import linears_in_order, select_linears
+
+    _, blocks = find_blocks(tiny)
+    names = {m: n for n, m in select_linears(tiny, None).items()}
+    inputs = capture_block_inputs(tiny, blocks, calib, batch_size=4)
+    order = [[n.split(".", 3)[-1] for n in grp] for grp in linears_in_order(blocks[0], names, inputs)]
+    if hasattr(tiny, "gpt_neox"):
+        want = [["attention.query_key_value"], ["attention.dense"], ["mlp.dense_h_to_4h"],
+                ["mlp.dense_4h_to_h"]]
+    else:
+        want = [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+                ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]
+    assert order == want
+
+
+def test_every_registered_method_is_covered():
+    from qidlab.quantize import METHODS
+
+    assert {c.method for c in ALL_CONFIGS} == set(METHODS)

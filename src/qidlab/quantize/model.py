@@ -125,11 +125,11 @@ def linears_in_order(block: nn.Module, names: dict[nn.Module, str],
                      inputs: BlockInputs) -> list[list[str]]:
     """Quantizable linears of ``block`` in execution order, grouped by shared input (q/k/v,
     gate/up): a list of groups of full names. Runs the first calibration batch once."""
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[str, torch.Tensor]] = []  # holding the inputs keeps their memory unshared
 
     def hook(mod, args):
         if mod in names and names[mod] not in {n for n, _ in seen}:
-            seen.append((names[mod], args[0].data_ptr()))
+            seen.append((names[mod], args[0]))
 
     handles = [m.register_forward_pre_hook(hook) for m in block.modules() if m in names]
     try:
@@ -139,12 +139,13 @@ def linears_in_order(block: nn.Module, names: dict[nn.Module, str],
             h.remove()
     groups: list[list[str]] = []
     last = None
-    for name, ptr in seen:
-        if groups and ptr == last:
+    for name, x in seen:
+        if groups and last is not None and x.data_ptr() == last.data_ptr() \
+                and x.shape == last.shape:
             groups[-1].append(name)
         else:
             groups.append([name])
-        last = ptr
+        last = x
     missing = [n for m, n in names.items() if any(m is x for x in block.modules())
                and n not in {s for s, _ in seen}]
     if missing:  # never called in forward: quantize them last, without inputs order
