@@ -353,3 +353,20 @@ def test_discovered_refs_load_with_manifest_tokens(tmp_path):
     assert [(c.step, c.tokens) for c in loaded] == [(0, 0), (4, 4000)]
     assert loaded[0].content_hash != loaded[1].content_hash
     assert loaded[0].n_params == loaded[1].n_params > 0
+
+
+def test_sharded_safetensors(ckpts, tmp_path):
+    ck = load_checkpoint(ckpts["gpt_neox"])
+    folder = tmp_path / "sharded"
+    ck.model.save_pretrained(folder, max_shard_size="100KB")
+    shards = sorted(folder.glob("*.safetensors"))
+    assert len(shards) > 1 and (folder / "model.safetensors.index.json").is_file()
+    again = load_checkpoint(folder)
+    assert again.tokenizer is None and again.tokens is None and again.step is None
+    ref = dict(ck.model.named_parameters())
+    assert all(torch.equal(p, ref[n]) for n, p in again.model.named_parameters())
+    assert again.content_hash == content_hash(folder)
+    data = shards[-1].read_bytes()
+    shards[-1].write_bytes(data[:-7])
+    with pytest.raises(QidlabError, match=f"corrupt or truncated safetensors file .*{shards[-1].name}"):
+        load_checkpoint(folder)
