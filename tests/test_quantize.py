@@ -38,6 +38,7 @@ def _one_thread():
     """Tiny tensors gain nothing from intra-op threads; on a busy 2-core box they contend."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # every test draws the same weights each run
     yield
     torch.set_num_threads(before)
 
@@ -373,10 +374,14 @@ def test_gptq_with_identity_hessian_is_rtn(group_size, act_order):
 
 
 def test_gptq_block_size_does_not_change_result():
-    W, H = torch.randn(16, 64), collect_from(_correlated())
+    """Lazy batching is exact in exact arithmetic; in float32 a rounding decision may flip."""
+    X = _correlated()
+    W, H = torch.randn(16, 64), collect_from(X)
     a = gptq_quantize_layer(W, H, GPTQConfig(3, group_size=16, block_size=128))[0]
     b = gptq_quantize_layer(W, H, GPTQConfig(3, group_size=16, block_size=16))[0]
-    assert (a - b).abs().max() < 1e-4
+    assert ((a - b).abs() > 1e-4).float().mean() < 0.02
+    ea, eb = (X @ (W - a).T).norm(), (X @ (W - b).T).norm()
+    assert abs(ea - eb) / ea < 0.02
 
 
 def test_gptq_dead_inputs_and_bad_hessian():
@@ -554,8 +559,15 @@ def test_module_patterns(tiny, calib):
 
 def test_gptq_on_lm_head_by_pattern(calib):
     m = _llama()
-    r = quantize_(m, GPTQConfig(4, modules=("lm_head", "model.layers.1.mlp.*")), calib)
+    mods = ("lm_head", "model.layers.1.mlp.*")
+    r = quantize_(m, GPTQConfig(4, modules=mods), calib)
     assert [x.name for x in r.modules][-1] == "lm_head" and len(r.modules) == 4
+    H = collect_hessians(_llama(), calib, mods)  # runs past the blocks to reach lm_head
+    assert set(H) == {"lm_head", *(f"model.layers.1.mlp.{p}" for p in ("gate_proj", "up_proj",
+                                                                       "down_proj"))}
+    assert all(float(h.diagonal().min()) > 0 for h in H.values())
+    with pytest.raises(QidlabError, match="batch_size"):
+        quantize_(m, RTNConfig(4), batch_size=0)
 
 
 @pytest.mark.parametrize("cfg", [GPTQConfig(4), AWQConfig(4, group_size=32),

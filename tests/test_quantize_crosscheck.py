@@ -18,6 +18,7 @@ from qidlab.quantize import GPTQConfig, grids  # noqa: E402
 def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     yield
     torch.set_num_threads(before)
 

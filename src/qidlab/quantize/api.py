@@ -54,7 +54,8 @@ class QuantizeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.config.method, "config": self.config.to_dict(),
-                "key": self.config.key(), "n_calibration_tokens": self.n_calibration_tokens,
+                "key": self.config.key(), "columns": self.config.columns(),
+                "n_calibration_tokens": self.n_calibration_tokens,
                 "mean_rel_error": self.mean_rel_error,
                 "modules": [m.to_dict() for m in self.modules]}
 
@@ -73,6 +74,8 @@ def quantize_(model: nn.Module, config: QuantConfig, calibration: torch.Tensor |
     if handler is None:
         raise QidlabError(f"quantize_ needs a quantization config (one of "
                           f"{', '.join(c.__name__ for c in _HANDLERS)}), got {type(config).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise QidlabError(f"batch_size must be a positive integer, got {batch_size!r}")
     if hessians is not None and not (isinstance(config, GPTQConfig) and config.shared_hessian):
         raise QidlabError("hessians= is only used by GPTQConfig(shared_hessian=True)")
     report = QuantizeReport(config)

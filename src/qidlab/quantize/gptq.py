@@ -17,7 +17,8 @@ from torch import nn
 from qidlab.errors import QidlabError
 from qidlab.quantize import grids
 from qidlab.quantize.config import GPTQConfig
-from qidlab.quantize.model import batches, check_calibration, model_device, select_linears
+from qidlab.quantize.model import (batches, check_calibration, find_blocks, model_device,
+                                   select_linears, stop_after)
 
 
 class HessianAccumulator:
@@ -132,9 +133,13 @@ def collect_hessians(model: nn.Module, calibration: torch.Tensor,
            for n, m in linears.items()}
     handles = [m.register_forward_hook(acc[n].hook()) for n, m in linears.items()]
     dev = model_device(model)
+    _, blocks = find_blocks(model)
+    inside = {id(m) for m in blocks.modules()}
+    last = blocks[-1] if all(id(m) in inside for m in linears.values()) else None
     try:
         for ids in batches(calibration, batch_size):
-            model(input_ids=ids.to(dev), use_cache=False)
+            with stop_after(last):  # no need to run the final norm and lm_head
+                model(input_ids=ids.to(dev), use_cache=False)
     finally:
         for h in handles:
             h.remove()

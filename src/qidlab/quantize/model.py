@@ -7,6 +7,7 @@ Works on any causal LM whose decoder blocks sit in one ``nn.ModuleList`` (GPT-Ne
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -75,6 +76,25 @@ def batches(calibration: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor
 
 class _Stop(Exception):
     pass
+
+
+@contextlib.contextmanager
+def stop_after(module: nn.Module | None):
+    """Inside the block, a forward pass ends (silently) once ``module`` has run; ``None``: no-op."""
+    if module is None:
+        yield
+        return
+
+    def hook(*_):
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
 
 
 @dataclass
