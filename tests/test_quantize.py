@@ -416,8 +416,7 @@ def test_shared_hessian_close_to_sequential_on_two_blocks(calib):
     diffs = []
     for (n, ms), ma in zip(seq.named_modules(), shared.modules()):
         if isinstance(ms, torch.nn.Linear) and ".layers." in n:
-            diffs.append(float((ms.weight - ma.weight).norm() / ms.weight.norm()))
-    print('shared vs sequential GPTQ, relative weight difference per linear:', diffs)
+            diffs.append(float(((ms.weight - ma.weight).norm() / ms.weight.norm()).detach()))
     assert diffs[0] < 1e-5  # first linear: identical inputs
     assert max(diffs) < 0.5  # later ones differ, but only by some grid steps
     assert abs(r_seq.mean_rel_error - r_sh.mean_rel_error) < 0.05
@@ -551,8 +550,10 @@ def test_module_patterns(tiny, calib):
     assert report.modules and all(".mlp." in m.name for m in report.modules)
     after = tiny.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items() if ".mlp." not in k)
-    head = quantize_(tiny, RTNConfig(8, modules=("lm_head",)), calib)
-    assert [m.name for m in head.modules] == ["lm_head"]
+    # the head is lm_head (transformers 5; GPT-NeoX's was embed_out in transformers 4)
+    name = next(n for n, m in tiny.named_modules() if m is tiny.get_output_embeddings())
+    head = quantize_(tiny, RTNConfig(8, modules=(name,)), calib)
+    assert [m.name for m in head.modules] == [name]
     with pytest.raises(QidlabError, match="no nn.Linear"):
         quantize_(tiny, RTNConfig(3, modules=("*.nothing",)))
 
