@@ -44,6 +44,10 @@ method = "gptq"
 bits = 3
 group_size = 32
 
+[[methods]]
+method = "nf4"
+block_size = 32
+
 [scoring]
 bootstrap = 200
 """
@@ -71,10 +75,12 @@ def _copy_study(suite, tmp_path, text=STUDY):
 def test_sweep_measures_resumes_and_exports(suite, tmp_path, capsys):
     path = _copy_study(suite, tmp_path)
     summary = run_study(load_study(path), progress=False)
-    # 2 checkpoints x (16-bit reference + 3 configs) x 1 eval set
-    assert (summary.measured, summary.skipped, summary.failed) == (8, 0, [])
+    # 2 checkpoints x (16-bit reference + 4 configs) x 1 eval set
+    assert (summary.measured, summary.skipped, summary.failed) == (10, 0, [])
     table = read_canonical(tmp_path / "tiny.db")
-    assert len(table) == 6 and set(table.method) == {"rtn", "gptq"}
+    assert len(table) == 8 and set(table.method) == {"rtn", "gptq", "nf4"}
+    nf4 = table[table.method == "nf4"]
+    assert (nf4.bits == 4).all() and (nf4.block_size == 32).all() and nf4.group_size.isna().all()
     assert (table[table.bits == 2].qid > 0).all(), "2-bit quantization of a trained model raises its loss"
     assert (table.qid_ci_low <= table.qid).all() and (table.qid <= table.qid_ci_high).all()
     assert set(table.tokens) == {50 * 16 * 64, 150 * 16 * 64}
@@ -84,14 +90,14 @@ def test_sweep_measures_resumes_and_exports(suite, tmp_path, capsys):
         versions = json.loads(store.conn.execute("SELECT versions_json FROM measurements").fetchone()[0])
         assert "torch" in versions and "qidlab" in versions
         n_docs = store.conn.execute("SELECT COUNT(*) FROM doc_losses").fetchone()[0]
-        assert n_docs == 8 * 12
+        assert n_docs == 10 * 12
     # the same command again: nothing new, nothing duplicated
     again = run_study(load_study(path), progress=False)
-    assert (again.measured, again.skipped) == (0, 8)
+    assert (again.measured, again.skipped) == (0, 10)
     # export
     assert main(["export", str(tmp_path / "tiny.db"), "--format", "parquet", "--out", str(tmp_path / "t.parquet")]) == 0
     exported = pd.read_parquet(tmp_path / "t.parquet")
-    assert len(exported) == 6 and {"n_params", "tokens", "bits", "qid", "qid_ci_low", "loss16", "eval_set"} <= set(exported)
+    assert len(exported) == 8 and {"n_params", "tokens", "bits", "qid", "qid_ci_low", "loss16", "eval_set"} <= set(exported)
     # and the laws read it
     assert main(["fit", str(tmp_path / "tiny.db"), "--law", "ouyang2024", "--holdout", "", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["fits"][0]["n"] >= 5
@@ -103,8 +109,8 @@ def test_a_failing_job_is_reported_and_the_rest_go_on(suite, tmp_path, capsys):
     assert main(["sweep", str(path), "--quiet", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert len(doc["failed"]) == 4 and all("48" in f for f in doc["failed"])  # rtn 2/4 bits on 2 checkpoints
-    assert doc["measured"] == 4  # references and gptq
-    assert len(read_canonical(tmp_path / "tiny.db")) == 2
+    assert doc["measured"] == 6  # references, gptq and nf4
+    assert len(read_canonical(tmp_path / "tiny.db")) == 4
 
 
 def test_killed_sweep_finishes_on_rerun_without_duplicates(suite, tmp_path):
@@ -121,12 +127,12 @@ def test_killed_sweep_finishes_on_rerun_without_duplicates(suite, tmp_path):
     proc.wait(timeout=120)
     with Store(tmp_path / "tiny.db") as store:
         partial = store.count()
-    assert 0 < partial < 8
+    assert 0 < partial < 10
     summary = run_study(load_study(path), progress=False)
-    assert summary.measured == 8 - partial and not summary.failed
+    assert summary.measured == 10 - partial and not summary.failed
     with Store(tmp_path / "tiny.db") as store:
-        assert store.count() == 8
-        assert store.count("doc_losses") == 8 * 12
+        assert store.count() == 10
+        assert store.count("doc_losses") == 10 * 12
 
 
 def test_ray_executor_gives_the_same_table(suite, tmp_path):
@@ -140,11 +146,11 @@ def test_ray_executor_gives_the_same_table(suite, tmp_path):
         remote = run_study(load_study(path), executor="ray", progress=False)
     finally:
         ray.shutdown()
-    assert remote.measured == local.measured == 8 and not remote.failed
+    assert remote.measured == local.measured == 10 and not remote.failed
     cols = ["n_params", "tokens", "method", "bits", "qid"]
     a = read_canonical(tmp_path / "tiny.db")[cols].sort_values(cols[:4]).reset_index(drop=True)
     b = read_canonical(local_dir / "tiny.db")[cols].sort_values(cols[:4]).reset_index(drop=True)
-    rtn = a.method == "rtn"
+    rtn = a.method != "gptq"
     pd.testing.assert_frame_equal(a[rtn], b[rtn], rtol=1e-6)
     # GPTQ's rounding decisions depend on float summation order, i.e. on the thread count
     # (Ray workers run one thread): same to within a small absolute difference

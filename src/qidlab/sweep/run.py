@@ -202,20 +202,26 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             summary.failed.append(f"{label}: {item.error}")
             meter.tick(f"{label}: FAILED")
             continue
-        mcfg = measurement_config(item.config, study)
-        q = mcfg["quantization"]
         nll, ntok, nbytes = item.docs
+        cols = _columns(item.config)
         new = store.add_measurement(Measurement(
-            checkpoint_id=ckpt_id, eval_set_id=es_ids[item.eval_set], method=q["method"], bits=float(q.get("bits", 16) or 16),
-            config=mcfg, loss16=item.loss16, loss=item.loss, qid=item.qid, qid_ci=item.qid_ci, n_tokens=item.n_tokens,
-            versions=versions, code_revision=revision, doc_nll=list(nll), doc_tokens=list(ntok), doc_bytes=list(nbytes),
-            group_size=q.get("group_size"), exp_bits=q.get("exp_bits"), man_bits=q.get("man_bits"),
-            block_size=q.get("block_size")))
+            checkpoint_id=ckpt_id, eval_set_id=es_ids[item.eval_set], method=cols["method"], bits=cols["bits"],
+            config=measurement_config(item.config, study), loss16=item.loss16, loss=item.loss, qid=item.qid,
+            qid_ci=item.qid_ci, n_tokens=item.n_tokens, versions=versions, code_revision=revision,
+            doc_nll=list(nll), doc_tokens=list(ntok), doc_bytes=list(nbytes), group_size=cols.get("group_size"),
+            exp_bits=cols.get("exp_bits"), man_bits=cols.get("man_bits"), block_size=cols.get("block_size")))
         if new is None:
             summary.skipped += 1
         else:
             summary.measured += 1
         meter.tick(f"{label}: qid {item.qid:.4f}")
+
+
+def _columns(cfg: dict) -> dict:
+    """The data-contract columns (method, bits, group_size, exp_bits, ...) of a job's config."""
+    from ..quantize import config_from_dict
+
+    return dict(REFERENCE) if cfg.get("method") == "none" else config_from_dict(cfg).columns()
 
 
 def _label(cfg: dict) -> str:
