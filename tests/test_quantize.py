@@ -583,8 +583,14 @@ def test_calibration_required(tiny, cfg):
 
 
 def test_errors_name_the_layer_and_the_problem(tiny, calib):
+    before = _snapshot(tiny)
     with pytest.raises(QidlabError, match=r"layers\.0\..*group_size 48 does not divide .* 64"):
         quantize_(tiny, RTNConfig(4, group_size=48))
+    # shapes are checked for every selected layer before any weight changes
+    with pytest.raises(QidlabError, match="group_size 128 does not divide"):
+        quantize_(tiny, GPTQConfig(4, group_size=128), calib)
+    after = tiny.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
     with pytest.raises(QidlabError, match="needs a quantization config"):
         quantize_(tiny, {"method": "rtn", "bits": 4})
 

@@ -78,6 +78,7 @@ def quantize_(model: nn.Module, config: QuantConfig, calibration: torch.Tensor |
         raise QidlabError(f"batch_size must be a positive integer, got {batch_size!r}")
     if hessians is not None and not (isinstance(config, GPTQConfig) and config.shared_hessian):
         raise QidlabError("hessians= is only used by GPTQConfig(shared_hessian=True)")
+    _check_shapes(model, config)  # fail before any weight changes
     report = QuantizeReport(config)
     was_training = model.training
     model.eval()
@@ -89,6 +90,13 @@ def quantize_(model: nn.Module, config: QuantConfig, calibration: torch.Tensor |
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
+
+def _check_shapes(model: nn.Module, config: QuantConfig) -> None:
+    group = getattr(config, "group_size", None)
+    for name, mod in select_linears(model, config.modules).items():
+        if group is not None:
+            _with_layer_name(name, grids.group_view, mod.weight.detach()[:1], group)
 
 
 def _replace(report: QuantizeReport, name: str, module: nn.Linear, new: torch.Tensor,

@@ -232,8 +232,8 @@ class FPConfig(QuantConfig):
 @dataclass(frozen=True)
 class TernaryConfig(QuantConfig):
     """BitNet b1.58 absmean: W' = g * clip(round(W / g), -1, 1), g = mean|W| per group of
-    ``group_size`` input weights (None: per output channel; BitNet itself uses one g per matrix,
-    i.e. ``group_size`` = the whole matrix is not offered)."""
+    ``group_size`` input weights (None: per output channel). BitNet b1.58 itself uses one g for
+    the whole matrix, which is not offered here."""
 
     method: ClassVar[str] = "ternary"
     group_size: int | None = None
