@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, law_commands, measure_commands
+    from . import demo, law_commands, measure_commands, quantize_command
 
     parser = _Parser(
         prog="qidlab",
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     law_commands.register(sub)
     measure_commands.register(sub)
+    quantize_command.register(sub)
     demo.register(sub)
     return parser
 

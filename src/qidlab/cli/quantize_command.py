@@ -1,0 +1,88 @@
+"""``qidlab quantize CHECKPOINT --method ... --out DIR``: write a quantized checkpoint.
+
+DIR is an ordinary Hugging Face folder (config, tokenizer, ``model.safetensors`` holding the
+dequantized weights), so transformers and qidlab load it like any other; beside it,
+``quantized-codes.safetensors`` holds the integer codes, scales and zero points (RTN, GPTQ, AWQ)
+and ``qidlab-quantization.json`` the config, per-layer errors and provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import QidlabError
+from . import dump_json, emit
+
+OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize one checkpoint and save it (dequantized weights + integer codes)")
+    p.add_argument("checkpoint", help="a Hugging Face checkpoint folder")
+    p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary")
+    for name in OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
+    p.add_argument("--calibration", help="text file/folder/JSONL/Parquet for GPTQ and AWQ")
+    p.add_argument("--n-samples", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin/.pt) weights, weights_only")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_quantize)
+
+
+def run_quantize(args):
+    from .. import provenance
+    from ..checkpoints import load_checkpoint
+    from ..quantize import config_from_dict, quantize_
+    from ..sweep.run import calibration_ids
+    from ..sweep.study import CalibrationSpec
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise QidlabError(f"{out} exists and is not empty")
+    cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}})
+    ckpt = load_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
+    calib = None
+    if cfg.method in ("gptq", "awq"):
+        if not args.calibration:
+            raise QidlabError(f"--method {cfg.method} needs --calibration TEXT")
+        spec = CalibrationSpec(Path(args.calibration), args.n_samples, args.seq_len, args.seed)
+        calib = calibration_ids(ckpt.tokenizer, spec)
+    report = quantize_(ckpt.model, cfg, calibration=calib)
+    _save(out, ckpt, report, provenance.record())
+    doc = {"checkpoint": str(args.checkpoint), "out": str(out), **report.to_dict()}
+    emit(args, doc, f"{cfg.key()}: {len(report.modules)} linears quantized, mean relative weight error "
+         f"{report.mean_rel_error:.4g}; wrote {out}")
+
+
+def _save(out: Path, ckpt, report, prov) -> None:
+    """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from ..quantize import quantized_state
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        ckpt.model.save_pretrained(tmp)
+        if ckpt.tokenizer is not None:
+            ckpt.tokenizer.save_pretrained(tmp)
+        if report.config.method in ("rtn", "gptq", "awq"):
+            state = quantized_state(ckpt.model, report)
+            codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
+            save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
+        meta = {"source": str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
+                "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
+        (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
