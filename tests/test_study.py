@@ -74,3 +74,15 @@ def test_sweep_command_reports_a_bad_study_in_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert not (tmp_path / "bad.db").exists()
+
+
+@pytest.mark.parametrize("scoring,message", [
+    ("unit = 'nats_per_word'", "unit must be one of"),
+    ("unit = 'nats_per_ref_token'", "needs reference_tokenizer"),
+    ("window = 3", "unknown key"),
+])
+def test_bad_scoring_section(tmp_path, scoring, message):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD + f"\n[scoring]\n{scoring}\n")
+    with pytest.raises(QidlabError, match=message):
+        load_study(path)

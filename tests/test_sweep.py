@@ -155,3 +155,30 @@ def test_ray_executor_gives_the_same_table(suite, tmp_path):
     # GPTQ's rounding decisions depend on float summation order, i.e. on the thread count
     # (Ray workers run one thread): same to within a small absolute difference
     pd.testing.assert_frame_equal(a[~rtn], b[~rtn], atol=1e-3, rtol=0)
+
+
+def test_reference_tokenizer_unit(suite, tmp_path):
+    """QiD per reference-tokenizer token (the paper normalised by Llama-3 token counts)."""
+    from tiny_models import train_tokenizer
+
+    ref = train_tokenizer(tiny_corpus(50, seed=7), vocab_size=300)
+    ref.save_pretrained(tmp_path / "ref")
+    text = STUDY.replace('[scoring]\nbootstrap = 200', '[scoring]\nbootstrap = 200\nunit = "nats_per_ref_token"\n'
+                         f'reference_tokenizer = "{tmp_path / "ref" / "tokenizer.json"}"')
+    text = text.replace('bits = [2, 4]', 'bits = 2')
+    study = load_study(_copy_study(suite, tmp_path, text))
+    study = type(study)(**{**vars(study), "methods": study.methods[:1], "steps": (150,)})
+    assert run_study(study, progress=False).measured == 2
+    ours = read_canonical(tmp_path / "tiny.db").iloc[0]
+    with Store(tmp_path / "tiny.db") as store:
+        cfg = json.loads(store.conn.execute("SELECT config_json FROM measurements WHERE method='rtn'").fetchone()[0])
+        nll, ntok = store.conn.execute("SELECT SUM(d.nll_sum), SUM(d.n_tokens) FROM doc_losses d JOIN measurements m "
+                                       "ON m.id = d.measurement_id WHERE m.method = 'none'").fetchone()
+    assert cfg["scoring"]["unit"] == "nats_per_ref_token"
+    from qidlab.evaluate import load_eval_set
+
+    docs = load_eval_set(suite / "eval.txt", n_docs=12, seed=0).docs
+    n_ref = sum(len(ref.backend_tokenizer.encode(d, add_special_tokens=False).ids) for d in docs)
+    assert ours.loss16 == pytest.approx(nll / n_ref, rel=1e-9)
+    assert abs(ours.loss16 - nll / ntok) > 0.01  # a different unit than nats per model token
+    assert ours.qid > 0

@@ -101,6 +101,9 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
                          content_hash=ckpt.content_hash)
     model, tok = ckpt.model, ckpt.tokenizer
     scoring = {k: v for k, v in study.scoring.items() if k in ("max_length", "stride", "batch_size")}
+    if "reference_tokenizer" in study.scoring:
+        scoring["reference_tokenizer"] = str(study.path.parent / study.scoring["reference_tokenizer"])
+    unit = study.scoring.get("unit", "nats_per_token")
     n_boot = int(study.scoring.get("bootstrap", 1000))
     state16 = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ref_scores = {es.name: score(model, tok, es, **scoring) for es in eval_sets}
@@ -109,7 +112,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
         if cfg.get("method") == "none":
             for es in eval_sets:
                 s = ref_scores[es.name]
-                loss16 = s.summary()["nats_per_token"]
+                loss16 = s.loss(unit)
                 yield Result(cfg, es.name, loss16, loss16, 0.0, (0.0, 0.0), int(s.n_tokens.sum()),
                              (s.nll_sum, s.n_tokens, s.n_bytes))
             continue
@@ -124,8 +127,8 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
-                qid, lo, hi = paired_bootstrap_qid(s16, sq, n_boot=n_boot, seed=0)
-                yield Result(cfg, es.name, s16.summary()["nats_per_token"], sq.summary()["nats_per_token"], qid,
+                qid, lo, hi = paired_bootstrap_qid(s16, sq, n_boot=n_boot, seed=0, unit=unit)
+                yield Result(cfg, es.name, s16.loss(unit), sq.loss(unit), qid,
                              (lo, hi), int(sq.n_tokens.sum()), (sq.nll_sum, sq.n_tokens, sq.n_bytes))
         except Exception as exc:  # one failing job must not stop the others
             detail = str(exc) if isinstance(exc, QidlabError) else traceback.format_exc(limit=3)

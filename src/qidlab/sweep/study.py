@@ -29,6 +29,8 @@
     [scoring]
     max_length = 2048                  # context; longer documents are scored in windows
     bootstrap = 1000                   # paired bootstrap replicates for the QiD CI
+    unit = "nats_per_token"            # or "bits_per_byte", "nats_per_ref_token" (the paper's:
+    reference_tokenizer = "llama3.json"  #  nats per Llama-3 token; needs this tokenizers JSON)
 """
 
 from __future__ import annotations
@@ -108,8 +110,25 @@ def load_study(path: str | Path) -> Study:
         eval_sets=tuple(_eval_spec(e, where, path, i) for i, e in enumerate(evals)),
         methods=tuple(c for i, m in enumerate(methods) for c in _expand(m, path, i)),
         calibration=_calibration(calib, where, path) if calib is not None else None,
-        scoring=dict(raw.get("scoring", {})),
+        scoring=_scoring(raw.get("scoring", {}), path),
     )
+
+
+UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
+
+
+def _scoring(s, path) -> dict[str, Any]:
+    if not isinstance(s, dict):
+        raise QidlabError(f"{path}: [scoring] must be a table")
+    unknown = set(s) - {"max_length", "stride", "batch_size", "bootstrap", "unit", "reference_tokenizer"}
+    if unknown:
+        raise QidlabError(f"{path}: [scoring] has unknown key(s) {', '.join(sorted(unknown))}")
+    unit = s.get("unit", "nats_per_token")
+    if unit not in UNITS:
+        raise QidlabError(f"{path}: [scoring] unit must be one of {', '.join(UNITS)}, not {unit!r}")
+    if unit == "nats_per_ref_token" and "reference_tokenizer" not in s:
+        raise QidlabError(f"{path}: [scoring] unit nats_per_ref_token needs reference_tokenizer (a tokenizers JSON)")
+    return dict(s)
 
 
 def _table(raw, key, path) -> dict:
