@@ -182,3 +182,22 @@ def test_reference_tokenizer_unit(suite, tmp_path):
     assert ours.loss16 == pytest.approx(nll / n_ref, rel=1e-9)
     assert abs(ours.loss16 - nll / ntok) > 0.01  # a different unit than nats per model token
     assert ours.qid > 0
+
+
+def test_shared_hessian_mode_reuses_one_hessian(suite, tmp_path, monkeypatch):
+    """GPTQ at several bit widths with shared_hessian = true collects Hessians once per checkpoint."""
+    import qidlab.quantize as quantize
+
+    calls = []
+    real = quantize.collect_hessians
+    monkeypatch.setattr(quantize, "collect_hessians", lambda *a, **k: calls.append(1) or real(*a, **k))
+    text = STUDY.split("[[methods]]")[0] + (
+        '[[methods]]\nmethod = "gptq"\nbits = [2, 3, 4]\ngroup_size = 32\nshared_hessian = true\n\n'
+        '[scoring]\nbootstrap = 50\n')
+    study = load_study(_copy_study(suite, tmp_path, text))
+    study = type(study)(**{**vars(study), "steps": (150,)})
+    summary = run_study(study, progress=False)
+    assert summary.measured == 4 and not summary.failed
+    assert len(calls) == 1
+    qid = read_canonical(tmp_path / "tiny.db").set_index("bits").qid
+    assert qid[2] > qid[4]

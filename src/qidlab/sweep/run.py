@@ -108,6 +108,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
     state16 = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ref_scores = {es.name: score(model, tok, es, **scoring) for es in eval_sets}
     calib = None
+    shared: dict = {}  # GPTQ shared-Hessian mode: one Hessian per layer, per module selection
     for cfg in configs:
         if cfg.get("method") == "none":
             for es in eval_sets:
@@ -123,7 +124,15 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
                     raise QidlabError(f"method {cfg['method']} needs a [calibration] section in the study")
                 calib = calib if calib is not None else calibration_ids(tok, study.calibration)
             model.load_state_dict(state16)
-            quantize_(model, qcfg, calibration=calib if cfg["method"] in NEEDS_CALIBRATION else None)
+            hessians = None
+            if getattr(qcfg, "shared_hessian", False):  # collected once from the 16-bit model, reused
+                if qcfg.modules not in shared:
+                    from ..quantize import collect_hessians
+
+                    shared[qcfg.modules] = collect_hessians(model, calib, qcfg.modules)
+                hessians = shared[qcfg.modules]
+            quantize_(model, qcfg, calibration=calib if cfg["method"] in NEEDS_CALIBRATION else None,
+                      hessians=hessians)
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
