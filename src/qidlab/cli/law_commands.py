@@ -67,6 +67,13 @@ def _law_inputs(law, values):
     return {k: v for k, v in values.items() if k in law.variable_names}
 
 
+def _setup(args):
+    """(--set values, law, params, where the params come from, the law's inputs among the values)."""
+    values = _values(args)
+    law, params, source = _law_and_params(args, values)
+    return values, law, params, source, _law_inputs(law, values)
+
+
 # ---------------------------------------------------------------------------
 def _laws(sub):
     p = sub.add_parser("laws", help="list every registered law with formula, parameters, constants")
@@ -206,9 +213,7 @@ def run_predict(args):
     from ..laws import get_law
     from ..laws.solve import evaluate
 
-    values = _values(args)
-    law, params, source = _law_and_params(args, values)
-    inputs = _law_inputs(law, values)
+    values, law, params, source, inputs = _setup(args)
     y = float(evaluate(law, params, inputs)[0])
     doc: dict[str, Any] = {"law": law.name, "inputs": inputs, law.quantity: y, "params": params, "source": source}
     text = f"{law.quantity} = {y:.6g}   ({law.name}; {source})"
@@ -244,10 +249,8 @@ def _target(law, text: str) -> float:
 def run_solve(args):
     from ..laws.solve import solve
 
-    values = _values(args)
-    law, params, source = _law_and_params(args, values)
+    _, law, params, source, known = _setup(args)
     target = _target(law, args.target)
-    known = _law_inputs(law, values)
     value = solve(law, params, known, target, args.var)
     doc = {"law": law.name, args.var: value, "target": {law.quantity: target}, "inputs": known, "source": source}
     emit(args, doc, f"{args.var} = {value:.6g} for {law.quantity} = {target:g}   ({law.name}; {source})")
@@ -337,9 +340,7 @@ def _training_level(sub):
 def run_training_level(args):
     from ..laws.analysis import training_level
 
-    values = _values(args)
-    law, params, source = _law_and_params(args, values)
-    known = _law_inputs(law, values)
+    _, law, params, source, known = _setup(args)
     for need in ("n_params", "bits"):
         if need not in known:
             raise QidlabError(f"training-level needs --set {need}=...")
@@ -360,9 +361,7 @@ def _min_bits(sub):
 def run_min_bits(args):
     from ..laws.analysis import min_bits
 
-    values = _values(args)
-    law, params, source = _law_and_params(args, values)
-    known = _law_inputs(law, values)
+    _, law, params, source, known = _setup(args)
     out = min_bits(law, params, known, args.budget)
     exact = f" (exact crossing {out['bits_exact']:.3f})" if out["bits_exact"] else ""
     emit(args, {"law": law.name, **out, "budget": args.budget, "inputs": known, "source": source},
@@ -378,9 +377,7 @@ def _critical(sub):
 def run_critical(args):
     from ..laws.analysis import critical_tokens
 
-    values = _values(args)
-    law, params, source = _law_and_params(args, values)
-    known = _law_inputs(law, values)
+    _, law, params, source, known = _setup(args)
     d = critical_tokens(law.name, params, known)
     emit(args, {"law": law.name, "tokens": d, "inputs": known, "source": source},
          f"critical tokens D_crit = {d:.4g} ({d / 1e12:.4g}T)")
