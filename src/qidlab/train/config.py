@@ -1,0 +1,227 @@
+"""A suite file (TOML): one corpus, one tokenizer, one data order, several model sizes.
+
+    [suite]
+    name = "stdlib-tiny"
+    corpus = "corpus"                  # a folder from `qidlab corpus build`, relative to this file
+    seed = 0                           # model init and data order
+    tokenizer = 8192                   # vocab size of a byte-level BPE trained on the train split,
+                                       #   or a path to a tokenizer.json (relative to this file)
+    seq_len = 256                      # tokens per sequence
+    batch_size = 16                    # sequences per step; tokens_per_step = batch_size * seq_len
+    steps = 2000                       # optimizer steps, the same for every model
+    schedule = "cosine"                # "cosine" | "constant" | "wsd"
+    warmup = 100                       # linear warmup steps
+    min_lr_ratio = 0.1                 # final lr / peak lr (cosine and wsd; Pythia: 0.1)
+    decay_fraction = 0.2               # wsd: the last fraction of steps that decays
+    epochs = 1                         # passes over the train tokens allowed (> 1: repetition)
+    weight_decay = 0.01                # AdamW (Pythia: 0.01)
+    grad_clip = 1.0                    # max gradient norm (0 = no clipping)
+    checkpoints = { log_spaced_until = 512, every = 1000 }   # Pythia: 0, 1, 2, 4, ..., 512, then every 1000
+
+    [[models]]                         # one GPT-NeoX per entry
+    name = "h64-l2"                    # folder name: <out>/<suite>/<model>/step<N>/
+    hidden = 64
+    layers = 2
+    heads = 4
+    lr = 3e-3                          # peak learning rate of this size
+    intermediate = 256                 # optional; default 4 * hidden
+
+Every problem is one ``QidlabError`` naming the file and key. That the corpus is large enough
+(``steps * batch_size * seq_len`` <= ``epochs`` * the train tokens) is checked once the corpus is
+tokenised, by ``check_fits``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from qidlab.errors import QidlabError
+from qidlab.train.schedule import SCHEDULES
+
+SECTIONS = {"suite", "models"}
+SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "steps", "schedule", "warmup",
+              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints"}
+CHECKPOINT_KEYS = {"log_spaced_until", "every"}
+MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate"}
+DEFAULT_VOCAB = 8192
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    lr: float  # peak learning rate
+    intermediate: int  # MLP width
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    name: str
+    path: Path  # the suite file
+    corpus: Path
+    seed: int
+    vocab_size: int | None  # train a BPE of this size on the train split ...
+    tokenizer_path: Path | None  # ... or use this tokenizer.json
+    seq_len: int
+    batch_size: int
+    steps: int
+    schedule: str
+    warmup: int
+    min_lr_ratio: float
+    decay_fraction: float
+    epochs: float
+    weight_decay: float
+    grad_clip: float
+    log_spaced_until: int
+    every: int
+    models: tuple[ModelSpec, ...]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def schedule_dict(self) -> dict:
+        """The lr schedule, as stored in each checkpoint's ``qidlab.json`` (peak lr per model apart)."""
+        return {"schedule": self.schedule, "steps": self.steps, "warmup": self.warmup,
+                "min_lr_ratio": self.min_lr_ratio, "decay_fraction": self.decay_fraction}
+
+    def model_hash(self, model: ModelSpec) -> str:
+        """sha256 of everything that determines a model's training (not its name or the file's path)."""
+        doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+               if k not in ("name", "path", "models", "corpus", "tokenizer_path")}
+        doc["model"] = {k: v for k, v in asdict(model).items() if k != "name"}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _int(value, where, key, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        word = "positive" if minimum == 1 else f">= {minimum}"
+        raise QidlabError(f"{where}: {key} must be a {word} integer, got {value!r}")
+    return value
+
+
+def _num(value, where, key, *, lo, hi=None, lo_open=False):
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        rng = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+        raise QidlabError(f"{where}: {key} must be a number {rng}, got {value!r}")
+    return float(value)
+
+
+def _unknown(table: dict, known: set, where: str, what: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise QidlabError(f"{where}: unknown key {unknown[0]!r} in {what} (known: {', '.join(sorted(known))})")
+
+
+def load_suite_config(path) -> SuiteConfig:
+    """Parse and validate a suite file; one ``QidlabError`` naming the file and key otherwise."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise QidlabError(f"{path}: no such suite file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise QidlabError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(raw) - SECTIONS)
+    if unknown:
+        raise QidlabError(f"{path}: unknown section {unknown[0]!r} (known: [suite], [[models]])")
+    s = raw.get("suite")
+    if not isinstance(s, dict):
+        raise QidlabError(f"{path}: needs a [suite] table")
+    _unknown(s, SUITE_KEYS, path, "[suite]")
+    for key in ("name", "corpus", "seq_len", "batch_size", "steps"):
+        if key not in s:
+            raise QidlabError(f"{path}: [suite] needs {key!r}")
+    name = s["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise QidlabError(f"{path}: [suite] name must be a folder name (letters, digits, . _ -), got {name!r}")
+    if not isinstance(s["corpus"], str):
+        raise QidlabError(f"{path}: [suite] corpus must be a path (a folder from `qidlab corpus build`)")
+    where = f"{path}: [suite]"
+    steps = _int(s["steps"], where, "steps", minimum=1)
+    schedule = s.get("schedule", "cosine")
+    if schedule not in SCHEDULES:
+        raise QidlabError(f"{where} unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
+    warmup = _int(s.get("warmup", 0), where, "warmup", minimum=0)
+    if warmup > steps:
+        raise QidlabError(f"{where} warmup ({warmup}) is longer than steps ({steps})")
+    tok = s.get("tokenizer", DEFAULT_VOCAB)
+    vocab_size = tokenizer_path = None
+    if isinstance(tok, str):
+        tokenizer_path = path.parent / tok
+    elif isinstance(tok, int) and not isinstance(tok, bool) and 259 <= tok <= 2 ** 32:
+        vocab_size = tok  # 256 bytes + 3 special tokens at least
+    else:
+        raise QidlabError(f"{where} tokenizer must be a vocab size (an integer >= 259) or a path to a "
+                          f"tokenizer.json, got {tok!r}")
+    ck = s.get("checkpoints", {})
+    if not isinstance(ck, dict):
+        raise QidlabError(f"{where} checkpoints must be a table {{ log_spaced_until = 512, every = 1000 }}")
+    _unknown(ck, CHECKPOINT_KEYS, path, "[suite] checkpoints")
+    models = raw.get("models")
+    if not isinstance(models, list) or not models:
+        raise QidlabError(f"{path}: needs at least one [[models]] entry (name, hidden, layers, heads, lr)")
+    specs = tuple(_model(m, path, i) for i, m in enumerate(models))
+    names = [m.name for m in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
+    return SuiteConfig(
+        name=name, path=path, corpus=path.parent / s["corpus"], seed=_int(s.get("seed", 0), where, "seed", minimum=0),
+        vocab_size=vocab_size, tokenizer_path=tokenizer_path,
+        seq_len=_int(s["seq_len"], where, "seq_len", minimum=1),
+        batch_size=_int(s["batch_size"], where, "batch_size", minimum=1), steps=steps, schedule=schedule,
+        warmup=warmup, min_lr_ratio=_num(s.get("min_lr_ratio", 0.1), where, "min_lr_ratio", lo=0, hi=1),
+        decay_fraction=_num(s.get("decay_fraction", 0.2), where, "decay_fraction", lo=0, hi=1, lo_open=True),
+        epochs=_num(s.get("epochs", 1), where, "epochs", lo=0, lo_open=True),
+        weight_decay=_num(s.get("weight_decay", 0.01), where, "weight_decay", lo=0),
+        grad_clip=_num(s.get("grad_clip", 1.0), where, "grad_clip", lo=0),
+        log_spaced_until=_int(ck.get("log_spaced_until", 512), where, "checkpoints.log_spaced_until", minimum=0),
+        every=_int(ck.get("every", 1000), where, "checkpoints.every", minimum=1),
+        models=specs)
+
+
+def _model(m, path, i) -> ModelSpec:
+    where = f"{path}: models[{i}]"
+    if not isinstance(m, dict):
+        raise QidlabError(f"{where} must be a table")
+    _unknown(m, MODEL_KEYS, path, f"models[{i}]")
+    for key in ("name", "hidden", "layers", "heads", "lr"):
+        if key not in m:
+            raise QidlabError(f"{where} needs {key!r}")
+    name = m["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise QidlabError(f"{where} name must be a folder name (letters, digits, . _ -), got {name!r}")
+    where = f"{path}: model {name!r}"
+    hidden = _int(m["hidden"], where, "hidden", minimum=1)
+    heads = _int(m["heads"], where, "heads", minimum=1)
+    if hidden % heads:
+        raise QidlabError(f"{where} hidden ({hidden}) must be a multiple of heads ({heads})")
+    return ModelSpec(name=name, hidden=hidden, layers=_int(m["layers"], where, "layers", minimum=1), heads=heads,
+                     lr=_num(m["lr"], where, "lr", lo=0, lo_open=True),
+                     intermediate=_int(m.get("intermediate", 4 * hidden), where, "intermediate", minimum=1))
+
+
+def check_fits(config: SuiteConfig, n_tokens: int) -> int:
+    """The number of whole sequences in ``n_tokens``; ``QidlabError`` when the suite needs more tokens
+    than ``epochs`` passes over them give."""
+    n_seqs = n_tokens // config.seq_len
+    need = config.steps * config.tokens_per_step
+    have = int(config.epochs * n_seqs * config.seq_len)
+    if n_seqs == 0 or need > have:
+        raise QidlabError(
+            f"{config.path}: the models are too big for the corpus: {config.steps} steps x {config.batch_size} x "
+            f"{config.seq_len} = {need:,} tokens, but {config.corpus} has {n_seqs * config.seq_len:,} train tokens "
+            f"in whole sequences (x epochs = {config.epochs:g}: {have:,}); use fewer steps, a larger corpus, or "
+            f"set epochs to allow repetition")
+    return n_seqs

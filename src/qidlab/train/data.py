@@ -1,0 +1,170 @@
+"""The suite's data: one tokenizer, one token file, one batch order shared by every model.
+
+Files, under ``<out>/<suite>/_data/``::
+
+    tokenizer/      a PreTrainedTokenizerFast (special tokens <|bos|> 0, <|eos|> 1, <|pad|> 2 when trained here)
+    tokens.bin      the train split as one memory-mapped array (uint16, or uint32 above 65,535 tokens):
+                    the documents in ``document_order(n_docs, seed)``, each followed by <|eos|>
+    data.json       what they were made from (corpus hash, tokenizer, seed) and counts; a later run with
+                    the same key reuses the files
+
+Batches (pure, ``batch_indices``): the token array is cut into ``n_seqs = n_tokens // seq_len``
+sequences; step ``s`` takes global sequence numbers ``s * batch_size + b``; number ``g`` is
+sequence ``g % n_seqs`` in the first pass, and ``permutation_{seed, epoch}[g % n_seqs]`` in pass
+``epoch = g // n_seqs`` > 0. Every model of a suite thus sees the same batches in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from qidlab.errors import QidlabError
+
+SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
+DATA_DIR = "_data"
+FORMAT = 1
+
+
+def document_order(n_docs: int, seed: int) -> np.ndarray:
+    """The seeded order in which the train documents are laid into the token file."""
+    return np.random.default_rng([seed, 0]).permutation(n_docs)
+
+
+@lru_cache(maxsize=8)
+def _epoch_permutation(n_seqs: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, 1, epoch]).permutation(n_seqs)
+
+
+def batch_indices(step: int, batch_size: int, n_seqs: int, seed: int) -> np.ndarray:
+    """Sequence indices (into the token file cut in ``n_seqs`` sequences) of the batch of ``step``."""
+    g = step * batch_size + np.arange(batch_size)
+    epoch, within = g // n_seqs, g % n_seqs
+    out = within.copy()
+    for e in np.unique(epoch[epoch > 0]):
+        sel = epoch == e
+        out[sel] = _epoch_permutation(n_seqs, seed, int(e))[within[sel]]
+    return out
+
+
+def train_tokenizer(docs, vocab_size: int):
+    """A byte-level BPE trained on ``docs`` (``PreTrainedTokenizerFast``, no automatic BOS/EOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(docs, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def tokenizer_from_file(path: Path):
+    """A ``tokenizer.json`` as a ``PreTrainedTokenizerFast``; <|bos|>/<|eos|>/<|pad|> are added if missing."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if not Path(path).is_file():
+        raise QidlabError(f"tokenizer file does not exist: {path}")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for bad JSON
+        raise QidlabError(f"{path}: not a tokenizers JSON ({exc})") from None
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+@dataclass
+class TokenData:
+    """The prepared data of a suite (module docstring)."""
+
+    folder: Path
+    tokenizer: object
+    tokens: np.ndarray  # memory-mapped, 1-D
+    info: dict
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def batch(self, step: int, batch_size: int, seq_len: int, seed: int):
+        """The (batch_size, seq_len) int64 tensor of token ids of ``step``."""
+        import torch
+
+        idx = batch_indices(step, batch_size, self.n_tokens // seq_len, seed)
+        rows = np.stack([self.tokens[i * seq_len:(i + 1) * seq_len] for i in idx])  # (B, T)
+        return torch.from_numpy(rows.astype(np.int64))
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
+    """Tokenizer and token file of ``config`` (a ``SuiteConfig``) under ``suite_dir/_data``, made or reused."""
+    from transformers import AutoTokenizer
+
+    from qidlab.corpus import load_manifest, read_documents
+
+    manifest = load_manifest(config.corpus)
+    train_sha = manifest.files["train.jsonl"]["sha256"]
+    tok_src = ({"vocab_size": config.vocab_size} if config.tokenizer_path is None else
+               {"path": str(config.tokenizer_path), "sha256": _file_sha(config.tokenizer_path)})
+    key = {"format": FORMAT, "corpus_train_sha256": train_sha, "tokenizer": tok_src, "seed": config.seed}
+    folder = suite_dir / DATA_DIR
+    info_path = folder / "data.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        bin_path = folder / "tokens.bin"
+        if info.get("key") == key and bin_path.is_file() and \
+                bin_path.stat().st_size == info["n_tokens"] * np.dtype(info["dtype"]).itemsize:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+            tokens = np.memmap(bin_path, dtype=info["dtype"], mode="r")
+            return TokenData(folder, tokenizer, tokens, info)
+        info_path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = read_documents(config.corpus, "train")
+    if config.tokenizer_path is None:
+        if log:
+            log(f"training a byte-level BPE of {config.vocab_size} tokens on {len(docs)} documents")
+        tokenizer = train_tokenizer(docs, config.vocab_size)
+    else:
+        tokenizer = tokenizer_from_file(config.tokenizer_path)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)  # as loaders see it
+    eos = tokenizer.eos_token_id
+    dtype = np.uint16 if len(tokenizer) <= 2 ** 16 else np.uint32
+    order = document_order(len(docs), config.seed)
+    backend = tokenizer.backend_tokenizer
+    tmp = folder / ".tokens.bin.tmp"
+    n_tokens = 0
+    with open(tmp, "wb") as fh:
+        for start in range(0, len(docs), 512):
+            chunk = [docs[i] for i in order[start:start + 512]]
+            for enc in backend.encode_batch(chunk, add_special_tokens=False):
+                ids = np.asarray(enc.ids + [eos], dtype=dtype)
+                fh.write(ids.tobytes())
+                n_tokens += len(ids)
+    os.replace(tmp, folder / "tokens.bin")
+    info = {"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n_tokens, "n_docs": len(docs),
+            "vocab_size": len(tokenizer), "eos_token_id": eos,
+            "document_order_sha256": _sha256_bytes(order.astype(np.int64).tobytes()),
+            "corpus": str(config.corpus), "corpus_licenses": manifest.licenses}
+    info_path.write_text(json.dumps(info, indent=1) + "\n")
+    tokens = np.memmap(folder / "tokens.bin", dtype=dtype, mode="r")
+    return TokenData(folder, tokenizer, tokens, info)
+
+
+def _file_sha(path: Path) -> str:
+    from qidlab.provenance import file_sha256
+
+    if not Path(path).is_file():
+        raise QidlabError(f"tokenizer file does not exist: {path}")
+    return file_sha256(path)

@@ -1,0 +1,214 @@
+"""``train_suite``: train every model of a suite file on the shared data, saving Pythia-style checkpoints.
+
+Layout written under ``<out>/<suite>/``::
+
+    qidlab-suite.toml            suite name, tokens_per_step, per-model sizes (qidlab.checkpoints.discover)
+    _data/                       tokenizer, token file, data.json (qidlab.train.data)
+    <model>/step<N>/             config.json, model.safetensors, tokenizer, qidlab.json
+    <model>/trainer_state.pt     the state at the newest saved step: optimizer, torch RNG, step, config hash
+                                 (tensors and plain types only: torch.load(weights_only=True) reads it)
+    <model>/train-stats.json     tokens trained, seconds and tokens/s of the last call (not deterministic)
+
+``qidlab.json`` of ``step<N>``: ``tokens`` (= N * batch_size * seq_len, D), ``step``,
+``tokens_per_step``, ``seed``, ``peak_lr``, ``lr`` (what update N uses), ``lr_schedule``,
+``train_loss`` (of update N - 1; null at step 0), the data's hashes and the model's config hash.
+
+Determinism: the weights are initialised after ``torch.manual_seed(seed)``; the data order is a
+pure function of the seed (``qidlab.train.data``); on CPU with a fixed thread count the same suite
+file gives bit-identical weights. Resume: a model whose ``trainer_state.pt`` is older than the last
+step restarts from that checkpoint (weights from its safetensors, optimizer state and RNG from the
+state file) and reaches the same weights as an uninterrupted run; a finished model is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from qidlab.errors import QidlabError
+from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
+from qidlab.train.data import prepare_data
+from qidlab.train.schedule import checkpoint_steps, lr_multiplier
+
+STATE_FILE = "trainer_state.pt"
+STATS_FILE = "train-stats.json"
+SUITE_MANIFEST = "qidlab-suite.toml"
+BETAS = (0.9, 0.95)  # AdamW, as Pythia
+EPS = 1e-8
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int, tokenizer):
+    """A freshly initialised ``GPTNeoXForCausalLM`` (fp32, no dropout, untied head), after ``manual_seed(seed)``."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
+                        num_attention_heads=spec.heads, intermediate_size=spec.intermediate,
+                        max_position_embeddings=seq_len, hidden_dropout=0.0, attention_dropout=0.0,
+                        tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(cfg).float()
+
+
+def _optimizer(model, spec: ModelSpec, weight_decay: float):
+    """AdamW; weight decay on matrices only (not biases and LayerNorm gains), as nanoGPT."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=BETAS, eps=EPS)
+
+
+def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict) -> None:
+    lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}", ""]
+    for m in config.models:
+        lines += [f"[models.{json.dumps(m.name)}]", f"hidden = {m.hidden}", f"layers = {m.layers}",
+                  f"heads = {m.heads}", f"intermediate = {m.intermediate}", f"lr = {m.lr!r}",
+                  f"n_params = {n_params[m.name]}", ""]
+    (suite_dir / SUITE_MANIFEST).write_text("\n".join(lines))
+
+
+def train_suite(config_path, out_dir, *, threads: int | None = None, on_step=None, log=None) -> list[Path]:
+    """Train (or finish training) every model of the suite file; return every ``step<N>`` folder, in order.
+
+    ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
+    setting. ``on_step(event)`` is called after each update with a dict ``model``, ``step`` (the
+    update's index: it took the model from step<N> to step<N+1>), ``loss``, ``lr`` and ``batch``
+    (the (batch_size, seq_len) token ids); an exception it raises stops the run, which a later call
+    resumes. ``log(line)`` receives progress lines (tokens/s at the end of each model).
+    """
+    config = config_path if isinstance(config_path, SuiteConfig) else load_suite_config(config_path)
+    suite_dir = Path(out_dir).expanduser() / config.name
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config, suite_dir, log)
+    check_fits(config, data.n_tokens)
+    save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every)
+    from qidlab.checkpoints.params import count_params
+
+    n_params = {m.name: count_params(build_model(m, len(data.tokenizer), config.seq_len, config.seed,
+                                                 data.tokenizer))[0] for m in config.models}
+    _write_suite_manifest(config, suite_dir, n_params)
+    paths = []
+    with _threads(threads):
+        for spec in config.models:
+            paths += _train_model(config, spec, data, suite_dir, save_steps, on_step, log)
+    return paths
+
+
+def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, on_step, log):
+    import torch
+    from safetensors.torch import load_file
+
+    model_dir = suite_dir / spec.name
+    state_path = model_dir / STATE_FILE
+    mhash = config.model_hash(spec)
+    model = build_model(spec, len(data.tokenizer), config.seq_len, config.seed, data.tokenizer)
+    opt = _optimizer(model, spec, config.weight_decay)
+    start = 0
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["model_hash"] != mhash:
+            raise QidlabError(f"{model_dir} was trained from another suite configuration; choose another --out "
+                              "or delete it")
+        start = int(state["step"])
+        folder = model_dir / f"step{start}"
+        try:
+            model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        except (OSError, RuntimeError) as exc:
+            raise QidlabError(f"cannot resume {spec.name} from {folder}: {exc}") from None
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if log:
+            log(f"{spec.name}: resuming from step {start}")
+    model.train()
+    meta_common = {"suite": config.name, "model": spec.name, "tokens_per_step": config.tokens_per_step,
+                   "seed": config.seed, "peak_lr": spec.lr, "lr_schedule": config.schedule_dict(),
+                   "model_hash": mhash, "data": {k: data.info[k] for k in ("document_order_sha256", "n_tokens")}
+                   | {"corpus_train_sha256": data.info["key"]["corpus_train_sha256"]},
+                   "generator": "qidlab.train"}
+    mult = {"steps": config.steps, "schedule": config.schedule, "warmup": config.warmup,
+            "min_lr_ratio": config.min_lr_ratio, "decay_fraction": config.decay_fraction}
+    last_loss = None
+    if start == 0:
+        _save(model, opt, data.tokenizer, model_dir, 0, None, meta_common, spec, mult)
+    trained, seconds = 0, 0.0
+    for step in range(start, config.steps):
+        lr = spec.lr * lr_multiplier(step, **mult)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = data.batch(step, config.batch_size, config.seq_len, config.seed)  # (B, T)
+        t0 = time.perf_counter()
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        seconds += time.perf_counter() - t0
+        trained += 1
+        last_loss = float(loss.detach())
+        if on_step is not None:
+            on_step({"model": spec.name, "step": step, "loss": last_loss, "lr": lr, "batch": batch})
+        if step + 1 in save_steps:
+            _save(model, opt, data.tokenizer, model_dir, step + 1, last_loss, meta_common, spec, mult)
+    tokens = trained * config.tokens_per_step
+    stats = {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
+             "seconds_in_updates": seconds, "tokens_per_s": tokens / seconds if seconds else None,
+             "threads": torch.get_num_threads(), "final_loss": last_loss}
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
+    if log:
+        rate = f"{stats['tokens_per_s']:,.0f} tokens/s" if trained else "already trained"
+        log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {rate} ({stats['threads']} threads)")
+    return [model_dir / f"step{s}" for s in save_steps]
+
+
+def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: dict, spec, mult) -> None:
+    """Write ``step<step>/`` (atomically, by renaming a finished temporary folder), then the trainer state."""
+    import torch
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final = model_dir / f"step{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step{step}-", dir=model_dir))
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise
+    try:
+        model.save_pretrained(tmp)  # safetensors
+        tokenizer.save_pretrained(tmp)
+        meta = {"tokens": step * meta_common["tokens_per_step"], "step": step,
+                "lr": spec.lr * lr_multiplier(step, **mult), "train_loss": loss, **meta_common}
+        (tmp / "qidlab.json").write_text(json.dumps(meta, indent=1) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        shutil.rmtree(tmp, ignore_errors=True)
+    state = {"step": step, "model_hash": meta_common["model_hash"], "optimizer": opt.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    tmp_state = model_dir / f".{STATE_FILE}.tmp"
+    torch.save(state, tmp_state)
+    os.replace(tmp_state, model_dir / STATE_FILE)
