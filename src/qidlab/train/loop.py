@@ -117,14 +117,13 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, on_step=Non
 
 def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, on_step, log):
     import torch
-    from safetensors.torch import load_file
+    from transformers import GPTNeoXForCausalLM
 
     model_dir = suite_dir / spec.name
     state_path = model_dir / STATE_FILE
     mhash = config.model_hash(spec)
     model = build_model(spec, len(data.tokenizer), config.seq_len, config.seed, data.tokenizer)
-    opt = _optimizer(model, spec, config.weight_decay)
-    start = 0
+    start, state = 0, None
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state["model_hash"] != mhash:
@@ -132,10 +131,15 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
                               "or delete it")
         start = int(state["step"])
         folder = model_dir / f"step{start}"
-        try:
-            model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        except (OSError, RuntimeError) as exc:
+        try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
+            saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
+                                                       dtype=torch.float32)
+        except (OSError, ValueError) as exc:
             raise QidlabError(f"cannot resume {spec.name} from {folder}: {exc}") from None
+        model.load_state_dict(saved.state_dict())
+        del saved
+    opt = _optimizer(model, spec, config.weight_decay)
+    if state is not None:
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if log:
