@@ -86,3 +86,12 @@ def test_bad_scoring_section(tmp_path, scoring, message):
     path.write_text(GOOD + f"\n[scoring]\n{scoring}\n")
     with pytest.raises(QidlabError, match=message):
         load_study(path)
+
+
+def test_study_device(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD)
+    assert load_study(path).device == "auto"
+    path.write_text(GOOD.replace('store = "tiny.db"', 'store = "tiny.db"\ndevice = "tpu"'))
+    with pytest.raises(QidlabError, match="device must be"):
+        load_study(path)

@@ -96,7 +96,10 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
     from ..evaluate import paired_bootstrap_qid, score
     from ..quantize import config_from_dict, quantize_
 
-    ckpt = load_checkpoint(path)
+    device = study.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ckpt = load_checkpoint(path, device=device)
     yield CheckpointInfo(n_params=ckpt.n_params, n_params_total=ckpt.n_params_total, tokens=ckpt.tokens,
                          content_hash=ckpt.content_hash)
     model, tok = ckpt.model, ckpt.tokenizer

@@ -3,6 +3,7 @@
     [study]
     name = "tiny"
     store = "tiny.db"                  # relative to the study file
+    device = "auto"                    # cuda when available (bf16 weights), else cpu (fp32)
 
     [checkpoints]
     root = "suite"                     # Pythia layout <suite>/<model>/step<N>/ (qidlab.checkpoints.discover)
@@ -74,6 +75,7 @@ class Study:
     methods: tuple[dict[str, Any], ...]  # one quantization config dict per combination
     calibration: CalibrationSpec | None
     scoring: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"  # "auto" = cuda when available, else cpu
 
 
 def load_study(path: str | Path) -> Study:
@@ -104,6 +106,7 @@ def load_study(path: str | Path) -> Study:
         name=str(study.get("name", path.stem)),
         path=path,
         store=where / str(study.get("store", f"{path.stem}.db")),
+        device=_device(study.get("device", "auto"), path),
         checkpoint_root=where / str(ckpts["root"]),
         models=tuple(ckpts["models"]) if "models" in ckpts else None,
         steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts else None,
@@ -112,6 +115,12 @@ def load_study(path: str | Path) -> Study:
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
     )
+
+
+def _device(value, path) -> str:
+    if not isinstance(value, str) or not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
+        raise QidlabError(f"{path}: [study] device must be auto, cpu, cuda or cuda:N, not {value!r}")
+    return value
 
 
 UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
