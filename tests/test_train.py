@@ -214,7 +214,8 @@ def test_each_bad_suite_file_is_one_clear_error(tmp_path, edit, match):
 
 
 def test_a_model_too_big_for_the_corpus_is_refused_unless_epochs_allow(workdir, tmp_path):
-    path = write_suite(workdir, text=SUITE.format(extra="").replace("steps = 40", "steps = 4000"))
+    text = SUITE.format(extra="").replace("steps = 40", "steps = 4000")
+    path = write_suite(tmp_path, text=text.replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))
     with pytest.raises(QidlabError, match="too big for the corpus"):
         train_suite(path, tmp_path / "out")
     config = load_suite_config(write_suite(tmp_path, extra="epochs = 100"))
@@ -223,3 +224,24 @@ def test_a_model_too_big_for_the_corpus_is_refused_unless_epochs_allow(workdir, 
         check_fits(load_suite_config(write_suite(tmp_path)), 10 * 64)
     with pytest.raises(QidlabError, match="no such suite file"):
         load_suite_config(tmp_path / "missing.toml")
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+def test_cli_corpus_build_and_train(trained, workdir, tmp_path, capsys):
+    from qidlab.cli import main
+
+    assert main(["corpus", "build", "files", "--files", str(workdir / "docs.jsonl"), "--out", str(tmp_path / "c"),
+                 "--seed", "0", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["documents"]["train"] == 285 and doc["reused"] is False
+    assert (tmp_path / "c" / "train.jsonl").read_bytes() == (workdir / "corpus" / "train.jsonl").read_bytes()
+    # the suite of run1 is finished: `qidlab train` finds it so and trains nothing
+    assert main(["train", str(workdir / "suite.toml"), "--out", str(workdir / "run1"), "--threads", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["suite"] == "tiny" and doc["tokens_per_step"] == 512 and len(doc["checkpoints"]) == 2 * len(STEPS)
+    assert [m["model"] for m in doc["models"]] == ["h32-l1", "h64-l2"] and doc["models"][0]["tokens_per_s"] > 0
+    assert main(["corpus", "build", "brown", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown corpus recipe 'brown'" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "none.toml"), "--out", str(tmp_path)]) == 2
+    assert "no such suite file" in capsys.readouterr().err

@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, law_commands, measure_commands, quantize_command
+    from . import demo, law_commands, measure_commands, quantize_command, train_commands
 
     parser = _Parser(
         prog="qidlab",
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     law_commands.register(sub)
     measure_commands.register(sub)
     quantize_command.register(sub)
+    train_commands.register(sub)
     demo.register(sub)
     return parser
 

@@ -7,7 +7,8 @@ Layout written under ``<out>/<suite>/``::
     <model>/step<N>/             config.json, model.safetensors, tokenizer, qidlab.json
     <model>/trainer_state.pt     the state at the newest saved step: optimizer, torch RNG, step, config hash
                                  (tensors and plain types only: torch.load(weights_only=True) reads it)
-    <model>/train-stats.json     tokens trained, seconds and tokens/s of the last call (not deterministic)
+    <model>/train-stats.json     steps and tokens trained, seconds and tokens/s of the last call that trained
+                                 (not deterministic; a call that finds the model finished leaves it)
 
 ``qidlab.json`` of ``step<N>``: ``tokens`` (= N * batch_size * seq_len, D), ``step``,
 ``tokens_per_step``, ``seed``, ``peak_lr``, ``lr`` (what update N uses), ``lr_schedule``,
@@ -53,6 +54,20 @@ def _threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _no_hf_progress_bars():
+    """transformers draws a progress bar per save and load of even a tiny model: noise in a training log."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def build_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int, tokenizer):
@@ -130,10 +145,15 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
             raise QidlabError(f"{model_dir} was trained from another suite configuration; choose another --out "
                               "or delete it")
         start = int(state["step"])
+        if start >= config.steps:
+            if log:
+                log(f"{spec.name}: already trained ({config.steps} steps)")
+            return [model_dir / f"step{s}" for s in save_steps]
         folder = model_dir / f"step{start}"
         try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
-            saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
-                                                       dtype=torch.float32)
+            with _no_hf_progress_bars():
+                saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
+                                                           dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise QidlabError(f"cannot resume {spec.name} from {folder}: {exc}") from None
         model.load_state_dict(saved.state_dict())
@@ -182,8 +202,8 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
     if log:
-        rate = f"{stats['tokens_per_s']:,.0f} tokens/s" if trained else "already trained"
-        log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {rate} ({stats['threads']} threads)")
+        log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {stats['tokens_per_s']:,.0f} tokens/s "
+            f"({stats['threads']} threads)")
     return [model_dir / f"step{s}" for s in save_steps]
 
 
@@ -194,12 +214,9 @@ def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: 
     model_dir.mkdir(parents=True, exist_ok=True)
     final = model_dir / f"step{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step{step}-", dir=model_dir))
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise
     try:
-        model.save_pretrained(tmp)  # safetensors
+        with _no_hf_progress_bars():
+            model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
         meta = {"tokens": step * meta_common["tokens_per_step"], "step": step,
                 "lr": spec.lr * lr_multiplier(step, **mult), "train_loss": loss, **meta_common}
@@ -208,8 +225,6 @@ def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: 
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
-        if bars:
-            hf_logging.enable_progress_bar()
         shutil.rmtree(tmp, ignore_errors=True)
     state = {"step": step, "model_hash": meta_common["model_hash"], "optimizer": opt.state_dict(),
              "torch_rng": torch.get_rng_state()}

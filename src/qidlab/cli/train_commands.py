@@ -1,0 +1,61 @@
+"""Commands that make suites: ``qidlab corpus build`` and ``qidlab train``."""
+
+from __future__ import annotations
+
+import sys
+
+from . import emit
+
+
+def register(sub) -> None:
+    p = sub.add_parser("corpus", help="build a training corpus (deduplicated, seeded train/eval split, manifest)")
+    csub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    b = csub.add_parser("build", help="build (or reuse) the corpus of a recipe in a folder")
+    b.add_argument("recipe", help="stdlib (this Python's standard library sources) or files (with --files)")
+    b.add_argument("--out", required=True, help="output folder (train.jsonl, eval.jsonl, manifest.json)")
+    b.add_argument("--files", nargs="+", metavar="PATH", help="recipe files: text files, folders, JSONL, Parquet")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--eval-fraction", type=float, default=0.05)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(run=run_corpus_build)
+
+    p = sub.add_parser("train", help="train a suite of models (Pythia-style checkpoints; resumes an interrupted run)")
+    p.add_argument("suite", help="suite file (TOML; see qidlab/train/config.py)")
+    p.add_argument("--out", required=True, help="output folder; the suite goes to OUT/<suite name>/")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_train)
+
+
+def run_corpus_build(args):
+    from ..corpus import build_corpus
+
+    m = build_corpus(args.recipe, args.out, files=args.files, seed=args.seed, eval_fraction=args.eval_fraction)
+    doc = {"out": str(m.path), "reused": m.reused, **m.to_dict()}
+    d = m.documents
+    text = (f"{'reused' if m.reused else 'built'} {m.path}: {d['train']} train + {d['eval']} eval documents "
+            f"({m.bytes['train']:,} + {m.bytes['eval']:,} bytes; {d['duplicates']} duplicates and {d['empty']} "
+            f"empty dropped); licences: {', '.join(m.licenses) or 'unknown'}")
+    emit(args, doc, text)
+
+
+def run_train(args):
+    import json
+    from pathlib import Path
+
+    from ..train import load_suite_config, train_suite
+    from ..train.loop import STATS_FILE
+
+    config = load_suite_config(args.suite)
+    log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    paths = train_suite(config, args.out, threads=args.threads, log=log)
+    suite_dir = Path(args.out) / config.name
+    stats = [json.loads(f.read_text()) for m in config.models if (f := suite_dir / m.name / STATS_FILE).is_file()]
+    doc = {"suite": config.name, "out": str(suite_dir), "tokens_per_step": config.tokens_per_step,
+           "checkpoints": [str(p) for p in paths], "models": stats}
+    text = "\n".join(
+        [f"{config.name}: {len(paths)} checkpoints in {suite_dir}"]
+        + [f"  {s['model']}: last training call: {s['steps_trained']} steps from step {s['resumed_from']}, "
+           f"{s['tokens_per_s']:,.0f} tokens/s ({s['threads']} threads)" for s in stats])
+    emit(args, doc, text)
