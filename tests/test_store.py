@@ -82,3 +82,20 @@ def test_not_a_store(tmp_path):
     sqlite3.connect(path).execute("CREATE TABLE t(x)").connection.close()
     with pytest.raises(QidlabError, match="not a qidlab store"):
         read_canonical(path)
+
+
+def test_versions_without_package_metadata(monkeypatch):
+    """Libraries with no installed metadata (a source checkout, some GPU images) still report a version."""
+    from importlib import metadata
+
+    import numpy
+
+    from qidlab import provenance
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(provenance.metadata, "version", missing)
+    versions = provenance.versions()
+    assert versions["numpy"] == numpy.__version__
+    assert versions["qidlab"]  # qidlab itself is always imported here

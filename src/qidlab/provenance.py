@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
+import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +20,11 @@ def versions() -> dict[str, str]:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            continue
+            # a source tree on sys.path or a library built without package metadata (as on some
+            # GPU images): take the version of the module if it is imported
+            version = getattr(sys.modules.get(name), "__version__", None)
+            if version:
+                out[name] = str(version)
     return out
 
 
