@@ -201,10 +201,10 @@ def _write(store: Store, ref, stream, study: Study, es_ids, summary: Summary, me
 
 
 def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Summary, meter) -> None:
-    versions, revision = provenance.versions(), provenance.code_revision()
-    ckpt_id = None
+    ckpt_id = versions = revision = None
     for item in stream:
         if isinstance(item, CheckpointInfo):
+            versions, revision = provenance.versions(), provenance.code_revision()  # torch is imported now
             tokens = ref.tokens if ref.tokens is not None else item.tokens
             if tokens is None:
                 raise QidlabError(f"{ref.path}: tokens seen (D) unknown: give tokens_per_step in the suite manifest")
