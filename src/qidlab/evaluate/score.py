@@ -161,8 +161,9 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
     n_bytes = np.array([len(d.encode("utf-8")) for d in docs], dtype=np.int64)
     n_ref = np.array([count_ref(d) for d in docs], dtype=np.int64) if count_ref else None
     items = []  # (doc index, token ids of the window, index of its first scored target)
-    for i, doc in enumerate(docs):
-        ids = list(tokenizer(doc, add_special_tokens=False)["input_ids"])
+    encoded = tokenizer(docs, add_special_tokens=False)["input_ids"]  # one batched call (fast tokenizers: threads)
+    for i, ids in enumerate(encoded):
+        ids = list(ids)
         if bos is not None:
             ids = [bos] + ids
         for begin, end, first in score_windows(len(ids), width, stride):
@@ -190,9 +191,12 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
                     scored[row, first - 1:len(ids) - 1] = True
                 input_ids, mask, scored = input_ids.to(device), mask.to(device), scored.to(device)
                 logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
-                token_nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:],
-                                            reduction="none")  # (B, T-1)
-                row_nll = (token_nll.double() * scored).sum(dim=1).cpu().numpy()
+                # only the scored positions, as contiguous rows: no float32 copy of padding logits
+                rows = scored.nonzero()[:, 0]  # (K,) batch row of each scored target
+                token_nll = F.cross_entropy(logits[:, :-1][scored].float(), input_ids[:, 1:][scored],
+                                            reduction="none")  # (K,)
+                row_nll = torch.zeros(len(batch), dtype=torch.float64, device=device)
+                row_nll = row_nll.index_add_(0, rows, token_nll.double()).cpu().numpy()
                 for row, (doc_index, _, _) in enumerate(batch):
                     nll[doc_index] += row_nll[row]
     finally:
