@@ -22,7 +22,6 @@ _ADVS = "slowly often never always quietly rarely".split()
 _NAMES = "Alice Bob Carol Dave Erin Frank Grace Heidi".split()
 
 ARCHS = ("gpt_neox", "llama", "qwen2")
-SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 
 
 @contextlib.contextmanager
@@ -67,20 +66,12 @@ def tiny_corpus(n_docs: int = 200, seed: int = 0) -> list[str]:
 
 
 def train_tokenizer(docs: list[str], vocab_size: int = 512):
-    """A byte-level BPE tokenizer trained on ``docs``, as a ``PreTrainedTokenizerFast``.
+    """A byte-level BPE tokenizer trained on ``docs``, as a ``PreTrainedTokenizerFast``: the
+    trainer's own (``qidlab.train.data.train_tokenizer``). Special tokens ``<|bos|>`` (id 0),
+    ``<|eos|>`` (1), ``<|pad|>`` (2); no automatic BOS/EOS."""
+    from qidlab.train.data import train_tokenizer as train
 
-    Special tokens ``<|bos|>`` (id 0), ``<|eos|>`` (1), ``<|pad|>`` (2); no automatic BOS/EOS.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(docs, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    return train(docs, vocab_size)
 
 
 def tiny_config(arch: str, *, vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 4,

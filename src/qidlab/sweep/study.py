@@ -37,12 +37,12 @@
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import QidlabError
+from ..tomlfile import read_toml
 
 SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
 
@@ -81,12 +81,7 @@ class Study:
 def load_study(path: str | Path) -> Study:
     """Parse and validate a study file; one ``QidlabError`` naming the file and key otherwise."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise QidlabError(f"{path}: no such study file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise QidlabError(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path, "study")
     where = path.parent
     unknown = set(raw) - SECTIONS
     if unknown:

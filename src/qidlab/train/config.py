@@ -36,11 +36,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qidlab.errors import QidlabError
+from qidlab.tomlfile import read_toml
 from qidlab.train.schedule import SCHEDULES
 
 SECTIONS = {"suite", "models"}
@@ -126,12 +126,7 @@ def _unknown(table: dict, known: set, where: str, what: str) -> None:
 def load_suite_config(path) -> SuiteConfig:
     """Parse and validate a suite file; one ``QidlabError`` naming the file and key otherwise."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise QidlabError(f"{path}: no such suite file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise QidlabError(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path, "suite")
     unknown = sorted(set(raw) - SECTIONS)
     if unknown:
         raise QidlabError(f"{path}: unknown section {unknown[0]!r} (known: [suite], [[models]])")
