@@ -83,6 +83,7 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
 
     Q = torch.zeros_like(W)
     bs = config.block_size
+    order = perm.tolist()  # column indices on the host: no device sync inside the column loop
     for i1 in range(0, cols, bs):
         i2 = min(i1 + bs, cols)
         W1 = W[:, i1:i2].clone()
@@ -90,7 +91,7 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            col = int(perm[i1 + i])
+            col = order[i1 + i]
             grp = col // g
             if not static and col % g == 0:  # reached a new group: its grid from current weights
                 cur = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
