@@ -133,3 +133,23 @@ def gptq_quantize_layer(W, H, cfg):
     from qidlab.quantize import gptq_quantize_layer as fn
 
     return fn(W, H, cfg)
+
+
+@pytest.mark.parametrize("method", ["nf4", "fp4"])
+def test_bitsandbytes_backend_equals_qidlab_grids(method):
+    """The library itself as a backend: same model weights as qidlab's own NF4/FP4 grids."""
+    _bnb()
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from qidlab.quantize import config_from_dict, quantize_
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                        vocab_size=128, max_position_embeddings=64)
+    ours, theirs = GPTNeoXForCausalLM(cfg), GPTNeoXForCausalLM(cfg)
+    theirs.load_state_dict(ours.state_dict())
+    quantize_(ours, config_from_dict({"method": method, "block_size": 64}))
+    report = quantize_(theirs, config_from_dict({"method": method, "block_size": 64, "backend": "bitsandbytes"}))
+    assert len(report.modules) == 8
+    for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -248,12 +248,25 @@ def _awq_one(report, name, mod, xs, config):
     _replace(report, name, mod, new, scale=sc[..., 0], zero=z[..., 0], input_scale=s)
 
 
+def _codebook4(config, w: torch.Tensor, ours: Callable) -> torch.Tensor:
+    """NF4/FP4 fake quantization by qidlab's grids or by bitsandbytes itself (``backend``)."""
+    if config.backend == "qidlab":
+        return ours(w, config.block_size)
+    try:
+        import bitsandbytes.functional as bnb
+    except ImportError:
+        raise QidlabError("backend 'bitsandbytes' needs bitsandbytes: pip install -c constraints.txt "
+                          "bitsandbytes") from None
+    packed, state = bnb.quantize_4bit(w.contiguous(), blocksize=config.block_size, quant_type=config.method)
+    return bnb.dequantize_4bit(packed, state).reshape(w.shape).to(w.dtype)
+
+
 _HANDLERS: dict[type, Callable] = {
     RTNConfig: _weight_only(_rtn),
     GPTQConfig: _gptq,
     AWQConfig: _awq,
-    NF4Config: _weight_only(lambda c, w: (grids.fake_quantize_nf4(w, c.block_size), {})),
-    FP4Config: _weight_only(lambda c, w: (grids.fake_quantize_fp4(w, c.block_size), {})),
+    NF4Config: _weight_only(lambda c, w: (_codebook4(c, w, grids.fake_quantize_nf4), {})),
+    FP4Config: _weight_only(lambda c, w: (_codebook4(c, w, grids.fake_quantize_fp4), {})),
     FPConfig: _weight_only(
         lambda c, w: (grids.fake_quantize_fp(w, c.exp_bits, c.man_bits, c.block_size), {})),
     TernaryConfig: _weight_only(lambda c, w: (grids.fake_quantize_ternary(w, c.group_size), {})),

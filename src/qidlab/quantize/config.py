@@ -172,10 +172,17 @@ class AWQConfig(_IntConfig):
 
 @dataclass(frozen=True)
 class _Codebook4Config(QuantConfig):
+    """``backend``: ``"qidlab"`` (our grids, checked equal to bitsandbytes in the cross-check
+    tests) or ``"bitsandbytes"`` (its own ``quantize_4bit``/``dequantize_4bit``; optional
+    dependency, runs on CPU and CUDA)."""
+
     block_size: int = 64
+    backend: str = "qidlab"
 
     def _validate(self) -> None:
         _check_int("block_size", self.block_size, 1)
+        if self.backend not in ("qidlab", "bitsandbytes"):
+            raise QidlabError(f"backend must be 'qidlab' or 'bitsandbytes', got {self.backend!r}")
 
     @property
     def w_bits(self) -> float:
