@@ -134,6 +134,17 @@ def test_sampling_is_seeded_ordered_and_hashed():
     assert a.content_hash == docs_hash(a.docs)
 
 
+def test_max_chars_cuts_documents_at_a_line_break():
+    docs = ["line one\nline two\nline three", "short", "nobreakatallhere"]
+    cut = load_eval_set(docs, max_chars=14)
+    assert cut.docs == ["line one", "short", "nobreakatallhe"]
+    assert all(len(d) <= 14 for d in cut.docs)
+    assert cut.content_hash == docs_hash(cut.docs) != load_eval_set(docs).content_hash
+    assert cut.source["max_chars"] == 14
+    with pytest.raises(QidlabError, match="max_chars must be a positive integer"):
+        load_eval_set(docs, max_chars=0)
+
+
 def test_min_chars_and_empty_sets(tmp_path):
     assert load_eval_set(["hello", " x ", "", "a longer one"], min_chars=2).docs == ["hello", "a longer one"]
     empty = tmp_path / "empty.txt"

@@ -19,6 +19,7 @@ models = ["m1"]
 name = "heldout"
 source = "eval.txt"
 n_docs = 50
+max_chars = 300
 
 [calibration]
 source = "train.txt"
@@ -47,6 +48,7 @@ def test_study_expands_every_combination(tmp_path):
     rtn = [m for m in study.methods if m["method"] == "rtn"]
     assert {(m["bits"], m["group_size"]) for m in rtn} == {(b, g) for b in (2, 3, 4) for g in (None, 32)}
     assert study.calibration.n_samples == 8 and study.eval_sets[0].n_docs == 50
+    assert study.eval_sets[0].max_chars == 300
 
 
 @pytest.mark.parametrize("text,message", [
@@ -59,6 +61,8 @@ def test_study_expands_every_combination(tmp_path):
     ("[study]\n[bogus]\n", "unknown section"),
     ("[study]\n[checkpoints]\nroot='s'\n[[eval_sets]]\nname='e'\nsource='x'\nn_docs='many'\n[[methods]]\nmethod='rtn'\n",
      "eval_sets\\[0\\]"),
+    ("[study]\n[checkpoints]\nroot='s'\n[[eval_sets]]\nname='e'\nsource='x'\nmax_chars=0\n[[methods]]\nmethod='rtn'\n",
+     "max_chars must be a positive integer"),
 ])
 def test_malformed_study_files(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import re
@@ -154,6 +156,20 @@ def _load_tokenizer(folder: Path):
         raise QidlabError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from None
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No "Loading weights" progress bar: a sweep loads hundreds of checkpoints and has its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str = "cpu") -> Checkpoint:
     """Load a Hugging Face causal-LM folder (``config.json`` + weights [+ tokenizer]).
 
@@ -204,8 +220,9 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         if fmt == "safetensors":
-            model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, local_files_only=True,
-                                                         use_safetensors=True, dtype=dtype)
+            with _quiet_transformers():
+                model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, local_files_only=True,
+                                                             use_safetensors=True, dtype=dtype)
         else:
             model = _load_pickle_model(folder, files, config, dtype)
     except QidlabError:

@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, law_commands, measure_commands, quantize_command, train_commands
+    from . import demo, law_commands, measure_commands, quantize_command, tour, train_commands
 
     parser = _Parser(
         prog="qidlab",
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize_command.register(sub)
     train_commands.register(sub)
     demo.register(sub)
+    tour.register(sub)
     return parser
 
 

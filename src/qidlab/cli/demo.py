@@ -1,95 +1,26 @@
-"""``qidlab demo``: the main job. Until the measurement pipeline lands, a walkthrough of the
-law engine on the bundled published data: Table 1 refitted, Approach 3 on Epoch's data, D_crit
-and optimal formats, and the 100T-token projection."""
+"""``qidlab demo``: the main job, end to end (see ``qidlab.demo``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 
-from . import dump_json, emit
+from . import emit
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: a walkthrough of the law engine on published data")
-    p.add_argument("--out", default="qidlab-demo", help="folder for the fit files and projection (default: %(default)s)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(run=run_demo)
+    p = sub.add_parser("demo", help="the main job: corpus -> tiny suite -> QiD sweep -> fitted laws -> report")
+    p.add_argument("--out", default="qidlab-demo", help="output folder; a second run reuses it (default: %(default)s)")
+    p.add_argument("--scale", choices=("full", "smoke"), default="full",
+                   help="full: ~8 minutes on 2 CPU cores; smoke: seconds, to check the wiring (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--no-report", action="store_true", help="stop after the fits")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
+    p.set_defaults(run=run_demo_command)
 
 
-def _step(text: str) -> None:
-    print(f"==> {text}", flush=True)
+def run_demo_command(args):
+    from ..demo import SCALES, run_demo
 
-
-def run_demo(args):
-    import numpy as np
-
-    from .. import data, provenance
-    from ..laws import get_law, list_laws
-    from ..laws.analysis import critical_tokens, grid_errors, optimal_format, projection, token_grid
-    from ..laws.fit import fit_law
-    from ..laws.solve import law_params
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"provenance": provenance.record()}
-    quiet = args.json
-
-    def step(text):
-        if not quiet:
-            _step(text)
-
-    step(f"{len(list_laws())} laws registered: " + ", ".join(law.name for law in list_laws()))
-
-    step("Refitting Ouyang et al.'s law per bit width on their Table 1 (exact least squares in log space)")
-    table = data.load("ouyang2024-table1")
-    fits = fit_law(table, "ouyang2024", by="bits", bootstrap=200, seed=0)
-    fit_doc = {"law": "ouyang2024", "fits": [f.to_dict() for f in fits]}
-    (out / "ouyang2024-table1-fit.json").write_text(dump_json(fit_doc) + "\n")
-    sizes, bits, qids = sorted(table.n_params.unique()), sorted(table.bits.unique()), sorted(table.qid.unique())
-
-    def per_bits(known):
-        return law_params("ouyang2024", fit=fit_doc, values=known)[0]
-
-    refit = token_grid("ouyang2024", per_bits, sizes, bits, qids)
-    unified = token_grid("ouyang2024", get_law("ouyang2024").default_constants(), sizes, bits, qids)
-    errors = {}
-    for name, grid in (("per-bit refit", refit), ("published unified law", unified)):
-        errors[name] = {f"{b:g}-bit": e for b, e in grid_errors(grid, table).items()}
-        if not quiet:
-            print(f"    {name:>22}: worst cell error at the table's printed precision (unrounded) "
-                  + ", ".join(f"{k} {e['printed']:.2f}% ({e['raw']:.2f}%)" for k, e in errors[name].items()))
-    summary["table1_max_error_percent"] = errors
-    summary["per_bit_exponents"] = {f"{f.group['bits']:g}-bit": f.params | {"ci95": f.ci95} for f in fits}
-
-    step("Approach 3 (Huber on log residuals, 4,500 L-BFGS starts) on Epoch's Chinchilla data")
-    (chin,) = fit_law(data.load("chinchilla-epoch"), "chinchilla", drop_highest=5, holdout=())
-    epoch = get_law("chinchilla").published["epoch2024"].values
-    summary["chinchilla"] = {"fitted": chin.params, "epoch2024": dict(epoch)}
-    if not quiet:
-        for k, v in chin.params.items():
-            print(f"    {k:>6} = {v:10.4f}   (Epoch: {epoch[k]:g})")
-
-    step("Sun et al. 2025: critical data size (N = 1e9, block 128) and optimal formats")
-    sun = get_law("sun2025").default_constants()
-    dcrit = {f"E{e}M{m}": critical_tokens("sun2025", sun, dict(n_params=1e9, exp_bits=e, man_bits=m, block_size=128))
-             for e, m in ((8, 7), (4, 3), (2, 1))}
-    formats = {b: optimal_format(sun, b)["format"] for b in (4, 8, 16)}
-    summary["sun2025"] = {"critical_tokens": dcrit, "optimal_formats": formats}
-    if not quiet:
-        print("    D_crit: " + ", ".join(f"{k} {v / 1e12:.3g}T" for k, v in dcrit.items()))
-        print("    optimal: " + ", ".join(f"{b} bits -> {f}" for b, f in formats.items()))
-
-    step("Projection to 100T tokens (Fig. 1) with the published unified law and Fig. 7's 16-bit law")
-    curves, crossings = projection("ouyang2024", get_law("ouyang2024").default_constants(),
-                                   [7e9, 7e10, 4.05e11], [2, 3, 4])
-    curves.to_csv(out / "projection.csv", index=False)
-    at_end = curves[np.isclose(curves.tokens, curves.tokens.max())]
-    summary["projection_at_100T"] = at_end[["n_params", "bits", "qid", "loss"]].to_dict(orient="records")
-    if not quiet:
-        for _, r in at_end.iterrows():
-            print(f"    N={r.n_params:.3g} {r.bits:g}-bit: QiD {r.qid:.3g} nats, loss {r.loss:.3g}"
-                  + ("  (worse than random)" if r.worse_than_random else ""))
-        print(f"\nWrote {out}/ouyang2024-table1-fit.json and {out}/projection.csv")
-        print("What it means: Table 1 follows a separate power law per bit width (exponents beta ~0.52 at 2 bits,"
-              " ~0.66 at 3-4 bits); the paper's single unified law reproduces only its 2-bit column.")
-    emit(args, summary, "") if quiet else None
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
+    summary = run_demo(args.out, scale=SCALES[args.scale], threads=args.threads, report=not args.no_report, log=log)
+    emit(args, summary, "") if args.json else None

@@ -106,8 +106,17 @@ def _from_parquet(path: Path, text_field: str) -> list[str]:
     return [d for d in column.to_pylist() if d is not None]
 
 
+def truncate(doc: str, max_chars: int) -> str:
+    """The first ``max_chars`` characters of ``doc``, ending at the last line break inside them if any."""
+    if len(doc) <= max_chars:
+        return doc
+    head = doc[:max_chars]
+    cut = head.rfind("\n")
+    return (head[:cut] if cut > 0 else head).rstrip()
+
+
 def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str | None = None,
-                  min_chars: int = 1, text_field: str = "text") -> EvalSet:
+                  min_chars: int = 1, max_chars: int | None = None, text_field: str = "text") -> EvalSet:
     """Read documents from ``source`` and take a fixed, seeded sample of ``n_docs`` of them.
 
     ``source``: a text file (documents separated by blank lines), a folder (each file one
@@ -116,8 +125,12 @@ def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str
     fewer than ``min_chars`` characters are dropped first. When more than ``n_docs`` remain, the
     sample is ``numpy.random.default_rng(seed).choice(n, n_docs, replace=False)``, kept in source
     order; otherwise (or with ``n_docs=None``) every document is taken and ``complete`` is True.
+    ``max_chars``: each sampled document is cut to its first ``max_chars`` characters, at the last
+    line break inside that prefix when there is one (bounds the scoring cost of long files).
     No documents left: ``QidlabError``.
     """
+    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
+        raise QidlabError(f"max_chars must be a positive integer or None, got {max_chars!r}")
     if n_docs is not None and (isinstance(n_docs, bool) or not isinstance(n_docs, int) or n_docs < 1):
         raise QidlabError(f"n_docs must be a positive integer or None, got {n_docs!r}")
     if isinstance(source, (list, tuple)):
@@ -150,6 +163,9 @@ def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str
         docs = [available[i] for i in keep]
     else:
         docs = available
+    if max_chars is not None:
+        docs = [truncate(d, max_chars) for d in docs]
+        desc["max_chars"] = max_chars
     desc.update({"n_requested": n_docs, "seed": seed, "min_chars": min_chars, "n_available": len(available)})
     return EvalSet(name=name or default_name, docs=docs, content_hash=docs_hash(docs), source=desc,
                    n_docs=len(docs), n_available=len(available), complete=len(docs) == len(available))

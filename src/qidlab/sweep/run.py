@@ -159,7 +159,7 @@ def run_study(study: Study, *, executor: str = "local", address: str | None = No
             if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
     if not refs:
         raise QidlabError(f"no checkpoints under {study.checkpoint_root} match the study")
-    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name) for e in study.eval_sets]
+    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars) for e in study.eval_sets]
     configs = [dict(REFERENCE)] + [dict(c) for c in study.methods]
     hashes = [config_hash(measurement_config(c, study)) for c in configs]  # validates every config up front
     summary = Summary()

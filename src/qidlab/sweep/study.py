@@ -15,6 +15,7 @@
     source = "eval.txt"                # file, folder, JSONL or Parquet
     n_docs = 1000
     seed = 0
+    max_chars = 4000                   # optional: cut each document to its first 4000 characters
 
     [calibration]                      # for GPTQ / AWQ
     source = "train.txt"
@@ -53,6 +54,7 @@ class EvalSpec:
     source: Path
     n_docs: int = 1000
     seed: int = 0
+    max_chars: int | None = None  # cut each document to its first max_chars characters
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,13 @@ def _table(raw, key, path) -> dict:
 def _eval_spec(e, where, path, i) -> EvalSpec:
     if not isinstance(e, dict) or "name" not in e or "source" not in e:
         raise QidlabError(f"{path}: eval_sets[{i}] needs 'name' and 'source'")
+    if "max_chars" in e and (not isinstance(e["max_chars"], int) or isinstance(e["max_chars"], bool)
+                             or e["max_chars"] < 1):
+        raise QidlabError(f"{path}: eval_sets[{i}]: max_chars must be a positive integer, not {e['max_chars']!r}")
     try:
         return EvalSpec(name=str(e["name"]), source=where / str(e["source"]), n_docs=int(e.get("n_docs", 1000)),
-                        seed=int(e.get("seed", 0)))
+                        seed=int(e.get("seed", 0)),
+                        max_chars=int(e["max_chars"]) if "max_chars" in e else None)
     except (TypeError, ValueError) as exc:
         raise QidlabError(f"{path}: eval_sets[{i}]: {exc}") from None
 
