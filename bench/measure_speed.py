@@ -369,53 +369,97 @@ def naive_way(args, folder, es, spec, device, clock):
     return t, qids
 
 
-def llmcompressor_time(args, folder, spec, device, clock):
+def llmcompressor_way(args, folder, es, spec, device, clock):
+    """The pipeline a researcher writes with llm-compressor, per bit width: fresh load, oneshot
+    GPTQ (actorder none, dampening 0.01, the same scheme as ours: symmetric int, group size), then
+    a separate evaluation (fresh 16-bit load and eval, the quantized weights, quantized eval).
+    llm-compressor keeps fake-quantized weights in the model after oneshot (compression happens
+    only on save), so its quantized weights are taken from the model as they are."""
     try:
         from llmcompressor import oneshot
         from llmcompressor.modifiers.quantization import GPTQModifier
-    except Exception as exc:  # not installed (it pins an older transformers)
-        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # not installed (it pins its own transformers)
+        return None, {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
     from datasets import Dataset
 
-    ckpt = load_checkpoint(folder, device=device)
-    calib = calibration_ids(ckpt.tokenizer, spec)
-    ds = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": [[1] * calib.shape[1]] * calib.shape[0]})
-    recipe = GPTQModifier(targets="Linear", scheme="W4A16", ignore=["embed_out"], actorder=None,
-                          dampening_frac=0.01)
-    t = {}
+    t, qids = {}, {}
     try:
-        with clock(t, "s"):
-            oneshot(model=ckpt.model, dataset=ds, recipe=recipe, max_seq_length=calib.shape[1],
-                    num_calibration_samples=calib.shape[0])
+        with clock(t, "total"):
+            for bits in args.bits:
+                with clock(t, "load"):
+                    ckpt = load_checkpoint(folder, device=device)
+                with clock(t, "calibrate"):
+                    calib = calibration_ids(ckpt.tokenizer, spec)
+                    ds = Dataset.from_dict({"input_ids": calib.tolist(),
+                                            "attention_mask": [[1] * calib.shape[1]] * calib.shape[0]})
+                weights = {"num_bits": bits, "type": "int", "symmetric": True, "strategy": "group",
+                           "group_size": args.group_size}
+                recipe = GPTQModifier(config_groups={"g0": {"targets": ["Linear"], "weights": weights}},
+                                      ignore=["lm_head", "embed_out"], actorder=None, dampening_frac=0.01)
+                with clock(t, "quantize"):
+                    oneshot(model=ckpt.model, dataset=ds, recipe=recipe, max_seq_length=calib.shape[1],
+                            num_calibration_samples=calib.shape[0])
+                    qstate = {k: v.detach().clone() for k, v in ckpt.model.state_dict().items()
+                              if k.endswith(".weight")}
+                del ckpt
+                with clock(t, "load"):
+                    ref = load_checkpoint(folder, device=device)
+                with clock(t, "eval"):
+                    s16 = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
+                with clock(t, "restore"):
+                    ref.model.load_state_dict(qstate, strict=False)
+                del qstate
+                with clock(t, "eval"):
+                    sq = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
+                with clock(t, "bootstrap"):
+                    qids[bits] = paired_bootstrap_qid(s16, sq, n_boot=1000, seed=0)
+                del ref
     except Exception as exc:
-        return {"available": True, "error": f"{type(exc).__name__}: {exc}"[:500]}
-    return {"available": True, "seconds_4bit": t["s"]}
+        return None, {"available": True, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    import llmcompressor
+
+    return (t, qids), {"available": True, "version": getattr(llmcompressor, "__version__", "?")}
 
 
 def bench_sweep(args, folder, es, spec, device, clock):
     out = {}
-    for name, fn in (("qidlab_true_sequential", lambda: qidlab_way(args, folder, es, spec, device, clock, False)),
-                     ("qidlab_shared_hessian", lambda: qidlab_way(args, folder, es, spec, device, clock, True)),
-                     ("naive_true_sequential", lambda: naive_way(args, folder, es, spec, device, clock))):
+    ways = (("qidlab_true_sequential", lambda: qidlab_way(args, folder, es, spec, device, clock, False)),
+            ("qidlab_shared_hessian", lambda: qidlab_way(args, folder, es, spec, device, clock, True)),
+            ("naive_true_sequential", lambda: naive_way(args, folder, es, spec, device, clock)),
+            ("llmcompressor_then_eval", lambda: llmcompressor_way(args, folder, es, spec, device, clock)))
+    for name, fn in ways:
         if name == "qidlab_shared_hessian" and not args.sweep_shared:
             continue
+        if name == "llmcompressor_then_eval" and not args.llmcompressor:
+            continue
         peak_reset(device)
-        t, qids = fn()
+        result = fn()
+        if name == "llmcompressor_then_eval":
+            result, info = result
+            out["llmcompressor"] = info
+            if result is None:
+                say(f"  {name:24s} " + (info.get("error") or f"not available ({info['reason']})"))
+                continue
+        t, qids = result
         out[name] = {"seconds": t, "qid": {b: {"qid": q[0], "ci": [q[1], q[2]]} for b, q in qids.items()},
                      "peak_gib": peak_gib(device)}
         parts = "  ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total")
         say(f"  {name:24s} total {t['total']:7.1f}s  ({parts})")
         say("      QiD " + "  ".join(f"{b}-bit {q[0]:.4f} [{q[1]:.4f}, {q[2]:.4f}]" for b, q in qids.items()))
-    base = out["naive_true_sequential"]["seconds"]["total"]
-    for name in out:
-        out[name]["naive_over_this"] = base / out[name]["seconds"]["total"]
-    say("  naive / qidlab: " + ", ".join(f"{n} x{out[n]['naive_over_this']:.2f}" for n in out if n.startswith("qidlab")))
-    q1, q2 = out["qidlab_true_sequential"]["qid"], out["naive_true_sequential"]["qid"]
-    say("  QiD (qidlab true-seq) - QiD (naive): " + ", ".join(f"{b}-bit {q1[b]['qid'] - q2[b]['qid']:+.5f}" for b in q1))
-    out["llmcompressor"] = llmcompressor_time(args, folder, spec, device, clock)
-    lc = out["llmcompressor"]
-    say("  llm-compressor oneshot W4A16: " + (f"{lc['seconds_4bit']:.1f}s" if "seconds_4bit" in lc else
-                                             lc.get("error") or f"not available ({lc['reason']})"))
+    for base_name in ("naive_true_sequential", "llmcompressor_then_eval"):
+        if base_name not in out:
+            continue
+        base = out[base_name]["seconds"]["total"]
+        for name in [n for n in out if n.startswith("qidlab")]:
+            out[name][f"{base_name}_over_this"] = base / out[name]["seconds"]["total"]
+        say(f"  {base_name} / qidlab: " + ", ".join(f"{n} x{out[n][base_name + '_over_this']:.2f}"
+                                                  for n in out if n.startswith("qidlab")))
+    q1 = out["qidlab_true_sequential"]["qid"]
+    for other in ("naive_true_sequential", "llmcompressor_then_eval"):
+        if other in out:
+            q2 = out[other]["qid"]
+            say(f"  QiD (qidlab true-seq) - QiD ({other}): "
+                + ", ".join(f"{b}-bit {q1[b]['qid'] - q2[b]['qid']:+.5f}" for b in q1))
     return out
 
 
@@ -449,6 +493,8 @@ def main():
     p.add_argument("--lr", type=float, default=None, help="default 6e-4 (CPU 3e-3)")
     p.add_argument("--no-sweep-shared", dest="sweep_shared", action="store_false",
                    help="part 3 without the shared-Hessian qidlab variant")
+    p.add_argument("--no-llmcompressor", dest="llmcompressor", action="store_false",
+                   help="skip the llm-compressor-then-evaluate pipeline of part 3")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --device cpu, as tests/tiny_models; else torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
