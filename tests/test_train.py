@@ -188,6 +188,58 @@ def test_resume_after_interruption_gives_the_same_weights(trained, workdir):
     for step in (32, 40):
         a, b = _weights(workdir / "run1" / "tiny" / "h64-l2" / f"step{step}"), _weights(model_dir / f"step{step}")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run1 = workdir / "run1" / "tiny" / "h64-l2"
+    assert (model_dir / "train-log.csv").read_bytes() == (run1 / "train-log.csv").read_bytes()
+
+
+# ---- training log --------------------------------------------------------------------------------
+
+def _log_rows(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step,tokens,loss,lr"
+    return [(int(a), int(b), float(c), float(d)) for a, b, c, d in (line.split(",") for line in lines[1:])]
+
+
+def test_train_log_has_a_row_per_update_matching_the_checkpoints(trained, workdir):
+    model_dir = workdir / "run1" / "tiny" / "h32-l1"
+    rows = _log_rows(model_dir / "train-log.csv")
+    assert [r[0] for r in rows] == list(range(1, 41)) and all(r[1] == r[0] * 512 for r in rows)
+    assert all(r[3] == pytest.approx(3e-3 * lr_multiplier(r[0] - 1, steps=40, warmup=4)) for r in rows)
+    for step in (1, 16, 40):  # the row of step N is the loss of update N - 1, as qidlab.json's train_loss
+        meta = json.loads((model_dir / f"step{step}" / "qidlab.json").read_text())
+        assert rows[step - 1][2] == meta["train_loss"]
+    assert rows[0][2] == pytest.approx(np.log(384), rel=0.1) and rows[-1][2] < rows[0][2] - 1.0
+
+
+ONE_MODEL = SUITE.split("[[models]]")[0] + """[[models]]
+name = "h32-l1"
+hidden = 32
+layers = 1
+heads = 4
+lr = 3e-3
+"""
+
+
+def test_train_log_every_k_updates_survives_an_interruption(workdir):
+    text = ONE_MODEL.format(extra="log_every = 5").replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"')
+
+    def stop(event):
+        if event["step"] == 22:
+            raise Interrupt
+
+    (workdir / "k5").mkdir()
+    suite = write_suite(workdir / "k5", text=text)
+    with single_thread():
+        train_suite(suite, workdir / "k5" / "a", threads=1)
+        with pytest.raises(Interrupt):
+            train_suite(suite, workdir / "k5" / "b", threads=1, on_step=stop)
+        broken = _log_rows(workdir / "k5" / "b" / "tiny" / "h32-l1" / "train-log.csv")
+        assert broken[-1][0] == 20  # rows after the last checkpoint (16) were written ...
+        train_suite(suite, workdir / "k5" / "b", threads=1)
+    a, b = (workdir / "k5" / run / "tiny" / "h32-l1" / "train-log.csv" for run in "ab")
+    assert a.read_bytes() == b.read_bytes()  # ... and replaced, neither duplicated nor lost
+    steps = [r[0] for r in _log_rows(a)]
+    assert steps == [1, 2, 4, 5, 8, 10, 15, 16, 20, 25, 30, 32, 35, 40]  # every 5th and every checkpoint
 
 
 # ---- bad suite files -----------------------------------------------------------------------------
@@ -204,6 +256,7 @@ def test_resume_after_interruption_gives_the_same_weights(trained, workdir):
     (('name = "h64-l2"', 'name = "h32-l1"'), "model name 'h32-l1' is used twice"),
     (('lr = 2e-3', 'lr = 0'), "lr must be a number > 0"),
     (('tokenizer = 384', 'tokenizer = 12'), "tokenizer must be a vocab size"),
+    (('steps = 40', 'steps = 40\nlog_every = 0'), "log_every must be a positive integer, got 0"),
 ])
 def test_each_bad_suite_file_is_one_clear_error(tmp_path, edit, match):
     old, new = edit

@@ -17,6 +17,7 @@
     weight_decay = 0.01                # AdamW (Pythia: 0.01)
     grad_clip = 1.0                    # max gradient norm (0 = no clipping)
     checkpoints = { log_spaced_until = 512, every = 1000 }   # Pythia: 0, 1, 2, 4, ..., 512, then every 1000
+    log_every = 1                      # a train-log.csv row every this many updates (and at every checkpoint)
 
     [[models]]                         # one GPT-NeoX per entry
     name = "h64-l2"                    # folder name: <out>/<suite>/<model>/step<N>/
@@ -45,7 +46,9 @@ from qidlab.train.schedule import SCHEDULES
 
 SECTIONS = {"suite", "models"}
 SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "steps", "schedule", "warmup",
-              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints"}
+              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints", "log_every"}
+# settings that change how a run is executed or recorded, not the weights it reaches (not in model_hash)
+RUN_KEYS = ("log_every",)
 CHECKPOINT_KEYS = {"log_spaced_until", "every"}
 MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate"}
 DEFAULT_VOCAB = 8192
@@ -83,6 +86,7 @@ class SuiteConfig:
     log_spaced_until: int
     every: int
     models: tuple[ModelSpec, ...]
+    log_every: int = 1  # train-log.csv: a row every this many updates
 
     @property
     def tokens_per_step(self) -> int:
@@ -96,7 +100,7 @@ class SuiteConfig:
     def model_hash(self, model: ModelSpec) -> str:
         """sha256 of everything that determines a model's training (not its name or the file's path)."""
         doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-               if k not in ("name", "path", "models", "corpus", "tokenizer_path")}
+               if k not in ("name", "path", "models", "corpus", "tokenizer_path", *RUN_KEYS)}
         doc["model"] = {k: v for k, v in asdict(model).items() if k != "name"}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -183,7 +187,7 @@ def load_suite_config(path) -> SuiteConfig:
         grad_clip=_num(s.get("grad_clip", 1.0), where, "grad_clip", lo=0),
         log_spaced_until=_int(ck.get("log_spaced_until", 512), where, "checkpoints.log_spaced_until", minimum=0),
         every=_int(ck.get("every", 1000), where, "checkpoints.every", minimum=1),
-        models=specs)
+        models=specs, log_every=_int(s.get("log_every", 1), where, "log_every", minimum=1))
 
 
 def _model(m, path, i) -> ModelSpec:

@@ -7,6 +7,7 @@ Layout written under ``<out>/<suite>/``::
     <model>/step<N>/             config.json, model.safetensors, tokenizer, qidlab.json
     <model>/trainer_state.pt     the state at the newest saved step: optimizer, torch RNG, step, config hash
                                  (tensors and plain types only: torch.load(weights_only=True) reads it)
+    <model>/train-log.csv        step,tokens,loss,lr: the training loss (nats/token) as it went (records.py)
     <model>/train-stats.json     steps and tokens trained, seconds and tokens/s of the last call that trained
                                  (not deterministic; a call that finds the model finished leaves it)
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from qidlab.errors import QidlabError
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
+from qidlab.train.records import LOG_FILE, TrainLog
 from qidlab.train.schedule import checkpoint_steps, lr_multiplier
 
 STATE_FILE = "trainer_state.pt"
@@ -172,10 +174,33 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
                    "generator": "qidlab.train"}
     mult = {"steps": config.steps, "schedule": config.schedule, "warmup": config.warmup,
             "min_lr_ratio": config.min_lr_ratio, "decay_fraction": config.decay_fraction}
-    last_loss = None
     if start == 0:
         _save(model, opt, data.tokenizer, model_dir, 0, None, meta_common, spec, mult)
-    trained, seconds = 0, 0.0
+    with TrainLog(model_dir / LOG_FILE, start) as train_log:
+        trained, seconds, last_loss = _run_updates(config, spec, data, model, opt, start, mult, set(save_steps),
+                                                   train_log, on_step, lambda step, loss: _save(
+                                                       model, opt, data.tokenizer, model_dir, step, loss,
+                                                       meta_common, spec, mult))
+    tokens = trained * config.tokens_per_step
+    stats = {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
+             "seconds_in_updates": seconds, "tokens_per_s": tokens / seconds if seconds else None,
+             "threads": torch.get_num_threads(), "final_loss": last_loss}
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
+    if log:
+        log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {stats['tokens_per_s']:,.0f} tokens/s "
+            f"({stats['threads']} threads)")
+    return [model_dir / f"step{s}" for s in save_steps]
+
+
+def _run_updates(config: SuiteConfig, spec: ModelSpec, data, model, opt, start: int, mult: dict, save_steps: set,
+                 train_log: TrainLog, on_step, save) -> tuple[int, float, float | None]:
+    """Updates ``start`` .. ``steps - 1``, a log row at every ``log_every``-th and at every checkpoint step,
+    ``save(step, loss)`` at checkpoint steps; returns (updates done, seconds in updates, last loss)."""
+    import torch
+
+    trained, seconds, last_loss = 0, 0.0, None
+    window, n_window = 0.0, 0  # summed losses since the last log row
     for step in range(start, config.steps):
         lr = spec.lr * lr_multiplier(step, **mult)
         for g in opt.param_groups:
@@ -191,20 +216,17 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
         seconds += time.perf_counter() - t0
         trained += 1
         last_loss = float(loss.detach())
+        window, n_window = window + last_loss, n_window + 1
         if on_step is not None:
             on_step({"model": spec.name, "step": step, "loss": last_loss, "lr": lr, "batch": batch})
-        if step + 1 in save_steps:
-            _save(model, opt, data.tokenizer, model_dir, step + 1, last_loss, meta_common, spec, mult)
-    tokens = trained * config.tokens_per_step
-    stats = {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
-             "seconds_in_updates": seconds, "tokens_per_s": tokens / seconds if seconds else None,
-             "threads": torch.get_num_threads(), "final_loss": last_loss}
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
-    if log:
-        log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {stats['tokens_per_s']:,.0f} tokens/s "
-            f"({stats['threads']} threads)")
-    return [model_dir / f"step{s}" for s in save_steps]
+        done = step + 1
+        if done % config.log_every == 0 or done in save_steps or done == config.steps:
+            train_log.append(done, done * config.tokens_per_step, window / n_window, lr)
+            window, n_window = 0.0, 0
+        if done in save_steps:
+            train_log.flush()  # before the trainer state: a resume never finds rows missing
+            save(done, last_loss)
+    return trained, seconds, last_loss
 
 
 def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: dict, spec, mult) -> None:
