@@ -189,7 +189,8 @@ def test_resume_after_interruption_gives_the_same_weights(trained, workdir):
         a, b = _weights(workdir / "run1" / "tiny" / "h64-l2" / f"step{step}"), _weights(model_dir / f"step{step}")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     run1 = workdir / "run1" / "tiny" / "h64-l2"
-    assert (model_dir / "train-log.csv").read_bytes() == (run1 / "train-log.csv").read_bytes()
+    for name in ("train-log.csv", "weight-dynamics.json"):
+        assert (model_dir / name).read_bytes() == (run1 / name).read_bytes()
 
 
 # ---- training log --------------------------------------------------------------------------------
@@ -240,6 +241,43 @@ def test_train_log_every_k_updates_survives_an_interruption(workdir):
     assert a.read_bytes() == b.read_bytes()  # ... and replaced, neither duplicated nor lost
     steps = [r[0] for r in _log_rows(a)]
     assert steps == [1, 2, 4, 5, 8, 10, 15, 16, 20, 25, 30, 32, 35, 40]  # every 5th and every checkpoint
+
+
+# ---- weight dynamics -----------------------------------------------------------------------------
+
+def test_change_summary_bins_quantiles_and_moments():
+    from qidlab.train.dynamics import LOG10_EDGES, change_summary
+
+    small, large = 10 ** -2.95, -(10 ** -0.55)  # bin centres: [-3.0, -2.9) and [-0.6, -0.5)
+    deltas = [np.full((9, 10), small, dtype=np.float32), np.array([large] * 9 + [0.0], dtype=np.float32)]
+    out = change_summary(deltas)
+    assert out["log10_edges"] == list(LOG10_EDGES) and len(out["counts"]) == 130 and sum(out["counts"]) == 100
+    assert out["counts"][90] == 90 and out["counts"][114] == 9 and out["counts"][0] == 1  # zero: first bin
+    assert out["quantiles"]["0.5"] == pytest.approx(small) and out["quantiles"]["0.99"] == pytest.approx(-large)
+    assert out["rms"] == pytest.approx(np.sqrt((90 * small ** 2 + 9 * large ** 2) / 100), rel=1e-6)
+    assert out["mean_abs"] == pytest.approx((90 * small - 9 * large) / 100, rel=1e-6)
+
+
+def test_weight_dynamics_are_the_changes_between_saved_checkpoints(trained, workdir):
+    from qidlab.train.dynamics import change_summary
+
+    model_dir = workdir / "run1" / "tiny" / "h64-l2"
+    doc = json.loads((model_dir / "weight-dynamics.json").read_text())
+    assert doc["model"] == "h64-l2" and set(doc) == {"model", "checkpoints"}
+    entries = doc["checkpoints"]
+    assert [(c["step"], c["prev_step"], c["tokens"]) for c in entries] == [
+        (s, p, s * 512) for p, s in zip(STEPS[:-1], STEPS[1:])]
+    a, b = _weights(model_dir / "step16"), _weights(model_dir / "step32")
+    names = [k for k in a if ".layers." in k and "weight" in k and a[k].dim() == 2]
+    assert len(names) == 2 * 4  # qkv, attention out, MLP in, MLP out per block
+    expected = change_summary([(b[k] - a[k]).numpy() for k in names])
+    got = next(c for c in entries if c["step"] == 32)
+    assert got["counts"] == expected["counts"] and got["quantiles"] == expected["quantiles"]
+    assert got["rms"] == pytest.approx(expected["rms"], rel=1e-12) and got["mean_abs"] == pytest.approx(
+        expected["mean_abs"], rel=1e-12)  # summed in another order
+    assert sum(got["counts"]) == sum(a[k].numel() for k in names)
+    # Adam's first update moves (nearly) every weight by the learning rate: 2e-3 / warmup 4
+    assert entries[0]["quantiles"]["0.5"] == pytest.approx(2e-3 / 4, rel=0.01)
 
 
 # ---- bad suite files -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Layout written under ``<out>/<suite>/``::
     <model>/trainer_state.pt     the state at the newest saved step: optimizer, torch RNG, step, config hash
                                  (tensors and plain types only: torch.load(weights_only=True) reads it)
     <model>/train-log.csv        step,tokens,loss,lr: the training loss (nats/token) as it went (records.py)
+    <model>/weight-dynamics.json weight changes between saved checkpoints (Ouyang et al. Fig. 12; dynamics.py)
     <model>/train-stats.json     steps and tokens trained, seconds and tokens/s of the last call that trained
                                  (not deterministic; a call that finds the model finished leaves it)
 
@@ -35,7 +36,8 @@ from pathlib import Path
 from qidlab.errors import QidlabError
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
-from qidlab.train.records import LOG_FILE, TrainLog
+from qidlab.train.dynamics import change_summary
+from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog
 from qidlab.train.schedule import checkpoint_steps, lr_multiplier
 
 STATE_FILE = "trainer_state.pt"
@@ -176,11 +178,16 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
             "min_lr_ratio": config.min_lr_ratio, "decay_fraction": config.decay_fraction}
     if start == 0:
         _save(model, opt, data.tokenizer, model_dir, 0, None, meta_common, spec, mult)
+    dynamics = _Dynamics(DynamicsLog(model_dir / DYNAMICS_FILE, spec.name, start), model, start,
+                         config.tokens_per_step)
+
+    def checkpoint(step, loss):
+        dynamics.record(step)  # before the trainer state, which marks the step as done
+        _save(model, opt, data.tokenizer, model_dir, step, loss, meta_common, spec, mult)
+
     with TrainLog(model_dir / LOG_FILE, start) as train_log:
         trained, seconds, last_loss = _run_updates(config, spec, data, model, opt, start, mult, set(save_steps),
-                                                   train_log, on_step, lambda step, loss: _save(
-                                                       model, opt, data.tokenizer, model_dir, step, loss,
-                                                       meta_common, spec, mult))
+                                                   train_log, on_step, checkpoint)
     tokens = trained * config.tokens_per_step
     stats = {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
              "seconds_in_updates": seconds, "tokens_per_s": tokens / seconds if seconds else None,
@@ -191,6 +198,26 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
         log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {stats['tokens_per_s']:,.0f} tokens/s "
             f"({stats['threads']} threads)")
     return [model_dir / f"step{s}" for s in save_steps]
+
+
+class _Dynamics:
+    """Weight changes of the blocks' linears between saved checkpoints (``qidlab.train.dynamics``)."""
+
+    def __init__(self, log: DynamicsLog, model, step: int, tokens_per_step: int):
+        from qidlab.quantize.model import select_linears
+
+        self.log, self.tokens_per_step = log, tokens_per_step
+        self.linears = select_linears(model, None)  # name -> nn.Linear inside the decoder blocks
+        self.prev, self.prev_step = self._weights(), step
+
+    def _weights(self) -> dict:
+        return {n: m.weight.detach().float().cpu().numpy().copy() for n, m in self.linears.items()}
+
+    def record(self, step: int) -> None:
+        now = self._weights()
+        summary = change_summary([now[n] - self.prev[n] for n in now])
+        self.log.add({"step": step, "tokens": step * self.tokens_per_step, "prev_step": self.prev_step, **summary})
+        self.prev, self.prev_step = now, step
 
 
 def _run_updates(config: SuiteConfig, spec: ModelSpec, data, model, opt, start: int, mult: dict, save_steps: set,

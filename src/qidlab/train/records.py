@@ -13,6 +13,16 @@ rate of the row's last update. Rows restart at every checkpoint step, so a run r
 checkpoint writes exactly the rows an uninterrupted run writes: on resume, rows after the resumed
 step (written after the last checkpoint of the interrupted run) are dropped first.
 
+``<model>/weight-dynamics.json`` (``DynamicsLog``)::
+
+    {"model": str, "checkpoints": [{"step": int, "tokens": int, "prev_step": int, "log10_edges": [...],
+     "counts": [...], "quantiles": {"0.5": q, "0.9": q, "0.99": q}, "rms": float, "mean_abs": float}]}
+
+one entry per saved checkpoint after step 0: the change of the blocks' linear weights since the
+previous saved checkpoint (``qidlab.train.dynamics``). Rewritten whole at each checkpoint; on resume,
+entries after the resumed step are dropped and the previous weights are those of the resumed step
+(read from its folder), so the file is what an uninterrupted run writes.
+
 Files are replaced atomically (a temporary file in the same folder, then ``os.replace``).
 """
 
@@ -23,8 +33,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from qidlab.errors import QidlabError
+
 LOG_FILE = "train-log.csv"
 LOG_HEADER = "step,tokens,loss,lr"
+DYNAMICS_FILE = "weight-dynamics.json"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -83,3 +96,24 @@ class TrainLog:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class DynamicsLog:
+    """``weight-dynamics.json`` of one model (module docstring): opened at the step training starts from."""
+
+    def __init__(self, path: Path, model: str, start_step: int):
+        self.path = Path(path)
+        self.doc = {"model": model, "checkpoints": []}
+        if start_step > 0 and self.path.is_file():
+            try:
+                old = json.loads(self.path.read_text())
+                self.doc["checkpoints"] = [c for c in old["checkpoints"] if c["step"] <= start_step]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise QidlabError(f"{self.path}: cannot read the weight dynamics to resume ({exc}); "
+                                  "delete the model's folder to train it again") from None
+        write_json_atomic(self.path, self.doc)
+
+    def add(self, entry: dict) -> None:
+        """Append one checkpoint's entry and rewrite the file."""
+        self.doc["checkpoints"].append(entry)
+        write_json_atomic(self.path, self.doc)
