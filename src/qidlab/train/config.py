@@ -26,6 +26,8 @@
     heads = 4
     lr = 3e-3                          # peak learning rate of this size
     intermediate = 256                 # optional; default 4 * hidden
+    twin = "h64-l2-bf16"               # low-bit models: the 16-bit model of the same shape they compare with
+    precision = "bitnet-b1.58"         # low-bit training: this shorthand, or a [models.qat] table (precision.py)
 
 Every problem is one ``QidlabError`` naming the file and key. That the corpus is large enough
 (``steps * batch_size * seq_len`` <= ``epochs`` * the train tokens) is checked once the corpus is
@@ -37,11 +39,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import read_toml
+from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
 
 SECTIONS = {"suite", "models"}
@@ -50,7 +53,7 @@ SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "s
 # settings that change how a run is executed or recorded, not the weights it reaches (not in model_hash)
 RUN_KEYS = ("log_every",)
 CHECKPOINT_KEYS = {"log_spaced_until", "every"}
-MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate"}
+MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate", "twin", "precision", "qat"}
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -63,6 +66,13 @@ class ModelSpec:
     heads: int
     lr: float  # peak learning rate
     intermediate: int  # MLP width
+    twin: str | None = None  # the 16-bit model of the same shape this low-bit model compares with
+    qat: QATSpec | None = None  # low-bit training (precision.py); None: 16-bit
+
+    @property
+    def precision(self) -> str | None:
+        """The low-bit precision's label (``bitnet-b1.58``, ``w4g32-a8``, ...); None for a 16-bit model."""
+        return None if self.qat is None else self.qat.label()
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,9 @@ class SuiteConfig:
         """sha256 of everything that determines a model's training (not its name or the file's path)."""
         doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
                if k not in ("name", "path", "models", "corpus", "tokenizer_path", *RUN_KEYS)}
-        doc["model"] = {k: v for k, v in asdict(model).items() if k != "name"}
+        doc["model"] = {k: v for k, v in asdict(model).items() if k not in ("name", "twin", "qat")}
+        if model.qat is not None:  # absent for 16-bit models, so their hashes stay what they were
+            doc["model"]["qat"] = model.qat.to_dict()
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -175,6 +187,7 @@ def load_suite_config(path) -> SuiteConfig:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
+    specs = _resolve_twins(specs, path)
     return SuiteConfig(
         name=name, path=path, corpus=path.parent / s["corpus"], seed=_int(s.get("seed", 0), where, "seed", minimum=0),
         vocab_size=vocab_size, tokenizer_path=tokenizer_path,
@@ -195,7 +208,7 @@ def _model(m, path, i) -> ModelSpec:
     if not isinstance(m, dict):
         raise QidlabError(f"{where} must be a table")
     _unknown(m, MODEL_KEYS, path, f"models[{i}]")
-    for key in ("name", "hidden", "layers", "heads", "lr"):
+    for key in ("name", "hidden", "layers", "heads"):
         if key not in m:
             raise QidlabError(f"{where} needs {key!r}")
     name = m["name"]
@@ -206,9 +219,38 @@ def _model(m, path, i) -> ModelSpec:
     heads = _int(m["heads"], where, "heads", minimum=1)
     if hidden % heads:
         raise QidlabError(f"{where} hidden ({hidden}) must be a multiple of heads ({heads})")
+    qat = parse_qat(m.get("precision"), m.get("qat"), where)
+    twin = m.get("twin")
+    if twin is not None and (not isinstance(twin, str) or qat is None):
+        raise QidlabError(f"{where} twin must name the 16-bit model of a low-bit model (one with precision or "
+                          f"[models.qat]), got twin = {twin!r}")
+    if "lr" not in m and not (qat is not None and qat.preset and twin):
+        raise QidlabError(f"{where} needs 'lr' (only precision = \"bitnet-b1.58\" with a twin may leave it out)")
+    lr = _num(m["lr"], where, "lr", lo=0, lo_open=True) if "lr" in m else None  # None: from the twin
     return ModelSpec(name=name, hidden=hidden, layers=_int(m["layers"], where, "layers", minimum=1), heads=heads,
-                     lr=_num(m["lr"], where, "lr", lo=0, lo_open=True),
-                     intermediate=_int(m.get("intermediate", 4 * hidden), where, "intermediate", minimum=1))
+                     lr=lr, intermediate=_int(m.get("intermediate", 4 * hidden), where, "intermediate", minimum=1),
+                     twin=twin, qat=qat)
+
+
+def _resolve_twins(specs: tuple[ModelSpec, ...], path) -> tuple[ModelSpec, ...]:
+    """Check every ``twin`` (another 16-bit model of the suite, of the same shape) and give a
+    preset model without ``lr`` its twin's lr times ``BITNET_LR_FACTOR``."""
+    by_name = {m.name: m for m in specs}
+    out = []
+    for m in specs:
+        if m.twin is not None:
+            t = by_name.get(m.twin)
+            if t is None or t is m or t.qat is not None:
+                raise QidlabError(f"{path}: model {m.name!r} twin {m.twin!r} must be another, 16-bit model of the "
+                                  f"suite (16-bit models: {', '.join(n for n, s in by_name.items() if s.qat is None)})")
+            shape = ("hidden", "layers", "heads", "intermediate")
+            if any(getattr(m, k) != getattr(t, k) for k in shape):
+                raise QidlabError(f"{path}: model {m.name!r} and its twin {t.name!r} differ in shape (" + ", ".join(
+                    f"{k} {getattr(m, k)} vs {getattr(t, k)}" for k in shape if getattr(m, k) != getattr(t, k)) + ")")
+            if m.lr is None:
+                m = replace(m, lr=t.lr * BITNET_LR_FACTOR)
+        out.append(m)
+    return tuple(out)
 
 
 def check_fits(config: SuiteConfig, n_tokens: int) -> int:

@@ -2,7 +2,8 @@
 
 Layout written under ``<out>/<suite>/``::
 
-    qidlab-suite.toml            suite name, tokens_per_step, per-model sizes (qidlab.checkpoints.discover)
+    qidlab-suite.toml            suite name, tokens_per_step, per-model sizes (qidlab.checkpoints.discover);
+                                 low-bit models also precision = "...", twin = "...", qat = { bits, a_bits, ... }
     _data/                       tokenizer, token file, data.json (qidlab.train.data)
     <model>/step<N>/             config.json, model.safetensors, tokenizer, qidlab.json
     <model>/trainer_state.pt     the state at the newest saved step: optimizer, torch RNG, step, config hash
@@ -14,7 +15,9 @@ Layout written under ``<out>/<suite>/``::
 
 ``qidlab.json`` of ``step<N>``: ``tokens`` (= N * batch_size * seq_len, D), ``step``,
 ``tokens_per_step``, ``seed``, ``peak_lr``, ``lr`` (what update N uses), ``lr_schedule``,
-``train_loss`` (of update N - 1; null at step 0), the data's hashes and the model's config hash.
+``train_loss`` (of update N - 1; null at step 0), the data's hashes and the model's config hash; for a
+low-bit model also ``precision``, ``qat`` (``QATSpec.to_dict()``) and ``twin``: its weights are the latent
+full-precision ones, which ``lowbit.apply_qat`` rounds in the forward pass.
 
 Determinism: the weights are initialised after ``torch.manual_seed(seed)``; the data order is a
 pure function of the seed (``qidlab.train.data``); on CPU with a fixed thread count the same suite
@@ -75,7 +78,8 @@ def _no_hf_progress_bars():
 
 
 def build_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int, tokenizer):
-    """A freshly initialised ``GPTNeoXForCausalLM`` (fp32, no dropout, untied head), after ``manual_seed(seed)``."""
+    """A freshly initialised ``GPTNeoXForCausalLM`` (fp32, no dropout, untied head), after ``manual_seed(seed)``;
+    a low-bit ``spec`` gets its fake-quantized forward (``lowbit.apply_qat``)."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -85,7 +89,12 @@ def build_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int, token
                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(cfg).float()
+    model = GPTNeoXForCausalLM(cfg).float()
+    if spec.qat is not None:
+        from qidlab.train.lowbit import apply_qat
+
+        apply_qat(model, spec.qat)
+    return model
 
 
 def _optimizer(model, spec: ModelSpec, weight_decay: float):
@@ -103,7 +112,13 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict) 
     for m in config.models:
         lines += [f"[models.{json.dumps(m.name)}]", f"hidden = {m.hidden}", f"layers = {m.layers}",
                   f"heads = {m.heads}", f"intermediate = {m.intermediate}", f"lr = {m.lr!r}",
-                  f"n_params = {n_params[m.name]}", ""]
+                  f"n_params = {n_params[m.name]}"]
+        if m.qat is not None:
+            columns = ", ".join(f"{k} = {v!r}" for k, v in m.qat.columns().items())
+            lines += [f"precision = {json.dumps(m.precision)}", f"qat = {{ {columns} }}"]
+        if m.twin is not None:
+            lines += [f"twin = {json.dumps(m.twin)}"]
+        lines += [""]
     (suite_dir / SUITE_MANIFEST).write_text("\n".join(lines))
 
 
@@ -174,6 +189,8 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
                    "model_hash": mhash, "data": {k: data.info[k] for k in ("document_order_sha256", "n_tokens")}
                    | {"corpus_train_sha256": data.info["key"]["corpus_train_sha256"]},
                    "generator": "qidlab.train"}
+    if spec.qat is not None:  # the weights saved are the latent ones; this says how the forward rounded them
+        meta_common |= {"precision": spec.precision, "qat": spec.qat.to_dict(), "twin": spec.twin}
     mult = {"steps": config.steps, "schedule": config.schedule, "warmup": config.warmup,
             "min_lr_ratio": config.min_lr_ratio, "decay_fraction": config.decay_fraction}
     if start == 0:
