@@ -295,6 +295,8 @@ def test_weight_dynamics_are_the_changes_between_saved_checkpoints(trained, work
     (('lr = 2e-3', 'lr = 0'), "lr must be a number > 0"),
     (('tokenizer = 384', 'tokenizer = 12'), "tokenizer must be a vocab size"),
     (('steps = 40', 'steps = 40\nlog_every = 0'), "log_every must be a positive integer, got 0"),
+    (('steps = 40', 'steps = 40\ndevice = "gpu"'), 'device must be "auto", "cpu", "cuda" or "cuda:N"'),
+    (('steps = 40', 'steps = 40\ncompile = "yes"'), "compile must be true or false"),
 ])
 def test_each_bad_suite_file_is_one_clear_error(tmp_path, edit, match):
     old, new = edit
@@ -336,3 +338,58 @@ def test_cli_corpus_build_and_train(trained, workdir, tmp_path, capsys):
     assert "unknown corpus recipe 'brown'" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "none.toml"), "--out", str(tmp_path)]) == 2
     assert "no such suite file" in capsys.readouterr().err
+
+
+# ---- speed and devices -----------------------------------------------------------------------------
+
+def test_flops_per_token_peak_and_mfu():
+    from qidlab.train.speed import flops_per_token, mfu, peak_flops
+
+    # Pythia-160m's shape: N = 85,056,000, V = 50,304, h = 768, L = 12, T = 2048
+    assert flops_per_token(85_056_000, 50_304, 768, 12, 2048) == 6 * 85_056_000 + 6 * 50_304 * 768 + 12 * 12 * 768 * 2048
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("cpu") is None and peak_flops("NVIDIA L4") is None and peak_flops("NVIDIA L4", 121) == 121e12
+    assert mfu(1e5, 1e9, 989e12) == pytest.approx(1e14 / 989e12) and mfu(1e5, 1e9, None) is None
+    with pytest.raises(QidlabError, match="peak TFLOP/s must be a positive number"):
+        peak_flops("NVIDIA H100", 0)
+
+
+def test_device_selection_and_cpu_train_stats(trained, workdir):
+    from qidlab.train.engine import resolve_device
+    from qidlab.train.speed import flops_per_token
+
+    assert resolve_device("cpu").type == "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(QidlabError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(QidlabError, match="device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        resolve_device("tpu")
+    stats = json.loads((workdir / "run1" / "tiny" / "h64-l2" / "train-stats.json").read_text())
+    n = discover(workdir / "run1")[-1].info["n_params"]
+    assert stats["flops_per_token"] == flops_per_token(n, 384, 64, 2, 64)
+    assert stats["device"] == "cpu" and stats["mfu"] is None and stats["autocast"] is None
+    meta = json.loads((workdir / "run1" / "tiny" / "h64-l2" / "step8" / "qidlab.json").read_text())
+    assert "device" not in meta  # CPU checkpoints are what they were
+
+
+def test_bench_train_speed_runs_a_tiny_model_on_cpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "speed.json"
+    proc = subprocess.run([sys.executable, str(root / "bench" / "train_speed.py"), "--shape", "tiny", "--device", "cpu",
+                           "--steps", "3", "--warmup-steps", "1", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                            "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["device"] == "cpu" and doc["steps"] == 3 and doc["tokens_per_s"] > 0 and doc["mfu"] is None
+    # 2 blocks of 12 h^2 weights, 9 h biases and 4 h LayerNorm parameters, and the final LayerNorm
+    assert doc["model"]["n_params_nonembedding"] == 2 * (12 * 64 * 64 + 13 * 64) + 2 * 64
+    assert "tokens/s" in proc.stdout

@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("suite", help="suite file (TOML; see qidlab/train/config.py)")
     p.add_argument("--out", required=True, help="output folder; the suite goes to OUT/<suite name>/")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite file's, else auto)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the forward pass")
+    p.add_argument("--peak-tflops", type=float, help="accelerator peak (dense bf16) for MFU, if not known by name")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_train)
@@ -49,7 +52,8 @@ def run_train(args):
 
     config = load_suite_config(args.suite)
     log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    paths = train_suite(config, args.out, threads=args.threads, log=log)
+    paths = train_suite(config, args.out, threads=args.threads, device=args.device, compile=args.compile,
+                        peak_tflops=args.peak_tflops, log=log)
     suite_dir = Path(args.out) / config.name
     stats = [json.loads(f.read_text()) for m in config.models if (f := suite_dir / m.name / STATS_FILE).is_file()]
     doc = {"suite": config.name, "out": str(suite_dir), "tokens_per_step": config.tokens_per_step,
@@ -57,5 +61,6 @@ def run_train(args):
     text = "\n".join(
         [f"{config.name}: {len(paths)} checkpoints in {suite_dir}"]
         + [f"  {s['model']}: last training call: {s['steps_trained']} steps from step {s['resumed_from']}, "
-           f"{s['tokens_per_s']:,.0f} tokens/s ({s['threads']} threads)" for s in stats])
+           f"{s['tokens_per_s'] or 0:,.0f} tokens/s" + (f", MFU {s['mfu']:.1%}" if s.get("mfu") is not None else "")
+           + f" ({s.get('device', 'cpu')}, {s['threads']} threads)" for s in stats])
     emit(args, doc, text)

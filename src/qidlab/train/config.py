@@ -18,6 +18,8 @@
     grad_clip = 1.0                    # max gradient norm (0 = no clipping)
     checkpoints = { log_spaced_until = 512, every = 1000 }   # Pythia: 0, 1, 2, 4, ..., 512, then every 1000
     log_every = 1                      # a train-log.csv row every this many updates (and at every checkpoint)
+    device = "auto"                    # "auto" (CUDA when torch sees a GPU) | "cpu" | "cuda" | "cuda:N"
+    compile = false                    # torch.compile the forward pass (CUDA: bf16 autocast either way)
 
     [[models]]                         # one GPT-NeoX per entry
     name = "h64-l2"                    # folder name: <out>/<suite>/<model>/step<N>/
@@ -49,9 +51,11 @@ from qidlab.train.schedule import SCHEDULES
 
 SECTIONS = {"suite", "models"}
 SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "steps", "schedule", "warmup",
-              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints", "log_every"}
-# settings that change how a run is executed or recorded, not the weights it reaches (not in model_hash)
-RUN_KEYS = ("log_every",)
+              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints", "log_every",
+              "device", "compile"}
+# settings of how a run is executed or recorded, not in model_hash (CUDA's bf16 autocast changes the
+# weights reached, which each checkpoint's qidlab.json records as "device")
+RUN_KEYS = ("log_every", "device", "compile")
 CHECKPOINT_KEYS = {"log_spaced_until", "every"}
 MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate", "twin", "precision", "qat"}
 DEFAULT_VOCAB = 8192
@@ -97,6 +101,8 @@ class SuiteConfig:
     every: int
     models: tuple[ModelSpec, ...]
     log_every: int = 1  # train-log.csv: a row every this many updates
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" (engine.resolve_device)
+    compile: bool = False  # torch.compile the forward pass
 
     @property
     def tokens_per_step(self) -> int:
@@ -200,7 +206,20 @@ def load_suite_config(path) -> SuiteConfig:
         grad_clip=_num(s.get("grad_clip", 1.0), where, "grad_clip", lo=0),
         log_spaced_until=_int(ck.get("log_spaced_until", 512), where, "checkpoints.log_spaced_until", minimum=0),
         every=_int(ck.get("every", 1000), where, "checkpoints.every", minimum=1),
-        models=specs, log_every=_int(s.get("log_every", 1), where, "log_every", minimum=1))
+        models=specs, log_every=_int(s.get("log_every", 1), where, "log_every", minimum=1),
+        device=_device(s.get("device", "auto"), where), compile=_bool(s.get("compile", False), where, "compile"))
+
+
+def _device(value, where) -> str:
+    if not isinstance(value, str) or not re.match(r"^(auto|cpu|cuda(:\d+)?)$", value):
+        raise QidlabError(f"{where} device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {value!r}")
+    return value
+
+
+def _bool(value, where, key) -> bool:
+    if not isinstance(value, bool):
+        raise QidlabError(f"{where} {key} must be true or false, got {value!r}")
+    return value
 
 
 def _model(m, path, i) -> ModelSpec:

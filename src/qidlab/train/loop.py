@@ -33,23 +33,22 @@ import json
 import os
 import shutil
 import tempfile
-import time
+
+from dataclasses import replace
 from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
-from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog
+from qidlab.train.engine import Clock, build_model, device_name, make_optimizer, make_update, resolve_device
+from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog, write_json_atomic, write_text_atomic
 from qidlab.train.schedule import checkpoint_steps, lr_multiplier
+from qidlab.train.speed import flops_per_token, mfu, peak_flops
 
 STATE_FILE = "trainer_state.pt"
 STATS_FILE = "train-stats.json"
 SUITE_MANIFEST = "qidlab-suite.toml"
-BETAS = (0.9, 0.95)  # AdamW, as Pythia
-EPS = 1e-8
-
-
 @contextlib.contextmanager
 def _threads(n: int | None):
     import torch
@@ -77,36 +76,6 @@ def _no_hf_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def build_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int, tokenizer):
-    """A freshly initialised ``GPTNeoXForCausalLM`` (fp32, no dropout, untied head), after ``manual_seed(seed)``;
-    a low-bit ``spec`` gets its fake-quantized forward (``lowbit.apply_qat``)."""
-    import torch
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    cfg = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
-                        num_attention_heads=spec.heads, intermediate_size=spec.intermediate,
-                        max_position_embeddings=seq_len, hidden_dropout=0.0, attention_dropout=0.0,
-                        tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(cfg).float()
-    if spec.qat is not None:
-        from qidlab.train.lowbit import apply_qat
-
-        apply_qat(model, spec.qat)
-    return model
-
-
-def _optimizer(model, spec: ModelSpec, weight_decay: float):
-    """AdamW; weight decay on matrices only (not biases and LayerNorm gains), as nanoGPT."""
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=BETAS, eps=EPS)
-
-
 def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict) -> None:
     lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}", ""]
     for m in config.models:
@@ -119,19 +88,27 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict) 
         if m.twin is not None:
             lines += [f"twin = {json.dumps(m.twin)}"]
         lines += [""]
-    (suite_dir / SUITE_MANIFEST).write_text("\n".join(lines))
+    write_text_atomic(suite_dir / SUITE_MANIFEST, "\n".join(lines))
 
 
-def train_suite(config_path, out_dir, *, threads: int | None = None, on_step=None, log=None) -> list[Path]:
+def train_suite(config_path, out_dir, *, threads: int | None = None, device: str | None = None,
+                compile: bool | None = None, peak_tflops: float | None = None, on_step=None, log=None) -> list[Path]:
     """Train (or finish training) every model of the suite file; return every ``step<N>`` folder, in order.
 
     ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
-    setting. ``on_step(event)`` is called after each update with a dict ``model``, ``step`` (the
-    update's index: it took the model from step<N> to step<N+1>), ``loss``, ``lr`` and ``batch``
-    (the (batch_size, seq_len) token ids); an exception it raises stops the run, which a later call
-    resumes. ``log(line)`` receives progress lines (tokens/s at the end of each model).
+    setting. ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) and ``compile`` override the suite
+    file's; ``peak_tflops`` the accelerator peak that MFU is computed against (``speed.py``).
+    ``on_step(event)`` is called after each update with a dict ``model``, ``step`` (the update's index:
+    it took the model from step<N> to step<N+1>), ``loss``, ``lr`` and ``batch`` (the (batch_size,
+    seq_len) token ids); an exception it raises stops the run, which a later call resumes.
+    ``log(line)`` receives progress lines (tokens/s at the end of each model).
     """
     config = config_path if isinstance(config_path, SuiteConfig) else load_suite_config(config_path)
+    config = replace(config, device=config.device if device is None else device,
+                     compile=config.compile if compile is None else bool(compile))
+    run = {"device": resolve_device(config.device), "peak_tflops": peak_tflops}
+    if peak_tflops is not None:
+        peak_flops(None, peak_tflops)  # a bad override fails before any training
     suite_dir = Path(out_dir).expanduser() / config.name
     suite_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, suite_dir, log)
@@ -145,52 +122,68 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, on_step=Non
     paths = []
     with _threads(threads):
         for spec in config.models:
-            paths += _train_model(config, spec, data, suite_dir, save_steps, on_step, log)
+            paths += _train_model(config, spec, data, suite_dir, save_steps, run, on_step, log)
     return paths
 
 
-def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, on_step, log):
+def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str):
+    """The trainer state of an interrupted run (its weights loaded into ``model``), or None."""
     import torch
     from transformers import GPTNeoXForCausalLM
 
-    model_dir = suite_dir / spec.name
     state_path = model_dir / STATE_FILE
+    if not state_path.is_file():
+        return None
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if state["model_hash"] != mhash:
+        raise QidlabError(f"{model_dir} was trained from another suite configuration; choose another --out "
+                          "or delete it")
+    folder = model_dir / f"step{int(state['step'])}"
+    try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
+        with _no_hf_progress_bars():
+            saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
+                                                       dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise QidlabError(f"cannot resume {spec.name} from {folder}: {exc}") from None
+    model.load_state_dict(saved.state_dict())
+    return state
+
+
+def _meta_common(config: SuiteConfig, spec: ModelSpec, data, mhash: str, device) -> dict:
+    meta = {"suite": config.name, "model": spec.name, "tokens_per_step": config.tokens_per_step,
+            "seed": config.seed, "peak_lr": spec.lr, "lr_schedule": config.schedule_dict(),
+            "model_hash": mhash, "data": {k: data.info[k] for k in ("document_order_sha256", "n_tokens")}
+            | {"corpus_train_sha256": data.info["key"]["corpus_train_sha256"]},
+            "generator": "qidlab.train"}
+    if device.type != "cpu":
+        meta["device"] = {"type": device.type, "autocast": "bfloat16"}
+    if spec.qat is not None:  # the weights saved are the latent ones; this says how the forward rounded them
+        meta |= {"precision": spec.precision, "qat": spec.qat.to_dict(), "twin": spec.twin}
+    return meta
+
+
+def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, run: dict, on_step, log):
+    import torch
+
+    model_dir = suite_dir / spec.name
     mhash = config.model_hash(spec)
+    device = run["device"]
     model = build_model(spec, len(data.tokenizer), config.seq_len, config.seed, data.tokenizer)
-    start, state = 0, None
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["model_hash"] != mhash:
-            raise QidlabError(f"{model_dir} was trained from another suite configuration; choose another --out "
-                              "or delete it")
-        start = int(state["step"])
-        if start >= config.steps:
-            if log:
-                log(f"{spec.name}: already trained ({config.steps} steps)")
-            return [model_dir / f"step{s}" for s in save_steps]
-        folder = model_dir / f"step{start}"
-        try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
-            with _no_hf_progress_bars():
-                saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
-                                                           dtype=torch.float32)
-        except (OSError, ValueError) as exc:
-            raise QidlabError(f"cannot resume {spec.name} from {folder}: {exc}") from None
-        model.load_state_dict(saved.state_dict())
-        del saved
-    opt = _optimizer(model, spec, config.weight_decay)
+    state = _resume(spec, model, model_dir, mhash)
+    start = 0 if state is None else int(state["step"])
+    if start >= config.steps:
+        if log:
+            log(f"{spec.name}: already trained ({config.steps} steps)")
+        return [model_dir / f"step{s}" for s in save_steps]
+    model.to(device)
+    opt = make_optimizer(model, spec.lr, config.weight_decay, device)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if log:
             log(f"{spec.name}: resuming from step {start}")
     model.train()
-    meta_common = {"suite": config.name, "model": spec.name, "tokens_per_step": config.tokens_per_step,
-                   "seed": config.seed, "peak_lr": spec.lr, "lr_schedule": config.schedule_dict(),
-                   "model_hash": mhash, "data": {k: data.info[k] for k in ("document_order_sha256", "n_tokens")}
-                   | {"corpus_train_sha256": data.info["key"]["corpus_train_sha256"]},
-                   "generator": "qidlab.train"}
-    if spec.qat is not None:  # the weights saved are the latent ones; this says how the forward rounded them
-        meta_common |= {"precision": spec.precision, "qat": spec.qat.to_dict(), "twin": spec.twin}
+    meta_common = _meta_common(config, spec, data, mhash, device)
     mult = {"steps": config.steps, "schedule": config.schedule, "warmup": config.warmup,
             "min_lr_ratio": config.min_lr_ratio, "decay_fraction": config.decay_fraction}
     if start == 0:
@@ -202,19 +195,38 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
         dynamics.record(step)  # before the trainer state, which marks the step as done
         _save(model, opt, data.tokenizer, model_dir, step, loss, meta_common, spec, mult)
 
+    update = make_update(model, opt, device, grad_clip=config.grad_clip, compile=config.compile)
+    clock = Clock(device)
     with TrainLog(model_dir / LOG_FILE, start) as train_log:
-        trained, seconds, last_loss = _run_updates(config, spec, data, model, opt, start, mult, set(save_steps),
-                                                   train_log, on_step, checkpoint)
-    tokens = trained * config.tokens_per_step
-    stats = {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
-             "seconds_in_updates": seconds, "tokens_per_s": tokens / seconds if seconds else None,
-             "threads": torch.get_num_threads(), "final_loss": last_loss}
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
+        trained, last_loss = _run_updates(config, spec, data, update, start, mult, set(save_steps), train_log,
+                                          clock, on_step, checkpoint)
+    stats = _stats(config, spec, model, start, trained, clock.seconds, last_loss, run)
+    write_json_atomic(model_dir / STATS_FILE, stats)
     if log:
-        log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {stats['tokens_per_s']:,.0f} tokens/s "
-            f"({stats['threads']} threads)")
+        mfu = f", MFU {stats['mfu']:.1%}" if stats["mfu"] is not None else ""
+        log(f"{spec.name}: {trained} steps, {stats['tokens_trained']:,} tokens, {stats['tokens_per_s']:,.0f} "
+            f"tokens/s{mfu} ({stats['device']}, {stats['threads']} threads)")
     return [model_dir / f"step{s}" for s in save_steps]
+
+
+def _stats(config: SuiteConfig, spec: ModelSpec, model, start: int, trained: int, seconds: float, last_loss,
+           run: dict) -> dict:
+    """``train-stats.json``: speed of this call's updates (checkpointing and logging not counted)."""
+    import torch
+
+    from qidlab.checkpoints.params import count_params
+
+    device = run["device"]
+    tokens = trained * config.tokens_per_step
+    tokens_per_s = tokens / seconds if seconds else None
+    fpt = flops_per_token(count_params(model)[0], model.config.vocab_size, spec.hidden, spec.layers, config.seq_len)
+    peak = peak_flops(device_name(device), run["peak_tflops"]) if device.type == "cuda" else None
+    return {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
+            "seconds_in_updates": seconds, "tokens_per_s": tokens_per_s, "threads": torch.get_num_threads(),
+            "final_loss": last_loss, "device": device_name(device),
+            "autocast": "bfloat16" if device.type == "cuda" else None, "compile": config.compile,
+            "flops_per_token": fpt, "peak_tflops": None if peak is None else peak / 1e12,
+            "mfu": mfu(tokens_per_s, fpt, peak)}
 
 
 class _Dynamics:
@@ -237,40 +249,58 @@ class _Dynamics:
         self.prev, self.prev_step = now, step
 
 
-def _run_updates(config: SuiteConfig, spec: ModelSpec, data, model, opt, start: int, mult: dict, save_steps: set,
-                 train_log: TrainLog, on_step, save) -> tuple[int, float, float | None]:
-    """Updates ``start`` .. ``steps - 1``, a log row at every ``log_every``-th and at every checkpoint step,
-    ``save(step, loss)`` at checkpoint steps; returns (updates done, seconds in updates, last loss)."""
-    import torch
+class _PendingRows:
+    """Log rows whose loss is still a device tensor: read back (one host sync) only when written."""
 
-    trained, seconds, last_loss = 0, 0.0, None
-    window, n_window = 0.0, 0  # summed losses since the last log row
-    for step in range(start, config.steps):
-        lr = spec.lr * lr_multiplier(step, **mult)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = data.batch(step, config.batch_size, config.seq_len, config.seed)  # (B, T)
-        t0 = time.perf_counter()
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        seconds += time.perf_counter() - t0
-        trained += 1
-        last_loss = float(loss.detach())
-        window, n_window = window + last_loss, n_window + 1
-        if on_step is not None:
-            on_step({"model": spec.name, "step": step, "loss": last_loss, "lr": lr, "batch": batch})
-        done = step + 1
-        if done % config.log_every == 0 or done in save_steps or done == config.steps:
-            train_log.append(done, done * config.tokens_per_step, window / n_window, lr)
-            window, n_window = 0.0, 0
-        if done in save_steps:
-            train_log.flush()  # before the trainer state: a resume never finds rows missing
-            save(done, last_loss)
-    return trained, seconds, last_loss
+    def __init__(self, train_log: TrainLog, limit: int = 64):
+        self.log, self.limit, self.rows = train_log, limit, []
+
+    def add(self, step: int, tokens: int, loss, lr: float) -> None:
+        self.rows.append((step, tokens, loss, lr))
+        if len(self.rows) >= self.limit:
+            self.write()
+
+    def write(self) -> None:
+        for step, tokens, loss, lr in self.rows:
+            self.log.append(step, tokens, float(loss), lr)
+        self.rows = []
+        self.log.flush()
+
+
+def _run_updates(config: SuiteConfig, spec: ModelSpec, data, update, start: int, mult: dict, save_steps: set,
+                 train_log: TrainLog, clock: Clock, on_step, checkpoint) -> tuple[int, float | None]:
+    """Updates ``start`` .. ``steps - 1``: a log row at every ``log_every``-th and every checkpoint step,
+    ``checkpoint(step, loss)`` at checkpoint steps; returns (updates done, last loss). ``clock``
+    times the updates alone."""
+    pending = _PendingRows(train_log)
+    trained, loss = 0, None
+    window, n_window = None, 0  # summed losses (a device tensor) since the last log row
+    clock.start()
+    try:
+        for step in range(start, config.steps):
+            lr = spec.lr * lr_multiplier(step, **mult)
+            batch = data.batch(step, config.batch_size, config.seq_len, config.seed)  # (B, T), on the CPU
+            loss = update(batch, lr)
+            trained += 1
+            window, n_window = (loss.double() if window is None else window + loss), n_window + 1
+            if on_step is not None:
+                on_step({"model": spec.name, "step": step, "loss": float(loss), "lr": lr, "batch": batch})
+            done = step + 1
+            if done % config.log_every == 0 or done in save_steps or done == config.steps:
+                pending.add(done, done * config.tokens_per_step, window / n_window, lr)
+                window, n_window = None, 0
+            if done in save_steps:
+                clock.stop()
+                pending.write()  # before the trainer state: a resume never finds rows missing
+                checkpoint(done, float(loss))
+                clock.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pending.write()  # what was computed; a resume drops the rows after its checkpoint
+        raise
+    clock.stop()
+    pending.write()
+    return trained, None if loss is None else float(loss)
 
 
 def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: dict, spec, mult) -> None:
