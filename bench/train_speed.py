@@ -39,7 +39,7 @@ SHAPES = {"base": dict(hidden=768, layers=8, heads=12, vocab=50304, batch_size=1
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description="Training speed of the suite trainer's update (tokens/s, MFU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--shape", choices=SHAPES, default="base")
     for key in ("hidden", "layers", "heads", "vocab", "batch-size", "seq-len"):

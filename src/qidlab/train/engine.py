@@ -122,6 +122,7 @@ class Clock:
 
     def __init__(self, device):
         self.device, self.seconds, self._t0 = device, 0.0, None
+        self.first = 0.0  # seconds of the first update, when the caller records it
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

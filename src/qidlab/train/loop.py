@@ -10,8 +10,8 @@ Layout written under ``<out>/<suite>/``::
                                  (tensors and plain types only: torch.load(weights_only=True) reads it)
     <model>/train-log.csv        step,tokens,loss,lr: the training loss (nats/token) as it went (records.py)
     <model>/weight-dynamics.json weight changes between saved checkpoints (Ouyang et al. Fig. 12; dynamics.py)
-    <model>/train-stats.json     steps and tokens trained, seconds and tokens/s of the last call that trained
-                                 (not deterministic; a call that finds the model finished leaves it)
+    <model>/train-stats.json     steps and tokens trained, seconds, tokens/s and MFU of the last call that trained
+                                 (device, autocast, compile; not deterministic; a finished model's is left as is)
 
 ``qidlab.json`` of ``step<N>``: ``tokens`` (= N * batch_size * seq_len, D), ``step``,
 ``tokens_per_step``, ``seed``, ``peak_lr``, ``lr`` (what update N uses), ``lr_schedule``,
@@ -200,30 +200,32 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
     with TrainLog(model_dir / LOG_FILE, start) as train_log:
         trained, last_loss = _run_updates(config, spec, data, update, start, mult, set(save_steps), train_log,
                                           clock, on_step, checkpoint)
-    stats = _stats(config, spec, model, start, trained, clock.seconds, last_loss, run)
+    stats = _stats(config, spec, model, start, trained, clock, last_loss, run)
     write_json_atomic(model_dir / STATS_FILE, stats)
     if log:
         mfu = f", MFU {stats['mfu']:.1%}" if stats["mfu"] is not None else ""
-        log(f"{spec.name}: {trained} steps, {stats['tokens_trained']:,} tokens, {stats['tokens_per_s']:,.0f} "
+        log(f"{spec.name}: {trained} steps, {stats['tokens_trained']:,} tokens, {stats['tokens_per_s'] or 0:,.0f} "
             f"tokens/s{mfu} ({stats['device']}, {stats['threads']} threads)")
     return [model_dir / f"step{s}" for s in save_steps]
 
 
-def _stats(config: SuiteConfig, spec: ModelSpec, model, start: int, trained: int, seconds: float, last_loss,
+def _stats(config: SuiteConfig, spec: ModelSpec, model, start: int, trained: int, clock: Clock, last_loss,
            run: dict) -> dict:
-    """``train-stats.json``: speed of this call's updates (checkpointing and logging not counted)."""
+    """``train-stats.json``: speed of this call's updates (checkpointing and logging not counted); tokens/s
+    and MFU leave out the call's first update (CUDA start-up, compilation), timed as ``seconds_first_update``."""
     import torch
 
     from qidlab.checkpoints.params import count_params
 
     device = run["device"]
     tokens = trained * config.tokens_per_step
-    tokens_per_s = tokens / seconds if seconds else None
+    first, steady = clock.first, clock.seconds - clock.first  # steady: every update after the first
+    tokens_per_s = (trained - 1) * config.tokens_per_step / steady if trained > 1 and steady > 0 else None
     fpt = flops_per_token(count_params(model)[0], model.config.vocab_size, spec.hidden, spec.layers, config.seq_len)
     peak = peak_flops(device_name(device), run["peak_tflops"]) if device.type == "cuda" else None
     return {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
-            "seconds_in_updates": seconds, "tokens_per_s": tokens_per_s, "threads": torch.get_num_threads(),
-            "final_loss": last_loss, "device": device_name(device),
+            "seconds_in_updates": clock.seconds, "seconds_first_update": first, "tokens_per_s": tokens_per_s,
+            "threads": torch.get_num_threads(), "final_loss": last_loss, "device": device_name(device),
             "autocast": "bfloat16" if device.type == "cuda" else None, "compile": config.compile,
             "flops_per_token": fpt, "peak_tflops": None if peak is None else peak / 1e12,
             "mfu": mfu(tokens_per_s, fpt, peak)}
@@ -282,6 +284,10 @@ def _run_updates(config: SuiteConfig, spec: ModelSpec, data, update, start: int,
             batch = data.batch(step, config.batch_size, config.seq_len, config.seed)  # (B, T), on the CPU
             loss = update(batch, lr)
             trained += 1
+            if trained == 1:  # the first update of a call (CUDA start-up, torch.compile) is timed apart
+                clock.stop()
+                clock.first = clock.seconds
+                clock.start()
             window, n_window = (loss.double() if window is None else window + loss), n_window + 1
             if on_step is not None:
                 on_step({"model": spec.name, "step": step, "loss": float(loss), "lr": lr, "batch": batch})
