@@ -297,6 +297,10 @@ def test_weight_dynamics_are_the_changes_between_saved_checkpoints(trained, work
     (('steps = 40', 'steps = 40\nlog_every = 0'), "log_every must be a positive integer, got 0"),
     (('steps = 40', 'steps = 40\ndevice = "gpu"'), 'device must be "auto", "cpu", "cuda" or "cuda:N"'),
     (('steps = 40', 'steps = 40\ncompile = "yes"'), "compile must be true or false"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { factors = [] }'), "lr_sweep.factors must be a non-empty list"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { factors = [1], lrs = [1e-3] }'), "factors or lrs, not both"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { steps = 0 }'), "lr_sweep.steps must be a positive integer"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { grid = 3 }'), "unknown key 'grid' in lr_sweep"),
 ])
 def test_each_bad_suite_file_is_one_clear_error(tmp_path, edit, match):
     old, new = edit
@@ -393,3 +397,55 @@ def test_bench_train_speed_runs_a_tiny_model_on_cpu(tmp_path):
     # 2 blocks of 12 h^2 weights, 9 h biases and 4 h LayerNorm parameters, and the final LayerNorm
     assert doc["model"]["n_params_nonembedding"] == 2 * (12 * 64 * 64 + 13 * 64) + 2 * 64
     assert "tokens/s" in proc.stdout
+
+
+# ---- learning-rate sweep ---------------------------------------------------------------------------
+
+def test_lr_grid_and_pick():
+    from qidlab.train.lr_sweep import LRSweep, lr_grid, pick
+
+    assert lr_grid(1e-3, LRSweep()) == pytest.approx([2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3])
+    assert lr_grid(1e-3, LRSweep(lrs=(3e-4, 1e-2))) == [3e-4, 1e-2]
+    assert pick([1e-4, 1e-3, 1e-2], [4.0, 3.5, float("inf")]) == 1e-3
+    assert pick([1e-4, 1e-3], [3.5, 3.5]) == 1e-4  # a tie goes to the smaller rate
+    with pytest.raises(QidlabError, match="every learning rate of the sweep diverged"):
+        pick([1e-2, 1e-1], [float("inf"), float("inf")])
+
+
+def test_lr_sweep_picks_the_best_rate_and_the_model_trains_with_it(workdir, capsys):
+    import tomllib
+
+    from qidlab.cli import main
+
+    text = ONE_MODEL.format(extra="lr_sweep = { factors = [0.01, 1, 30, 3000], steps = 12, eval_batches = 2 }")
+    folder = workdir / "sweep"
+    folder.mkdir()
+    suite = write_suite(folder, text=text.replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))
+    lines = []
+    with single_thread():
+        train_suite(suite, folder / "out", threads=1, log=lines.append)
+    suite_dir = folder / "out" / "tiny"
+    result = json.loads((suite_dir / "h32-l1" / "lr-sweep.json").read_text())["result"]
+    assert result["lrs"] == pytest.approx([3e-5, 3e-3, 9e-2, 9.0]) and result["steps"] == 12
+    losses = result["heldout_loss"]
+    assert result["base_lr"] == 3e-3 and result["chosen"] == result["lrs"][losses.index(min(losses))]
+    # 1 % of the rate barely moves from log(vocab) in 12 steps; 3000 x blows up; in between, a short run
+    # prefers the larger rate
+    assert losses[0] > 5.0 and losses[3] > losses[0] and losses[2] < losses[1] < losses[0]
+    assert result["chosen"] == pytest.approx(9e-2)
+    manifest = tomllib.loads((suite_dir / "qidlab-suite.toml").read_text())["models"]["h32-l1"]
+    assert manifest["lr"] == result["chosen"] and manifest["lr_sweep"]["heldout_loss"] == result["heldout_loss"]
+    assert json.loads((suite_dir / "h32-l1" / "step40" / "qidlab.json").read_text())["peak_lr"] == result["chosen"]
+    assert sum("held-out loss" in line for line in lines) == 4
+    # a second call finds the sweep and the model done; --lr-sweep on the command line reports it
+    stamps = [(suite_dir / "h32-l1" / f).stat().st_mtime_ns for f in ("lr-sweep.json", "trainer_state.pt")]
+    with single_thread():
+        assert main(["train", str(suite), "--out", str(folder / "out"), "--threads", "1", "--lr-sweep", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["lr_sweep"]["h32-l1"] == result
+    assert stamps == [(suite_dir / "h32-l1" / f).stat().st_mtime_ns for f in ("lr-sweep.json", "trainer_state.pt")]
+    # the suite without the sweep is another training run: refused with a hint
+    assert main(["train", str(write_suite(folder, text=ONE_MODEL.format(extra="").replace(
+        'corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))),
+        "--out", str(folder / "out"), "--threads", "1"]) == 2
+    assert "sweep again with --lr-sweep" in capsys.readouterr().err

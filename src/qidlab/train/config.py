@@ -20,6 +20,7 @@
     log_every = 1                      # a train-log.csv row every this many updates (and at every checkpoint)
     device = "auto"                    # "auto" (CUDA when torch sees a GPU) | "cpu" | "cuda" | "cuda:N"
     compile = false                    # torch.compile the forward pass (CUDA: bf16 autocast either way)
+    lr_sweep = { factors = [0.25, 0.5, 1, 2, 4], steps = 200 }   # optional: choose each model's lr (lr_sweep.py)
 
     [[models]]                         # one GPT-NeoX per entry
     name = "h64-l2"                    # folder name: <out>/<suite>/<model>/step<N>/
@@ -46,16 +47,17 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import read_toml
+from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep
 from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
 
 SECTIONS = {"suite", "models"}
 SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "steps", "schedule", "warmup",
               "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints", "log_every",
-              "device", "compile"}
+              "device", "compile", "lr_sweep"}
 # settings of how a run is executed or recorded, not in model_hash (CUDA's bf16 autocast changes the
 # weights reached, which each checkpoint's qidlab.json records as "device")
-RUN_KEYS = ("log_every", "device", "compile")
+RUN_KEYS = ("log_every", "device", "compile", "lr_sweep")  # a sweep's choice enters the hash as the lr
 CHECKPOINT_KEYS = {"log_spaced_until", "every"}
 MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate", "twin", "precision", "qat"}
 DEFAULT_VOCAB = 8192
@@ -103,6 +105,7 @@ class SuiteConfig:
     log_every: int = 1  # train-log.csv: a row every this many updates
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" (engine.resolve_device)
     compile: bool = False  # torch.compile the forward pass
+    lr_sweep: LRSweep | None = None  # choose each model's peak lr by short runs first (lr_sweep.py)
 
     @property
     def tokens_per_step(self) -> int:
@@ -207,7 +210,8 @@ def load_suite_config(path) -> SuiteConfig:
         log_spaced_until=_int(ck.get("log_spaced_until", 512), where, "checkpoints.log_spaced_until", minimum=0),
         every=_int(ck.get("every", 1000), where, "checkpoints.every", minimum=1),
         models=specs, log_every=_int(s.get("log_every", 1), where, "log_every", minimum=1),
-        device=_device(s.get("device", "auto"), where), compile=_bool(s.get("compile", False), where, "compile"))
+        device=_device(s.get("device", "auto"), where), compile=_bool(s.get("compile", False), where, "compile"),
+        lr_sweep=parse_lr_sweep(s["lr_sweep"], where) if "lr_sweep" in s else None)
 
 
 def _device(value, where) -> str:

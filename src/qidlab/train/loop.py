@@ -10,6 +10,7 @@ Layout written under ``<out>/<suite>/``::
                                  (tensors and plain types only: torch.load(weights_only=True) reads it)
     <model>/train-log.csv        step,tokens,loss,lr: the training loss (nats/token) as it went (records.py)
     <model>/weight-dynamics.json weight changes between saved checkpoints (Ouyang et al. Fig. 12; dynamics.py)
+    <model>/lr-sweep.json        with an lr sweep: the held-out loss of each learning rate tried (lr_sweep.py)
     <model>/train-stats.json     steps and tokens trained, seconds, tokens/s and MFU of the last call that trained
                                  (device, autocast, compile; not deterministic; a finished model's is left as is)
 
@@ -42,6 +43,7 @@ from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_c
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
 from qidlab.train.engine import Clock, build_model, device_name, make_optimizer, make_update, resolve_device
+from qidlab.train.lr_sweep import SWEEP_FILE, LRSweep, sweep_suite
 from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog, write_json_atomic, write_text_atomic
 from qidlab.train.schedule import checkpoint_steps, lr_multiplier
 from qidlab.train.speed import flops_per_token, mfu, peak_flops
@@ -76,7 +78,7 @@ def _no_hf_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict) -> None:
+def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, sweeps: dict) -> None:
     lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}", ""]
     for m in config.models:
         lines += [f"[models.{json.dumps(m.name)}]", f"hidden = {m.hidden}", f"layers = {m.layers}",
@@ -87,17 +89,22 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict) 
             lines += [f"precision = {json.dumps(m.precision)}", f"qat = {{ {columns} }}"]
         if m.twin is not None:
             lines += [f"twin = {json.dumps(m.twin)}"]
+        if m.name in sweeps:  # TOML writes inf and nan as Python's repr does
+            lines += ["lr_sweep = { " + ", ".join(f"{k} = {v!r}" for k, v in sweeps[m.name].items()) + " }"]
         lines += [""]
     write_text_atomic(suite_dir / SUITE_MANIFEST, "\n".join(lines))
 
 
 def train_suite(config_path, out_dir, *, threads: int | None = None, device: str | None = None,
-                compile: bool | None = None, peak_tflops: float | None = None, on_step=None, log=None) -> list[Path]:
+                compile: bool | None = None, peak_tflops: float | None = None, lr_sweep: bool | None = None,
+                on_step=None, log=None) -> list[Path]:
     """Train (or finish training) every model of the suite file; return every ``step<N>`` folder, in order.
 
     ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
     setting. ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) and ``compile`` override the suite
-    file's; ``peak_tflops`` the accelerator peak that MFU is computed against (``speed.py``).
+    file's; ``peak_tflops`` the accelerator peak that MFU is computed against (``speed.py``). ``lr_sweep``:
+    True sweeps each model's learning rate first (``lr_sweep.py``; the suite file's settings or the
+    defaults), False does not, None as the suite file says (a ``lr_sweep`` table turns it on).
     ``on_step(event)`` is called after each update with a dict ``model``, ``step`` (the update's index:
     it took the model from step<N> to step<N+1>), ``loss``, ``lr`` and ``batch`` (the (batch_size,
     seq_len) token ids); an exception it raises stops the run, which a later call resumes.
@@ -105,7 +112,8 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     """
     config = config_path if isinstance(config_path, SuiteConfig) else load_suite_config(config_path)
     config = replace(config, device=config.device if device is None else device,
-                     compile=config.compile if compile is None else bool(compile))
+                     compile=config.compile if compile is None else bool(compile),
+                     lr_sweep=None if lr_sweep is False else (config.lr_sweep or (LRSweep() if lr_sweep else None)))
     run = {"device": resolve_device(config.device), "peak_tflops": peak_tflops}
     if peak_tflops is not None:
         peak_flops(None, peak_tflops)  # a bad override fails before any training
@@ -113,12 +121,16 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     suite_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, suite_dir, log)
     check_fits(config, data.n_tokens)
+    sweeps = {}
+    if config.lr_sweep is not None:
+        with _threads(threads):
+            config, sweeps = sweep_suite(config, data, run["device"], suite_dir, log)
     save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every)
     from qidlab.checkpoints.params import count_params
 
     n_params = {m.name: count_params(build_model(m, len(data.tokenizer), config.seq_len, config.seed,
                                                  data.tokenizer))[0] for m in config.models}
-    _write_suite_manifest(config, suite_dir, n_params)
+    _write_suite_manifest(config, suite_dir, n_params, sweeps)
     paths = []
     with _threads(threads):
         for spec in config.models:
@@ -136,7 +148,9 @@ def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str):
         return None
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     if state["model_hash"] != mhash:
-        raise QidlabError(f"{model_dir} was trained from another suite configuration; choose another --out "
+        hint = (" (it was trained at the learning rate its lr sweep chose: sweep again with --lr-sweep)"
+                if (model_dir / SWEEP_FILE).is_file() else "")
+        raise QidlabError(f"{model_dir} was trained from another suite configuration{hint}; choose another --out "
                           "or delete it")
     folder = model_dir / f"step{int(state['step'])}"
     try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
