@@ -243,6 +243,21 @@ def test_train_log_every_k_updates_survives_an_interruption(workdir):
     assert steps == [1, 2, 4, 5, 8, 10, 15, 16, 20, 25, 30, 32, 35, 40]  # every 5th and every checkpoint
 
 
+def test_train_log_reopened_keeps_whole_rows_up_to_the_resumed_step(tmp_path):
+    from qidlab.train.records import DynamicsLog, TrainLog
+
+    path = tmp_path / "train-log.csv"
+    path.write_text("step,tokens,loss,lr\n1,8,5.5,0.1\n2,16,5.25,0.1\n3,24,5.0,0.1\n4,3")  # killed mid-row
+    with TrainLog(path, 2) as log:
+        log.append(3, 24, 4.75, 0.05)
+    assert path.read_text() == "step,tokens,loss,lr\n1,8,5.5,0.1\n2,16,5.25,0.1\n3,24,4.75,0.05\n"
+    TrainLog(path, 0).close()
+    assert path.read_text() == "step,tokens,loss,lr\n"
+    (tmp_path / "weight-dynamics.json").write_text('{"model": "m", "checkpoints": [{"st')
+    with pytest.raises(QidlabError, match="cannot read the weight dynamics to resume"):
+        DynamicsLog(tmp_path / "weight-dynamics.json", "m", 8)
+
+
 # ---- weight dynamics -----------------------------------------------------------------------------
 
 def test_change_summary_bins_quantiles_and_moments():
