@@ -138,8 +138,9 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     return paths
 
 
-def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str):
-    """The trainer state of an interrupted run (its weights loaded into ``model``), or None."""
+def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
+    """The trainer state of an interrupted run (its weights loaded into ``model`` unless it reached
+    ``steps``: a finished model is not loaded), or None."""
     import torch
     from transformers import GPTNeoXForCausalLM
 
@@ -152,6 +153,8 @@ def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str):
                 if (model_dir / SWEEP_FILE).is_file() else "")
         raise QidlabError(f"{model_dir} was trained from another suite configuration{hint}; choose another --out "
                           "or delete it")
+    if int(state["step"]) >= steps:
+        return state
     folder = model_dir / f"step{int(state['step'])}"
     try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
         with _no_hf_progress_bars():
@@ -183,7 +186,7 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
     mhash = config.model_hash(spec)
     device = run["device"]
     model = build_model(spec, len(data.tokenizer), config.seq_len, config.seed, data.tokenizer)
-    state = _resume(spec, model, model_dir, mhash)
+    state = _resume(spec, model, model_dir, mhash, config.steps)
     start = 0 if state is None else int(state["step"])
     if start >= config.steps:
         if log:
