@@ -188,6 +188,111 @@ def test_resume_after_interruption_gives_the_same_weights(trained, workdir):
     for step in (32, 40):
         a, b = _weights(workdir / "run1" / "tiny" / "h64-l2" / f"step{step}"), _weights(model_dir / f"step{step}")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run1 = workdir / "run1" / "tiny" / "h64-l2"
+    for name in ("train-log.csv", "weight-dynamics.json"):
+        assert (model_dir / name).read_bytes() == (run1 / name).read_bytes()
+
+
+# ---- training log --------------------------------------------------------------------------------
+
+def _log_rows(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step,tokens,loss,lr"
+    return [(int(a), int(b), float(c), float(d)) for a, b, c, d in (line.split(",") for line in lines[1:])]
+
+
+def test_train_log_has_a_row_per_update_matching_the_checkpoints(trained, workdir):
+    model_dir = workdir / "run1" / "tiny" / "h32-l1"
+    rows = _log_rows(model_dir / "train-log.csv")
+    assert [r[0] for r in rows] == list(range(1, 41)) and all(r[1] == r[0] * 512 for r in rows)
+    assert all(r[3] == pytest.approx(3e-3 * lr_multiplier(r[0] - 1, steps=40, warmup=4)) for r in rows)
+    for step in (1, 16, 40):  # the row of step N is the loss of update N - 1, as qidlab.json's train_loss
+        meta = json.loads((model_dir / f"step{step}" / "qidlab.json").read_text())
+        assert rows[step - 1][2] == meta["train_loss"]
+    assert rows[0][2] == pytest.approx(np.log(384), rel=0.1) and rows[-1][2] < rows[0][2] - 1.0
+
+
+ONE_MODEL = SUITE.split("[[models]]")[0] + """[[models]]
+name = "h32-l1"
+hidden = 32
+layers = 1
+heads = 4
+lr = 3e-3
+"""
+
+
+def test_train_log_every_k_updates_survives_an_interruption(workdir):
+    text = ONE_MODEL.format(extra="log_every = 5").replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"')
+
+    def stop(event):
+        if event["step"] == 22:
+            raise Interrupt
+
+    (workdir / "k5").mkdir()
+    suite = write_suite(workdir / "k5", text=text)
+    with single_thread():
+        train_suite(suite, workdir / "k5" / "a", threads=1)
+        with pytest.raises(Interrupt):
+            train_suite(suite, workdir / "k5" / "b", threads=1, on_step=stop)
+        broken = _log_rows(workdir / "k5" / "b" / "tiny" / "h32-l1" / "train-log.csv")
+        assert broken[-1][0] == 20  # rows after the last checkpoint (16) were written ...
+        train_suite(suite, workdir / "k5" / "b", threads=1)
+    a, b = (workdir / "k5" / run / "tiny" / "h32-l1" / "train-log.csv" for run in "ab")
+    assert a.read_bytes() == b.read_bytes()  # ... and replaced, neither duplicated nor lost
+    steps = [r[0] for r in _log_rows(a)]
+    assert steps == [1, 2, 4, 5, 8, 10, 15, 16, 20, 25, 30, 32, 35, 40]  # every 5th and every checkpoint
+
+
+def test_train_log_reopened_keeps_whole_rows_up_to_the_resumed_step(tmp_path):
+    from qidlab.train.records import DynamicsLog, TrainLog
+
+    path = tmp_path / "train-log.csv"
+    path.write_text("step,tokens,loss,lr\n1,8,5.5,0.1\n2,16,5.25,0.1\n3,24,5.0,0.1\n4,3")  # killed mid-row
+    with TrainLog(path, 2) as log:
+        log.append(3, 24, 4.75, 0.05)
+    assert path.read_text() == "step,tokens,loss,lr\n1,8,5.5,0.1\n2,16,5.25,0.1\n3,24,4.75,0.05\n"
+    TrainLog(path, 0).close()
+    assert path.read_text() == "step,tokens,loss,lr\n"
+    (tmp_path / "weight-dynamics.json").write_text('{"model": "m", "checkpoints": [{"st')
+    with pytest.raises(QidlabError, match="cannot read the weight dynamics to resume"):
+        DynamicsLog(tmp_path / "weight-dynamics.json", "m", 8)
+
+
+# ---- weight dynamics -----------------------------------------------------------------------------
+
+def test_change_summary_bins_quantiles_and_moments():
+    from qidlab.train.dynamics import LOG10_EDGES, change_summary
+
+    small, large = 10 ** -2.95, -(10 ** -0.55)  # bin centres: [-3.0, -2.9) and [-0.6, -0.5)
+    deltas = [np.full((9, 10), small, dtype=np.float32), np.array([large] * 9 + [0.0], dtype=np.float32)]
+    out = change_summary(deltas)
+    assert out["log10_edges"] == list(LOG10_EDGES) and len(out["counts"]) == 130 and sum(out["counts"]) == 100
+    assert out["counts"][90] == 90 and out["counts"][114] == 9 and out["counts"][0] == 1  # zero: first bin
+    assert out["quantiles"]["0.5"] == pytest.approx(small) and out["quantiles"]["0.99"] == pytest.approx(-large)
+    assert out["rms"] == pytest.approx(np.sqrt((90 * small ** 2 + 9 * large ** 2) / 100), rel=1e-6)
+    assert out["mean_abs"] == pytest.approx((90 * small - 9 * large) / 100, rel=1e-6)
+
+
+def test_weight_dynamics_are_the_changes_between_saved_checkpoints(trained, workdir):
+    from qidlab.train.dynamics import change_summary
+
+    model_dir = workdir / "run1" / "tiny" / "h64-l2"
+    doc = json.loads((model_dir / "weight-dynamics.json").read_text())
+    assert doc["model"] == "h64-l2" and set(doc) == {"model", "checkpoints"}
+    entries = doc["checkpoints"]
+    assert [(c["step"], c["prev_step"], c["tokens"]) for c in entries] == [
+        (s, p, s * 512) for p, s in zip(STEPS[:-1], STEPS[1:])]
+    a, b = _weights(model_dir / "step16"), _weights(model_dir / "step32")
+    names = [k for k in a if ".layers." in k and "weight" in k and a[k].dim() == 2]
+    assert len(names) == 2 * 4  # qkv, attention out, MLP in, MLP out per block
+    expected = change_summary([(b[k] - a[k]).numpy() for k in names])
+    got = next(c for c in entries if c["step"] == 32)
+    assert got["counts"] == expected["counts"] and got["quantiles"] == expected["quantiles"]
+    assert got["rms"] == pytest.approx(expected["rms"], rel=1e-12) and got["mean_abs"] == pytest.approx(
+        expected["mean_abs"], rel=1e-12)  # summed in another order
+    assert sum(got["counts"]) == sum(a[k].numel() for k in names)
+    # Adam's first update moves (nearly) every weight by the learning rate: 2e-3 / warmup 4
+    assert entries[0]["quantiles"]["0.5"] == pytest.approx(2e-3 / 4, rel=0.01)
 
 
 # ---- bad suite files -----------------------------------------------------------------------------
@@ -204,6 +309,13 @@ def test_resume_after_interruption_gives_the_same_weights(trained, workdir):
     (('name = "h64-l2"', 'name = "h32-l1"'), "model name 'h32-l1' is used twice"),
     (('lr = 2e-3', 'lr = 0'), "lr must be a number > 0"),
     (('tokenizer = 384', 'tokenizer = 12'), "tokenizer must be a vocab size"),
+    (('steps = 40', 'steps = 40\nlog_every = 0'), "log_every must be a positive integer, got 0"),
+    (('steps = 40', 'steps = 40\ndevice = "gpu"'), 'device must be "auto", "cpu", "cuda" or "cuda:N"'),
+    (('steps = 40', 'steps = 40\ncompile = "yes"'), "compile must be true or false"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { factors = [] }'), "lr_sweep.factors must be a non-empty list"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { factors = [1], lrs = [1e-3] }'), "factors or lrs, not both"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { steps = 0 }'), "lr_sweep.steps must be a positive integer"),
+    (('steps = 40', 'steps = 40\nlr_sweep = { grid = 3 }'), "unknown key 'grid' in lr_sweep"),
 ])
 def test_each_bad_suite_file_is_one_clear_error(tmp_path, edit, match):
     old, new = edit
@@ -245,3 +357,110 @@ def test_cli_corpus_build_and_train(trained, workdir, tmp_path, capsys):
     assert "unknown corpus recipe 'brown'" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "none.toml"), "--out", str(tmp_path)]) == 2
     assert "no such suite file" in capsys.readouterr().err
+
+
+# ---- speed and devices -----------------------------------------------------------------------------
+
+def test_flops_per_token_peak_and_mfu():
+    from qidlab.train.speed import flops_per_token, mfu, peak_flops
+
+    # Pythia-160m's shape: N = 85,056,000, V = 50,304, h = 768, L = 12, T = 2048
+    assert flops_per_token(85_056_000, 50_304, 768, 12, 2048) == 6 * 85_056_000 + 6 * 50_304 * 768 + 12 * 12 * 768 * 2048
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("cpu") is None and peak_flops("NVIDIA L4") is None and peak_flops("NVIDIA L4", 121) == 121e12
+    assert mfu(1e5, 1e9, 989e12) == pytest.approx(1e14 / 989e12) and mfu(1e5, 1e9, None) is None
+    with pytest.raises(QidlabError, match="peak TFLOP/s must be a positive number"):
+        peak_flops("NVIDIA H100", 0)
+
+
+def test_device_selection_and_cpu_train_stats(trained, workdir):
+    from qidlab.train.engine import resolve_device
+    from qidlab.train.speed import flops_per_token
+
+    assert resolve_device("cpu").type == "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(QidlabError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(QidlabError, match="device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        resolve_device("tpu")
+    stats = json.loads((workdir / "run1" / "tiny" / "h64-l2" / "train-stats.json").read_text())
+    n = discover(workdir / "run1")[-1].info["n_params"]
+    assert stats["flops_per_token"] == flops_per_token(n, 384, 64, 2, 64)
+    assert stats["device"] == "cpu" and stats["mfu"] is None and stats["autocast"] is None
+    meta = json.loads((workdir / "run1" / "tiny" / "h64-l2" / "step8" / "qidlab.json").read_text())
+    assert "device" not in meta  # CPU checkpoints are what they were
+
+
+def test_bench_train_speed_runs_a_tiny_model_on_cpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "speed.json"
+    proc = subprocess.run([sys.executable, str(root / "bench" / "train_speed.py"), "--shape", "tiny", "--device", "cpu",
+                           "--steps", "3", "--warmup-steps", "1", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                            "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["device"] == "cpu" and doc["steps"] == 3 and doc["tokens_per_s"] > 0 and doc["mfu"] is None
+    # 2 blocks of 12 h^2 weights, 9 h biases and 4 h LayerNorm parameters, and the final LayerNorm
+    assert doc["model"]["n_params_nonembedding"] == 2 * (12 * 64 * 64 + 13 * 64) + 2 * 64
+    assert "tokens/s" in proc.stdout
+
+
+# ---- learning-rate sweep ---------------------------------------------------------------------------
+
+def test_lr_grid_and_pick():
+    from qidlab.train.lr_sweep import LRSweep, lr_grid, pick
+
+    assert lr_grid(1e-3, LRSweep()) == pytest.approx([2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3])
+    assert lr_grid(1e-3, LRSweep(lrs=(3e-4, 1e-2))) == [3e-4, 1e-2]
+    assert pick([1e-4, 1e-3, 1e-2], [4.0, 3.5, float("inf")]) == 1e-3
+    assert pick([1e-4, 1e-3], [3.5, 3.5]) == 1e-4  # a tie goes to the smaller rate
+    with pytest.raises(QidlabError, match="every learning rate of the sweep diverged"):
+        pick([1e-2, 1e-1], [float("inf"), float("inf")])
+
+
+def test_lr_sweep_picks_the_best_rate_and_the_model_trains_with_it(workdir, capsys):
+    import tomllib
+
+    from qidlab.cli import main
+
+    text = ONE_MODEL.format(extra="lr_sweep = { factors = [0.01, 1, 30, 3000], steps = 12, eval_batches = 2 }")
+    folder = workdir / "sweep"
+    folder.mkdir()
+    suite = write_suite(folder, text=text.replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))
+    lines = []
+    with single_thread():
+        train_suite(suite, folder / "out", threads=1, log=lines.append)
+    suite_dir = folder / "out" / "tiny"
+    result = json.loads((suite_dir / "h32-l1" / "lr-sweep.json").read_text())["result"]
+    assert result["lrs"] == pytest.approx([3e-5, 3e-3, 9e-2, 9.0]) and result["steps"] == 12
+    losses = result["heldout_loss"]
+    assert result["base_lr"] == 3e-3 and result["chosen"] == result["lrs"][losses.index(min(losses))]
+    # 1 % of the rate barely moves from log(vocab) in 12 steps; 3000 x blows up; in between, a short run
+    # prefers the larger rate
+    assert losses[0] > 5.0 and losses[3] > losses[0] and losses[2] < losses[1] < losses[0]
+    assert result["chosen"] == pytest.approx(9e-2)
+    manifest = tomllib.loads((suite_dir / "qidlab-suite.toml").read_text())["models"]["h32-l1"]
+    assert manifest["lr"] == result["chosen"] and manifest["lr_sweep"]["heldout_loss"] == result["heldout_loss"]
+    assert json.loads((suite_dir / "h32-l1" / "step40" / "qidlab.json").read_text())["peak_lr"] == result["chosen"]
+    assert sum("held-out loss" in line for line in lines) == 4
+    # a second call finds the sweep and the model done; --lr-sweep on the command line reports it
+    stamps = [(suite_dir / "h32-l1" / f).stat().st_mtime_ns for f in ("lr-sweep.json", "trainer_state.pt")]
+    with single_thread():
+        assert main(["train", str(suite), "--out", str(folder / "out"), "--threads", "1", "--lr-sweep", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["lr_sweep"]["h32-l1"] == result
+    assert stamps == [(suite_dir / "h32-l1" / f).stat().st_mtime_ns for f in ("lr-sweep.json", "trainer_state.pt")]
+    # the suite without the sweep is another training run: refused with a hint
+    assert main(["train", str(write_suite(folder, text=ONE_MODEL.format(extra="").replace(
+        'corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))),
+        "--out", str(folder / "out"), "--threads", "1"]) == 2
+    assert "sweep again with --lr-sweep" in capsys.readouterr().err

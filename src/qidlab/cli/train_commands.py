@@ -23,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("suite", help="suite file (TOML; see qidlab/train/config.py)")
     p.add_argument("--out", required=True, help="output folder; the suite goes to OUT/<suite name>/")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite file's, else auto)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the forward pass")
+    p.add_argument("--peak-tflops", type=float, help="accelerator peak (dense bf16) for MFU, if not known by name")
+    p.add_argument("--lr-sweep", action="store_true", default=None,
+                   help="choose each model's learning rate by short runs first (settings: the suite's lr_sweep)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_train)
@@ -46,16 +51,25 @@ def run_train(args):
 
     from ..train import load_suite_config, train_suite
     from ..train.loop import STATS_FILE
+    from ..train.lr_sweep import SWEEP_FILE
 
     config = load_suite_config(args.suite)
     log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    paths = train_suite(config, args.out, threads=args.threads, log=log)
+    paths = train_suite(config, args.out, threads=args.threads, device=args.device, compile=args.compile,
+                        peak_tflops=args.peak_tflops, lr_sweep=args.lr_sweep, log=log)
     suite_dir = Path(args.out) / config.name
     stats = [json.loads(f.read_text()) for m in config.models if (f := suite_dir / m.name / STATS_FILE).is_file()]
     doc = {"suite": config.name, "out": str(suite_dir), "tokens_per_step": config.tokens_per_step,
            "checkpoints": [str(p) for p in paths], "models": stats}
+    if args.lr_sweep or config.lr_sweep:
+        doc["lr_sweep"] = {m.name: json.loads((suite_dir / m.name / SWEEP_FILE).read_text())["result"]
+                           for m in config.models}
     text = "\n".join(
         [f"{config.name}: {len(paths)} checkpoints in {suite_dir}"]
         + [f"  {s['model']}: last training call: {s['steps_trained']} steps from step {s['resumed_from']}, "
-           f"{s['tokens_per_s']:,.0f} tokens/s ({s['threads']} threads)" for s in stats])
+           f"{s['tokens_per_s'] or 0:,.0f} tokens/s" + (f", MFU {s['mfu']:.1%}" if s.get("mfu") is not None else "")
+           + f" ({s.get('device', 'cpu')}, {s['threads']} threads)" for s in stats]
+        + [f"  {name}: lr sweep chose {r['chosen']:g} of " + ", ".join(
+            f"{lr:g} ({loss:.3f})" for lr, loss in zip(r["lrs"], r["heldout_loss"])) + " (held-out loss, nats/token)"
+           for name, r in doc.get("lr_sweep", {}).items()])
     emit(args, doc, text)

@@ -17,6 +17,10 @@
     weight_decay = 0.01                # AdamW (Pythia: 0.01)
     grad_clip = 1.0                    # max gradient norm (0 = no clipping)
     checkpoints = { log_spaced_until = 512, every = 1000 }   # Pythia: 0, 1, 2, 4, ..., 512, then every 1000
+    log_every = 1                      # a train-log.csv row every this many updates (and at every checkpoint)
+    device = "auto"                    # "auto" (CUDA when torch sees a GPU) | "cpu" | "cuda" | "cuda:N"
+    compile = false                    # torch.compile the forward pass (CUDA: bf16 autocast either way)
+    lr_sweep = { factors = [0.25, 0.5, 1, 2, 4], steps = 200 }   # optional: choose each model's lr (lr_sweep.py)
 
     [[models]]                         # one GPT-NeoX per entry
     name = "h64-l2"                    # folder name: <out>/<suite>/<model>/step<N>/
@@ -25,6 +29,8 @@
     heads = 4
     lr = 3e-3                          # peak learning rate of this size
     intermediate = 256                 # optional; default 4 * hidden
+    twin = "h64-l2-bf16"               # low-bit models: the 16-bit model of the same shape they compare with
+    precision = "bitnet-b1.58"         # low-bit training: this shorthand, or a [models.qat] table (precision.py)
 
 Every problem is one ``QidlabError`` naming the file and key. That the corpus is large enough
 (``steps * batch_size * seq_len`` <= ``epochs`` * the train tokens) is checked once the corpus is
@@ -36,18 +42,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import read_toml
+from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep
+from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
 
 SECTIONS = {"suite", "models"}
 SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "steps", "schedule", "warmup",
-              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints"}
+              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints", "log_every",
+              "device", "compile", "lr_sweep"}
+# settings of how a run is executed or recorded, not in model_hash (CUDA's bf16 autocast changes the
+# weights reached, which each checkpoint's qidlab.json records as "device")
+RUN_KEYS = ("log_every", "device", "compile", "lr_sweep")  # a sweep's choice enters the hash as the lr
 CHECKPOINT_KEYS = {"log_spaced_until", "every"}
-MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate"}
+MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate", "twin", "precision", "qat"}
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -60,6 +72,13 @@ class ModelSpec:
     heads: int
     lr: float  # peak learning rate
     intermediate: int  # MLP width
+    twin: str | None = None  # the 16-bit model of the same shape this low-bit model compares with
+    qat: QATSpec | None = None  # low-bit training (precision.py); None: 16-bit
+
+    @property
+    def precision(self) -> str | None:
+        """The low-bit precision's label (``bitnet-b1.58``, ``w4g32-a8``, ...); None for a 16-bit model."""
+        return None if self.qat is None else self.qat.label()
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,10 @@ class SuiteConfig:
     log_spaced_until: int
     every: int
     models: tuple[ModelSpec, ...]
+    log_every: int = 1  # train-log.csv: a row every this many updates
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" (engine.resolve_device)
+    compile: bool = False  # torch.compile the forward pass
+    lr_sweep: LRSweep | None = None  # choose each model's peak lr by short runs first (lr_sweep.py)
 
     @property
     def tokens_per_step(self) -> int:
@@ -96,8 +119,10 @@ class SuiteConfig:
     def model_hash(self, model: ModelSpec) -> str:
         """sha256 of everything that determines a model's training (not its name or the file's path)."""
         doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-               if k not in ("name", "path", "models", "corpus", "tokenizer_path")}
-        doc["model"] = {k: v for k, v in asdict(model).items() if k != "name"}
+               if k not in ("name", "path", "models", "corpus", "tokenizer_path", *RUN_KEYS)}
+        doc["model"] = {k: v for k, v in asdict(model).items() if k not in ("name", "twin", "qat")}
+        if model.qat is not None:  # absent for 16-bit models, so their hashes stay what they were
+            doc["model"]["qat"] = model.qat.to_dict()
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -171,6 +196,7 @@ def load_suite_config(path) -> SuiteConfig:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
+    specs = _resolve_twins(specs, path)
     return SuiteConfig(
         name=name, path=path, corpus=path.parent / s["corpus"], seed=_int(s.get("seed", 0), where, "seed", minimum=0),
         vocab_size=vocab_size, tokenizer_path=tokenizer_path,
@@ -183,7 +209,21 @@ def load_suite_config(path) -> SuiteConfig:
         grad_clip=_num(s.get("grad_clip", 1.0), where, "grad_clip", lo=0),
         log_spaced_until=_int(ck.get("log_spaced_until", 512), where, "checkpoints.log_spaced_until", minimum=0),
         every=_int(ck.get("every", 1000), where, "checkpoints.every", minimum=1),
-        models=specs)
+        models=specs, log_every=_int(s.get("log_every", 1), where, "log_every", minimum=1),
+        device=_device(s.get("device", "auto"), where), compile=_bool(s.get("compile", False), where, "compile"),
+        lr_sweep=parse_lr_sweep(s["lr_sweep"], where) if "lr_sweep" in s else None)
+
+
+def _device(value, where) -> str:
+    if not isinstance(value, str) or not re.match(r"^(auto|cpu|cuda(:\d+)?)$", value):
+        raise QidlabError(f"{where} device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {value!r}")
+    return value
+
+
+def _bool(value, where, key) -> bool:
+    if not isinstance(value, bool):
+        raise QidlabError(f"{where} {key} must be true or false, got {value!r}")
+    return value
 
 
 def _model(m, path, i) -> ModelSpec:
@@ -191,7 +231,7 @@ def _model(m, path, i) -> ModelSpec:
     if not isinstance(m, dict):
         raise QidlabError(f"{where} must be a table")
     _unknown(m, MODEL_KEYS, path, f"models[{i}]")
-    for key in ("name", "hidden", "layers", "heads", "lr"):
+    for key in ("name", "hidden", "layers", "heads"):
         if key not in m:
             raise QidlabError(f"{where} needs {key!r}")
     name = m["name"]
@@ -202,9 +242,38 @@ def _model(m, path, i) -> ModelSpec:
     heads = _int(m["heads"], where, "heads", minimum=1)
     if hidden % heads:
         raise QidlabError(f"{where} hidden ({hidden}) must be a multiple of heads ({heads})")
+    qat = parse_qat(m.get("precision"), m.get("qat"), where)
+    twin = m.get("twin")
+    if twin is not None and (not isinstance(twin, str) or qat is None):
+        raise QidlabError(f"{where} twin must name the 16-bit model of a low-bit model (one with precision or "
+                          f"[models.qat]), got twin = {twin!r}")
+    if "lr" not in m and not (qat is not None and qat.preset and twin):
+        raise QidlabError(f"{where} needs 'lr' (only precision = \"bitnet-b1.58\" with a twin may leave it out)")
+    lr = _num(m["lr"], where, "lr", lo=0, lo_open=True) if "lr" in m else None  # None: from the twin
     return ModelSpec(name=name, hidden=hidden, layers=_int(m["layers"], where, "layers", minimum=1), heads=heads,
-                     lr=_num(m["lr"], where, "lr", lo=0, lo_open=True),
-                     intermediate=_int(m.get("intermediate", 4 * hidden), where, "intermediate", minimum=1))
+                     lr=lr, intermediate=_int(m.get("intermediate", 4 * hidden), where, "intermediate", minimum=1),
+                     twin=twin, qat=qat)
+
+
+def _resolve_twins(specs: tuple[ModelSpec, ...], path) -> tuple[ModelSpec, ...]:
+    """Check every ``twin`` (another 16-bit model of the suite, of the same shape) and give a
+    preset model without ``lr`` its twin's lr times ``BITNET_LR_FACTOR``."""
+    by_name = {m.name: m for m in specs}
+    out = []
+    for m in specs:
+        if m.twin is not None:
+            t = by_name.get(m.twin)
+            if t is None or t is m or t.qat is not None:
+                raise QidlabError(f"{path}: model {m.name!r} twin {m.twin!r} must be another, 16-bit model of the "
+                                  f"suite (16-bit models: {', '.join(n for n, s in by_name.items() if s.qat is None)})")
+            shape = ("hidden", "layers", "heads", "intermediate")
+            if any(getattr(m, k) != getattr(t, k) for k in shape):
+                raise QidlabError(f"{path}: model {m.name!r} and its twin {t.name!r} differ in shape (" + ", ".join(
+                    f"{k} {getattr(m, k)} vs {getattr(t, k)}" for k in shape if getattr(m, k) != getattr(t, k)) + ")")
+            if m.lr is None:
+                m = replace(m, lr=t.lr * BITNET_LR_FACTOR)
+        out.append(m)
+    return tuple(out)
 
 
 def check_fits(config: SuiteConfig, n_tokens: int) -> int:

@@ -2,17 +2,23 @@
 
 Layout written under ``<out>/<suite>/``::
 
-    qidlab-suite.toml            suite name, tokens_per_step, per-model sizes (qidlab.checkpoints.discover)
+    qidlab-suite.toml            suite name, tokens_per_step, per-model sizes (qidlab.checkpoints.discover);
+                                 low-bit models also precision = "...", twin = "...", qat = { bits, a_bits, ... }
     _data/                       tokenizer, token file, data.json (qidlab.train.data)
     <model>/step<N>/             config.json, model.safetensors, tokenizer, qidlab.json
     <model>/trainer_state.pt     the state at the newest saved step: optimizer, torch RNG, step, config hash
                                  (tensors and plain types only: torch.load(weights_only=True) reads it)
-    <model>/train-stats.json     steps and tokens trained, seconds and tokens/s of the last call that trained
-                                 (not deterministic; a call that finds the model finished leaves it)
+    <model>/train-log.csv        step,tokens,loss,lr: the training loss (nats/token) as it went (records.py)
+    <model>/weight-dynamics.json weight changes between saved checkpoints (Ouyang et al. Fig. 12; dynamics.py)
+    <model>/lr-sweep.json        with an lr sweep: the held-out loss of each learning rate tried (lr_sweep.py)
+    <model>/train-stats.json     steps and tokens trained, seconds, tokens/s and MFU of the last call that trained
+                                 (device, autocast, compile; not deterministic; a finished model's is left as is)
 
 ``qidlab.json`` of ``step<N>``: ``tokens`` (= N * batch_size * seq_len, D), ``step``,
 ``tokens_per_step``, ``seed``, ``peak_lr``, ``lr`` (what update N uses), ``lr_schedule``,
-``train_loss`` (of update N - 1; null at step 0), the data's hashes and the model's config hash.
+``train_loss`` (of update N - 1; null at step 0), the data's hashes and the model's config hash; for a
+low-bit model also ``precision``, ``qat`` (``QATSpec.to_dict()``) and ``twin``: its weights are the latent
+full-precision ones, which ``lowbit.apply_qat`` rounds in the forward pass.
 
 Determinism: the weights are initialised after ``torch.manual_seed(seed)``; the data order is a
 pure function of the seed (``qidlab.train.data``); on CPU with a fixed thread count the same suite
@@ -28,21 +34,23 @@ import json
 import os
 import shutil
 import tempfile
-import time
+
+from dataclasses import replace
 from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
+from qidlab.train.dynamics import change_summary
+from qidlab.train.engine import Clock, build_model, device_name, make_optimizer, make_update, resolve_device
+from qidlab.train.lr_sweep import SWEEP_FILE, LRSweep, sweep_suite
+from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog, write_json_atomic, write_text_atomic
 from qidlab.train.schedule import checkpoint_steps, lr_multiplier
+from qidlab.train.speed import flops_per_token, mfu, peak_flops
 
 STATE_FILE = "trainer_state.pt"
 STATS_FILE = "train-stats.json"
 SUITE_MANIFEST = "qidlab-suite.toml"
-BETAS = (0.9, 0.95)  # AdamW, as Pythia
-EPS = 1e-8
-
-
 @contextlib.contextmanager
 def _threads(n: int | None):
     import torch
@@ -70,141 +78,252 @@ def _no_hf_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def build_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int, tokenizer):
-    """A freshly initialised ``GPTNeoXForCausalLM`` (fp32, no dropout, untied head), after ``manual_seed(seed)``."""
-    import torch
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    cfg = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
-                        num_attention_heads=spec.heads, intermediate_size=spec.intermediate,
-                        max_position_embeddings=seq_len, hidden_dropout=0.0, attention_dropout=0.0,
-                        tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(cfg).float()
-
-
-def _optimizer(model, spec: ModelSpec, weight_decay: float):
-    """AdamW; weight decay on matrices only (not biases and LayerNorm gains), as nanoGPT."""
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=BETAS, eps=EPS)
-
-
-def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict) -> None:
+def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, sweeps: dict) -> None:
     lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}", ""]
     for m in config.models:
         lines += [f"[models.{json.dumps(m.name)}]", f"hidden = {m.hidden}", f"layers = {m.layers}",
                   f"heads = {m.heads}", f"intermediate = {m.intermediate}", f"lr = {m.lr!r}",
-                  f"n_params = {n_params[m.name]}", ""]
-    (suite_dir / SUITE_MANIFEST).write_text("\n".join(lines))
+                  f"n_params = {n_params[m.name]}"]
+        if m.qat is not None:
+            columns = ", ".join(f"{k} = {v!r}" for k, v in m.qat.columns().items())
+            lines += [f"precision = {json.dumps(m.precision)}", f"qat = {{ {columns} }}"]
+        if m.twin is not None:
+            lines += [f"twin = {json.dumps(m.twin)}"]
+        if m.name in sweeps:  # TOML writes inf and nan as Python's repr does
+            lines += ["lr_sweep = { " + ", ".join(f"{k} = {v!r}" for k, v in sweeps[m.name].items()) + " }"]
+        lines += [""]
+    write_text_atomic(suite_dir / SUITE_MANIFEST, "\n".join(lines))
 
 
-def train_suite(config_path, out_dir, *, threads: int | None = None, on_step=None, log=None) -> list[Path]:
+def train_suite(config_path, out_dir, *, threads: int | None = None, device: str | None = None,
+                compile: bool | None = None, peak_tflops: float | None = None, lr_sweep: bool | None = None,
+                on_step=None, log=None) -> list[Path]:
     """Train (or finish training) every model of the suite file; return every ``step<N>`` folder, in order.
 
     ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
-    setting. ``on_step(event)`` is called after each update with a dict ``model``, ``step`` (the
-    update's index: it took the model from step<N> to step<N+1>), ``loss``, ``lr`` and ``batch``
-    (the (batch_size, seq_len) token ids); an exception it raises stops the run, which a later call
-    resumes. ``log(line)`` receives progress lines (tokens/s at the end of each model).
+    setting. ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) and ``compile`` override the suite
+    file's; ``peak_tflops`` the accelerator peak that MFU is computed against (``speed.py``). ``lr_sweep``:
+    True sweeps each model's learning rate first (``lr_sweep.py``; the suite file's settings or the
+    defaults), False does not, None as the suite file says (a ``lr_sweep`` table turns it on).
+    ``on_step(event)`` is called after each update with a dict ``model``, ``step`` (the update's index:
+    it took the model from step<N> to step<N+1>), ``loss``, ``lr`` and ``batch`` (the (batch_size,
+    seq_len) token ids); an exception it raises stops the run, which a later call resumes.
+    ``log(line)`` receives progress lines (tokens/s at the end of each model).
     """
     config = config_path if isinstance(config_path, SuiteConfig) else load_suite_config(config_path)
+    config = replace(config, device=config.device if device is None else device,
+                     compile=config.compile if compile is None else bool(compile),
+                     lr_sweep=None if lr_sweep is False else (config.lr_sweep or (LRSweep() if lr_sweep else None)))
+    run = {"device": resolve_device(config.device), "peak_tflops": peak_tflops}
+    if peak_tflops is not None:
+        peak_flops(None, peak_tflops)  # a bad override fails before any training
     suite_dir = Path(out_dir).expanduser() / config.name
     suite_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, suite_dir, log)
     check_fits(config, data.n_tokens)
+    sweeps = {}
+    if config.lr_sweep is not None:
+        with _threads(threads):
+            config, sweeps = sweep_suite(config, data, run["device"], suite_dir, log)
     save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every)
     from qidlab.checkpoints.params import count_params
 
     n_params = {m.name: count_params(build_model(m, len(data.tokenizer), config.seq_len, config.seed,
                                                  data.tokenizer))[0] for m in config.models}
-    _write_suite_manifest(config, suite_dir, n_params)
+    _write_suite_manifest(config, suite_dir, n_params, sweeps)
     paths = []
     with _threads(threads):
         for spec in config.models:
-            paths += _train_model(config, spec, data, suite_dir, save_steps, on_step, log)
+            paths += _train_model(config, spec, data, suite_dir, save_steps, run, on_step, log)
     return paths
 
 
-def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, on_step, log):
+def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
+    """The trainer state of an interrupted run (its weights loaded into ``model`` unless it reached
+    ``steps``: a finished model is not loaded), or None."""
     import torch
     from transformers import GPTNeoXForCausalLM
 
-    model_dir = suite_dir / spec.name
     state_path = model_dir / STATE_FILE
+    if not state_path.is_file():
+        return None
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if state["model_hash"] != mhash:
+        hint = (" (it was trained at the learning rate its lr sweep chose: sweep again with --lr-sweep)"
+                if (model_dir / SWEEP_FILE).is_file() else "")
+        raise QidlabError(f"{model_dir} was trained from another suite configuration{hint}; choose another --out "
+                          "or delete it")
+    if int(state["step"]) >= steps:
+        return state
+    folder = model_dir / f"step{int(state['step'])}"
+    try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
+        with _no_hf_progress_bars():
+            saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
+                                                       dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise QidlabError(f"cannot resume {spec.name} from {folder}: {exc}") from None
+    model.load_state_dict(saved.state_dict())
+    return state
+
+
+def _meta_common(config: SuiteConfig, spec: ModelSpec, data, mhash: str, device) -> dict:
+    meta = {"suite": config.name, "model": spec.name, "tokens_per_step": config.tokens_per_step,
+            "seed": config.seed, "peak_lr": spec.lr, "lr_schedule": config.schedule_dict(),
+            "model_hash": mhash, "data": {k: data.info[k] for k in ("document_order_sha256", "n_tokens")}
+            | {"corpus_train_sha256": data.info["key"]["corpus_train_sha256"]},
+            "generator": "qidlab.train"}
+    if device.type != "cpu":
+        meta["device"] = {"type": device.type, "autocast": "bfloat16"}
+    if spec.qat is not None:  # the weights saved are the latent ones; this says how the forward rounded them
+        meta |= {"precision": spec.precision, "qat": spec.qat.to_dict(), "twin": spec.twin}
+    return meta
+
+
+def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, run: dict, on_step, log):
+    import torch
+
+    model_dir = suite_dir / spec.name
     mhash = config.model_hash(spec)
+    device = run["device"]
     model = build_model(spec, len(data.tokenizer), config.seq_len, config.seed, data.tokenizer)
-    start, state = 0, None
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["model_hash"] != mhash:
-            raise QidlabError(f"{model_dir} was trained from another suite configuration; choose another --out "
-                              "or delete it")
-        start = int(state["step"])
-        if start >= config.steps:
-            if log:
-                log(f"{spec.name}: already trained ({config.steps} steps)")
-            return [model_dir / f"step{s}" for s in save_steps]
-        folder = model_dir / f"step{start}"
-        try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
-            with _no_hf_progress_bars():
-                saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
-                                                           dtype=torch.float32)
-        except (OSError, ValueError) as exc:
-            raise QidlabError(f"cannot resume {spec.name} from {folder}: {exc}") from None
-        model.load_state_dict(saved.state_dict())
-        del saved
-    opt = _optimizer(model, spec, config.weight_decay)
+    state = _resume(spec, model, model_dir, mhash, config.steps)
+    start = 0 if state is None else int(state["step"])
+    if start >= config.steps:
+        if log:
+            log(f"{spec.name}: already trained ({config.steps} steps)")
+        return [model_dir / f"step{s}" for s in save_steps]
+    model.to(device)
+    opt = make_optimizer(model, spec.lr, config.weight_decay, device)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if log:
             log(f"{spec.name}: resuming from step {start}")
     model.train()
-    meta_common = {"suite": config.name, "model": spec.name, "tokens_per_step": config.tokens_per_step,
-                   "seed": config.seed, "peak_lr": spec.lr, "lr_schedule": config.schedule_dict(),
-                   "model_hash": mhash, "data": {k: data.info[k] for k in ("document_order_sha256", "n_tokens")}
-                   | {"corpus_train_sha256": data.info["key"]["corpus_train_sha256"]},
-                   "generator": "qidlab.train"}
+    meta_common = _meta_common(config, spec, data, mhash, device)
     mult = {"steps": config.steps, "schedule": config.schedule, "warmup": config.warmup,
             "min_lr_ratio": config.min_lr_ratio, "decay_fraction": config.decay_fraction}
-    last_loss = None
     if start == 0:
         _save(model, opt, data.tokenizer, model_dir, 0, None, meta_common, spec, mult)
-    trained, seconds = 0, 0.0
-    for step in range(start, config.steps):
-        lr = spec.lr * lr_multiplier(step, **mult)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = data.batch(step, config.batch_size, config.seq_len, config.seed)  # (B, T)
-        t0 = time.perf_counter()
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        seconds += time.perf_counter() - t0
-        trained += 1
-        last_loss = float(loss.detach())
-        if on_step is not None:
-            on_step({"model": spec.name, "step": step, "loss": last_loss, "lr": lr, "batch": batch})
-        if step + 1 in save_steps:
-            _save(model, opt, data.tokenizer, model_dir, step + 1, last_loss, meta_common, spec, mult)
-    tokens = trained * config.tokens_per_step
-    stats = {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
-             "seconds_in_updates": seconds, "tokens_per_s": tokens / seconds if seconds else None,
-             "threads": torch.get_num_threads(), "final_loss": last_loss}
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
+    dynamics = _Dynamics(DynamicsLog(model_dir / DYNAMICS_FILE, spec.name, start), model, start,
+                         config.tokens_per_step)
+
+    def checkpoint(step, loss):
+        dynamics.record(step)  # before the trainer state, which marks the step as done
+        _save(model, opt, data.tokenizer, model_dir, step, loss, meta_common, spec, mult)
+
+    update = make_update(model, opt, device, grad_clip=config.grad_clip, compile=config.compile)
+    clock = Clock(device)
+    with TrainLog(model_dir / LOG_FILE, start) as train_log:
+        trained, last_loss = _run_updates(config, spec, data, update, start, mult, set(save_steps), train_log,
+                                          clock, on_step, checkpoint)
+    stats = _stats(config, spec, model, start, trained, clock, last_loss, run)
+    write_json_atomic(model_dir / STATS_FILE, stats)
     if log:
-        log(f"{spec.name}: {trained} steps, {tokens:,} tokens, {stats['tokens_per_s']:,.0f} tokens/s "
-            f"({stats['threads']} threads)")
+        mfu = f", MFU {stats['mfu']:.1%}" if stats["mfu"] is not None else ""
+        log(f"{spec.name}: {trained} steps, {stats['tokens_trained']:,} tokens, {stats['tokens_per_s'] or 0:,.0f} "
+            f"tokens/s{mfu} ({stats['device']}, {stats['threads']} threads)")
     return [model_dir / f"step{s}" for s in save_steps]
+
+
+def _stats(config: SuiteConfig, spec: ModelSpec, model, start: int, trained: int, clock: Clock, last_loss,
+           run: dict) -> dict:
+    """``train-stats.json``: speed of this call's updates (checkpointing and logging not counted); tokens/s
+    and MFU leave out the call's first update (CUDA start-up, compilation), timed as ``seconds_first_update``."""
+    import torch
+
+    from qidlab.checkpoints.params import count_params
+
+    device = run["device"]
+    tokens = trained * config.tokens_per_step
+    first, steady = clock.first, clock.seconds - clock.first  # steady: every update after the first
+    tokens_per_s = (trained - 1) * config.tokens_per_step / steady if trained > 1 and steady > 0 else None
+    fpt = flops_per_token(count_params(model)[0], model.config.vocab_size, spec.hidden, spec.layers, config.seq_len)
+    peak = peak_flops(device_name(device), run["peak_tflops"]) if device.type == "cuda" else None
+    return {"model": spec.name, "resumed_from": start, "steps_trained": trained, "tokens_trained": tokens,
+            "seconds_in_updates": clock.seconds, "seconds_first_update": first, "tokens_per_s": tokens_per_s,
+            "threads": torch.get_num_threads(), "final_loss": last_loss, "device": device_name(device),
+            "autocast": "bfloat16" if device.type == "cuda" else None, "compile": config.compile,
+            "flops_per_token": fpt, "peak_tflops": None if peak is None else peak / 1e12,
+            "mfu": mfu(tokens_per_s, fpt, peak)}
+
+
+class _Dynamics:
+    """Weight changes of the blocks' linears between saved checkpoints (``qidlab.train.dynamics``)."""
+
+    def __init__(self, log: DynamicsLog, model, step: int, tokens_per_step: int):
+        from qidlab.quantize.model import select_linears
+
+        self.log, self.tokens_per_step = log, tokens_per_step
+        self.linears = select_linears(model, None)  # name -> nn.Linear inside the decoder blocks
+        self.prev, self.prev_step = self._weights(), step
+
+    def _weights(self) -> dict:
+        return {n: m.weight.detach().float().cpu().numpy().copy() for n, m in self.linears.items()}
+
+    def record(self, step: int) -> None:
+        now = self._weights()
+        summary = change_summary([now[n] - self.prev[n] for n in now])
+        self.log.add({"step": step, "tokens": step * self.tokens_per_step, "prev_step": self.prev_step, **summary})
+        self.prev, self.prev_step = now, step
+
+
+class _PendingRows:
+    """Log rows whose loss is still a device tensor: read back (one host sync) only when written."""
+
+    def __init__(self, train_log: TrainLog, limit: int = 64):
+        self.log, self.limit, self.rows = train_log, limit, []
+
+    def add(self, step: int, tokens: int, loss, lr: float) -> None:
+        self.rows.append((step, tokens, loss, lr))
+        if len(self.rows) >= self.limit:
+            self.write()
+
+    def write(self) -> None:
+        for step, tokens, loss, lr in self.rows:
+            self.log.append(step, tokens, float(loss), lr)
+        self.rows = []
+        self.log.flush()
+
+
+def _run_updates(config: SuiteConfig, spec: ModelSpec, data, update, start: int, mult: dict, save_steps: set,
+                 train_log: TrainLog, clock: Clock, on_step, checkpoint) -> tuple[int, float | None]:
+    """Updates ``start`` .. ``steps - 1``: a log row at every ``log_every``-th and every checkpoint step,
+    ``checkpoint(step, loss)`` at checkpoint steps; returns (updates done, last loss). ``clock``
+    times the updates alone."""
+    pending = _PendingRows(train_log)
+    trained, loss = 0, None
+    window, n_window = None, 0  # summed losses (a device tensor) since the last log row
+    clock.start()
+    try:
+        for step in range(start, config.steps):
+            lr = spec.lr * lr_multiplier(step, **mult)
+            batch = data.batch(step, config.batch_size, config.seq_len, config.seed)  # (B, T), on the CPU
+            loss = update(batch, lr)
+            trained += 1
+            if trained == 1:  # the first update of a call (CUDA start-up, torch.compile) is timed apart
+                clock.stop()
+                clock.first = clock.seconds
+                clock.start()
+            window, n_window = (loss.double() if window is None else window + loss), n_window + 1
+            if on_step is not None:
+                on_step({"model": spec.name, "step": step, "loss": float(loss), "lr": lr, "batch": batch})
+            done = step + 1
+            if done % config.log_every == 0 or done in save_steps or done == config.steps:
+                pending.add(done, done * config.tokens_per_step, window / n_window, lr)
+                window, n_window = None, 0
+            if done in save_steps:
+                clock.stop()
+                pending.write()  # before the trainer state: a resume never finds rows missing
+                checkpoint(done, float(loss))
+                clock.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pending.write()  # what was computed; a resume drops the rows after its checkpoint
+        raise
+    clock.stop()
+    pending.write()
+    return trained, None if loss is None else float(loss)
 
 
 def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: dict, spec, mult) -> None:
