@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -155,6 +156,9 @@ def test_debian_recipe_strips_markup_skips_binaries_and_records_the_source(tmp_p
     for gone in ("<", "Prev Next", "var tag", ":func:", "``", "=====", "\\fB", "Questo", "binary", "PNG"):
         assert gone not in text, gone
     assert src["documents"] == m.documents["read"] == len(docs) + 1 and src["bytes"] > 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert m.path.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
 
 
 def test_split_is_deterministic_disjoint_and_seeded(tmp_path, artefacts, fake_debian, monkeypatch):

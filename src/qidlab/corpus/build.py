@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -227,6 +226,7 @@ def build_corpus(recipe: str = "stdlib", out_dir=None, *, files=None, seed: int 
     (``qidlab.corpus.fetch``). ``log``: a function taking progress lines. Any problem:
     ``QidlabError``, and nothing written to ``out_dir``.
     """
+    from qidlab.corpus.fetch import fresh_dir
     from qidlab.corpus.recipes import recipe_docs
     from qidlab.evaluate.evalset import docs_hash
 
@@ -247,8 +247,7 @@ def build_corpus(recipe: str = "stdlib", out_dir=None, *, files=None, seed: int 
     splits = {"train": [unique[i] for i in train_idx], "eval": [unique[i] for i in eval_idx]}
     sources = [{**s, **c} for s, c in zip(sources, counts)]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = fresh_dir(out.parent, f".{out.name}.tmp-")
     try:
         out_files = {}
         for split, docs in splits.items():

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -112,6 +112,18 @@ def run_command(artefact: Artefact, workdir: Path) -> None:
                           f"{reason}{hint}")
 
 
+def fresh_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder in ``parent`` with the usual (umask) permissions, unlike ``mkdtemp``'s 0700."""
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 def _cache_entry(artefact: Artefact, cache: Path) -> Path:
     return cache / artefact.kind / re.sub(r"[^\w.=+-]", "_", artefact.name)
 
@@ -141,8 +153,7 @@ def fetch(artefact: Artefact, cache=None, fetcher: Fetcher | None = None, log=No
     if log:
         log(f"fetching {artefact}: {artefact.command_text}")
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache))
+        work = fresh_dir(cache, ".fetch-")
     except OSError as exc:
         raise QidlabError(f"source {artefact}: cannot use the cache folder {cache} ({exc.strerror})") from None
     try:
