@@ -52,8 +52,8 @@ def _fake_deb(root, out):
     pkg = root / "pkg"
     doc = pkg / "usr/share/doc/qidlab-fake-doc"
     files = {
-        "DEBIAN/control": ("Package: qidlab-fake-doc\nVersion: 1.2-3\nArchitecture: all\nMaintainer: t <t@example.org>\n"
-                           "Description: fake documentation\n Only for tests.\n").encode(),
+        "DEBIAN/control": ("Package: qidlab-fake-doc\nVersion: 1.2-3\nArchitecture: all\n"
+                           "Maintainer: t <t@example.org>\nDescription: fake documentation\n Only for tests.\n").encode(),
         "usr/share/doc/qidlab-fake-doc/copyright": COPYRIGHT.encode(),
         "usr/share/doc/qidlab-fake-doc/html/page.html": (
             f"<html><head><style>p {{}}</style></head><body><nav>Prev Next</nav><h1>Usage</h1>"
@@ -232,6 +232,9 @@ def test_compressed_output_reads_the_same(tmp_path, artefacts, fake_debian):
         assert gzip.decompress((packed.path / f"{split}.jsonl.gz").read_bytes()) == \
             (plain.path / f"{split}.jsonl").read_bytes()
     assert load_eval_set(packed.path / "eval.jsonl.gz", n_docs=None).docs == read_documents(plain.path, "eval")
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(QidlabError, match="bad.jsonl.gz: not a readable gzip file"):
+        load_eval_set(tmp_path / "bad.jsonl.gz")
     again = build_corpus("debian-en", tmp_path / "packed2", cache=cache, fetcher=fetcher, eval_fraction=0.3,
                          compress=True)
     assert again.files == packed.files  # gzip output is reproducible

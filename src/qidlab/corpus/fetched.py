@@ -145,7 +145,8 @@ def sword_books(bzs: bytes, bzv: bytes, bzz: bytes) -> list[str]:
                 books.setdefault(block, []).append(markup.osis_to_text(verse))
     except (struct.error, zlib.error, IndexError, UnicodeDecodeError) as exc:
         raise Skip(f"unreadable SWORD module ({type(exc).__name__})") from None
-    return [markup.clean_text(re.sub(r" *\n *", "\n", re.sub(r" {2,}", " ", " ".join(v)))) for _, v in sorted(books.items())]
+    joined = (re.sub(r" {2,}", " ", " ".join(verses)) for _, verses in sorted(books.items()))
+    return [markup.clean_text(re.sub(r" *\n *", "\n", text)) for text in joined]
 
 
 def to_documents(prefix: str, texts: list[tuple[str, str]], stats: dict) -> list[tuple[str, str]]:
