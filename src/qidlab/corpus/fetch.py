@@ -168,7 +168,13 @@ def fetch(artefact: Artefact, cache=None, fetcher: Fetcher | None = None, log=No
         folder.parent.mkdir(parents=True, exist_ok=True)
         if folder.exists():
             shutil.rmtree(folder)
-        os.replace(work, folder)
+        try:
+            os.replace(work, folder)
+        except OSError:  # another build filled the entry meanwhile: use it
+            found = _cached(artefact, folder)
+            if found is None:
+                raise QidlabError(f"source {artefact}: cannot store the download in {folder}") from None
+            return found
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Fetched(artefact, folder / files[0].name, sha, cached=False)
