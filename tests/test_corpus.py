@@ -65,7 +65,8 @@ def test_files_recipe_removes_exact_duplicates(tmp_path):
     assert m.documents == {"read": 24, "empty": 1, "duplicates": 14, "train": 7, "eval": 2}
     everything = read_documents(m.path, "train") + read_documents(m.path, "eval")
     assert sorted(everything) == sorted({*docs[:20], "unique", "from a folder"})
-    assert m.licenses == [] and [s["kind"] for s in m.sources] == ["jsonl", "folder"]
+    assert m.licenses == ["unknown"] and [s["kind"] for s in m.sources] == ["jsonl", "folder"]
+    assert [(s["documents"], s["empty"], s["duplicates"]) for s in m.sources] == [(22, 1, 13), (2, 0, 1)]
 
 
 def test_split_is_seeded_and_disjoint():
@@ -81,7 +82,8 @@ def test_split_is_seeded_and_disjoint():
     ({"recipe": "debian"}, "unknown corpus recipe 'debian'"),
     ({"recipe": "files", "files": ["/nonexistent/x.jsonl"]}, "source does not exist"),
     ({"recipe": "files"}, "needs at least one path"),
-    ({"recipe": "stdlib", "eval_fraction": 1.0}, r"eval_fraction must be in \[0, 1\)"),
+    ({"recipe": "stdlib", "eval_fraction": 1.5}, r"eval_fraction must be in \[0, 1\]"),
+    ({"recipe": "brown", "files": ["x.txt"]}, "recipe 'brown' takes no paths"),
 ])
 def test_a_source_that_cannot_be_had_is_one_clear_error(tmp_path, kwargs, match):
     with pytest.raises(QidlabError, match=match):

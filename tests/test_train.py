@@ -353,8 +353,8 @@ def test_cli_corpus_build_and_train(trained, workdir, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["suite"] == "tiny" and doc["tokens_per_step"] == 512 and len(doc["checkpoints"]) == 2 * len(STEPS)
     assert [m["model"] for m in doc["models"]] == ["h32-l1", "h64-l2"] and doc["models"][0]["tokens_per_s"] > 0
-    assert main(["corpus", "build", "brown", "--out", str(tmp_path / "b")]) == 2
-    assert "unknown corpus recipe 'brown'" in capsys.readouterr().err
+    assert main(["corpus", "build", "gutenberg", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown corpus recipe 'gutenberg'" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "none.toml"), "--out", str(tmp_path)]) == 2
     assert "no such suite file" in capsys.readouterr().err
 

@@ -11,11 +11,16 @@ def register(sub) -> None:
     p = sub.add_parser("corpus", help="build a training corpus (deduplicated, seeded train/eval split, manifest)")
     csub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
     b = csub.add_parser("build", help="build (or reuse) the corpus of a recipe in a folder")
-    b.add_argument("recipe", help="stdlib (this Python's standard library sources) or files (with --files)")
+    b.add_argument("recipe", help="stdlib (this Python's standard library sources), files (with --files), "
+                                  "debian-en (English from Debian documentation packages), or the eval-only "
+                                  "brown (the Brown corpus) and shakespeare (Shakespeare and Milton)")
     b.add_argument("--out", required=True, help="output folder (train.jsonl, eval.jsonl, manifest.json)")
     b.add_argument("--files", nargs="+", metavar="PATH", help="recipe files: text files, folders, JSONL, Parquet")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--eval-fraction", type=float, default=0.05)
+    b.add_argument("--eval-fraction", type=float, help="held-out share (default 0.05; 1 for brown, shakespeare)")
+    b.add_argument("--compress", action="store_true", help="write train.jsonl.gz and eval.jsonl.gz")
+    b.add_argument("--cache", metavar="DIR", help="where fetched sources are kept "
+                                                  "(default $QIDLAB_CACHE or ~/.cache/qidlab/sources)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(run=run_corpus_build)
 
@@ -36,7 +41,9 @@ def register(sub) -> None:
 def run_corpus_build(args):
     from ..corpus import build_corpus
 
-    m = build_corpus(args.recipe, args.out, files=args.files, seed=args.seed, eval_fraction=args.eval_fraction)
+    log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    m = build_corpus(args.recipe, args.out, files=args.files, seed=args.seed, eval_fraction=args.eval_fraction,
+                     compress=args.compress, cache=args.cache, log=log)
     doc = {"out": str(m.path), "reused": m.reused, **m.to_dict()}
     d = m.documents
     text = (f"{'reused' if m.reused else 'built'} {m.path}: {d['train']} train + {d['eval']} eval documents "

@@ -1,9 +1,12 @@
-"""Corpus stage: build a deduplicated, split training corpus from a named recipe.
+"""Corpus stage: build a deduplicated, split corpus from a named recipe.
 
-* ``build_corpus(recipe, out_dir, *, seed=0, eval_fraction=0.05)`` -> ``Manifest``: writes
-  ``train.jsonl`` / ``eval.jsonl`` (one ``{"text": ...}`` per line) and ``manifest.json``;
-* ``load_manifest(out_dir)`` -> ``Manifest`` of a built corpus;
-* ``RECIPES``: the recipe names (``stdlib``, the default, and ``files``).
+* ``build_corpus(recipe, out_dir, *, seed=0, eval_fraction=None, compress=False, cache=None)``
+  -> ``Manifest``: writes ``train.jsonl`` / ``eval.jsonl`` (one ``{"text": ...}`` per line;
+  ``.jsonl.gz`` with ``compress=True``) and ``manifest.json``;
+* ``load_manifest(out_dir)`` -> ``Manifest`` of a built corpus; ``read_documents(out_dir, split)``;
+* ``RECIPES``: ``stdlib`` (the default), ``files``, ``debian-en`` (English from Debian
+  documentation packages), and the eval-only ``brown`` and ``shakespeare``. Fetched sources are
+  kept in a cache folder (``qidlab.corpus.fetch``).
 
 Importing this package loads nothing heavy.
 """

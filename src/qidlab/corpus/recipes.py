@@ -2,7 +2,8 @@
 
 ``docs`` is a list of ``(name, text)`` in a fixed source order (the name says where the document
 came from: a relative path, ``file.jsonl:17``); ``sources`` is a JSON-serialisable list, one entry
-per source, with its licence where known (``None`` = unknown; the user's to check).
+per source, in the same order, with the number of ``documents`` it gave (consecutive in ``docs``)
+and its ``licenses`` (``["unknown"]`` when none is known: the user's to check).
 
 * ``stdlib``: the ``.py`` files of the running interpreter's standard library
   (``sysconfig.get_paths()["stdlib"]``), each file one document, by sorted relative path;
@@ -10,7 +11,10 @@ per source, with its licence where known (``None`` = unknown; the user's to chec
   are left out, and so is a file that is not UTF-8. Licence: PSF-2.0.
 * ``files``: local paths, as ``qidlab.evaluate.load_eval_set`` reads them: a text file
   (documents separated by blank lines), a folder (each file one document, recursive, sorted),
-  ``*.jsonl``/``*.ndjson`` (field ``text``), ``*.parquet`` (column ``text``).
+  ``*.jsonl``/``*.ndjson`` (field ``text``), ``*.parquet`` (column ``text``); ``.gz`` files are
+  decompressed.
+* ``debian-en``, ``brown``, ``shakespeare``: fetched sources (``qidlab.corpus.fetched``); the last
+  two are eval-only (their default eval fraction is 1).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 
-RECIPES = ("stdlib", "files")
+RECIPES = ("stdlib", "files", "debian-en", "brown", "shakespeare")
+EVAL_ONLY = frozenset({"brown", "shakespeare"})
+DEFAULT_EVAL_FRACTION = 0.05
 STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
 STDLIB_LICENSE = "PSF-2.0"
 
@@ -43,14 +49,15 @@ def stdlib_docs(root: str | Path | None = None) -> tuple[list[tuple[str, str]], 
     if not docs:
         raise QidlabError(f"recipe 'stdlib': no .py files under {root}")
     source = {"kind": "stdlib", "path": str(root), "python": platform.python_version(),
-              "implementation": platform.python_implementation(), "license": STDLIB_LICENSE,
+              "implementation": platform.python_implementation(), "licenses": [STDLIB_LICENSE],
+              "documents": len(docs), "bytes": sum(len(t.encode("utf-8")) for _, t in docs),
               "excluded_dirs": sorted(STDLIB_EXCLUDED_DIRS), "skipped_not_utf8": skipped}
     return docs, [source]
 
 
 def files_docs(paths, text_field: str = "text") -> tuple[list[tuple[str, str]], list[dict]]:
     """Documents from local files/folders/JSONL/Parquet, in the order the paths are given."""
-    from qidlab.evaluate import evalset
+    from qidlab.evaluate.evalset import read_source
 
     if not paths:
         raise QidlabError("recipe 'files' needs at least one path (--files PATH ...)")
@@ -59,25 +66,31 @@ def files_docs(paths, text_field: str = "text") -> tuple[list[tuple[str, str]], 
         path = Path(given).expanduser()
         if not path.exists():
             raise QidlabError(f"recipe 'files': source does not exist: {path}")
-        suffix = path.suffix.lower()
-        if path.is_dir():
-            kind, texts = "folder", evalset._from_folder(path)
-        elif suffix in evalset.JSONL_SUFFIXES:
-            kind, texts = "jsonl", evalset._from_jsonl(path, text_field)
-        elif suffix in evalset.PARQUET_SUFFIXES:
-            kind, texts = "parquet", evalset._from_parquet(path, text_field)
-        else:
-            kind, texts = "text", evalset._from_text_file(path)
+        kind, texts = read_source(path, text_field)
         docs += [(f"{path.name}:{i}", t) for i, t in enumerate(texts)]
-        sources.append({"kind": kind, "path": str(path.resolve()), "documents": len(texts), "license": None})
+        sources.append({"kind": kind, "path": str(path.resolve()), "documents": len(texts),
+                        "bytes": sum(len(t.encode("utf-8")) for t in texts), "licenses": ["unknown"]})
     return docs, sources
 
 
-def recipe_docs(recipe: str, files=None) -> tuple[list[tuple[str, str]], list[dict]]:
-    if recipe == "stdlib":
-        if files:
-            raise QidlabError("recipe 'stdlib' takes no paths (did you mean recipe 'files'?)")
-        return stdlib_docs()
+def default_eval_fraction(recipe: str) -> float:
+    """1 (every document held out) for the eval-only recipes, else ``DEFAULT_EVAL_FRACTION``."""
+    return 1.0 if recipe in EVAL_ONLY else DEFAULT_EVAL_FRACTION
+
+
+def recipe_docs(recipe: str, files=None, *, cache=None, fetcher=None, log=None) \
+        -> tuple[list[tuple[str, str]], list[dict]]:
+    """The documents and sources of ``recipe``; ``cache``/``fetcher``/``log`` serve the fetched ones."""
+    from qidlab.corpus import fetched
+
+    fetched_recipes = {"debian-en": fetched.debian_en_docs, "brown": fetched.brown_docs,
+                       "shakespeare": fetched.shakespeare_docs}
+    if recipe not in RECIPES:
+        raise QidlabError(f"unknown corpus recipe {recipe!r} (known: {', '.join(RECIPES)})")
     if recipe == "files":
         return files_docs(files)
-    raise QidlabError(f"unknown corpus recipe {recipe!r} (known: {', '.join(RECIPES)})")
+    if files:
+        raise QidlabError(f"recipe {recipe!r} takes no paths (did you mean recipe 'files'?)")
+    if recipe == "stdlib":
+        return stdlib_docs()
+    return fetched_recipes[recipe](cache=cache, fetcher=fetcher, log=log)

@@ -1,10 +1,13 @@
-"""Evaluation sets: a fixed, seeded sample of documents from a text file, folder, JSONL or Parquet."""
+"""Evaluation sets: a fixed, seeded sample of documents from a text file, folder, JSONL, Parquet
+or the eval split of a corpus folder."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +52,15 @@ def docs_hash(docs: list[str]) -> str:
 
 
 def _read_text(path: Path) -> str:
+    """A UTF-8 text file; gunzipped first when its name ends in ``.gz``."""
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise QidlabError(f"{path}: not a readable gzip file ({exc})") from None
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise QidlabError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
@@ -115,13 +125,28 @@ def truncate(doc: str, max_chars: int) -> str:
     return (head[:cut] if cut > 0 else head).rstrip()
 
 
+def read_source(path: Path, text_field: str = "text") -> tuple[str, list[str]]:
+    """``(kind, documents)`` of a file or folder, the kind by its name (a ``.gz`` suffix is
+    looked through): ``folder``, ``jsonl`` (``*.jsonl``/``*.ndjson``), ``parquet`` or ``text``."""
+    suffix = Path(path.name[:-3] if path.name.endswith(".gz") else path.name).suffix.lower()
+    if path.is_dir():
+        return "folder", _from_folder(path)
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl", _from_jsonl(path, text_field)
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet", _from_parquet(path, text_field)
+    return "text", _from_text_file(path)
+
+
 def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str | None = None,
                   min_chars: int = 1, max_chars: int | None = None, text_field: str = "text") -> EvalSet:
     """Read documents from ``source`` and take a fixed, seeded sample of ``n_docs`` of them.
 
     ``source``: a text file (documents separated by blank lines), a folder (each file one
     document, recursive, sorted paths), ``*.jsonl``/``*.ndjson`` (field ``text_field``),
-    ``*.parquet`` (column ``text_field``), or a list of strings. Documents whose stripped text has
+    ``*.parquet`` (column ``text_field``), a corpus folder from ``qidlab corpus build`` (one
+    holding ``manifest.json``: its eval split), or a list of strings; ``.gz`` files are
+    decompressed. Documents whose stripped text has
     fewer than ``min_chars`` characters are dropped first. When more than ``n_docs`` remain, the
     sample is ``numpy.random.default_rng(seed).choice(n, n_docs, replace=False)``, kept in source
     order; otherwise (or with ``n_docs=None``) every document is taken and ``complete`` is True.
@@ -142,14 +167,12 @@ def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str
         path = Path(source).expanduser()
         if not path.exists():
             raise QidlabError(f"eval set source does not exist: {path}")
-        if path.is_dir():
-            raw, kind = _from_folder(path), "folder"
-        elif path.suffix.lower() in JSONL_SUFFIXES:
-            raw, kind = _from_jsonl(path, text_field), "jsonl"
-        elif path.suffix.lower() in PARQUET_SUFFIXES:
-            raw, kind = _from_parquet(path, text_field), "parquet"
+        if (path / "manifest.json").is_file():
+            from qidlab.corpus import read_documents
+
+            raw, kind = read_documents(path, "eval"), "corpus"
         else:
-            raw, kind = _from_text_file(path), "text"
+            kind, raw = read_source(path, text_field)
         desc = {"kind": kind, "path": str(path.resolve())}
         if kind in ("jsonl", "parquet"):
             desc["text_field"] = text_field

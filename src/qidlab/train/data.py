@@ -114,7 +114,10 @@ def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
     from qidlab.corpus import load_manifest, read_documents
 
     manifest = load_manifest(config.corpus)
-    train_sha = manifest.files["train.jsonl"]["sha256"]
+    if not manifest.documents.get("train"):
+        raise QidlabError(f"{config.corpus} has no train documents (recipe {manifest.recipe!r} is eval-only); "
+                          "train on another corpus")
+    train_sha = manifest.files[manifest.split_path("train").name]["sha256"]
     tok_src = ({"vocab_size": config.vocab_size} if config.tokenizer_path is None else
                {"path": str(config.tokenizer_path), "sha256": _file_sha(config.tokenizer_path)})
     key = {"format": FORMAT, "corpus_train_sha256": train_sha, "tokenizer": tok_src, "seed": config.seed}
