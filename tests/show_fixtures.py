@@ -85,6 +85,7 @@ def write_weight_dynamics(model_dir: Path) -> Path:
                                       "0.99": 10.0 ** (centre + 1.4)},
                         "rms": rms, "mean_abs": 0.8 * rms})
         prev = step
+    model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / "weight-dynamics.json"
     path.write_text(json.dumps({"model": model_dir.name, "checkpoints": entries}))
     return path

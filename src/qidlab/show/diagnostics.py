@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import QidlabError
 from .fits import fit_all
 from .style import FigureUnavailable, bit_ticks, label, levels, new_figure, suptitle
 
@@ -21,7 +22,12 @@ def study_fits(study) -> dict:
 
 def residuals(study):
     """ln(measured / predicted QiD) of each unified QiD law against D, N and P (QiD > 0 only)."""
-    fits = {n: f for n, f in study_fits(study).items() if n in UNIFIED_QID_LAWS}
+    fits = {}
+    for name in UNIFIED_QID_LAWS:
+        try:
+            fits[name] = study.fit(name)
+        except QidlabError:
+            continue
     if not fits:
         raise FigureUnavailable("residuals need a fit of ouyang2024 or kumar2024-ptq; neither could be fitted")
     fig, axes = new_figure(3, sharey=True, dpi=study.options.dpi)

@@ -135,10 +135,10 @@ class Study:
 
 def hold_settings(frame: "pd.DataFrame", keep: Sequence[str] = ()) -> tuple["pd.DataFrame", dict[str, float]]:
     """``frame`` at the most common value of each quantization setting not in ``keep``
-    (empty cells count as a value), and the values held."""
+    (empty cells count as a value), and the values held (constant ones included)."""
     held = {}
     for column in SETTINGS:
-        if column in keep or column not in frame.columns or frame[column].nunique(dropna=False) < 2:
+        if column in keep or column not in frame.columns or frame[column].isna().all():
             continue
         value = frame[column].value_counts(dropna=False).index[0]
         if value != value:  # NaN: the rows that leave this setting empty
