@@ -147,8 +147,9 @@ def projection(study):
         label(ax, "tokens", "qid", title=value_text("n_params", n))
         ax.set_ylim(ymin, ymax)
     axes[0].legend(fontsize=7, loc="upper left")
-    suptitle(fig, f"Fig. 1 — fitted ouyang2024 projected to {size_text(o.max_tokens)} tokens; grey: loss16 + QiD "
-                  f"> ln({vocab}) = {random:.2f} nats (loss16: {source}); x: where it is crossed")
+    suptitle(fig, f"Fig. 1 — fitted ouyang2024 projected to {size_text(o.max_tokens)} tokens. Grey: worse than "
+                  f"random, loss16 + QiD > ln({vocab}) = {random:.2f} nats (loss16: {source}); x: where a curve "
+                  "enters it")
     return fig
 
 

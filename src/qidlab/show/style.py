@@ -83,10 +83,10 @@ def positive(frame: "pd.DataFrame", column: str) -> tuple["pd.DataFrame", int]:
 
 
 def note_hidden(ax, count: int, what: str = "QiD <= 0") -> None:
-    """Say in a corner how many points a log axis cannot show."""
+    """Say in the panel's title how many points a log axis cannot show."""
     if count:
-        ax.text(0.99, 0.01, f"{count} point(s) with {what} not shown", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=7, color="0.35")
+        title = ax.get_title()
+        ax.set_title(f"{title}{chr(10) if title else ''}({count} point(s) with {what} not shown)", fontsize=9)
 
 
 def label(ax, x: str, y: str, *, logx: bool = True, logy: bool = True, title: str | None = None) -> None:
@@ -118,7 +118,11 @@ def legend(ax, colour: dict, column: str, styles: dict | None = None, **kwargs) 
 
 
 def suptitle(fig, text: str) -> None:
-    fig.suptitle(text, fontsize=11)
+    """The figure's title, wrapped to its width."""
+    import textwrap
+
+    width = max(40, int(fig.get_figwidth() * 11))  # about 11 characters per inch at 11 pt
+    fig.suptitle("\n".join(textwrap.wrap(text, width)), fontsize=11)
 
 
 def points(ax, frame: "pd.DataFrame", x: str, colour, y: str = "qid", **kwargs) -> None:
