@@ -128,29 +128,37 @@ def projection(study):
                                 loss16_params=loss16, vocab_size=vocab)
     random = math.log(vocab)
     qid = curves.qid[curves.qid > 0]
-    ymin, ymax = max(float(qid.min()) / 2, 1e-6), max(float(qid.max()), random) * 2
-    colour = dict(zip(bits, ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")))
+    ylim = (max(float(qid.min()) / 2, 1e-6), max(float(qid.max()), random) * 2)
     fig, axes = new_figure(len(o.sizes), sharey=True, dpi=o.dpi)
     for ax, n in zip(axes, o.sizes):
-        c = curves[curves.n_params == n]
-        first = c[c.bits == bits[0]]
-        threshold = np.clip(random - first.loss16.to_numpy(), ymin, ymax)
-        ax.fill_between(first.tokens, threshold, ymax, color="0.8", label="worse than random")
-        for b in bits:
-            rows = c[c.bits == b]
-            ax.plot(rows.tokens, rows.qid, color=colour.get(b), label=f"{b:g}-bit")
-            cross = crossings[(crossings.n_params == n) & (crossings.bits == b)].tokens_worse_than_random.iloc[0]
-            if cross is not None and cross == cross:
-                ax.plot([cross], [np.interp(math.log(cross), np.log(first.tokens), threshold)], "x",
-                        color=colour.get(b), ms=8)
+        _projection_panel(ax, curves[curves.n_params == n], crossings[crossings.n_params == n], bits, random, ylim)
         ax.axvline(study.frame.tokens.max(), ls=":", color="0.3", label="largest D measured")
         label(ax, "tokens", "qid", title=value_text("n_params", n))
-        ax.set_ylim(ymin, ymax)
+        ax.set_ylim(*ylim)
     axes[0].legend(fontsize=7, loc="upper left")
     suptitle(fig, f"Fig. 1 — fitted ouyang2024 projected to {size_text(o.max_tokens)} tokens. Grey: worse than "
                   f"random, loss16 + QiD > ln({vocab}) = {random:.2f} nats (loss16: {source}); x: where a curve "
                   "enters it")
     return fig
+
+
+BIT_COLOURS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")
+
+
+def _projection_panel(ax, curves, crossings, bits, random: float, ylim) -> None:
+    """One size of Fig. 1: the band above ln(V) - loss16(D), a QiD curve per bit width, and an x
+    where each curve enters the band."""
+    colour = dict(zip(bits, BIT_COLOURS))
+    first = curves[curves.bits == bits[0]]
+    threshold = np.clip(random - first.loss16.to_numpy(), *ylim)
+    ax.fill_between(first.tokens, threshold, ylim[1], color="0.8", label="worse than random")
+    for b in bits:
+        rows = curves[curves.bits == b]
+        ax.plot(rows.tokens, rows.qid, color=colour.get(b), label=f"{b:g}-bit")
+        cross = crossings[crossings.bits == b].tokens_worse_than_random.iloc[0]
+        if cross is not None and cross == cross:
+            y = np.interp(math.log(cross), np.log(first.tokens), threshold)
+            ax.plot([cross], [y], "x", color=colour.get(b), ms=8)
 
 
 def predicted_loss(study):
@@ -181,8 +189,21 @@ def predicted_loss(study):
 def methods(study):
     """Fig. 9: QiD vs D per method at one bit width (4 when every method has it), one colour per
     N, ouyang2024 fitted to each method separately."""
-    from ..laws.fit import fit_law
+    per, p = _methods_at_one_bit_width(study)
+    sizes = levels(study.frame.n_params)
+    colour = colours(sizes)
+    fig, axes = new_figure(len(per), sharey=True, dpi=study.options.dpi)
+    for ax, (m, data) in zip(axes, per.items()):
+        _method_panel(ax, data, p, colour)
+        ax.set_title(f"{m}: {ax.get_title()}", fontsize=9)
+    legend(axes[0], colour, "n_params")
+    suptitle(fig, f"Fig. 9 — QiD by quantization method at {p:g} bits (ouyang2024 fitted per method; "
+                  f"k' = k / P^gamma)")
+    return fig
 
+
+def _methods_at_one_bit_width(study):
+    """{method: its rows on the primary eval set at bit width P}, P (4 if all have it)."""
     frame = study.frame[study.frame.eval_set == study.eval_set]
     names = sorted(frame.method.unique())
     if len(names) < 2:
@@ -193,29 +214,26 @@ def methods(study):
     if not common:
         raise FigureUnavailable("Fig. 9: the methods share no bit width")
     p = 4.0 if 4.0 in common else common[-1]
-    sizes = levels(frame.n_params)
-    colour = colours(sizes)
-    fig, axes = new_figure(len(names), sharey=True, dpi=study.options.dpi)
-    for ax, m in zip(axes, names):
-        data = per[m][per[m].bits == p]
-        shown, hidden = positive(data, "qid")
-        try:
-            (fit,) = fit_law(data, "ouyang2024", holdout=())
-            params = fit.all_params()
-            what = f"k' {params['k']:.3g}, alpha {params['alpha']:.3f}, beta {params['beta']:.3f}"
-        except QidlabError as exc:
-            params, what = None, f"not fitted: {exc}"
-        for n in sizes:
-            points(ax, shown[shown.n_params == n], "tokens", colour[n])
-            if params is not None:
-                grid = _grid(data.tokens, "tokens")
-                ax.plot(grid, evaluate("ouyang2024", params, {"n_params": n, "tokens": grid, "bits": p}), color=colour[n])
-        label(ax, "tokens", "qid", title=f"{m}: {what}")
-        note_hidden(ax, hidden)
-    legend(axes[0], colour, "n_params")
-    suptitle(fig, f"Fig. 9 — QiD by quantization method at {p:g} bits (ouyang2024 fitted per method; "
-                  f"k' = k / P^gamma)")
-    return fig
+    return {m: f[f.bits == p] for m, f in per.items()}, p
+
+
+def _method_panel(ax, data, bits: float, colour) -> None:
+    from ..laws.fit import fit_law
+
+    shown, hidden = positive(data, "qid")
+    try:
+        (fit,) = fit_law(data, "ouyang2024", holdout=())
+        params = fit.all_params()
+        what = f"k' {params['k']:.3g}, alpha {params['alpha']:.3f}, beta {params['beta']:.3f}"
+    except QidlabError as exc:
+        params, what = None, f"not fitted: {exc}"
+    grid = _grid(data.tokens, "tokens")
+    for n, c in colour.items():
+        points(ax, shown[shown.n_params == n], "tokens", c)
+        if params is not None:
+            ax.plot(grid, evaluate("ouyang2024", params, {"n_params": n, "tokens": grid, "bits": bits}), color=c)
+    label(ax, "tokens", "qid", title=what)
+    note_hidden(ax, hidden)
 
 
 def actual_vs_predicted(study):
@@ -236,6 +254,7 @@ def actual_vs_predicted(study):
     note_hidden(ax, hidden)
     legend(ax, colour, "bits", {"measured = predicted": {"color": "0.4"}})
     m = fit.results[0].metrics
-    suptitle(fig, f"Fig. 10 — measured vs predicted QiD: R²(log) {m['r2_log']:.3f}, mean |rel. err| {m['mape']:.1f}%")
+    suptitle(fig, f"Fig. 10 — measured vs predicted QiD: R²(log) {m['r2_log']:.3f}, "
+                  f"mean |rel. err| {m['mape']:.1f}%")
     return fig
 

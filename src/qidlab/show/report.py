@@ -138,7 +138,8 @@ def _summary(study: Study) -> h.Raw:
     text = (f"{len(f)} QiD measurements of {f.n_params.nunique()} model sizes (N = {size_text(f.n_params.min())} to "
             f"{size_text(f.n_params.max())} non-embedding parameters) at {f.tokens.nunique()} training lengths "
             f"(D = {size_text(f.tokens.min())} to {size_text(f.tokens.max())} tokens), bit widths "
-            f"{', '.join(f'{b:g}' for b in sorted(f.bits.unique()))}; eval sets {', '.join(sorted(f.eval_set.unique()))}; "
+            f"{', '.join(f'{b:g}' for b in sorted(f.bits.unique()))}; "
+            f"eval sets {', '.join(sorted(f.eval_set.unique()))}; "
             f"methods {', '.join(sorted(f.method.unique()))}. Laws are fitted to eval set {study.eval_set!r} and "
             f"method {study.method!r}; losses and QiD in nats per token.")
     dropped = study.source.get("rows_without_tokens")
@@ -157,13 +158,15 @@ def _provenance(study: Study) -> h.Raw:
                                        for s, r in per_suite.iterrows())])
     if "eval_sets" in info:
         rows.append(["eval sets", h.lines(f"{r['name']}: {r['n_docs']} documents, sha256 {r['content_hash'][:12]}, "
-                                          f"source {_source(r['source_json'])}" for _, r in info["eval_sets"].iterrows())])
+                                          f"source {_source(r['source_json'])}"
+                                          for _, r in info["eval_sets"].iterrows())])
     if "methods" in info:
         rows.append(["methods", h.lines(f"{r['method']}: {r['measurements']} measurements, {r['configs']} configs"
                                         for _, r in info["methods"].iterrows())])
     if "runs" in info:
         rows.append(["measured with", h.lines(f"code {r['code_revision']}: {_versions(r['versions_json'])} "
-                                              f"({r['measurements']} measurements)" for _, r in info["runs"].iterrows())])
+                                              f"({r['measurements']} measurements)"
+                                              for _, r in info["runs"].iterrows())])
     record = _report_provenance()
     rows.append(["report built with", f"code {record['code_revision']}: {_versions(record['versions'])}"])
     o = study.options

@@ -13,7 +13,6 @@ from ..errors import QidlabError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
 
 TOKENS = "training tokens D"
 PARAMS = "non-embedding parameters N"
