@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,16 @@ def test_a_store_becomes_a_study(study, study_files):
     assert study.vocab_size() == (sf.VOCAB, "the checkpoints' config.json")
     assert study.store_info["runs"].code_revision.tolist() == ["abc1234"]
     assert len(study.loss16_points()) == 20  # one per checkpoint
+
+
+def test_relative_checkpoint_paths_are_found_from_the_store_folder(tmp_path, monkeypatch):
+    suite = sf.write_suite(tmp_path / "study", twins=False, weights=False)
+    monkeypatch.chdir(tmp_path / "study")  # a sweep run from the study's folder stores relative paths
+    db = sf.write_store(tmp_path / "study" / "rel.db", Path(suite.name), eval_sets=("web",), methods=("gptq",))
+    monkeypatch.chdir(tmp_path)
+    study = load_study(db, options=ShowOptions(bootstrap=0))
+    assert [p.resolve() for p in study.suite_dirs] == [suite.resolve()]
+    assert study.vocab_size()[0] == sf.VOCAB
 
 
 def test_the_most_measured_eval_set_and_method_are_chosen(study):

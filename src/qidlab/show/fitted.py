@@ -67,8 +67,16 @@ def _qid_panels(study, law: str, x: str, panel: str, hue: str, figure: str, *, m
         note_hidden(ax, hidden)
         if x == "bits":
             bit_ticks(ax, levels(frame.bits))
+    axes[0].set_ylim(*_qid_range(frame))
     legend(axes[0], colour, hue, {"measured (95% CI)": {"marker": "o", "ls": ""}, f"fitted {law}": {"ls": "-"}})
     return fig, fit
+
+
+def _qid_range(frame) -> tuple[float, float]:
+    """A log QiD axis around the positive measurements (a CI reaching down to 0 is cut off there)."""
+    shown = frame.qid[frame.qid > 0]
+    top = frame.qid_ci_high.max() if "qid_ci_high" in frame and frame.qid_ci_high.notna().any() else shown.max()
+    return float(shown.min()) / 3, float(max(top, shown.max())) * 1.5
 
 
 def qid_vs_tokens(study):
@@ -124,7 +132,8 @@ def projection(study):
     loss16, source = kaplan_params(study)
     vocab, _ = study.vocab_size()
     bits = tuple(o.bits or levels(fit.data.bits))
-    curves, crossings = project("ouyang2024", fit.params, o.sizes, bits, max_tokens=o.max_tokens,
+    start = min(1e9, float(study.frame.tokens.min()))  # from the study's smallest D when below 1B
+    curves, crossings = project("ouyang2024", fit.params, o.sizes, bits, min_tokens=start, max_tokens=o.max_tokens,
                                 loss16_params=loss16, vocab_size=vocab)
     random = math.log(vocab)
     qid = curves.qid[curves.qid > 0]

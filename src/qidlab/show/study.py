@@ -57,7 +57,7 @@ class ShowOptions:
         if self.bits is not None and (not self.bits or any(not b > 0 for b in self.bits)):
             raise QidlabError("--bits needs positive bit widths")
         if not self.max_tokens > 1e9:
-            raise QidlabError("--max-tokens must be above 1e9 tokens (the projection starts there)")
+            raise QidlabError("--max-tokens must be above 1e9 tokens (the projection starts at 1e9 or below)")
         if self.vocab_size is not None and self.vocab_size < 2:
             raise QidlabError("--vocab-size must be at least 2")
 
@@ -123,9 +123,11 @@ class Study:
 
         if self.options.vocab_size:
             return int(self.options.vocab_size), "given"
-        for path in self.checkpoints.get("path", []):
+        configs = [Path(p) / "config.json" for p in self.checkpoints.get("path", [])]
+        configs += [c for suite in self.suite_dirs for c in sorted(suite.glob("*/step*/config.json"))[:1]]
+        for config in configs:
             try:
-                vocab = json.loads((Path(path) / "config.json").read_text()).get("vocab_size")
+                vocab = json.loads(config.read_text()).get("vocab_size")
             except (OSError, ValueError):
                 continue
             if isinstance(vocab, int) and vocab > 1:
@@ -165,8 +167,18 @@ def load_study(db: str | Path, *, suites: Sequence[str | Path] = (), options: Sh
         raise QidlabError(f"{path}: no such store")
     frame = read_canonical(path)
     tables = _store_tables(path)
+    tables["checkpoints"]["path"] = [str(_locate(p, path.parent)) for p in tables["checkpoints"].path]
     source = {"path": str(path), "sha256": provenance.file_sha256(path)}
     return _assemble(frame, options or ShowOptions(), source, tables.pop("checkpoints"), tables, suites)
+
+
+def _locate(stored: str, store_dir: Path) -> Path:
+    """A stored checkpoint path: as written, or, when relative and not found from here, relative to
+    the store's folder (a sweep run from the study file's folder stores paths relative to it)."""
+    path = Path(stored)
+    if path.is_absolute() or path.exists() or not (store_dir / path).exists():
+        return path
+    return store_dir / path
 
 
 def _store_tables(path: Path) -> dict[str, Any]:
