@@ -261,8 +261,10 @@ def _quality(fit) -> h.Raw:
     r2 = [r.metrics["r2_log"] for r in fit.results]
     mape = [r.metrics["mape"] for r in fit.results]
     prefix = "median " if len(fit.results) > 1 else ""
+    dropped = sum(r.n_nonpositive for r in fit.results if r.nonpositive_policy == "drop")
+    note = f" ({dropped} with {fit.results[0].target} <= 0 left out)" if dropped else ""
     return h.lines([f"{prefix}R² {h.number(_median(r2))}", f"{prefix}mean |rel. err| {_median(mape):.3g}%",
-                    f"n = {sum(r.n for r in fit.results)} points"])
+                    f"n = {sum(r.n for r in fit.results)} points{note}"])
 
 
 def _extrapolation(fit) -> h.Raw:
