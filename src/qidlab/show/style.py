@@ -17,10 +17,9 @@ if TYPE_CHECKING:
 TOKENS = "training tokens D"
 PARAMS = "non-embedding parameters N"
 BITS = "weight bit width P (bits)"
-QID = "QiD = loss(quantized) − loss(16-bit) [nats/token]"
-QID_SHORT = "QiD [nats/token]"
+QID = "QiD [nats/token]"  # loss(quantized) - loss(16-bit)
 LOSS = "loss [nats/token]"
-LABELS = {"tokens": TOKENS, "n_params": PARAMS, "bits": BITS, "qid": QID_SHORT, "loss": LOSS,
+LABELS = {"tokens": TOKENS, "n_params": PARAMS, "bits": BITS, "qid": QID, "loss": LOSS,
           "loss16": "16-bit loss [nats/token]"}
 PANEL = {"tokens": "D", "n_params": "N", "bits": "P"}
 
