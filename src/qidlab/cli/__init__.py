@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, law_commands, measure_commands, quantize_command, tour, train_commands
+    from . import demo, law_commands, measure_commands, quantize_command, show_commands, tour, train_commands
 
     parser = _Parser(
         prog="qidlab",
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure_commands.register(sub)
     quantize_command.register(sub)
     train_commands.register(sub)
+    show_commands.register(sub)
     demo.register(sub)
     tour.register(sub)
     return parser

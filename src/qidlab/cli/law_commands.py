@@ -145,7 +145,7 @@ def run_fit(args):
 
     from .. import data, provenance
     from ..laws import get_law
-    from ..laws.fit import fit_law
+    from ..laws.fit import fit_document, fit_law
 
     law = get_law(args.law)
     path = data.resolve(args.data)
@@ -157,12 +157,8 @@ def run_fit(args):
                    grid=_grid(law, args.grid), screen=not args.all_starts,
                    holdout=tuple(c.strip() for c in args.holdout.split(",") if c.strip()))
     fits = fit_law(frame, law, by=by, **options)
-    doc = {
-        "law": law.name, "formula": law.formula,
-        "data": {"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame))},
-        "by": by or [], "options": options, "fits": [f.to_dict() for f in fits],
-        "provenance": provenance.record(),
-    }
+    doc = fit_document(law, fits, by=by, options=options,
+                       data={"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame))})
     if args.out:
         Path(args.out).write_text(dump_json(doc) + "\n")
     emit(args, doc, _fit_text(law, fits))

@@ -455,6 +455,18 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
+def fit_document(law: Law | str, fits: Sequence[FitResult], *, data: Mapping[str, Any],
+                 by: Sequence[str] | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``qidlab fit --json`` document of ``fits``: law, formula, ``data`` (where the table
+    came from), grouping, options, one entry per fitted group, and provenance (versions, code
+    revision). ``qidlab.laws.solve.law_params(fit=...)`` reads it back."""
+    from .. import provenance
+
+    law = get_law(law)
+    return {"law": law.name, "formula": law.formula, "data": dict(data), "by": list(by or []),
+            "options": dict(options or {}), "fits": [f.to_dict() for f in fits], "provenance": provenance.record()}
+
+
 class LawEstimator:
     """sklearn-shaped fitter: ``LawEstimator("ouyang2024").fit(df).predict(df)``.
 

@@ -1,0 +1,83 @@
+"""Commands of the show stage: plot (one figure of a store), report (the HTML report)."""
+
+from __future__ import annotations
+
+from ..errors import QidlabError
+from . import emit, number, numbers
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plot", help="draw one of the paper's figures (or a diagnostic) from a store")
+    p.add_argument("name", nargs="?", help="figure name (see --list)")
+    p.add_argument("store", nargs="?", help="a qidlab store (.db)")
+    p.add_argument("--out", help="image file to write (.png, .svg or .pdf)")
+    p.add_argument("--list", action="store_true", help="list the figures and what each shows")
+    _options(p)
+    p.set_defaults(run=run_plot)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a store: provenance, fitted laws, "
+                       "Table 1, figures")
+    p.add_argument("store", help="a qidlab store (.db)")
+    p.add_argument("--out", required=True, help="folder for report.html and the fit documents")
+    _options(p)
+    p.set_defaults(run=run_report)
+
+
+def _options(p) -> None:
+    p.add_argument("--suite", action="append", default=[], metavar="DIR",
+                   help="a suite folder (train-log.csv, weight-dynamics.json, manifest) besides those of the "
+                   "store's checkpoints; repeatable")
+    p.add_argument("--eval-set", help="eval set the laws are fitted on (default: the most measured)")
+    p.add_argument("--method", help="quantization method the laws are fitted on (default: the most measured)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap replicates for 95%% CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sizes", default="7B,70B,405B", help="model sizes N of Fig. 1 (default: %(default)s)")
+    p.add_argument("--bits", help="bit widths of Fig. 1 and Table 1 (default: the study's)")
+    p.add_argument("--max-tokens", default="100T", help="D up to which Fig. 1 projects (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, help="V of the uniform-guess loss ln(V) (default: the checkpoints')")
+    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+
+
+def _show_options(args):
+    from ..show.study import ShowOptions
+
+    if args.dpi < 10:
+        raise QidlabError("--dpi must be at least 10")
+    return ShowOptions(eval_set=args.eval_set, method=args.method, bootstrap=args.bootstrap, seed=args.seed,
+                       sizes=tuple(numbers(args.sizes, "--sizes")),
+                       bits=tuple(numbers(args.bits, "--bits")) if args.bits else None,
+                       max_tokens=number(args.max_tokens), vocab_size=args.vocab_size, dpi=args.dpi)
+
+
+def run_plot(args):
+    from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
+    from ..show.study import load_study
+
+    if args.list:
+        specs = list_figures()
+        emit(args, {"figures": [{"name": s.name, "paper": s.paper, "caption": s.caption} for s in specs]},
+             "\n".join(f"{s.name:>12}  {s.paper or '(new)':<15} {s.caption}" for s in specs))
+        return
+    if not (args.name and args.store and args.out):
+        raise QidlabError("plot needs NAME STORE --out FILE (or --list)")
+    get_figure(args.name)
+    check_output(args.out)
+    options = _show_options(args)
+    study = load_study(args.store, suites=args.suite, options=options)
+    path = save_figure(make_figure(args.name, study), args.out, dpi=options.dpi)
+    emit(args, {"figure": args.name, "out": str(path), "eval_set": study.eval_set, "method": study.method},
+         f"wrote {path} ({args.name}; eval set {study.eval_set}, method {study.method})")
+
+
+def run_report(args):
+    import json
+
+    from ..show.report import SUMMARY, build_report
+
+    path = build_report(args.store, args.out, suites=args.suite, options=_show_options(args))
+    summary = json.loads((path.parent / SUMMARY).read_text())
+    skipped = summary["skipped"]
+    text = [f"wrote {path}: {len(summary['figures'])} figures, {len(summary['fits'])} fit documents"]
+    text += [f"  skipped {name}: {why}" for name, why in skipped.items()]
+    emit(args, {"report": str(path), **summary}, "\n".join(text))

@@ -1,0 +1,122 @@
+"""The figures: the paper's (Ouyang et al. 2024) and the diagnostics it lacks, by name.
+
+Each entry names a function ``draw(study) -> matplotlib.figure.Figure`` (lazily imported, so
+that ``import qidlab.show`` loads no matplotlib). A figure whose data the study lacks raises
+``FigureUnavailable`` saying what is missing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import QidlabError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .study import Study
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    name: str
+    paper: str  # which figure of the paper it redraws ("" for the new ones)
+    caption: str
+    draw: str  # "module:function" under qidlab.show
+
+
+FIGURES: dict[str, FigureSpec] = {f.name: f for f in (
+    FigureSpec("fig1", "Fig. 1", "QiD projected to 100T training tokens for chosen sizes and bit widths (fitted "
+               "ouyang2024); grey: QiD large enough that loss16 + QiD exceeds the uniform-guess loss ln(V)",
+               "fitted:projection"),
+    FigureSpec("fig2", "Fig. 2", "loss of the 16-bit and the quantized models vs training tokens, per size",
+               "measured:loss_vs_tokens"),
+    FigureSpec("fig3", "Fig. 3", "QiD vs training tokens with ouyang2024-tokens (QiD = b D^beta) fitted per (N, P)",
+               "fitted:qid_vs_tokens"),
+    FigureSpec("fig4", "Fig. 4", "QiD vs model size with ouyang2024-size (QiD = a / N^alpha) fitted per (D, P)",
+               "fitted:qid_vs_size"),
+    FigureSpec("fig5", "Fig. 5", "QiD vs bit width with ouyang2024-bits (QiD = c / P^gamma) fitted per (N, D)",
+               "fitted:qid_vs_bits"),
+    FigureSpec("fig6", "Fig. 6", "the unified law QiD = k D^beta / (N^alpha P^gamma) fitted to every point",
+               "fitted:unified"),
+    FigureSpec("fig7", "Fig. 7", "quantized loss predicted as loss16 (fitted 16-bit loss law) + QiD (fitted "
+               "ouyang2024) against the measured one", "fitted:predicted_loss"),
+    FigureSpec("fig8", "Fig. 8", "QiD measured on two eval sets", "measured:eval_sets"),
+    FigureSpec("fig9", "Fig. 9", "QiD by quantization method, ouyang2024 fitted per method at one bit width",
+               "fitted:methods"),
+    FigureSpec("fig10", "Fig. 10 (right)", "measured vs predicted QiD (fitted ouyang2024)",
+               "fitted:actual_vs_predicted"),
+    FigureSpec("fig11", "Fig. 11", "measured QiD over model size x training tokens, with the fitted law's contours",
+               "measured:heatmap"),
+    FigureSpec("fig12", "Fig. 12", "changes of the weights between consecutive checkpoints (weight-dynamics.json)",
+               "training:weight_changes"),
+    FigureSpec("fig14", "Fig. 14", "training loss of low-bit models and their bf16 twins (train-log.csv)",
+               "training:low_bit_training"),
+    FigureSpec("residuals", "", "log residuals ln(measured / predicted QiD) of the unified QiD laws vs D, N and P",
+               "diagnostics:residuals"),
+    FigureSpec("exponent-ci", "", "fitted exponents with 95% bootstrap intervals, and the published values",
+               "diagnostics:exponent_ci"),
+    FigureSpec("holdout", "", "extrapolation error of each law: refitted without the largest N or the latest D, "
+               "error on the held-out points", "diagnostics:holdout"),
+)}
+
+FORMATS = (".png", ".svg", ".pdf")
+
+
+def list_figures() -> list[FigureSpec]:
+    return list(FIGURES.values())
+
+
+def get_figure(name: str) -> FigureSpec:
+    if name in FIGURES:
+        return FIGURES[name]
+    close = difflib.get_close_matches(name, list(FIGURES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise QidlabError(f"no figure {name!r}{hint} (figures: {', '.join(FIGURES)})")
+
+
+def make_figure(name: str, study: "Study") -> "Figure":
+    """Figure ``name`` of ``study``; ``FigureUnavailable`` when the study lacks its data."""
+    spec = get_figure(name)
+    module, function = spec.draw.split(":")
+    draw = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+    return draw(study)
+
+
+def check_output(path: str | Path) -> Path:
+    """``path`` as an image file to write: a known format in an existing folder."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise QidlabError(f"{path}: unknown image format {path.suffix!r} (use {', '.join(FORMATS)})")
+    if not path.parent.is_dir():
+        raise QidlabError(f"{path}: folder {path.parent} does not exist")
+    return path
+
+
+def save_figure(fig: "Figure", path: str | Path, dpi: int | None = None) -> Path:
+    """Write ``fig`` to ``path`` (.png, .svg or .pdf) through a temporary file: a failure
+    leaves no half-written file."""
+    path = check_output(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=path.suffix[1:].lower(), dpi=dpi)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def current_umask() -> int:
+    """The process's umask (mkstemp creates files 0600; results should get the usual mode)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,269 @@
+"""Figures of fitted laws: Fig. 1 (100T projection), Fig. 3-6 (single-factor and unified QiD
+laws), Fig. 7 (predicted quantized loss), Fig. 9 (methods), Fig. 10 (measured vs predicted).
+QiD and losses in nats per token, N non-embedding parameters, D training tokens, P bits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import QidlabError
+from ..laws.solve import evaluate
+from .fits import loss16_fit
+from .study import hold_settings
+from .style import (FigureUnavailable, bit_ticks, colours, label, legend, levels, new_figure, note_hidden, points,
+                    positive, size_text, suptitle, value_text)
+
+
+def fitted(study, law: str, figure: str):
+    """``study.fit(law)``, or ``FigureUnavailable`` saying why the figure cannot be drawn."""
+    try:
+        return study.fit(law)
+    except QidlabError as exc:
+        raise FigureUnavailable(f"{figure} needs a fit of {law}: {exc}") from None
+
+
+def _curve(fit, values: dict, x: str, grid: np.ndarray) -> np.ndarray | None:
+    """The fitted law along ``grid`` of ``x`` at ``values`` (None when no fitted group matches)."""
+    try:
+        params = fit.params(values)
+    except QidlabError:
+        return None
+    inputs = {k: v for k, v in {**values, x: grid}.items() if k in fit.law.variable_names}
+    return evaluate(fit.law, params, inputs)
+
+
+def _grid(values, x: str) -> np.ndarray:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return np.linspace(lo, hi, 60) if x == "bits" else np.geomspace(lo, hi, 60)
+
+
+def _exponent_summary(fit, name: str) -> str:
+    values = [r.params[name] for r in fit.results if r.params.get(name) is not None]
+    if len(values) == 1:
+        return f"{name} = {values[0]:.4g}"
+    return f"{name} per group: median {np.median(values):.3g}, range {min(values):.3g} to {max(values):.3g}"
+
+
+def _qid_panels(study, law: str, x: str, panel: str, hue: str, figure: str, *, max_panels=4, max_hues=6):
+    """QiD vs ``x``: one panel per value of ``panel``, one colour per value of ``hue``; points
+    measured (95% CI bars), lines the law fitted (per group when the fit is grouped)."""
+    fit = fitted(study, law, figure)
+    frame = fit.data
+    panels, hues = levels(frame[panel], max_panels), levels(frame[hue], max_hues)
+    colour = colours(hues)
+    fig, axes = new_figure(len(panels), sharey=True, dpi=study.options.dpi)
+    for ax, value in zip(axes, panels):
+        sub = frame[frame[panel] == value]
+        shown, hidden = positive(sub, "qid")
+        for h in hues:
+            points(ax, shown[shown[hue] == h], x, colour[h])
+            grid = _grid(sub[x], x)
+            curve = _curve(fit, {panel: value, hue: h}, x, grid)
+            if curve is not None:
+                ax.plot(grid, curve, color=colour[h], lw=1.2)
+        label(ax, x, "qid", title=value_text(panel, value))
+        note_hidden(ax, hidden)
+        if x == "bits":
+            bit_ticks(ax, levels(frame.bits))
+    axes[0].set_ylim(*_qid_range(frame))
+    legend(axes[0], colour, hue, {"measured (95% CI)": {"marker": "o", "ls": ""}, f"fitted {law}": {"ls": "-"}})
+    return fig, fit
+
+
+def _qid_range(frame) -> tuple[float, float]:
+    """A log QiD axis around the positive measurements (a CI reaching down to 0 is cut off there)."""
+    shown = frame.qid[frame.qid > 0]
+    top = frame.qid_ci_high.max() if "qid_ci_high" in frame and frame.qid_ci_high.notna().any() else shown.max()
+    return float(shown.min()) / 3, float(max(top, shown.max())) * 1.5
+
+
+def qid_vs_tokens(study):
+    """Fig. 3: QiD vs D per bit width, one colour per N, QiD = b D^beta fitted per (N, P)."""
+    fig, fit = _qid_panels(study, "ouyang2024-tokens", "tokens", "bits", "n_params", "Fig. 3")
+    suptitle(fig, f"Fig. 3 — QiD vs training tokens: {fit.law.formula}; {_exponent_summary(fit, 'beta')}")
+    return fig
+
+
+def qid_vs_size(study):
+    """Fig. 4: QiD vs N per bit width, one colour per D, QiD = a / N^alpha fitted per (D, P)."""
+    fig, fit = _qid_panels(study, "ouyang2024-size", "n_params", "bits", "tokens", "Fig. 4")
+    suptitle(fig, f"Fig. 4 — QiD vs model size: {fit.law.formula}; {_exponent_summary(fit, 'alpha')}")
+    return fig
+
+
+def qid_vs_bits(study):
+    """Fig. 5: QiD vs P per model size, one colour per D, QiD = c / P^gamma fitted per (N, D)."""
+    fig, fit = _qid_panels(study, "ouyang2024-bits", "bits", "n_params", "tokens", "Fig. 5")
+    suptitle(fig, f"Fig. 5 — QiD vs bit width: {fit.law.formula}; {_exponent_summary(fit, 'gamma')}")
+    return fig
+
+
+def unified(study):
+    """Fig. 6: the unified law fitted to every point of the primary slice."""
+    fig, fit = _qid_panels(study, "ouyang2024", "tokens", "bits", "n_params", "Fig. 6")
+    p = fit.results[0].all_params()
+    suptitle(fig, f"Fig. 6 — unified law: QiD = {p['k']:.3g} D^{p['beta']:.4f} / (N^{p['alpha']:.4f} "
+                  f"P^{p['gamma']:.4f})  ({study.method}, {study.eval_set}, n = {fit.results[0].n})")
+    return fig
+
+
+# ---------------------------------------------------------------------------
+
+
+def kaplan_params(study) -> tuple[dict[str, float], str]:
+    """16-bit loss constants of Kaplan's form: fitted to the study's loss16, else Ouyang's Fig. 7."""
+    from ..laws import get_law
+
+    try:
+        return study.fit("kaplan").params({}), "kaplan fitted to this study's loss16"
+    except QidlabError:
+        return get_law("kaplan").default_constants(), "kaplan, Ouyang 2024 Fig. 7 constants"
+
+
+def projection(study):
+    """Fig. 1: QiD of the fitted ouyang2024 law up to ``max_tokens`` for ``sizes`` and ``bits``;
+    grey where loss16 + QiD exceeds ln(V), the loss of a uniform guess."""
+    from ..laws.analysis import projection as project
+
+    fit = fitted(study, "ouyang2024", "Fig. 1")
+    o = study.options
+    loss16, source = kaplan_params(study)
+    vocab, _ = study.vocab_size()
+    bits = tuple(o.bits or levels(fit.data.bits))
+    start = min(1e9, float(study.frame.tokens.min()))  # from the study's smallest D when below 1B
+    curves, crossings = project("ouyang2024", fit.params, o.sizes, bits, min_tokens=start, max_tokens=o.max_tokens,
+                                loss16_params=loss16, vocab_size=vocab)
+    random = math.log(vocab)
+    qid = curves.qid[curves.qid > 0]
+    ylim = (max(float(qid.min()) / 2, 1e-6), max(float(qid.max()), random) * 2)
+    fig, axes = new_figure(len(o.sizes), sharey=True, dpi=o.dpi)
+    for ax, n in zip(axes, o.sizes):
+        _projection_panel(ax, curves[curves.n_params == n], crossings[crossings.n_params == n], bits, random, ylim)
+        ax.axvline(study.frame.tokens.max(), ls=":", color="0.3", label="largest D measured")
+        label(ax, "tokens", "qid", title=value_text("n_params", n))
+        ax.set_ylim(*ylim)
+    axes[0].legend(fontsize=7, loc="upper left")
+    suptitle(fig, f"Fig. 1 — fitted ouyang2024 projected to {size_text(o.max_tokens)} tokens. Grey: worse than "
+                  f"random, loss16 + QiD > ln({vocab}) = {random:.2f} nats (loss16: {source}); x: where a curve "
+                  "enters it")
+    return fig
+
+
+BIT_COLOURS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")
+
+
+def _projection_panel(ax, curves, crossings, bits, random: float, ylim) -> None:
+    """One size of Fig. 1: the band above ln(V) - loss16(D), a QiD curve per bit width, and an x
+    where each curve enters the band."""
+    colour = dict(zip(bits, BIT_COLOURS))
+    first = curves[curves.bits == bits[0]]
+    threshold = np.clip(random - first.loss16.to_numpy(), *ylim)
+    ax.fill_between(first.tokens, threshold, ylim[1], color="0.8", label="worse than random")
+    for b in bits:
+        rows = curves[curves.bits == b]
+        ax.plot(rows.tokens, rows.qid, color=colour.get(b), label=f"{b:g}-bit")
+        cross = crossings[crossings.bits == b].tokens_worse_than_random.iloc[0]
+        if cross is not None and cross == cross:
+            y = np.interp(math.log(cross), np.log(first.tokens), threshold)
+            ax.plot([cross], [y], "x", color=colour.get(b), ms=8)
+
+
+def predicted_loss(study):
+    """Fig. 7: measured quantized loss (points) and loss16 (fitted law) + QiD (fitted ouyang2024) (lines)."""
+    qfit = fitted(study, "ouyang2024", "Fig. 7")
+    lfit = loss16_fit(study)
+    if lfit is None:
+        raise FigureUnavailable("Fig. 7 needs a 16-bit loss law fitted to loss16 (kaplan or chinchilla); "
+                                "neither could be fitted")
+    frame = qfit.data
+    bits, sizes = levels(frame.bits), levels(frame.n_params)
+    colour = colours(sizes)
+    fig, axes = new_figure(len(bits), sharey=True, dpi=study.options.dpi)
+    for ax, p in zip(axes, bits):
+        sub = frame[frame.bits == p]
+        for n in sizes:
+            rows = sub[sub.n_params == n]
+            points(ax, rows, "tokens", colour[n], y="loss")
+            grid = _grid(rows.tokens, "tokens")
+            l16 = evaluate(lfit.law, lfit.params({}), {"n_params": n, "tokens": grid})
+            ax.plot(grid, l16 + _curve(qfit, {"n_params": n, "bits": p}, "tokens", grid), color=colour[n])
+        label(ax, "tokens", "loss", logy=False, title=f"{p:g}-bit ({study.method})")
+    legend(axes[0], colour, "n_params", {"measured": {"marker": "o", "ls": ""}, "predicted": {"ls": "-"}})
+    suptitle(fig, f"Fig. 7 — quantized loss = loss16 ({lfit.law.name} fit) + QiD (ouyang2024 fit)")
+    return fig
+
+
+def methods(study):
+    """Fig. 9: QiD vs D per method at one bit width (4 when every method has it), one colour per
+    N, ouyang2024 fitted to each method separately."""
+    per, p = _methods_at_one_bit_width(study)
+    sizes = levels(study.frame.n_params)
+    colour = colours(sizes)
+    fig, axes = new_figure(len(per), sharey=True, dpi=study.options.dpi)
+    for ax, (m, data) in zip(axes, per.items()):
+        _method_panel(ax, data, p, colour)
+        ax.set_title(f"{m}: {ax.get_title()}", fontsize=9)
+    legend(axes[0], colour, "n_params")
+    suptitle(fig, f"Fig. 9 — QiD by quantization method at {p:g} bits (ouyang2024 fitted per method; "
+                  f"k' = k / P^gamma)")
+    return fig
+
+
+def _methods_at_one_bit_width(study):
+    """{method: its rows on the primary eval set at bit width P}, P (4 if all have it)."""
+    frame = study.frame[study.frame.eval_set == study.eval_set]
+    names = sorted(frame.method.unique())
+    if len(names) < 2:
+        raise FigureUnavailable(f"Fig. 9 needs two quantization methods; eval set {study.eval_set} has one "
+                                f"({names[0]})")
+    per = {m: hold_settings(frame[frame.method == m])[0] for m in names}
+    common = sorted(set.intersection(*(set(f.bits) for f in per.values())))
+    if not common:
+        raise FigureUnavailable("Fig. 9: the methods share no bit width")
+    p = 4.0 if 4.0 in common else common[-1]
+    return {m: f[f.bits == p] for m, f in per.items()}, p
+
+
+def _method_panel(ax, data, bits: float, colour) -> None:
+    from ..laws.fit import fit_law
+
+    shown, hidden = positive(data, "qid")
+    try:
+        (fit,) = fit_law(data, "ouyang2024", holdout=())
+        params = fit.all_params()
+        what = f"k' {params['k']:.3g}, alpha {params['alpha']:.3f}, beta {params['beta']:.3f}"
+    except QidlabError as exc:
+        params, what = None, f"not fitted: {exc}"
+    grid = _grid(data.tokens, "tokens")
+    for n, c in colour.items():
+        points(ax, shown[shown.n_params == n], "tokens", c)
+        if params is not None:
+            ax.plot(grid, evaluate("ouyang2024", params, {"n_params": n, "tokens": grid, "bits": bits}), color=c)
+    label(ax, "tokens", "qid", title=what)
+    note_hidden(ax, hidden)
+
+
+def actual_vs_predicted(study):
+    """Fig. 10 (right): measured QiD against the fitted ouyang2024 prediction, one colour per P."""
+    fit = fitted(study, "ouyang2024", "Fig. 10")
+    frame = fit.data.assign(predicted=fit.predict(fit.data))
+    shown, hidden = positive(frame, "qid")
+    colour = colours(levels(shown.bits), "plasma")
+    fig, (ax,) = new_figure(1, width=5.2, height=4.4, dpi=study.options.dpi)
+    for p, c in colour.items():
+        rows = shown[shown.bits == p]
+        ax.plot(rows.predicted, rows.qid, "o", ms=4, color=c, alpha=0.85)
+    lo, hi = shown[["qid", "predicted"]].min().min(), shown[["qid", "predicted"]].max().max()
+    ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, label="measured = predicted")
+    label(ax, "qid", "qid")
+    ax.set_xlabel("predicted QiD, fitted ouyang2024 [nats/token]")
+    ax.set_ylabel("measured QiD [nats/token]")
+    note_hidden(ax, hidden)
+    legend(ax, colour, "bits", {"measured = predicted": {"color": "0.4"}})
+    m = fit.results[0].metrics
+    suptitle(fig, f"Fig. 10 — measured vs predicted QiD: R²(log) {m['r2_log']:.3f}, "
+                  f"mean |rel. err| {m['mape']:.1f}%")
+    return fig
+

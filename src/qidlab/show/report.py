@@ -1,0 +1,344 @@
+"""``build_report(db, out_dir)``: the study of a store as one self-contained HTML page.
+
+``<out_dir>/report.html`` holds, with every image embedded as a base64 PNG (no external
+resource, no script): the study's provenance (store, suites, eval sets, methods, library
+versions and code revisions of the measurements and of the report), every law of QiD and of
+the 16-bit loss the study can fit, side by side (parameters with 95% bootstrap intervals,
+fit quality, leave-largest-N / leave-latest-D error, the published constants), the paper's
+Table 1 from the fitted law beside the published one, and the figures (``qidlab.show.figures``),
+with the ones the study lacks data for listed with the reason. Next to it: each fit's
+``qidlab fit --json`` document (``fit-<law>.json``) and ``report.json`` (what the page holds).
+
+Bad input (no such store, no measurements, an unknown eval set or method) fails before any
+file is written; each file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import QidlabError
+from . import html as h
+from .diagnostics import holdout_errors
+from .figures import current_umask, list_figures, make_figure
+from .fits import fit_all
+from .study import ShowOptions, Study, load_study
+from .style import size_text
+
+REPORT = "report.html"
+SUMMARY = "report.json"
+
+
+def build_report(db: str | Path, out_dir: str | Path, *, suites: Sequence[str | Path] = (),
+                 options: ShowOptions | None = None) -> Path:
+    """Write the report of the store ``db`` into ``out_dir`` (created if needed); return the
+    path of ``report.html``. ``suites``: suite folders besides those of the store's checkpoints."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise QidlabError(f"{out_dir}: exists and is not a folder")
+    study = load_study(db, suites=suites, options=options)
+    files = render(study)
+    _write(out_dir, files)
+    return out_dir / REPORT
+
+
+def render(study: Study) -> dict[str, str]:
+    """The report's files by name: report.html, report.json, fit-<law>.json."""
+    from ..cli import dump_json
+
+    fits, problems = fit_all(study)
+    drawn, skipped = _figures(study)
+    parts = [_summary(study), _provenance(study), _laws(study, fits, problems), _table1(study, fits),
+             _published(fits), _figure_section(drawn, skipped)]
+    nav = [("summary", "Summary"), ("provenance", "Provenance"), ("laws", "Fitted laws"), ("table1", "Table 1"),
+           ("published", "Published constants"), ("figures", "Figures")]
+    files = {f"fit-{name}.json": dump_json(fit.document) + "\n" for name, fit in fits.items()}
+    summary = {"store": study.source, "eval_set": study.eval_set, "method": study.method,
+               "figures": [spec.name for spec, _ in drawn],
+               "skipped": {spec.name: why for spec, why in skipped},
+               "fits": sorted(files), "laws_not_fitted": problems, "provenance": _report_provenance()}
+    files[SUMMARY] = dump_json(summary) + "\n"
+    files[REPORT] = h.page(f"qidlab report: {Path(study.source['path']).name}", parts, nav)
+    return files
+
+
+def _write(out_dir: Path, files: dict[str, str]) -> None:
+    """Each file through a temporary name and a rename; report.html last."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files, key=lambda n: n == REPORT):
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(files[name])
+            os.chmod(tmp, 0o666 & ~current_umask())
+            os.replace(tmp, out_dir / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _report_provenance() -> dict[str, Any]:
+    from .. import provenance
+
+    record = provenance.record()
+    record["versions"] = {**record["versions"], **_matplotlib_version()}
+    return record
+
+
+def _matplotlib_version() -> dict[str, str]:
+    import matplotlib
+
+    return {"matplotlib": matplotlib.__version__}
+
+
+# ---------------------------------------------------------------------------
+# figures
+
+
+def _figures(study: Study):
+    """[(spec, png bytes)] drawn and [(spec, reason)] skipped."""
+    drawn, skipped = [], []
+    for spec in list_figures():
+        try:
+            fig = make_figure(spec.name, study)
+        except QidlabError as exc:
+            skipped.append((spec, str(exc)))
+            continue
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=study.options.dpi)
+        drawn.append((spec, buffer.getvalue()))
+    return drawn, skipped
+
+
+def _figure_section(drawn, skipped) -> h.Raw:
+    parts = []
+    for spec, png in drawn:
+        paper = f" (the paper's {spec.paper})" if spec.paper else " (not in the paper)"
+        parts.append(h.Raw(f'<figure id="{h.esc(spec.name)}">{h.image(png, spec.caption)}<figcaption>'
+                           f"<b>{h.esc(spec.name)}</b>{h.esc(paper)}: {h.esc(spec.caption)}. "
+                           f"<code>qidlab plot {h.esc(spec.name)} DB --out FILE.png</code></figcaption></figure>"))
+    if skipped:
+        items = "".join(f"<li><b>{h.esc(s.name)}</b> ({h.esc(s.paper or 'new')}): {h.esc(why)}</li>"
+                        for s, why in skipped)
+        parts.append(h.Raw(f'<h3 id="skipped">Figures skipped ({len(skipped)})</h3><ul>{items}</ul>'))
+    return h.section("figures", f"Figures ({len(drawn)} drawn)", *parts)
+
+
+# ---------------------------------------------------------------------------
+# summary and provenance
+
+
+def _summary(study: Study) -> h.Raw:
+    f = study.frame
+    text = (f"{len(f)} QiD measurements of {f.n_params.nunique()} model sizes (N = {size_text(f.n_params.min())} to "
+            f"{size_text(f.n_params.max())} non-embedding parameters) at {f.tokens.nunique()} training lengths "
+            f"(D = {size_text(f.tokens.min())} to {size_text(f.tokens.max())} tokens), bit widths "
+            f"{', '.join(f'{b:g}' for b in sorted(f.bits.unique()))}; "
+            f"eval sets {', '.join(sorted(f.eval_set.unique()))}; "
+            f"methods {', '.join(sorted(f.method.unique()))}. Laws are fitted to eval set {study.eval_set!r} and "
+            f"method {study.method!r}; losses and QiD in nats per token.")
+    dropped = study.source.get("rows_without_tokens")
+    note = f" {dropped} measurement(s) of checkpoints with D = 0 are left out." if dropped else ""
+    return h.section("summary", "Summary", h.paragraph(text + note))
+
+
+def _provenance(study: Study) -> h.Raw:
+    info, src = study.store_info, study.source
+    rows = [["store", src["path"]], ["store sha256", src.get("sha256", "—")],
+            ["suite folders", h.lines(str(p) for p in study.suite_dirs) if study.suite_dirs else "—"]]
+    ck = study.checkpoints
+    if len(ck):
+        per_suite = ck.groupby("suite").agg(models=("model", "nunique"), checkpoints=("step", "size"))
+        rows.append(["suites", h.lines(f"{s}: {r.models} models, {r.checkpoints} checkpoints"
+                                       for s, r in per_suite.iterrows())])
+    if "eval_sets" in info:
+        rows.append(["eval sets", h.lines(f"{r['name']}: {r['n_docs']} documents, sha256 {r['content_hash'][:12]}, "
+                                          f"source {_source(r['source_json'])}"
+                                          for _, r in info["eval_sets"].iterrows())])
+    if "methods" in info:
+        rows.append(["methods", h.lines(f"{r['method']}: {r['measurements']} measurements, {r['configs']} configs"
+                                        for _, r in info["methods"].iterrows())])
+    if "runs" in info:
+        rows.append(["measured with", h.lines(f"code {r['code_revision']}: {_versions(r['versions_json'])} "
+                                              f"({r['measurements']} measurements)"
+                                              for _, r in info["runs"].iterrows())])
+    record = _report_provenance()
+    rows.append(["report built with", f"code {record['code_revision']}: {_versions(record['versions'])}"])
+    o = study.options
+    rows.append(["report options", f"eval set {study.eval_set}, method {study.method}, bootstrap {o.bootstrap} "
+                                   f"replicates, seed {o.seed}"])
+    return h.section("provenance", "Provenance", h.table(["what", "value"], rows))
+
+
+def _source(text: str) -> str:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    return str(doc.get("path", doc)) if isinstance(doc, dict) else str(doc)
+
+
+def _versions(versions) -> str:
+    if isinstance(versions, str):
+        try:
+            versions = json.loads(versions)
+        except ValueError:
+            return versions
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+
+
+# ---------------------------------------------------------------------------
+# laws
+
+
+def _laws(study: Study, fits: dict, problems: dict) -> h.Raw:
+    header = ["law", "fitted to", "parameters: estimate [95% bootstrap CI] · published", "fit (log space)",
+              "extrapolation: mean |rel. error|"]
+    groups = [("QiD laws", [n for n, f in fits.items() if f.law.quantity == "qid"]),
+              ("16-bit loss laws", [n for n, f in fits.items() if f.law.quantity != "qid"])]
+    parts = [h.paragraph("Each law is refitted without the largest N and without the latest D; the error is that "
+                         "of its prediction on the points left out (qidlab.laws.fit, hold-out).", "note")]
+    for title, names in groups:
+        if names:
+            parts += [h.Raw(f"<h3>{h.esc(title)}</h3>"), h.table(header, [_law_row(fits[n]) for n in names])]
+    if problems:
+        parts += [h.Raw("<h3>Laws not fitted</h3>"),
+                  h.table(["law", "why"], [[n, why] for n, why in sorted(problems.items())])]
+    return h.section("laws", "Fitted laws", *parts)
+
+
+def _law_row(fit) -> list:
+    return [h.lines([fit.law.name, fit.law.formula]), _fitted_to(fit), _param_lines(fit), _quality(fit),
+            _extrapolation(fit)]
+
+
+def _fitted_to(fit) -> h.Raw:
+    d = fit.document["data"]
+    what = [f"{fit.results[0].target}, {d['rows']} rows"]
+    if "method" in d:
+        what.append(f"method {d['method']}, eval set {d['eval_set']}")
+    else:
+        what.append(f"eval set {d['eval_set']}, {d.get('points', '')}")
+    if d["held"]:
+        what.append("held at " + ", ".join(f"{k} = {v:g}" for k, v in d["held"].items()))
+    if fit.by:
+        what.append(f"{len(fit.results)} fits, one per ({', '.join(fit.by)})")
+    if d.get("groups_left_out"):
+        what.append(f"{len(d['groups_left_out'])} group(s) left out (too few points with QiD > 0)")
+    return h.lines(what)
+
+
+def _param_lines(fit) -> h.Raw:
+    published = fit.law.default_constants() if fit.law.published else {}
+    out = []
+    for p in fit.law.param_names:
+        values = [r.params[p] for r in fit.results if r.params.get(p) is not None]
+        pub = f" · published {h.number(published[p])}" if p in published else ""
+        if not values:
+            out.append(f"{p}: folded ({fit.results[0].folded.get(p, 'fixed')})")
+        elif len(fit.results) == 1:
+            ci = (fit.results[0].ci95 or {}).get(p)
+            interval = f" [{h.number(ci[0])}, {h.number(ci[1])}]" if ci else ""
+            out.append(f"{p} = {h.number(values[0])}{interval}{pub}")
+        else:
+            out.append(f"{p}: median {h.number(_median(values))}, range {h.number(min(values))} to "
+                       f"{h.number(max(values))} over {len(values)} fits{pub}")
+    return h.lines(out)
+
+
+def _median(values) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _quality(fit) -> h.Raw:
+    r2 = [r.metrics["r2_log"] for r in fit.results]
+    mape = [r.metrics["mape"] for r in fit.results]
+    prefix = "median " if len(fit.results) > 1 else ""
+    dropped = sum(r.n_nonpositive for r in fit.results if r.nonpositive_policy == "drop")
+    note = f" ({dropped} with {fit.results[0].target} <= 0 left out)" if dropped else ""
+    return h.lines([f"{prefix}R² {h.number(_median(r2))}", f"{prefix}mean |rel. err| {_median(mape):.3g}%",
+                    f"n = {sum(r.n for r in fit.results)} points{note}"])
+
+
+def _extrapolation(fit) -> h.Raw:
+    errors = holdout_errors(fit)
+    names = {"n_params": "largest N left out", "tokens": "latest D left out"}
+    out = [f"{names[k]}: {v:.3g}%" for k, v in errors.items() if k in names]
+    return h.lines(out or ["— (fewer than three values of N and of D)"])
+
+
+# ---------------------------------------------------------------------------
+# Table 1 and published constants
+
+
+def _table1(study: Study, fits: dict) -> h.Raw:
+    from ..laws import get_law
+
+    if "ouyang2024" not in fits:
+        return h.section("table1", "Table 1", h.paragraph("Not computed: ouyang2024 could not be fitted."))
+    o = study.options
+    bits = tuple(o.bits or sorted(fits["ouyang2024"].data.bits.unique()))
+    fitted = _token_table(fits["ouyang2024"].params({}), o.table_sizes, bits, o.table_qids)
+    published = _token_table(get_law("ouyang2024").default_constants(), o.table_sizes, bits, o.table_qids)
+    note = ("Training tokens, in trillions, at which the law predicts each QiD (nats/token) for each model size N and "
+            "bit width P, as the paper's Table 1. '—': not reached for D up to 1e20 tokens.")
+    return h.section("table1", "Table 1: tokens to reach a QiD", h.paragraph(note, "note"),
+                     h.Raw("<h3>From the fitted ouyang2024 law</h3>"), fitted,
+                     h.Raw("<h3>From the published unified constants (Eq. 8)</h3>"), published,
+                     h.Raw("<h3>The paper's Table 1 as printed</h3>"), _paper_table1(),
+                     h.paragraph(get_law("ouyang2024").note, "note"))
+
+
+def _token_table(params: dict, sizes, bits, qids) -> h.Raw:
+    """Rows N, columns (QiD, P); each cell ``analysis.token_grid`` alone, '—' where unreachable."""
+    from ..laws.analysis import token_grid
+
+    rows = []
+    for n in sizes:
+        row = [size_text(n)]
+        for q in qids:
+            for b in bits:
+                try:
+                    row.append(h.number(float(token_grid("ouyang2024", params, [n], [b], [q]).tokens_trillion[0])))
+                except QidlabError:
+                    row.append("—")
+        rows.append(row)
+    return _wide_table(rows, bits, qids)
+
+
+def _wide_table(rows, bits, qids) -> h.Raw:
+    top = "<tr><th></th>" + "".join(f'<th colspan="{len(bits)}">QiD = {q:g}</th>' for q in qids) + "</tr>"
+    header = ["N"] + [f"{b:g} bits" for _ in qids for b in bits]
+    return h.table(header, rows, numeric=range(1, len(header)), extra_header=top)
+
+
+def _paper_table1() -> h.Raw:
+    from .. import data
+
+    paper = data.load("ouyang2024-table1")
+    bits, qids = sorted(paper.bits.unique()), sorted(paper.qid.unique())
+    cells = paper.set_index(["n_params", "qid", "bits"]).tokens_trillion
+    rows = [[size_text(n)] + [h.number(cells[(n, q, b)]) for q in qids for b in bits]
+            for n in sorted(paper.n_params.unique())]
+    return _wide_table(rows, bits, qids)
+
+
+def _published(fits: dict) -> h.Raw:
+    rows = []
+    for name, fit in fits.items():
+        for key, pub in fit.law.published.items():
+            values = ", ".join(f"{k} = {h.number(v)}" for k, v in pub.values.items())
+            flag = "" if pub.verified else " (unverified)"
+            rows.append([name, key + flag, values, h.lines([pub.source] + ([pub.note] if pub.note else []))])
+    if not rows:
+        return h.section("published", "Published constants", h.paragraph("No fitted law has published constants."))
+    return h.section("published", "Published constants of the fitted laws",
+                     h.table(["law", "set", "values", "source"], rows))
+

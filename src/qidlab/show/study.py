@@ -1,0 +1,250 @@
+"""What the figures and the report draw from: a store's measurements, where its checkpoints and
+suites live, and the laws fitted to it.
+
+Units: ``n_params`` is N, non-embedding parameters; ``tokens`` is D, training tokens;
+``loss16``, ``loss`` and ``qid`` are cross-entropies in nats per token (qid = loss - loss16).
+
+``load_study(db, suites, options)`` reads a store; ``Study.from_frame(frame, ...)`` wraps a
+canonical DataFrame. The *primary slice* is one eval set and one quantization method: the
+ones chosen in ``ShowOptions``, else the eval set with the most measurements and, on it, the
+method with the most measurements. Laws are fitted to it (``qidlab.show.fits``).
+Checkpoints that saw no tokens (step 0) are left out: D = 0 has no place on a log axis or
+in a power law.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import QidlabError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .fits import LawFit
+
+#: Quantization settings besides the bit width (held at their most common value where a
+#: law or a figure does not model them).
+SETTINGS = ("group_size", "exp_bits", "man_bits", "block_size")
+REQUIRED = ("n_params", "tokens", "bits", "qid")
+
+
+@dataclass(frozen=True)
+class ShowOptions:
+    """Choices of the figures and the report (sizes N in non-embedding parameters, D in tokens)."""
+
+    eval_set: str | None = None  # default: the eval set with the most measurements
+    method: str | None = None  # default: the most measured method on that eval set
+    bootstrap: int = 200  # bootstrap replicates for the 95% CIs of fitted parameters
+    seed: int = 0
+    sizes: tuple[float, ...] = (7e9, 70e9, 405e9)  # N of Fig. 1 (the paper's 7B, 70B, 405B)
+    bits: tuple[float, ...] | None = None  # P of Fig. 1 (default: the study's bit widths)
+    max_tokens: float = 1e14  # D up to which Fig. 1 projects (the paper's 100T)
+    table_sizes: tuple[float, ...] = (1e9, 7e9, 70e9, 405e9)  # Table 1 rows
+    table_qids: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)  # Table 1 QiD levels (nats/token)
+    vocab_size: int | None = None  # ln(V) is the uniform-guess loss; default: the checkpoints' config.json
+    dpi: int = 100
+
+    def check(self) -> None:
+        if self.bootstrap < 0:
+            raise QidlabError("--bootstrap must be >= 0")
+        if not self.sizes or any(not s > 0 for s in self.sizes):
+            raise QidlabError("--sizes needs positive model sizes")
+        if self.bits is not None and (not self.bits or any(not b > 0 for b in self.bits)):
+            raise QidlabError("--bits needs positive bit widths")
+        if not self.max_tokens > 1e9:
+            raise QidlabError("--max-tokens must be above 1e9 tokens (the projection starts at 1e9 or below)")
+        if self.vocab_size is not None and self.vocab_size < 2:
+            raise QidlabError("--vocab-size must be at least 2")
+
+
+@dataclass
+class Study:
+    """A measured study, ready to draw. ``frame``: canonical rows with D > 0."""
+
+    frame: "pd.DataFrame"
+    options: ShowOptions
+    eval_set: str
+    method: str
+    source: dict[str, Any]  # where the rows came from (path, sha256, rows, rows left out)
+    checkpoints: "pd.DataFrame"  # suite, model, step, path of every stored checkpoint
+    suite_dirs: tuple[Path, ...]
+    store_info: dict[str, Any]  # eval sets, methods, versions and code revisions of the rows
+    _fits: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_frame(cls, frame: "pd.DataFrame", *, suites: Sequence[str | Path] = (),
+                   options: ShowOptions | None = None, source: str = "table") -> "Study":
+        """A study of a canonical DataFrame (eval_set/method default to one unnamed set/method)."""
+        import pandas as pd
+
+        frame = frame.copy()
+        for column, default in (("eval_set", "(one eval set)"), ("method", "(one method)")):
+            if column not in frame.columns:
+                frame[column] = default
+        empty = pd.DataFrame(columns=["suite", "model", "step", "path"])
+        return _assemble(frame, options or ShowOptions(), {"path": source}, empty, {}, suites)
+
+    @property
+    def primary(self) -> "pd.DataFrame":
+        """The rows of the chosen eval set and method."""
+        f = self.frame
+        return f[(f.eval_set == self.eval_set) & (f.method == self.method)]
+
+    def fit(self, law: str) -> "LawFit":
+        """``law`` fitted to this study (computed once); ``QidlabError`` when it cannot be."""
+        if law not in self._fits:
+            from .fits import fit_study_law
+
+            try:
+                self._fits[law] = fit_study_law(self, law)
+            except QidlabError as exc:
+                self._fits[law] = exc
+        result = self._fits[law]
+        if isinstance(result, QidlabError):
+            raise QidlabError(str(result))
+        return result
+
+    def loss16_points(self) -> "pd.DataFrame":
+        """One row per checkpoint of the primary eval set: n_params, tokens, loss16 (nats/token)."""
+        if "loss16" not in self.frame.columns or self.frame.loss16.isna().all():
+            raise QidlabError("the measurements have no 16-bit loss (loss16)")
+        rows = self.frame[(self.frame.eval_set == self.eval_set) & self.frame.loss16.notna()]
+        key = [c for c in ("suite", "model", "step") if c in rows.columns] or ["n_params", "tokens"]
+        return rows.drop_duplicates(key)[["n_params", "tokens", "loss16"]].reset_index(drop=True)
+
+    def vocab_size(self) -> tuple[int, str]:
+        """V of the uniform-guess loss ln(V), and where it comes from."""
+        from ..laws.analysis import PYTHIA_VOCAB
+
+        if self.options.vocab_size:
+            return int(self.options.vocab_size), "given"
+        configs = [Path(p) / "config.json" for p in self.checkpoints.get("path", [])]
+        configs += [c for suite in self.suite_dirs for c in sorted(suite.glob("*/step*/config.json"))[:1]]
+        for config in configs:
+            try:
+                vocab = json.loads(config.read_text()).get("vocab_size")
+            except (OSError, ValueError):
+                continue
+            if isinstance(vocab, int) and vocab > 1:
+                return vocab, "the checkpoints' config.json"
+        return PYTHIA_VOCAB, "Pythia's tokenizer (no checkpoint config.json found)"
+
+
+def hold_settings(frame: "pd.DataFrame", keep: Sequence[str] = ()) -> tuple["pd.DataFrame", dict[str, float]]:
+    """``frame`` at the most common value of each quantization setting not in ``keep``
+    (empty cells count as a value), and the values held (constant ones included)."""
+    held = {}
+    for column in SETTINGS:
+        if column in keep or column not in frame.columns or frame[column].isna().all():
+            continue
+        value = frame[column].value_counts(dropna=False).index[0]
+        if value != value:  # NaN: the rows that leave this setting empty
+            frame = frame[frame[column].isna()]
+        else:
+            frame = frame[frame[column] == value]
+            held[column] = float(value)
+    return frame, held
+
+
+# ---------------------------------------------------------------------------
+# reading a store
+
+
+def load_study(db: str | Path, *, suites: Sequence[str | Path] = (), options: ShowOptions | None = None) -> Study:
+    """The study measured into the store ``db``; ``suites`` adds suite folders (the store's
+    checkpoint paths name the others). A missing file, a file that is not a store, or a store
+    with no measurements: ``QidlabError``."""
+    from .. import provenance
+    from ..store import read_canonical
+
+    path = Path(db)
+    if not path.is_file():
+        raise QidlabError(f"{path}: no such store")
+    frame = read_canonical(path)
+    tables = _store_tables(path)
+    tables["checkpoints"]["path"] = [str(_locate(p, path.parent)) for p in tables["checkpoints"].path]
+    source = {"path": str(path), "sha256": provenance.file_sha256(path)}
+    return _assemble(frame, options or ShowOptions(), source, tables.pop("checkpoints"), tables, suites)
+
+
+def _locate(stored: str, store_dir: Path) -> Path:
+    """A stored checkpoint path: as written, or, when relative and not found from here, relative to
+    the store's folder (a sweep run from the study file's folder stores paths relative to it)."""
+    path = Path(stored)
+    if path.is_absolute() or path.exists() or not (store_dir / path).exists():
+        return path
+    return store_dir / path
+
+
+def _store_tables(path: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    queries = {
+        "checkpoints": "SELECT suite, model, step, path, n_params, tokens FROM checkpoints ORDER BY suite, model, step",
+        "eval_sets": "SELECT name, n_docs, content_hash, source_json FROM eval_sets ORDER BY name",
+        "methods": "SELECT method, COUNT(*) AS measurements, COUNT(DISTINCT config_hash) AS configs "
+                   "FROM measurements GROUP BY method ORDER BY method",
+        "runs": "SELECT versions_json, code_revision, COUNT(*) AS measurements FROM measurements "
+                "GROUP BY versions_json, code_revision ORDER BY code_revision",
+    }
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        with conn:
+            return {k: pd.read_sql_query(q, conn) for k, q in queries.items()}
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise QidlabError(f"{path}: not a readable qidlab store ({exc})") from None
+
+
+def _assemble(frame, options: ShowOptions, source: dict, checkpoints, store_info: dict, suites) -> Study:
+    from ..tables import require_columns, validate
+
+    options.check()
+    where = source.get("path", "table")
+    if frame.shape[0] == 0:
+        raise QidlabError(f"{where}: the store has no measurements (run `qidlab sweep` first)")
+    require_columns(frame, REQUIRED, "a figure")
+    usable = frame["tokens"] > 0
+    if not usable.any():
+        raise QidlabError(f"{where}: every measurement is of a checkpoint with D = 0 tokens")
+    frame = validate(frame[usable].reset_index(drop=True), source=where)
+    source = {**source, "rows": int(len(frame)), "rows_without_tokens": int((~usable).sum())}
+    eval_set = _choose(frame, "eval_set", options.eval_set, "--eval-set")
+    method = _choose(frame[frame.eval_set == eval_set], "method", options.method, "--method")
+    return Study(frame=frame, options=options, eval_set=eval_set, method=method, source=source,
+                 checkpoints=checkpoints, suite_dirs=_suite_dirs(checkpoints, suites), store_info=store_info)
+
+
+def _choose(frame, column: str, given: str | None, flag: str) -> str:
+    counts = frame[column].value_counts()
+    if given is not None:
+        if given not in counts.index:
+            raise QidlabError(f"{flag} {given!r}: not in the measurements (have: {', '.join(sorted(counts.index))})")
+        return given
+    best = counts.max()
+    return sorted(str(v) for v in counts.index[counts == best])[0]
+
+
+def _suite_dirs(checkpoints, explicit: Sequence[str | Path]) -> tuple[Path, ...]:
+    """Suite folders: the ones given (which must exist), then the parents of the stored
+    checkpoints' model folders that still exist, in order, without repeats."""
+    out: list[Path] = []
+    for s in explicit:
+        p = Path(s).expanduser()
+        if not p.is_dir():
+            raise QidlabError(f"--suite {s}: no such folder")
+        out.append(p)
+    for path in checkpoints.get("path", []):
+        suite = Path(path).parent.parent
+        if suite.is_dir():
+            out.append(suite)
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return tuple(unique)

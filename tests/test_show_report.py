@@ -1,0 +1,202 @@
+"""`qidlab report`: one self-contained HTML page (checked in headless Chromium), the fit documents
+next to it, the figures it had to skip, and nothing written for bad input.
+
+The browser test needs Chromium, chromium-driver and selenium: `bash scripts/test.sh` installs
+the Debian packages in CI (CI set) or as root. With CI=true a missing browser fails the test;
+elsewhere it is skipped with the reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+
+import show_fixtures as sf
+from qidlab.cli import main
+from qidlab.errors import QidlabError
+from qidlab.laws.analysis import token_grid
+from qidlab.laws.solve import law_params
+from qidlab.show.figures import FIGURES
+from qidlab.show.html import number
+from qidlab.show.report import build_report, render
+from qidlab.show.study import ShowOptions, Study, load_study
+from qidlab.store import Store
+
+PNG = b"\x89PNG\r\n\x1a\n"
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of the synthetic study, made by the command line: (folder, its --json document)."""
+    root = tmp_path_factory.mktemp("report")
+    suite = sf.write_suite(root)
+    db = sf.write_store(root / "study.db", suite)
+    out = root / "out"
+    argv = ["report", str(db), "--out", str(out), "--bootstrap", "30", "--dpi", "50", "--json"]
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(argv) == 0
+    return out, json.loads(buffer.getvalue())
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html: str) -> list[tuple[str, dict]]:
+    parser = _Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+def test_the_report_holds_every_figure_as_an_embedded_png(report):
+    out, doc = report
+    assert doc["report"] == str(out / "report.html") and doc["skipped"] == {}
+    assert doc["figures"] == list(FIGURES)
+    tags = _tags((out / "report.html").read_text())
+    images = [attrs["src"] for tag, attrs in tags if tag == "img"]
+    assert len(images) == len(FIGURES)
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
+    assert not [t for t, _ in tags if t == "script"]
+    external = [a.get("src") or a.get("href") for _, a in tags
+                if (a.get("src") or a.get("href") or "").split(":")[0] in ("http", "https", "file", "//")]
+    assert external == []
+
+
+def test_the_fit_documents_are_written_next_to_it_and_read_back(report):
+    out, doc = report
+    assert sorted(p.name for p in out.glob("fit-*.json")) == doc["fits"]
+    assert {"fit-ouyang2024.json", "fit-kaplan.json", "fit-chinchilla.json", "fit-kumar2024-ptq.json",
+            "fit-ouyang2024-tokens.json"} <= set(doc["fits"])
+    fit = json.loads((out / "fit-ouyang2024.json").read_text())
+    params, _ = law_params("ouyang2024", fit=fit)
+    assert params["beta"] == pytest.approx(sf.TRUTH["beta"], rel=0.03)
+    assert fit["fits"][0]["ci95"] and {h["held_out"] for h in fit["fits"][0]["holdout"]} == {"n_params", "tokens"}
+    assert doc["laws_not_fitted"]["chen2025"].startswith("models group_size")
+
+
+def test_table1_comes_from_the_fitted_law(report):
+    out, _ = report
+    html = (out / "report.html").read_text()
+    params, _ = law_params("ouyang2024", fit=json.loads((out / "fit-ouyang2024.json").read_text()))
+    for n, bits, qid in ((1e9, 2.0, 0.2), (70e9, 3.0, 0.4), (405e9, 4.0, 0.5)):
+        cell = token_grid("ouyang2024", params, [n], [bits], [qid]).tokens_trillion[0]
+        assert f"<td class=num>{number(float(cell))}</td>" in html
+    assert "<td class=num>17.35</td>" in html  # the paper's printed 70B, 4-bit, QiD 0.2 cell
+
+
+def test_the_report_states_its_provenance(report):
+    out, doc = report
+    html = (out / "report.html").read_text()
+    for fact in ("abc1234", "qidlab 0.1.0, torch 2.13.0", doc["store"]["sha256"], "web: 4 documents",
+                 "synth: 4 models, 20 checkpoints", "gptq: 120 measurements", doc["provenance"]["code_revision"]):
+        assert fact in html
+
+
+def test_figures_without_data_are_listed_with_the_reason(tmp_path):
+    db = sf.write_store(tmp_path / "bare.db", None, eval_sets=("web",), methods=("gptq",))
+    frame = load_study(db).frame.drop(columns=["loss16", "loss"])
+    files = render(Study.from_frame(frame, options=ShowOptions(bootstrap=0, dpi=40), source=str(db)))
+    skipped = json.loads(files["report.json"])["skipped"]
+    assert set(skipped) == {"fig2", "fig7", "fig8", "fig9", "fig12", "fig14", "exponent-ci"}
+    assert "two eval sets" in skipped["fig8"] and "loss16" in skipped["fig2"]
+    assert "Figures skipped (7)" in files["report.html"]
+    assert files["report.html"].count("<img ") == len(FIGURES) - 7
+
+
+def test_bad_input_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(QidlabError, match="no such store"):
+        build_report(tmp_path / "missing.db", out)
+    Store(tmp_path / "empty.db").close()
+    assert main(["report", str(tmp_path / "empty.db"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qidlab: error:") and "has no measurements" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------
+# the browser
+
+
+def _browser_or_skip():
+    """(chromium, chromedriver) paths; fail in CI when missing, skip elsewhere."""
+    chromium = next(filter(None, (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))), None)
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        selenium = None
+    missing = [what for what, found in (("chromium", chromium), ("chromedriver (Debian: chromium-driver)", driver),
+                                        ("selenium", selenium)) if not found]
+    if missing:
+        message = f"the browser test needs {', '.join(missing)}; bash scripts/test.sh installs them in CI or as root"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium, driver
+
+
+def _open_browser(chromium: str, driver: str):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _broken_images(browser) -> list:
+    return browser.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)")
+
+
+def _console_errors(browser) -> list:
+    return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@pytest.fixture(scope="module")
+def browser_paths():
+    return _browser_or_skip()
+
+
+def test_the_report_renders_in_headless_chromium(browser_paths, report, tmp_path):
+    chromium, driver = browser_paths
+    out, _ = report
+    browser = _open_browser(chromium, driver)
+    try:
+        browser.get((out / "report.html").as_uri())
+        assert browser.execute_script("return document.images.length") == len(FIGURES)
+        assert _broken_images(browser) == []
+        assert _console_errors(browser) == []
+        shot = tmp_path / "report.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.read_bytes().startswith(PNG) and shot.stat().st_size > 1000
+        # the same checks see a broken image and a console error (they can fail)
+        bad = tmp_path / "bad.html"
+        bad.write_text('<html><head><link rel="icon" href="data:,"></head><body><img alt="missing" src="missing.png">'
+                       '<script>console.error("boom")</script></body></html>')
+        browser.get(bad.as_uri())
+        assert _broken_images(browser) == ["missing"]
+        assert any("boom" in e["message"] for e in _console_errors(browser))
+    finally:
+        browser.quit()
