@@ -42,6 +42,7 @@ class DemoScale:
     calibration_docs: int
     bits: tuple[int, ...] = (2, 3, 4)
     bootstrap: int = 200
+    bitnet_twin_of: str | None = None  # also train a BitNet b1.58 twin of this model (Fig. 14); not swept
 
 
 #: ~8 minutes on a 2-core CPU: 4 sizes x 12 checkpoints, 1.5M tokens each.
@@ -49,7 +50,7 @@ FULL = DemoScale(
     models=(("h32-l1", 32, 1, 2, 1e-2), ("h48-l2", 48, 2, 2, 8e-3), ("h64-l2", 64, 2, 4, 6e-3),
             ("h96-l2", 96, 2, 4, 5e-3)),
     steps=768, batch_size=16, seq_len=128, vocab=1024, checkpoint_every=64, sweep_from=64,
-    eval_docs=30, eval_chars=2000, calibration_docs=64)
+    eval_docs=30, eval_chars=2000, calibration_docs=64, bitnet_twin_of="h48-l2")
 
 #: Seconds: for tests of the wiring (QiD values are noise at this size).
 SMOKE = DemoScale(
@@ -79,9 +80,10 @@ def run_demo(out_dir, *, scale: DemoScale = FULL, threads: int | None = None, re
     summary = fit_summary(store, texts["main"], scale)
     if report:
         log("==> 6/6 report")
-        from .show import build_report
+        from .show import ShowOptions, build_report
 
-        summary["report"] = str(build_report(store, out / "report"))
+        options = ShowOptions(eval_set=texts["main"], method="gptq", bootstrap=scale.bootstrap)
+        summary["report"] = str(build_report(store, out / "report", options=options))
     summary["store"] = str(store)
     summary["sweep"] = {"measured_now": sweep.measured, "already_stored": sweep.skipped}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -146,6 +148,9 @@ def suite_toml(scale: DemoScale) -> str:
     for name, hidden, layers, heads, lr in scale.models:
         lines += ["", "[[models]]", f'name = "{name}"', f"hidden = {hidden}", f"layers = {layers}",
                   f"heads = {heads}", f"lr = {lr!r}"]
+        if name == scale.bitnet_twin_of:  # BitNet's recipe: 4x the twin's learning rate (the default)
+            lines += ["", "[[models]]", f'name = "{name}-bitnet"', f"hidden = {hidden}", f"layers = {layers}",
+                      f"heads = {heads}", 'precision = "bitnet-b1.58"', f'twin = "{name}"']
     return "\n".join(lines) + "\n"
 
 
@@ -182,7 +187,8 @@ def sweep_steps(scale: DemoScale) -> list[int]:
 def study_toml(suite_dir: Path, texts: dict, scale: DemoScale, out: Path) -> str:
     rel = lambda p: Path(p).resolve().relative_to(out.resolve()).as_posix()  # noqa: E731
     lines = ["[study]", 'name = "demo"', 'store = "../demo.db"', 'device = "cpu"', "",
-             "[checkpoints]", f'root = "../{rel(suite_dir)}"', f"steps = {sweep_steps(scale)}"]
+             "[checkpoints]", f'root = "../{rel(suite_dir)}"', f"steps = {sweep_steps(scale)}",
+             "models = [" + ", ".join(f'"{m[0]}"' for m in scale.models) + "]  # 16-bit models only"]
     for name, path in texts["eval"].items():
         lines += ["", "[[eval_sets]]", f'name = "{name}"', f'source = "../{rel(path)}"',
                   f"n_docs = {scale.eval_docs}", f"max_chars = {scale.eval_chars}"]
