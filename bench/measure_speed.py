@@ -380,7 +380,7 @@ def llmcompressor_way(args, folder, es, spec, device, clock):
         from llmcompressor.modifiers.quantization import GPTQModifier
     except Exception as exc:  # not installed (it pins its own transformers)
         return None, {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
-    from datasets import Dataset
+    from torch.utils.data import DataLoader
 
     t, qids = {}, {}
     try:
@@ -390,8 +390,10 @@ def llmcompressor_way(args, folder, es, spec, device, clock):
                     ckpt = load_checkpoint(folder, device=device)
                 with clock(t, "calibrate"):
                     calib = calibration_ids(ckpt.tokenizer, spec)
-                    ds = Dataset.from_dict({"input_ids": calib.tolist(),
-                                            "attention_mask": [[1] * calib.shape[1]] * calib.shape[0]})
+                    # a DataLoader goes to oneshot as is (no datasets fingerprinting, whose dill
+                    # fails on Python 3.12 + pyarrow 26); batch 1 and the samples as llm-compressor's own
+                    ds = DataLoader([{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in calib],
+                                    batch_size=1)
                 weights = {"num_bits": bits, "type": "int", "symmetric": True, "strategy": "group",
                            "group_size": args.group_size}
                 recipe = GPTQModifier(config_groups={"g0": {"targets": ["Linear"], "weights": weights}},
