@@ -2,5 +2,5 @@
 # Set everything up on a fresh machine and run qidlab's main job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh measure
 exec .venv/bin/qidlab demo "$@"
