@@ -473,6 +473,8 @@ def ints(s):
 
 
 def main():
+    if "--json" in sys.argv:
+        _stdout_to_stderr()
     global OUT
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -567,7 +569,19 @@ def main():
     result["wall_s"] = time.perf_counter() - t_start
     say(f"\nwall time {result['wall_s']:.1f}s")
     if args.json:
-        print(json.dumps(result, indent=1, default=str))
+        print(json.dumps(result, indent=1, default=str), file=JSON_OUT, flush=True)
+
+
+#: where --json goes: the process's real stdout. main() points file descriptor 1 at stderr, so
+#: that libraries printing to stdout (llm-compressor's loguru) cannot mix into the JSON.
+JSON_OUT = sys.stdout
+
+
+def _stdout_to_stderr() -> None:
+    global JSON_OUT
+    sys.stdout.flush()
+    JSON_OUT = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
 
 
 if __name__ == "__main__":
