@@ -384,6 +384,46 @@ def test_gptq_block_size_does_not_change_result():
     assert abs(ea - eb) / ea < 0.02
 
 
+@pytest.mark.parametrize("group_size, act_order, symmetric, static",
+                         [(None, False, True, False), (16, False, True, False), (16, False, False, False),
+                          (16, True, True, False), (16, False, True, True)])
+def test_gptq_several_bit_widths_in_one_pass_equal_one_at_a_time(group_size, act_order, symmetric, static):
+    from qidlab.quantize.gptq import gptq_quantize_layer_bits
+
+    X = _correlated()
+    W, H = torch.randn(24, 64), collect_from(X)
+    cfg = GPTQConfig(4, group_size=group_size, act_order=act_order, symmetric=symmetric, static_groups=static)
+    together = gptq_quantize_layer_bits(W, H, cfg, [2, 3, 4])
+    for b, (q, s, z) in zip([2, 3, 4], together):
+        q1, s1, z1 = gptq_quantize_layer(W, H, GPTQConfig(b, group_size=group_size, act_order=act_order,
+                                                          symmetric=symmetric, static_groups=static))
+        assert torch.allclose(s, s1, rtol=1e-5) and torch.equal(z, z1)
+        assert ((q - q1).abs() > 1e-5).float().mean() < 0.01  # a float32 rounding decision may flip
+    with pytest.raises(QidlabError, match="bits must be an integer 2..8"):
+        gptq_quantize_layer_bits(W, H, cfg, [4, 9])
+
+
+def test_gptq_shared_weights_match_quantize_per_bit_width(calib):
+    from qidlab.quantize import collect_hessians, gptq_shared_weights
+
+    model = _neox()
+    cfg = GPTQConfig(4, group_size=16, shared_hessian=True)
+    H = collect_hessians(model, calib, cfg.modules)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = gptq_shared_weights(model, cfg, [2, 4], H)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # model untouched
+    for b in (2, 4):
+        ref = copy.deepcopy(model)
+        quantize_(ref, GPTQConfig(b, group_size=16, shared_hessian=True), hessians=H)
+        from qidlab.quantize.model import select_linears
+
+        assert set(weights[b]) == set(select_linears(model, cfg.modules))
+        for name, w in weights[b].items():
+            assert ((w - ref.get_submodule(name).weight).abs() > 1e-5).float().mean() < 0.01
+    with pytest.raises(QidlabError, match="shared_hessian=True"):
+        gptq_shared_weights(model, GPTQConfig(4), [2], H)
+
+
 def test_gptq_dead_inputs_and_bad_hessian():
     W = torch.randn(8, 32)
     H = collect_from(_correlated(d=32))

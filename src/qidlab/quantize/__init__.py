@@ -14,7 +14,7 @@ from qidlab.quantize.config import (METHODS, AWQConfig, FP4Config, FPConfig, GPT
 
 _LAZY = {
     "quantize_": "api", "QuantizeReport": "api", "ModuleReport": "api",
-    "quantized_state": "api", "dequantize_state": "api",
+    "quantized_state": "api", "dequantize_state": "api", "gptq_shared_weights": "api",
     "collect_hessians": "gptq", "gptq_quantize_layer": "gptq", "HessianAccumulator": "gptq",
     "awq_quantize_layer": "awq", "grids": None,
 }

@@ -18,7 +18,8 @@ from qidlab.quantize import grids
 from qidlab.quantize.awq import awq_quantize_layer
 from qidlab.quantize.config import (AWQConfig, FP4Config, FPConfig, GPTQConfig, NF4Config,
                                     QuantConfig, RTNConfig, TernaryConfig)
-from qidlab.quantize.gptq import HessianAccumulator, collect_hessians, gptq_quantize_layer
+from qidlab.quantize.gptq import (HessianAccumulator, collect_hessians, gptq_quantize_layer,
+                                  gptq_quantize_layer_bits)
 from qidlab.quantize.model import (BlockInputs, batches, capture_block_inputs, check_calibration,
                                    find_blocks, linears_in_order, model_device, select_linears)
 
@@ -190,6 +191,28 @@ def _gptq(model, config: GPTQConfig, calibration, report, *, hessians, batch_siz
         H = collect_hessians(model, calibration, tuple(rest), batch_size)
         for n, m in rest.items():
             _gptq_one(report, n, m, H[n], config)
+
+
+@torch.no_grad()
+def gptq_shared_weights(model: nn.Module, config: GPTQConfig, bits, hessians: dict[str, torch.Tensor]
+                        ) -> dict[int, dict[str, torch.Tensor]]:
+    """Shared-Hessian GPTQ of ``model``'s linears at every bit width of ``bits`` in one column pass
+    per layer (``gptq_quantize_layer_bits``): ``{bits: {linear name: dequantized weight}}``, in the
+    model's dtype and device. The model is not changed; ``config.bits`` is ignored. Each entry
+    equals what ``quantize_(model, replace(config, bits=b), hessians=hessians)`` writes, up to float
+    rounding of batched matrix products; the sweep uses it for the sibling bit widths of a study."""
+    if not (isinstance(config, GPTQConfig) and config.shared_hessian):
+        raise QidlabError("gptq_shared_weights needs a GPTQConfig with shared_hessian=True")
+    bits = [int(b) for b in bits]
+    _check_shapes(model, config)
+    out: dict[int, dict[str, torch.Tensor]] = {b: {} for b in bits}
+    for name, mod in select_linears(model, config.modules).items():
+        if name not in hessians:
+            raise QidlabError(f"no Hessian for {name} in hessians= (collect_hessians with the same modules)")
+        results = _with_layer_name(name, gptq_quantize_layer_bits, mod.weight, hessians[name], config, bits)
+        for b, (q, _s, _z) in zip(bits, results):
+            out[b][name] = q
+    return out
 
 
 def _gptq_one(report, name, mod, H, config):

@@ -54,30 +54,44 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
     first column (from the error-updated weights), or, with ``static_groups`` or ``act_order``,
     once beforehand from the unquantized weights, which keeps groups contiguous.
     """
-    bits, gs = config.bits, config.group_size
-    maxq = 2**bits - 1
-    W = weight.detach().float().clone()
-    rows, cols = W.shape
+    return gptq_quantize_layer_bits(weight, H, config, [config.bits])[0]
+
+
+def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfig, bits: list[int]
+                             ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``gptq_quantize_layer`` at several bit widths in one pass over the columns: one result per
+    entry of ``bits`` (``config.bits`` is ignored), each equal to
+    ``gptq_quantize_layer(weight, H, replace(config, bits=b))`` up to float rounding of batched
+    matrix products. Every bit width's copy of the weights runs through the same kernel launches,
+    so k bit widths cost about one (GPTQ's column loop is launch-bound on a GPU)."""
+    gs = config.group_size
+    rows, cols = weight.shape
     if H.shape != (cols, cols):
         raise QidlabError(f"Hessian shape {tuple(H.shape)} does not match weight width {cols}")
-    grids.group_view(W, gs)  # validates the group size against the width
+    grids.group_view(weight, gs)  # validates the group size against the width
+    for b in bits:
+        grids._check_bits(b)
     g = cols if gs is None else gs
+    nb = len(bits)
+    W = weight.detach().float().unsqueeze(0).repeat(nb, 1, 1)  # (bit widths, out, in)
     H = H.to(W.device, torch.float32).clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
-    W[:, dead] = 0
+    W[:, :, dead] = 0
+    maxq = torch.tensor([2**b - 1 for b in bits], device=W.device, dtype=torch.float32).view(nb, 1)
 
-    scales = torch.zeros(rows, cols // g, device=W.device)
+    scales = torch.zeros(nb, rows, cols // g, device=W.device)
     zeros = torch.zeros_like(scales)
     static = gs is None or config.act_order or config.static_groups
     if static:  # every group's grid from the (unquantized) weights
-        s, z = grids.choose_qparams(grids.group_view(W, gs), bits, config.symmetric)
-        scales, zeros = s[..., 0], z[..., 0]
+        for k, b in enumerate(bits):
+            sk, zk = grids.choose_qparams(grids.group_view(W[k], gs), b, config.symmetric)
+            scales[k], zeros[k] = sk[..., 0], zk[..., 0]
 
     perm = torch.arange(cols, device=W.device)
     if config.act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
-        W, H = W[:, perm], H[perm][:, perm]
+        W, H = W[:, :, perm], H[perm][:, perm]
     H[range(cols), range(cols)] += config.damp * torch.mean(torch.diag(H))
     Hinv = _inverse_cholesky(H)
 
@@ -86,7 +100,7 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
     order = perm.tolist()  # column indices on the host: no device sync inside the column loop
     for i1 in range(0, cols, bs):
         i2 = min(i1 + bs, cols)
-        W1 = W[:, i1:i2].clone()
+        W1 = W[:, :, i1:i2].clone()
         Q1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
@@ -94,21 +108,22 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfi
             col = order[i1 + i]
             grp = col // g
             if not static and col % g == 0:  # reached a new group: its grid from current weights
-                cur = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
-                s, z = grids.choose_qparams(cur, bits, config.symmetric)
-                scales[:, grp], zeros[:, grp] = s[:, 0], z[:, 0]
-            w, d = W1[:, i], Hinv1[i, i]
-            s, z = scales[:, grp], zeros[:, grp]
-            q = s * (torch.clamp(torch.round(w / s) + z, 0, maxq) - z)  # grids.quantize, inline
-            Q1[:, i] = q
+                cur = torch.cat([W1[:, :, i:], W[:, :, i2:]], dim=2)[:, :, :g]
+                for k, b in enumerate(bits):
+                    sk, zk = grids.choose_qparams(cur[k], b, config.symmetric)
+                    scales[k, :, grp], zeros[k, :, grp] = sk[:, 0], zk[:, 0]
+            w, d = W1[:, :, i], Hinv1[i, i]
+            sc, z = scales[:, :, grp], zeros[:, :, grp]
+            q = sc * (torch.minimum(torch.clamp(torch.round(w / sc) + z, min=0), maxq) - z)  # grids.quantize
+            Q1[:, :, i] = q
             err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
-            Err1[:, i] = err
-        Q[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+            W1[:, :, i:] -= err.unsqueeze(2) * Hinv1[i, i:].view(1, 1, -1)
+            Err1[:, :, i] = err
+        Q[:, :, i1:i2] = Q1
+        W[:, :, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     if config.act_order:
-        Q = Q[:, torch.argsort(perm)]
-    return Q.to(weight.dtype), scales, zeros
+        Q = Q[:, :, torch.argsort(perm)]
+    return [(Q[k].to(weight.dtype), scales[k], zeros[k]) for k in range(nb)]
 
 
 def _inverse_cholesky(H: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ skipped, so after a crash the same command finishes the study with no lost and n
 
 from __future__ import annotations
 
+import json
+
 import sys
 import time
 import traceback
@@ -85,6 +87,33 @@ def calibration_ids(tokenizer, spec: CalibrationSpec):
     return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
 
 
+def _without_bits(cfg: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in cfg.items() if k != "bits"}, sort_keys=True, default=str)
+
+
+def _shared_gptq(model, cfg: dict[str, Any], configs: list[dict[str, Any]], hessians, cache: dict):
+    """The weights of shared-Hessian GPTQ config ``cfg``. The first call for a config computes, in
+    one pass over the columns, those of every config of ``configs`` that differs from it only in
+    ``bits`` (GPTQ's column loop is launch-bound on a GPU, so k bit widths cost about one); later
+    calls take theirs from ``cache``. The model must hold its 16-bit weights."""
+    from ..quantize import config_from_dict, gptq_shared_weights
+
+    key = _without_bits(cfg)
+    if key not in cache:
+        bits = sorted({config_from_dict(c).bits for c in configs
+                       if c.get("method") == cfg["method"] and _without_bits(c) == key})
+        cache[key] = gptq_shared_weights(model, config_from_dict(cfg), bits, hessians)
+    return cache[key].pop(config_from_dict(cfg).bits)
+
+
+def _load_weights(model, weights: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, w in weights.items():
+            model.get_submodule(name).weight.copy_(w)
+
+
 def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]], study: Study) -> Iterator:
     """Yield a ``CheckpointInfo``, then one ``Result`` per (config, eval set).
 
@@ -112,6 +141,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
     ref_scores = {es.name: score(model, tok, es, **scoring) for es in eval_sets}
     calib = None
     shared: dict = {}  # GPTQ shared-Hessian mode: one Hessian per layer, per module selection
+    siblings: dict = {}  # ... and the weights of every bit width of a config, from one column pass
     for cfg in configs:
         if cfg.get("method") == "none":
             for es in eval_sets:
@@ -127,15 +157,14 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
                     raise QidlabError(f"method {cfg['method']} needs a [calibration] section in the study")
                 calib = calib if calib is not None else calibration_ids(tok, study.calibration)
             model.load_state_dict(state16)
-            hessians = None
-            if getattr(qcfg, "shared_hessian", False):  # collected once from the 16-bit model, reused
+            if getattr(qcfg, "shared_hessian", False):  # Hessians once from the 16-bit model, reused
                 if qcfg.modules not in shared:
                     from ..quantize import collect_hessians
 
                     shared[qcfg.modules] = collect_hessians(model, calib, qcfg.modules)
-                hessians = shared[qcfg.modules]
-            quantize_(model, qcfg, calibration=calib if cfg["method"] in NEEDS_CALIBRATION else None,
-                      hessians=hessians)
+                _load_weights(model, _shared_gptq(model, cfg, configs, shared[qcfg.modules], siblings))
+            else:
+                quantize_(model, qcfg, calibration=calib if cfg["method"] in NEEDS_CALIBRATION else None)
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
