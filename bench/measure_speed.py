@@ -54,7 +54,7 @@ import tiny_models  # noqa: E402  (tests/tiny_models.py: corpus and BPE trainer)
 
 from qidlab.checkpoints import load_checkpoint  # noqa: E402
 from qidlab.evaluate import load_eval_set, paired_bootstrap_qid, score  # noqa: E402
-from qidlab.quantize import GPTQConfig, collect_hessians, quantize_  # noqa: E402
+from qidlab.quantize import GPTQConfig, collect_hessians, gptq_shared_weights, quantize_  # noqa: E402
 from qidlab.sweep.run import calibration_ids  # noqa: E402
 from qidlab.sweep.study import CalibrationSpec  # noqa: E402
 
@@ -325,12 +325,21 @@ def qidlab_way(args, folder, es, spec, device, clock, shared: bool):
         with clock(t, "calibrate"):
             calib = calibration_ids(tok, spec)
             H = collect_hessians(model, calib, batch_size=args.calib_batch) if shared else None
+        if shared:  # as the sweep: every bit width in one pass over the columns
+            with clock(t, "quantize"):
+                cfg = GPTQConfig(bits=args.bits[0], group_size=args.group_size, shared_hessian=True)
+                weights = gptq_shared_weights(model, cfg, args.bits, H)
         for bits in args.bits:
             with clock(t, "restore"):
                 model.load_state_dict(state16)
             with clock(t, "quantize"):
-                cfg = GPTQConfig(bits=bits, group_size=args.group_size, shared_hessian=shared)
-                quantize_(model, cfg, None if shared else calib, hessians=H, batch_size=args.calib_batch)
+                if shared:
+                    with torch.no_grad():
+                        for name, w in weights.pop(bits).items():
+                            model.get_submodule(name).weight.copy_(w)
+                else:
+                    quantize_(model, GPTQConfig(bits=bits, group_size=args.group_size), calib,
+                              batch_size=args.calib_batch)
             with clock(t, "eval"):
                 sq = score(model, tok, es, batch_size=args.eval_batch)
             with clock(t, "bootstrap"):
@@ -432,6 +441,8 @@ def bench_sweep(args, folder, es, spec, device, clock):
     for name, fn in ways:
         if name == "qidlab_shared_hessian" and not args.sweep_shared:
             continue
+        if args.ways and name not in args.ways:
+            continue
         if name == "llmcompressor_then_eval" and not args.llmcompressor:
             continue
         peak_reset(device)
@@ -456,9 +467,9 @@ def bench_sweep(args, folder, es, spec, device, clock):
             out[name][f"{base_name}_over_this"] = base / out[name]["seconds"]["total"]
         say(f"  {base_name} / qidlab: " + ", ".join(f"{n} x{out[n][base_name + '_over_this']:.2f}"
                                                   for n in out if n.startswith("qidlab")))
-    q1 = out["qidlab_true_sequential"]["qid"]
+    q1 = out.get("qidlab_true_sequential", {}).get("qid")
     for other in ("naive_true_sequential", "llmcompressor_then_eval"):
-        if other in out:
+        if other in out and q1 is not None:
             q2 = out[other]["qid"]
             say(f"  QiD (qidlab true-seq) - QiD ({other}): "
                 + ", ".join(f"{b}-bit {q1[b]['qid'] - q2[b]['qid']:+.5f}" for b in q1))
@@ -497,6 +508,9 @@ def main():
     p.add_argument("--lr", type=float, default=None, help="default 6e-4 (CPU 3e-3)")
     p.add_argument("--no-sweep-shared", dest="sweep_shared", action="store_false",
                    help="part 3 without the shared-Hessian qidlab variant")
+    p.add_argument("--ways", type=lambda v: [w for w in v.split(",") if w], default=None,
+                   help="part 3: only these pipelines (qidlab_true_sequential, qidlab_shared_hessian, "
+                        "naive_true_sequential, llmcompressor_then_eval)")
     p.add_argument("--no-llmcompressor", dest="llmcompressor", action="store_false",
                    help="skip the llm-compressor-then-evaluate pipeline of part 3")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --device cpu, as tests/tiny_models; else torch's)")
