@@ -424,6 +424,29 @@ def test_gptq_shared_weights_match_quantize_per_bit_width(calib):
         gptq_shared_weights(model, GPTQConfig(4), [2], H)
 
 
+def test_gptq_llmcompressor_backend_config_is_explicit():
+    with pytest.raises(QidlabError, match="backend must be 'qidlab' or 'llmcompressor'"):
+        GPTQConfig(4, backend="autogptq")
+    with pytest.raises(QidlabError, match="static_groups = true, true_sequential = false"):
+        GPTQConfig(4, backend="llmcompressor")
+    cfg = GPTQConfig(4, backend="llmcompressor", static_groups=True, true_sequential=False)
+    assert cfg.to_dict()["backend"] == "llmcompressor" and cfg.key() != GPTQConfig(4).key()
+
+
+def test_gptq_llmcompressor_backend_missing_is_one_clear_error(calib):
+    try:
+        import llmcompressor  # noqa: F401
+        pytest.skip("llm-compressor is installed here")
+    except ImportError:
+        pass
+    model = _neox()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = GPTQConfig(4, backend="llmcompressor", static_groups=True, true_sequential=False)
+    with pytest.raises(QidlabError, match="needs llm-compressor"):
+        quantize_(model, cfg, calib)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 def test_gptq_dead_inputs_and_bad_hessian():
     W = torch.randn(8, 32)
     H = collect_from(_correlated(d=32))

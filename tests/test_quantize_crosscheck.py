@@ -129,6 +129,30 @@ def test_llmcompressor_gptq_single_layer(bits, group_size, symmetric):
     assert not torch.equal(ours, grids.fake_quantize(W, bits, group_size, symmetric))
 
 
+@pytest.mark.parametrize("group_size", [None, 16])
+def test_llmcompressor_backend_equals_qidlab_gptq_on_a_model(group_size):
+    """The library as a backend, whole model: llm-compressor's oneshot (decoder layer by decoder
+    layer, quantized outputs propagated) against ours with the same schedule (static groups, all
+    linears of a block from one pass), same calibration ids."""
+    pytest.importorskip("llmcompressor", reason="llm-compressor not installed (it pins its own transformers)")
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from qidlab.quantize import quantize_
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                        vocab_size=128, max_position_embeddings=64)
+    ours, theirs = GPTNeoXForCausalLM(cfg).eval(), GPTNeoXForCausalLM(cfg).eval()
+    theirs.load_state_dict(ours.state_dict())
+    calib = torch.randint(0, 128, (8, 32), generator=torch.Generator().manual_seed(1))
+    common = dict(group_size=group_size, static_groups=True, true_sequential=False)
+    quantize_(ours, GPTQConfig(4, **common), calib)
+    report = quantize_(theirs, GPTQConfig(4, backend="llmcompressor", **common), calib)
+    assert len(report.modules) == 8 and report.n_calibration_tokens == calib.numel()
+    for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert ((a - b).abs() > 1e-4).float().mean() < 0.01, name  # a float rounding may flip a code
+
+
 def gptq_quantize_layer(W, H, cfg):
     from qidlab.quantize import gptq_quantize_layer as fn
 

@@ -7,6 +7,10 @@ The method is chosen by the type of ``config``. Weights are replaced by their de
 
 from __future__ import annotations
 
+import copy
+import re
+import tempfile
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -156,6 +160,8 @@ def _prepare(model, config, calibration, report, batch_size):
 
 
 def _gptq(model, config: GPTQConfig, calibration, report, *, hessians, batch_size):
+    if config.backend == "llmcompressor":
+        return _gptq_llmcompressor(model, config, calibration, report)
     if config.shared_hessian:
         if hessians is None:
             calibration = check_calibration(calibration, "gptq")
@@ -191,6 +197,51 @@ def _gptq(model, config: GPTQConfig, calibration, report, *, hessians, batch_siz
         H = collect_hessians(model, calibration, tuple(rest), batch_size)
         for n, m in rest.items():
             _gptq_one(report, n, m, H[n], config)
+
+
+def _gptq_llmcompressor(model, config: GPTQConfig, calibration, report) -> None:
+    """GPTQ by llm-compressor itself: ``oneshot`` with a ``GPTQModifier`` of the same grid on a copy
+    of the model (llm-compressor attaches its own state to the modules it quantizes), then its
+    fake-quantized weights (it compresses only on save) and grids copied into ``model``."""
+    try:
+        from llmcompressor import oneshot
+        from llmcompressor.modifiers.quantization import GPTQModifier
+    except ImportError:
+        raise QidlabError("backend 'llmcompressor' needs llm-compressor (pip install llmcompressor; "
+                          "it pins its own transformers version)") from None
+    from torch.utils.data import DataLoader
+
+    calibration = check_calibration(calibration, "gptq")
+    report.n_calibration_tokens = int(calibration.numel())
+    linears = select_linears(model, config.modules)
+    weights = {"num_bits": config.bits, "type": "int", "symmetric": config.symmetric,
+               "strategy": "channel" if config.group_size is None else "group", "group_size": config.group_size}
+    targets = ["re:^" + re.escape(name) + "$" for name in linears]
+    recipe = GPTQModifier(config_groups={"qidlab": {"targets": targets, "weights": weights}},
+                          actorder="static" if config.act_order else None, dampening_frac=config.damp,
+                          block_size=config.block_size)
+    work = copy.deepcopy(model)
+    rows = calibration.to(model_device(model))
+    loader = DataLoader([{"input_ids": r, "attention_mask": torch.ones_like(r)} for r in rows], batch_size=1)
+    with tempfile.TemporaryDirectory() as where, torch.enable_grad():  # oneshot sets its own grad mode
+        work.config.save_pretrained(where)  # oneshot re-reads the config from config.name_or_path
+        work.config._name_or_path = where
+        oneshot(model=work, dataset=loader, recipe=recipe, processor=_placeholder_tokenizer())
+    for name, mod in linears.items():
+        done = work.get_submodule(name)
+        grid = {k: getattr(done, attr) for k, attr in (("scale", "weight_scale"), ("zero", "weight_zero_point"))
+                if isinstance(getattr(done, attr, None), torch.Tensor)}
+        _replace(report, name, mod, done.weight.detach(), **grid)
+    del work
+
+
+def _placeholder_tokenizer():
+    """oneshot insists on a processor when given data, but never uses it for a ready DataLoader of
+    token ids; quantize_ has only the model, so a one-word tokenizer stands in."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
 
 
 @torch.no_grad()

@@ -130,6 +130,12 @@ class GPTQConfig(_IntConfig):
     ``block_size``: columns per lazy batch; ``true_sequential``: quantize the linears of a block
     in execution order, recomputing inputs after each; ``shared_hessian``: one Hessian per layer
     from the 16-bit model, reusable for every bit width (``collect_hessians``).
+    ``backend``: ``"qidlab"`` (ours) or ``"llmcompressor"`` (llm-compressor's own ``GPTQModifier``
+    + ``oneshot``; optional dependency that pins its own transformers). llm-compressor chooses
+    group scales before the sweep and calibrates every linear of a decoder layer from one pass
+    (then propagates the quantized layer's outputs), which is ``static_groups=True,
+    true_sequential=False`` here: that backend requires those two settings, so a stored config
+    says what ran.
     """
 
     method: ClassVar[str] = "gptq"
@@ -140,9 +146,16 @@ class GPTQConfig(_IntConfig):
     block_size: int = 128
     true_sequential: bool = True
     shared_hessian: bool = False
+    backend: str = "qidlab"
 
     def _validate(self) -> None:
         super()._validate()
+        if self.backend not in ("qidlab", "llmcompressor"):
+            raise QidlabError(f"backend must be 'qidlab' or 'llmcompressor', got {self.backend!r}")
+        if self.backend == "llmcompressor" and (self.true_sequential or not self.static_groups
+                                                or self.shared_hessian):
+            raise QidlabError("backend 'llmcompressor' quantizes as static_groups = true, true_sequential = "
+                              "false, shared_hessian = false: set those three")
         for name in ("symmetric", "act_order", "static_groups", "true_sequential",
                      "shared_hessian"):
             if not isinstance(getattr(self, name), bool):
