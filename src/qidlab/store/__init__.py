@@ -194,3 +194,4 @@ class Store:
 
 
 from .merge import MergeSummary, merge_stores  # noqa: E402  (merge.py uses connect and SCHEMA_VERSION)
+from .publish import publish_store  # noqa: E402
