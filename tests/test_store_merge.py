@@ -21,7 +21,7 @@ KEY = ["suite", "model", "step", "eval_set", "method", "bits"]
 
 
 def write_store(path: Path, *, suite="s", models=("m1", "m2"), steps=(100, 200), eval_set="web", methods=("rtn",),
-                bits=(2, 3), qid_scale=1.0, content="", revision="rev-a", device=None) -> Path:
+                bits=(2, 3), qid_scale=1.0, content="", revision="rev-a", device=None, calibration=None) -> Path:
     """A store with a 16-bit reference and one row per (model, step, method, bits): QiD grows
     with D, shrinks with N and P, so every row has distinct values."""
     with Store(path) as store:
@@ -37,15 +37,17 @@ def write_store(path: Path, *, suite="s", models=("m1", "m2"), steps=(100, 200),
                 for method in methods:
                     for b in bits:
                         qid = qid_scale * 0.01 * step ** 0.5 / (n ** 0.2 * b ** 2)
-                        store.add_measurement(_row(ck, es, method, b, qid, revision))
+                        store.add_measurement(_row(ck, es, method, b, qid, revision, calibration))
         if device:
             store.record_device(device)
     return path
 
 
-def _row(ck, es, method, bits, qid, revision):
+def _row(ck, es, method, bits, qid, revision, calibration=None):
     loss16 = 3.0
     config = {"quantization": {"method": method, "bits": bits}}
+    if calibration:
+        config["calibration"] = {"source": calibration, "n_samples": 16}
     return Measurement(checkpoint_id=ck, eval_set_id=es, method=method, bits=float(bits), config=config,
                        loss16=loss16, loss=loss16 + qid, qid=qid, qid_ci=(0.9 * qid, 1.1 * qid), n_tokens=30,
                        versions={"qidlab": "0.1.0", "torch": "2.13.0"}, code_revision=revision,
@@ -140,6 +142,16 @@ def test_overlapping_stores_keep_one_row_per_measurement(tmp_path):
     assert summary.sources[1].present["measurements"] == 2 * 3 and summary.sources[1].added["checkpoints"] == 2
     assert sorted(canonical(out).step.unique()) == [100, 200, 300]
     assert len(canonical(out)) == 2 * 3 * 2
+
+
+def test_the_same_setting_under_other_configs_is_reported(tmp_path):
+    a = write_store(tmp_path / "a.db", methods=("gptq",), calibration="/job1/calibration.jsonl")
+    b = write_store(tmp_path / "b.db", methods=("gptq",), calibration="/job2/calibration.jsonl")
+    summary = merge_stores([a, b], tmp_path / "m.db")
+    assert summary.total()["measurements"] == 12 + 8  # b's 16-bit references are a's
+    assert len(summary.duplicates) == 2 * 2 * 2  # (model, step, bits)
+    assert summary.duplicates[0] == "s/m1/step100 gptq 2 bits on 'web': 2 configs differing in calibration.source"
+    assert merge_stores([a], tmp_path / "a-only.db").duplicates == []
 
 
 # ---------------------------------------------------------------------------

@@ -88,6 +88,10 @@ def run_store_merge(args):
         lines += [f"  skipped: {c}" for c in s.conflicts]
     total = summary.total()
     lines.append(f"{args.out}: +{total['measurements']} measurements from {len(summary.sources)} stores")
+    duplicates = summary.duplicates
+    if duplicates:
+        lines.append(f"warning: {len(duplicates)} settings measured under several configs (the canonical table "
+                     f"holds each more than once), e.g. {duplicates[0]}")
     emit(args, doc, "\n".join(lines))
 
 

@@ -83,13 +83,14 @@ class MergeSummary:
     dest: str
     on_conflict: str
     sources: list[SourceSummary] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # in the destination afterwards: see ``_duplicates``
 
     def total(self, what: str = "added") -> dict[str, int]:
         return {t: sum(getattr(s, what).get(t, 0) for s in self.sources) for t in TABLES}
 
     def to_dict(self) -> dict:
         return {"dest": self.dest, "on_conflict": self.on_conflict, "added": self.total("added"),
-                "present": self.total("present"),
+                "present": self.total("present"), "duplicates": self.duplicates,
                 "sources": [vars(s) for s in self.sources]}
 
 
@@ -114,6 +115,7 @@ def merge_stores(sources: Sequence[str | Path], dest: str | Path, *, on_conflict
     try:
         for path in paths:
             summary.sources.append(_merge_one(conn, _Names(str(path), str(dest), origins), path, on_conflict, summary))
+        summary.duplicates = _duplicates(conn)
     except BaseException:
         conn.close()
         if created and not summary.sources:
@@ -349,6 +351,36 @@ def _merge_measurements(conn, result: SourceSummary, names: _Names) -> None:
     names.origins.update({("m", *key): names.src for key in keys})
 
 
+def _duplicates(conn) -> list[str]:
+    """Settings (checkpoint, eval set, method, bits, G, E, M, B) of the destination measured under
+    several config hashes: not a conflict (the configs differ, e.g. a calibration file at another
+    path), but the canonical table then holds the same point more than once; each with the
+    config keys that differ."""
+    settings = "checkpoint_id, eval_set_id, method, bits, group_size, exp_bits, man_bits, block_size"
+    rows = conn.execute(
+        f"SELECT c.suite, c.model, c.step, e.name, m.method, m.bits, GROUP_CONCAT(m.config_json, char(30)) "
+        f"FROM main.measurements m JOIN main.checkpoints c ON c.id = m.checkpoint_id "
+        f"JOIN main.eval_sets e ON e.id = m.eval_set_id GROUP BY {', '.join('m.' + x for x in settings.split(', '))} "
+        f"HAVING COUNT(*) > 1 ORDER BY c.suite, c.model, c.step, e.name, m.method, m.bits").fetchall()
+    out = []
+    for suite, model, step, eval_set, method, bits, configs in rows:
+        differ = _differing_keys([json.loads(c) for c in configs.split(chr(30))])
+        out.append(f"{suite}/{model}/step{step} {method} {bits:g} bits on {eval_set!r}: "
+                   f"{len(configs.split(chr(30)))} configs differing in {', '.join(differ) or 'nothing'}")
+    return out
+
+
+def _differing_keys(configs: list, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between the (nested dict) configs."""
+    if not all(isinstance(c, dict) for c in configs):
+        return [prefix.rstrip(".")] if any(c != configs[0] for c in configs) else []
+    keys = sorted(set().union(*configs))
+    out = []
+    for key in keys:
+        out += _differing_keys([c.get(key) for c in configs], f"{prefix}{key}.")
+    return out
+
+
 # -- fits and meta ----------------------------------------------------------------
 
 
@@ -363,10 +395,12 @@ def _merge_fits(conn) -> tuple[int, int]:
 
 
 def _record(conn, result: SourceSummary) -> None:
-    """``merged_from`` (one entry per source file, by sha256) and ``devices`` (union) in meta."""
+    """``merged_from`` (an entry per source file that added rows or was not recorded before, by
+    sha256: a store still in WAL mode can change without its main file changing) and ``devices``
+    (union) in meta."""
     meta = dict(conn.execute("SELECT key, value FROM src.meta").fetchall())
     merged = _meta_json(conn, "main", "merged_from", [])
-    if all(entry.get("sha256") != result.sha256 for entry in merged):
+    if any(result.added.values()) or all(entry.get("sha256") != result.sha256 for entry in merged):
         merged.append({"store": result.path, "sha256": result.sha256, "added": result.added,
                        "conflicts_skipped": len(result.conflicts), "meta": _parsed(meta)})
         _set_meta(conn, "merged_from", merged)
