@@ -168,15 +168,19 @@ def test_fit_plot_and_report_take_a_data_set_name(published, tmp_path, capsys):
         load_study(tmp_path / "missing.db")
 
 
-def test_report_of_a_data_set(published, tmp_path, capsys):
+def test_report_reads_the_shipped_data_set_by_default(tmp_path, capsys):
     out = tmp_path / "r"
     capsys.readouterr()
-    assert main(["report", "synth-study", "--out", str(out), "--bootstrap", "0", "--dpi", "30", "--json"]) == 0
+    assert main(["report", "--out", str(out), "--bootstrap", "0", "--dpi", "30", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["store"]["dataset"] == "synth-study" and "fit-ouyang2024.json" in doc["fits"]
+    m = qidlab.data.manifest(qidlab.data.DEFAULT)
+    assert doc["store"]["dataset"] == qidlab.data.DEFAULT and "fit-ouyang2024.json" in doc["fits"]
+    assert doc["store"]["sha256"] == m["files"]["measurements"]["sha256"]
     html = (out / "report.html").read_text()
-    assert "qidlab report: synth-study" in html
-    assert "hash-web" in html and "abc1234" in html  # eval sets and code revisions from the manifest
+    assert f"qidlab report: {qidlab.data.DEFAULT}" in html
+    for e in m["eval_sets"]:  # eval sets and code revisions come from the manifest
+        assert f"{e['name']}: {e['n_docs']} documents, sha256 {e['content_hash'][:12]}" in html
+    assert all(f"code {r['code_revision']}" in html for r in m["runs"])
 
 
 def test_the_default_input_is_the_shipped_data_set(capsys):
