@@ -15,7 +15,7 @@ import pytest
 
 from qidlab.cli import main
 from qidlab.errors import QidlabError
-from qidlab.store import Measurement, Store, merge_stores, read_canonical
+from qidlab.store import Measurement, Store, merge_stores, publish_store, read_canonical
 
 KEY = ["suite", "model", "step", "eval_set", "method", "bits"]
 
@@ -152,6 +152,8 @@ def test_the_same_setting_under_other_configs_is_reported(tmp_path):
     assert len(summary.duplicates) == 2 * 2 * 2  # (model, step, bits)
     assert summary.duplicates[0] == "s/m1/step100 gptq 2 bits on 'web': 2 configs differing in calibration.source"
     assert merge_stores([a], tmp_path / "a-only.db").duplicates == []
+    manifest = json.loads((publish_store(tmp_path / "m.db", "m", tmp_path / "out") / "manifest.json").read_text())
+    assert manifest["duplicate_settings"] == summary.duplicates
 
 
 # ---------------------------------------------------------------------------

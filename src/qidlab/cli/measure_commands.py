@@ -109,4 +109,7 @@ def run_store_publish(args):
     text = (f"wrote {folder}: {files['measurements']['rows']} measurements ({files['measurements']['bytes']} bytes), "
             + (f"{docs['rows']} per-document losses ({docs['bytes']} bytes)" if docs.get("path")
                else f"per-document losses {docs.get('reason', 'left out')}"))
+    if manifest["duplicate_settings"]:
+        text += (f"\nwarning: {len(manifest['duplicate_settings'])} settings measured under several configs, e.g. "
+                 f"{manifest['duplicate_settings'][0]}")
     emit(args, {"dataset": str(folder), "manifest": manifest}, text)

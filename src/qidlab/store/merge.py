@@ -83,7 +83,7 @@ class MergeSummary:
     dest: str
     on_conflict: str
     sources: list[SourceSummary] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)  # in the destination afterwards: see ``_duplicates``
+    duplicates: list[str] = field(default_factory=list)  # in the destination afterwards: see ``duplicate_settings``
 
     def total(self, what: str = "added") -> dict[str, int]:
         return {t: sum(getattr(s, what).get(t, 0) for s in self.sources) for t in TABLES}
@@ -115,7 +115,7 @@ def merge_stores(sources: Sequence[str | Path], dest: str | Path, *, on_conflict
     try:
         for path in paths:
             summary.sources.append(_merge_one(conn, _Names(str(path), str(dest), origins), path, on_conflict, summary))
-        summary.duplicates = _duplicates(conn)
+        summary.duplicates = duplicate_settings(conn)
     except BaseException:
         conn.close()
         if created and not summary.sources:
@@ -351,7 +351,7 @@ def _merge_measurements(conn, result: SourceSummary, names: _Names) -> None:
     names.origins.update({("m", *key): names.src for key in keys})
 
 
-def _duplicates(conn) -> list[str]:
+def duplicate_settings(conn) -> list[str]:
     """Settings (checkpoint, eval set, method, bits, G, E, M, B) of the destination measured under
     several config hashes: not a conflict (the configs differ, e.g. a calibration file at another
     path), but the canonical table then holds the same point more than once; each with the

@@ -17,7 +17,8 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   size where the suite folder is found), checkpoints, eval sets (name, content hash, documents,
   source), methods and their configs (config JSON by hash), the library versions and code
   revisions the rows were measured with, the devices recorded, the store's ``merged_from``
-  record, and the code that published it. No timestamps: the same store published by the same
+  record, settings measured under several configs (``qidlab.store.merge``: each such point is
+  in the table more than once), and the code that published it. No timestamps: the same store published by the same
   code gives the same files.
 
 Everything is written into a temporary folder next to the target and renamed into place; an
@@ -120,6 +121,8 @@ class _read_only:
 def _read(conn) -> dict[str, Any]:
     import pandas as pd
 
+    from .merge import duplicate_settings
+
     q = lambda sql: pd.read_sql_query(sql, conn)  # noqa: E731
     return {
         "measurements": q(_CANONICAL).sort_values(SORT, kind="stable").reset_index(drop=True),
@@ -132,6 +135,7 @@ def _read(conn) -> dict[str, Any]:
         "runs": q("SELECT versions_json, code_revision, COUNT(*) AS measurements FROM measurements "
                   "GROUP BY versions_json, code_revision ORDER BY code_revision, versions_json"),
         "meta": dict(conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()),
+        "duplicates": duplicate_settings(conn),
         "references": int(conn.execute("SELECT COUNT(*) FROM measurements WHERE method = 'none'").fetchone()[0]),
     }
 
@@ -206,6 +210,7 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
         "counts": {"measurements": int(len(m)), "references": tables["references"], "checkpoints": int(len(ck)),
                    "suites": int(ck.suite.nunique()), "models": int(len(ck.groupby(["suite", "model"]))),
                    "eval_sets": int(len(tables["eval_sets"])), "doc_losses": files["doc_losses"]["rows"]},
+        "duplicate_settings": tables["duplicates"],
         "suites": [_suite_entry(s, rows, suite_dirs.get(s, [])) for s, rows in ck.groupby("suite", sort=True)],
         "checkpoints": _records(ck),
         "eval_sets": [{"name": r.name, "content_hash": r.content_hash, "n_docs": int(r.n_docs),
