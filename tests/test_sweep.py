@@ -13,6 +13,7 @@ import pytest
 from tiny_models import make_tiny_checkpoint, tiny_corpus
 
 from qidlab.cli import main
+from qidlab.provenance import device_name
 from qidlab.store import Store, read_canonical
 from qidlab.sweep import load_study, run_study
 
@@ -91,6 +92,8 @@ def test_sweep_measures_resumes_and_exports(suite, tmp_path, capsys):
         assert "torch" in versions and "qidlab" in versions
         n_docs = store.conn.execute("SELECT COUNT(*) FROM doc_losses").fetchone()[0]
         assert n_docs == 10 * 12
+        devices = store.conn.execute("SELECT value FROM meta WHERE key = 'devices'").fetchone()[0]
+        assert json.loads(devices) == [device_name("cpu")]  # what measured, for the data set's manifest
     # the same command again: nothing new, nothing duplicated
     again = run_study(load_study(path), progress=False)
     assert (again.measured, again.skipped) == (0, 10)

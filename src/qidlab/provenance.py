@@ -43,6 +43,17 @@ def code_revision() -> str:
         return "unknown"
 
 
+def device_name(device: str) -> str:
+    """The hardware behind a torch device string, in words: "cuda: NVIDIA H100 80GB HBM3" or
+    "cpu: x86_64" (recorded in a store's meta ``devices`` by the sweep)."""
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index
+        return f"cuda: {torch.cuda.get_device_name(torch.cuda.current_device() if index is None else index)}"
+    return f"cpu: {platform.machine() or 'unknown'}"
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

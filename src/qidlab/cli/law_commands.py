@@ -115,7 +115,9 @@ def run_laws(args):
 # ---------------------------------------------------------------------------
 def _fit(sub):
     p = sub.add_parser("fit", help="fit a law to measurements (CSV, Parquet, SQLite store, or a bundled name)")
-    p.add_argument("data", help="table file, store .db, or bundled name (ouyang2024-table1, chinchilla-epoch)")
+    p.add_argument("data", nargs="?", help="table file, store .db, data set folder, or bundled name "
+                   "(ouyang2024-table1, chinchilla-epoch, a measured data set; default: the shipped measured "
+                   "data set, qidlab.data.DEFAULT)")
     p.add_argument("--law", required=True)
     p.add_argument("--by", help="fit one law per group of these columns (comma-separated), e.g. bits")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for 95%% CIs")
@@ -148,8 +150,9 @@ def run_fit(args):
     from ..laws.fit import fit_document, fit_law
 
     law = get_law(args.law)
-    path = data.resolve(args.data)
-    frame = data.load(args.data)
+    name = args.data or data.DEFAULT
+    path = data.resolve(name)
+    frame = data.load(name)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     options = dict(bootstrap=args.bootstrap, resample=args.resample, seed=args.seed,
                    drop_highest=args.drop_highest, target=args.target, method=args.method,

@@ -1,4 +1,4 @@
-"""Commands of the measurement pipeline: sweep, export."""
+"""Commands of the measurement pipeline: sweep, export, store merge, store publish."""
 
 from __future__ import annotations
 
@@ -20,6 +20,27 @@ def register(sub) -> None:
     p.add_argument("--format", default="csv", choices=("csv", "parquet"))
     p.add_argument("--out", help="output file (default: stdout for CSV)")
     p.set_defaults(run=run_export)
+
+    p = sub.add_parser("store", help="merge stores; publish a store as a data set loadable by name")
+    group = p.add_subparsers(dest="store_command", metavar="ACTION", required=True, parser_class=type(p))
+    q = group.add_parser("merge", help="merge stores into one (idempotent; one transaction per source)")
+    q.add_argument("sources", nargs="+", help="qidlab stores (.db) to merge")
+    q.add_argument("--out", required=True, help="the merged store (created, or added to)")
+    q.add_argument("--on-conflict", default="error", choices=("error", "skip"),
+                   help="rows that disagree with the destination: stop with an error (default) or skip them")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=run_store_merge)
+    q = group.add_parser("publish", help="write a store as a data set (Parquet + manifest) loadable by name")
+    q.add_argument("store", help="a qidlab store (.db)")
+    q.add_argument("--name", required=True, help="data set name (lower case, digits, . - _)")
+    q.add_argument("--out", required=True, help="folder that receives NAME/ (src/qidlab/data to ship it)")
+    q.add_argument("--description", default="", help="one paragraph: what was measured, how")
+    q.add_argument("--suite", action="append", default=[], metavar="DIR",
+                   help="a suite folder (manifest, config.json) besides those of the stored checkpoint paths")
+    q.add_argument("--doc-losses", default="auto", choices=("auto", "always", "never"),
+                   help="ship per-document losses: auto = when their file is at most 2 MiB")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=run_store_publish)
 
 
 def run_sweep(args):
@@ -51,3 +72,44 @@ def run_export(args):
         table.to_csv(args.out, index=False)
     else:
         print(table.to_csv(index=False), end="")
+
+
+def run_store_merge(args):
+    from ..store import merge_stores
+
+    summary = merge_stores(args.sources, args.out, on_conflict=args.on_conflict)
+    doc = summary.to_dict()
+    lines = []
+    for s in summary.sources:
+        added = ", ".join(f"{n} {t}" for t, n in s.added.items())
+        lines.append(f"{s.path}: added {added}; {s.present.get('measurements', 0)} measurements already there"
+                     + (f"; {len(s.conflicts)} conflicts skipped ({s.skipped_measurements} measurements)"
+                        if s.conflicts else ""))
+        lines += [f"  skipped: {c}" for c in s.conflicts]
+    total = summary.total()
+    lines.append(f"{args.out}: +{total['measurements']} measurements from {len(summary.sources)} stores")
+    duplicates = summary.duplicates
+    if duplicates:
+        lines.append(f"warning: {len(duplicates)} settings measured under several configs (the canonical table "
+                     f"holds each more than once), e.g. {duplicates[0]}")
+    emit(args, doc, "\n".join(lines))
+
+
+def run_store_publish(args):
+    import json
+
+    from ..data import MANIFEST
+    from ..store import publish_store
+
+    folder = publish_store(args.store, args.name, args.out, description=args.description, suites=args.suite,
+                           doc_losses=args.doc_losses)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    files = manifest["files"]
+    docs = files["doc_losses"]
+    text = (f"wrote {folder}: {files['measurements']['rows']} measurements ({files['measurements']['bytes']} bytes), "
+            + (f"{docs['rows']} per-document losses ({docs['bytes']} bytes)" if docs.get("path")
+               else f"per-document losses {docs.get('reason', 'left out')}"))
+    if manifest["duplicate_settings"]:
+        text += (f"\nwarning: {len(manifest['duplicate_settings'])} settings measured under several configs, e.g. "
+                 f"{manifest['duplicate_settings'][0]}")
+    emit(args, {"dataset": str(folder), "manifest": manifest}, text)

@@ -9,7 +9,8 @@ from . import emit, number, numbers
 def register(sub) -> None:
     p = sub.add_parser("plot", help="draw one of the paper's figures (or a diagnostic) from a store")
     p.add_argument("name", nargs="?", help="figure name (see --list)")
-    p.add_argument("store", nargs="?", help="a qidlab store (.db)")
+    p.add_argument("store", nargs="?", help="a qidlab store (.db) or data set (name or folder; default: the "
+                   "shipped measured data set)")
     p.add_argument("--out", help="image file to write (.png, .svg or .pdf)")
     p.add_argument("--list", action="store_true", help="list the figures and what each shows")
     _options(p)
@@ -17,7 +18,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("report", help="a self-contained HTML report of a store: provenance, fitted laws, "
                        "Table 1, figures")
-    p.add_argument("store", help="a qidlab store (.db)")
+    p.add_argument("store", nargs="?", help="a qidlab store (.db) or data set (name or folder; default: the "
+                   "shipped measured data set, qidlab.data.DEFAULT)")
     p.add_argument("--out", required=True, help="folder for report.html and the fit documents")
     _options(p)
     p.set_defaults(run=run_report)
@@ -50,6 +52,12 @@ def _show_options(args):
                        max_tokens=number(args.max_tokens), vocab_size=args.vocab_size, dpi=args.dpi)
 
 
+def _input(args) -> str:
+    from ..data import DEFAULT
+
+    return args.store or DEFAULT
+
+
 def run_plot(args):
     from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
     from ..show.study import load_study
@@ -59,12 +67,12 @@ def run_plot(args):
         emit(args, {"figures": [{"name": s.name, "paper": s.paper, "caption": s.caption} for s in specs]},
              "\n".join(f"{s.name:>12}  {s.paper or '(new)':<15} {s.caption}" for s in specs))
         return
-    if not (args.name and args.store and args.out):
-        raise QidlabError("plot needs NAME STORE --out FILE (or --list)")
+    if not (args.name and args.out):
+        raise QidlabError("plot needs NAME STORE --out FILE (or --list; STORE defaults to the shipped data set)")
     get_figure(args.name)
     check_output(args.out)
     options = _show_options(args)
-    study = load_study(args.store, suites=args.suite, options=options)
+    study = load_study(_input(args), suites=args.suite, options=options)
     path = save_figure(make_figure(args.name, study), args.out, dpi=options.dpi)
     emit(args, {"figure": args.name, "out": str(path), "eval_set": study.eval_set, "method": study.method},
          f"wrote {path} ({args.name}; eval set {study.eval_set}, method {study.method})")
@@ -75,7 +83,7 @@ def run_report(args):
 
     from ..show.report import SUMMARY, build_report
 
-    path = build_report(args.store, args.out, suites=args.suite, options=_show_options(args))
+    path = build_report(_input(args), args.out, suites=args.suite, options=_show_options(args))
     summary = json.loads((path.parent / SUMMARY).read_text())
     skipped = summary["skipped"]
     text = [f"wrote {path}: {len(summary['figures'])} figures, {len(summary['fits'])} fit documents"]

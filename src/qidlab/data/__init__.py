@@ -1,10 +1,22 @@
 """Data sets shipped with qidlab, loadable by name (see README.md here for provenance).
 
-``path(name)`` gives the file of a bundled data set; ``resolve(name_or_path)`` accepts either a
-bundled name or a file path, which is what the command line does with its DATA argument."""
+Two kinds: *tables* (``BUNDLED``: one CSV file each, e.g. the paper's Table 1) and *measured
+data sets* (a folder ``<name>/`` with ``manifest.json`` and ``measurements.parquet``, written by
+``qidlab store publish``; ``qidlab.store.publish``). Data sets are looked up, in order, in this
+package's folder (so they ship inside the wheel and work from an installed package) and in the
+folders of the ``QIDLAB_DATA_PATH`` environment variable (``os.pathsep``-separated; for data not
+shipped, e.g. a campaign's before it is committed). A shipped name cannot be shadowed.
+
+``path(name)`` gives the table file of a name; ``resolve(name_or_path)`` accepts a name, a data
+set folder or a file path, which is what the command line does with its DATA argument;
+``load`` returns the validated canonical table; ``manifest`` a data set's manifest.
+``DEFAULT`` is the data set ``qidlab fit`` and ``qidlab report`` read when given no input.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -14,22 +26,108 @@ BUNDLED = {
     "ouyang2024-table1": "ouyang2024_table1.csv",
     "chinchilla-epoch": "chinchilla_epoch.csv",
 }
+#: The default input of ``qidlab fit`` / ``qidlab report`` / ``qidlab plot``: the measured data
+#: set that ships with qidlab (a smoke-scale CPU demo run until the GPU campaign's data replaces it).
+DEFAULT = "qidlab-cpu-demo-smoke"
+ENV = "QIDLAB_DATA_PATH"
+MANIFEST = "manifest.json"
+
+
+def _package_dir() -> Path:
+    return Path(str(resources.files(__package__)))
+
+
+def search_path() -> list[Path]:
+    """The folders searched for data sets: this package's, then those of $QIDLAB_DATA_PATH."""
+    extra = [Path(p).expanduser() for p in os.environ.get(ENV, "").split(os.pathsep) if p.strip()]
+    return [_package_dir(), *extra]
+
+
+def datasets() -> dict[str, Path]:
+    """Every measured data set found: name -> its folder (the first found of a name wins)."""
+    found: dict[str, Path] = {}
+    for root in search_path():
+        if root.is_dir():
+            for folder in sorted(root.iterdir()):
+                if (folder / MANIFEST).is_file() and not folder.name.startswith("."):
+                    found.setdefault(folder.name, folder)
+    return found
+
+
+def names() -> list[str]:
+    """Every name ``load`` accepts: the tables, then the data sets."""
+    return [*BUNDLED, *datasets()]
+
+
+def dataset_dir(name_or_path: str | Path) -> Path | None:
+    """The folder of a data set given by name or as a folder path; None if it is neither."""
+    text = str(name_or_path)
+    if text in BUNDLED:
+        return None
+    folder = datasets().get(text)
+    if folder is None and Path(text).is_dir() and (Path(text) / MANIFEST).is_file():
+        folder = Path(text)
+    return folder
+
+
+def manifest(name_or_path: str | Path) -> dict:
+    """The manifest of a data set (by name or folder)."""
+    folder = dataset_dir(name_or_path)
+    if folder is None:
+        raise QidlabError(f"no data set {str(name_or_path)!r} ({_have()})")
+    try:
+        doc = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise QidlabError(f"{folder / MANIFEST}: not a readable manifest ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files", {}).get("measurements"), dict):
+        raise QidlabError(f"{folder / MANIFEST}: not a qidlab data set manifest (no files.measurements)")
+    return doc
 
 
 def path(name: str) -> Path:
-    """The file of bundled data set ``name``."""
-    if name not in BUNDLED:
-        raise QidlabError(f"no bundled data set {name!r} (bundled: {', '.join(BUNDLED)})")
-    return Path(str(resources.files(__package__).joinpath(BUNDLED[name])))
+    """The table file of bundled table or data set ``name``."""
+    if name in BUNDLED:
+        return Path(str(resources.files(__package__).joinpath(BUNDLED[name])))
+    folder = datasets().get(name)
+    if folder is None:
+        raise QidlabError(f"no bundled data set {name!r} ({_have()})")
+    return folder / manifest(folder)["files"]["measurements"]["path"]
 
 
 def resolve(name_or_path: str) -> Path:
-    """A bundled data set's file if ``name_or_path`` names one, else the path itself."""
-    return path(name_or_path) if name_or_path in BUNDLED else Path(name_or_path)
+    """The table file of a bundled name or data set folder, else the path itself (a missing
+    path that looks like a name, with no suffix, is an error listing the names)."""
+    if name_or_path in BUNDLED:
+        return path(name_or_path)
+    folder = dataset_dir(name_or_path)
+    if folder is not None:
+        return folder / manifest(folder)["files"]["measurements"]["path"]
+    given = Path(name_or_path)
+    if not given.exists() and not given.suffix:
+        raise QidlabError(f"{name_or_path!r}: no such file or bundled data set ({_have()})")
+    return given
 
 
 def load(name_or_path: str):
-    """The validated canonical table (``qidlab.tables.read_table``) of a bundled set or file."""
+    """The validated canonical table (``qidlab.tables.read_table``) of a bundled name, a data set
+    (its file checked against the manifest's sha256) or a file."""
     from ..tables import read_table
 
-    return read_table(resolve(name_or_path))
+    file = resolve(name_or_path)
+    folder = dataset_dir(name_or_path)
+    if folder is not None:
+        _check_hash(file, manifest(folder)["files"]["measurements"].get("sha256"))
+    return read_table(file)
+
+
+def _check_hash(file: Path, expected: str | None) -> None:
+    from ..provenance import file_sha256
+
+    if not file.is_file():
+        raise QidlabError(f"{file}: the data set's table is missing")
+    if expected and file_sha256(file) != expected:
+        raise QidlabError(f"{file}: sha256 differs from the manifest's (the file was changed or damaged)")
+
+
+def _have() -> str:
+    return "have: " + ", ".join(names())

@@ -4,8 +4,9 @@ suites live, and the laws fitted to it.
 Units: ``n_params`` is N, non-embedding parameters; ``tokens`` is D, training tokens;
 ``loss16``, ``loss`` and ``qid`` are cross-entropies in nats per token (qid = loss - loss16).
 
-``load_study(db, suites, options)`` reads a store; ``Study.from_frame(frame, ...)`` wraps a
-canonical DataFrame. The *primary slice* is one eval set and one quantization method: the
+``load_study(db, suites, options)`` reads a store or a published data set (``qidlab.data``: by
+name or folder; its manifest gives what a store's tables would); ``Study.from_frame(frame, ...)``
+wraps a canonical DataFrame. The *primary slice* is one eval set and one quantization method: the
 ones chosen in ``ShowOptions``, else the eval set with the most measurements and, on it, the
 method with the most measurements. Laws are fitted to it (``qidlab.show.fits``).
 Checkpoints that saw no tokens (step 0) are left out: D = 0 has no place on a log axis or
@@ -123,6 +124,8 @@ class Study:
 
         if self.options.vocab_size:
             return int(self.options.vocab_size), "given"
+        if self.store_info.get("vocab_size"):
+            return int(self.store_info["vocab_size"]), "the data set's manifest"
         configs = [Path(p) / "config.json" for p in self.checkpoints.get("path", [])]
         configs += [c for suite in self.suite_dirs for c in sorted(suite.glob("*/step*/config.json"))[:1]]
         for config in configs:
@@ -164,12 +167,38 @@ def load_study(db: str | Path, *, suites: Sequence[str | Path] = (), options: Sh
 
     path = Path(db)
     if not path.is_file():
-        raise QidlabError(f"{path}: no such store")
+        return _load_dataset(str(db), suites, options or ShowOptions())
     frame = read_canonical(path)
     tables = _store_tables(path)
     tables["checkpoints"]["path"] = [str(_locate(p, path.parent)) for p in tables["checkpoints"].path]
     source = {"path": str(path), "sha256": provenance.file_sha256(path)}
     return _assemble(frame, options or ShowOptions(), source, tables.pop("checkpoints"), tables, suites)
+
+
+def _load_dataset(name: str, suites, options: ShowOptions) -> Study:
+    """The study of a published data set (``qidlab store publish``), by name or folder."""
+    import pandas as pd
+
+    from .. import data, provenance
+
+    folder = data.dataset_dir(name)
+    if folder is None:
+        raise QidlabError(f"{name}: no such store or data set (data sets: {', '.join(data.datasets()) or 'none'})")
+    doc, file = data.manifest(folder), data.resolve(str(folder))
+    frame = data.load(str(folder))
+    checkpoints = pd.DataFrame(doc.get("checkpoints") or [], columns=["suite", "model", "step", "path", "n_params",
+                                                                      "tokens"])
+    info = {
+        "eval_sets": pd.DataFrame([{**e, "source_json": json.dumps(e.get("source"))} for e in doc.get("eval_sets", [])]),
+        "methods": pd.DataFrame(doc.get("methods", []), columns=["method", "measurements", "configs"]),
+        "runs": pd.DataFrame([{**r, "versions_json": json.dumps(r.get("versions", {}))} for r in doc.get("runs", [])]),
+    }
+    vocab = {s.get("vocab_size") for s in doc.get("suites", [])} - {None}
+    if len(vocab) == 1:
+        info["vocab_size"] = vocab.pop()
+    info = {k: v for k, v in info.items() if not isinstance(v, pd.DataFrame) or len(v)}
+    source = {"path": str(folder), "dataset": doc.get("name", folder.name), "sha256": provenance.file_sha256(file)}
+    return _assemble(frame, options, source, checkpoints, info, suites)
 
 
 def _locate(stored: str, store_dir: Path) -> Path:

@@ -2,7 +2,9 @@
 transaction per measurement so that a crash leaves either a whole measurement or none.
 
 ``connect(path)`` opens it (creating the schema); ``Store`` adds and queries rows;
-``read_canonical(path)`` returns the canonical table of the data contract.
+``read_canonical(path)`` returns the canonical table of the data contract;
+``merge_stores(sources, dest)`` merges stores (``merge.py``); ``publish_store(db, name, out)``
+writes a store as a data set loadable by name (``publish.py``, ``qidlab.data``).
 """
 
 from __future__ import annotations
@@ -171,6 +173,15 @@ class Store:
                 return None
             raise
 
+    def record_device(self, device: str) -> None:
+        """Add ``device`` (what measured, e.g. "cuda: NVIDIA H100 80GB HBM3") to meta ``devices``."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'devices'").fetchone()
+        devices = json.loads(row[0]) if row else []
+        if device not in devices:
+            with self.conn:
+                self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('devices', ?)",
+                                  (json.dumps(devices + [device], sort_keys=True),))
+
     def count(self, table: str = "measurements") -> int:
         if table not in ("measurements", "checkpoints", "eval_sets", "doc_losses", "fits"):
             raise QidlabError(f"no table {table!r} in the store")
@@ -180,3 +191,7 @@ class Store:
         import pandas as pd
 
         return pd.read_sql_query("SELECT * FROM canonical", self.conn)
+
+
+from .merge import MergeSummary, merge_stores  # noqa: E402  (merge.py uses connect and SCHEMA_VERSION)
+from .publish import publish_store  # noqa: E402

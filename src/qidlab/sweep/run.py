@@ -50,6 +50,7 @@ class CheckpointInfo:
     n_params_total: int
     tokens: int | None
     content_hash: str
+    device: str | None = None  # the hardware that measured (provenance.device_name)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
         device = "cuda" if torch.cuda.is_available() else "cpu"
     ckpt = load_checkpoint(path, device=device)
     yield CheckpointInfo(n_params=ckpt.n_params, n_params_total=ckpt.n_params_total, tokens=ckpt.tokens,
-                         content_hash=ckpt.content_hash)
+                         content_hash=ckpt.content_hash, device=provenance.device_name(device))
     model, tok = ckpt.model, ckpt.tokenizer
     scoring = {k: v for k, v in study.scoring.items() if k in ("max_length", "stride", "batch_size")}
     if "reference_tokenizer" in study.scoring:
@@ -240,6 +241,8 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             ckpt_id = store.checkpoint_id(suite=ref.suite, model=ref.model, step=ref.step, path=str(ref.path),
                                           n_params=item.n_params, n_params_total=item.n_params_total,
                                           tokens=int(tokens), content_hash=item.content_hash)
+            if item.device:
+                store.record_device(item.device)
             continue
         label = f"{ref.model}/step{ref.step} {_label(item.config)} {item.eval_set}"
         if item.error:

@@ -1,0 +1,311 @@
+"""Publishing a store as a data set: ``publish_store(db, name, out_dir)`` writes ``out_dir/name/``,
+the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAME``):
+
+* ``measurements.parquet``: the canonical table (the store's ``canonical`` view: every QiD
+  measurement, the 16-bit references left out; N non-embedding parameters, D tokens, losses
+  and QiD in nats per token) plus ``config_hash``, sorted by suite, model, step, eval set,
+  method, bits, config. Parquet, not CSV: typed columns (integers stay integers, empty cells
+  stay NULL), floats stored exactly, a few times smaller, and pyarrow is already a dependency.
+* ``doc_losses.parquet``: per-document losses (suite, model, step, eval_set, config_hash,
+  doc_index, nll_sum in nats, n_tokens, n_bytes) of every measurement, the 16-bit references
+  included (the other half of each paired bootstrap), *only if small*: with ``doc_losses="auto"``
+  they are shipped when their file is at most ``DOC_LOSSES_MAX_BYTES`` (2 MiB), so that a
+  shipped data set stays a few MB; ``"always"`` / ``"never"`` decide outright. The manifest
+  says how many rows there were and why they are absent when they are.
+* ``manifest.json``: name, description, units, files (rows, bytes, sha256), counts, suites (from
+  the checkpoints table, with each suite's ``qidlab-suite.toml`` / ``.json`` manifest and vocabulary
+  size where the suite folder is found), checkpoints, eval sets (name, content hash, documents,
+  source), methods and their configs (config JSON by hash), the library versions and code
+  revisions the rows were measured with, the devices recorded, the store's ``merged_from``
+  record, settings measured under several configs (``qidlab.store.merge``: each such point is
+  in the table more than once), and the code that published it. No timestamps: the same store published by the same
+  code gives the same files.
+
+Everything is written into a temporary folder next to the target and renamed into place; an
+existing target is replaced only if it is a data set (has a manifest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import QidlabError
+
+MEASUREMENTS = "measurements.parquet"
+DOC_LOSSES = "doc_losses.parquet"
+MANIFEST = "manifest.json"
+FORMAT = "qidlab-dataset/1"
+DOC_LOSSES_MAX_BYTES = 2 * 1024 * 1024
+DOC_LOSSES_CHOICES = ("auto", "always", "never")
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+UNITS = {"n_params": "non-embedding parameters (N)", "n_params_total": "all parameters",
+         "tokens": "training tokens seen by the checkpoint (D)", "bits": "weight bit width (P)",
+         "loss16": "nats per token (16-bit model)", "loss": "nats per token (quantized model)",
+         "qid": "nats per token, loss - loss16", "nll_sum": "nats, summed over a document's tokens"}
+SORT = ["suite", "model", "step", "eval_set", "method", "bits", "config_hash"]
+
+_CANONICAL = (
+    "SELECT c.n_params, c.n_params_total, c.tokens, m.bits, m.group_size, m.exp_bits, m.man_bits, m.block_size, "
+    "m.method, m.loss16, m.loss, m.qid, m.qid_ci_low, m.qid_ci_high, e.name AS eval_set, c.suite, c.model, c.step, "
+    "m.config_hash FROM measurements m JOIN checkpoints c ON c.id = m.checkpoint_id "
+    "JOIN eval_sets e ON e.id = m.eval_set_id WHERE m.method != 'none'")
+_DOC_LOSSES = (
+    "SELECT c.suite, c.model, c.step, e.name AS eval_set, m.config_hash, d.doc_index, d.nll_sum, d.n_tokens, "
+    "d.n_bytes FROM doc_losses d JOIN measurements m ON m.id = d.measurement_id "
+    "JOIN checkpoints c ON c.id = m.checkpoint_id JOIN eval_sets e ON e.id = m.eval_set_id "
+    "ORDER BY c.suite, c.model, c.step, e.name, m.config_hash, d.doc_index")
+
+
+def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description: str = "",
+                  suites: Sequence[str | Path] = (), doc_losses: str = "auto") -> Path:
+    """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder.
+    ``suites``: suite folders besides those found from the stored checkpoint paths."""
+    from .. import provenance
+    from .merge import check_store
+
+    _check_name(name)
+    if doc_losses not in DOC_LOSSES_CHOICES:
+        raise QidlabError(f"doc_losses must be one of {', '.join(DOC_LOSSES_CHOICES)}, not {doc_losses!r}")
+    db, target = Path(db), Path(out_dir) / name
+    check_store(db)
+    if target.exists() and not (target / MANIFEST).is_file():
+        raise QidlabError(f"{target}: exists and is not a qidlab data set (no {MANIFEST}); not replacing it")
+    with _read_only(db) as conn:
+        tables = _read(conn)
+    if tables["measurements"].empty:
+        raise QidlabError(f"{db}: the store has no QiD measurements to publish")
+    suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
+    tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}."))
+    try:
+        files = _write_tables(tmp, tables, doc_losses)
+        manifest = build_manifest(name, description, db, tables, files, suite_dirs)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        os.chmod(tmp, 0o755)
+        _replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _check_name(name: str) -> None:
+    from .. import data
+
+    if not NAME.match(name or ""):
+        raise QidlabError(f"data set name {name!r}: use lower-case letters, digits, '.', '-' and '_' "
+                          "(starting with a letter or digit)")
+    if name in data.BUNDLED:
+        raise QidlabError(f"data set name {name!r} is taken by a bundled table")
+
+
+class _read_only:
+    def __init__(self, path: Path):
+        self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.conn
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+
+def _read(conn) -> dict[str, Any]:
+    import pandas as pd
+
+    from .merge import duplicate_settings
+
+    q = lambda sql: pd.read_sql_query(sql, conn)  # noqa: E731
+    return {
+        "measurements": q(_CANONICAL).sort_values(SORT, kind="stable").reset_index(drop=True),
+        "doc_losses": q(_DOC_LOSSES),
+        "checkpoints": q("SELECT suite, model, step, path, n_params, n_params_total, tokens, content_hash "
+                         "FROM checkpoints ORDER BY suite, model, step"),
+        "eval_sets": q("SELECT name, content_hash, n_docs, source_json FROM eval_sets ORDER BY name, content_hash"),
+        "configs": q("SELECT config_hash, method, MIN(config_json) AS config_json, COUNT(*) AS measurements "
+                     "FROM measurements GROUP BY config_hash, method ORDER BY method, config_hash"),
+        "runs": q("SELECT versions_json, code_revision, COUNT(*) AS measurements FROM measurements "
+                  "GROUP BY versions_json, code_revision ORDER BY code_revision, versions_json"),
+        "meta": dict(conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()),
+        "duplicates": duplicate_settings(conn),
+        "references": int(conn.execute("SELECT COUNT(*) FROM measurements WHERE method = 'none'").fetchone()[0]),
+    }
+
+
+# ---------------------------------------------------------------------------
+# the data files
+
+
+def _write_tables(folder: Path, tables: dict, doc_losses: str) -> dict[str, dict]:
+    """Write the Parquet files; return their entries of the manifest's ``files``."""
+    files = {"measurements": _parquet(tables["measurements"], folder / MEASUREMENTS)}
+    docs = tables["doc_losses"]
+    entry: dict[str, Any] = {"path": None, "rows": int(len(docs)), "rule": _rule(doc_losses)}
+    if doc_losses != "never" and len(docs):
+        written = _parquet(docs, folder / DOC_LOSSES)
+        if doc_losses == "always" or written["bytes"] <= DOC_LOSSES_MAX_BYTES:
+            entry = {**written, "rule": entry["rule"]}
+        else:
+            (folder / DOC_LOSSES).unlink()
+            entry["reason"] = f"left out: {written['bytes']} bytes > {DOC_LOSSES_MAX_BYTES}"
+    elif not len(docs):
+        entry["reason"] = "the store has no per-document losses"
+    else:
+        entry["reason"] = "left out on request"
+    files["doc_losses"] = entry
+    return files
+
+
+def _rule(choice: str) -> str:
+    if choice == "auto":
+        return f"shipped when the file is at most {DOC_LOSSES_MAX_BYTES} bytes"
+    return {"always": "always shipped (on request)", "never": "never shipped (on request)"}[choice]
+
+
+def _parquet(frame, path: Path) -> dict[str, Any]:
+    from ..provenance import file_sha256
+
+    frame.to_parquet(path, index=False, compression="zstd")
+    return {"path": path.name, "rows": int(len(frame)), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """``tmp`` becomes ``target``; an old data set there is moved aside first, then removed."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+        os.replace(target, old / target.name)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old / target.name, target)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# the manifest
+
+
+def build_manifest(name: str, description: str, db: Path, tables: dict, files: dict,
+                   suite_dirs: dict[str, list[Path]]) -> dict[str, Any]:
+    """The ``manifest.json`` document of a data set (see the module docstring)."""
+    from .. import provenance
+
+    m, ck = tables["measurements"], tables["checkpoints"]
+    meta = tables["meta"]
+    return {
+        "format": FORMAT, "name": name, "description": description, "units": UNITS, "files": files,
+        "counts": {"measurements": int(len(m)), "references": tables["references"], "checkpoints": int(len(ck)),
+                   "suites": int(ck.suite.nunique()), "models": int(len(ck.groupby(["suite", "model"]))),
+                   "eval_sets": int(len(tables["eval_sets"])), "doc_losses": files["doc_losses"]["rows"]},
+        "duplicate_settings": tables["duplicates"],
+        "suites": [_suite_entry(s, rows, suite_dirs.get(s, [])) for s, rows in ck.groupby("suite", sort=True)],
+        "checkpoints": _records(ck),
+        "eval_sets": [{"name": r.name, "content_hash": r.content_hash, "n_docs": int(r.n_docs),
+                       "source": _json(r.source_json)} for r in tables["eval_sets"].itertuples()],
+        "methods": _methods(m, tables["configs"]),
+        "configs": [{"config_hash": r.config_hash, "method": r.method, "measurements": int(r.measurements),
+                     "config": _json(r.config_json)} for r in tables["configs"].itertuples()],
+        "runs": [{"code_revision": r.code_revision, "versions": _json(r.versions_json),
+                  "measurements": int(r.measurements)} for r in tables["runs"].itertuples()],
+        "code_revisions": sorted(set(tables["runs"].code_revision)),
+        "devices": _json(meta.get("devices", "[]")),
+        "store": {"file": db.name, "sha256": provenance.file_sha256(db), "schema_version": meta.get("schema_version"),
+                  "merged_from": _json(meta.get("merged_from", "[]"))},
+        "published_with": tables["published_with"],
+    }
+
+
+def _methods(m, configs) -> list[dict]:
+    out = []
+    for method, rows in m.groupby("method", sort=True):
+        out.append({"method": method, "measurements": int(len(rows)),
+                    "configs": int((configs.method == method).sum()),
+                    "bits": sorted(float(b) for b in rows.bits.unique())})
+    return out
+
+
+def _suite_entry(suite: str, rows, folders: list[Path]) -> dict[str, Any]:
+    models = [{"model": model, "n_params": int(r.n_params.iloc[0]), "n_params_total": int(r.n_params_total.iloc[0]),
+               "steps": [int(s) for s in r.step], "tokens": [int(t) for t in r.tokens]}
+              for model, r in rows.groupby("model", sort=True)]
+    return {"suite": suite, "models": models, "vocab_size": _vocab_size(rows.path, folders),
+            "manifests": [found for found in map(_suite_manifest, folders) if found]}
+
+
+def _suite_manifest(folder: Path) -> dict[str, Any] | None:
+    """A suite folder's qidlab-suite.toml / .json: file name, sha256 and content."""
+    import tomllib
+
+    from ..checkpoints.discover import MANIFEST_NAMES
+    from ..provenance import file_sha256
+
+    for file_name in MANIFEST_NAMES:
+        path = folder / file_name
+        if path.is_file():
+            text = path.read_text()
+            try:
+                content = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+            except (tomllib.TOMLDecodeError, ValueError) as exc:
+                raise QidlabError(f"{path}: cannot parse ({exc})") from None
+            return {"folder": folder.name, "file": file_name, "sha256": file_sha256(path), "content": content}
+    return None
+
+
+def _vocab_size(paths, folders: list[Path]) -> int | None:
+    """V from the first readable config.json of the suite's checkpoints (None if none is found)."""
+    candidates = [Path(p) / "config.json" for p in paths]
+    candidates += [c for f in folders for c in sorted(f.glob("*/step*/config.json"))[:1]]
+    for config in candidates:
+        try:
+            vocab = json.loads(config.read_text()).get("vocab_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(vocab, int) and vocab > 1:
+            return vocab
+    return None
+
+
+def _suite_dirs(checkpoints, store_dir: Path, extra: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """Suite folders by suite name: the parents of the stored checkpoints' model folders that
+    exist (relative paths also tried from the store's folder), and the ``extra`` ones, matched
+    by their manifest's suite name or their folder name."""
+    out: dict[str, list[Path]] = {}
+    for suite, path in zip(checkpoints.suite, checkpoints.path):
+        p = Path(path)
+        for cand in (p, store_dir / p) if not p.is_absolute() else (p,):
+            folder = cand.parent.parent
+            if cand.exists() and folder.is_dir() and folder.resolve() not in {f.resolve() for f in out.get(suite, [])}:
+                out.setdefault(suite, []).append(folder)
+                break
+    for s in extra:
+        folder = Path(s)
+        if not folder.is_dir():
+            raise QidlabError(f"--suite {s}: no such folder")
+        found = _suite_manifest(folder)
+        suite = (found or {}).get("content", {}).get("suite") or folder.name
+        out.setdefault(str(suite), []).append(folder)
+    return out
+
+
+def _records(frame) -> list[dict]:
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _json(text):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text

@@ -1,0 +1,207 @@
+"""Publishing a store as a data set (`qidlab store publish`) and loading data sets by name
+(`qidlab.data`, `qidlab fit NAME`, `qidlab plot FIG NAME`, `qidlab report NAME`), the shipped
+data sets included.
+
+The published store is the show stage's synthetic study (``show_fixtures``: QiD from Ouyang's
+law with known exponents, a suite folder with its manifest; no torch). Units: N non-embedding
+parameters, D tokens, losses in nats per token."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+import qidlab.data
+import show_fixtures as sf
+from qidlab.cli import main
+from qidlab.errors import QidlabError
+from qidlab.provenance import file_sha256
+from qidlab.show.study import ShowOptions, load_study
+from qidlab.store import Store, publish_store, read_canonical
+from qidlab.store import publish as publish_module
+
+SORT = ["suite", "model", "step", "eval_set", "method", "bits"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """(store, suite folder) of the synthetic study, with a device recorded."""
+    root = tmp_path_factory.mktemp("publish")
+    suite = sf.write_suite(root, weights=False)
+    db = sf.write_store(root / "study.db", suite)
+    with Store(db) as store:
+        store.record_device("cuda: NVIDIA H100 80GB HBM3")
+    return db, suite
+
+
+@pytest.fixture
+def published(study, tmp_path, monkeypatch):
+    """The study published as 'synth-study' into a folder on $QIDLAB_DATA_PATH."""
+    db, _ = study
+    folder = publish_store(db, "synth-study", tmp_path / "datasets", description="synthetic")
+    monkeypatch.setenv(qidlab.data.ENV, str(tmp_path / "datasets"))
+    return folder
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+# ---------------------------------------------------------------------------
+# the published files
+
+
+def test_the_table_is_the_canonical_view_and_the_manifest_describes_it(study, published):
+    db, suite = study
+    table = pd.read_parquet(published / "measurements.parquet")
+    want = read_canonical(db).sort_values(SORT).reset_index(drop=True)
+    got = table.drop(columns="config_hash").sort_values(SORT).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)  # the view's columns, in its order
+    m = _manifest(published)
+    assert m["format"] == "qidlab-dataset/1" and m["name"] == "synth-study" and m["description"] == "synthetic"
+    files = m["files"]
+    assert files["measurements"]["sha256"] == file_sha256(published / "measurements.parquet")
+    assert files["measurements"]["rows"] == m["counts"]["measurements"] == len(want) == 240
+    assert m["counts"] == {"measurements": 240, "references": 0, "checkpoints": 20, "suites": 1, "models": 4,
+                           "eval_sets": 2, "doc_losses": 240 * 4}
+    assert [e["name"] for e in m["eval_sets"]] == ["web", "wiki"] and m["eval_sets"][0]["source"] == {"path": "web.txt"}
+    assert {x["method"]: x["bits"] for x in m["methods"]} == {"gptq": [2.0, 3.0, 4.0], "rtn": [2.0, 3.0, 4.0]}
+    assert {c["config_hash"] for c in m["configs"]} == set(table.config_hash)
+    assert m["runs"] == [{"code_revision": "abc1234", "versions": {"qidlab": "0.1.0", "torch": "2.13.0"},
+                          "measurements": 240}]
+    assert m["devices"] == ["cuda: NVIDIA H100 80GB HBM3"]
+    assert m["store"]["sha256"] == file_sha256(db)
+    (entry,) = m["suites"]
+    assert entry["suite"] == "synth" and entry["vocab_size"] == sf.VOCAB
+    assert [x["model"] for x in entry["models"]] == ["m0", "m1", "m2", "m3"]
+    (found,) = entry["manifests"]
+    assert found["file"] == "qidlab-suite.toml" and found["content"]["tokens_per_step"] == sf.TOKENS_PER_STEP
+    assert found["sha256"] == file_sha256(suite / "qidlab-suite.toml")
+
+
+def test_per_document_losses_ship_only_when_small(study, tmp_path, monkeypatch):
+    db, _ = study
+    small = publish_store(db, "a", tmp_path)
+    docs = pd.read_parquet(small / "doc_losses.parquet")
+    entry = _manifest(small)["files"]["doc_losses"]
+    assert len(docs) == entry["rows"] == 240 * 4 and entry["sha256"] == file_sha256(small / "doc_losses.parquet")
+    assert list(docs.columns) == ["suite", "model", "step", "eval_set", "config_hash", "doc_index", "nll_sum",
+                                  "n_tokens", "n_bytes"]
+    monkeypatch.setattr(publish_module, "DOC_LOSSES_MAX_BYTES", entry["bytes"] - 1)
+    big = publish_store(db, "b", tmp_path)
+    entry = _manifest(big)["files"]["doc_losses"]
+    assert not (big / "doc_losses.parquet").exists() and entry["path"] is None and entry["rows"] == 960
+    assert entry["reason"].startswith("left out:")
+    assert (publish_store(db, "c", tmp_path, doc_losses="always") / "doc_losses.parquet").exists()
+    assert _manifest(publish_store(db, "d", tmp_path, doc_losses="never"))["files"]["doc_losses"]["reason"] == \
+        "left out on request"
+
+
+def test_publishing_again_gives_the_same_files_and_replaces_only_a_data_set(study, tmp_path):
+    db, _ = study
+    first = publish_store(db, "x", tmp_path)
+    sums = {p.name: file_sha256(p) for p in first.iterdir()}
+    again = publish_store(db, "x", tmp_path)
+    assert {p.name: file_sha256(p) for p in again.iterdir()} == sums
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # no temporary folder left behind
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(QidlabError, match="exists and is not a qidlab data set"):
+        publish_store(db, "notes", tmp_path)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_bad_input_is_one_error_and_writes_nothing(study, tmp_path, capsys):
+    db, _ = study
+    for name, problem in (("Big Set", "use lower-case letters"), ("ouyang2024-table1", "taken by a bundled table")):
+        with pytest.raises(QidlabError, match=problem):
+            publish_store(db, name, tmp_path / "out")
+    (tmp_path / "junk.db").write_text("not sqlite " * 100)
+    assert main(["store", "publish", str(tmp_path / "junk.db"), "--name", "j", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qidlab: error: ") and "not a readable SQLite store" in err and err.count("\n") == 1
+    Store(tmp_path / "empty.db").close()
+    with pytest.raises(QidlabError, match="no QiD measurements to publish"):
+        publish_store(tmp_path / "empty.db", "e", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------
+# loading by name
+
+
+def test_a_data_set_loads_by_name_or_folder_and_is_checked(study, published, tmp_path):
+    db, _ = study
+    assert qidlab.data.datasets()["synth-study"] == published and "synth-study" in qidlab.data.names()
+    by_name = qidlab.data.load("synth-study")
+    assert len(by_name) == 240 and set(by_name.eval_set) == {"web", "wiki"}
+    pd.testing.assert_frame_equal(qidlab.data.load(str(published)), by_name)
+    assert qidlab.data.resolve("synth-study") == published / "measurements.parquet"
+    copy = tmp_path / "copy"
+    shutil.copytree(published, copy)
+    table = pd.read_parquet(copy / "measurements.parquet")
+    table.loc[0, "qid"] *= 2
+    table.to_parquet(copy / "measurements.parquet", index=False)
+    with pytest.raises(QidlabError, match="sha256 differs from the manifest's"):
+        qidlab.data.load(str(copy))
+    with pytest.raises(QidlabError, match=r"'synth-studdy': no such file or bundled data set \(have: .*synth-study"):
+        qidlab.data.load("synth-studdy")
+
+
+def test_fit_plot_and_report_take_a_data_set_name(published, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["fit", "synth-study", "--law", "ouyang2024", "--holdout", "", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    fit = doc["fits"][0]
+    assert doc["data"]["path"] == str(published / "measurements.parquet") and fit["n"] == 240
+    assert fit["params"]["gamma"] == pytest.approx(sf.TRUTH["gamma"], rel=0.1)
+    assert main(["plot", "fig2", "synth-study", "--out", str(tmp_path / "f.png"), "--bootstrap", "0", "--dpi", "30"]) == 0
+    assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")
+    study = load_study("synth-study", options=ShowOptions(bootstrap=0))
+    assert study.vocab_size() == (sf.VOCAB, "the data set's manifest")
+    assert list(study.store_info["eval_sets"].name) == ["web", "wiki"]
+    assert study.source["dataset"] == "synth-study" and len(study.checkpoints) == 20
+    with pytest.raises(QidlabError, match="no such store or data set"):
+        load_study(tmp_path / "missing.db")
+
+
+def test_report_reads_the_shipped_data_set_by_default(tmp_path, capsys):
+    out = tmp_path / "r"
+    capsys.readouterr()
+    assert main(["report", "--out", str(out), "--bootstrap", "0", "--dpi", "30", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    m = qidlab.data.manifest(qidlab.data.DEFAULT)
+    assert doc["store"]["dataset"] == qidlab.data.DEFAULT and "fit-ouyang2024.json" in doc["fits"]
+    assert doc["store"]["sha256"] == m["files"]["measurements"]["sha256"]
+    html = (out / "report.html").read_text()
+    assert f"qidlab report: {qidlab.data.DEFAULT}" in html
+    for e in m["eval_sets"]:  # eval sets and code revisions come from the manifest
+        assert f"{e['name']}: {e['n_docs']} documents, sha256 {e['content_hash'][:12]}" in html
+    assert all(f"code {r['code_revision']}" in html for r in m["runs"])
+
+
+def test_the_default_input_is_the_shipped_data_set(capsys):
+    capsys.readouterr()
+    assert qidlab.data.DEFAULT in qidlab.data.datasets(), "the default data set ships inside the package"
+    assert main(["fit", "--law", "ouyang2024", "--holdout", "", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["data"]["path"] == str(qidlab.data.path(qidlab.data.DEFAULT))
+
+
+@pytest.mark.parametrize("name", sorted(qidlab.data.datasets()))
+def test_every_shipped_data_set_matches_its_manifest(name):
+    folder = qidlab.data.datasets()[name]
+    m = qidlab.data.manifest(name)
+    assert m["name"] == name == folder.name and m["format"] == "qidlab-dataset/1"
+    for entry in m["files"].values():
+        if entry.get("path"):
+            assert file_sha256(folder / entry["path"]) == entry["sha256"]
+            assert len(pd.read_parquet(folder / entry["path"])) == entry["rows"]
+    table = qidlab.data.load(name)
+    assert len(table) == m["counts"]["measurements"] and (table.tokens > 0).any()
+    assert set(table.method) == {x["method"] for x in m["methods"]}
+    assert set(table.eval_set) <= {e["name"] for e in m["eval_sets"]}
+    assert m["runs"] and all(r["code_revision"] for r in m["runs"])
