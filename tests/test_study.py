@@ -99,3 +99,27 @@ def test_study_device(tmp_path):
     path.write_text(GOOD.replace('store = "tiny.db"', 'store = "tiny.db"\ndevice = "tpu"'))
     with pytest.raises(QidlabError, match="device must be"):
         load_study(path)
+
+
+def test_measurement_identity_is_the_inputs_content_not_their_paths(tmp_path):
+    """The same job from another folder is the same measurement (stores from several jobs merge)."""
+    from qidlab.store import config_hash
+    from qidlab.sweep.run import measurement_config
+
+    hashes = []
+    for where in ("a", "b/c"):
+        folder = tmp_path / where
+        folder.mkdir(parents=True)
+        (folder / "train.txt").write_text("def f():\n    return 1\n\n\nclass A:\n    pass\n")
+        (folder / "study.toml").write_text(GOOD)
+        study = load_study(folder / "study.toml")
+        hashes.append([config_hash(measurement_config(m, study)) for m in study.methods])
+    assert hashes[0] == hashes[1]
+    (tmp_path / "a" / "train.txt").write_text("other calibration text\n")
+    study = load_study(tmp_path / "a" / "study.toml")
+    changed = [config_hash(measurement_config(m, study)) for m in study.methods]
+    gptq = [i for i, m in enumerate(study.methods) if m["method"] == "gptq"]
+    assert all(changed[i] != hashes[0][i] for i in gptq)
+    (tmp_path / "a" / "train.txt").unlink()
+    with pytest.raises(QidlabError, match="calibration source does not exist"):
+        measurement_config(study.methods[gptq[0]], study)

@@ -9,6 +9,7 @@ skipped, so after a crash the same command finishes the study with no lost and n
 
 from __future__ import annotations
 
+import functools
 import json
 
 import sys
@@ -65,11 +66,38 @@ def measurement_config(cfg: dict[str, Any], study: Study) -> dict[str, Any]:
     from ..quantize import config_from_dict
 
     quant = REFERENCE if cfg.get("method") == "none" else config_from_dict(cfg).to_dict()
-    out = {"quantization": quant, "scoring": dict(study.scoring)}
+    scoring = dict(study.scoring)
+    if "reference_tokenizer" in scoring:  # the file's content, not where it lies
+        scoring["reference_tokenizer"] = _file_identity(study.path.parent / scoring["reference_tokenizer"])
+    out = {"quantization": quant, "scoring": scoring}
     if quant.get("method") in NEEDS_CALIBRATION and study.calibration is not None:
         c = study.calibration
-        out["calibration"] = {"source": str(c.source), "n_samples": c.n_samples, "seq_len": c.seq_len, "seed": c.seed}
+        out["calibration"] = {"content_hash": _calibration_identity(c.source), "n_samples": c.n_samples,
+                              "seq_len": c.seq_len, "seed": c.seed}
     return out
+
+
+def _calibration_identity(source: Path) -> str:
+    """The calibration text's content hash (``docs_hash``), so that the same job run from another
+    folder, or merged from another store, is the same measurement. Cached per file version."""
+    path = Path(source)
+    if not path.exists():
+        raise QidlabError(f"calibration source does not exist: {path}")
+    st = path.stat()
+    return _docs_hash_of(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _docs_hash_of(path: str, _mtime_ns: int, _size: int) -> str:
+    from ..evaluate import load_eval_set
+
+    return "sha256:" + load_eval_set(path, n_docs=None, name="calibration").content_hash
+
+
+def _file_identity(path: Path) -> str:
+    if not Path(path).is_file():
+        raise QidlabError(f"reference tokenizer does not exist: {path}")
+    return "sha256:" + provenance.file_sha256(path)
 
 
 def calibration_ids(tokenizer, spec: CalibrationSpec):
