@@ -163,6 +163,21 @@ def test_two_runs_with_one_seed_are_identical(trained, workdir):
             assert a == b
 
 
+def test_models_trained_in_separate_jobs_equal_the_whole_suite(trained, workdir):
+    """One model per call (one GPU job each) gives the same suite as one call for all."""
+    with single_thread():
+        first = train_suite(write_suite(workdir), workdir / "jobs", threads=1, models=["h64-l2"])
+        assert {p.parent.name for p in first} == {"h64-l2"}
+        assert not (workdir / "jobs" / "tiny" / "h32-l1").exists()
+        train_suite(write_suite(workdir), workdir / "jobs", threads=1, models=["h32-l1"])
+    for model in ("h32-l1", "h64-l2"):
+        a = (workdir / "run1" / "tiny" / model / "step40" / "model.safetensors").read_bytes()
+        b = (workdir / "jobs" / "tiny" / model / "step40" / "model.safetensors").read_bytes()
+        assert a == b
+    with pytest.raises(QidlabError, match="has no model\\(s\\) h128"):
+        train_suite(write_suite(workdir), workdir / "jobs", models=["h128"])
+
+
 class Interrupt(Exception):
     pass
 

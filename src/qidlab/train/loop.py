@@ -97,8 +97,12 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
 
 def train_suite(config_path, out_dir, *, threads: int | None = None, device: str | None = None,
                 compile: bool | None = None, peak_tflops: float | None = None, lr_sweep: bool | None = None,
-                on_step=None, log=None) -> list[Path]:
+                models: list[str] | None = None, on_step=None, log=None) -> list[Path]:
     """Train (or finish training) every model of the suite file; return every ``step<N>`` folder, in order.
+
+    ``models``: train only these models of the suite (by name), e.g. one per GPU job; the data
+    order, tokenizer and manifest are the whole suite's, so jobs that train different models of
+    one suite file make one suite.
 
     ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
     setting. ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) and ``compile`` override the suite
@@ -132,10 +136,23 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
                                                  data.tokenizer))[0] for m in config.models}
     _write_suite_manifest(config, suite_dir, n_params, sweeps)
     paths = []
+    chosen = _chosen(config, models)
     with _threads(threads):
         for spec in config.models:
-            paths += _train_model(config, spec, data, suite_dir, save_steps, run, on_step, log)
+            if spec.name in chosen:
+                paths += _train_model(config, spec, data, suite_dir, save_steps, run, on_step, log)
     return paths
+
+
+def _chosen(config: SuiteConfig, models) -> set[str]:
+    names = [m.name for m in config.models]
+    if models is None:
+        return set(names)
+    unknown = [m for m in models if m not in names]
+    if unknown or not models:
+        raise QidlabError(f"suite {config.name!r} has no model(s) {', '.join(unknown) or '(none given)'} "
+                          f"(it has: {', '.join(names)})")
+    return set(models)
 
 
 def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
