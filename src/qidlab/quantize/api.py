@@ -15,7 +15,7 @@ from torch import nn
 
 from qidlab.errors import QidlabError
 from qidlab.quantize import grids
-from qidlab.quantize.awq import awq_quantize_layer
+from qidlab.quantize.awq import awq_scaled_weight
 from qidlab.quantize.config import (AWQConfig, FP4Config, FPConfig, GPTQConfig, NF4Config,
                                     QuantConfig, RTNConfig, TernaryConfig)
 from qidlab.quantize.gptq import HessianAccumulator, collect_hessians, gptq_quantize_layer
@@ -242,10 +242,19 @@ def _awq_one(report, name, mod, xs, config):
         x = torch.ones(1, mod.in_features, device=mod.weight.device)
     else:
         x = torch.cat(xs)
-    new, s = _with_layer_name(name, awq_quantize_layer, mod.weight, x, config)
-    g = grids.group_view(mod.weight.float() * s, config.group_size)  # the grid AWQ used
+    clip = config.clip and not _is_query_key(name)
+    ws, s = _with_layer_name(name, awq_scaled_weight, mod.weight, x, config, clip)
+    g = grids.group_view(ws, config.group_size)  # the matrix AWQ rounds, by group
     sc, z = grids.choose_qparams(g, config.bits, config.symmetric)
+    new = grids.dequantize(grids.quantize(g, sc, z, config.bits), sc, z).reshape(ws.shape) / s
     _replace(report, name, mod, new, scale=sc[..., 0], zero=z[..., 0], input_scale=s)
+
+
+def _is_query_key(name: str) -> bool:
+    """Linears AWQ's clip search leaves alone (their error passes through q k^T): llm-awq's and
+    AutoAWQ's name test, on the last part of the name."""
+    leaf = name.rsplit(".", 1)[-1]
+    return any(t in leaf for t in ("q_", "k_", "query", "key", "Wqkv"))
 
 
 def _codebook4(config, w: torch.Tensor, ours: Callable) -> torch.Tensor:
