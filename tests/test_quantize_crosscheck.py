@@ -253,3 +253,35 @@ def test_autoawq_scales_and_weights(arch, duo_scaling, clip):
     # not vacuous: AWQ moved away from plain rounding somewhere
     assert any(not torch.equal(v["input_scale"], torch.ones_like(v["input_scale"]))
                for v in report.qparams.values())
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+@pytest.mark.parametrize("duo_scaling, clip", [(False, False), (True, True)])
+def test_autoawq_backend_computes_what_autoawq_computes(arch, duo_scaling, clip):
+    """``backend="autoawq"``: the model keeps its modules and parameters, and computes what
+    AutoAWQ's own model computes (scales folded into norms, activations and previous linears,
+    every block linear rounded by AutoAWQ's ``pseudo_quantize_tensor``)."""
+    _autoawq_quantizer()
+    from qidlab.quantize import AWQConfig, dequantize_state, quantize_, quantized_state
+    from qidlab.quantize.model import select_linears
+
+    ours = _outlier_model(arch)
+    theirs, keys = copy.deepcopy(ours), set(ours.state_dict())
+    calib = torch.randint(3, 128, (8, 64), generator=torch.Generator().manual_seed(1))
+    cfg = AWQConfig(3, group_size=32, duo_scaling=duo_scaling, clip=clip, backend="autoawq")
+    report = quantize_(ours, cfg, calib)
+    quantizer, _ = _autoawq_run(theirs, arch, calib, 3, 32, duo_scaling, clip)
+    for m in select_linears(theirs, None).values():
+        m.weight.data = quantizer.pseudo_quantize_tensor(m.weight.data)[0]
+    ids = torch.randint(3, 128, (4, 64), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = ours(ids).logits, theirs(ids).logits
+        plain = _outlier_model(arch)(ids).logits
+    assert set(ours.state_dict()) == keys
+    assert len(report.modules) == len(select_linears(ours, None))
+    assert (a - b).abs().max() < 1e-4 * b.abs().max()
+    assert (a - plain).abs().max() > 100 * (a - b).abs().max()  # rounding moved the logits
+    # the integer codes export as for qidlab's own AWQ
+    state = dequantize_state(quantized_state(ours, report))
+    for name, m in select_linears(ours, None).items():
+        assert torch.allclose(state[name + ".weight"], m.weight, atol=1e-6), name

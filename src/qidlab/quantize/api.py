@@ -203,6 +203,8 @@ def _gptq_one(report, name, mod, H, config):
 
 
 def _awq(model, config: AWQConfig, calibration, report, *, batch_size, **_):
+    if config.backend == "autoawq":
+        return _autoawq(model, config, calibration, report, batch_size)
     calibration, blocks, linears, inputs = _prepare(model, config, calibration, report, batch_size)
     per_block = _block_of(blocks, linears)
     for block, mine in zip(blocks, per_block):
@@ -229,6 +231,17 @@ def _awq(model, config: AWQConfig, calibration, report, *, batch_size, **_):
                 h.remove()
         for n, m in rest.items():
             _awq_one(report, n, m, xs.pop(n), config)
+
+
+def _autoawq(model, config: AWQConfig, calibration, report, batch_size):
+    from qidlab.quantize.autoawq import autoawq_quantize
+
+    calibration = check_calibration(calibration, config.method)
+    report.n_calibration_tokens = int(calibration.numel())
+    linears = select_linears(model, None)
+    done = autoawq_quantize(model, config, calibration, list(linears), batch_size)
+    for name, (new, qparams) in done.items():
+        _replace(report, name, linears[name], new, **qparams)
 
 
 def _recorder(store: list) -> Callable:

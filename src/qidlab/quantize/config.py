@@ -162,7 +162,11 @@ class AWQConfig(_IntConfig):
     llm-awq's mean|x|^a). ``clip``: AWQ's clipping search on W*s per quantization group
     (llm-awq and AutoAWQ do it by default; query/key projections are not clipped).
     Each linear gets its own scales (AutoAWQ shares one s between linears that read the same
-    input, e.g. q/k/v: docs/crosschecks.md)."""
+    input, e.g. q/k/v: docs/crosschecks.md).
+
+    ``backend``: ``"qidlab"`` (the above) or ``"autoawq"`` (AutoAWQ itself searches and clips,
+    its scales shared as it shares them; optional dependency; every block linear, 20 exponents;
+    ``qidlab.quantize.autoawq``)."""
 
     method: ClassVar[str] = "awq"
     group_size: int | None = 128
@@ -170,6 +174,7 @@ class AWQConfig(_IntConfig):
     symmetric: bool = False
     duo_scaling: bool = False
     clip: bool = False
+    backend: str = "qidlab"
 
     def _validate(self) -> None:
         super()._validate()
@@ -177,6 +182,8 @@ class AWQConfig(_IntConfig):
         for name in ("symmetric", "duo_scaling", "clip"):
             if not isinstance(getattr(self, name), bool):
                 raise QidlabError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.backend not in ("qidlab", "autoawq"):
+            raise QidlabError(f"backend must be 'qidlab' or 'autoawq', got {self.backend!r}")
 
 
 @dataclass(frozen=True)
