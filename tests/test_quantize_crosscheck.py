@@ -1,8 +1,10 @@
 """Cross-checks of qidlab.quantize against other libraries; each skips when its library is absent.
 
-Install them with ``pip install -c constraints.txt -e '.[crosscheck]'`` (bitsandbytes, torchao).
-llm-compressor is not in the extra: today it pins an older transformers than the project's venv
-uses, so its test runs only in an environment where it installs without changing torch.
+Install them with ``pip install -c constraints.txt -e '.[crosscheck]'`` (bitsandbytes, torchao,
+autoawq). llm-compressor is not in the extra: today it pins an older transformers than the
+project's venv uses, so its test runs only in an environment where it installs without changing
+torch. AutoAWQ 0.2.9 installs beside torch 2.13 and transformers 5.x (or 4.51), and its
+quantizer runs on a CPU: docs/crosschecks.md says how, what differs, and what was run.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def test_bitsandbytes_backend_equals_qidlab_grids(method):
 def _autoawq_quantizer():
     mod = pytest.importorskip(
         "awq.quantize.quantizer",
-        reason="AutoAWQ not installed (0.2.9 runs only with transformers < 5: docs/crosschecks.md)")
+        reason="AutoAWQ not installed (pip install -c constraints.txt autoawq; docs/crosschecks.md)")
     return mod.AwqQuantizer
 
 
