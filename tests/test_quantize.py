@@ -514,6 +514,9 @@ def test_awq_autoawq_backend_errors(tiny, calib):
                        (AWQConfig(3, group_size=32, n_grid=10, backend="autoawq"), "n_grid=10")]:
         with pytest.raises(QidlabError, match=words):
             quantize_(tiny, cfg, calib)
+    with pytest.raises(QidlabError, match=r"layers\.0\.self_attn\.v_proj: AutoAWQ's clip search needs "
+                       r"out_features divisible by 64, got 32"):
+        quantize_(_qwen2(), AWQConfig(3, group_size=32, clip=True, backend="autoawq"), calib)
     try:
         import awq  # noqa: F401
     except ImportError:

@@ -44,11 +44,13 @@ def autoawq_quantize(model: nn.Module, config: AWQConfig, calibration: torch.Ten
     Returns ``{name: (W' float32, {"scale", "zero": (out, n_groups), "input_scale": (in,)})}``
     with W' * input_scale = scale * (codes - zero) on each group; ``model`` is not changed."""
     _check(config)
+    _check_clip_shapes(model, config, names)
     quantizer_cls, model_map = _import_autoawq()
     wrapper = model_map.get(getattr(model.config, "model_type", None))
     if wrapper is None:
         raise QidlabError(f"AutoAWQ has no support for model type {model.config.model_type!r}")
     work = copy.deepcopy(model)
+    work.config.use_cache = False  # as AutoAWQ's from_pretrained: else blocks append to a KV cache
     found: list[tuple[nn.Module, tuple[nn.Module, ...], torch.Tensor]] = []
     awq_model = wrapper(work, model.config.model_type, False, work.config, None, None)
     awq_model.quantize(None, quant_config=_quant_config(config), calib_data=calibration.tolist(),
@@ -76,6 +78,23 @@ def _check(config: AWQConfig) -> None:
                           "works on groups)")
     if config.n_grid != 20:
         raise QidlabError(f"backend 'autoawq' searches 20 exponents (its fixed grid), got n_grid={config.n_grid}")
+
+
+def _check_clip_shapes(model: nn.Module, config: AWQConfig, names: list[str]) -> None:
+    """AutoAWQ's clip search takes output rows 64 (or 256) at a time and asserts that they
+    divide; say so before it fails."""
+    if not config.clip:
+        return
+    from qidlab.quantize.model import find_blocks
+
+    prefix, _ = find_blocks(model)
+    mods = dict(model.named_modules())
+    for name in names:
+        inner = name[len(prefix) + 1:].split(".", 1)[-1]  # the name inside its block
+        skipped = any(t in inner for t in ("q_", "k_", "query", "key", "Wqkv"))
+        if not skipped and mods[name].out_features % 64:
+            raise QidlabError(f"{name}: AutoAWQ's clip search needs out_features divisible by "
+                              f"64, got {mods[name].out_features} (use clip = false)")
 
 
 def _import_autoawq():
