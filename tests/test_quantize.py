@@ -17,12 +17,13 @@ from qidlab.quantize import (AWQConfig, FP4Config, FPConfig, GPTQConfig, NF4Conf
                              RTNConfig, TernaryConfig, collect_hessians, config_from_dict,
                              dequantize_state, gptq_quantize_layer, grids, quantize_,
                              quantized_state)
-from qidlab.quantize.awq import awq_quantize_layer  # noqa: E402
+from qidlab.quantize.awq import awq_clip_search, awq_quantize_layer, candidate_scales  # noqa: E402
 from qidlab.quantize.model import capture_block_inputs, find_blocks  # noqa: E402
 
 ALL_CONFIGS = [RTNConfig(4, group_size=32), RTNConfig(3, symmetric=False),
                GPTQConfig(3, group_size=32), GPTQConfig(4, act_order=True, group_size=16),
-               GPTQConfig(3, shared_hessian=True), AWQConfig(3, group_size=32), NF4Config(),
+               GPTQConfig(3, shared_hessian=True), AWQConfig(3, group_size=32),
+               AWQConfig(3, group_size=32, duo_scaling=True, clip=True), NF4Config(),
                FP4Config(block_size=32), FPConfig(4, 3, block_size=32), TernaryConfig()]
 
 
@@ -129,6 +130,8 @@ def test_config_keys_distinct():
     ({"bits": 4}, ["needs a 'method'"]),
     ({"method": "fp", "exp_bits": 0, "man_bits": 0}, ["at least 1"]),
     ({"method": "nf4", "block_size": -1}, ["block_size"]),
+    ({"method": "awq", "bits": 4, "clip": "yes"}, ["clip", "true or false"]),
+    ({"method": "awq", "bits": 4, "backend": "llm-awq"}, ["backend", "'autoawq'"]),
 ])
 def test_config_errors(bad, words):
     with pytest.raises(QidlabError) as e:
@@ -519,6 +522,70 @@ def test_awq_not_worse_than_rtn_and_better_with_outliers():
     # W' * s lies on the integer grid: at most 2^bits values per group
     for grp in grids.group_view(Q * s, 32).reshape(-1, 32):
         assert _levels(grp.round(decimals=4)) <= 8
+
+
+def test_awq_duo_scales_formula():
+    """AutoAWQ's duo scaling: x^a / (w^(1-a) + 1e-4), clamped at 1e-4, over sqrt(max * min)."""
+    x, w = torch.tensor([1.0, 4.0, 0.0]), torch.tensor([0.5, 0.25, 1.0])
+    s = candidate_scales(x, w, 0.5)
+    raw = torch.tensor([1 / (0.5**0.5 + 1e-4), 2 / (0.5 + 1e-4), 1e-4])
+    assert torch.allclose(s, raw / (raw.max() * raw.min()).sqrt())
+    assert torch.allclose(candidate_scales(x, None, 0.0), torch.ones(3))  # a = 0: plain RTN
+
+
+def test_awq_clip_search_lowers_each_groups_error():
+    """Each group's bound is its absmax times 1, 0.95, .., 0.55, and its partial output error is
+    no worse than unclipped rounding; heavy-tailed weights get clipped somewhere."""
+    g = torch.Generator().manual_seed(3)
+    W = torch.distributions.StudentT(2.0).sample((32, 64))
+    X = torch.randn(300, 64, generator=g)
+    cfg = AWQConfig(3, group_size=16)
+    m = awq_clip_search(W, X, cfg)  # (32, 4, 1)
+    absmax = grids.group_view(W, 16).abs().amax(-1, keepdim=True)
+    ratio = (m / absmax).flatten()
+    assert torch.allclose(ratio * 20, (ratio * 20).round(), atol=1e-4) and ratio.min() >= 0.55 - 1e-6
+    assert (ratio < 1).any()
+
+    def err(w):  # per group: mean over tokens of the squared partial-output error
+        d = grids.group_view(w - W, 16)  # (out, n_groups, G)
+        return torch.einsum("tng,ong->otn", X.reshape(300, 4, 16), d).pow(2).mean(1)
+
+    clipped = torch.clamp(grids.group_view(W, 16), -m, m).reshape(W.shape)
+    e_clip = err(grids.fake_quantize(clipped, 3, 16, symmetric=False))
+    e_plain = err(grids.fake_quantize(W, 3, 16, symmetric=False))
+    assert (e_clip <= e_plain * (1 + 1e-5)).all() and (e_clip < 0.99 * e_plain).any()
+
+
+def test_awq_clip_leaves_query_and_key(tiny, calib):
+    """``clip`` clips every linear but the query/key projections (as llm-awq and AutoAWQ)."""
+    plain, clipped = tiny, copy.deepcopy(tiny)
+    quantize_(plain, AWQConfig(3, group_size=32), calib)
+    quantize_(clipped, AWQConfig(3, group_size=32, clip=True), calib)
+    a, b = dict(plain.named_parameters()), dict(clipped.named_parameters())
+    changed = {n.split(".")[-2] for n in a if not torch.equal(a[n], b[n])}
+    kept = {"q_proj", "k_proj", "query_key_value"}
+    assert changed and not changed & kept
+    assert changed <= {"v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "dense",
+                       "dense_h_to_4h", "dense_4h_to_h"}
+
+
+def test_awq_autoawq_backend_errors(tiny, calib):
+    """What AutoAWQ cannot do is one error before any weight changes; so is its absence."""
+    before = _snapshot(tiny)
+    for cfg, words in [(AWQConfig(3, group_size=32, backend="autoawq", modules=("*mlp*",)), "modules"),
+                       (AWQConfig(3, group_size=None, backend="autoawq"), "group_size"),
+                       (AWQConfig(3, group_size=32, n_grid=10, backend="autoawq"), "n_grid=10")]:
+        with pytest.raises(QidlabError, match=words):
+            quantize_(tiny, cfg, calib)
+    with pytest.raises(QidlabError, match=r"layers\.0\.self_attn\.v_proj: AutoAWQ's clip search needs "
+                       r"out_features divisible by 64, got 32"):
+        quantize_(_qwen2(), AWQConfig(3, group_size=32, clip=True, backend="autoawq"), calib)
+    try:
+        import awq  # noqa: F401
+    except ImportError:
+        with pytest.raises(QidlabError, match="needs AutoAWQ: pip install"):
+            quantize_(tiny, AWQConfig(3, group_size=32, backend="autoawq"), calib)
+    assert all(torch.equal(v, before[k]) for k, v in tiny.state_dict().items())
 
 
 # ---- quantize_ on models -----------------------------------------------------------------

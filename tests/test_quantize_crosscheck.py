@@ -1,11 +1,15 @@
 """Cross-checks of qidlab.quantize against other libraries; each skips when its library is absent.
 
-Install them with ``pip install -c constraints.txt -e '.[crosscheck]'`` (bitsandbytes, torchao).
-llm-compressor is not in the extra: today it pins an older transformers than the project's venv
-uses, so its test runs only in an environment where it installs without changing torch.
+Install them with ``pip install -c constraints.txt -e '.[crosscheck]'`` (bitsandbytes, torchao,
+autoawq). llm-compressor is not in the extra: today it pins an older transformers than the
+project's venv uses, so its test runs only in an environment where it installs without changing
+torch. AutoAWQ 0.2.9 installs beside torch 2.13 and transformers 5.x (or 4.51), and its
+quantizer runs on a CPU: docs/crosschecks.md says how, what differs, and what was run.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 
@@ -177,3 +181,138 @@ def test_bitsandbytes_backend_equals_qidlab_grids(method):
     assert len(report.modules) == 8
     for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+# ---- AutoAWQ: AWQ's scale search and clipping --------------------------------------------
+
+
+def _autoawq_quantizer():
+    mod = pytest.importorskip(
+        "awq.quantize.quantizer",
+        reason="AutoAWQ not installed (pip install -c constraints.txt autoawq; docs/crosschecks.md)")
+    return mod.AwqQuantizer
+
+
+# AutoAWQ's own scaling groups are single linears here, so qidlab's per-linear search must agree
+# (GPT-NeoX's attention.dense is not scaled by AutoAWQ; Llama's q/k/v and gate/up share scales)
+_SAME_GROUPS = {"gpt_neox": ("query_key_value", "dense_h_to_4h", "dense_4h_to_h"),
+                "llama": ("o_proj", "down_proj")}
+
+
+def _outlier_model(arch):
+    """A tiny random model whose norms give a few hidden channels 10x the others (AWQ's case)."""
+    from tiny_models import tiny_config
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=128)).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layernorm.weight" in name:
+                p[:4] *= 10
+    return model
+
+
+def _autoawq_run(model, arch, calib, bits, group_size, duo_scaling, clip):
+    """AutoAWQ's quantize(export_compatible=True): scales folded into the previous ops, weights
+    clipped, not rounded. Returns {linear: its scales} for every linear AutoAWQ scaled."""
+    from awq.models.gpt_neox import GPTNeoXAWQForCausalLM
+    from awq.models.llama import LlamaAWQForCausalLM
+
+    found = {}
+
+    class Recording(_autoawq_quantizer()):
+        def _search_best_scale(self, module, prev_op, layers, *args, **kwargs):
+            out = super()._search_best_scale(module, prev_op, layers, *args, **kwargs)
+            found.update({m: out[2] for m in layers})
+            return out
+
+        def _compute_best_scale(self, x, w_mean, x_mean, module2inspect, *args, **kwargs):
+            # AutoAWQ keeps the weights to restore after each candidate as `v.cpu()`: a copy
+            # on a GPU, but on a CPU the weight itself, which the first candidate then scales
+            # in place (with duo scaling that candidate is not all ones). Copy, as on a GPU.
+            state_dict = module2inspect.state_dict
+            module2inspect.state_dict = lambda *a, **k: {
+                n: v.clone() for n, v in state_dict(*a, **k).items()}
+            try:
+                return super()._compute_best_scale(x, w_mean, x_mean, module2inspect, *args,
+                                                   **kwargs)
+            finally:
+                del module2inspect.state_dict
+
+    cls = {"gpt_neox": GPTNeoXAWQForCausalLM, "llama": LlamaAWQForCausalLM}[arch]
+    model.config.use_cache = False  # as AutoAWQ's from_pretrained sets it
+    awq_model = cls(model, arch, False, model.config, None, None)
+    awq_model.quantize(None, quant_config={"zero_point": True, "q_group_size": group_size,
+                                           "w_bit": bits, "version": "gemm"},
+                       calib_data=calib.tolist(), max_calib_samples=calib.shape[0],
+                       max_calib_seq_len=calib.shape[1], duo_scaling=duo_scaling,
+                       apply_clip=clip, export_compatible=True, quantizer_cls=Recording)
+    return awq_model.quantizer, found
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+@pytest.mark.parametrize("duo_scaling, clip", [(False, False), (True, False), (False, True),
+                                               (True, True)])
+def test_autoawq_scales_and_weights(arch, duo_scaling, clip):
+    """Same calibration, bits, group size and grid of exponents: where AutoAWQ scales a linear
+    on its own, qidlab's AWQ picks the same scales and gives the same rounded weights."""
+    _autoawq_quantizer()
+    from qidlab.quantize import AWQConfig, quantize_
+
+    ours = _outlier_model(arch)
+    theirs = copy.deepcopy(ours)
+    calib = torch.randint(3, 128, (8, 64), generator=torch.Generator().manual_seed(1))
+    cfg = AWQConfig(3, group_size=32, duo_scaling=duo_scaling, clip=clip)
+    report = quantize_(ours, cfg, calib)
+    quantizer, found = _autoawq_run(theirs, arch, calib, 3, 32, duo_scaling, clip)
+    mods = dict(theirs.named_modules())
+    checked = 0
+    for name, m in ours.named_modules():
+        if name.rsplit(".", 1)[-1] not in _SAME_GROUPS[arch]:
+            continue
+        s = found[mods[name]]
+        assert torch.allclose(report.qparams[name]["input_scale"], s, rtol=1e-5), name
+        rounded = quantizer.pseudo_quantize_tensor(mods[name].weight.data)[0] / s
+        assert torch.allclose(m.weight, rounded, atol=1e-6), name
+        checked += 1
+    assert checked == 2 * len(_SAME_GROUPS[arch])
+    # not vacuous: AWQ moved away from plain rounding somewhere
+    assert any(not torch.equal(v["input_scale"], torch.ones_like(v["input_scale"]))
+               for v in report.qparams.values())
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+@pytest.mark.parametrize("duo_scaling, clip", [(False, False), (True, True)])
+def test_autoawq_backend_computes_what_autoawq_computes(arch, duo_scaling, clip):
+    """``backend="autoawq"``: the model keeps its modules and parameters, and computes what
+    AutoAWQ's own model computes (scales folded into norms, activations and previous linears,
+    every block linear rounded by AutoAWQ's ``pseudo_quantize_tensor``)."""
+    _autoawq_quantizer()
+    from qidlab.quantize import AWQConfig, dequantize_state, quantize_, quantized_state
+    from qidlab.quantize.model import select_linears
+
+    ours = _outlier_model(arch)
+    theirs, keys = copy.deepcopy(ours), set(ours.state_dict())
+    calib = torch.randint(3, 128, (8, 64), generator=torch.Generator().manual_seed(1))
+    cfg = AWQConfig(3, group_size=32, duo_scaling=duo_scaling, clip=clip, backend="autoawq")
+    report = quantize_(ours, cfg, calib)
+    quantizer, _ = _autoawq_run(theirs, arch, calib, 3, 32, duo_scaling, clip)
+    for m in select_linears(theirs, None).values():
+        m.weight.data = quantizer.pseudo_quantize_tensor(m.weight.data)[0]
+    ids = torch.randint(3, 128, (4, 64), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = ours(ids).logits, theirs(ids).logits
+        plain = _outlier_model(arch)(ids).logits
+    assert set(ours.state_dict()) == keys
+    assert len(report.modules) == len(select_linears(ours, None))
+    assert (a - b).abs().max() < 1e-4 * b.abs().max()
+    assert (a - plain).abs().max() > 100 * (a - b).abs().max()  # rounding moved the logits
+    # the integer codes export as for qidlab's own AWQ
+    state = dequantize_state(quantized_state(ours, report))
+    for name, m in select_linears(ours, None).items():
+        assert torch.allclose(state[name + ".weight"], m.weight, atol=1e-6), name
+    # calibration in uneven batches gives the same weights (no KV cache carried between them)
+    again = _outlier_model(arch)
+    quantize_(again, cfg, calib, batch_size=3)
+    assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), again.parameters()))

@@ -10,7 +10,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-LIBRARIES = ("qidlab", "numpy", "scipy", "pandas", "pyarrow", "torch", "transformers")
+LIBRARIES = ("qidlab", "numpy", "scipy", "pandas", "pyarrow", "torch", "transformers", "autoawq")
 
 
 def versions() -> dict[str, str]:

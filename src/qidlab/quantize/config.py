@@ -169,18 +169,34 @@ class GPTQConfig(_IntConfig):
 @dataclass(frozen=True)
 class AWQConfig(_IntConfig):
     """AWQ (Lin et al. 2024): per-input-channel scales s = mean|x|^a, a searched on
-    ``n_grid`` points of [0, 1), then RTN of W*s (asymmetric, as AWQ) folded back: Q(W*s)/s."""
+    ``n_grid`` points of [0, 1), then RTN of W*s (asymmetric, as AWQ) folded back: Q(W*s)/s.
+
+    ``duo_scaling``: s = mean|x|^a / mean(|W| / group absmax)^(1-a), AutoAWQ's default (False:
+    llm-awq's mean|x|^a). ``clip``: AWQ's clipping search on W*s per quantization group
+    (llm-awq and AutoAWQ do it by default; query/key projections are not clipped).
+    Each linear gets its own scales (AutoAWQ shares one s between linears that read the same
+    input, e.g. q/k/v: docs/crosschecks.md).
+
+    ``backend``: ``"qidlab"`` (the above) or ``"autoawq"`` (AutoAWQ itself searches and clips,
+    its scales shared as it shares them; optional dependency; every block linear, 20 exponents;
+    ``qidlab.quantize.autoawq``)."""
 
     method: ClassVar[str] = "awq"
     group_size: int | None = 128
     n_grid: int = 20
     symmetric: bool = False
+    duo_scaling: bool = False
+    clip: bool = False
+    backend: str = "qidlab"
 
     def _validate(self) -> None:
         super()._validate()
         _check_int("n_grid", self.n_grid, 1)
-        if not isinstance(self.symmetric, bool):
-            raise QidlabError(f"symmetric must be true or false, got {self.symmetric!r}")
+        for name in ("symmetric", "duo_scaling", "clip"):
+            if not isinstance(getattr(self, name), bool):
+                raise QidlabError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.backend not in ("qidlab", "autoawq"):
+            raise QidlabError(f"backend must be 'qidlab' or 'autoawq', got {self.backend!r}")
 
 
 @dataclass(frozen=True)
