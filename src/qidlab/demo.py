@@ -11,7 +11,6 @@ Units: N is non-embedding parameters, D training tokens, losses and QiD nats per
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sysconfig
 from dataclasses import dataclass
@@ -202,23 +201,10 @@ def study_toml(suite_dir: Path, texts: dict, scale: DemoScale, out: Path) -> str
     return "\n".join(lines) + "\n"
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """torch's intra-op threads set to ``n`` for the block (``None``: unchanged)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def sweep_demo_study(out: Path, suite_dir: Path, texts: dict, scale: DemoScale, threads):
     """Write ``work/study.toml`` and run it; return the store's path and the sweep's counts."""
     from .sweep import load_study, run_study
+    from .torchenv import torch_threads
 
     path = out / "work" / "study.toml"
     _write_if_changed(path, study_toml(suite_dir, texts, scale, out))

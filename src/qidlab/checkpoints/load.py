@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import hashlib
 import json
 import re
@@ -12,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qidlab.errors import QidlabError
+from qidlab.torchenv import quiet_transformers
 
 #: Files whose bytes are the checkpoint's weights, by format.
 SAFETENSORS_GLOB = "*.safetensors"
@@ -156,20 +155,6 @@ def _load_tokenizer(folder: Path):
         raise QidlabError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from None
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """No "Loading weights" progress bar: a sweep loads hundreds of checkpoints and has its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str = "cpu") -> Checkpoint:
     """Load a Hugging Face causal-LM folder (``config.json`` + weights [+ tokenizer]).
 
@@ -220,7 +205,7 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         if fmt == "safetensors":
-            with _quiet_transformers():
+            with quiet_transformers():
                 model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, local_files_only=True,
                                                              use_safetensors=True, dtype=dtype)
         else:

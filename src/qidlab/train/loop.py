@@ -39,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from qidlab.errors import QidlabError
+from qidlab.torchenv import quiet_transformers, torch_threads
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
@@ -51,33 +52,6 @@ from qidlab.train.speed import flops_per_token, mfu, peak_flops
 STATE_FILE = "trainer_state.pt"
 STATS_FILE = "train-stats.json"
 SUITE_MANIFEST = "qidlab-suite.toml"
-@contextlib.contextmanager
-def _threads(n: int | None):
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _no_hf_progress_bars():
-    """transformers draws a progress bar per save and load of even a tiny model: noise in a training log."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, sweeps: dict) -> None:
     lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}", ""]
     for m in config.models:
@@ -127,7 +101,7 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     check_fits(config, data.n_tokens)
     sweeps = {}
     if config.lr_sweep is not None:
-        with _threads(threads):
+        with torch_threads(threads):
             config, sweeps = sweep_suite(config, data, run["device"], suite_dir, log)
     save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every)
     from qidlab.checkpoints.params import count_params
@@ -137,7 +111,7 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     _write_suite_manifest(config, suite_dir, n_params, sweeps)
     paths = []
     chosen = _chosen(config, models)
-    with _threads(threads):
+    with torch_threads(threads):
         for spec in config.models:
             if spec.name in chosen:
                 paths += _train_model(config, spec, data, suite_dir, save_steps, run, on_step, log)
@@ -174,7 +148,7 @@ def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
         return state
     folder = model_dir / f"step{int(state['step'])}"
     try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
-        with _no_hf_progress_bars():
+        with quiet_transformers():
             saved = GPTNeoXForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
                                                        dtype=torch.float32)
     except (OSError, ValueError) as exc:
@@ -351,7 +325,7 @@ def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: 
     final = model_dir / f"step{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step{step}-", dir=model_dir))
     try:
-        with _no_hf_progress_bars():
+        with quiet_transformers():
             model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
         meta = {"tokens": step * meta_common["tokens_per_step"], "step": step,
