@@ -204,3 +204,18 @@ def test_shared_hessian_mode_reuses_one_hessian(suite, tmp_path, monkeypatch):
     assert len(calls) == 1
     qid = read_canonical(tmp_path / "tiny.db").set_index("bits").qid
     assert qid[2] > qid[4]
+
+
+def test_sweep_command_models_and_store_overrides_for_one_job(suite, tmp_path, capsys):
+    """A GPU job sweeps only its models into its own store (merged later with `qidlab store merge`)."""
+    text = STUDY.split("[[methods]]")[0] + '[[methods]]\nmethod = "rtn"\nbits = 2\n\n[scoring]\nbootstrap = 20\n'
+    study = _copy_study(suite, tmp_path, text)
+    job = tmp_path / "jobs" / "job-1.db"
+    job.parent.mkdir()
+    assert main(["sweep", str(study), "--models", "m64", "--store", str(job), "--quiet"]) == 0
+    table = read_canonical(job)
+    assert set(table.model) == {"m64"} and len(table) == 2  # two checkpoints x rtn 2-bit
+    assert not (tmp_path / "tiny.db").exists()
+    capsys.readouterr()
+    assert main(["sweep", str(study), "--models", "m999", "--store", str(job), "--quiet"]) == 2
+    assert "no checkpoints" in capsys.readouterr().err

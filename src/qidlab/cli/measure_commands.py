@@ -11,6 +11,9 @@ def register(sub) -> None:
     p.add_argument("study", help="study file (TOML)")
     p.add_argument("--executor", default="local", choices=("local", "ray"))
     p.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--models", nargs="+", metavar="NAME",
+                   help="only these models (overrides the study's [checkpoints] models; e.g. one per GPU job)")
+    p.add_argument("--store", help="store file (overrides the study's; e.g. one per GPU job, merged later)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_sweep)
@@ -46,7 +49,14 @@ def register(sub) -> None:
 def run_sweep(args):
     from ..sweep import load_study, run_study
 
+    import dataclasses
+    from pathlib import Path
+
     study = load_study(args.study)
+    if args.models:
+        study = dataclasses.replace(study, models=tuple(args.models))
+    if args.store:
+        study = dataclasses.replace(study, store=Path(args.store))
     summary = run_study(study, executor=args.executor, address=args.address, progress=not args.quiet)
     doc = {"study": study.name, "store": str(study.store), "measured": summary.measured,
            "skipped": summary.skipped, "failed": summary.failed}
