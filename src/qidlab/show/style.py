@@ -91,10 +91,14 @@ def label(ax, x: str, y: str, *, logx: bool = True, logy: bool = True, title: st
     """Axis labels from canonical column names (with units), log scales, grid, title."""
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(y, y))
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    for on, axis, scale in ((logx, ax.xaxis, ax.set_xscale), (logy, ax.yaxis, ax.set_yscale)):
+        if on:
+            scale("log")
+            # minor ticks get labels only on axes spanning under 0.7 decades (matplotlib's default,
+            # 1 decade, crowds "2x10^5 3x10^5 ..." into each other on a panel 1.1 decades wide)
+            axis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(0.7, 0.3)))
     ax.grid(True, which="major", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
