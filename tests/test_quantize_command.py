@@ -54,3 +54,19 @@ def test_gptq_with_calibration(checkpoint, tmp_path, capsys):
     assert main(["quantize", str(checkpoint), "--method", "gptq", "--bits", "4", "--group-size", "32",
                  "--calibration", str(text), "--n-samples", "4", "--seq-len", "32", "--out", str(out)]) == 0
     assert (out / "quantized-codes.safetensors").exists() and (out / "model.safetensors").exists()
+
+
+def test_other_config_fields_through_set(checkpoint, tmp_path, capsys):
+    out = tmp_path / "asym"
+    assert main(["quantize", str(checkpoint), "--method", "rtn", "--bits", "3", "--group-size", "32",
+                 "--set", "symmetric=false", "--out", str(out), "--json"]) == 0
+    meta = json.loads((out / "qidlab-quantization.json").read_text())
+    assert meta["quantization"]["config"]["symmetric"] is False
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["quantize", str(checkpoint), "--method", "rtn", "--bits", "3", "--set", "symmetric=maybe",
+                 "--out", str(bad)]) == 2
+    assert "symmetric must be true or false" in capsys.readouterr().err and not bad.exists()
+    assert main(["quantize", str(checkpoint), "--method", "rtn", "--bits", "3", "--set", "nonsense",
+                 "--out", str(bad)]) == 2
+    assert "expects NAME=VALUE" in capsys.readouterr().err and not bad.exists()

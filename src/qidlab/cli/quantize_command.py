@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import QidlabError
-from . import dump_json, emit
+from . import assignments, dump_json, emit
 
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
 
@@ -25,10 +25,23 @@ def register(sub) -> None:
     p.add_argument("--n-samples", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="any other field of the method's config, as in a study file: e.g. backend=autoawq "
+                        "duo_scaling=true clip=true, symmetric=false, act_order=true")
     p.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin/.pt) weights, weights_only")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_quantize)
+
+
+def _toml_value(text: str):
+    """A --set value as TOML reads it (true, 4, 0.01, "x"); anything else is the plain string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def run_quantize(args):
@@ -41,7 +54,9 @@ def run_quantize(args):
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise QidlabError(f"{out} exists and is not empty")
-    cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}})
+    extra = {k: _toml_value(v) for k, v in assignments(args.set).items()}
+    cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None},
+                            **extra})
     ckpt = load_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
     calib = None
     if cfg.method in ("gptq", "awq"):
