@@ -219,27 +219,12 @@ def _autoawq_run(model, arch, calib, bits, group_size, duo_scaling, clip):
     from awq.models.gpt_neox import GPTNeoXAWQForCausalLM
     from awq.models.llama import LlamaAWQForCausalLM
 
-    found = {}
+    from qidlab.quantize.autoawq import _recording
 
-    class Recording(_autoawq_quantizer()):
-        def _search_best_scale(self, module, prev_op, layers, *args, **kwargs):
-            out = super()._search_best_scale(module, prev_op, layers, *args, **kwargs)
-            found.update({m: out[2] for m in layers})
-            return out
-
-        def _compute_best_scale(self, x, w_mean, x_mean, module2inspect, *args, **kwargs):
-            # AutoAWQ keeps the weights to restore after each candidate as `v.cpu()`: a copy
-            # on a GPU, but on a CPU the weight itself, which the first candidate then scales
-            # in place (with duo scaling that candidate is not all ones). Copy, as on a GPU.
-            state_dict = module2inspect.state_dict
-            module2inspect.state_dict = lambda *a, **k: {
-                n: v.clone() for n, v in state_dict(*a, **k).items()}
-            try:
-                return super()._compute_best_scale(x, w_mean, x_mean, module2inspect, *args,
-                                                   **kwargs)
-            finally:
-                del module2inspect.state_dict
-
+    records = []  # (previous op, linears, scales), by the wrapper the autoawq backend uses, which
+    # also gives AutoAWQ's search copies of the weights to restore (on a CPU its `.cpu()` is the
+    # weight itself, which the first candidate would scale in place)
+    Recording = _recording(_autoawq_quantizer(), records)
     cls = {"gpt_neox": GPTNeoXAWQForCausalLM, "llama": LlamaAWQForCausalLM}[arch]
     model.config.use_cache = False  # as AutoAWQ's from_pretrained sets it
     awq_model = cls(model, arch, False, model.config, None, None)
@@ -248,7 +233,7 @@ def _autoawq_run(model, arch, calib, bits, group_size, duo_scaling, clip):
                        calib_data=calib.tolist(), max_calib_samples=calib.shape[0],
                        max_calib_seq_len=calib.shape[1], duo_scaling=duo_scaling,
                        apply_clip=clip, export_compatible=True, quantizer_cls=Recording)
-    return awq_model.quantizer, found
+    return awq_model.quantizer, {m: scales for _, layers, scales in records for m in layers}
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
