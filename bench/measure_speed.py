@@ -363,19 +363,23 @@ def naive_way(args, folder, es, spec, device, clock):
                           batch_size=args.calib_batch)
                 qstate = {k: v.detach().clone() for k, v in ckpt.model.state_dict().items()}  # "saved"
             del ckpt
-            with clock(t, "load"):
-                ref = load_checkpoint(folder, device=device)
-            with clock(t, "eval"):
-                s16 = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
-            with clock(t, "restore"):
-                ref.model.load_state_dict(qstate)  # the quantized checkpoint, loaded
-            del qstate
-            with clock(t, "eval"):
-                sq = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
-            with clock(t, "bootstrap"):
-                qids[bits] = paired_bootstrap_qid(s16, sq, n_boot=1000, seed=0)
-            del ref
+            qids[bits] = separate_eval(args, folder, es, device, clock, t, qstate)
     return t, qids
+
+
+def separate_eval(args, folder, es, device, clock, t, qstate):
+    """The "evaluation script" of a per-bit pipeline: fresh load, 16-bit eval, the quantized
+    weights ``qstate`` loaded (the saved quantized checkpoint), quantized eval, paired bootstrap."""
+    with clock(t, "load"):
+        ref = load_checkpoint(folder, device=device)
+    with clock(t, "eval"):
+        s16 = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
+    with clock(t, "restore"):
+        ref.model.load_state_dict(qstate, strict=False)
+    with clock(t, "eval"):
+        sq = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
+    with clock(t, "bootstrap"):
+        return paired_bootstrap_qid(s16, sq, n_boot=1000, seed=0)
 
 
 def llmcompressor_way(args, folder, es, spec, device, clock):
@@ -413,18 +417,7 @@ def llmcompressor_way(args, folder, es, spec, device, clock):
                     qstate = {k: v.detach().clone() for k, v in ckpt.model.state_dict().items()
                               if k.endswith(".weight")}
                 del ckpt
-                with clock(t, "load"):
-                    ref = load_checkpoint(folder, device=device)
-                with clock(t, "eval"):
-                    s16 = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
-                with clock(t, "restore"):
-                    ref.model.load_state_dict(qstate, strict=False)
-                del qstate
-                with clock(t, "eval"):
-                    sq = score(ref.model, ref.tokenizer, es, batch_size=args.eval_batch)
-                with clock(t, "bootstrap"):
-                    qids[bits] = paired_bootstrap_qid(s16, sq, n_boot=1000, seed=0)
-                del ref
+                qids[bits] = separate_eval(args, folder, es, device, clock, t, qstate)
     except Exception as exc:
         return None, {"available": True, "error": f"{type(exc).__name__}: {exc}"[:500]}
     import llmcompressor
