@@ -111,8 +111,11 @@ def stdlib_tests_docs() -> list[str]:
 
 
 def _write_jsonl(path: Path, docs: list[str]) -> None:
+    """The corpus stage's JSONL writer, through a temporary file (no half-written file on a crash)."""
+    from .corpus.build import write_jsonl
+
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    write_jsonl(tmp, docs)
     tmp.replace(path)
 
 
@@ -221,12 +224,12 @@ def fit_summary(store: Path, main_eval: str, scale: DemoScale) -> dict:
     from .laws.fit import fit_law
     from .store import read_canonical
 
-    table = read_canonical(store)
-    table = table[table.eval_set == main_eval]
+    every = read_canonical(store)
+    table = every[every.eval_set == main_eval]
     if table.empty:
         raise QidlabError(f"{store}: no measurements on the eval set {main_eval!r}")
     fits = fit_law(table, "ouyang2024", by="method", bootstrap=scale.bootstrap, seed=0)
-    return {"measurements": int(len(read_canonical(store))), "eval_set": main_eval,
+    return {"measurements": len(every), "eval_set": main_eval,
             "paper": PAPER_EXPONENTS, "fits": [f.to_dict() for f in fits]}
 
 

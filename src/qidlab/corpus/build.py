@@ -163,7 +163,9 @@ def deduplicate(texts: list[str], per_source: list[int]) -> tuple[list[str], lis
     return unique, counts
 
 
-def _write_jsonl(path: Path, docs: list[str]) -> None:
+def write_jsonl(path: Path, docs: list[str]) -> None:
+    """One ``{"text": ...}`` object per line; gzip'ed (reproducibly: no name, mtime 0) when the
+    name ends in ``.gz``."""
     with open(path, "wb") as raw:
         fh = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) \
             if path.name.endswith(".gz") else raw
@@ -252,7 +254,7 @@ def build_corpus(recipe: str = "stdlib", out_dir=None, *, files=None, seed: int 
         out_files = {}
         for split, docs in splits.items():
             f = tmp / (f"{split}.jsonl" + (".gz" if compress else ""))
-            _write_jsonl(f, docs)
+            write_jsonl(f, docs)
             out_files[f.name] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
         licenses = sorted({lic for s in sources for lic in s.get("licenses", ())})
         manifest = Manifest(
