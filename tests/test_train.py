@@ -104,6 +104,24 @@ def test_checkpoint_schedule_is_pythias():
     assert checkpoint_steps(5, log_spaced_until=0, every=1000) == [0, 5]
 
 
+def test_checkpoints_per_octave_are_log_spaced_and_leave_older_suites_alone(workdir):
+    three = checkpoint_steps(1536, log_spaced_until=1536, every=10_000, per_octave=3)
+    assert three[:9] == [0, 1, 2, 3, 4, 5, 6, 8, 10] and three[-1] == 1536
+    late = np.array([s for s in three[:-1] if s >= 32], dtype=float)  # the last step is off the grid
+    assert np.allclose(np.diff(np.log2(late)), 1 / 3, atol=0.06)  # a third of an octave apart
+    assert checkpoint_steps(40, log_spaced_until=8, every=16, per_octave=1) == STEPS
+    plain = load_suite_config(write_suite(workdir))
+    spelled = load_suite_config(write_suite(workdir, text=SUITE.format(extra="").replace(
+        "every = 16 }", "every = 16, per_octave = 1 }")))
+    denser = load_suite_config(write_suite(workdir, text=SUITE.format(extra="").replace(
+        "every = 16 }", "every = 16, per_octave = 2 }")))
+    model = plain.models[0]
+    assert plain.model_hash(model) == spelled.model_hash(model) != denser.model_hash(model)
+    with pytest.raises(QidlabError, match="checkpoints.per_octave must be a positive integer"):
+        load_suite_config(write_suite(workdir, text=SUITE.format(extra="").replace(
+            "every = 16 }", "every = 16, per_octave = 0 }")))
+
+
 def test_batch_order_is_pure_and_repeats_only_after_an_epoch():
     assert batch_indices(1, 4, 10, seed=0).tolist() == [4, 5, 6, 7]
     second = np.concatenate([batch_indices(s, 5, 10, seed=0) for s in (2, 3)])
@@ -176,6 +194,14 @@ def test_models_trained_in_separate_jobs_equal_the_whole_suite(trained, workdir)
         assert a == b
     with pytest.raises(QidlabError, match="has no model\\(s\\) h128"):
         train_suite(write_suite(workdir), workdir / "jobs", models=["h128"])
+
+
+def test_data_only_prepares_the_shared_token_file_and_trains_nothing(trained, workdir):
+    assert train_suite(write_suite(workdir), workdir / "prepared", data_only=True) == []
+    suite_dir = workdir / "prepared" / "tiny"
+    made = (suite_dir / "_data" / "tokens.bin").read_bytes()
+    assert made == (workdir / "run1" / "tiny" / "_data" / "tokens.bin").read_bytes()
+    assert sorted(p.name for p in suite_dir.iterdir()) == ["_data"]
 
 
 class Interrupt(Exception):

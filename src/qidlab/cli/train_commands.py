@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the forward pass")
     p.add_argument("--peak-tflops", type=float, help="accelerator peak (dense bf16) for MFU, if not known by name")
     p.add_argument("--models", nargs="+", metavar="NAME", help="train only these models of the suite (e.g. one per GPU job)")
+    p.add_argument("--data-only", action="store_true",
+                   help="make the tokenizer and token file (OUT/<suite>/_data) and stop (before parallel --models jobs)")
     p.add_argument("--lr-sweep", action="store_true", default=None,
                    help="choose each model's learning rate by short runs first (settings: the suite's lr_sweep)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -63,7 +65,7 @@ def run_train(args):
 
     config = load_suite_config(args.suite)
     log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    paths = train_suite(config, args.out, models=args.models, threads=args.threads, device=args.device, compile=args.compile,
+    paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=args.threads, device=args.device, compile=args.compile,
                         peak_tflops=args.peak_tflops, lr_sweep=args.lr_sweep, log=log)
     suite_dir = Path(args.out) / config.name
     stats = [json.loads(f.read_text()) for m in config.models if (f := suite_dir / m.name / STATS_FILE).is_file()]

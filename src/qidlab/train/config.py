@@ -17,6 +17,7 @@
     weight_decay = 0.01                # AdamW (Pythia: 0.01)
     grad_clip = 1.0                    # max gradient norm (0 = no clipping)
     checkpoints = { log_spaced_until = 512, every = 1000 }   # Pythia: 0, 1, 2, 4, ..., 512, then every 1000
+                                       #   (per_octave = 3: three log-spaced steps per doubling, default 1)
     log_every = 1                      # a train-log.csv row every this many updates (and at every checkpoint)
     device = "auto"                    # "auto" (CUDA when torch sees a GPU) | "cpu" | "cuda" | "cuda:N"
     compile = false                    # torch.compile the forward pass (CUDA: bf16 autocast either way)
@@ -58,7 +59,7 @@ SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "s
 # settings of how a run is executed or recorded, not in model_hash (CUDA's bf16 autocast changes the
 # weights reached, which each checkpoint's qidlab.json records as "device")
 RUN_KEYS = ("log_every", "device", "compile", "lr_sweep")  # a sweep's choice enters the hash as the lr
-CHECKPOINT_KEYS = {"log_spaced_until", "every"}
+CHECKPOINT_KEYS = {"log_spaced_until", "every", "per_octave"}
 MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate", "twin", "precision", "qat"}
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -102,6 +103,7 @@ class SuiteConfig:
     log_spaced_until: int
     every: int
     models: tuple[ModelSpec, ...]
+    per_octave: int = 1  # log-spaced checkpoints per doubling of the step (schedule.checkpoint_steps)
     log_every: int = 1  # train-log.csv: a row every this many updates
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" (engine.resolve_device)
     compile: bool = False  # torch.compile the forward pass
@@ -120,6 +122,8 @@ class SuiteConfig:
         """sha256 of everything that determines a model's training (not its name or the file's path)."""
         doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
                if k not in ("name", "path", "models", "corpus", "tokenizer_path", *RUN_KEYS)}
+        if doc["per_octave"] == 1:  # the default: absent, so hashes of older suites stay what they were
+            del doc["per_octave"]
         doc["model"] = {k: v for k, v in asdict(model).items() if k not in ("name", "twin", "qat")}
         if model.qat is not None:  # absent for 16-bit models, so their hashes stay what they were
             doc["model"]["qat"] = model.qat.to_dict()
@@ -209,6 +213,7 @@ def load_suite_config(path) -> SuiteConfig:
         grad_clip=_num(s.get("grad_clip", 1.0), where, "grad_clip", lo=0),
         log_spaced_until=_int(ck.get("log_spaced_until", 512), where, "checkpoints.log_spaced_until", minimum=0),
         every=_int(ck.get("every", 1000), where, "checkpoints.every", minimum=1),
+        per_octave=_int(ck.get("per_octave", 1), where, "checkpoints.per_octave", minimum=1),
         models=specs, log_every=_int(s.get("log_every", 1), where, "log_every", minimum=1),
         device=_device(s.get("device", "auto"), where), compile=_bool(s.get("compile", False), where, "compile"),
         lr_sweep=parse_lr_sweep(s["lr_sweep"], where) if "lr_sweep" in s else None)

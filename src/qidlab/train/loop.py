@@ -71,12 +71,14 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
 
 def train_suite(config_path, out_dir, *, threads: int | None = None, device: str | None = None,
                 compile: bool | None = None, peak_tflops: float | None = None, lr_sweep: bool | None = None,
-                models: list[str] | None = None, on_step=None, log=None) -> list[Path]:
+                models: list[str] | None = None, data_only: bool = False, on_step=None, log=None) -> list[Path]:
     """Train (or finish training) every model of the suite file; return every ``step<N>`` folder, in order.
 
     ``models``: train only these models of the suite (by name), e.g. one per GPU job; the data
     order, tokenizer and manifest are the whole suite's, so jobs that train different models of
-    one suite file make one suite.
+    one suite file make one suite. ``data_only``: make the tokenizer and the token file
+    (``OUT/<suite>/_data``), check that the corpus is large enough, and stop, so that jobs started side by side on one machine
+    afterwards share them instead of each tokenising the corpus.
 
     ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
     setting. ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) and ``compile`` override the suite
@@ -99,11 +101,14 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     suite_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, suite_dir, log)
     check_fits(config, data.n_tokens)
+    if data_only:
+        return []
     sweeps = {}
     if config.lr_sweep is not None:
         with torch_threads(threads):
             config, sweeps = sweep_suite(config, data, run["device"], suite_dir, log)
-    save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every)
+    save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every,
+                                  per_octave=config.per_octave)
     from qidlab.checkpoints.params import count_params
 
     n_params = {m.name: count_params(build_model(m, len(data.tokenizer), config.seq_len, config.seed,

@@ -39,13 +39,15 @@ def lr_multiplier(step: int, *, steps: int, schedule: str = "cosine", warmup: in
     return 1.0 - (1.0 - r) * p
 
 
-def checkpoint_steps(steps: int, *, log_spaced_until: int = 512, every: int = 1000) -> list[int]:
+def checkpoint_steps(steps: int, *, log_spaced_until: int = 512, every: int = 1000, per_octave: int = 1) -> list[int]:
     """The steps whose checkpoints are saved, sorted: like Pythia's, 0, 1, 2, 4, ..., up to
-    ``log_spaced_until``, then every ``every`` steps; the last step (``steps``) always."""
+    ``log_spaced_until``, then every ``every`` steps; the last step (``steps``) always.
+    ``per_octave`` > 1 puts that many log-spaced steps in each doubling (``round(2 ** (j / per_octave))``,
+    duplicates once), e.g. 3: 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, ..."""
     out = {0, steps}
-    p = 1
-    while p <= min(log_spaced_until, steps):
+    j = 0
+    while (p := round(2 ** (j / per_octave))) <= min(log_spaced_until, steps):
         out.add(p)
-        p *= 2
+        j += 1
     out.update(range(every, steps + 1, every))
     return sorted(out)
