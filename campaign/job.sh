@@ -1,25 +1,72 @@
 #!/usr/bin/env bash
-# One GPU job of the campaign (docs/campaign-plan.md): train some models of a suite and measure
-# their checkpoints, in one command, and leave only the store in $OUT (checkpoints never travel).
+# One GPU job of the campaign (docs/campaign-plan.md): train the models of a plan and measure their
+# checkpoints, side by side on one machine, in one command, and leave only results in $OUT
+# (checkpoints never travel back).
 #
-#   bash campaign/job.sh SUITE.toml STUDY.toml MODEL [MODEL ...]
+#   bash campaign/job.sh PLAN
 #
-# Runs from the repository root with this tree's qidlab (PYTHONPATH=src: the GPU machine has its
-# own torch and transformers). Env: OUT (default ./out), WORK (default campaign/work, which the study files name as their checkpoint root),
-# DEVICE (default cuda), COMPILE (default 1).
-set -euo pipefail
-suite=$1; study=$2; shift 2
-[ "$#" -ge 1 ] || { echo "job.sh: name at least one model" >&2; exit 2; }
-out=${OUT:-out}; work=${WORK:-campaign/work}
-mkdir -p "$out" "$work"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+# PLAN is a text file, one line per suite ('#' starts a comment):
+#
+#   SUITE.toml  STUDY.toml|-  MODEL [MODEL ...]
+#
+# Each suite's tokenizer and token file are made once first (`qidlab train --data-only`); then every
+# model runs as its own pipeline, all at once: `qidlab train --models M` then, unless the study is
+# '-' (train only, e.g. a BitNet model read from its training log), `qidlab sweep --models M` into
+# the model's own store. Small models leave a GPU mostly idle, so side by side they share it.
+# At DEADLINE seconds after the start (default 540) every pipeline still running is stopped
+# (SIGTERM: a sweep keeps every measurement it committed); then the stores are merged into
+# $OUT/store.db and the suites' small files (train-log.csv, weight-dynamics.json, train-stats.json,
+# manifests) packed into $OUT/suites.tar.gz, the logs into $OUT/logs.tar.gz.
+#
+# Runs from the repository root with this tree's qidlab (PYTHONPATH=src: the GPU machine has its own
+# torch and transformers). Env: OUT (default ./out), WORK (default campaign/work: the studies name
+# it as their checkpoint root), DEVICE (default cuda), COMPILE (default 1), DEADLINE (default 540),
+# THREADS (torch threads per process, default 2).
+set -uo pipefail
+plan=${1:?usage: job.sh PLAN}
+[ -f "$plan" ] || { echo "job.sh: no plan file $plan" >&2; exit 2; }
+out=${OUT:-out}; work=${WORK:-campaign/work}; deadline=${DEADLINE:-540}; threads=${THREADS:-2}
+mkdir -p "$out" "$work/stores" "$work/logs"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=$threads TORCHINDUCTOR_COMPILE_THREADS=$threads
 qidlab() { python -m qidlab "$@"; }
-name=$(IFS=-; echo "$*")
 compile=(); [ "${COMPILE:-1}" = 1 ] && compile=(--compile)
 start=$(date +%s)
-qidlab train "$suite" --out "$work/suites" --device "${DEVICE:-cuda}" "${compile[@]}" --models "$@" \
-    --json > "$out/train-$name.json"
-trained=$(( $(date +%s) - start ))
-qidlab sweep "$study" --models "$@" --store "$work/job-$name.db" --quiet --json > "$out/sweep-$name.json"
-cp "$work/job-$name.db" "$out/job-$name.db"
-echo "job $name: trained in ${trained}s, measured in $(( $(date +%s) - start - trained ))s -> $out/job-$name.db"
+left() { echo $(( deadline - ($(date +%s) - start) )); }
+log() { echo "[$(( $(date +%s) - start ))s] $*"; }
+
+pipeline() {  # SUITE STUDY MODEL: train, then measure, each within the time left
+    local suite=$1 study=$2 model=$3 name
+    name=$(basename "$suite" .toml)-$model
+    timeout --signal=TERM "$(left)" python -m qidlab train "$suite" --out "$work/suites" --device "${DEVICE:-cuda}" \
+        "${compile[@]}" --threads "$threads" --models "$model" --json > "$work/logs/train-$name.json" \
+        2> "$work/logs/train-$name.err" || { log "train $name stopped (exit $?)"; return; }
+    log "trained $name"
+    [ "$study" = - ] && return
+    timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models "$model" \
+        --store "$work/stores/$name.db" --quiet --json > "$work/logs/sweep-$name.json" \
+        2> "$work/logs/sweep-$name.err" || log "sweep $name stopped (exit $?)"
+    log "measured $name"
+}
+
+mapfile -t lines < <(grep -v '^\s*\(#\|$\)' "$plan")
+mapfile -t suites < <(printf '%s\n' "${lines[@]}" | awk '{print $1}' | sort -u)
+for suite in "${suites[@]}"; do  # tokenise each suite's corpus once, before its pipelines share it
+    qidlab train "$suite" --out "$work/suites" --data-only --quiet > /dev/null &
+done
+for _ in "${suites[@]}"; do wait -n || { echo "job.sh: preparing a suite's data failed" >&2; exit 1; }; done
+log "data ready"
+for line in "${lines[@]}"; do
+    read -r suite study models <<< "$line"
+    for model in $models; do pipeline "$suite" "$study" "$model" & done
+done
+wait
+log "pipelines done"
+
+stores=("$work"/stores/*.db)
+if [ -e "${stores[0]}" ]; then qidlab store merge "${stores[@]}" --out "$out/store.db" || echo "job.sh: merge failed" >&2; fi
+(cd "$work/suites" && find . \( -name train-log.csv -o -name weight-dynamics.json -o -name train-stats.json \
+    -o -name qidlab-suite.toml -o -name data.json -o -name lr-sweep.json \) -print0 \
+    | tar -czf - --null -T -) > "$out/suites.tar.gz"
+nvidia-smi > "$work/logs/nvidia-smi.txt" 2>&1 || true
+tar -czf "$out/logs.tar.gz" -C "$work" logs
+log "job done -> $out: $(ls "$out" | tr '\n' ' ')"
