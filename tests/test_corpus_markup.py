@@ -172,6 +172,18 @@ def test_split_document_keeps_paragraphs_and_bounds():
         markup.split_document(text, 0)
 
 
+def test_split_document_verbatim_keeps_code_as_it_is():
+    funcs = [f"def f{i}(x):\n    if x:\n        return {i}\n\n    return -x" for i in range(30)]
+    code = "\n\n\n".join(funcs) + "\n"
+    assert markup.split_document("  x = 1\n", 300, verbatim=True) == ["  x = 1\n"]  # a text that fits: unchanged
+    assert markup.split_document(" \n\n", 300, verbatim=True) == []
+    pieces = markup.split_document(code, 280, verbatim=True)
+    assert len(pieces) > 3 and all(len(p) <= 280 for p in pieces)
+    assert any(p.startswith("    return -x") for p in pieces)  # cut inside a function: its indentation kept
+    assert all(p.strip() for p in pieces) and not any(p.startswith("\n") for p in pieces)
+    assert "".join(pieces).replace("\n", "") == code.replace("\n", "")  # nothing lost but blank lines
+
+
 def test_normalise_and_clean_text():
     assert markup.normalise("  A\u0301  b\n\n c\t") == markup.normalise("\u00c1 b c") == "\u00c1 b c"
     assert markup.normalise("a b") != markup.normalise("a  B")

@@ -12,7 +12,8 @@ def register(sub) -> None:
     csub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
     b = csub.add_parser("build", help="build (or reuse) the corpus of a recipe in a folder")
     b.add_argument("recipe", help="stdlib (this Python's standard library sources), files (with --files), "
-                                  "debian-en (English from Debian documentation packages), or the eval-only "
+                                  "debian-en (English from Debian documentation packages), debian-python "
+                                  "(Python code from Debian packages), or the eval-only "
                                   "brown (the Brown corpus) and shakespeare (Shakespeare and Milton)")
     b.add_argument("--out", required=True, help="output folder (train.jsonl, eval.jsonl, manifest.json)")
     b.add_argument("--files", nargs="+", metavar="PATH", help="recipe files: text files, folders, JSONL, Parquet")

@@ -5,8 +5,9 @@
   ``.jsonl.gz`` with ``compress=True``) and ``manifest.json``;
 * ``load_manifest(out_dir)`` -> ``Manifest`` of a built corpus; ``read_documents(out_dir, split)``;
 * ``RECIPES``: ``stdlib`` (the default), ``files``, ``debian-en`` (English from Debian
-  documentation packages), and the eval-only ``brown`` and ``shakespeare``. Fetched sources are
-  kept in a cache folder (``qidlab.corpus.fetch``).
+  documentation packages), ``debian-python`` (Python code from Debian packages), and the
+  eval-only ``brown`` and ``shakespeare``. Fetched sources are kept in a cache folder
+  (``qidlab.corpus.fetch``).
 
 Importing this package loads nothing heavy.
 """

