@@ -116,7 +116,7 @@ def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQ
         if kernel and (static or (i2 - 1) // g == i1 // g):
             if not static and i1 % g == 0:
                 new_group(W[:, :, i1:i1 + g], i1 // g)
-            grp = torch.tensor([c // g for c in order[i1:i2]], device=W.device)
+            grp = perm[i1:i2] // g  # on the device: no host sync
             Q1, Err1 = gptq_kernel.quantize_block(W[:, :, i1:i2], Hinv1, scales[:, :, grp],
                                                   zeros[:, :, grp], maxq)
         else:

@@ -46,6 +46,9 @@ from qidlab.errors import QidlabError
 ENV = "QIDLAB_GPTQ_KERNEL"
 MODES = ("auto", "eager", "triton")
 MAX_COLUMNS = 128  # a block's columns live in registers: wider blocks take the eager loop
+#: rows per Triton program and warps per program (module-level so that bench/gptq_kernel.py can
+#: try others; not tuned on a GPU yet)
+BLOCK_ROWS, NUM_WARPS = 16, 4
 
 
 def mode() -> str:
@@ -119,13 +122,15 @@ def _kernel():
 
 
 def quantize_block(W1: torch.Tensor, Hinv1: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                   maxq: torch.Tensor, block_rows: int = 16, num_warps: int = 4
+                   maxq: torch.Tensor, block_rows: int | None = None, num_warps: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ's column loop over one block: ``W1`` ``(nb, out, bs)`` float32 weights of the block,
     ``Hinv1`` ``(bs, bs)`` (upper Cholesky factor of H^-1, the block's diagonal block),
     ``scale``/``zero`` ``(nb, out, bs)`` each column's grid, ``maxq`` ``(nb, 1)`` float32.
     Returns ``(Q1, Err1)``, both ``(nb, out, bs)``: the dequantized block and the scaled errors
-    for the lazy update. ``bs`` at most ``MAX_COLUMNS``; ``W1`` is not changed."""
+    for the lazy update. ``bs`` at most ``MAX_COLUMNS``; ``W1`` is not changed. ``block_rows``
+    (a power of 2) and ``num_warps``: the launch's tile, default ``BLOCK_ROWS``, ``NUM_WARPS``."""
+    block_rows, num_warps = block_rows or BLOCK_ROWS, num_warps or NUM_WARPS
     nb, out, bs = W1.shape
     if bs > MAX_COLUMNS:
         raise QidlabError(f"quantize_block: {bs} columns, the kernel holds at most {MAX_COLUMNS}")
