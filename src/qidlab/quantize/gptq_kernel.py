@@ -38,6 +38,7 @@ not part of a measurement's identity (``sweep.run.measurement_config`` hashes th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -145,6 +146,9 @@ def quantize_block(W1: torch.Tensor, Hinv1: torch.Tensor, scale: torch.Tensor, z
     Q1, Err1 = torch.empty_like(w), torch.empty_like(w)
     cols = max(16, 1 << (bs - 1).bit_length())
     grid = (-(-n // block_rows),)
-    _kernel()[grid](w, h, s, z, mq, Q1, Err1, n, bs, BLOCK_R=block_rows, BLOCK_C=cols,
-                    num_warps=num_warps, enable_fp_fusion=False)
+    # Triton launches on the current CUDA device, which need not be the tensors' one
+    on = torch.cuda.device(w.device) if w.is_cuda else contextlib.nullcontext()
+    with on:
+        _kernel()[grid](w, h, s, z, mq, Q1, Err1, n, bs, BLOCK_R=block_rows, BLOCK_C=cols,
+                        num_warps=num_warps, enable_fp_fusion=False)
     return Q1.view(nb, out, bs), Err1.view(nb, out, bs)
