@@ -24,9 +24,9 @@ IEEE (``div_rn``, not Triton's default approximate ``/``), multiply and subtract
 into an FMA (``enable_fp_fusion=False``), and round-half-to-even is exact float arithmetic (so it
 also runs under ``TRITON_INTERPRET=1``, which has no libdevice). The kernel's ``Q1``/``Err1``
 should therefore equal the eager loop's bit for bit on the same device; tests allow a tiny
-fraction of codes to flip at rounding ties all the same. (Checked once on an H100 with triton
-3.6: bit-identical to the eager torch loop with fusion off; with Triton's default fusion on, a
-few codes in a million flipped and their rows' errors diverged.)
+fraction of codes to flip at rounding ties all the same. (A standalone copy of this kernel was
+checked once on an H100 with triton 3.6: bit-identical to the eager torch loop with fusion off;
+with Triton's default fusion on, a few codes in a million flipped and their rows' errors diverged.)
 
 When it is used: environment variable ``QIDLAB_GPTQ_KERNEL`` (read at each call):
 ``auto`` (default): on CUDA tensors when ``triton`` imports, else the eager loop;
@@ -50,8 +50,8 @@ ENV = "QIDLAB_GPTQ_KERNEL"
 MODES = ("auto", "eager", "triton")
 MAX_COLUMNS = 128  # a block's columns live in registers: wider blocks take the eager loop
 #: rows per Triton program and warps per program (module-level so that bench/gptq_kernel.py can
-#: try others). 8 x 2 was the fastest of 8 x 2, 16 x 4, 32 x 4 by 5-30% in one H100 check of this
-#: kernel on 128-column blocks of 2304 and 9216 rows (about 0.1-0.2 ms per block launch).
+#: try others). 8 x 2 was the fastest of 8 x 2, 16 x 4, 32 x 4 by 5-30% in one H100 check of a
+#: standalone copy of this kernel on blocks of 2304 and 9216 rows (about 0.1-0.2 ms per launch).
 BLOCK_ROWS, NUM_WARPS = 8, 2
 
 
