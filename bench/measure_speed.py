@@ -55,6 +55,7 @@ import tiny_models  # noqa: E402  (tests/tiny_models.py: corpus and BPE trainer)
 from qidlab.checkpoints import load_checkpoint  # noqa: E402
 from qidlab.evaluate import load_eval_set, paired_bootstrap_qid, score  # noqa: E402
 from qidlab.quantize import GPTQConfig, collect_hessians, gptq_shared_weights, quantize_  # noqa: E402
+from qidlab.quantize import gptq_kernel  # noqa: E402
 from qidlab.sweep.run import calibration_ids  # noqa: E402
 from qidlab.sweep.study import CalibrationSpec  # noqa: E402
 
@@ -536,7 +537,9 @@ def main():
 
     env = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
            "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "device": torch.cuda.get_device_name() if not cpu else platform.processor() or platform.machine()}
+           "device": torch.cuda.get_device_name() if not cpu else platform.processor() or platform.machine(),
+           # GPTQ's column loop: the Triton block kernel or the eager loop (env QIDLAB_GPTQ_KERNEL)
+           "gptq_kernel": {"mode": gptq_kernel.mode(), "triton_kernel": gptq_kernel.use_kernel(torch.device(device))}}
     say(f"env: {env}")
     result = {"env": env, "args": {k: v for k, v in vars(args).items()}}
     t_start = time.perf_counter()

@@ -4,7 +4,9 @@
 ``gptq_quantize_layer`` does the column sweep on the integer grid of ``grids`` (so with
 H = identity it is round-to-nearest). ``collect_hessians`` gathers one H per layer from the
 unquantized model in full forward passes: the "shared Hessian" mode, reusable for every bit width
-and group size. The block-by-block, true-sequential driver lives in ``api``.
+and group size. The block-by-block, true-sequential driver lives in ``api``. On CUDA a block of
+columns goes through one Triton launch (``gptq_kernel``) where its grids are known when it starts;
+``_eager_block`` is the column loop in torch ops (the reference, and the CPU path).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from qidlab.errors import QidlabError
-from qidlab.quantize import grids
+from qidlab.quantize import grids, gptq_kernel
 from qidlab.quantize.config import GPTQConfig
 from qidlab.quantize.model import (batches, check_calibration, find_blocks, model_device,
                                    select_linears, stop_after)
@@ -63,7 +65,10 @@ def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQ
     entry of ``bits`` (``config.bits`` is ignored), each equal to
     ``gptq_quantize_layer(weight, H, replace(config, bits=b))`` up to float rounding of batched
     matrix products. Every bit width's copy of the weights runs through the same kernel launches,
-    so k bit widths cost about one (GPTQ's column loop is launch-bound on a GPU)."""
+    so k bit widths cost about one (GPTQ's column loop is launch-bound on a GPU). Each block of
+    ``block_size`` columns runs in ``gptq_kernel.quantize_block`` (one launch) when
+    ``gptq_kernel.use_kernel`` says so (CUDA and triton, env ``QIDLAB_GPTQ_KERNEL``) and no
+    dynamic group starts inside the block, else in ``_eager_block``."""
     gs = config.group_size
     rows, cols = weight.shape
     if H.shape != (cols, cols):
@@ -95,35 +100,56 @@ def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQ
     H[range(cols), range(cols)] += config.damp * torch.mean(torch.diag(H))
     Hinv = _inverse_cholesky(H)
 
+    def new_group(cur: torch.Tensor, grp: int) -> None:  # dynamic groups: grid from current weights
+        for k, b in enumerate(bits):
+            sk, zk = grids.choose_qparams(cur[k], b, config.symmetric)
+            scales[k, :, grp], zeros[k, :, grp] = sk[:, 0], zk[:, 0]
+
     Q = torch.zeros_like(W)
     bs = config.block_size
     order = perm.tolist()  # column indices on the host: no device sync inside the column loop
+    kernel = gptq_kernel.use_kernel(W.device) and min(bs, cols) <= gptq_kernel.MAX_COLUMNS
     for i1 in range(0, cols, bs):
         i2 = min(i1 + bs, cols)
-        W1 = W[:, :, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = order[i1 + i]
-            grp = col // g
-            if not static and col % g == 0:  # reached a new group: its grid from current weights
-                cur = torch.cat([W1[:, :, i:], W[:, :, i2:]], dim=2)[:, :, :g]
-                for k, b in enumerate(bits):
-                    sk, zk = grids.choose_qparams(cur[k], b, config.symmetric)
-                    scales[k, :, grp], zeros[k, :, grp] = sk[:, 0], zk[:, 0]
-            w, d = W1[:, :, i], Hinv1[i, i]
-            sc, z = scales[:, :, grp], zeros[:, :, grp]
-            q = sc * (torch.minimum(torch.clamp(torch.round(w / sc) + z, min=0), maxq) - z)  # grids.quantize
-            Q1[:, :, i] = q
-            err = (w - q) / d
-            W1[:, :, i:] -= err.unsqueeze(2) * Hinv1[i, i:].view(1, 1, -1)
-            Err1[:, :, i] = err
+        # the kernel needs every column's grid when the block starts: no group may start inside it
+        if kernel and (static or (i2 - 1) // g == i1 // g):
+            if not static and i1 % g == 0:
+                new_group(W[:, :, i1:i1 + g], i1 // g)
+            grp = perm[i1:i2] // g  # on the device: no host sync
+            Q1, Err1 = gptq_kernel.quantize_block(W[:, :, i1:i2], Hinv1, scales[:, :, grp],
+                                                  zeros[:, :, grp], maxq)
+        else:
+            Q1, Err1 = _eager_block(W, i1, i2, Hinv1, order[i1:i2], g, None if static else new_group,
+                                    scales, zeros, maxq)
         Q[:, :, i1:i2] = Q1
         W[:, :, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     if config.act_order:
         Q = Q[:, :, torch.argsort(perm)]
     return [(Q[k].to(weight.dtype), scales[k], zeros[k]) for k in range(nb)]
+
+
+def _eager_block(W, i1, i2, Hinv1, order, g, new_group, scales, zeros, maxq
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ's column loop over the block ``W[:, :, i1:i2]`` in torch ops, column by column (the
+    reference for ``gptq_kernel.quantize_block``): ``(Q1, Err1)``, the dequantized block and the
+    scaled errors. ``order``: the block's original column indices; ``new_group(cur, grp)``, unless
+    None, sets group ``grp``'s grid from ``cur`` when a column starts a group."""
+    W1 = W[:, :, i1:i2].clone()
+    Q1 = torch.zeros_like(W1)
+    Err1 = torch.zeros_like(W1)
+    for i, col in enumerate(order):
+        grp = col // g
+        if new_group is not None and col % g == 0:  # reached a new group: its grid from current weights
+            new_group(torch.cat([W1[:, :, i:], W[:, :, i2:]], dim=2)[:, :, :g], grp)
+        w, d = W1[:, :, i], Hinv1[i, i]
+        sc, z = scales[:, :, grp], zeros[:, :, grp]
+        q = sc * (torch.minimum(torch.clamp(torch.round(w / sc) + z, min=0), maxq) - z)  # grids.quantize
+        Q1[:, :, i] = q
+        err = (w - q) / d
+        W1[:, :, i:] -= err.unsqueeze(2) * Hinv1[i, i:].view(1, 1, -1)
+        Err1[:, :, i] = err
+    return Q1, Err1
 
 
 def _inverse_cholesky(H: torch.Tensor) -> torch.Tensor:
