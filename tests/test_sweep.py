@@ -13,6 +13,7 @@ import pytest
 from tiny_models import make_tiny_checkpoint, tiny_corpus
 
 from qidlab.cli import main
+from qidlab.errors import QidlabError
 from qidlab.provenance import device_name
 from qidlab.store import Store, read_canonical
 from qidlab.sweep import load_study, run_study
@@ -219,3 +220,39 @@ def test_sweep_command_models_and_store_overrides_for_one_job(suite, tmp_path, c
     capsys.readouterr()
     assert main(["sweep", str(study), "--models", "m999", "--store", str(job), "--quiet"]) == 2
     assert "no checkpoints" in capsys.readouterr().err
+
+
+def test_calibration_windows_come_from_a_seeded_document_sample(tmp_path):
+    """Only a seeded sample of the calibration documents is tokenised (not a 100 MB split), the
+    draw is the same for every call with that spec, and the sampler is part of the identity."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from qidlab.sweep import run as sweep_run
+    from qidlab.sweep.study import CalibrationSpec
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", steps=1)
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    docs = tiny_corpus(2000)
+    source = tmp_path / "calib.jsonl"
+    source.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    seen = []
+    counting = lambda text, **kw: (seen.append(len(text)), tok(text, **kw))[1]  # noqa: E731
+    spec = CalibrationSpec(source=source, n_samples=4, seq_len=32, seed=0)
+    sweep_run._CALIBRATION_CACHE.clear()
+    ids = sweep_run.calibration_ids(tok, spec)
+    assert ids.shape == (4, 32) and ids.dtype == torch.long
+    sweep_run._CALIBRATION_CACHE.clear()
+    again = sweep_run.calibration_ids(type("T", (), {"__call__": staticmethod(counting),
+                                                     "backend_tokenizer": tok.backend_tokenizer})(), spec)
+    assert torch.equal(ids, again)
+    assert 0 < sum(seen) < sum(len(d) for d in docs) / 4  # a small sample of the text was tokenised
+    other = sweep_run.calibration_ids(tok, CalibrationSpec(source=source, n_samples=4, seq_len=32, seed=1))
+    assert not torch.equal(ids, other)
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"text": "tiny"}) + "\n")
+    with pytest.raises(QidlabError, match="need more than seq_len=32"):
+        sweep_run.calibration_ids(tok, CalibrationSpec(source=short, n_samples=4, seq_len=32, seed=0))
+    study = type("S", (), {"calibration": spec, "scoring": {}, "path": tmp_path / "study.toml"})()
+    identity = sweep_run.measurement_config({"method": "gptq", "bits": 4, "group_size": None}, study)
+    assert identity["calibration"]["sampler"] == sweep_run.CALIBRATION_SAMPLER

@@ -73,7 +73,7 @@ def measurement_config(cfg: dict[str, Any], study: Study) -> dict[str, Any]:
     if quant.get("method") in NEEDS_CALIBRATION and study.calibration is not None:
         c = study.calibration
         out["calibration"] = {"content_hash": _calibration_identity(c.source), "n_samples": c.n_samples,
-                              "seq_len": c.seq_len, "seed": c.seed}
+                              "seq_len": c.seq_len, "seed": c.seed, "sampler": CALIBRATION_SAMPLER}
     return out
 
 
@@ -83,15 +83,14 @@ def _calibration_identity(source: Path) -> str:
     path = Path(source)
     if not path.exists():
         raise QidlabError(f"calibration source does not exist: {path}")
-    st = path.stat()
-    return _docs_hash_of(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    return _docs_hash_of(str(path.resolve()), *_version(path))
 
 
 @functools.lru_cache(maxsize=32)
 def _docs_hash_of(path: str, _mtime_ns: int, _size: int) -> str:
-    from ..evaluate import load_eval_set
+    from ..evaluate import docs_hash
 
-    return "sha256:" + load_eval_set(path, n_docs=None, name="calibration").content_hash
+    return "sha256:" + docs_hash(_calibration_docs(path, _mtime_ns, _size))
 
 
 def _file_identity(path: Path) -> str:
@@ -100,20 +99,58 @@ def _file_identity(path: Path) -> str:
     return "sha256:" + provenance.file_sha256(path)
 
 
+#: How ``calibration_ids`` draws its windows; part of a calibrated measurement's identity, so rows of
+#: an older sampler (which tokenised the whole source as one text) are never taken for this one's.
+CALIBRATION_SAMPLER = "seeded-documents-v2"
+_CALIBRATION_CACHE: dict = {}
+
+
 def calibration_ids(tokenizer, spec: CalibrationSpec):
-    """(n_samples, seq_len) token ids: seeded random windows of the calibration text."""
+    """(n_samples, seq_len) token ids: seeded random windows of a seeded sample of the calibration
+    documents. The documents are taken in a seeded random order until their text (joined by blank
+    lines) gives at least twice the tokens the windows cover, or all are taken; only those are
+    tokenised (a 100 MB training split is not). Cached per process by tokenizer and spec, so the
+    checkpoints of one suite share one draw."""
+    import hashlib
+
     import numpy as np
     import torch
 
+    key = (hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(), spec)
+    if key not in _CALIBRATION_CACHE:
+        docs = _calibration_docs(str(Path(spec.source).resolve()), *_version(spec.source))
+        rng = np.random.default_rng(spec.seed)
+        order = rng.permutation(len(docs))
+        need, chars = 2 * spec.n_samples * spec.seq_len, 0
+        while True:
+            chars = max(2 * chars, 8 * need)  # a byte-level BPE token is rarely over 8 characters
+            taken, total = [], 0
+            for i in order:
+                if total >= chars:
+                    break
+                taken.append(docs[i])
+                total += len(docs[i]) + 2
+            ids = tokenizer("\n\n".join(taken), return_attention_mask=False)["input_ids"]
+            if len(ids) >= need or len(taken) == len(docs):
+                break
+        if len(ids) <= spec.seq_len:
+            raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than "
+                              f"seq_len={spec.seq_len}")
+        starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
+        _CALIBRATION_CACHE[key] = torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
+    return _CALIBRATION_CACHE[key].clone()
+
+
+def _version(source) -> tuple[int, int]:
+    st = Path(source).stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _calibration_docs(path: str, _mtime_ns: int, _size: int) -> list[str]:
     from ..evaluate import load_eval_set
 
-    docs = load_eval_set(spec.source, n_docs=None, name="calibration").docs
-    ids = tokenizer("\n\n".join(docs), return_attention_mask=False)["input_ids"]
-    if len(ids) <= spec.seq_len:
-        raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than seq_len={spec.seq_len}")
-    rng = np.random.default_rng(spec.seed)
-    starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
-    return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
+    return load_eval_set(path, n_docs=None, name="calibration").docs
 
 
 def _without_bits(cfg: dict[str, Any]) -> str:
