@@ -256,3 +256,19 @@ def test_calibration_windows_come_from_a_seeded_document_sample(tmp_path):
     study = type("S", (), {"calibration": spec, "scoring": {}, "path": tmp_path / "study.toml"})()
     identity = sweep_run.measurement_config({"method": "gptq", "bits": 4, "group_size": None}, study)
     assert identity["calibration"]["sampler"] == sweep_run.CALIBRATION_SAMPLER
+
+
+def test_checkpoints_are_swept_coarse_to_fine_per_model():
+    from collections import namedtuple
+
+    from qidlab.sweep.run import coarse_to_fine
+
+    R = namedtuple("R", "suite model step")
+    steps = [64, 81, 102, 128, 161, 203, 256, 323, 406, 512, 645, 813, 1024, 1290, 1625, 1950]
+    refs = [R("s", "b", 7)] + [R("s", "a", x) for x in reversed(steps)]
+    order = coarse_to_fine(refs)
+    assert sorted(order) == sorted(refs) and order[0] == R("s", "b", 7)
+    a = [r.step for r in order if r.model == "a"]
+    assert a[:3] == [1950, 64, 323]  # the ends, then the middle
+    half = sorted(a[:len(a) // 2 + 1])  # any early stop keeps the range of D covered evenly
+    assert half[0] == 64 and half[-1] == 1950 and max(b / c for b, c in zip(half[1:], half)) < 2.1

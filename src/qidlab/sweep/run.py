@@ -252,6 +252,7 @@ def run_study(study: Study, *, executor: str = "local", address: str | None = No
 
     refs = [r for r in discover(study.checkpoint_root)
             if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
+    refs = coarse_to_fine(refs)
     if not refs:
         raise QidlabError(f"no checkpoints under {study.checkpoint_root} match the study")
     eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars) for e in study.eval_sets]
@@ -274,6 +275,29 @@ def run_study(study: Study, *, executor: str = "local", address: str | None = No
         for ref, stream in streams:
             _write(store, ref, stream, study, es_ids, summary, meter)
     return summary
+
+
+def coarse_to_fine(refs: list) -> list:
+    """``refs`` model by model (in first-seen order), each model's checkpoints coarse to fine: the
+    last and the first step, then the middle one, then the middles of the halves, ... So a sweep
+    stopped early (a GPU job's deadline) has measured checkpoints across the whole range of D,
+    not only the first ones."""
+    by_model: dict = {}
+    for r in refs:
+        by_model.setdefault((r.suite, r.model), []).append(r)
+    out = []
+    for group in by_model.values():
+        group.sort(key=lambda r: r.step)
+        n = len(group)
+        order, spans = ([n - 1, 0] if n > 1 else [0]), [(0, n - 1)]
+        while spans:
+            a, b = spans.pop(0)
+            if b - a >= 2:
+                m = (a + b) // 2
+                order.append(m)
+                spans += [(a, m), (m, b)]
+        out += [group[i] for i in order]
+    return out
 
 
 def _todo(store: Store, ref, configs, hashes, es_ids) -> list[dict]:
