@@ -14,9 +14,13 @@
 # '-' (train only, e.g. a BitNet model read from its training log), `qidlab sweep --models M` into
 # the model's own store. Small models leave a GPU mostly idle, so side by side they share it.
 # At DEADLINE seconds after the start (default 540) every pipeline still running is stopped
-# (SIGTERM: a sweep keeps every measurement it committed); then the stores are merged into
-# $OUT/store.db and the suites' small files (train-log.csv, weight-dynamics.json, train-stats.json,
-# manifests) packed into $OUT/suites.tar.gz, the logs into $OUT/logs.tar.gz.
+# (SIGTERM: a sweep keeps every measurement it committed); then the stores are merged, and $OUT
+# gets what can come back from a GPU machine (at most 8 files of at most 16 MiB):
+# store-measurements.db (the merged store without per-document losses: every QiD with its CI),
+# store.db.gz.part-NN (the whole store gzipped in 15 MB parts, when 3 parts or fewer:
+# `cat store.db.gz.part-* | gunzip > store.db`; ~13 MB gzipped per 1,000 measurements of
+# ~1,150 documents), suites.tar.gz (the suites' small files: train-log.csv,
+# weight-dynamics.json, train-stats.json, manifests) and logs.tar.gz.
 #
 # Runs from the repository root with this tree's qidlab (PYTHONPATH=src: the GPU machine has its own
 # torch and transformers). Env: OUT (default ./out), WORK (default campaign/work: the studies name
@@ -48,6 +52,16 @@ pipeline() {  # SUITE STUDY MODEL: train, then measure, each within the time lef
     log "measured $name"
 }
 
+slim() {  # SRC DEST: the store without its per-document losses (the QiD CIs are already in it)
+    python - "$1" "$2" <<'PY'
+import shutil, sqlite3, sys
+shutil.copyfile(sys.argv[1], sys.argv[2] + ".tmp")
+con = sqlite3.connect(sys.argv[2] + ".tmp")
+con.execute("DELETE FROM doc_losses"); con.commit(); con.execute("VACUUM"); con.close()
+shutil.move(sys.argv[2] + ".tmp", sys.argv[2])
+PY
+}
+
 mapfile -t lines < <(grep -v '^\s*\(#\|$\)' "$plan")
 mapfile -t suites < <(printf '%s\n' "${lines[@]}" | awk '{print $1}' | sort -u)
 for suite in "${suites[@]}"; do  # tokenise each suite's corpus once, before its pipelines share it
@@ -63,7 +77,17 @@ wait
 log "pipelines done"
 
 stores=("$work"/stores/*.db)
-if [ -e "${stores[0]}" ]; then qidlab store merge "${stores[@]}" --out "$out/store.db" || echo "job.sh: merge failed" >&2; fi
+if [ -e "${stores[0]}" ]; then
+    rm -f "$work/store.db"
+    qidlab store merge "${stores[@]}" --out "$work/store.db" || echo "job.sh: merge failed" >&2
+    slim "$work/store.db" "$out/store-measurements.db"
+    gzip -1 -c "$work/store.db" | split -b 15M -d - "$out/store.db.gz.part-"
+    parts=("$out"/store.db.gz.part-*)
+    if [ "${#parts[@]}" -gt 3 ]; then  # only 8 files of at most 16 MiB come back from a GPU job
+        echo "job.sh: the whole store is ${#parts[@]} x 15 MB gzipped: not returned; store-measurements.db is" >&2
+        rm -f "${parts[@]}"
+    fi
+fi
 (cd "$work/suites" && find . \( -name train-log.csv -o -name weight-dynamics.json -o -name train-stats.json \
     -o -name qidlab-suite.toml -o -name data.json -o -name lr-sweep.json \) -print0 \
     | tar -czf - --null -T -) > "$out/suites.tar.gz"
