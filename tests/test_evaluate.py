@@ -217,6 +217,35 @@ def test_batching_and_padding_do_not_change_scores(ckpt, eval_set, scores16):
     assert evaluate_loss(ckpt.model, ckpt.tokenizer, eval_set).nll_sum.tolist() == scores16.nll_sum.tolist()
 
 
+def test_an_eval_set_is_tokenised_once_per_tokenizer(ckpt, eval_set, scores16):
+    """The 16-bit model and every quantized copy of a checkpoint score the same token ids; a
+    plain list of documents (no content hash) is tokenised every time."""
+    import importlib
+
+    score_module = importlib.import_module("qidlab.evaluate.score")
+
+    calls = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.backend_tokenizer = inner, inner.backend_tokenizer
+            self.bos_token_id, self.eos_token_id = inner.bos_token_id, inner.eos_token_id
+            self.pad_token_id = inner.pad_token_id
+
+        def __call__(self, docs, **kw):
+            calls.append(len(docs))
+            return self.inner(docs, **kw)
+
+    score_module._ENCODED.clear()
+    tok = Counting(ckpt.tokenizer)
+    first = score(ckpt.model, tok, eval_set)
+    again = score(ckpt.model, tok, eval_set)
+    assert len(calls) == 1 and again.nll_sum.tolist() == first.nll_sum.tolist() == scores16.nll_sum.tolist()
+    score(ckpt.model, tok, list(eval_set.docs))
+    score(ckpt.model, tok, list(eval_set.docs))
+    assert len(calls) == 3
+
+
 @pytest.mark.parametrize("n, width, stride", [(1, 4, 2), (2, 4, 2), (4, 4, 2), (5, 4, 2), (10, 4, 1), (10, 4, 3),
                                               (100, 16, 8), (101, 16, 5), (37, 8, 7)])
 def test_score_windows_cover_each_token_once_with_context(n, width, stride):

@@ -755,3 +755,24 @@ def test_every_registered_method_is_covered():
     from qidlab.quantize import METHODS
 
     assert {c.method for c in ALL_CONFIGS} == set(METHODS)
+
+
+def test_awq_search_by_gram_matrix_picks_what_the_direct_output_error_picks():
+    """The search scores each exponent through G = x^T x; the direct error mean((x W'^T - x W^T)^2)
+    gives the same numbers (to float rounding) and the same choice."""
+    from qidlab.quantize.awq import _fake, _weight_mean, awq_scales_search
+
+    g = torch.Generator().manual_seed(0)
+    for duo in (False, True):
+        cfg = AWQConfig(bits=3, group_size=16, duo_scaling=duo)
+        W = torch.randn(24, 64, generator=g)
+        x = torch.randn(300, 64, generator=g) * torch.linspace(0.1, 5, 64)  # uneven channels
+        s, a = awq_scales_search(W, x, cfg)
+        w_mean = _weight_mean(W, 16) if duo else None
+        direct = []
+        for i in range(cfg.n_grid):
+            c = candidate_scales(x.abs().mean(0), w_mean, i / cfg.n_grid)
+            direct.append(float((x @ (_fake(W * c, cfg) / c).T - x @ W.T).pow(2).mean()))
+        assert a == direct.index(min(direct)) / cfg.n_grid
+        assert torch.allclose(s, candidate_scales(x.abs().mean(0), w_mean, a))
+        assert len(set(round(d, 6) for d in direct)) > 1  # the exponent mattered

@@ -161,11 +161,9 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
     n_bytes = np.array([len(d.encode("utf-8")) for d in docs], dtype=np.int64)
     n_ref = np.array([count_ref(d) for d in docs], dtype=np.int64) if count_ref else None
     items = []  # (doc index, token ids of the window, index of its first scored target)
-    encoded = tokenizer(docs, add_special_tokens=False)["input_ids"]  # one batched call (fast tokenizers: threads)
-    for i, ids in enumerate(encoded):
-        ids = list(ids)
+    for i, ids in enumerate(_encoded(tokenizer, eval_set, docs)):
         if bos is not None:
-            ids = [bos] + ids
+            ids = np.concatenate([[bos], ids])
         for begin, end, first in score_windows(len(ids), width, stride):
             items.append((i, ids[begin:end], first - begin))
             n_tokens[i] += end - first
@@ -182,14 +180,14 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
             for start in range(0, len(items), batch_size):
                 batch = items[start:start + batch_size]
                 longest = max(len(ids) for _, ids, _ in batch)
-                input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), longest), dtype=torch.long)
-                scored = torch.zeros((len(batch), longest - 1), dtype=torch.bool)  # by target position - 1
+                input_ids = np.full((len(batch), longest), pad, dtype=np.int64)
+                mask = np.zeros((len(batch), longest), dtype=np.int64)
+                scored = np.zeros((len(batch), longest - 1), dtype=bool)  # by target position - 1
                 for row, (_, ids, first) in enumerate(batch):
-                    input_ids[row, :len(ids)] = torch.tensor(ids)
+                    input_ids[row, :len(ids)] = ids
                     mask[row, :len(ids)] = 1
                     scored[row, first - 1:len(ids) - 1] = True
-                input_ids, mask, scored = input_ids.to(device), mask.to(device), scored.to(device)
+                input_ids, mask, scored = (torch.from_numpy(a).to(device) for a in (input_ids, mask, scored))
                 logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
                 # only the scored positions, as contiguous rows: no float32 copy of padding logits
                 rows = scored.nonzero()[:, 0]  # (K,) batch row of each scored target
@@ -204,6 +202,30 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
     settings = {"max_length": width, "stride": stride, "bos": bos is not None,
                 "eval_set_hash": getattr(eval_set, "content_hash", None)}
     return DocScores(nll_sum=nll, n_tokens=n_tokens, n_bytes=n_bytes, n_ref_tokens=n_ref, settings=settings)
+
+
+_ENCODED: dict = {}  # (tokenizer fingerprint, eval set content hash) -> token ids per document
+_ENCODED_MAX = 8
+
+
+def _encoded(tokenizer, eval_set, docs: list[str]) -> list[np.ndarray]:
+    """Each document's token ids (int64 arrays), from one batched call (fast tokenizers: threads).
+    Kept per process for an ``EvalSet`` (by content hash) and a fast tokenizer (by its JSON), so
+    the many scorings of one checkpoint (16-bit and every quantized copy) tokenise once."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    key = None
+    if backend is not None and getattr(eval_set, "content_hash", None):
+        import hashlib
+
+        key = (hashlib.sha256(backend.to_str().encode()).hexdigest(), eval_set.content_hash)
+        if key in _ENCODED:
+            return _ENCODED[key]
+    ids = [np.asarray(x, dtype=np.int64) for x in tokenizer(docs, add_special_tokens=False)["input_ids"]]
+    if key is not None:
+        while len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.pop(next(iter(_ENCODED)))
+        _ENCODED[key] = ids
+    return ids
 
 
 def evaluate_loss(model, tokenizer, eval_set, **kw) -> DocScores:

@@ -34,21 +34,26 @@ def awq_scales_search(weight: torch.Tensor, x: torch.Tensor, config: AWQConfig
                       ) -> tuple[torch.Tensor, float]:
     """Best per-input-channel scales ``(in,)`` and their exponent a.
 
-    ``weight``: ``(out, in)``; ``x``: calibration inputs ``(n_tokens, in)``."""
+    ``weight``: ``(out, in)``; ``x``: calibration inputs ``(n_tokens, in)``. The output error of a
+    candidate W' is mean((x W'^T - x W^T)^2) = sum(dW G * dW) / (n_tokens * out) with dW = W' - W
+    and G = x^T x ``(in, in)``, formed once (float64): each grid point then costs out*in^2 instead
+    of n_tokens*in*out (65,536 calibration tokens against in = 768: ~85x fewer operations)."""
     W = weight.detach().float()
     x = x.reshape(-1, W.shape[1]).float()
-    ref = x @ W.T  # (n_tokens, out)
+    x64 = x.double()
+    G = x64.T @ x64  # (in, in)
+    denom = x.shape[0] * W.shape[0]
     x_mean = x.abs().mean(0)  # (in,)
     w_mean = _weight_mean(W, config.group_size) if config.duo_scaling else None
-    best = (float("inf"), None, 0.0)
+    errs, cands = [], []
     for i in range(config.n_grid):
         a = i / config.n_grid
         s = candidate_scales(x_mean, w_mean, a)
-        Wq = _fake(W * s, config) / s
-        err = (x @ Wq.T - ref).pow(2).mean().item()
-        if err < best[0]:
-            best = (err, s, a)
-    return best[1], best[2]
+        dW = (_fake(W * s, config) / s - W).double()
+        errs.append(((dW @ G) * dW).sum() / denom)
+        cands.append((s, a))
+    best = int(torch.argmin(torch.stack(errs)))  # first of equal errors, as a strict < scan; one sync
+    return cands[best]
 
 
 def candidate_scales(x_mean: torch.Tensor, w_mean: torch.Tensor | None, a: float) -> torch.Tensor:
