@@ -41,11 +41,13 @@ log() { echo "[$(( $(date +%s) - start ))s] $*"; }
 pipeline() {  # SUITE STUDY MODEL: train, then measure, each within the time left
     local suite=$1 study=$2 model=$3 name
     name=$(basename "$suite" .toml)-$model
+    [ "$(left)" -gt 0 ] || { log "no time left for $name"; return; }  # (timeout 0 would mean no limit)
     timeout --signal=TERM "$(left)" python -m qidlab train "$suite" --out "$work/suites" --device "${DEVICE:-cuda}" \
         "${compile[@]}" --threads "$threads" --models "$model" --json > "$work/logs/train-$name.json" \
         2> "$work/logs/train-$name.err" || { log "train $name stopped (exit $?)"; return; }
     log "trained $name"
     [ "$study" = - ] && return
+    [ "$(left)" -gt 0 ] || { log "no time left to measure $name"; return; }
     timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models "$model" \
         --store "$work/stores/$name.db" --quiet --json > "$work/logs/sweep-$name.json" \
         2> "$work/logs/sweep-$name.err" || log "sweep $name stopped (exit $?)"

@@ -1,0 +1,62 @@
+"""campaign/job.sh end to end on CPU: a plan's models trained and measured side by side, a model
+trained only, the stores merged, and what a GPU job returns (slim store, whole store in parts,
+training logs) — the dry run of campaign/README.md, on a small corpus."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from tiny_models import tiny_corpus
+
+from qidlab.corpus import build_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None, reason="needs bash and coreutils")
+def test_job_trains_measures_side_by_side_and_returns_what_fits(tmp_path):
+    camp = tmp_path / "campaign"
+    camp.mkdir()
+    for f in ("job.sh", "dryrun-suite.toml", "dryrun-study.toml", "dryrun.plan"):
+        shutil.copy(REPO / "campaign" / f, camp / f)
+    (tmp_path / "src").symlink_to(REPO / "src")  # job.sh runs the tree's qidlab: $PWD/src
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(1500)))
+    build_corpus("files", camp / "inputs" / "stdlib", files=[docs], compress=True)  # as the study names it
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "COMPILE": "0", "THREADS": "1", "DEADLINE": "600",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run(["bash", "campaign/job.sh", "campaign/dryrun.plan"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "trained dryrun-suite-h32-l1-bitnet" in run.stdout and "job done" in run.stdout
+
+    assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "store-measurements.db",
+                                                     "store.db.gz.part-00", "suites.tar.gz"]
+    whole = tmp_path / "whole.db"
+    whole.write_bytes(gzip.decompress((out / "store.db.gz.part-00").read_bytes()))
+    counts = {}
+    for db in (whole, out / "store-measurements.db"):
+        con = sqlite3.connect(db)
+        counts[db.name] = (con.execute("SELECT count(*) FROM measurements").fetchone()[0],
+                           con.execute("SELECT count(*) FROM doc_losses").fetchone()[0],
+                           sorted(r[0] for r in con.execute("SELECT DISTINCT model FROM checkpoints")))
+        con.close()
+    # 2 models x 3 checkpoints x (16-bit + RTN 2/4 + GPTQ 2/4) on one eval set; the BitNet model is not measured
+    assert counts["whole.db"][0] == counts["store-measurements.db"][0] == 30
+    assert counts["whole.db"][1] > 0 and counts["store-measurements.db"][1] == 0
+    assert counts["whole.db"][2] == ["h32-l1", "h64-l2"]
+    with tarfile.open(out / "suites.tar.gz") as tar:
+        names = set(tar.getnames())
+    for model in ("h32-l1", "h64-l2", "h32-l1-bitnet"):
+        assert f"./dryrun/{model}/train-log.csv" in names and f"./dryrun/{model}/train-stats.json" in names
+    assert not any(n.endswith(".safetensors") for n in names)  # checkpoints never travel back
