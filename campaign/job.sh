@@ -25,7 +25,8 @@
 # Runs from the repository root with this tree's qidlab (PYTHONPATH=src: the GPU machine has its own
 # torch and transformers). Env: OUT (default ./out), WORK (default campaign/work: the studies name
 # it as their checkpoint root), DEVICE (default cuda), COMPILE (default 1), DEADLINE (default 540),
-# THREADS (torch threads per process, default 2).
+# THREADS (torch threads per process, default 2), LR_SWEEP (1: choose each model's peak learning rate
+# first, `qidlab train --lr-sweep`, every model's sweep side by side; default 0).
 set -uo pipefail
 plan=${1:?usage: job.sh PLAN}
 [ -f "$plan" ] || { echo "job.sh: no plan file $plan" >&2; exit 2; }
@@ -34,6 +35,7 @@ mkdir -p "$out" "$work/stores" "$work/logs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=$threads TORCHINDUCTOR_COMPILE_THREADS=$threads
 qidlab() { python -m qidlab "$@"; }
 compile=(); [ "${COMPILE:-1}" = 1 ] && compile=(--compile)
+sweep_lr=(); [ "${LR_SWEEP:-0}" = 1 ] && sweep_lr=(--lr-sweep)
 start=$(date +%s)
 left() { echo $(( deadline - ($(date +%s) - start) )); }
 log() { echo "[$(( $(date +%s) - start ))s] $*"; }
@@ -43,7 +45,7 @@ pipeline() {  # SUITE STUDY MODEL: train, then measure, each within the time lef
     name=$(basename "$suite" .toml)-$model
     [ "$(left)" -gt 0 ] || { log "no time left for $name"; return; }  # (timeout 0 would mean no limit)
     timeout --signal=TERM "$(left)" python -m qidlab train "$suite" --out "$work/suites" --device "${DEVICE:-cuda}" \
-        "${compile[@]}" --threads "$threads" --models "$model" --json > "$work/logs/train-$name.json" \
+        "${compile[@]}" "${sweep_lr[@]}" --threads "$threads" --models "$model" --json > "$work/logs/train-$name.json" \
         2> "$work/logs/train-$name.err" || { log "train $name stopped (exit $?)"; return; }
     log "trained $name"
     [ "$study" = - ] && return
@@ -71,6 +73,17 @@ for suite in "${suites[@]}"; do  # tokenise each suite's corpus once, before its
 done
 for _ in "${suites[@]}"; do wait -n || { echo "job.sh: preparing a suite's data failed" >&2; exit 1; }; done
 log "data ready"
+if [ "${#sweep_lr[@]}" -gt 0 ]; then  # every model's lr sweep side by side; the pipelines read them back
+    for line in "${lines[@]}"; do
+        read -r suite _ models <<< "$line"
+        for model in $models; do
+            python -m qidlab train "$suite" --out "$work/suites" --device "${DEVICE:-cuda}" --data-only --lr-sweep \
+                --threads "$threads" --models "$model" --quiet > "$work/logs/lr-sweep-$(basename "$suite" .toml)-$model.txt" 2>&1 &
+        done
+    done
+    wait
+    log "learning rates chosen"
+fi
 for line in "${lines[@]}"; do
     read -r suite study models <<< "$line"
     for model in $models; do pipeline "$suite" "$study" "$model" & done

@@ -505,3 +505,24 @@ def test_lr_sweep_picks_the_best_rate_and_the_model_trains_with_it(workdir, caps
         'corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))),
         "--out", str(folder / "out"), "--threads", "1"]) == 2
     assert "sweep again with --lr-sweep" in capsys.readouterr().err
+
+
+def test_lr_sweeps_run_per_model_with_data_only_then_are_read_back(workdir):
+    """Side-by-side GPU jobs: `--data-only --lr-sweep --models M` sweeps only M; the training calls
+    that follow find every model's sweep and do not run it again."""
+    folder = workdir / "split-sweep"
+    folder.mkdir()
+    suite = write_suite(folder, text=SUITE.format(extra="lr_sweep = { factors = [0.5, 2], steps = 6, eval_batches = 1 }")
+                        .replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))
+    suite_dir = folder / "out" / "tiny"
+    with single_thread():
+        assert train_suite(suite, folder / "out", threads=1, data_only=True, models=["h64-l2"]) == []
+        assert (suite_dir / "h64-l2" / "lr-sweep.json").is_file() and not (suite_dir / "h32-l1").exists()
+        assert not list((suite_dir / "h64-l2").glob("step*"))
+        train_suite(suite, folder / "out", threads=1, data_only=True, models=["h32-l1"])
+        lines = []
+        train_suite(suite, folder / "out", threads=1, models=["h32-l1"], log=lines.append)
+    assert not any("held-out loss" in line for line in lines)  # both read back, none swept again
+    assert sum("lr sweep done before" in line for line in lines) == 2
+    chosen = json.loads((suite_dir / "h32-l1" / "lr-sweep.json").read_text())["result"]["chosen"]
+    assert json.loads((suite_dir / "h32-l1" / "step40" / "qidlab.json").read_text())["peak_lr"] == chosen

@@ -77,7 +77,8 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     ``models``: train only these models of the suite (by name), e.g. one per GPU job; the data
     order, tokenizer and manifest are the whole suite's, so jobs that train different models of
     one suite file make one suite. ``data_only``: make the tokenizer and the token file
-    (``OUT/<suite>/_data``), check that the corpus is large enough, and stop, so that jobs started side by side on one machine
+    (``OUT/<suite>/_data``), check that the corpus is large enough, run the lr sweeps of ``models``
+    (all by default) if sweeping, and stop, so that jobs started side by side on one machine
     afterwards share them instead of each tokenising the corpus.
 
     ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
@@ -101,12 +102,13 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     suite_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, suite_dir, log)
     check_fits(config, data.n_tokens)
+    sweeps = {}
+    if config.lr_sweep is not None:  # with data_only: only the chosen models' sweeps, kept for later calls
+        with torch_threads(threads):
+            config, sweeps = sweep_suite(config, data, run["device"], suite_dir, log,
+                                         only=_chosen(config, models) if data_only else None)
     if data_only:
         return []
-    sweeps = {}
-    if config.lr_sweep is not None:
-        with torch_threads(threads):
-            config, sweeps = sweep_suite(config, data, run["device"], suite_dir, log)
     save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every,
                                   per_octave=config.per_octave)
     from qidlab.checkpoints.params import count_params

@@ -160,11 +160,16 @@ def sweep_model(config, spec, data, sweep: LRSweep, device, model_dir, log=None)
     return result
 
 
-def sweep_suite(config, data, device, suite_dir, log=None):
-    """Sweep every model; returns ``(config with each model's chosen lr, {model: result})``."""
+def sweep_suite(config, data, device, suite_dir, log=None, only=None):
+    """Sweep every model (or those named in ``only``: e.g. one GPU job each, side by side, before
+    the jobs that train read every model's sweep back); returns ``(config with each swept model's
+    chosen lr, {model: result})``."""
     sweep = config.lr_sweep or LRSweep()
     results, models = {}, []
     for spec in config.models:
+        if only is not None and spec.name not in only:
+            models.append(spec)
+            continue
         results[spec.name] = sweep_model(config, spec, data, sweep, device, suite_dir / spec.name, log)
         models.append(replace(spec, lr=results[spec.name]["chosen"]))
     return replace(config, models=tuple(models)), results
