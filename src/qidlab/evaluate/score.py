@@ -204,6 +204,17 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
     return DocScores(nll_sum=nll, n_tokens=n_tokens, n_bytes=n_bytes, n_ref_tokens=n_ref, settings=settings)
 
 
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """sha256 of a fast tokenizer's JSON (what it does, not which object it is), for per-process
+    caches of its output; None for a tokenizer without a ``backend_tokenizer``."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    import hashlib
+
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
 _ENCODED: dict = {}  # (tokenizer fingerprint, eval set content hash) -> token ids per document
 _ENCODED_MAX = 8
 
@@ -212,12 +223,10 @@ def _encoded(tokenizer, eval_set, docs: list[str]) -> list[np.ndarray]:
     """Each document's token ids (int64 arrays), from one batched call (fast tokenizers: threads).
     Kept per process for an ``EvalSet`` (by content hash) and a fast tokenizer (by its JSON), so
     the many scorings of one checkpoint (16-bit and every quantized copy) tokenise once."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    fingerprint = tokenizer_fingerprint(tokenizer)
     key = None
-    if backend is not None and getattr(eval_set, "content_hash", None):
-        import hashlib
-
-        key = (hashlib.sha256(backend.to_str().encode()).hexdigest(), eval_set.content_hash)
+    if fingerprint is not None and getattr(eval_set, "content_hash", None):
+        key = (fingerprint, eval_set.content_hash)
         if key in _ENCODED:
             return _ENCODED[key]
     ids = [np.asarray(x, dtype=np.int64) for x in tokenizer(docs, add_special_tokens=False)["input_ids"]]

@@ -107,38 +107,46 @@ _CALIBRATION_CACHE: dict = {}
 
 def calibration_ids(tokenizer, spec: CalibrationSpec):
     """(n_samples, seq_len) token ids: seeded random windows of a seeded sample of the calibration
-    documents. The documents are taken in a seeded random order until their text (joined by blank
-    lines) gives at least twice the tokens the windows cover, or all are taken; only those are
-    tokenised (a 100 MB training split is not). Cached per process by tokenizer and spec, so the
-    checkpoints of one suite share one draw."""
-    import hashlib
+    documents (``_draw_calibration``). Cached per process by tokenizer (fast tokenizers), spec and
+    source file version, so the checkpoints of one suite share one draw."""
+    from ..evaluate.score import tokenizer_fingerprint
 
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    if fingerprint is None:
+        return _draw_calibration(tokenizer, spec)
+    key = (fingerprint, spec, _version(spec.source))
+    if key not in _CALIBRATION_CACHE:
+        _CALIBRATION_CACHE[key] = _draw_calibration(tokenizer, spec)
+    return _CALIBRATION_CACHE[key].clone()
+
+
+def _draw_calibration(tokenizer, spec: CalibrationSpec):
+    """The documents are taken in a seeded random order until their text (joined by blank lines)
+    gives at least twice the tokens the windows cover, or all are taken; only those are tokenised
+    (a 100 MB training split is not); then ``n_samples`` seeded windows of ``seq_len`` tokens."""
     import numpy as np
     import torch
 
-    key = (hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(), spec)
-    if key not in _CALIBRATION_CACHE:
-        docs = _calibration_docs(str(Path(spec.source).resolve()), *_version(spec.source))
-        rng = np.random.default_rng(spec.seed)
-        order = rng.permutation(len(docs))
-        need, chars = 2 * spec.n_samples * spec.seq_len, 0
-        while True:
-            chars = max(2 * chars, 8 * need)  # a byte-level BPE token is rarely over 8 characters
-            taken, total = [], 0
-            for i in order:
-                if total >= chars:
-                    break
-                taken.append(docs[i])
-                total += len(docs[i]) + 2
-            ids = tokenizer("\n\n".join(taken), return_attention_mask=False)["input_ids"]
-            if len(ids) >= need or len(taken) == len(docs):
+    docs = _calibration_docs(str(Path(spec.source).resolve()), *_version(spec.source))
+    rng = np.random.default_rng(spec.seed)
+    order = rng.permutation(len(docs))
+    need, chars = 2 * spec.n_samples * spec.seq_len, 0
+    while True:
+        chars = max(2 * chars, 8 * need)  # a byte-level BPE token is rarely over 8 characters
+        taken, total = [], 0
+        for i in order:
+            if total >= chars:
                 break
-        if len(ids) <= spec.seq_len:
-            raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than "
-                              f"seq_len={spec.seq_len}")
-        starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
-        _CALIBRATION_CACHE[key] = torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
-    return _CALIBRATION_CACHE[key].clone()
+            taken.append(docs[i])
+            total += len(docs[i]) + 2
+        ids = tokenizer("\n\n".join(taken), return_attention_mask=False)["input_ids"]
+        if len(ids) >= need or len(taken) == len(docs):
+            break
+    if len(ids) <= spec.seq_len:
+        raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than "
+                          f"seq_len={spec.seq_len}")
+    starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
+    return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
 
 
 def _version(source) -> tuple[int, int]:
