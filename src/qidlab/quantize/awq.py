@@ -27,6 +27,7 @@ from qidlab.quantize.config import AWQConfig
 CLIP_GRID = 20         # shrink steps of 1/20 of the group's absmax ...
 CLIP_MAX_SHRINK = 0.5  # ... down to half of it (steps 0..9)
 CLIP_TOKENS = 512      # calibration tokens the clip search samples (every k-th token)
+GRAM_TOKENS = 8192     # calibration tokens per float64 slice when forming G = x^T x (memory only)
 CLIP_ROWS_PER_CHUNK = 256  # output rows searched at once (memory only: rows are independent)
 
 
@@ -40,8 +41,10 @@ def awq_scales_search(weight: torch.Tensor, x: torch.Tensor, config: AWQConfig
     of n_tokens*in*out (65,536 calibration tokens against in = 768: ~85x fewer operations)."""
     W = weight.detach().float()
     x = x.reshape(-1, W.shape[1]).float()
-    x64 = x.double()
-    G = x64.T @ x64  # (in, in)
+    G = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=x.device)  # (in, in)
+    for chunk in x.split(GRAM_TOKENS):  # float64 a slice at a time: no float64 copy of all of x
+        c = chunk.double()
+        G.addmm_(c.T, c)
     denom = x.shape[0] * W.shape[0]
     x_mean = x.abs().mean(0)  # (in,)
     w_mean = _weight_mean(W, config.group_size) if config.duo_scaling else None
