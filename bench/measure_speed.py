@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -349,12 +350,20 @@ def qidlab_way(args, folder, es, spec, device, clock, shared: bool):
     return t, qids
 
 
+def new_script() -> None:
+    """Forget what qidlab caches per process (the calibration draw, eval sets' token ids): each bit
+    width of a per-bit pipeline is a script of its own, which starts without them."""
+    importlib.import_module("qidlab.sweep.run")._CALIBRATION_CACHE.clear()
+    importlib.import_module("qidlab.evaluate.score")._ENCODED.clear()
+
+
 def naive_way(args, folder, es, spec, device, clock):
     """Per bit width: fresh load, calibration + true-sequential GPTQ, then a separate evaluation
     script (fresh load, 16-bit eval, the quantized weights, quantized eval)."""
     t, qids = {}, {}
     with clock(t, "total"):
         for bits in args.bits:
+            new_script()
             with clock(t, "load"):
                 ckpt = load_checkpoint(folder, device=device)
             with clock(t, "calibrate"):
@@ -400,6 +409,7 @@ def llmcompressor_way(args, folder, es, spec, device, clock):
     try:
         with clock(t, "total"):
             for bits in args.bits:
+                new_script()
                 with clock(t, "load"):
                     ckpt = load_checkpoint(folder, device=device)
                 with clock(t, "calibrate"):
