@@ -26,7 +26,8 @@
 # torch and transformers). Env: OUT (default ./out), WORK (default campaign/work: the studies name
 # it as their checkpoint root), DEVICE (default cuda), COMPILE (default 1), DEADLINE (default 540),
 # THREADS (torch threads per process, default 2), LR_SWEEP (1: choose each model's peak learning rate
-# first, `qidlab train --lr-sweep`, every model's sweep side by side; default 0).
+# first, `qidlab train --lr-sweep` with the suite's lr_sweep settings, every model's sweep side by side;
+# default 0: every model trains at its own lr, even where the suite file has an lr_sweep table).
 set -uo pipefail
 plan=${1:?usage: job.sh PLAN}
 [ -f "$plan" ] || { echo "job.sh: no plan file $plan" >&2; exit 2; }
@@ -35,7 +36,7 @@ mkdir -p "$out" "$work/stores" "$work/logs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=$threads TORCHINDUCTOR_COMPILE_THREADS=$threads
 qidlab() { python -m qidlab "$@"; }
 compile=(); [ "${COMPILE:-1}" = 1 ] && compile=(--compile)
-sweep_lr=(); [ "${LR_SWEEP:-0}" = 1 ] && sweep_lr=(--lr-sweep)
+sweep_lr=(--no-lr-sweep); [ "${LR_SWEEP:-0}" = 1 ] && sweep_lr=(--lr-sweep)
 start=$(date +%s)
 left() { echo $(( deadline - ($(date +%s) - start) )); }
 log() { echo "[$(( $(date +%s) - start ))s] $*"; }
@@ -69,11 +70,11 @@ PY
 mapfile -t lines < <(grep -v '^\s*\(#\|$\)' "$plan")
 mapfile -t suites < <(printf '%s\n' "${lines[@]}" | awk '{print $1}' | sort -u)
 for suite in "${suites[@]}"; do  # tokenise each suite's corpus once, before its pipelines share it
-    qidlab train "$suite" --out "$work/suites" --data-only --quiet > /dev/null &
+    qidlab train "$suite" --out "$work/suites" --data-only --no-lr-sweep --quiet > /dev/null &
 done
 for _ in "${suites[@]}"; do wait -n || { echo "job.sh: preparing a suite's data failed" >&2; exit 1; }; done
 log "data ready"
-if [ "${#sweep_lr[@]}" -gt 0 ]; then  # every model's lr sweep side by side; the pipelines read them back
+if [ "${LR_SWEEP:-0}" = 1 ]; then  # every model's lr sweep side by side; the pipelines read them back
     for line in "${lines[@]}"; do
         read -r suite _ models <<< "$line"
         for model in $models; do

@@ -33,7 +33,7 @@ def test_job_trains_measures_side_by_side_and_returns_what_fits(tmp_path):
     docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(1500)))
     build_corpus("files", camp / "inputs" / "stdlib", files=[docs], compress=True)  # as the study names it
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "COMPILE": "0", "THREADS": "1", "DEADLINE": "600",
+    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "COMPILE": "0", "THREADS": "1", "DEADLINE": "600", "LR_SWEEP": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     run = subprocess.run(["bash", "campaign/job.sh", "campaign/dryrun.plan"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)
@@ -59,4 +59,8 @@ def test_job_trains_measures_side_by_side_and_returns_what_fits(tmp_path):
         names = set(tar.getnames())
     for model in ("h32-l1", "h64-l2", "h32-l1-bitnet"):
         assert f"./dryrun/{model}/train-log.csv" in names and f"./dryrun/{model}/train-stats.json" in names
+        assert f"./dryrun/{model}/lr-sweep.json" in names  # every model's lr chosen first (LR_SWEEP=1)
+    with tarfile.open(out / "suites.tar.gz") as tar:
+        manifest = tar.extractfile("./dryrun/qidlab-suite.toml").read().decode()
+    assert manifest.count("lr_sweep = {") == 3  # the pipelines trained at the rates their sweeps chose
     assert not any(n.endswith(".safetensors") for n in names)  # checkpoints never travel back

@@ -507,7 +507,7 @@ def test_lr_sweep_picks_the_best_rate_and_the_model_trains_with_it(workdir, caps
     assert "sweep again with --lr-sweep" in capsys.readouterr().err
 
 
-def test_lr_sweeps_run_per_model_with_data_only_then_are_read_back(workdir):
+def test_lr_sweeps_run_per_model_with_data_only_then_are_read_back(workdir, capsys):
     """Side-by-side GPU jobs: `--data-only --lr-sweep --models M` sweeps only M; the training calls
     that follow find every model's sweep and do not run it again."""
     folder = workdir / "split-sweep"
@@ -515,8 +515,15 @@ def test_lr_sweeps_run_per_model_with_data_only_then_are_read_back(workdir):
     suite = write_suite(folder, text=SUITE.format(extra="lr_sweep = { factors = [0.5, 2], steps = 6, eval_batches = 1 }")
                         .replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))
     suite_dir = folder / "out" / "tiny"
+    from qidlab.cli import main
+
+    cli = ["train", str(suite), "--out", str(folder / "out"), "--threads", "1", "--data-only"]
     with single_thread():
-        assert train_suite(suite, folder / "out", threads=1, data_only=True, models=["h64-l2"]) == []
+        assert main(cli + ["--no-lr-sweep", "--quiet"]) == 0  # the data only, although the suite has a table
+        assert (suite_dir / "_data").is_dir() and not list(suite_dir.glob("*/lr-sweep.json"))
+        assert capsys.readouterr().out.startswith("tiny: data ready in ")
+        assert main(cli + ["--lr-sweep", "--models", "h64-l2", "--json"]) == 0
+        assert list(json.loads(capsys.readouterr().out)["lr_sweep"]) == ["h64-l2"]  # what is swept so far
         assert (suite_dir / "h64-l2" / "lr-sweep.json").is_file() and not (suite_dir / "h32-l1").exists()
         assert not list((suite_dir / "h64-l2").glob("step*"))
         train_suite(suite, folder / "out", threads=1, data_only=True, models=["h32-l1"])

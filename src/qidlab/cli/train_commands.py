@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from . import emit
@@ -35,8 +36,9 @@ def register(sub) -> None:
     p.add_argument("--models", nargs="+", metavar="NAME", help="train only these models of the suite (e.g. one per GPU job)")
     p.add_argument("--data-only", action="store_true",
                    help="make the tokenizer and token file (OUT/<suite>/_data) and stop (before parallel --models jobs)")
-    p.add_argument("--lr-sweep", action="store_true", default=None,
-                   help="choose each model's learning rate by short runs first (settings: the suite's lr_sweep)")
+    p.add_argument("--lr-sweep", action=argparse.BooleanOptionalAction, default=None,
+                   help="choose each model's learning rate by short runs first (settings: the suite's lr_sweep); "
+                        "--no-lr-sweep: not even when the suite file has an lr_sweep table")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_train)
@@ -72,11 +74,13 @@ def run_train(args):
     stats = [json.loads(f.read_text()) for m in config.models if (f := suite_dir / m.name / STATS_FILE).is_file()]
     doc = {"suite": config.name, "out": str(suite_dir), "tokens_per_step": config.tokens_per_step,
            "checkpoints": [str(p) for p in paths], "models": stats}
-    if args.lr_sweep or config.lr_sweep:
-        doc["lr_sweep"] = {m.name: json.loads((suite_dir / m.name / SWEEP_FILE).read_text())["result"]
-                           for m in config.models}
+    if args.lr_sweep or (args.lr_sweep is None and config.lr_sweep):  # the sweeps done so far (--models: some)
+        doc["lr_sweep"] = {m.name: json.loads(f.read_text())["result"]
+                           for m in config.models if (f := suite_dir / m.name / SWEEP_FILE).is_file()}
+    head = (f"{config.name}: data ready in {suite_dir / '_data'}" if args.data_only
+            else f"{config.name}: {len(paths)} checkpoints in {suite_dir}")
     text = "\n".join(
-        [f"{config.name}: {len(paths)} checkpoints in {suite_dir}"]
+        [head]
         + [f"  {s['model']}: last training call: {s['steps_trained']} steps from step {s['resumed_from']}, "
            f"{s['tokens_per_s'] or 0:,.0f} tokens/s" + (f", MFU {s['mfu']:.1%}" if s.get("mfu") is not None else "")
            + f" ({s.get('device', 'cpu')}, {s['threads']} threads)" for s in stats]
