@@ -75,9 +75,8 @@ done
 for _ in "${suites[@]}"; do wait -n || { echo "job.sh: preparing a suite's data failed" >&2; exit 1; }; done
 log "data ready"
 if [ "${LR_SWEEP:-0}" = 1 ]; then  # every model's lr sweep side by side; the pipelines read them back
-    for line in "${lines[@]}"; do
-        read -r suite _ models <<< "$line"
-        for model in $models; do
+    for suite in "${suites[@]}"; do  # all the suite's models, in the plan or not: its manifest records every lr
+        for model in $(python -c 'import sys, tomllib; print(*(m["name"] for m in tomllib.load(open(sys.argv[1], "rb"))["models"]))' "$suite"); do
             python -m qidlab train "$suite" --out "$work/suites" --device "${DEVICE:-cuda}" --data-only --lr-sweep \
                 --threads "$threads" --models "$model" --quiet > "$work/logs/lr-sweep-$(basename "$suite" .toml)-$model.txt" 2>&1 &
         done
