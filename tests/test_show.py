@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import show_fixtures as sf
@@ -83,6 +84,19 @@ def test_the_most_measured_eval_set_and_method_are_chosen(study):
     assert Study.from_frame(frame, options=ShowOptions(method="gptq", eval_set="wiki")).method == "gptq"
     with pytest.raises(QidlabError, match=r"--eval-set 'refinedweb': not in the measurements \(have: web, wiki\)"):
         Study.from_frame(frame, options=ShowOptions(eval_set="refinedweb"))
+
+
+def test_a_store_of_several_suites_is_drawn_one_suite_at_a_time(study):
+    cosine = study.frame.assign(suite="en")
+    twin = cosine[cosine.n_params == cosine.n_params.min()].assign(suite="en-const", qid=cosine.qid * 10)
+    both = Study.from_frame(pd.concat([cosine, twin], ignore_index=True))
+    assert both.suite == "en" and len(both.frame) == len(cosine)  # the most measured, the twin left out
+    assert both.source["rows_other_suites"] == {"en-const": len(twin)}
+    chosen = Study.from_frame(pd.concat([cosine, twin]), options=ShowOptions(suite="en-const"))
+    assert chosen.suite == "en-const" and (chosen.frame.qid == twin.qid.to_numpy()).all()
+    assert Study.from_frame(cosine).suite == "en" and "rows_other_suites" not in Study.from_frame(cosine).source
+    with pytest.raises(QidlabError, match=r"--only-suite 'code': not in the measurements \(have: en, en-const\)"):
+        Study.from_frame(pd.concat([cosine, twin]), options=ShowOptions(suite="code"))
 
 
 def test_bad_stores_are_one_clear_error(tmp_path, study):

@@ -29,6 +29,8 @@ def _options(p) -> None:
     p.add_argument("--suite", action="append", default=[], metavar="DIR",
                    help="a suite folder (train-log.csv, weight-dynamics.json, manifest) besides those of the "
                    "store's checkpoints; repeatable")
+    p.add_argument("--only-suite", metavar="NAME", help="a store of several suites: draw this one "
+                   "(default: the most measured)")
     p.add_argument("--eval-set", help="eval set the laws are fitted on (default: the most measured)")
     p.add_argument("--method", help="quantization method the laws are fitted on (default: the most measured)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap replicates for 95%% CIs")
@@ -46,7 +48,7 @@ def _show_options(args):
 
     if args.dpi < 10:
         raise QidlabError("--dpi must be at least 10")
-    return ShowOptions(eval_set=args.eval_set, method=args.method, bootstrap=args.bootstrap, seed=args.seed,
+    return ShowOptions(suite=args.only_suite, eval_set=args.eval_set, method=args.method, bootstrap=args.bootstrap, seed=args.seed,
                        sizes=tuple(numbers(args.sizes, "--sizes")),
                        bits=tuple(numbers(args.bits, "--bits")) if args.bits else None,
                        max_tokens=number(args.max_tokens), vocab_size=args.vocab_size, dpi=args.dpi)
@@ -74,8 +76,10 @@ def run_plot(args):
     options = _show_options(args)
     study = load_study(_input(args), suites=args.suite, options=options)
     path = save_figure(make_figure(args.name, study), args.out, dpi=options.dpi)
-    emit(args, {"figure": args.name, "out": str(path), "eval_set": study.eval_set, "method": study.method},
-         f"wrote {path} ({args.name}; eval set {study.eval_set}, method {study.method})")
+    emit(args, {"figure": args.name, "out": str(path), "suite": study.suite, "eval_set": study.eval_set,
+                "method": study.method},
+         f"wrote {path} ({args.name}; " + (f"suite {study.suite}, " if study.suite else "")
+         + f"eval set {study.eval_set}, method {study.method})")
 
 
 def run_report(args):

@@ -27,8 +27,8 @@ BUNDLED = {
     "chinchilla-epoch": "chinchilla_epoch.csv",
 }
 #: The default input of ``qidlab fit`` / ``qidlab report`` / ``qidlab plot``: the measured data
-#: set that ships with qidlab (the full CPU demo run until the GPU campaign's data replaces it).
-DEFAULT = "qidlab-cpu-demo"
+#: set that ships with qidlab: the GPU campaign's (issue 6; docs/findings.md).
+DEFAULT = "qidlab-gpu-2026"
 ENV = "QIDLAB_DATA_PATH"
 MANIFEST = "manifest.json"
 

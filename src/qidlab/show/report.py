@@ -58,7 +58,7 @@ def render(study: Study) -> dict[str, str]:
     nav = [("summary", "Summary"), ("provenance", "Provenance"), ("laws", "Fitted laws"), ("table1", "Table 1"),
            ("published", "Published constants"), ("figures", "Figures")]
     files = {f"fit-{name}.json": dump_json(fit.document) + "\n" for name, fit in fits.items()}
-    summary = {"store": study.source, "eval_set": study.eval_set, "method": study.method,
+    summary = {"store": study.source, "suite": study.suite, "eval_set": study.eval_set, "method": study.method,
                "figures": [spec.name for spec, _ in drawn],
                "skipped": {spec.name: why for spec, why in skipped},
                "fits": sorted(files), "laws_not_fitted": problems, "provenance": _report_provenance()}
@@ -144,6 +144,10 @@ def _summary(study: Study) -> h.Raw:
             f"method {study.method!r}; losses and QiD in nats per token.")
     dropped = study.source.get("rows_without_tokens")
     note = f" {dropped} measurement(s) of checkpoints with D = 0 are left out." if dropped else ""
+    others = study.source.get("rows_other_suites")
+    if others:
+        note += (f" Suite {study.suite!r} only; left out: " + ", ".join(f"{k} ({v} measurements)" for k, v in others.items())
+                 + " (choose with --only-suite).")
     return h.section("summary", "Summary", h.paragraph(text + note))
 
 

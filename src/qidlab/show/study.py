@@ -8,7 +8,9 @@ Units: ``n_params`` is N, non-embedding parameters; ``tokens`` is D, training to
 name or folder; its manifest gives what a store's tables would); ``Study.from_frame(frame, ...)``
 wraps a canonical DataFrame. The *primary slice* is one eval set and one quantization method: the
 ones chosen in ``ShowOptions``, else the eval set with the most measurements and, on it, the
-method with the most measurements. Laws are fitted to it (``qidlab.show.fits``).
+method with the most measurements. Laws are fitted to it (``qidlab.show.fits``). A store of
+several suites (e.g. a cosine suite and its constant-learning-rate twins) is drawn one suite at a
+time: the one chosen, else the one with the most measurements; the others' rows are left out.
 Checkpoints that saw no tokens (step 0) are left out: D = 0 has no place on a log axis or
 in a power law.
 """
@@ -38,6 +40,7 @@ REQUIRED = ("n_params", "tokens", "bits", "qid")
 class ShowOptions:
     """Choices of the figures and the report (sizes N in non-embedding parameters, D in tokens)."""
 
+    suite: str | None = None  # a store of several suites: this one's rows only (default: the most measured)
     eval_set: str | None = None  # default: the eval set with the most measurements
     method: str | None = None  # default: the most measured method on that eval set
     bootstrap: int = 200  # bootstrap replicates for the 95% CIs of fitted parameters
@@ -75,6 +78,7 @@ class Study:
     checkpoints: "pd.DataFrame"  # suite, model, step, path of every stored checkpoint
     suite_dirs: tuple[Path, ...]
     store_info: dict[str, Any]  # eval sets, methods, versions and code revisions of the rows
+    suite: str | None = None  # the suite drawn (None: the rows name none)
     _fits: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -241,11 +245,29 @@ def _assemble(frame, options: ShowOptions, source: dict, checkpoints, store_info
     if not usable.any():
         raise QidlabError(f"{where}: every measurement is of a checkpoint with D = 0 tokens")
     frame = validate(frame[usable].reset_index(drop=True), source=where)
-    source = {**source, "rows": int(len(frame)), "rows_without_tokens": int((~usable).sum())}
+    suite, frame, other = _one_suite(frame, options.suite)
+    source = {**source, "rows": int(len(frame)), "rows_without_tokens": int((~usable).sum()), **other}
     eval_set = _choose(frame, "eval_set", options.eval_set, "--eval-set")
     method = _choose(frame[frame.eval_set == eval_set], "method", options.method, "--method")
+    if suite is not None and "suite" in checkpoints.columns:
+        checkpoints = checkpoints[checkpoints.suite == suite]
     return Study(frame=frame, options=options, eval_set=eval_set, method=method, source=source,
-                 checkpoints=checkpoints, suite_dirs=_suite_dirs(checkpoints, suites), store_info=store_info)
+                 checkpoints=checkpoints, suite_dirs=_suite_dirs(checkpoints, suites), store_info=store_info,
+                 suite=suite)
+
+
+def _one_suite(frame, given: str | None):
+    """(suite, its rows, what was left out) — (None, frame, {}) for rows of one suite or none named."""
+    if "suite" not in frame.columns or frame.suite.isna().all():
+        if given is not None:
+            raise QidlabError(f"--only-suite {given!r}: the measurements name no suites")
+        return None, frame, {}
+    if frame.suite.nunique() == 1 and given is None:
+        return str(frame.suite.iloc[0]), frame, {}
+    suite = _choose(frame, "suite", given, "--only-suite")
+    keep = frame.suite == suite
+    left = {str(k): int(v) for k, v in frame[~keep].suite.value_counts().sort_index().items()}
+    return suite, frame[keep].reset_index(drop=True), {"rows_other_suites": left}
 
 
 def _choose(frame, column: str, given: str | None, flag: str) -> str:
