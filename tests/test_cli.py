@@ -275,6 +275,26 @@ def test_fit_out_file_matches_stdout(capsys, synth_csv, tmp_path):
     assert rel(pred["qid"], ouyang(3e9, 5e11, 3, **TRUE)) < 1e-8
 
 
+def test_fit_where_selects_rows_and_pooling_is_named(capsys, tmp_path):
+    rows = [{**r, "suite": "a"} for r in synthetic_rows()]
+    rows += [{**r, "suite": "b", "qid": r["qid"] * 7} for r in synthetic_rows()]  # another suite, another k
+    path = tmp_path / "two.csv"
+    write_csv(path, rows)
+    capsys.readouterr()
+    assert main(["fit", str(path), "--law", "ouyang2024", "--where", "suite=a", "tokens>=1e11", "--json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    (fit,) = doc["fits"]
+    assert fit["n"] == 18 and doc["data"]["where"] == ["suite=a", "tokens>=1e11"]
+    assert_recovers(fit)  # the other suite's rows are left out, so the fit is exact
+    assert "pooling" not in err
+    assert main(["fit", str(path), "--law", "ouyang2024", "--json"]) == 0
+    assert "pooling 2 suite values into one fit" in capsys.readouterr().err
+    for where, message in (("suite=c", "no rows match"), ("suite>1", "'suite' is not numeric"),
+                           ("size=1", "no column 'size'"), ("suite", "expects COLUMN=V1,V2")):
+        assert message in run_error(capsys, "fit", str(path), "--law", "ouyang2024", "--where", where)
+
+
 def _with_nonpositive(tmp_path, bad=(0.0, -0.01, -1e-3)):
     rows = synthetic_rows()
     for i, value in zip((0, 10, 20), bad):

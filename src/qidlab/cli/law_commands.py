@@ -4,6 +4,8 @@ training-level, min-bits, critical-tokens, optimal-format."""
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from typing import Any
 
 from ..errors import QidlabError
@@ -120,6 +122,9 @@ def _fit(sub):
                    "data set, qidlab.data.DEFAULT)")
     p.add_argument("--law", required=True)
     p.add_argument("--by", help="fit one law per group of these columns (comma-separated), e.g. bits")
+    p.add_argument("--where", nargs="+", action="extend", metavar="COLUMN=V1,V2",
+                   help="fit only the rows whose COLUMN is one of the values, e.g. suite=en method=gptq "
+                   "tokens>=4e6 (>=, <= and > < also work for numeric columns)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for 95%% CIs")
     p.add_argument("--resample", default="points",
                    help="'points' or a column whose groups are resampled whole (e.g. n_params)")
@@ -154,6 +159,12 @@ def run_fit(args):
     path = data.resolve(name)
     frame = data.load(name)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    frame = select_rows(frame, args.where or ())
+    pooled = [f"{frame[c].nunique()} {c} values" for c in POOLING if c in frame.columns
+              and frame[c].nunique() > 1 and c not in (by or ())]
+    if pooled:
+        print(f"qidlab fit: pooling {', '.join(pooled)} into one fit (choose with --where or --by)",
+              file=sys.stderr)
     options = dict(bootstrap=args.bootstrap, resample=args.resample, seed=args.seed,
                    drop_highest=args.drop_highest, target=args.target, method=args.method,
                    huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
@@ -161,10 +172,41 @@ def run_fit(args):
                    holdout=tuple(c.strip() for c in args.holdout.split(",") if c.strip()))
     fits = fit_law(frame, law, by=by, **options)
     doc = fit_document(law, fits, by=by, options=options,
-                       data={"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame))})
+                       data={"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame)),
+                             "where": list(args.where or ())})
     if args.out:
         Path(args.out).write_text(dump_json(doc) + "\n")
     emit(args, doc, _fit_text(law, fits))
+
+
+POOLING = ("suite", "eval_set", "method")  # rows of different ones are rarely meant to share one law
+
+
+def select_rows(frame, items):
+    """The rows matching every ``COLUMN=V1,V2`` (one of the values; numbers compared as numbers)
+    or ``COLUMN>=X`` (also ``<=``, ``>``, ``<``); one ``QidlabError`` naming a bad item; an
+    empty selection is an error too."""
+    import operator
+
+    compare = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+    for item in items:
+        match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(>=|<=|>|<|=)(.*)", item)
+        column, op, text = (match.group(1), match.group(2), match.group(3).strip()) if match else ("", "", "")
+        if not match or not text:
+            raise QidlabError(f"--where expects COLUMN=V1,V2 or COLUMN>=X, got {item!r}")
+        if column not in frame.columns:
+            raise QidlabError(f"--where {item!r}: no column {column!r} (have: {', '.join(map(str, frame.columns))})")
+        numeric = frame[column].dtype.kind in "iuf"
+        if op == "=":
+            values = [number(v) if numeric else v.strip() for v in text.split(",") if v.strip()]
+            frame = frame[frame[column].isin(values)]
+        elif not numeric:
+            raise QidlabError(f"--where {item!r}: {column!r} is not numeric")
+        else:
+            frame = frame[compare[op](frame[column], number(text))]
+    if items and frame.empty:
+        raise QidlabError(f"--where {' '.join(items)}: no rows match")
+    return frame
 
 
 def _grid(law, items):
