@@ -21,13 +21,16 @@ disjoint seeds of the corpus.
                restore + quantize + eval + paired bootstrap) vs a naive pipeline (per bit width:
                fresh load, calibration and true-sequential GPTQ from scratch, then a separate
                evaluation including its own 16-bit eval). llm-compressor's ``oneshot`` is timed
-               too when it is importable.
+               too when it is importable. qidlab's ways score in batches of
+               ``--qidlab-eval-batch`` (the studies' scoring batch), the per-bit baselines in
+               batches of ``--eval-batch`` (a researcher's loop); both default to ``--eval-batch``.
 
 It prints figures and asserts nothing. Usage:
 
     .venv/bin/python bench/measure_speed.py [--device cpu|cuda] [--shape tiny|70m|160m|410m]
         [--parts eval,gptq,sweep] [--batch-sizes 1,4,8,16] [--n-docs N] [--doc-tokens T]
-        [--calib-samples S] [--calib-seq-len L] [--bits 2,3,4] [--train-steps K] [--json]
+        [--calib-samples S] [--calib-seq-len L] [--bits 2,3,4] [--train-steps K]
+        [--eval-batch B] [--qidlab-eval-batch B] [--json]
 
 ``--json`` prints a JSON summary on stdout (the human-readable report then goes to stderr).
 """
@@ -218,10 +221,14 @@ def bench_eval(args, ckpt, es, device, clock, n_total):
 
 
 def profile_batch(model, tok, docs, bs, clock, reps=3):
-    """Where one batch of ``bs`` documents goes: the forward pass alone, then score()'s loss
-    (float32 copy of the logits + cross_entropy over the transposed (B, V, T) view), against a
-    cross_entropy on the contiguous (B*T, V) logits. Median of ``reps`` after a warm-up."""
+    """Where one batch of ``bs`` documents goes: the whole model's forward pass (logits at every
+    position) and the float32 cross_entropy of its scored rows (score()'s path for model types
+    outside ``PLAIN_HEAD_TYPES``), against score()'s own path: the model's body, then the output
+    head on the scored positions in chunks of ``LOGIT_CHUNK_ELEMENTS`` logits, forward and loss
+    together. Median of ``reps`` after a warm-up; peak memory of each path."""
     import torch.nn.functional as F
+
+    from qidlab.evaluate.score import _body_and_head, _scored_nll
 
     seqs = [[tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"] for d in docs[:bs]]
     T = max(map(len, seqs))
@@ -231,27 +238,40 @@ def profile_batch(model, tok, docs, bs, clock, reps=3):
         ids[r, :len(x)], mask[r, :len(x)] = torch.tensor(x), 1
     dev = next(model.parameters()).device
     ids, mask = ids.to(dev), mask.to(dev)
+    scored = mask[:, 1:].bool()
+    parts = _body_and_head(model)
     steps = {
         "forward": lambda: model(input_ids=ids, attention_mask=mask, use_cache=False).logits,
-        "loss_as_score": lambda lg: F.cross_entropy(lg[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"),
-        "loss_contiguous": lambda lg: F.cross_entropy(lg[:, :-1].reshape(-1, lg.shape[-1]).float(),
-                                                      ids[:, 1:].reshape(-1), reduction="none"),
+        "loss_full_logits": lambda lg: F.cross_entropy(lg[:, :-1][scored].float(), ids[:, 1:][scored],
+                                                       reduction="none"),
+        "score_chunked_head": lambda: _scored_nll(model, parts, ids, mask, scored),
     }
     times = {k: [] for k in steps}
+    peaks = {}
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
         for rep in range(reps + 1):
             t = {}
+            peak_reset(dev)
             with clock(t, "forward"):
                 lg = steps["forward"]()
-            for k in ("loss_as_score", "loss_contiguous"):
-                with clock(t, k):
-                    steps[k](lg)
+            with clock(t, "loss_full_logits"):
+                steps["loss_full_logits"](lg)
+            peaks["full_logits"] = peak_gib(dev)
+            del lg
+            if parts is not None:
+                peak_reset(dev)
+                with clock(t, "score_chunked_head"):
+                    steps["score_chunked_head"]()
+                peaks["chunked_head"] = peak_gib(dev)
             if rep:
                 for k in t:
                     times[k].append(t[k])
-    row = {"profile_batch": bs, "seq_len": T, **{k + "_ms": 1000 * float(np.median(v)) for k, v in times.items()}}
-    say(f"  one batch of {bs} x {T}: forward {row['forward_ms']:.1f} ms, score()'s float32 transposed "
-        f"cross_entropy {row['loss_as_score_ms']:.1f} ms, contiguous (B*T, V) cross_entropy {row['loss_contiguous_ms']:.1f} ms")
+    row = {"profile_batch": bs, "seq_len": T, **{k + "_ms": 1000 * float(np.median(v)) for k, v in times.items() if v},
+           **{k + "_peak_gib": v for k, v in peaks.items()}}
+    say(f"  one batch of {bs} x {T}: whole-model forward {row['forward_ms']:.1f} ms + float32 cross_entropy "
+        f"{row['loss_full_logits_ms']:.1f} ms (peak {peaks['full_logits']:.2f} GiB)"
+        + (f"; score()'s body + chunked head + loss {row['score_chunked_head_ms']:.1f} ms "
+           f"(peak {peaks['chunked_head']:.2f} GiB)" if parts is not None else ""))
     return row
 
 
@@ -315,7 +335,8 @@ def bench_gptq(args, ckpt, es, calib, device, clock):
 
 
 def qidlab_way(args, folder, es, spec, device, clock, shared: bool):
-    """measure_checkpoint's steps (qidlab/sweep/run.py), on ``device``; optionally shared Hessians."""
+    """measure_checkpoint's steps (qidlab/sweep/run.py), on ``device``; optionally shared Hessians.
+    Scores in batches of ``--qidlab-eval-batch``."""
     t, qids = {}, {}
     with clock(t, "total"):
         with clock(t, "load"):
@@ -323,7 +344,7 @@ def qidlab_way(args, folder, es, spec, device, clock, shared: bool):
         model, tok = ckpt.model, ckpt.tokenizer
         state16 = {k: v.detach().clone() for k, v in model.state_dict().items()}
         with clock(t, "eval"):
-            s16 = score(model, tok, es, batch_size=args.eval_batch)
+            s16 = score(model, tok, es, batch_size=args.qidlab_eval_batch)
         with clock(t, "calibrate"):
             calib = calibration_ids(tok, spec)
             H = collect_hessians(model, calib, batch_size=args.calib_batch) if shared else None
@@ -343,7 +364,7 @@ def qidlab_way(args, folder, es, spec, device, clock, shared: bool):
                     quantize_(model, GPTQConfig(bits=bits, group_size=args.group_size), calib,
                               batch_size=args.calib_batch)
             with clock(t, "eval"):
-                sq = score(model, tok, es, batch_size=args.eval_batch)
+                sq = score(model, tok, es, batch_size=args.qidlab_eval_batch)
             with clock(t, "bootstrap"):
                 qids[bits] = paired_bootstrap_qid(s16, sq, n_boot=1000, seed=0)
     del model, ckpt, state16, H
@@ -458,10 +479,11 @@ def bench_sweep(args, folder, es, spec, device, clock):
                 say(f"  {name:24s} " + (info.get("error") or f"not available ({info['reason']})"))
                 continue
         t, qids = result
+        eval_batch = args.qidlab_eval_batch if name.startswith("qidlab") else args.eval_batch
         out[name] = {"seconds": t, "qid": {b: {"qid": q[0], "ci": [q[1], q[2]]} for b, q in qids.items()},
-                     "peak_gib": peak_gib(device)}
+                     "peak_gib": peak_gib(device), "eval_batch": eval_batch}
         parts = "  ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total")
-        say(f"  {name:24s} total {t['total']:7.1f}s  ({parts})")
+        say(f"  {name:24s} total {t['total']:7.1f}s  ({parts}; eval batch {eval_batch})")
         say("      QiD " + "  ".join(f"{b}-bit {q[0]:.4f} [{q[1]:.4f}, {q[2]:.4f}]" for b, q in qids.items()))
     for base_name in ("naive_true_sequential", "llmcompressor_then_eval"):
         if base_name not in out:
@@ -496,8 +518,12 @@ def main():
     p.add_argument("--shape", default=None, choices=list(SHAPES), help="default: tiny on CPU, 160m on CUDA")
     p.add_argument("--parts", default="eval,gptq,sweep")
     p.add_argument("--batch-sizes", type=ints, default=None, help="eval batch sizes to sweep (default 1,4,8,16; CPU 1,8)")
-    p.add_argument("--profile-batches", type=ints, default=[8, 32], help="CUDA: batch sizes to break down (forward vs loss)")
-    p.add_argument("--eval-batch", type=int, default=8, help="batch size of the evals inside parts 2 and 3")
+    p.add_argument("--profile-batches", type=ints, default=[8, 32],
+                   help="CUDA: batch sizes to break down (full logits vs score()'s chunked head)")
+    p.add_argument("--eval-batch", type=int, default=8,
+                   help="batch size of the evals inside part 2 and of part 3's baselines (naive, llm-compressor)")
+    p.add_argument("--qidlab-eval-batch", type=int, default=None,
+                   help="part 3: batch size of qidlab's own ways' evals (default: --eval-batch)")
     p.add_argument("--n-docs", type=int, default=None, help="eval documents (default 256; CPU 64)")
     p.add_argument("--doc-tokens", type=int, default=None, help="approximate tokens per eval document (default 1024; CPU 200)")
     p.add_argument("--tok-vocab", type=int, default=None, help="BPE vocabulary (default min(4096, model vocab))")
@@ -525,6 +551,7 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device")
     args.shape = args.shape or ("tiny" if cpu else "160m")
+    args.qidlab_eval_batch = args.qidlab_eval_batch or args.eval_batch
     args.batch_sizes = args.batch_sizes or ([1, 8] if cpu else [1, 4, 8, 16])
     args.n_docs = args.n_docs or (64 if cpu else 256)
     args.doc_tokens = args.doc_tokens or (200 if cpu else 1024)
@@ -576,7 +603,7 @@ def main():
         say(f"eval set: {len(docs)} docs, {n_tok} tokens; calibration {tuple(calib.shape)}")
 
         if "eval" in parts:
-            say(f"\n1. evaluation throughput (score(); bf16 autocast on CUDA; float32 logits; "
+            say(f"\n1. evaluation throughput (score(); bf16 autocast on CUDA; float32 logits of the scored positions; "
                 f"FLOP limit 2*N_total*tokens, N_total={n_total:,})")
             result["eval"] = bench_eval(args, ckpt, es, device, clock, n_total)
         if "gptq" in parts:
@@ -584,7 +611,8 @@ def main():
             result["gptq"] = bench_gptq(args, ckpt, es, calib, device, clock)
         del ckpt
         if "sweep" in parts:
-            say(f"\n3. one checkpoint of a QiD sweep, GPTQ at {args.bits} bits (eval batch {args.eval_batch})")
+            say(f"\n3. one checkpoint of a QiD sweep, GPTQ at {args.bits} bits (eval batch: qidlab's ways "
+                f"{args.qidlab_eval_batch}, the baselines {args.eval_batch})")
             result["sweep"] = bench_sweep(args, folder, es, spec, device, clock)
     result["wall_s"] = time.perf_counter() - t_start
     say(f"\nwall time {result['wall_s']:.1f}s")

@@ -25,6 +25,7 @@ from qidlab.evaluate import (  # noqa: E402
     score,
     score_windows,
 )
+from qidlab.evaluate.score import PLAIN_HEAD_TYPES  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -340,6 +341,67 @@ def test_bad_scoring_arguments(ckpt):
         score(m, t, ["a b c"], max_length=16, stride=16)
     with pytest.raises(QidlabError, match="no documents"):
         score(m, t, [])
+
+
+
+def _model_from_config(model_type, vocab_size, **extra):
+    """An untrained fp32 tiny causal LM of ``model_type`` (weights at std 0.3: peaked predictions)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kw = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+              max_position_embeddings=128, bos_token_id=0, eos_token_id=1, pad_token_id=2, initializer_range=0.3)
+    kw.update(intermediate_size=192)
+    if model_type != "gpt_neox":
+        kw.update(num_key_value_heads=2, head_dim=16)
+    cfg = AutoConfig.for_model(model_type, **kw, **extra)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("model_type", sorted(PLAIN_HEAD_TYPES))
+def test_plain_head_types_give_the_logits_of_the_head_on_the_body(model_type):
+    """score() runs the output head on base_model's last hidden state only for model types whose
+    logits are exactly that (no scaling or softcapping after the head, in this transformers)."""
+    from qidlab.evaluate.score import _body_and_head
+
+    model = _model_from_config(model_type, 97)
+    body, head = _body_and_head(model)
+    ids = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # right padding
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        got = head(body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neox", "llama", "qwen2", "gemma2"])
+def test_chunked_head_scores_equal_full_logits(ckpt, model_type, monkeypatch):
+    """Per-document NLL from the head on the scored positions, a few rows at a time, equals the
+    full-logits computation: windowed long documents, right padding in batches of mixed lengths.
+    Gemma 2 softcaps its logits after the head: it is scored from the whole model's logits."""
+    import importlib
+
+    score_module = importlib.import_module("qidlab.evaluate.score")
+    tok = ckpt.tokenizer
+    extra = {"final_logit_softcapping": 5.0} if model_type == "gemma2" else {}
+    model = _model_from_config(model_type, len(tok), **extra)
+    assert (score_module._body_and_head(model) is None) == (model_type == "gemma2")
+    long_doc = " ".join(tiny_corpus(40, seed=11)[:6])
+    docs = [long_doc, *tiny_corpus(12, seed=13)[:7], long_doc[:300]]
+    width, stride = 48, 16
+    by_hand = [_hand_nll(model, ids, score_windows(len(ids), width, stride)) for ids in (_ids(tok, d) for d in docs)]
+    assert len(_ids(tok, long_doc)) > 3 * width
+    monkeypatch.setattr(score_module, "LOGIT_CHUNK_ELEMENTS", 7 * len(tok))  # 7 positions per chunk
+    chunked = score(model, tok, docs, max_length=width, stride=stride, batch_size=4)
+    np.testing.assert_allclose(chunked.nll_sum, by_hand, rtol=1e-5)
+    monkeypatch.setattr(score_module, "LOGIT_CHUNK_ELEMENTS", 2**26)
+    whole = score(model, tok, docs, max_length=width, stride=stride, batch_size=3)
+    np.testing.assert_allclose(whole.nll_sum, by_hand, rtol=1e-5)
+    monkeypatch.setattr(score_module, "PLAIN_HEAD_TYPES", frozenset())  # the full-logits path
+    full = score(model, tok, docs, max_length=width, stride=stride, batch_size=4)
+    np.testing.assert_allclose(chunked.nll_sum, full.nll_sum, rtol=1e-5)
+    assert chunked.n_tokens.tolist() == full.n_tokens.tolist()
 
 
 # ---------------------------------------------------------------- paired bootstrap

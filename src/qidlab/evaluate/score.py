@@ -15,7 +15,12 @@ How text is scored (the contract):
   tokens before its end, and scores only the targets after the previous window's end. Each token
   is scored exactly once; outside window 0 every scored token sees at least ``W - stride``
   tokens of context (the last window may advance less than ``stride`` and then sees more);
-* ``nll_sum`` is in nats (natural log), accumulated in float64 from float32 log-softmax;
+* ``nll_sum`` is in nats (natural log), accumulated in float64 from float32 log-softmax
+  (``logsumexp(logits) - logits[target]``);
+* only the scored positions' logits are computed: for the model types of ``PLAIN_HEAD_TYPES``
+  the model's body runs on the batch and its output head on the scored positions' final hidden
+  states, ``LOGIT_CHUNK_ELEMENTS`` logits at a time (the numbers ``model(...).logits`` would
+  give, without a float32 ``batch x length x vocab`` tensor); other types run the whole model;
 * ``n_bytes`` is the UTF-8 byte count of the whole document (bits per byte divides all scored
   nats by all bytes; without BOS the unscored first token's bytes are still counted).
 """
@@ -32,6 +37,15 @@ import numpy as np
 from qidlab.errors import QidlabError
 
 UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
+
+#: Model types whose causal-LM logits are exactly ``output_head(base_model(...).last_hidden_state)``:
+#: no scaling or softcapping after the head (as Gemma 2's ``final_logit_softcapping``, Cohere's
+#: ``logit_scale`` or Granite's ``logits_scaling`` apply), so ``score`` may run the head on the
+#: scored positions alone. Any other type is scored from the full ``model(...).logits``.
+PLAIN_HEAD_TYPES = frozenset({"gpt_neox", "llama", "qwen2", "qwen3", "mistral"})
+#: Logits (rows x vocabulary) computed at once from the scored positions' hidden states: 2**26
+#: float32 are 256 MiB (about 1,300 positions of a 50k vocabulary), whatever the batch size.
+LOGIT_CHUNK_ELEMENTS = 2**26
 
 
 @dataclass
@@ -127,6 +141,42 @@ def _context_length(model, max_length):
     return int(length)
 
 
+def _body_and_head(model):
+    """``(body, head)`` whose composition gives ``model``'s logits, for a causal LM of
+    ``PLAIN_HEAD_TYPES`` (transformers' ``base_model`` and ``get_output_embeddings()``); None for
+    any other model, which ``score`` then runs whole."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in PLAIN_HEAD_TYPES:
+        return None
+    body = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if body is None or body is model or head is None:
+        return None
+    return body, head
+
+
+def _scored_nll(model, parts, input_ids, mask, scored):
+    """-log p(target) in float32 at each scored position, in ``scored.nonzero()`` order: targets
+    ``input_ids[:, 1:][scored]`` predicted at positions ``[:, :-1][scored]``."""
+    import torch
+    import torch.nn.functional as F
+
+    targets = input_ids[:, 1:][scored]  # (K,)
+    if parts is None:  # the whole model: (B, T, V) logits, then only the scored rows in float32
+        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+        return F.cross_entropy(logits[:, :-1][scored].float(), targets, reduction="none")
+    body, head = parts
+    hidden = body(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+    hidden = hidden[:, :-1][scored]  # (K, H): no logits at padding or unscored context
+    rows = max(1, LOGIT_CHUNK_ELEMENTS // (getattr(head, "out_features", None) or model.config.vocab_size))
+    nll = torch.empty(len(targets), dtype=torch.float32, device=targets.device)
+    for start in range(0, len(targets), rows):
+        # float32 logits of these rows; cross_entropy: logsumexp minus the target's logit
+        logits = head(hidden[start:start + rows]).float()
+        nll[start:start + rows] = F.cross_entropy(logits, targets[start:start + rows], reduction="none")
+        del logits
+    return nll
+
+
 def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: int | None = None,
           batch_size: int = 8, reference_tokenizer=None) -> DocScores:
     """Score every document of ``eval_set`` (an ``EvalSet`` or a list of strings) with ``model``.
@@ -139,7 +189,6 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
     ``tokenizers.Tokenizer`` or a transformers tokenizer) fills ``n_ref_tokens``.
     """
     import torch
-    import torch.nn.functional as F
 
     docs = list(getattr(eval_set, "docs", eval_set))
     if not docs:
@@ -173,6 +222,7 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
     device = param.device
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
+    parts = _body_and_head(model)
     was_training = model.training
     model.eval()
     try:
@@ -188,11 +238,8 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
                     mask[row, :len(ids)] = 1
                     scored[row, first - 1:len(ids) - 1] = True
                 input_ids, mask, scored = (torch.from_numpy(a).to(device) for a in (input_ids, mask, scored))
-                logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
-                # only the scored positions, as contiguous rows: no float32 copy of padding logits
+                token_nll = _scored_nll(model, parts, input_ids, mask, scored)  # (K,) float32
                 rows = scored.nonzero()[:, 0]  # (K,) batch row of each scored target
-                token_nll = F.cross_entropy(logits[:, :-1][scored].float(), input_ids[:, 1:][scored],
-                                            reduction="none")  # (K,)
                 row_nll = torch.zeros(len(batch), dtype=torch.float64, device=device)
                 row_nll = row_nll.index_add_(0, rows, token_nll.double()).cpu().numpy()
                 for row, (doc_index, _, _) in enumerate(batch):
