@@ -7,6 +7,7 @@ parameters, D tokens, losses in nats per token."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from qidlab.cli import main
 from qidlab.errors import QidlabError
-from qidlab.store import Measurement, Store, merge_stores, publish_store, read_canonical
+from qidlab.store import Measurement, Store, drop_models, merge_stores, publish_store, read_canonical
 
 KEY = ["suite", "model", "step", "eval_set", "method", "bits"]
 
@@ -175,6 +176,38 @@ def test_a_changed_checkpoint_is_one_error_naming_both_stores(tmp_path):
     # in one run, the other store is named as the origin of the row
     with pytest.raises(QidlabError, match=f"in {b}, s-m1-100 in {a}"):
         merge_stores([a, b], tmp_path / "new.db")
+
+
+def test_a_retrained_model_replaces_the_old_one_after_dropping_it(tmp_path, capsys):
+    old = write_store(tmp_path / "old.db", models=("m1", "m2", "m3"))
+    new = write_store(tmp_path / "new.db", models=("m2",), steps=(100, 200, 300), qid_scale=2.0)
+    with sqlite3.connect(new) as conn:  # trained again: other weights under the same names
+        conn.execute("UPDATE checkpoints SET content_hash = content_hash || '-retrained'")
+    out = tmp_path / "m.db"
+    merge_stores([old], out)
+    before = dump(out)
+    with pytest.raises(QidlabError, match="content hash s-m2-100-retrained"):
+        merge_stores([new], out)  # refused while the old model's rows are there
+    for models, message in ((["m9"], "suite 's' has no model(s) m9 (it has: m1, m2, m3)"),
+                            (["m2", "m9"], "has no model(s) m9")):
+        with pytest.raises(QidlabError, match=re.escape(message)):
+            drop_models(out, "s", models)
+    assert dump(out) == before  # a refused merge or drop changes nothing
+
+    assert main(["store", "drop", str(out), "--suite", "s", "--models", "m2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # 2 steps x (16-bit + 2 widths), 3 documents each
+    assert doc["deleted"] == {"doc_losses": 2 * 3 * 3, "measurements": 2 * 3, "checkpoints": 2}
+    merge_stores([new], out)
+    table = canonical(out)
+    assert sorted(table[table.model == "m2"].step.unique()) == [100, 200, 300]
+    keep = ["model", "step", "method", "bits", "qid"]
+    old_rows = canonical(old)
+    assert (table[table.model != "m2"][keep].sort_values(keep).reset_index(drop=True)
+            .equals(old_rows[old_rows.model != "m2"][keep].sort_values(keep).reset_index(drop=True)))
+    with sqlite3.connect(out) as conn:
+        dropped = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()[0])
+    assert dropped == [{"suite": "s", "models": ["m2"], "deleted": doc["deleted"]}]
 
 
 def test_an_eval_set_renamed_or_rebuilt_is_a_conflict(tmp_path):

@@ -1,4 +1,4 @@
-"""Commands of the measurement pipeline: sweep, export, store merge, store publish."""
+"""Commands of the measurement pipeline: sweep, export, store merge, store drop, store publish."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="output file (default: stdout for CSV)")
     p.set_defaults(run=run_export)
 
-    p = sub.add_parser("store", help="merge stores; publish a store as a data set loadable by name")
+    p = sub.add_parser("store", help="merge stores; drop models; publish a store as a data set loadable by name")
     group = p.add_subparsers(dest="store_command", metavar="ACTION", required=True, parser_class=type(p))
     q = group.add_parser("merge", help="merge stores into one (idempotent; one transaction per source)")
     q.add_argument("sources", nargs="+", help="qidlab stores (.db) to merge")
@@ -33,6 +33,13 @@ def register(sub) -> None:
                    help="rows that disagree with the destination: stop with an error (default) or skip them")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=run_store_merge)
+    q = group.add_parser("drop", help="delete models of a suite (checkpoints, measurements, per-document losses) "
+                         "from a store, e.g. before merging the store of a model trained again")
+    q.add_argument("store", help="a qidlab store (.db)")
+    q.add_argument("--suite", required=True, help="the suite's name")
+    q.add_argument("--models", nargs="+", required=True, metavar="NAME", help="the models to delete")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=run_store_drop)
     q = group.add_parser("publish", help="write a store as a data set (Parquet + manifest) loadable by name")
     q.add_argument("store", help="a qidlab store (.db)")
     q.add_argument("--name", required=True, help="data set name (lower case, digits, . - _)")
@@ -103,6 +110,15 @@ def run_store_merge(args):
         lines.append(f"warning: {len(duplicates)} settings measured under several configs (the canonical table "
                      f"holds each more than once), e.g. {duplicates[0]}")
     emit(args, doc, "\n".join(lines))
+
+
+def run_store_drop(args):
+    from ..store import drop_models
+
+    deleted = drop_models(args.store, args.suite, args.models)
+    emit(args, {"store": args.store, "suite": args.suite, "models": args.models, "deleted": deleted},
+         f"{args.store}: dropped {', '.join(args.models)} of suite {args.suite}: "
+         + ", ".join(f"{n} {table}" for table, n in deleted.items()))
 
 
 def run_store_publish(args):

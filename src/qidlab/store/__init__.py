@@ -3,7 +3,8 @@ transaction per measurement so that a crash leaves either a whole measurement or
 
 ``connect(path)`` opens it (creating the schema); ``Store`` adds and queries rows;
 ``read_canonical(path)`` returns the canonical table of the data contract;
-``merge_stores(sources, dest)`` merges stores (``merge.py``); ``publish_store(db, name, out)``
+``merge_stores(sources, dest)`` merges stores (``merge.py``); ``drop_models(db, suite, models)``
+deletes models' rows (``drop.py``, before merging a retrained model); ``publish_store(db, name, out)``
 writes a store as a data set loadable by name (``publish.py``, ``qidlab.data``).
 """
 
@@ -195,3 +196,4 @@ class Store:
 
 from .merge import MergeSummary, merge_stores  # noqa: E402  (merge.py uses connect and SCHEMA_VERSION)
 from .publish import publish_store  # noqa: E402
+from .drop import drop_models  # noqa: E402

@@ -1,0 +1,57 @@
+"""Dropping models from a store: ``drop_models(db, suite, models)`` deletes every checkpoint of
+those models of one suite, with their measurements and per-document losses, in one transaction.
+
+What it is for: a model trained again (its checkpoints have new content hashes) replaces the old
+one's rows, e.g. a GPU campaign's model whose measurements were cut short and whose checkpoints
+were lost with the machine: drop it, then merge the new run's store (``merge_stores``, which
+refuses a checkpoint whose content differs from the stored one). Eval sets and fits stay. The
+store's ``meta`` gets a ``dropped`` record (suite, models, rows deleted) for provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import QidlabError
+
+TABLES = ("doc_losses", "measurements", "checkpoints")
+
+
+def drop_models(db: str | Path, suite: str, models: Sequence[str]) -> dict[str, int]:
+    """Delete ``models`` of ``suite`` from the store ``db``; return the rows deleted per table.
+    One ``QidlabError`` (nothing deleted) for a missing store or a suite/model it does not hold."""
+    from . import connect
+
+    path = Path(db)
+    if not path.is_file():
+        raise QidlabError(f"{path}: no such store")
+    if not models:
+        raise QidlabError("drop: name at least one model")
+    conn = connect(path)
+    try:
+        present = {m for (m,) in conn.execute("SELECT DISTINCT model FROM checkpoints WHERE suite = ?", (suite,))}
+        missing = sorted(set(models) - present)
+        if missing:
+            have = ", ".join(sorted(present)) or "none: the store has no suite of that name"
+            raise QidlabError(f"{path}: suite {suite!r} has no model(s) {', '.join(missing)} (it has: {have})")
+        return _delete(conn, suite, sorted(set(models)))
+    finally:
+        conn.close()
+
+
+def _delete(conn, suite: str, models: list[str]) -> dict[str, int]:
+    marks = ",".join("?" * len(models))
+    ckpts = f"SELECT id FROM checkpoints WHERE suite = ? AND model IN ({marks})"
+    where = {"doc_losses": f"measurement_id IN (SELECT id FROM measurements WHERE checkpoint_id IN ({ckpts}))",
+             "measurements": f"checkpoint_id IN ({ckpts})",
+             "checkpoints": f"id IN ({ckpts})"}
+    deleted = {}
+    with conn:  # one transaction: all of it or nothing
+        for table in TABLES:
+            deleted[table] = conn.execute(f"DELETE FROM {table} WHERE {where[table]}", (suite, *models)).rowcount
+        row = conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+        record = (json.loads(row[0]) if row else []) + [{"suite": suite, "models": models, "deleted": deleted}]
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dropped', ?)", (json.dumps(record),))
+    return deleted
