@@ -9,6 +9,7 @@ parameters, D tokens, losses in nats per token."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -127,6 +128,25 @@ def test_bad_input_is_one_error_and_writes_nothing(study, tmp_path, capsys):
     with pytest.raises(QidlabError, match="no QiD measurements to publish"):
         publish_store(tmp_path / "empty.db", "e", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_primary_slice_is_what_figures_draw_by_default(study, tmp_path, monkeypatch, capsys):
+    db, _ = study
+    table = read_canonical(db)
+    eval_set, method = sorted(table.eval_set.unique())[-1], sorted(table.method.unique())[-1]
+    monkeypatch.setenv(qidlab.data.ENV, str(tmp_path / "sets"))
+    assert main(["store", "publish", str(db), "--name", "prim", "--out", str(tmp_path / "sets"),
+                 "--primary", f"eval_set={eval_set}", f"method={method}"]) == 0
+    assert _manifest(tmp_path / "sets" / "prim")["primary"] == {"eval_set": eval_set, "method": method}
+    chosen = load_study("prim", options=ShowOptions(bootstrap=0))
+    assert (chosen.eval_set, chosen.method) == (eval_set, method)  # not the most measured / first by name
+    other = sorted(table.method.unique())[0]
+    assert load_study("prim", options=ShowOptions(bootstrap=0, method=other)).method == other  # the user's choice wins
+    for primary, problem in ((["size=1"], "unknown key 'size'"), (["method=gptq-x"], "primary method='gptq-x': not in"),
+                             (["suite=nope"], "primary suite='nope': not in")):
+        with pytest.raises(QidlabError, match=re.escape(problem)):
+            publish_store(db, "bad", tmp_path / "bad", primary=dict(p.split("=") for p in primary))
+    assert not (tmp_path / "bad" / "bad").exists()
 
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import QidlabError
-from . import emit
+from . import assignments, emit
 
 
 def register(sub) -> None:
@@ -47,6 +47,8 @@ def register(sub) -> None:
     q.add_argument("--description", default="", help="one paragraph: what was measured, how")
     q.add_argument("--suite", action="append", default=[], metavar="DIR",
                    help="a suite folder (manifest, config.json) besides those of the stored checkpoint paths")
+    q.add_argument("--primary", nargs="+", metavar="KEY=VALUE",
+                   help="the slice figures and reports draw by default: suite=, eval_set=, method=")
     q.add_argument("--doc-losses", default="auto", choices=("auto", "always", "never"),
                    help="ship per-document losses: auto = when their file is at most 2 MiB")
     q.add_argument("--json", action="store_true")
@@ -128,7 +130,7 @@ def run_store_publish(args):
     from ..store import publish_store
 
     folder = publish_store(args.store, args.name, args.out, description=args.description, suites=args.suite,
-                           doc_losses=args.doc_losses)
+                           doc_losses=args.doc_losses, primary=assignments(args.primary, "--primary"))
     manifest = json.loads((folder / MANIFEST).read_text())
     files = manifest["files"]
     docs = files["doc_losses"]

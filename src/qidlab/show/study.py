@@ -179,6 +179,17 @@ def load_study(db: str | Path, *, suites: Sequence[str | Path] = (), options: Sh
     return _assemble(frame, options or ShowOptions(), source, tables.pop("checkpoints"), tables, suites)
 
 
+def _primary_defaults(options: ShowOptions, primary: dict) -> ShowOptions:
+    """A data set's ``primary`` slice (``qidlab store publish --primary``) fills the choices the
+    user left open, unless the user chose another suite (its eval sets differ)."""
+    from dataclasses import replace
+
+    if not primary or (options.suite is not None and options.suite != primary.get("suite")):
+        return options
+    return replace(options, suite=options.suite or primary.get("suite"),
+                   eval_set=options.eval_set or primary.get("eval_set"), method=options.method or primary.get("method"))
+
+
 def _load_dataset(name: str, suites, options: ShowOptions) -> Study:
     """The study of a published data set (``qidlab store publish``), by name or folder."""
     import pandas as pd
@@ -197,6 +208,7 @@ def _load_dataset(name: str, suites, options: ShowOptions) -> Study:
         "methods": pd.DataFrame(doc.get("methods", []), columns=["method", "measurements", "configs"]),
         "runs": pd.DataFrame([{**r, "versions_json": json.dumps(r.get("versions", {}))} for r in doc.get("runs", [])]),
     }
+    options = _primary_defaults(options, doc.get("primary") or {})
     vocab = {s.get("vocab_size") for s in doc.get("suites", [])} - {None}
     if len(vocab) == 1:
         info["vocab_size"] = vocab.pop()

@@ -34,7 +34,7 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import QidlabError
 
@@ -64,9 +64,12 @@ _DOC_LOSSES = (
 
 
 def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description: str = "",
-                  suites: Sequence[str | Path] = (), doc_losses: str = "auto") -> Path:
+                  suites: Sequence[str | Path] = (), doc_losses: str = "auto",
+                  primary: Mapping[str, str] | None = None) -> Path:
     """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder.
-    ``suites``: suite folders besides those found from the stored checkpoint paths."""
+    ``suites``: suite folders besides those found from the stored checkpoint paths. ``primary``:
+    the slice (``suite``, ``eval_set``, ``method``) the figures and the report draw by default,
+    recorded in the manifest; each value must occur in the measurements (of that suite)."""
     from .. import provenance
     from .merge import check_store
 
@@ -82,6 +85,7 @@ def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description
     if tables["measurements"].empty:
         raise QidlabError(f"{db}: the store has no QiD measurements to publish")
     suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
+    tables["primary"] = _check_primary(dict(primary or {}), tables["measurements"], db)
     tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}."))
@@ -225,7 +229,27 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
         "store": {"file": db.name, "sha256": provenance.file_sha256(db), "schema_version": meta.get("schema_version"),
                   "merged_from": _json(meta.get("merged_from", "[]"))},
         "published_with": tables["published_with"],
+        "primary": tables["primary"],
     }
+
+
+PRIMARY_KEYS = ("suite", "eval_set", "method")
+
+
+def _check_primary(primary: dict, measurements, db: Path) -> dict:
+    """``primary`` if its keys are known and its values measured together; one error otherwise."""
+    unknown = sorted(set(primary) - set(PRIMARY_KEYS))
+    if unknown:
+        raise QidlabError(f"primary: unknown key {unknown[0]!r} (known: {', '.join(PRIMARY_KEYS)})")
+    rows = measurements
+    for key in PRIMARY_KEYS:  # in this order: the eval set and method must occur in the chosen suite
+        if key in primary:
+            if primary[key] not in set(rows[key]):
+                raise QidlabError(f"primary {key}={primary[key]!r}: not in {db}'s measurements"
+                                  + (f" of suite {primary['suite']!r}" if key != "suite" and "suite" in primary else "")
+                                  + f" (have: {', '.join(sorted(map(str, set(rows[key]))))})")
+            rows = rows[rows[key] == primary[key]]
+    return {k: primary[k] for k in PRIMARY_KEYS if k in primary}
 
 
 def _methods(m, configs) -> list[dict]:
