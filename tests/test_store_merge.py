@@ -193,6 +193,11 @@ def test_a_retrained_model_replaces_the_old_one_after_dropping_it(tmp_path, caps
         with pytest.raises(QidlabError, match=re.escape(message)):
             drop_models(out, "s", models)
     assert dump(out) == before  # a refused merge or drop changes nothing
+    foreign = _foreign(tmp_path / "foreign.db")
+    foreign_bytes = foreign.read_bytes()
+    with pytest.raises(QidlabError, match="not a qidlab store"):
+        drop_models(foreign, "s", ["m2"])
+    assert foreign.read_bytes() == foreign_bytes  # no qidlab schema written into someone else's file
 
     assert main(["store", "drop", str(out), "--suite", "s", "--models", "m2", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -10,23 +10,23 @@ store's ``meta`` gets a ``dropped`` record (suite, models, rows deleted) for pro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import QidlabError
+from .merge import _meta_json, _set_meta, check_store
 
 TABLES = ("doc_losses", "measurements", "checkpoints")
 
 
 def drop_models(db: str | Path, suite: str, models: Sequence[str]) -> dict[str, int]:
     """Delete ``models`` of ``suite`` from the store ``db``; return the rows deleted per table.
-    One ``QidlabError`` (nothing deleted) for a missing store or a suite/model it does not hold."""
+    One ``QidlabError`` (nothing deleted, nothing written) for a missing, damaged or foreign file
+    (``merge.check_store``) or a suite/model the store does not hold."""
     from . import connect
 
     path = Path(db)
-    if not path.is_file():
-        raise QidlabError(f"{path}: no such store")
+    check_store(path)  # missing, damaged or not a qidlab store: refused before anything is opened for writing
     if not models:
         raise QidlabError("drop: name at least one model")
     conn = connect(path)
@@ -51,7 +51,6 @@ def _delete(conn, suite: str, models: list[str]) -> dict[str, int]:
     with conn:  # one transaction: all of it or nothing
         for table in TABLES:
             deleted[table] = conn.execute(f"DELETE FROM {table} WHERE {where[table]}", (suite, *models)).rowcount
-        row = conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
-        record = (json.loads(row[0]) if row else []) + [{"suite": suite, "models": models, "deleted": deleted}]
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dropped', ?)", (json.dumps(record),))
+        record = _meta_json(conn, "main", "dropped", []) + [{"suite": suite, "models": models, "deleted": deleted}]
+        _set_meta(conn, "dropped", record)
     return deleted
