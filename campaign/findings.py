@@ -24,7 +24,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = {"en": HERE / "results" / "2026-11-23-en" / "en", "code": HERE / "results" / "2026-11-23-gpu" / "code"}
 HELDOUT = {"en": "debian-en-heldout", "code": "debian-python-heldout"}
 OTHER = {"en": "brown", "code": "cpython-tests"}
-PAPER = {"alpha": 0.2261, "beta": 0.5251, "gamma": 5.4967}
 MIN_TOKENS = 4e6  # past the early transient (step >= 256 of 16,384 tokens), where QiD falls with D
 BOOT = 200
 
