@@ -149,6 +149,16 @@ def test_a_primary_slice_is_what_figures_draw_by_default(study, tmp_path, monkey
     assert not (tmp_path / "bad" / "bad").exists()
 
 
+def test_the_command_says_whether_the_per_document_losses_were_shipped(study, tmp_path, capsys):
+    db, _ = study
+    out = tmp_path / "sets"
+    assert main(["store", "publish", str(db), "--name", "all", "--out", str(out)]) == 0
+    rows = _manifest(out / "all")["files"]["doc_losses"]["rows"]
+    assert f"{rows} per-document losses (" in capsys.readouterr().out
+    assert main(["store", "publish", str(db), "--name", "none", "--out", str(out), "--doc-losses", "never"]) == 0
+    assert "per-document losses not shipped (left out on request)" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------
 # loading by name
 

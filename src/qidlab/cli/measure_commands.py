@@ -136,7 +136,7 @@ def run_store_publish(args):
     docs = files["doc_losses"]
     text = (f"wrote {folder}: {files['measurements']['rows']} measurements ({files['measurements']['bytes']} bytes), "
             + (f"{docs['rows']} per-document losses ({docs['bytes']} bytes)" if docs.get("path")
-               else f"per-document losses {docs.get('reason', 'left out')}"))
+               else f"per-document losses not shipped ({docs.get('reason', 'left out')})"))
     if manifest["duplicate_settings"]:
         text += (f"\nwarning: {len(manifest['duplicate_settings'])} settings measured under several configs, e.g. "
                  f"{manifest['duplicate_settings'][0]}")
