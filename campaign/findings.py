@@ -6,7 +6,9 @@ DATASET: a data set name or folder (default ``qidlab-gpu-2026``). Prints markdow
 Ouyang law per suite x eval set x method (all checkpoints, and checkpoints past the early
 transient), the Kumar PTQ law and the single-factor laws on the primary slice, QiD across eval sets
 (Fig. 8), across methods (Fig. 9), cosine vs constant learning rate, and BitNet b1.58 vs bf16 from
-the training logs. Units: N non-embedding parameters, D tokens, losses and QiD in nats/token.
+the training logs, and the code suite's two largest models measured twice (trained twice on the same
+data order, seed and learning rate). Units: N non-embedding parameters, D tokens, losses and QiD in
+nats/token.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ HELDOUT = {"en": "debian-en-heldout", "code": "debian-python-heldout"}
 OTHER = {"en": "brown", "code": "cpython-tests"}
 MIN_TOKENS = 4e6  # past the early transient (step >= 256 of 16,384 tokens), where QiD falls with D
 BOOT = 200
+FIRST_RUN = HERE / "results" / "2026-11-23-gpu" / "code-first-run-h512-h768.csv"  # replaced by the finishing call
 
 
 def ci(fit, name: str) -> str:
@@ -158,6 +161,29 @@ def bitnet() -> None:
                   if len(behind) else f"| {corpus} | {size} | - | - | - | - | never |")
 
 
+def rerun(frame: pd.DataFrame) -> None:
+    """The first run's measurements of code h512-l6/h768-l6 against the data set's (the same models trained
+    again on the same data order, seed and lr): how far QiD moves between two training runs, next to its CI
+    over documents (the same documents both times)."""
+    if not FIRST_RUN.exists():
+        return
+    keys = ["suite", "model", "step", "eval_set", "method", "bits"]
+    pairs = pd.read_csv(FIRST_RUN).merge(frame, on=keys, suffixes=("_1", "_2"))
+    print(f"\n### The same models trained twice (code h512-l6, h768-l6; {pairs.groupby(['model', 'step']).ngroups} "
+          f"checkpoints in common)\n")
+    dl = pairs.loss16_2 - pairs.loss16_1
+    print(f"16-bit loss, second minus first run: mean {dl.mean():+.4f}, largest |difference| {dl.abs().max():.4f} nats\n")
+    print("| bits | pairs | median factor between the runs' QiD | median abs difference / CI half-width | "
+          "second inside the first's CI |")
+    print("|---:|---:|---:|---:|---:|")
+    for bits, g in pairs.groupby("bits"):
+        both = g[(g.qid_1 > 0) & (g.qid_2 > 0)]
+        factor = np.exp(np.abs(np.log(both.qid_2 / both.qid_1)).median())
+        half = (g.qid_ci_high_1 - g.qid_ci_low_1) / 2
+        inside = ((g.qid_2 >= g.qid_ci_low_1) & (g.qid_2 <= g.qid_ci_high_1)).mean()
+        print(f"| {bits:g} | {len(g)} | {factor:.2f} | {((g.qid_2 - g.qid_1).abs() / half).median():.2f} | {inside:.0%} |")
+
+
 def main(argv):
     name = argv[1] if len(argv) > 1 else "qidlab-gpu-2026"
     frame = data.load(name)
@@ -171,6 +197,7 @@ def main(argv):
     methods(frame)
     schedules(frame)
     bitnet()
+    rerun(frame)
 
 
 if __name__ == "__main__":

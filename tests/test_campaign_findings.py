@@ -7,6 +7,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from qidlab import data
@@ -37,3 +38,7 @@ def test_findings_script_prints_every_section_and_its_fits_match_a_direct_fit(ca
     assert int(row.group(1)) == fit.n and float(row.group(2)) == pytest.approx(fit.params["beta"], abs=5e-4)
     bitnet = out.split("BitNet b1.58")[1]
     assert bitnet.count("| en | h") == bitnet.count("| code | h") == 2  # both pairs read from the logs
+    rerun = out.split("trained twice")[1]  # the first run's rows of the two retrained models, paired with the data set's
+    first = pd.read_csv(REPO / "campaign" / "results" / "2026-11-23-gpu" / "code-first-run-h512-h768.csv")
+    pairs = [int(n) for n in re.findall(r"^\| \d \| (\d+) \|", rerun, flags=re.M)]
+    assert len(pairs) == 3 and sum(pairs) == len(first)
