@@ -213,6 +213,12 @@ def test_a_retrained_model_replaces_the_old_one_after_dropping_it(tmp_path, caps
     with sqlite3.connect(out) as conn:
         dropped = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()[0])
     assert dropped == [{"suite": "s", "models": ["m2"], "deleted": doc["deleted"]}]
+    manifest = json.loads((publish_store(out, "after-drop", tmp_path / "sets") / "manifest.json").read_text())
+    assert manifest["store"]["dropped"] == dropped  # a data set says which models' rows were replaced
+    merge_stores([out], tmp_path / "onward.db")  # and a store merged onward carries the record, parsed
+    with sqlite3.connect(tmp_path / "onward.db") as conn:
+        onward = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'merged_from'").fetchone()[0])
+    assert onward[0]["meta"]["dropped"] == dropped
 
 
 def test_an_eval_set_renamed_or_rebuilt_is_a_conflict(tmp_path):

@@ -424,7 +424,7 @@ def _parsed(meta: dict) -> dict:
     out = {}
     for key, value in meta.items():
         try:
-            out[key] = json.loads(value) if key in ("merged_from", "devices") else value
+            out[key] = json.loads(value) if key in ("merged_from", "devices", "dropped") else value
         except ValueError:
             out[key] = value
     return out

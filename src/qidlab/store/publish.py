@@ -17,7 +17,8 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   size where the suite folder is found), checkpoints, eval sets (name, content hash, documents,
   source), methods and their configs (config JSON by hash), the library versions and code
   revisions the rows were measured with, the devices recorded, the store's ``merged_from``
-  record, settings measured under several configs (``qidlab.store.merge``: each such point is
+  and ``dropped`` records (``qidlab.store.drop``: models whose rows were deleted before a retrained
+  model's were merged), settings measured under several configs (``qidlab.store.merge``: each such point is
   in the table more than once), and the code that published it. No timestamps: the same store published by the same
   code gives the same files.
 
@@ -227,7 +228,7 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
         "code_revisions": sorted(set(tables["runs"].code_revision)),
         "devices": _json(meta.get("devices", "[]")),
         "store": {"file": db.name, "sha256": provenance.file_sha256(db), "schema_version": meta.get("schema_version"),
-                  "merged_from": _json(meta.get("merged_from", "[]"))},
+                  "merged_from": _json(meta.get("merged_from", "[]")), "dropped": _json(meta.get("dropped", "[]"))},
         "published_with": tables["published_with"],
         "primary": tables["primary"],
     }
