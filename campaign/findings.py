@@ -165,8 +165,6 @@ def rerun(frame: pd.DataFrame) -> None:
     """The first run's measurements of code h512-l6/h768-l6 against the data set's (the same models trained
     again on the same data order, seed and lr): how far QiD moves between two training runs, next to its CI
     over documents (the same documents both times)."""
-    if not FIRST_RUN.exists():
-        return
     keys = ["suite", "model", "step", "eval_set", "method", "bits"]
     pairs = pd.read_csv(FIRST_RUN).merge(frame, on=keys, suffixes=("_1", "_2"))
     print(f"\n### The same models trained twice (code h512-l6, h768-l6; {pairs.groupby(['model', 'step']).ngroups} "
