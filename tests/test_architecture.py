@@ -28,7 +28,7 @@ HEAVY = {"torch", "transformers", "tokenizers", "safetensors", "matplotlib", "pa
          "submitit", "lm_eval", "compressed_tensors", "selenium"}
 REGISTRY = ("qidlab.laws.registry", "qidlab.laws.catalog")  # the law registry loads its catalogue, which registers
 SQL = re.compile(r"\b(SELECT\s+.+\s+FROM|INSERT\s+(OR\s+\w+\s+)?INTO|DELETE\s+FROM|UPDATE\s+\w+\s+SET|"
-                 r"CREATE\s+(TABLE|VIEW|INDEX)|PRAGMA\s+\w+)\b", re.IGNORECASE | re.DOTALL)
+                 r"CREATE\s+(TABLE|VIEW|INDEX)|PRAGMA\s+\w+)\b", re.DOTALL)  # SQL keywords in capitals, as qidlab writes them
 
 
 def _name(path: Path) -> str:
