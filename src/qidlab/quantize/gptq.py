@@ -280,10 +280,12 @@ def _eager_block(W, i1, i2, Hinv1, order, g, new_group, scales, zeros, maxq
 
 
 def _check_finite(H: torch.Tensor) -> None:
-    """A ``GPTQFailure`` saying whether ``H`` holds NaN or inf (one host sync)."""
+    """A ``GPTQFailure`` saying whether ``H`` holds NaN, inf or both (one host sync when finite).
+    (X^T X overflowing float32 gives inf on the diagonal, and NaN where the running mean meets
+    infinities of both signs.)"""
     if not bool(torch.isfinite(H).all()):
-        what = "NaN" if bool(torch.isnan(H).any()) else "inf"
-        raise GPTQFailure(f"GPTQ: the Hessian holds {what}")
+        what = [w for w, bad in (("NaN", torch.isnan(H).any()), ("inf", torch.isinf(H).any())) if bool(bad)]
+        raise GPTQFailure(f"GPTQ: the Hessian holds {' and '.join(what)}")
 
 
 def _damps(damp: float, max_damp: float):
