@@ -104,7 +104,9 @@ def test_blockwise_bf16_model_and_precisions(calib):
     """bf16 activations: bf16 (and tf32) products are exact, only the summation order changes."""
     model = _llama().to(torch.bfloat16)
     cfg = GPTQConfig(3, group_size=16, shared_hessian=True)
-    ref = gptq_shared_blockwise(model, cfg, [3], calib, batch_size=4)
+    timings: dict = {}
+    ref = gptq_shared_blockwise(model, cfg, [3], calib, batch_size=4, timings=timings)
+    assert set(timings) == {"hessians_s", "gptq_s"} and all(v > 0 for v in timings.values())
     for precision in ("bf16", "tf32"):
         fast = gptq_shared_blockwise(model, cfg, [3], calib, batch_size=4, precision=precision)
         for n, w in ref.weights[3].items():

@@ -17,6 +17,8 @@ tensors a quantization method changes) in host memory instead of a second device
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -54,7 +56,7 @@ class SharedGPTQ:
 def gptq_shared_blockwise(model: nn.Module, config: GPTQConfig, bits: Iterable[int],
                           calibration: torch.Tensor, *, batch_size: int = 8, precision: str = "float32",
                           max_damp: float = MAX_DAMP, on_failure: str = "error",
-                          pin: bool | None = None) -> SharedGPTQ:
+                          pin: bool | None = None, timings: dict[str, float] | None = None) -> SharedGPTQ:
     """Shared-Hessian GPTQ of ``model``'s linears (``config.modules``) at every width of ``bits``,
     block by block; the model is not changed (it must hold its 16-bit weights) and
     ``config.bits`` is ignored.
@@ -66,7 +68,9 @@ def gptq_shared_blockwise(model: nn.Module, config: GPTQConfig, bits: Iterable[i
     ``(n_samples, seq_len)`` run ``batch_size`` samples at a time. ``precision``: of the X^T X
     products (``HessianAccumulator``: ``"float32"``, ``"tf32"``, ``"bf16"``). ``pin``: pin the
     host copies (default: when the weights are on CUDA). NaN or inf in the activations entering a
-    layer is a ``QidlabError`` naming the layer, whatever ``on_failure`` says.
+    layer is a ``QidlabError`` naming the layer, whatever ``on_failure`` says. ``timings``: a dict
+    to which the seconds of the block passes (``"hessians_s"``) and of GPTQ with the copies to the
+    host (``"gptq_s"``) are added (CUDA is synchronized at each boundary; None: no syncs).
     """
     if not (isinstance(config, GPTQConfig) and config.shared_hessian):
         raise QidlabError("gptq_shared_blockwise needs a GPTQConfig with shared_hessian=True")
@@ -75,18 +79,18 @@ def gptq_shared_blockwise(model: nn.Module, config: GPTQConfig, bits: Iterable[i
     calibration = check_calibration(calibration, "gptq")
     linears = select_linears(model, config.modules)
     out = SharedGPTQ({b: {} for b in bits}, n_calibration_tokens=int(calibration.numel()))
-    for mine, hessians in block_hessians(model, calibration, linears, batch_size=batch_size,
-                                         precision=precision):
-        for name, mod in mine.items():
-            layer = _with_layer_name(name, gptq_layer, mod.weight, hessians.pop(name), config, bits,
-                                     max_damp, on_failure)
-            out.damp[name] = layer.damp
-            if layer.fallback is not None:
-                out.fallback[name] = layer.fallback
-            for b, (q, _scale, _zero) in zip(bits, layer.results):
-                out.weights[b][name] = _to_host(q, pin)
-    if any(m.weight.is_cuda for m in linears.values()):
-        torch.cuda.synchronize()  # the non-blocking copies to pinned memory have landed
+    blocks = block_hessians(model, calibration, linears, batch_size=batch_size, precision=precision)
+    for mine, hessians in _timed(blocks, timings, "hessians_s"):
+        with _stopwatch(timings, "gptq_s"):
+            for name, mod in mine.items():
+                layer = _with_layer_name(name, gptq_layer, mod.weight, hessians.pop(name), config, bits,
+                                         max_damp, on_failure)
+                out.damp[name] = layer.damp
+                if layer.fallback is not None:
+                    out.fallback[name] = layer.fallback
+                for b, (q, _scale, _zero) in zip(bits, layer.results):
+                    out.weights[b][name] = _to_host(q, pin)
+    _sync()  # the non-blocking copies to pinned memory have landed
     out.weights = {b: {n: w[n] for n in linears} for b, w in out.weights.items()}  # model order
     return out
 
@@ -170,6 +174,38 @@ def _nonfinite_inputs(block: nn.Module, module: nn.Module, inputs: BlockInputs) 
     return seen[0] if seen else None
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def _stopwatch(timings: dict[str, float] | None, key: str):
+    """Add the block's wall-clock seconds to ``timings[key]`` (CUDA synchronized at both ends);
+    nothing at all when ``timings`` is None."""
+    if timings is None:
+        yield
+        return
+    _sync()
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        _sync()
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _timed(items: Iterator, timings: dict[str, float] | None, key: str) -> Iterator:
+    """``items``, with the time spent producing each added to ``timings[key]`` (``_stopwatch``)."""
+    end = object()
+    while True:
+        with _stopwatch(timings, key):
+            item = next(items, end)
+        if item is end:
+            return
+        yield item
+
+
 def _to_host(t: torch.Tensor, pin: bool | None) -> torch.Tensor:
     """``t`` in host memory: a CPU tensor as it is; a device tensor copied into a new (pinned,
     by default on CUDA) host tensor without blocking (synchronize before reading it on the host)."""
@@ -195,8 +231,7 @@ def snapshot_weights(model: nn.Module, names: Iterable[str] | None = None, *,
     for n in names:
         w = mods[n].weight.detach()
         snap[n] = w.clone() if w.device.type == "cpu" else _to_host(w, pin)
-    if any(w.is_cuda for w in (mods[n].weight for n in names)):
-        torch.cuda.synchronize()
+    _sync()
     return snap
 
 
