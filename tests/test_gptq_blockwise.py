@@ -245,3 +245,27 @@ def test_overflowing_hessian_falls_back_to_rtn(calib):
     for b in (3, 4):
         w = model.get_submodule(up).weight
         assert torch.allclose(got.weights[b][up], grids.fake_quantize(w, b, 16), atol=1e-6)
+
+
+def test_pinned_arena_packs_tensors_into_power_of_two_slabs():
+    """The packing of PinnedArena (in ordinary memory here: pinning needs CUDA): disjoint aligned
+    views of the right shapes and dtypes, slabs a power of two no larger than needed, few of them."""
+    from qidlab.quantize.gptq_blockwise import PinnedArena
+
+    shapes = [(300, 64), (64, 64), (256, 64), (64, 256)] * 3  # a GPT-NeoX block's four weights, 3 blocks
+    total = sum(a * b * 2 for a, b in shapes)
+    arena = PinnedArena(total, pin=False)
+    assert arena.slab_bytes == 1 << (total - 1).bit_length()  # the power of two >= total
+    views = [arena.empty(s, torch.bfloat16) for s in shapes]
+    assert arena.n_slabs == 1
+    for s, v in zip(shapes, views):
+        v.copy_(torch.full(s, float(len(s) + s[0])))
+        assert v.shape == s and v.dtype == torch.bfloat16
+        assert (v.data_ptr() - views[0].data_ptr()) % PinnedArena.ALIGN == 0  # (pinned slabs are page-aligned)
+    for s, v in zip(shapes, views):
+        assert torch.all(v == float(len(s) + s[0]))  # no view overwrote another
+    small = PinnedArena(64 * 64 * 4 * 3, pin=False)
+    small.slab_bytes = 64 * 64 * 4 * 2  # two float32 (64, 64) per slab
+    got = [small.empty((64, 64), torch.float32) for _ in range(5)]
+    assert small.n_slabs == 3 and len({t.data_ptr() for t in got}) == 5
+    assert small.empty((128, 128), torch.float32).shape == (128, 128)  # larger than a slab: its own

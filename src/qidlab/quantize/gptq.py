@@ -18,6 +18,7 @@ rounded to nearest on the same grid instead, and the reason returned).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -112,8 +113,12 @@ def _addmm_bf16(H: torch.Tensor, xb: torch.Tensor, beta: float, alpha: float) ->
             return torch.addmm(H, xb.T, xb, beta=beta, alpha=alpha, out_dtype=torch.float32)
         except torch.OutOfMemoryError:
             raise
-        except (NotImplementedError, RuntimeError, TypeError):  # no out_dtype here: same numbers below
+        except (NotImplementedError, RuntimeError, TypeError) as e:  # no out_dtype here: same numbers below
             _NO_BF16_ADDMM.add(H.device.type)
+            if H.device.type != "cpu":
+                warnings.warn(f"Hessian precision 'bf16': torch.addmm(out_dtype=float32) fails on {H.device.type} "
+                              f"({type(e).__name__}); computing the same numbers in float32, without the speed",
+                              stacklevel=2)
     x = xb.float()
     return H.addmm_(x.T, x, beta=beta, alpha=alpha)
 
