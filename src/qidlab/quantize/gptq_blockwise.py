@@ -6,10 +6,10 @@ calibration windows through the decoder blocks one at a time (the GPTQ reference
 sequential calibration, ``capture_block_inputs``), with the 16-bit weights throughout, so every
 layer's Hessian is the one ``collect_hessians`` gives, up to float summation order. After a
 block's pass it quantizes that block's linears at every requested bit width in one column pass
-(``gptq.gptq_layer``), moves the dequantized weights to host memory (pinned when they come
-from CUDA, packed by ``PinnedArena``) and frees the block's Hessians before the next block. Peak device memory: the model,
-one block's Hessians and GPTQ's work on its largest linear, and the calibration activations
-entering and leaving one block.
+(``gptq.gptq_layer``), moves the dequantized weights to host memory (pinned when they come from
+CUDA, packed by ``PinnedArena``) and frees the block's Hessians before the next block. Peak
+device memory: the model, one block's Hessians and GPTQ's work on its largest linear, and the
+calibration activations entering and leaving one block.
 
 ``snapshot_weights`` / ``restore_weights`` keep the 16-bit weights of the linears (the only
 tensors a quantization method changes) in host memory instead of a second device copy.
@@ -28,7 +28,8 @@ from torch import nn
 from qidlab.errors import QidlabError
 from qidlab.quantize.api import _block_of, _check_shapes, _with_layer_name
 from qidlab.quantize.config import GPTQConfig
-from qidlab.quantize.gptq import MAX_DAMP, HessianAccumulator, collect_hessians, gptq_layer
+from qidlab.quantize.gptq import (MAX_DAMP, ON_FAILURE, PRECISIONS, HessianAccumulator, collect_hessians,
+                                  gptq_layer)
 from qidlab.quantize.model import (BlockInputs, capture_block_inputs, check_calibration, find_blocks,
                                    select_linears)
 
@@ -74,6 +75,10 @@ def gptq_shared_blockwise(model: nn.Module, config: GPTQConfig, bits: Iterable[i
     """
     if not (isinstance(config, GPTQConfig) and config.shared_hessian):
         raise QidlabError("gptq_shared_blockwise needs a GPTQConfig with shared_hessian=True")
+    if on_failure not in ON_FAILURE:
+        raise QidlabError(f"on_failure must be one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
+    if precision not in PRECISIONS:
+        raise QidlabError(f"Hessian precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     bits = [int(b) for b in bits]
     _check_shapes(model, config)
     calibration = check_calibration(calibration, "gptq")
@@ -267,7 +272,7 @@ def snapshot_weights(model: nn.Module, names: Iterable[str] | None = None, *,
     with ``restore_weights``. ``names``: the linears (default: every ``nn.Linear`` of the model,
     head included: every weight a quantization method may change). Pinned (``PinnedArena``) when
     the weights are on CUDA unless ``pin`` says otherwise; a CPU model's weights are cloned. Costs
-    host memory of the linears' size in the model's dtype (plus at most one slab's tail), no
+    host memory of the linears' size in the model's dtype (plus the slabs' unused tails), no
     device memory."""
     mods = dict(model.named_modules())
     names = [n for n, m in mods.items() if isinstance(m, nn.Linear)] if names is None else list(names)
