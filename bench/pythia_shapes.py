@@ -176,7 +176,8 @@ def measure_size(size: str, args, tok, es, spec, tmp: Path) -> dict:
     out["n_params_total"] = sum(p.numel() for p in model.parameters())
     out["n_params_nonembedding"] = nonembedding_params(size)
     calib = calibration_ids(tok, spec)
-    snap = st.run("snapshot", snapshot_weights, model)
+    pin = False if args.no_pin else None
+    snap = st.run("snapshot", snapshot_weights, model, pin=pin)
     s16 = st.run("score16", score, model, tok, es, batch_size=args.eval_batch)
     scored = int(s16.n_tokens.sum())
     out.update(loss16=s16.loss(), scored_tokens=scored)
@@ -184,7 +185,7 @@ def measure_size(size: str, args, tok, es, spec, tmp: Path) -> dict:
     cfg = GPTQConfig(max(args.bits), group_size=args.group_size, shared_hessian=True)
     timings: dict = {}
     shared = st.run("hessians", gptq_shared_blockwise, model, cfg, args.bits, calib, batch_size=args.calib_batch,
-                    precision=args.hessian_dtype, on_failure=args.on_failure, timings=timings)
+                    precision=args.hessian_dtype, on_failure=args.on_failure, pin=pin, timings=timings)
     st.rows["gptq"] = {"seconds": timings["gptq_s"], "peak_gib": st.rows["hessians"]["peak_gib"],
                        "note": "peak shared with hessians (they interleave block by block)"}
     st.rows["hessians"]["seconds"] = timings["hessians_s"]
@@ -200,8 +201,6 @@ def measure_size(size: str, args, tok, es, spec, tmp: Path) -> dict:
     out["seconds_per_checkpoint"] = sum(r["seconds"] or 0.0 for r in out["stages"].values())
     out["peak_gib"] = max(r["peak_gib"] or 0.0 for r in out["stages"].values())
     out["host_peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process high-water mark
-    del model, snap, shared
-    _free()
     return out
 
 
@@ -281,6 +280,9 @@ def parse_args(argv=None):
                    help="precision of the X^T X products (float32 sums in every case)")
     p.add_argument("--on-failure", default="rtn", choices=["error", "rtn"],
                    help="a layer whose GPTQ fails: stop, or round it to nearest (counted in the table)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="host copies (16-bit snapshot, every width's weights) in pageable memory: for hosts "
+                        "with less RAM than about (1 + len(bits)) x the model's linears")
     p.add_argument("--tok-vocab", type=int, default=None, help="BPE vocabulary (default 4096; tiny 256)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     p.add_argument("--seed", type=int, default=0)
@@ -333,7 +335,7 @@ def main(argv=None) -> dict:
                 row = measure_size(size, args, tok, es, spec, Path(tmp))
             except (QidlabError, RuntimeError, ValueError) as exc:  # OOM too: record it, go on to the next size
                 row = {"size": size, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-                _free()
+            _free()  # after the except block: the traceback no longer holds the model
             result["sizes"].append(row)
             say(json.dumps({k: v for k, v in row.items() if k not in ("per_bits",)}, default=str))
             for leftover in Path(tmp).glob(f"ckpt-{size}"):
