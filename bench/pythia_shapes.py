@@ -269,7 +269,8 @@ def parse_args(argv=None):
     p.add_argument("--load", action="store_true", help="time save_pretrained + load_checkpoint (else load is left out)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
     p.add_argument("--docs", type=int, default=None, help="eval documents (default 1000; tiny 8)")
-    p.add_argument("--doc-tokens", type=int, default=None, help="tokens per eval document, about (default 1000; tiny 48)")
+    p.add_argument("--doc-tokens", type=int, default=None,
+                   help="tokens per eval document, about (default 1000; tiny 48)")
     p.add_argument("--eval-batch", type=int, default=None, help="scoring batch (default 32; tiny 4)")
     p.add_argument("--calib-samples", type=int, default=None, help="default 128; tiny 4")
     p.add_argument("--calib-len", type=int, default=None, help="default 2048; tiny 64")
