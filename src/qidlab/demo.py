@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import QidlabError
+from .quantize.config import PER_CHANNEL
 
 #: The main paper's unified fit (Ouyang et al. 2024, Eq. 4): QiD = k D^beta / (N^alpha P^gamma).
 PAPER_EXPONENTS = {"beta": 0.5251, "alpha": 0.2261, "gamma": 5.4967}
@@ -197,8 +198,8 @@ def study_toml(suite_dir: Path, texts: dict, scale: DemoScale, out: Path) -> str
     bits = list(scale.bits)
     lines += ["", "[calibration]", f'source = "../{rel(texts["calibration"])}"', "n_samples = 16",
               f"seq_len = {scale.seq_len}",
-              "", "[[methods]]", 'method = "rtn"', f"bits = {bits}", 'group_size = "channel"',
-              "", "[[methods]]", 'method = "gptq"', f"bits = {bits}", 'group_size = "channel"',
+              "", "[[methods]]", 'method = "rtn"', f"bits = {bits}", f'group_size = "{PER_CHANNEL}"',
+              "", "[[methods]]", 'method = "gptq"', f"bits = {bits}", f'group_size = "{PER_CHANNEL}"',
               "shared_hessian = true",
               "", "[scoring]", f"bootstrap = {scale.bootstrap}"]
     return "\n".join(lines) + "\n"

@@ -59,7 +59,7 @@ def run_quantize(args):
                             **extra})
     ckpt = load_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
     calib = None
-    if cfg.method in ("gptq", "awq"):
+    if cfg.needs_calibration:
         if not args.calibration:
             raise QidlabError(f"--method {cfg.method} needs --calibration TEXT")
         spec = CalibrationSpec(Path(args.calibration), args.n_samples, args.seq_len, args.seed)
@@ -86,7 +86,7 @@ def _save(out: Path, ckpt, report, prov) -> None:
         ckpt.model.save_pretrained(tmp)
         if ckpt.tokenizer is not None:
             ckpt.tokenizer.save_pretrained(tmp)
-        if report.config.method in ("rtn", "gptq", "awq"):
+        if report.config.integer_codes:
             state = quantized_state(ckpt.model, report)
             codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
             save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
