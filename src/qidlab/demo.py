@@ -83,7 +83,7 @@ def run_demo(out_dir, *, scale: DemoScale = FULL, threads: int | None = None, re
         from .show import ShowOptions, build_report
 
         options = ShowOptions(eval_set=texts["main"], method="gptq", bootstrap=scale.bootstrap)
-        summary["report"] = str(build_report(store, out / "report", options=options))
+        summary["report"] = str(build_report(store, out / "report", options=options).path)
     summary["store"] = str(store)
     summary["sweep"] = {"measured_now": sweep.measured, "already_stored": sweep.skipped}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

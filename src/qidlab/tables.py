@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from .errors import QidlabError
+from .store import read_canonical
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,8 +61,6 @@ def read_table(path: str | Path) -> "pd.DataFrame":
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         elif suffix in SQLITE_SUFFIXES:
-            from .store import read_canonical
-
             frame = read_canonical(path)
         else:
             raise QidlabError(f"{path}: unknown table format {suffix!r} (use .csv, .parquet or a .db store)")

@@ -124,14 +124,11 @@ def run_store_drop(args):
 
 
 def run_store_publish(args):
-    import json
+    from ..store import publish_dataset
 
-    from ..data import MANIFEST
-    from ..store import publish_store
-
-    folder = publish_store(args.store, args.name, args.out, description=args.description, suites=args.suite,
-                           doc_losses=args.doc_losses, primary=assignments(args.primary, "--primary"))
-    manifest = json.loads((folder / MANIFEST).read_text())
+    published = publish_dataset(args.store, args.name, args.out, description=args.description, suites=args.suite,
+                                doc_losses=args.doc_losses, primary=assignments(args.primary, "--primary"))
+    folder, manifest = published.folder, published.manifest
     files = manifest["files"]
     docs = files["doc_losses"]
     text = (f"wrote {folder}: {files['measurements']['rows']} measurements ({files['measurements']['bytes']} bytes), "

@@ -83,12 +83,10 @@ def run_plot(args):
 
 
 def run_report(args):
-    import json
+    from ..show.report import build_report
 
-    from ..show.report import SUMMARY, build_report
-
-    path = build_report(_input(args), args.out, suites=args.suite, options=_show_options(args))
-    summary = json.loads((path.parent / SUMMARY).read_text())
+    report = build_report(_input(args), args.out, suites=args.suite, options=_show_options(args))
+    path, summary = report.path, report.summary
     skipped = summary["skipped"]
     text = [f"wrote {path}: {len(summary['figures'])} figures, {len(summary['fits'])} fit documents"]
     text += [f"  skipped {name}: {why}" for name, why in skipped.items()]

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import QidlabError
 from ..laws.solve import evaluate
 from .fits import loss16_fit
-from .study import hold_settings
+from .settings import hold_settings
 from .style import (FigureUnavailable, bit_ticks, colours, label, legend, levels, new_figure, note_hidden, points,
                     positive, size_text, suptitle, value_text)
 

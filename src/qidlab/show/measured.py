@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import QidlabError
-from .study import hold_settings
+from .settings import hold_settings
 from .style import (FigureUnavailable, colours, label, legend, levels, need_columns, new_figure, note_hidden,
                     points, positive, suptitle, value_text)
 

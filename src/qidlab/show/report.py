@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,17 +35,28 @@ REPORT = "report.html"
 SUMMARY = "report.json"
 
 
+@dataclass(frozen=True)
+class Report:
+    """A report just written: the path of ``report.html``, and the document of ``report.json``
+    (store, suite, eval set, method, figures drawn, figures skipped and why, fit documents, laws
+    not fitted and why, the report's provenance)."""
+
+    path: Path
+    summary: dict[str, Any]
+
+
 def build_report(db: str | Path, out_dir: str | Path, *, suites: Sequence[str | Path] = (),
-                 options: ShowOptions | None = None) -> Path:
+                 options: ShowOptions | None = None) -> Report:
     """Write the report of the store ``db`` into ``out_dir`` (created if needed); return the
-    path of ``report.html``. ``suites``: suite folders besides those of the store's checkpoints."""
+    path of ``report.html`` and what ``report.json`` holds. ``suites``: suite folders besides
+    those of the store's checkpoints."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise QidlabError(f"{out_dir}: exists and is not a folder")
     study = load_study(db, suites=suites, options=options)
     files = render(study)
     _write(out_dir, files)
-    return out_dir / REPORT
+    return Report(path=out_dir / REPORT, summary=json.loads(files[SUMMARY]))
 
 
 def render(study: Study) -> dict[str, str]:

@@ -291,11 +291,7 @@ def coarse_to_fine(refs: list) -> list:
 
 
 def _todo(store: Store, ref, configs, hashes, es_ids) -> list[dict]:
-    row = store.conn.execute("SELECT id FROM checkpoints WHERE suite=? AND model=? AND step=?",
-                             (ref.suite, ref.model, ref.step)).fetchone()
-    if row is None:
-        return configs
-    done = store.done_hashes(int(row[0]))
+    done = store.measured(suite=ref.suite, model=ref.model, step=ref.step)
     return [c for c, h in zip(configs, hashes) if not all((i, h) in done for i in es_ids.values())]
 
 
