@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qidlab.checkpoints.params import count_params
 from qidlab.errors import QidlabError
 from qidlab.torchenv import quiet_transformers
 
@@ -224,8 +225,6 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
     if tokenizer is not None and len(tokenizer) > rows:
         raise QidlabError(f"{folder}: tokenizer/model mismatch: the tokenizer has {len(tokenizer)} tokens "
                           f"but the embedding only {rows} rows")
-
-    from qidlab.checkpoints.params import count_params
 
     n_params, n_total = count_params(model)
     step = meta.get("step", ref_step)

@@ -29,15 +29,13 @@ existing target is replaced only if it is a data set (has a manifest).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import QidlabError
+from ..files import building
 
 MEASUREMENTS = "measurements.parquet"
 DOC_LOSSES = "doc_losses.parquet"
@@ -88,17 +86,10 @@ def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description
     suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
     tables["primary"] = _check_primary(dict(primary or {}), tables["measurements"], db)
     tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}."))
-    try:
+    with building(target) as tmp:  # an old data set there is replaced only once the new one is complete
         files = _write_tables(tmp, tables, doc_losses)
         manifest = build_manifest(name, description, db, tables, files, suite_dirs)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-        os.chmod(tmp, 0o755)
-        _replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -180,23 +171,6 @@ def _parquet(frame, path: Path) -> dict[str, Any]:
 
     frame.to_parquet(path, index=False, compression="zstd")
     return {"path": path.name, "rows": int(len(frame)), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """``tmp`` becomes ``target``; an old data set there is moved aside first, then removed."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
-        os.replace(target, old / target.name)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old / target.name, target)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
