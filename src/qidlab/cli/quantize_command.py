@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..documents import CalibrationSpec, calibration_ids
 from ..errors import QidlabError
+from ..files import building
 from . import assignments, dump_json, emit
 
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
@@ -48,8 +50,6 @@ def run_quantize(args):
     from .. import provenance
     from ..checkpoints import load_checkpoint
     from ..quantize import config_from_dict, quantize_
-    from ..sweep.run import calibration_ids
-    from ..sweep.study import CalibrationSpec
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -73,16 +73,11 @@ def run_quantize(args):
 
 def _save(out: Path, ckpt, report, prov) -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
-    import shutil
-    import tempfile
-
     from safetensors.torch import save_file
 
     from ..quantize import quantized_state
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with building(out) as tmp:
         ckpt.model.save_pretrained(tmp)
         if ckpt.tokenizer is not None:
             ckpt.tokenizer.save_pretrained(tmp)
@@ -93,11 +88,5 @@ def _save(out: Path, ckpt, report, prov) -> None:
         meta = {"source": str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
                 "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
         (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 

@@ -23,7 +23,7 @@ from ..errors import NotFittedError, QidlabError
 from ..tables import require_columns
 from .optim import huber, minimize_batched, weighted_lstsq
 from .registry import get_law
-from .spec import Law, TermsLaw
+from .spec import Law, TermsLaw, logsumexp_grad
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,14 +237,7 @@ class _Problem:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 if self._terms is not None:
                     vals = [x @ A.T + c for A, c in self._terms]  # J arrays (m, n)
-                    if len(vals) == 1:
-                        lp, soft = vals[0], [1.0]
-                    else:
-                        shift = np.maximum.reduce(vals)
-                        soft = [np.exp(v - shift) for v in vals]
-                        total = sum(soft)
-                        lp = shift + np.log(total)
-                        soft = [s / total for s in soft]
+                    lp, soft = (vals[0], [1.0]) if len(vals) == 1 else logsumexp_grad(vals)
                     h, dh = huber(lp - self.logy, delta)
                     v = w * dh
                     g = sum((v * s) @ A for s, (A, _) in zip(soft, self._terms))

@@ -204,6 +204,15 @@ def logsumexp(terms: Sequence[np.ndarray]) -> np.ndarray:
     return shift + np.log(np.sum(np.exp(stacked - shift), axis=0))
 
 
+def logsumexp_grad(values: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """log(sum_j exp(v_j)) over a list of equally shaped real arrays, and its gradient: the
+    derivative by each v_j, its softmax weight exp(v_j - LSE) (the weights sum to 1)."""
+    shift = np.maximum.reduce(values)
+    weights = [np.exp(v - shift) for v in values]
+    total = sum(weights)
+    return shift + np.log(total), [w / total for w in weights]
+
+
 Features = Callable[[Mapping[str, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -233,12 +242,7 @@ class TermsLaw(Law):
     def log_predict_grad(self, theta, X):
         theta = np.asarray(theta, dtype=float)
         terms = self.terms(X)
-        values = np.stack([c + np.einsum("...k,nk->...n", theta, A) for A, c in terms])
-        shift = values.max(axis=0)
-        weights = np.exp(values - shift)
-        total = weights.sum(axis=0)
-        log_y = shift + np.log(total)
-        weights /= total
+        log_y, weights = logsumexp_grad([c + np.einsum("...k,nk->...n", theta, A) for A, c in terms])
         grad = sum(w[..., None] * A for w, (A, _) in zip(weights, terms))
         return log_y, grad
 

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from qidlab.errors import QidlabError
+from qidlab.errors import QidlabError, did_you_mean
 
 __all__ = [
     "QuantConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "NF4Config", "FP4Config",
@@ -354,10 +354,7 @@ def config_from_dict(d: dict[str, Any]) -> QuantConfig:
     name = d.pop("method")
     cls = METHODS.get(str(name).lower()) if isinstance(name, str) else None
     if cls is None:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, METHODS, n=1, cutoff=0.6, form=" (did you mean '{}'?)")
         raise QidlabError(f"unknown quantization method {name!r}{hint}; known: {', '.join(METHODS)}")
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - allowed)

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import QidlabError
+from ..files import write_text
+from ..output import dump_json
 from . import html as h
 from .diagnostics import holdout_errors
-from .figures import current_umask, list_figures, make_figure
+from .figures import list_figures, make_figure
 from .fits import fit_all
 from .study import ShowOptions, Study, load_study
 from .style import size_text
@@ -61,8 +61,6 @@ def build_report(db: str | Path, out_dir: str | Path, *, suites: Sequence[str | 
 
 def render(study: Study) -> dict[str, str]:
     """The report's files by name: report.html, report.json, fit-<law>.json."""
-    from ..cli import dump_json
-
     fits, problems = fit_all(study)
     drawn, skipped = _figures(study)
     parts = [_summary(study), _provenance(study), _laws(study, fits, problems), _table1(study, fits),
@@ -83,15 +81,7 @@ def _write(out_dir: Path, files: dict[str, str]) -> None:
     """Each file through a temporary name and a rename; report.html last."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in sorted(files, key=lambda n: n == REPORT):
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(files[name])
-            os.chmod(tmp, 0o666 & ~current_umask())
-            os.replace(tmp, out_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text(out_dir / name, files[name])
 
 
 def _report_provenance() -> dict[str, Any]:

@@ -30,10 +30,7 @@ the folder and the manifest as written (``Published``); ``publish_store`` the fo
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -42,6 +39,7 @@ from .. import provenance
 from ..checkpoints import suites as suite_folders
 from ..dataset_format import BUNDLED, FORMAT, MANIFEST
 from ..errors import QidlabError
+from ..files import building
 from .db import canonical_query, check_store, read_only
 from .merge import duplicate_settings
 from .read import QUERIES, frames
@@ -104,18 +102,11 @@ def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, descripti
     suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
     tables["primary"] = _check_primary(dict(primary or {}), tables["measurements"], db)
     tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}."))
-    try:
+    with building(target) as tmp:  # an old data set there is replaced only once the new one is complete
         files = _write_tables(tmp, tables, doc_losses)
         manifest = build_manifest(name, description, db, tables, files, suite_dirs)
         text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
         (tmp / MANIFEST).write_text(text)
-        os.chmod(tmp, 0o755)
-        _replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Published(folder=target, manifest=json.loads(text))
 
 
@@ -176,23 +167,6 @@ def _parquet(frame, path: Path) -> dict[str, Any]:
     frame.to_parquet(path, index=False, compression="zstd")
     return {"path": path.name, "rows": int(len(frame)), "bytes": path.stat().st_size,
             "sha256": provenance.file_sha256(path)}
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """``tmp`` becomes ``target``; an old data set there is moved aside first, then removed."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
-        os.replace(target, old / target.name)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old / target.name, target)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ skipped, so after a crash the same command finishes the study with no lost and n
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 import traceback
@@ -17,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import provenance, quantize
+from .. import documents, provenance, quantize
 from ..checkpoints import discover, load_checkpoint
+from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash
 from .ray_executor import run_on_ray
-from .study import CalibrationSpec, Study, job_label
+from .study import Study, job_label
 
 
 @dataclass
@@ -70,25 +70,9 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
     out = {"quantization": cfg.to_dict(), "scoring": scoring}
     if cfg.needs_calibration and study.calibration is not None:
         c = study.calibration
-        out["calibration"] = {"content_hash": _calibration_identity(c.source), "n_samples": c.n_samples,
+        out["calibration"] = {"content_hash": calibration_identity(c.source), "n_samples": c.n_samples,
                               "seq_len": c.seq_len, "seed": c.seed, "sampler": CALIBRATION_SAMPLER}
     return out
-
-
-def _calibration_identity(source: Path) -> str:
-    """The calibration text's content hash (``docs_hash``), so that the same job run from another
-    folder, or merged from another store, is the same measurement. Cached per file version."""
-    path = Path(source)
-    if not path.exists():
-        raise QidlabError(f"calibration source does not exist: {path}")
-    return _docs_hash_of(str(path.resolve()), *_version(path))
-
-
-@functools.lru_cache(maxsize=32)
-def _docs_hash_of(path: str, _mtime_ns: int, _size: int) -> str:
-    from ..evaluate import docs_hash
-
-    return "sha256:" + docs_hash(_calibration_docs(path, _mtime_ns, _size))
 
 
 def _file_identity(path: Path) -> str:
@@ -97,66 +81,14 @@ def _file_identity(path: Path) -> str:
     return "sha256:" + provenance.file_sha256(path)
 
 
-#: How ``calibration_ids`` draws its windows; part of a calibrated measurement's identity, so rows of
-#: an older sampler (which tokenised the whole source as one text) are never taken for this one's.
-CALIBRATION_SAMPLER = "seeded-documents-v2"
+#: Calibration windows per (tokenizer, spec, source file version), for the length of the process.
 _CALIBRATION_CACHE: dict = {}
 
 
 def calibration_ids(tokenizer, spec: CalibrationSpec):
-    """(n_samples, seq_len) token ids: seeded random windows of a seeded sample of the calibration
-    documents (``_draw_calibration``). Cached per process by tokenizer (fast tokenizers), spec and
-    source file version, so the checkpoints of one suite share one draw."""
-    from ..evaluate.score import tokenizer_fingerprint
-
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    if fingerprint is None:
-        return _draw_calibration(tokenizer, spec)
-    key = (fingerprint, spec, _version(spec.source))
-    if key not in _CALIBRATION_CACHE:
-        _CALIBRATION_CACHE[key] = _draw_calibration(tokenizer, spec)
-    return _CALIBRATION_CACHE[key].clone()
-
-
-def _draw_calibration(tokenizer, spec: CalibrationSpec):
-    """The documents are taken in a seeded random order until their text (joined by blank lines)
-    gives at least twice the tokens the windows cover, or all are taken; only those are tokenised
-    (a 100 MB training split is not); then ``n_samples`` seeded windows of ``seq_len`` tokens."""
-    import numpy as np
-    import torch
-
-    docs = _calibration_docs(str(Path(spec.source).resolve()), *_version(spec.source))
-    rng = np.random.default_rng(spec.seed)
-    order = rng.permutation(len(docs))
-    need, chars = 2 * spec.n_samples * spec.seq_len, 0
-    while True:
-        chars = max(2 * chars, 8 * need)  # a byte-level BPE token is rarely over 8 characters
-        taken, total = [], 0
-        for i in order:
-            if total >= chars:
-                break
-            taken.append(docs[i])
-            total += len(docs[i]) + 2
-        ids = tokenizer("\n\n".join(taken), return_attention_mask=False)["input_ids"]
-        if len(ids) >= need or len(taken) == len(docs):
-            break
-    if len(ids) <= spec.seq_len:
-        raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than "
-                          f"seq_len={spec.seq_len}")
-    starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
-    return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
-
-
-def _version(source) -> tuple[int, int]:
-    st = Path(source).stat()
-    return st.st_mtime_ns, st.st_size
-
-
-@functools.lru_cache(maxsize=4)
-def _calibration_docs(path: str, _mtime_ns: int, _size: int) -> list[str]:
-    from ..evaluate import load_eval_set
-
-    return load_eval_set(path, n_docs=None, name="calibration").docs
+    """``qidlab.documents.calibration_ids`` through this process's cache: the checkpoints of one
+    suite (same tokenizer, same calibration) share one draw."""
+    return documents.calibration_ids(tokenizer, spec, cache=_CALIBRATION_CACHE)
 
 
 def _shared_gptq(model, cfg: QuantConfig, configs: list[QuantConfig], hessians, cache: dict):

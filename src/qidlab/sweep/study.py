@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..documents import CalibrationSpec
 from ..errors import QidlabError
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
 from ..tomlfile import read_toml
@@ -56,14 +57,6 @@ class EvalSpec:
     n_docs: int = 1000
     seed: int = 0
     max_chars: int | None = None  # cut each document to its first max_chars characters
-
-
-@dataclass(frozen=True)
-class CalibrationSpec:
-    source: Path
-    n_samples: int = 128
-    seq_len: int = 512
-    seed: int = 0
 
 
 @dataclass(frozen=True)
