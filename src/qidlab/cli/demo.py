@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import emit
+from .args import emit
 
 
 def register(sub) -> None:

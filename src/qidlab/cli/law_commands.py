@@ -9,7 +9,8 @@ import sys
 from typing import Any
 
 from ..errors import QidlabError
-from . import assignments, dump_json, emit, named_number, number, numbers
+from ..output import dump_json
+from .args import assignments, emit, named_number, number, numbers
 
 
 def register(sub) -> None:

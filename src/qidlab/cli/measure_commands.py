@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import QidlabError
-from . import assignments, emit
+from .args import assignments, emit
 
 
 def register(sub) -> None:

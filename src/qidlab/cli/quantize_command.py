@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import QidlabError
-from . import assignments, dump_json, emit
+from ..output import dump_json
+from .args import assignments, emit
 
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
 

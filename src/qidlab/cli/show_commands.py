@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import QidlabError
-from . import emit, number, numbers
+from .args import emit, number, numbers
 
 
 def register(sub) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import dump_json, emit
+from ..output import dump_json
+from .args import emit
 
 
 def register(sub) -> None:

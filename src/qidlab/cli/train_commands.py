@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import emit
+from .args import emit
 
 
 def register(sub) -> None:

@@ -49,7 +49,7 @@ def build_report(db: str | Path, out_dir: str | Path, *, suites: Sequence[str | 
 
 def render(study: Study) -> dict[str, str]:
     """The report's files by name: report.html, report.json, fit-<law>.json."""
-    from ..cli import dump_json
+    from ..output import dump_json
 
     fits, problems = fit_all(study)
     drawn, skipped = _figures(study)
