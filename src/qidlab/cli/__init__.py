@@ -1,5 +1,6 @@
 """The ``qidlab`` command. Every command takes ``--json``; bad input prints one line
-``qidlab: error: ...`` on stderr and exits with status 2 (no traceback)."""
+``qidlab: error: ...`` on stderr and exits with status 2 (no traceback). A library error names
+its parameters as the Python API spells them; the line names the command's flags instead."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Sequence
 
 from ..errors import QidlabError
 from . import demo, law_commands, measure_commands, quantize_command, show_commands, tour, train_commands
+from .args import subcommand_flags, with_flags
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except QidlabError as exc:
-        message = " ".join(str(exc).split())  # always one line
+        message = " ".join(with_flags(exc, subcommand_flags(parser, args)).split())  # always one line
         print(f"qidlab: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

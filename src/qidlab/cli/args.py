@@ -1,25 +1,21 @@
 """What every subcommand shares: argument values read from text (numbers with size suffixes,
-NAME=VALUE pairs, comma-separated lists) and printing a result as text or JSON."""
+NAME=VALUE pairs, comma-separated lists), printing a result as text or JSON, and a library
+error's parameters written as the flags that set them."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import argparse
+from typing import Mapping, Sequence
 
 from ..errors import QidlabError
 from ..output import dump_json
-
-SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+from ..tables import parse_number
 
 
 def number(text: str) -> float:
-    """A float, also written with a size suffix: 7B, 405B, 100T, 1.5M."""
-    text = text.strip()
-    try:
-        if text and text[-1].upper() in SUFFIXES and text[:-1]:
-            return float(text[:-1]) * SUFFIXES[text[-1].upper()]
-        return float(text)
-    except ValueError:
-        raise QidlabError(f"{text!r} is not a number") from None
+    """A float, also written with a size suffix: 7B, 405B, 100T, 1.5M (argparse's errors call
+    this type "number")."""
+    return parse_number(text)
 
 
 def named_number(name: str, text: str) -> float:
@@ -51,3 +47,40 @@ def numbers(text: str, what: str = "list") -> list[float]:
 def emit(args, doc: dict, text: str) -> None:
     """Print the JSON document with --json, the human text otherwise."""
     print(dump_json(doc) if getattr(args, "json", False) else text)
+
+
+def library_names(parser: argparse.ArgumentParser, **dests: str) -> None:
+    """Declare the library parameters a subcommand's options feed where an option's dest is
+    not the parameter's name, e.g. ``library_names(p, values="sets")``: the error "needs
+    `values` ..." then reads "needs --set ..."."""
+    parser.set_defaults(library_names=dests)
+
+
+def subcommand_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """Library parameter name -> flag of the subcommand that ran (``store publish``: its own)."""
+    parser = _subcommand(parser, args)
+    flags = {a.dest: _long(a.option_strings) for a in parser._actions if a.option_strings}
+    aliases = getattr(args, "library_names", {})
+    return {**flags, **{name: flags[dest] for name, dest in aliases.items() if dest in flags}}
+
+
+def _subcommand(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen is None:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
+def _long(options: Sequence[str]) -> str:
+    return next((o for o in options if o.startswith("--")), options[0])
+
+
+def with_flags(error: QidlabError, flags: Mapping[str, str]) -> str:
+    """The error's message with each parameter it names (in backticks) written as its flag, or
+    as the bare name where the subcommand has no flag for it."""
+    text = str(error)
+    for name in error.params:
+        text = text.replace(f"`{name}`", flags.get(name, name))
+    return text
