@@ -451,6 +451,17 @@ def fit_law(frame: "pd.DataFrame", law: Law | str, by: Sequence[str] | str | Non
     return results
 
 
+#: Columns whose rows are rarely meant to share one law: other suites, eval sets, methods.
+POOLING = ("suite", "eval_set", "method")
+
+
+def pooled_columns(frame: "pd.DataFrame", by: Sequence[str] | None = None) -> dict[str, int]:
+    """The ``POOLING`` columns one fit of ``frame`` per group of ``by`` would pool, with their
+    number of values (choose one by selecting rows, or fit one law per value with ``by``)."""
+    return {c: int(frame[c].nunique()) for c in POOLING
+            if c in frame.columns and frame[c].nunique() > 1 and c not in (by or ())}
+
+
 def _plain(v):
     return v.item() if hasattr(v, "item") else v
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -153,6 +153,27 @@ def law_params(
             "fit the law to data and pass the fit file (--fit)"
         )
     return dict(pub.values), f"published: {pub.source}"
+
+
+def params_for(
+    law: Law | str,
+    *,
+    constants: str | None = None,
+    fit: str | Path | Mapping | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+    """Parameters per row of a grid (Table 1, the projection): a function of a row's inputs
+    returning ``law_params`` with them added to ``values``, so that the fitted group matching
+    the row (e.g. its bit width) serves it; each distinct row is looked up once."""
+    cache: dict = {}
+
+    def pick(known: Mapping[str, Any]) -> dict[str, float]:
+        key = tuple(sorted(known.items()))
+        if key not in cache:
+            cache[key] = law_params(law, constants=constants, fit=fit, values={**(values or {}), **known})[0]
+        return cache[key]
+
+    return pick
 
 
 def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
