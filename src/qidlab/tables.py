@@ -109,11 +109,13 @@ def validate(frame: "pd.DataFrame", source: str = "table") -> "pd.DataFrame":
     return frame
 
 
-def require_columns(frame: "pd.DataFrame", columns: Iterable[str], what: str) -> None:
+def require_columns(frame: "pd.DataFrame", columns: Iterable[str], what: str, params: Iterable[str] = ()) -> None:
+    """A ``QidlabError`` "``what`` needs column(s) ..." unless ``frame`` has every column;
+    ``params``: the library parameters ``what`` names (see ``QidlabError``)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         have = ", ".join(map(str, frame.columns))
-        raise QidlabError(f"{what} needs column(s) {', '.join(missing)}; the table has: {have}")
+        raise QidlabError(f"{what} needs column(s) {', '.join(missing)}; the table has: {have}", params=tuple(params))
 
 
 # ---------------------------------------------------------------------------

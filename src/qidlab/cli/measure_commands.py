@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import QidlabError
-from .args import assignments, emit
+from .args import assignments, emit, library_names
 
 
 def register(sub) -> None:
@@ -53,6 +53,7 @@ def register(sub) -> None:
                    help="ship per-document losses: auto = when their file is at most 2 MiB")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=run_store_publish)
+    library_names(q, suites="suite")
 
 
 def run_sweep(args):

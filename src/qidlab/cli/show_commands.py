@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import QidlabError
-from .args import emit, number, numbers
+from .args import emit, library_names, number, numbers
 
 
 def register(sub) -> None:
@@ -41,6 +41,7 @@ def _options(p) -> None:
     p.add_argument("--vocab-size", type=int, help="V of the uniform-guess loss ln(V) (default: the checkpoints')")
     p.add_argument("--dpi", type=int, default=100)
     p.add_argument("--json", action="store_true")
+    library_names(p, suites="suite", suite="only_suite")
 
 
 def _show_options(args):

@@ -11,7 +11,7 @@ from ..corpus import build_corpus
 from ..train import load_suite_config, train_suite
 from ..train.loop import STATS_FILE
 from ..train.lr_sweep import SWEEP_FILE
-from .args import emit
+from .args import emit, library_names
 
 
 def register(sub) -> None:
@@ -48,6 +48,7 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_train)
+    library_names(p, out_dir="out")
 
 
 def run_corpus_build(args):

@@ -62,7 +62,7 @@ def files_docs(paths, text_field: str = "text") -> tuple[list[tuple[str, str]], 
     from qidlab.evaluate.evalset import read_source
 
     if not paths:
-        raise QidlabError("recipe 'files' needs at least one path (--files PATH ...)")
+        raise QidlabError("recipe 'files' needs at least one path (`files` PATH ...)", params=("files",))
     docs, sources = [], []
     for given in paths:
         path = Path(given).expanduser()

@@ -175,7 +175,8 @@ def critical_tokens(law_name: str, params: Mapping[str, float], values: Mapping[
 def _need(values, names, law_name):
     missing = [n for n in names if n not in values]
     if missing:
-        raise QidlabError(f"{law_name} critical tokens need {', '.join(missing)} (--set NAME=VALUE)")
+        raise QidlabError(f"{law_name} critical tokens need {', '.join(missing)} (`values` NAME=VALUE)",
+                          params=("values",))
 
 
 def optimal_format(params: Mapping[str, float], bits: int) -> dict[str, float | str]:

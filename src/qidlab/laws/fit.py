@@ -63,7 +63,7 @@ class FitOptions:
         if self.floor <= 0:
             raise QidlabError("the floor for non-positive targets must be > 0")
         if self.drop_highest < 0 or self.bootstrap < 0:
-            raise QidlabError("--drop-highest and --bootstrap must be >= 0")
+            raise QidlabError("`drop_highest` and `bootstrap` must be >= 0", params=("drop_highest", "bootstrap"))
 
 
 @dataclass
@@ -126,7 +126,7 @@ class Prepared:
 
 
 def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
-    """Pick the target, apply --drop-highest and the non-positive policy, collect X."""
+    """Pick the target, apply ``drop_highest`` and the non-positive policy, collect X."""
     target = opts.target or next((t for t in law.targets if t in frame.columns), None)
     if target is None:
         raise QidlabError(
@@ -140,7 +140,8 @@ def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
     dropped = 0
     if opts.drop_highest:
         if opts.drop_highest >= len(frame):
-            raise QidlabError(f"--drop-highest {opts.drop_highest} would drop all {len(frame)} points")
+            raise QidlabError(f"`drop_highest` {opts.drop_highest} would drop all {len(frame)} points",
+                              params=("drop_highest",))
         frame = frame.drop(frame[target].nlargest(opts.drop_highest).index)
         dropped = opts.drop_highest
     y = frame[target].to_numpy(dtype=float)
@@ -351,10 +352,11 @@ def _bootstrap(law, prepared: Prepared, fixed, opts: FitOptions, x_hat):
     if opts.resample == "points":
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=B).astype(float)
     else:
-        require_columns(prepared.frame, [opts.resample], "--resample")
+        require_columns(prepared.frame, [opts.resample], "`resample`", params=("resample",))
         codes, uniques = _group_codes(prepared.frame[opts.resample].to_numpy())
         if len(uniques) < 2:
-            raise QidlabError(f"--resample {opts.resample}: needs at least 2 groups, found {len(uniques)}")
+            raise QidlabError(f"`resample` {opts.resample}: needs at least 2 groups, found {len(uniques)}",
+                              params=("resample",))
         draws = rng.multinomial(len(uniques), np.full(len(uniques), 1.0 / len(uniques)), size=B)
         weights = draws[:, codes].astype(float)
     starts = np.repeat(np.asarray(x_hat)[None], B, axis=0)

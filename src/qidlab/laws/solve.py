@@ -48,7 +48,7 @@ def inputs(law: Law, values: Mapping[str, Any], n: int | None = None) -> dict[st
         elif v.default is not None:
             a = np.array([v.default])
         else:
-            raise QidlabError(f"law {law.name!r} needs a value for {v.name} (--set {v.name}=...)")
+            raise QidlabError(f"law {law.name!r} needs a value for {v.name} (`values` {v.name}=...)", params=("values",))
         bad = (a <= 0) if v.positive else (a < 0)
         if np.any(bad):
             raise QidlabError(f"{v.name} must be {'> 0' if v.positive else '>= 0'} (got {a[bad][0]:g})")
@@ -83,7 +83,7 @@ def solve(
     if var not in law.variable_names:
         raise QidlabError(f"law {law.name!r} has no variable {var!r} (its variables: {', '.join(law.variable_names)})")
     if var in known:
-        raise QidlabError(f"{var} is both given (--set) and solved for (--for)")
+        raise QidlabError(f"{var} is both given (`known`) and solved for (`var`)", params=("known", "var"))
     if not (np.isfinite(target) and target > 0):
         raise QidlabError(f"target {law.quantity} must be a positive number (got {target})")
     lo, hi = search or SEARCH_RANGE.get(var, (1e-6, 1e6))
@@ -139,7 +139,7 @@ def law_params(
         return _from_fit(law, fit, values or {})
     if constants is None:
         if not law.published:
-            raise QidlabError(f"law {law.name!r} has no published constants; give a fit file (--fit)")
+            raise QidlabError(f"law {law.name!r} has no published constants; give a fit file (`fit`)", params=("fit",))
         constants = next(iter(law.published))
     if constants not in law.published:
         raise QidlabError(
@@ -150,7 +150,7 @@ def law_params(
     if missing:
         raise QidlabError(
             f"{law.name!r}: the paper does not print {', '.join(missing)} ({pub.note or 'incomplete constants'}); "
-            "fit the law to data and pass the fit file (--fit)"
+            "fit the law to data and pass the fit file (`fit`)", params=("fit",)
         )
     return dict(pub.values), f"published: {pub.source}"
 
@@ -195,8 +195,8 @@ def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
         groups = "; ".join(str(f.group) for f in fits)
         keys = sorted({k for f in fits for k in f.group})
         raise QidlabError(
-            f"{source}: {len(match)} fitted groups match the inputs; choose one with --set "
-            f"{' '.join(k + '=...' for k in keys)} (groups: {groups})"
+            f"{source}: {len(match)} fitted groups match the inputs; choose one with `values` "
+            f"{' '.join(k + '=...' for k in keys)} (groups: {groups})", params=("values",)
         )
     chosen = match[0]
     params = {k: _num(v) for k, v in chosen.all_params().items()}
