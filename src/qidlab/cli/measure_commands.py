@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from ..errors import QidlabError
+from ..store import drop_models, merge_stores, read_canonical
+from ..sweep import load_study, run_study
 from .args import assignments, emit, library_names
 
 
@@ -57,11 +62,6 @@ def register(sub) -> None:
 
 
 def run_sweep(args):
-    from ..sweep import load_study, run_study
-
-    import dataclasses
-    from pathlib import Path
-
     study = load_study(args.study)
     if args.models:
         study = dataclasses.replace(study, models=tuple(args.models))
@@ -77,10 +77,6 @@ def run_sweep(args):
 
 
 def run_export(args):
-    from pathlib import Path
-
-    from ..store import read_canonical
-
     if not Path(args.store).exists():
         raise QidlabError(f"{args.store}: no such store")
     table = read_canonical(args.store)
@@ -95,8 +91,6 @@ def run_export(args):
 
 
 def run_store_merge(args):
-    from ..store import merge_stores
-
     summary = merge_stores(args.sources, args.out, on_conflict=args.on_conflict)
     doc = summary.to_dict()
     lines = []
@@ -116,8 +110,6 @@ def run_store_merge(args):
 
 
 def run_store_drop(args):
-    from ..store import drop_models
-
     deleted = drop_models(args.store, args.suite, args.models)
     emit(args, {"store": args.store, "suite": args.suite, "models": args.models, "deleted": deleted},
          f"{args.store}: dropped {', '.join(args.models)} of suite {args.suite}: "

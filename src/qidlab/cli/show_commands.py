@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from ..data import DEFAULT
 from ..errors import QidlabError
+from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
+from ..show.study import ShowOptions, load_study
 from .args import emit, library_names, number, numbers
 
 
@@ -45,8 +48,6 @@ def _options(p) -> None:
 
 
 def _show_options(args):
-    from ..show.study import ShowOptions
-
     if args.dpi < 10:
         raise QidlabError("--dpi must be at least 10")
     return ShowOptions(suite=args.only_suite, eval_set=args.eval_set, method=args.method, bootstrap=args.bootstrap, seed=args.seed,
@@ -56,15 +57,10 @@ def _show_options(args):
 
 
 def _input(args) -> str:
-    from ..data import DEFAULT
-
     return args.store or DEFAULT
 
 
 def run_plot(args):
-    from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
-    from ..show.study import load_study
-
     if args.list:
         specs = list_figures()
         emit(args, {"figures": [{"name": s.name, "paper": s.paper, "caption": s.caption} for s in specs]},
