@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .. import provenance
 from ..errors import NotFittedError, QidlabError
 from ..tables import require_columns
 from .optim import huber, minimize_batched, weighted_lstsq
@@ -473,8 +474,6 @@ def fit_document(law: Law | str, fits: Sequence[FitResult], *, data: Mapping[str
     """The ``qidlab fit --json`` document of ``fits``: law, formula, ``data`` (where the table
     came from), grouping, options, one entry per fitted group, and provenance (versions, code
     revision). ``qidlab.laws.solve.law_params(fit=...)`` reads it back."""
-    from .. import provenance
-
     law = get_law(law)
     return {"law": law.name, "formula": law.formula, "data": dict(data), "by": list(by or []),
             "options": dict(options or {}), "fits": [f.to_dict() for f in fits], "provenance": provenance.record()}

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import QidlabError
+from .fit import FitResult
 from .registry import get_law
 from .spec import Law
 
@@ -177,8 +178,6 @@ def params_for(
 
 
 def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
-    from .fit import FitResult
-
     source = str(fit) if not isinstance(fit, Mapping) else "fit document"
     if not isinstance(fit, Mapping):
         try:
