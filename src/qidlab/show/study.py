@@ -300,7 +300,7 @@ def _suite_dirs(checkpoints, explicit: Sequence[str | Path]) -> tuple[Path, ...]
     for s in explicit:
         p = Path(s).expanduser()
         if not p.is_dir():
-            raise QidlabError(f"`suites` {s}: no such folder", params=("suites",))
+            raise QidlabError(f"--suite {s}: no such folder")
         out.append(p)
     for path in checkpoints.get("path", []):
         suite = Path(path).parent.parent

@@ -318,7 +318,7 @@ def _suite_dirs(checkpoints, store_dir: Path, extra: Sequence[str | Path]) -> di
     for s in extra:
         folder = Path(s)
         if not folder.is_dir():
-            raise QidlabError(f"`suites` {s}: no such folder", params=("suites",))
+            raise QidlabError(f"--suite {s}: no such folder")
         found = _suite_manifest(folder)
         suite = (found or {}).get("content", {}).get("suite") or folder.name
         out.setdefault(str(suite), []).append(folder)
