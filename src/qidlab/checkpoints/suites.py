@@ -45,7 +45,7 @@ def given_suite_folders(folders: Sequence[str | Path]) -> list[Path]:
     for s in folders:
         folder = Path(s).expanduser()
         if not folder.is_dir():
-            raise QidlabError(f"--suite {s}: no such folder")
+            raise QidlabError(f"`suites` {s}: no such folder", params=("suites",))
         out.append(folder)
     return out
 

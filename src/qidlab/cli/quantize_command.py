@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import provenance
+from ..checkpoints import load_checkpoint
 from ..documents import CalibrationSpec, calibration_ids
 from ..errors import QidlabError
 from ..files import building
-from . import assignments, dump_json, emit
+from ..output import dump_json
+from ..quantize.config import config_from_dict
+from .args import assignments, emit
 
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
 
@@ -47,9 +51,7 @@ def _toml_value(text: str):
 
 
 def run_quantize(args):
-    from .. import provenance
-    from ..checkpoints import load_checkpoint
-    from ..quantize import config_from_dict, quantize_
+    from ..quantize.api import quantize_  # torch
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -75,7 +77,7 @@ def _save(out: Path, ckpt, report, prov) -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
     from safetensors.torch import save_file
 
-    from ..quantize import quantized_state
+    from ..quantize.api import quantized_state
 
     with building(out) as tmp:
         ckpt.model.save_pretrained(tmp)

@@ -61,7 +61,7 @@ def stdlib_docs(root: str | Path | None = None) -> tuple[list[tuple[str, str]], 
 def files_docs(paths, text_field: str = "text") -> tuple[list[tuple[str, str]], list[dict]]:
     """Documents from local files/folders/JSONL/Parquet, in the order the paths are given."""
     if not paths:
-        raise QidlabError("recipe 'files' needs at least one path (--files PATH ...)")
+        raise QidlabError("recipe 'files' needs at least one path (`files` PATH ...)", params=("files",))
     docs, sources = [], []
     for given in paths:
         path = Path(given).expanduser()

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import data, provenance
 from ..errors import QidlabError
 from ..files import write_text
+from ..laws import get_law
+from ..laws.analysis import token_grid
 from ..output import dump_json
 from . import html as h
 from .diagnostics import holdout_errors
@@ -85,8 +88,6 @@ def _write(out_dir: Path, files: dict[str, str]) -> None:
 
 
 def _report_provenance() -> dict[str, Any]:
-    from .. import provenance
-
     record = provenance.record()
     record["versions"] = {**record["versions"], **_matplotlib_version()}
     return record
@@ -285,8 +286,6 @@ def _extrapolation(fit) -> h.Raw:
 
 
 def _table1(study: Study, fits: dict) -> h.Raw:
-    from ..laws import get_law
-
     if "ouyang2024" not in fits:
         return h.section("table1", "Table 1", h.paragraph("Not computed: ouyang2024 could not be fitted."))
     o = study.options
@@ -304,8 +303,6 @@ def _table1(study: Study, fits: dict) -> h.Raw:
 
 def _token_table(params: dict, sizes, bits, qids) -> h.Raw:
     """Rows N, columns (QiD, P); each cell ``analysis.token_grid`` alone, '—' where unreachable."""
-    from ..laws.analysis import token_grid
-
     rows = []
     for n in sizes:
         row = [size_text(n)]
@@ -326,8 +323,6 @@ def _wide_table(rows, bits, qids) -> h.Raw:
 
 
 def _paper_table1() -> h.Raw:
-    from .. import data
-
     paper = data.load("ouyang2024-table1")
     bits, qids = sorted(paper.bits.unique()), sorted(paper.qid.unique())
     cells = paper.set_index(["n_params", "qid", "bits"]).tokens_trillion

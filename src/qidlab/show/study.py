@@ -57,15 +57,16 @@ class ShowOptions:
 
     def check(self) -> None:
         if self.bootstrap < 0:
-            raise QidlabError("--bootstrap must be >= 0")
+            raise QidlabError("`bootstrap` must be >= 0", params=("bootstrap",))
         if not self.sizes or any(not s > 0 for s in self.sizes):
-            raise QidlabError("--sizes needs positive model sizes")
+            raise QidlabError("`sizes` needs positive model sizes", params=("sizes",))
         if self.bits is not None and (not self.bits or any(not b > 0 for b in self.bits)):
-            raise QidlabError("--bits needs positive bit widths")
+            raise QidlabError("`bits` needs positive bit widths", params=("bits",))
         if not self.max_tokens > 1e9:
-            raise QidlabError("--max-tokens must be above 1e9 tokens (the projection starts at 1e9 or below)")
+            raise QidlabError("`max_tokens` must be above 1e9 tokens (the projection starts at 1e9 or below)",
+                              params=("max_tokens",))
         if self.vocab_size is not None and self.vocab_size < 2:
-            raise QidlabError("--vocab-size must be at least 2")
+            raise QidlabError("`vocab_size` must be at least 2", params=("vocab_size",))
 
 
 @dataclass

@@ -144,10 +144,10 @@ def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
         return None
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     if state["model_hash"] != mhash:
-        hint = (" (it was trained at the learning rate its lr sweep chose: sweep again with --lr-sweep)"
+        hint = (" (it was trained at the learning rate its lr sweep chose: sweep again with `lr_sweep`)"
                 if (model_dir / SWEEP_FILE).is_file() else "")
-        raise QidlabError(f"{model_dir} was trained from another suite configuration{hint}; choose another --out "
-                          "or delete it")
+        raise QidlabError(f"{model_dir} was trained from another suite configuration{hint}; choose another `out_dir` "
+                          "or delete it", params=("out_dir", "lr_sweep"))
     if int(state["step"]) >= steps:
         return state
     folder = model_dir / f"step{int(state['step'])}"
