@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .corpus import build_corpus
+from .corpus.build import write_jsonl
 from .errors import QidlabError
+from .evaluate import load_eval_set
+from .files import write_text
+from .laws.fit import fit_law
+from .quantize.config import PER_CHANNEL
+from .show import ShowOptions, build_report
+from .store import read_canonical
+from .sweep import load_study, run_study
+from .torchenv import torch_threads
+from .train import train_suite
+from .train.schedule import checkpoint_steps
 
 #: The main paper's unified fit (Ouyang et al. 2024, Eq. 4): QiD = k D^beta / (N^alpha P^gamma).
 PAPER_EXPONENTS = {"beta": 0.5251, "alpha": 0.2261, "gamma": 5.4967}
@@ -79,21 +91,17 @@ def run_demo(out_dir, *, scale: DemoScale = FULL, threads: int | None = None, re
     summary = fit_summary(store, texts["main"], scale)
     if report:
         log("==> 6/6 report")
-        from .show import ShowOptions, build_report
-
         options = ShowOptions(eval_set=texts["main"], method="gptq", bootstrap=scale.bootstrap)
-        summary["report"] = str(build_report(store, out / "report", options=options))
+        summary["report"] = str(build_report(store, out / "report", options=options).path)
     summary["store"] = str(store)
     summary["sweep"] = {"measured_now": sweep.measured, "already_stored": sweep.skipped}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     for line in summary_lines(summary):
         log(line)
     return summary
 
 
 def build_demo_corpus(out: Path) -> Path:
-    from .corpus import build_corpus
-
     return build_corpus("stdlib", out / "corpus").path
 
 
@@ -110,22 +118,11 @@ def stdlib_tests_docs() -> list[str]:
     return docs
 
 
-def _write_jsonl(path: Path, docs: list[str]) -> None:
-    """The corpus stage's JSONL writer, through a temporary file (no half-written file on a crash)."""
-    from .corpus.build import write_jsonl
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    write_jsonl(tmp, docs)
-    tmp.replace(path)
-
-
 def write_texts(out: Path, corpus: Path, scale: DemoScale) -> dict:
     """Eval sets (name -> JSONL path) and a calibration sample of the training documents.
 
     ``stdlib-heldout`` is the corpus's own eval split; ``stdlib-tests`` (out of domain: tests,
     not library code) is added when this Python ships its test suite."""
-    from .evaluate import load_eval_set
-
     texts_dir = out / "texts"
     texts_dir.mkdir(exist_ok=True)
     evals = {"stdlib-heldout": corpus / "eval.jsonl"}
@@ -133,12 +130,12 @@ def write_texts(out: Path, corpus: Path, scale: DemoScale) -> dict:
     if not tests.is_file():
         docs = stdlib_tests_docs()
         if docs:
-            _write_jsonl(tests, docs)
+            write_jsonl(tests, docs)
     if tests.is_file():
         evals["stdlib-tests"] = tests
     calib = texts_dir / "calibration.jsonl"
     if not calib.is_file():
-        _write_jsonl(calib, load_eval_set(corpus / "train.jsonl", n_docs=scale.calibration_docs, seed=0).docs)
+        write_jsonl(calib, load_eval_set(corpus / "train.jsonl", n_docs=scale.calibration_docs, seed=0).docs)
     return {"eval": evals, "main": "stdlib-heldout", "calibration": calib}
 
 
@@ -157,13 +154,12 @@ def suite_toml(scale: DemoScale) -> str:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (atomically) unless the file holds that text already."""
     if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+        write_text(path, text)
 
 
 def train_demo_suite(out: Path, scale: DemoScale, threads, log) -> Path:
-    from .train import train_suite
-
     work = out / "work"
     work.mkdir(exist_ok=True)
     path = work / "suite.toml"
@@ -180,8 +176,6 @@ def train_demo_suite(out: Path, scale: DemoScale, threads, log) -> Path:
 
 def sweep_steps(scale: DemoScale) -> list[int]:
     """The saved checkpoints from ``sweep_from`` on."""
-    from .train.schedule import checkpoint_steps
-
     saved = checkpoint_steps(scale.steps, log_spaced_until=scale.checkpoint_every, every=scale.checkpoint_every)
     return [s for s in saved if s >= scale.sweep_from]
 
@@ -197,8 +191,8 @@ def study_toml(suite_dir: Path, texts: dict, scale: DemoScale, out: Path) -> str
     bits = list(scale.bits)
     lines += ["", "[calibration]", f'source = "../{rel(texts["calibration"])}"', "n_samples = 16",
               f"seq_len = {scale.seq_len}",
-              "", "[[methods]]", 'method = "rtn"', f"bits = {bits}", 'group_size = "channel"',
-              "", "[[methods]]", 'method = "gptq"', f"bits = {bits}", 'group_size = "channel"',
+              "", "[[methods]]", 'method = "rtn"', f"bits = {bits}", f'group_size = "{PER_CHANNEL}"',
+              "", "[[methods]]", 'method = "gptq"', f"bits = {bits}", f'group_size = "{PER_CHANNEL}"',
               "shared_hessian = true",
               "", "[scoring]", f"bootstrap = {scale.bootstrap}"]
     return "\n".join(lines) + "\n"
@@ -206,9 +200,6 @@ def study_toml(suite_dir: Path, texts: dict, scale: DemoScale, out: Path) -> str
 
 def sweep_demo_study(out: Path, suite_dir: Path, texts: dict, scale: DemoScale, threads):
     """Write ``work/study.toml`` and run it; return the store's path and the sweep's counts."""
-    from .sweep import load_study, run_study
-    from .torchenv import torch_threads
-
     path = out / "work" / "study.toml"
     _write_if_changed(path, study_toml(suite_dir, texts, scale, out))
     study = load_study(path)
@@ -221,9 +212,6 @@ def sweep_demo_study(out: Path, suite_dir: Path, texts: dict, scale: DemoScale, 
 
 def fit_summary(store: Path, main_eval: str, scale: DemoScale) -> dict:
     """ouyang2024 fitted per method on the main eval set, with bootstrap CIs and held-out errors."""
-    from .laws.fit import fit_law
-    from .store import read_canonical
-
     every = read_canonical(store)
     table = every[every.eval_set == main_eval]
     if table.empty:

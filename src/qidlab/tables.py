@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from .errors import QidlabError
+from .store import read_canonical
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,8 +61,6 @@ def read_table(path: str | Path) -> "pd.DataFrame":
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         elif suffix in SQLITE_SUFFIXES:
-            from .store import read_canonical
-
             frame = read_canonical(path)
         else:
             raise QidlabError(f"{path}: unknown table format {suffix!r} (use .csv, .parquet or a .db store)")
@@ -109,8 +108,61 @@ def validate(frame: "pd.DataFrame", source: str = "table") -> "pd.DataFrame":
     return frame
 
 
-def require_columns(frame: "pd.DataFrame", columns: Iterable[str], what: str) -> None:
+def require_columns(frame: "pd.DataFrame", columns: Iterable[str], what: str, params: Iterable[str] = ()) -> None:
+    """A ``QidlabError`` "``what`` needs column(s) ..." unless ``frame`` has every column;
+    ``params``: the library parameters ``what`` names (see ``QidlabError``)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         have = ", ".join(map(str, frame.columns))
-        raise QidlabError(f"{what} needs column(s) {', '.join(missing)}; the table has: {have}")
+        raise QidlabError(f"{what} needs column(s) {', '.join(missing)}; the table has: {have}", params=tuple(params))
+
+
+# ---------------------------------------------------------------------------
+# selecting rows
+
+SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_number(text: str) -> float:
+    """A float, also written with a size suffix: 7B, 405B, 100T, 1.5M."""
+    text = text.strip()
+    try:
+        if text and text[-1].upper() in SUFFIXES and text[:-1]:
+            return float(text[:-1]) * SUFFIXES[text[-1].upper()]
+        return float(text)
+    except ValueError:
+        raise QidlabError(f"{text!r} is not a number") from None
+
+
+def select_rows(frame: "pd.DataFrame", where: Iterable[str]) -> "pd.DataFrame":
+    """The rows matching every condition of ``where``: ``COLUMN=V1,V2`` (one of the values;
+    numbers compared as numbers, sizes may carry K/M/B/T) or ``COLUMN>=X`` (also ``<=``,
+    ``>``, ``<``). One ``QidlabError`` naming a bad condition; an empty selection is an error
+    too."""
+    where = list(where)
+    for item in where:
+        frame = frame[_condition(frame, item)]
+    if where and frame.empty:
+        raise QidlabError(f"`where` {' '.join(where)}: no rows match", params=("where",))
+    return frame
+
+
+def _condition(frame: "pd.DataFrame", item: str) -> "pd.Series":
+    """The boolean mask of one ``where`` condition."""
+    import operator
+    import re
+
+    match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(>=|<=|>|<|=)(.*)", item)
+    column, op, text = (match.group(1), match.group(2), match.group(3).strip()) if match else ("", "", "")
+    if not match or not text:
+        raise QidlabError(f"`where` expects COLUMN=V1,V2 or COLUMN>=X, got {item!r}", params=("where",))
+    if column not in frame.columns:
+        raise QidlabError(f"`where` {item!r}: no column {column!r} (have: {', '.join(map(str, frame.columns))})",
+                          params=("where",))
+    numeric = frame[column].dtype.kind in "iuf"
+    if op == "=":
+        return frame[column].isin([parse_number(v) if numeric else v.strip() for v in text.split(",") if v.strip()])
+    if not numeric:
+        raise QidlabError(f"`where` {item!r}: {column!r} is not numeric", params=("where",))
+    compare = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+    return compare[op](frame[column], parse_number(text))

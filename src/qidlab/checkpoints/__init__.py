@@ -4,7 +4,9 @@
   plus an optional manifest (``qidlab-suite.toml``) giving tokens per step;
 * ``load_checkpoint(path_or_ref)`` -> ``Checkpoint``: model, tokenizer, N, D, content hash;
 * ``load_suite(root)``: ``load_checkpoint`` over ``discover(root)``, one at a time;
-* ``count_params(model)`` -> ``(n_params_nonembedding, n_params_total)``.
+* ``count_params(model)`` -> ``(n_params_nonembedding, n_params_total)``;
+* ``suites.py``: suite folders as a store remembers them (from stored checkpoint paths), their
+  manifests as they are, and the vocabulary size of their checkpoints' config.json.
 
 Importing this package does not import torch or transformers; loading does.
 """

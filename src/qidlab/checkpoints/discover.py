@@ -26,6 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qidlab.checkpoints.load import read_metadata
 from qidlab.errors import QidlabError
 
 MANIFEST_NAMES = ("qidlab-suite.toml", "qidlab-suite.json")
@@ -128,9 +129,7 @@ def _is_checkpoint(folder: Path) -> bool:
 
 
 def _folder_tokens(folder: Path) -> int | None:
-    from qidlab.checkpoints.load import _read_metadata
-
-    return _read_metadata(folder).get("tokens")
+    return read_metadata(folder).get("tokens")
 
 
 def _discover_suite(root: Path) -> list[CheckpointRef]:

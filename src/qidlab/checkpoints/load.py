@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qidlab.checkpoints.params import count_params
 from qidlab.errors import QidlabError
 from qidlab.torchenv import quiet_transformers
 
@@ -84,7 +85,8 @@ def _check_safetensors(files: list[Path]) -> None:
             raise QidlabError(f"corrupt or truncated safetensors file {f}: {exc}") from None
 
 
-def _read_metadata(folder: Path) -> dict:
+def read_metadata(folder: Path) -> dict:
+    """The checkpoint folder's ``qidlab.json`` (``{"tokens": D, "step": N, ...}``), checked; {} when absent."""
     meta_path = folder / METADATA_FILE
     if not meta_path.is_file():
         return {}
@@ -194,7 +196,7 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
                           "or pass allow_pickle=True to load them with torch.load(weights_only=True)")
     if fmt == "safetensors":
         _check_safetensors(files)
-    meta = _read_metadata(folder)
+    meta = read_metadata(folder)
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -224,8 +226,6 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
     if tokenizer is not None and len(tokenizer) > rows:
         raise QidlabError(f"{folder}: tokenizer/model mismatch: the tokenizer has {len(tokenizer)} tokens "
                           f"but the embedding only {rows} rows")
-
-    from qidlab.checkpoints.params import count_params
 
     n_params, n_total = count_params(model)
     step = meta.get("step", ref_step)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from . import emit
+from ..demo import SCALES, run_demo
+from .args import emit
 
 
 def register(sub) -> None:
@@ -19,8 +20,6 @@ def register(sub) -> None:
 
 
 def run_demo_command(args):
-    from ..demo import SCALES, run_demo
-
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
     summary = run_demo(args.out, scale=SCALES[args.scale], threads=args.threads, report=not args.no_report, log=log)
     emit(args, summary, "") if args.json else None

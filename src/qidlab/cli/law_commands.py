@@ -4,12 +4,27 @@ training-level, min-bits, critical-tokens, optimal-format."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
+from pathlib import Path
 from typing import Any
 
+from .. import data, provenance
 from ..errors import QidlabError
-from . import assignments, dump_json, emit, named_number, number, numbers
+from ..laws import get_law, list_laws
+from ..laws.analysis import (
+    critical_tokens,
+    min_bits,
+    optimal_format,
+    projection,
+    quantized_loss,
+    token_grid,
+    training_level,
+)
+from ..laws.fit import fit_document, fit_law, pooled_columns
+from ..laws.solve import evaluate, law_params, params_for, solve
+from ..output import dump_json
+from ..tables import select_rows
+from .args import assignments, emit, library_names, named_number, number, numbers
 
 
 def register(sub) -> None:
@@ -33,31 +48,24 @@ def _common(p: argparse.ArgumentParser, law_required: bool = True) -> None:
     p.add_argument("--fit", help="a `qidlab fit --json` file to take parameters from (default: published)")
     p.add_argument("--constants", help="which published constant set (default: the law's first)")
     p.add_argument("--json", action="store_true", help="print a JSON document")
+    library_names(p, values="sets", known="sets")
 
 
 def _law_and_params(args, values: dict[str, Any]):
-    from ..laws import get_law
-    from ..laws.solve import law_params
-
     law = get_law(args.law)
     params, source = law_params(law, constants=args.constants, fit=args.fit, values=values)
     return law, params, source
 
 
 def _values(args, law_name: str | None = None) -> dict[str, Any]:
-    """--set values: numbers for law variables (named eff values allowed), text for others."""
-    from ..laws import get_law
-
+    """--set values: numbers for law variables (or a variable's named values), text for others."""
     raw = assignments(args.sets)
     law = get_law(law_name or args.law)
     out: dict[str, Any] = {}
     for name, text in raw.items():
-        if name == "eff" and law.name == "frantar2025":
-            from ..laws.catalog.frantar import EFFICIENCY
-
-            out[name] = EFFICIENCY[text] if text in EFFICIENCY else named_number(name, text)
-        elif name in law.variable_names or name == "loss16":
-            out[name] = named_number(name, text)
+        if name in law.variable_names or name == "loss16":
+            named = law.variable(name).named if name in law.variable_names else {}
+            out[name] = named[text] if text in named else named_number(name, text)
         elif getattr(args, "fit", None):
             out[name] = text  # a group key of a fit file (e.g. method=gptq)
         else:
@@ -84,24 +92,9 @@ def _laws(sub):
     p.set_defaults(run=run_laws)
 
 
-def law_document(law) -> dict[str, Any]:
-    return {
-        "name": law.name, "title": law.title, "formula": law.formula, "quantity": law.quantity,
-        "targets": list(law.targets), "fit_method": "lstsq (exact, log space)" if law.is_power_law else
-        "huber approach 3 (log space)",
-        "variables": [{"name": v.name, "doc": v.doc, "default": v.default} for v in law.variables],
-        "params": [{"name": p.name, "bounds": list(p.bounds), "space": p.space, "doc": p.doc} for p in law.params],
-        "published": {k: {"source": v.source, "values": dict(v.values), "verified": v.verified, "note": v.note}
-                      for k, v in law.published.items()},
-        "citation": law.citation, "note": law.note,
-    }
-
-
 def run_laws(args):
-    from ..laws import get_law, list_laws
-
     laws = [get_law(args.name)] if args.name else list_laws()
-    docs = [law_document(law) for law in laws]
+    docs = [law.to_dict() for law in laws]
     lines = []
     for d in docs:
         lines.append(f"{d['name']}: {d['title']}\n    {d['formula']}")
@@ -148,23 +141,16 @@ def _fit(sub):
 
 
 def run_fit(args):
-    from pathlib import Path
-
-    from .. import data, provenance
-    from ..laws import get_law
-    from ..laws.fit import fit_document, fit_law
-
     law = get_law(args.law)
     name = args.data or data.DEFAULT
     path = data.resolve(name)
     frame = data.load(name)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     frame = select_rows(frame, args.where or ())
-    pooled = [f"{frame[c].nunique()} {c} values" for c in POOLING if c in frame.columns
-              and frame[c].nunique() > 1 and c not in (by or ())]
+    pooled = pooled_columns(frame, by)
     if pooled:
-        print(f"qidlab fit: pooling {', '.join(pooled)} into one fit (choose with --where or --by)",
-              file=sys.stderr)
+        print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one fit "
+              "(choose with --where or --by)", file=sys.stderr)
     options = dict(bootstrap=args.bootstrap, resample=args.resample, seed=args.seed,
                    drop_highest=args.drop_highest, target=args.target, method=args.method,
                    huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
@@ -177,36 +163,6 @@ def run_fit(args):
     if args.out:
         Path(args.out).write_text(dump_json(doc) + "\n")
     emit(args, doc, _fit_text(law, fits))
-
-
-POOLING = ("suite", "eval_set", "method")  # rows of different ones are rarely meant to share one law
-
-
-def select_rows(frame, items):
-    """The rows matching every ``COLUMN=V1,V2`` (one of the values; numbers compared as numbers)
-    or ``COLUMN>=X`` (also ``<=``, ``>``, ``<``); one ``QidlabError`` naming a bad item; an
-    empty selection is an error too."""
-    import operator
-
-    compare = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-    for item in items:
-        match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(>=|<=|>|<|=)(.*)", item)
-        column, op, text = (match.group(1), match.group(2), match.group(3).strip()) if match else ("", "", "")
-        if not match or not text:
-            raise QidlabError(f"--where expects COLUMN=V1,V2 or COLUMN>=X, got {item!r}")
-        if column not in frame.columns:
-            raise QidlabError(f"--where {item!r}: no column {column!r} (have: {', '.join(map(str, frame.columns))})")
-        numeric = frame[column].dtype.kind in "iuf"
-        if op == "=":
-            values = [number(v) if numeric else v.strip() for v in text.split(",") if v.strip()]
-            frame = frame[frame[column].isin(values)]
-        elif not numeric:
-            raise QidlabError(f"--where {item!r}: {column!r} is not numeric")
-        else:
-            frame = frame[compare[op](frame[column], number(text))]
-    if items and frame.empty:
-        raise QidlabError(f"--where {' '.join(items)}: no rows match")
-    return frame
 
 
 def _grid(law, items):
@@ -251,23 +207,15 @@ def _predict(sub):
 
 
 def run_predict(args):
-    from ..laws import get_law
-    from ..laws.solve import evaluate
-
     values, law, params, source, inputs = _setup(args)
     y = float(evaluate(law, params, inputs)[0])
     doc: dict[str, Any] = {"law": law.name, "inputs": inputs, law.quantity: y, "params": params, "source": source}
     text = f"{law.quantity} = {y:.6g}   ({law.name}; {source})"
-    if law.quantity == "qid" and {"n_params", "tokens"} <= set(inputs):
-        if "loss16" in values:
-            loss16, how = values["loss16"], "given"
-        else:
-            kaplan = get_law("kaplan")
-            loss16 = float(evaluate(kaplan, kaplan.default_constants(),
-                                          {k: inputs[k] for k in kaplan.variable_names})[0])
-            how = "kaplan law, Ouyang 2024 Fig. 7 constants"
-        doc.update(loss16=loss16, loss=loss16 + y, loss16_source=how)
-        text += f"\nloss16 = {loss16:.6g} ({how}); loss = loss16 + qid = {loss16 + y:.6g}"
+    loss = quantized_loss(law, y, values)
+    if loss:
+        doc.update(loss)
+        text += (f"\nloss16 = {loss['loss16']:.6g} ({loss['loss16_source']}); "
+                 f"loss = loss16 + qid = {loss['loss']:.6g}")
     emit(args, doc, text)
 
 
@@ -288,8 +236,6 @@ def _target(law, text: str) -> float:
 
 
 def run_solve(args):
-    from ..laws.solve import solve
-
     _, law, params, source, known = _setup(args)
     target = _target(law, args.target)
     value = solve(law, params, known, target, args.var)
@@ -309,22 +255,10 @@ def _table1(sub):
 
 def _picker(args, fixed_values):
     """Parameters per row: from the fit group matching the row when a fit file is given."""
-    from ..laws.solve import law_params
-
-    cache: dict = {}
-
-    def pick(known):
-        key = tuple(sorted(known.items()))
-        if key not in cache:
-            cache[key] = law_params(args.law, constants=args.constants, fit=args.fit, values={**fixed_values, **known})[0]
-        return cache[key]
-
-    return pick
+    return params_for(args.law, constants=args.constants, fit=args.fit, values=fixed_values)
 
 
 def run_table1(args):
-    from ..laws.analysis import token_grid
-
     values = _values(args)
     fixed = {k: v for k, v in values.items() if k not in ("n_params", "bits")}
     grid = token_grid(args.law, _picker(args, values), numbers(args.sizes, "--sizes"), numbers(args.bits, "--bits"),
@@ -348,8 +282,6 @@ def _project(sub):
 
 
 def run_project(args):
-    from ..laws.analysis import projection
-
     values = _values(args)
     if args.points < 2:
         raise QidlabError("--points must be at least 2")
@@ -379,8 +311,6 @@ def _training_level(sub):
 
 
 def run_training_level(args):
-    from ..laws.analysis import training_level
-
     _, law, params, source, known = _setup(args)
     for need in ("n_params", "bits"):
         if need not in known:
@@ -400,8 +330,6 @@ def _min_bits(sub):
 
 
 def run_min_bits(args):
-    from ..laws.analysis import min_bits
-
     _, law, params, source, known = _setup(args)
     out = min_bits(law, params, known, args.budget)
     exact = f" (exact crossing {out['bits_exact']:.3f})" if out["bits_exact"] else ""
@@ -416,8 +344,6 @@ def _critical(sub):
 
 
 def run_critical(args):
-    from ..laws.analysis import critical_tokens
-
     _, law, params, source, known = _setup(args)
     d = critical_tokens(law.name, params, known)
     emit(args, {"law": law.name, "tokens": d, "inputs": known, "source": source},
@@ -432,8 +358,6 @@ def _optimal(sub):
 
 
 def run_optimal(args):
-    from ..laws.analysis import optimal_format
-
     if args.law != "sun2025":
         raise QidlabError(f"optimal-format is defined for sun2025, not {args.law!r}")
     law, params, source = _law_and_params(args, {})

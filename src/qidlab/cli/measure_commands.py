@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from ..errors import QidlabError
-from . import assignments, emit
+from ..store import drop_models, merge_stores, publish_dataset, read_canonical
+from ..sweep import load_study, run_study
+from .args import assignments, emit, library_names
 
 
 def register(sub) -> None:
@@ -53,14 +58,10 @@ def register(sub) -> None:
                    help="ship per-document losses: auto = when their file is at most 2 MiB")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=run_store_publish)
+    library_names(q, suites="suite")
 
 
 def run_sweep(args):
-    from ..sweep import load_study, run_study
-
-    import dataclasses
-    from pathlib import Path
-
     study = load_study(args.study)
     if args.models:
         study = dataclasses.replace(study, models=tuple(args.models))
@@ -76,10 +77,6 @@ def run_sweep(args):
 
 
 def run_export(args):
-    from pathlib import Path
-
-    from ..store import read_canonical
-
     if not Path(args.store).exists():
         raise QidlabError(f"{args.store}: no such store")
     table = read_canonical(args.store)
@@ -94,8 +91,6 @@ def run_export(args):
 
 
 def run_store_merge(args):
-    from ..store import merge_stores
-
     summary = merge_stores(args.sources, args.out, on_conflict=args.on_conflict)
     doc = summary.to_dict()
     lines = []
@@ -115,8 +110,6 @@ def run_store_merge(args):
 
 
 def run_store_drop(args):
-    from ..store import drop_models
-
     deleted = drop_models(args.store, args.suite, args.models)
     emit(args, {"store": args.store, "suite": args.suite, "models": args.models, "deleted": deleted},
          f"{args.store}: dropped {', '.join(args.models)} of suite {args.suite}: "
@@ -124,14 +117,9 @@ def run_store_drop(args):
 
 
 def run_store_publish(args):
-    import json
-
-    from ..data import MANIFEST
-    from ..store import publish_store
-
-    folder = publish_store(args.store, args.name, args.out, description=args.description, suites=args.suite,
-                           doc_losses=args.doc_losses, primary=assignments(args.primary, "--primary"))
-    manifest = json.loads((folder / MANIFEST).read_text())
+    published = publish_dataset(args.store, args.name, args.out, description=args.description, suites=args.suite,
+                                doc_losses=args.doc_losses, primary=assignments(args.primary, "--primary"))
+    folder, manifest = published.folder, published.manifest
     files = manifest["files"]
     docs = files["doc_losses"]
     text = (f"wrote {folder}: {files['measurements']['rows']} measurements ({files['measurements']['bytes']} bytes), "

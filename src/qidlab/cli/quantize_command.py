@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import provenance
+from ..checkpoints import load_checkpoint
+from ..documents import CalibrationSpec, calibration_ids
 from ..errors import QidlabError
-from . import assignments, dump_json, emit
+from ..files import building
+from ..output import dump_json
+from ..quantize.config import config_from_dict
+from .args import assignments, emit
 
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
 
@@ -45,11 +51,7 @@ def _toml_value(text: str):
 
 
 def run_quantize(args):
-    from .. import provenance
-    from ..checkpoints import load_checkpoint
-    from ..quantize import config_from_dict, quantize_
-    from ..sweep.run import calibration_ids
-    from ..sweep.study import CalibrationSpec
+    from ..quantize.api import quantize_  # torch
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -59,7 +61,7 @@ def run_quantize(args):
                             **extra})
     ckpt = load_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
     calib = None
-    if cfg.method in ("gptq", "awq"):
+    if cfg.needs_calibration:
         if not args.calibration:
             raise QidlabError(f"--method {cfg.method} needs --calibration TEXT")
         spec = CalibrationSpec(Path(args.calibration), args.n_samples, args.seq_len, args.seed)
@@ -73,31 +75,20 @@ def run_quantize(args):
 
 def _save(out: Path, ckpt, report, prov) -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
-    import shutil
-    import tempfile
-
     from safetensors.torch import save_file
 
-    from ..quantize import quantized_state
+    from ..quantize.api import quantized_state
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with building(out) as tmp:
         ckpt.model.save_pretrained(tmp)
         if ckpt.tokenizer is not None:
             ckpt.tokenizer.save_pretrained(tmp)
-        if report.config.method in ("rtn", "gptq", "awq"):
+        if report.config.integer_codes:
             state = quantized_state(ckpt.model, report)
             codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
             save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
         meta = {"source": str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
                 "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
         (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 

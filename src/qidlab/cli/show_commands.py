@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from ..data import DEFAULT
 from ..errors import QidlabError
-from . import emit, number, numbers
+from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
+from ..show.report import build_report
+from ..show.study import ShowOptions, load_study
+from .args import emit, library_names, number, numbers
 
 
 def register(sub) -> None:
@@ -41,11 +45,10 @@ def _options(p) -> None:
     p.add_argument("--vocab-size", type=int, help="V of the uniform-guess loss ln(V) (default: the checkpoints')")
     p.add_argument("--dpi", type=int, default=100)
     p.add_argument("--json", action="store_true")
+    library_names(p, suites="suite", suite="only_suite")
 
 
 def _show_options(args):
-    from ..show.study import ShowOptions
-
     if args.dpi < 10:
         raise QidlabError("--dpi must be at least 10")
     return ShowOptions(suite=args.only_suite, eval_set=args.eval_set, method=args.method, bootstrap=args.bootstrap, seed=args.seed,
@@ -55,15 +58,10 @@ def _show_options(args):
 
 
 def _input(args) -> str:
-    from ..data import DEFAULT
-
     return args.store or DEFAULT
 
 
 def run_plot(args):
-    from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
-    from ..show.study import load_study
-
     if args.list:
         specs = list_figures()
         emit(args, {"figures": [{"name": s.name, "paper": s.paper, "caption": s.caption} for s in specs]},
@@ -83,12 +81,8 @@ def run_plot(args):
 
 
 def run_report(args):
-    import json
-
-    from ..show.report import SUMMARY, build_report
-
-    path = build_report(_input(args), args.out, suites=args.suite, options=_show_options(args))
-    summary = json.loads((path.parent / SUMMARY).read_text())
+    report = build_report(_input(args), args.out, suites=args.suite, options=_show_options(args))
+    path, summary = report.path, report.summary
     skipped = summary["skipped"]
     text = [f"wrote {path}: {len(summary['figures'])} figures, {len(summary['fits'])} fit documents"]
     text += [f"  skipped {name}: {why}" for name, why in skipped.items()]

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import dump_json, emit
+import numpy as np
+
+from .. import data, provenance
+from ..laws import get_law, list_laws
+from ..laws.analysis import critical_tokens, grid_errors, optimal_format, projection, token_grid
+from ..laws.fit import fit_law
+from ..laws.solve import params_for
+from ..output import dump_json
+from .args import emit
 
 
 def register(sub) -> None:
@@ -21,14 +29,6 @@ def _step(text: str) -> None:
 
 
 def run_tour(args):
-    import numpy as np
-
-    from .. import data, provenance
-    from ..laws import get_law, list_laws
-    from ..laws.analysis import critical_tokens, grid_errors, optimal_format, projection, token_grid
-    from ..laws.fit import fit_law
-    from ..laws.solve import law_params
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"provenance": provenance.record()}
@@ -47,10 +47,7 @@ def run_tour(args):
     (out / "ouyang2024-table1-fit.json").write_text(dump_json(fit_doc) + "\n")
     sizes, bits, qids = sorted(table.n_params.unique()), sorted(table.bits.unique()), sorted(table.qid.unique())
 
-    def per_bits(known):
-        return law_params("ouyang2024", fit=fit_doc, values=known)[0]
-
-    refit = token_grid("ouyang2024", per_bits, sizes, bits, qids)
+    refit = token_grid("ouyang2024", params_for("ouyang2024", fit=fit_doc), sizes, bits, qids)
     unified = token_grid("ouyang2024", get_law("ouyang2024").default_constants(), sizes, bits, qids)
     errors = {}
     for name, grid in (("per-bit refit", refit), ("published unified law", unified)):

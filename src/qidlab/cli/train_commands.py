@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-from . import emit
+from ..corpus import build_corpus
+from ..train import load_suite_config, train_suite
+from ..train.loop import STATS_FILE
+from ..train.lr_sweep import SWEEP_FILE
+from .args import emit, library_names
 
 
 def register(sub) -> None:
@@ -42,11 +48,10 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_train)
+    library_names(p, out_dir="out")
 
 
 def run_corpus_build(args):
-    from ..corpus import build_corpus
-
     log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     m = build_corpus(args.recipe, args.out, files=args.files, seed=args.seed, eval_fraction=args.eval_fraction,
                      compress=args.compress, cache=args.cache, log=log)
@@ -59,13 +64,6 @@ def run_corpus_build(args):
 
 
 def run_train(args):
-    import json
-    from pathlib import Path
-
-    from ..train import load_suite_config, train_suite
-    from ..train.loop import STATS_FILE
-    from ..train.lr_sweep import SWEEP_FILE
-
     config = load_suite_config(args.suite)
     log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=args.threads, device=args.device, compile=args.compile,

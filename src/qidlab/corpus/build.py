@@ -27,108 +27,34 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
+from qidlab.corpus import fetched
+from qidlab.corpus.markup import normalise
+from qidlab.corpus.recipes import RECIPES, default_eval_fraction, files_docs, stdlib_docs
+from qidlab.documents import CORPUS_FORMAT, MANIFEST_FILE, SPLITS, Manifest, docs_hash, load_manifest
 from qidlab.errors import QidlabError
+from qidlab.files import building, open_atomic
+from qidlab.provenance import file_sha256
 
-FORMAT = 1
-MANIFEST_FILE = "manifest.json"
-SPLITS = ("train", "eval")
 GZIP_LEVEL = 6
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What ``manifest.json`` says about a corpus folder (``path``).
-
-    ``documents``: counts ``read`` (from the sources), ``empty`` and ``duplicates`` (dropped),
-    ``train``, ``eval``. ``bytes``: UTF-8 bytes of the documents' text per split. ``files``:
-    ``{"train.jsonl": {"sha256", "bytes"}, ...}`` (``.jsonl.gz`` names when compressed).
-    ``sources``: one entry per source, with its own ``documents``, ``bytes``, ``duplicates`` and
-    ``empty`` counts (and, for fetched sources, the command, artefact sha256 and licences).
-    ``input_hash``: sha256 over the sources' documents in order
-    (``qidlab.evaluate.evalset.docs_hash``). ``reused`` is True when ``build_corpus`` found the
-    folder already built (not stored).
-    """
-
-    path: Path
-    recipe: str
-    seed: int
-    eval_fraction: float
-    sources: list = field(repr=False)
-    licenses: list
-    documents: dict
-    bytes: dict
-    files: dict = field(repr=False)
-    input_hash: str = field(repr=False)
-    format: int = FORMAT
-    reused: bool = field(default=False, compare=False)
-
-    def split_path(self, split: str = "train") -> Path:
-        """The file of ``split``: ``<split>.jsonl`` or, in a compressed corpus, ``<split>.jsonl.gz``."""
-        if split not in SPLITS:
-            raise QidlabError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-        name = f"{split}.jsonl"
-        return self.path / (f"{name}.gz" if f"{name}.gz" in self.files else name)
-
-    @property
-    def key(self) -> dict:
-        return {"format": self.format, "recipe": self.recipe, "seed": self.seed,
-                "eval_fraction": self.eval_fraction, "input_hash": self.input_hash}
-
-    def to_dict(self) -> dict:
-        doc = asdict(self)
-        doc.pop("path")
-        doc.pop("reused")
-        return doc
-
-
-def _sha256(path: Path) -> str:
-    from qidlab.provenance import file_sha256
-
-    return file_sha256(path)
-
-
-def load_manifest(out_dir) -> Manifest:
-    """The manifest of a built corpus folder; ``QidlabError`` when there is none or it is unreadable."""
-    folder = Path(out_dir).expanduser()
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise QidlabError(f"{folder} is not a corpus folder (no {MANIFEST_FILE}; build one with `qidlab corpus build`)")
-    try:
-        raw = json.loads(path.read_text())
-        return Manifest(path=folder, **raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
-        raise QidlabError(f"{path}: not a qidlab corpus manifest ({exc})") from None
 
 
 def verify(manifest: Manifest) -> bool:
     """True when every output file exists with the size and sha256 the manifest records."""
     for name, info in manifest.files.items():
         f = manifest.path / name
-        if not f.is_file() or f.stat().st_size != info["bytes"] or _sha256(f) != info["sha256"]:
+        if not f.is_file() or f.stat().st_size != info["bytes"] or file_sha256(f) != info["sha256"]:
             return False
     return True
-
-
-def read_documents(out_dir, split: str = "train") -> list[str]:
-    """The documents of one split of a built corpus (``.jsonl`` or ``.jsonl.gz``), in file order."""
-    from qidlab.evaluate.evalset import read_source
-
-    path = load_manifest(out_dir).split_path(split)
-    if not path.is_file():
-        raise QidlabError(f"{path} is missing: rebuild the corpus")
-    return read_source(path)[1]
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Train and eval document indices (each sorted) of ``n`` documents; pure.
     ``eval_fraction == 1`` puts every document in eval (an eval-only corpus)."""
-    import numpy as np
-
     if eval_fraction == 1:
         return [], list(range(n))
     n_eval = round(eval_fraction * n)
@@ -143,8 +69,6 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], l
 def deduplicate(texts: list[str], per_source: list[int]) -> tuple[list[str], list[dict]]:
     """The non-empty documents whose normalised text was not seen before, in order, and per
     source (``per_source``: consecutive document counts) how many were ``empty`` and ``duplicates``."""
-    from qidlab.corpus.markup import normalise
-
     seen, unique, counts, i = set(), [], [], 0
     for n in per_source:
         c = {"empty": 0, "duplicates": 0}
@@ -165,8 +89,8 @@ def deduplicate(texts: list[str], per_source: list[int]) -> tuple[list[str], lis
 
 def write_jsonl(path: Path, docs: list[str]) -> None:
     """One ``{"text": ...}`` object per line; gzip'ed (reproducibly: no name, mtime 0) when the
-    name ends in ``.gz``."""
-    with open(path, "wb") as raw:
+    name ends in ``.gz``. Written atomically (``qidlab.files``)."""
+    with open_atomic(path, "wb") as raw:
         fh = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) \
             if path.name.endswith(".gz") else raw
         for d in docs:
@@ -176,8 +100,6 @@ def write_jsonl(path: Path, docs: list[str]) -> None:
 
 
 def _check_args(recipe: str, out_dir, seed, eval_fraction) -> tuple[Path, float]:
-    from qidlab.corpus.recipes import default_eval_fraction
-
     if out_dir is None:
         raise QidlabError("build_corpus needs out_dir")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -204,17 +126,20 @@ def _reusable(out: Path, key: dict, names: set[str]) -> Manifest | None:
     return None
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished build ``tmp`` to ``out``, replacing an empty folder or an old build."""
-    old = None
-    if out.exists() and any(out.iterdir()):
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    elif out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def recipe_docs(recipe: str, files=None, *, cache=None, fetcher=None, log=None) \
+        -> tuple[list[tuple[str, str]], list[dict]]:
+    """The documents and sources of ``recipe``; ``cache``/``fetcher``/``log`` serve the fetched ones."""
+    fetched_recipes = {"debian-en": fetched.debian_en_docs, "debian-python": fetched.debian_python_docs,
+                       "brown": fetched.brown_docs, "shakespeare": fetched.shakespeare_docs}
+    if recipe not in RECIPES:
+        raise QidlabError(f"unknown corpus recipe {recipe!r} (known: {', '.join(RECIPES)})")
+    if recipe == "files":
+        return files_docs(files)
+    if files:
+        raise QidlabError(f"recipe {recipe!r} takes no paths (did you mean recipe 'files'?)")
+    if recipe == "stdlib":
+        return stdlib_docs()
+    return fetched_recipes[recipe](cache=cache, fetcher=fetcher, log=log)
 
 
 def build_corpus(recipe: str = "stdlib", out_dir=None, *, files=None, seed: int = 0, eval_fraction=None,
@@ -228,14 +153,10 @@ def build_corpus(recipe: str = "stdlib", out_dir=None, *, files=None, seed: int 
     (``qidlab.corpus.fetch``). ``log``: a function taking progress lines. Any problem:
     ``QidlabError``, and nothing written to ``out_dir``.
     """
-    from qidlab.corpus.fetch import fresh_dir
-    from qidlab.corpus.recipes import recipe_docs
-    from qidlab.evaluate.evalset import docs_hash
-
     out, eval_fraction = _check_args(recipe, out_dir, seed, eval_fraction)
     named, sources = recipe_docs(recipe, files, cache=cache, fetcher=fetcher, log=log)
     texts = [t for _, t in named]
-    key = {"format": FORMAT, "recipe": recipe, "seed": seed, "eval_fraction": eval_fraction,
+    key = {"format": CORPUS_FORMAT, "recipe": recipe, "seed": seed, "eval_fraction": eval_fraction,
            "input_hash": docs_hash(texts)}
     names = {f"{s}.jsonl" + (".gz" if compress else "") for s in SPLITS}
     reused = _reusable(out, key, names)
@@ -249,13 +170,12 @@ def build_corpus(recipe: str = "stdlib", out_dir=None, *, files=None, seed: int 
     splits = {"train": [unique[i] for i in train_idx], "eval": [unique[i] for i in eval_idx]}
     sources = [{**s, **c} for s, c in zip(sources, counts)]
 
-    tmp = fresh_dir(out.parent, f".{out.name}.tmp-")
-    try:
+    with building(out) as tmp:
         out_files = {}
         for split, docs in splits.items():
             f = tmp / (f"{split}.jsonl" + (".gz" if compress else ""))
             write_jsonl(f, docs)
-            out_files[f.name] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
+            out_files[f.name] = {"sha256": file_sha256(f), "bytes": f.stat().st_size}
         licenses = sorted({lic for s in sources for lic in s.get("licenses", ())})
         manifest = Manifest(
             path=out, recipe=recipe, seed=seed, eval_fraction=eval_fraction, sources=sources, licenses=licenses,
@@ -265,7 +185,4 @@ def build_corpus(recipe: str = "stdlib", out_dir=None, *, files=None, seed: int 
             bytes={s: sum(len(d.encode("utf-8")) for d in docs) for s, docs in splits.items()},
             files=out_files, input_hash=key["input_hash"])
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False) + "\n")
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest

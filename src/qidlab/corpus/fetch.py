@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from qidlab.errors import QidlabError
+from qidlab.files import new_dir
+from qidlab.provenance import file_sha256
 
 DEFAULT_CACHE = "~/.cache/qidlab/sources"
 CACHE_ENV = "QIDLAB_CACHE"
@@ -112,25 +113,11 @@ def run_command(artefact: Artefact, workdir: Path) -> None:
                           f"{reason}{hint}")
 
 
-def fresh_dir(parent: Path, prefix: str) -> Path:
-    """A new empty folder in ``parent`` with the usual (umask) permissions, unlike ``mkdtemp``'s 0700."""
-    parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        path = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-
-
 def _cache_entry(artefact: Artefact, cache: Path) -> Path:
     return cache / artefact.kind / re.sub(r"[^\w.=+-]", "_", artefact.name)
 
 
 def _cached(artefact: Artefact, folder: Path) -> Fetched | None:
-    from qidlab.provenance import file_sha256
-
     try:
         info = json.loads((folder / INFO_FILE).read_text())
         path = folder / info["file"]
@@ -143,8 +130,6 @@ def _cached(artefact: Artefact, folder: Path) -> Fetched | None:
 
 def fetch(artefact: Artefact, cache=None, fetcher: Fetcher | None = None, log=None) -> Fetched:
     """The artefact, from the cache or fetched into it (module docstring)."""
-    from qidlab.provenance import file_sha256
-
     cache = cache_dir(cache)
     folder = _cache_entry(artefact, cache)
     found = _cached(artefact, folder)
@@ -153,7 +138,7 @@ def fetch(artefact: Artefact, cache=None, fetcher: Fetcher | None = None, log=No
     if log:
         log(f"fetching {artefact}: {artefact.command_text}")
     try:
-        work = fresh_dir(cache, ".fetch-")
+        work = new_dir(cache, ".fetch-")
     except OSError as exc:
         raise QidlabError(f"source {artefact}: cannot use the cache folder {cache} ({exc.strerror})") from None
     try:

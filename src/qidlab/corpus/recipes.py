@@ -25,6 +25,7 @@ import platform
 import sysconfig
 from pathlib import Path
 
+from qidlab.documents import read_source
 from qidlab.errors import QidlabError
 
 RECIPES = ("stdlib", "files", "debian-en", "debian-python", "brown", "shakespeare")
@@ -59,10 +60,8 @@ def stdlib_docs(root: str | Path | None = None) -> tuple[list[tuple[str, str]], 
 
 def files_docs(paths, text_field: str = "text") -> tuple[list[tuple[str, str]], list[dict]]:
     """Documents from local files/folders/JSONL/Parquet, in the order the paths are given."""
-    from qidlab.evaluate.evalset import read_source
-
     if not paths:
-        raise QidlabError("recipe 'files' needs at least one path (--files PATH ...)")
+        raise QidlabError("recipe 'files' needs at least one path (`files` PATH ...)", params=("files",))
     docs, sources = [], []
     for given in paths:
         path = Path(given).expanduser()
@@ -78,21 +77,3 @@ def files_docs(paths, text_field: str = "text") -> tuple[list[tuple[str, str]], 
 def default_eval_fraction(recipe: str) -> float:
     """1 (every document held out) for the eval-only recipes, else ``DEFAULT_EVAL_FRACTION``."""
     return 1.0 if recipe in EVAL_ONLY else DEFAULT_EVAL_FRACTION
-
-
-def recipe_docs(recipe: str, files=None, *, cache=None, fetcher=None, log=None) \
-        -> tuple[list[tuple[str, str]], list[dict]]:
-    """The documents and sources of ``recipe``; ``cache``/``fetcher``/``log`` serve the fetched ones."""
-    from qidlab.corpus import fetched
-
-    fetched_recipes = {"debian-en": fetched.debian_en_docs, "debian-python": fetched.debian_python_docs,
-                       "brown": fetched.brown_docs, "shakespeare": fetched.shakespeare_docs}
-    if recipe not in RECIPES:
-        raise QidlabError(f"unknown corpus recipe {recipe!r} (known: {', '.join(RECIPES)})")
-    if recipe == "files":
-        return files_docs(files)
-    if files:
-        raise QidlabError(f"recipe {recipe!r} takes no paths (did you mean recipe 'files'?)")
-    if recipe == "stdlib":
-        return stdlib_docs()
-    return fetched_recipes[recipe](cache=cache, fetcher=fetcher, log=log)

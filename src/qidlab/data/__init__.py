@@ -20,17 +20,15 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from .. import provenance
+from ..dataset_format import BUNDLED, MANIFEST
 from ..errors import QidlabError
+from ..tables import read_table
 
-BUNDLED = {
-    "ouyang2024-table1": "ouyang2024_table1.csv",
-    "chinchilla-epoch": "chinchilla_epoch.csv",
-}
 #: The default input of ``qidlab fit`` / ``qidlab report`` / ``qidlab plot``: the measured data
 #: set that ships with qidlab: the GPU campaign's (issue 6; docs/findings.md).
 DEFAULT = "qidlab-gpu-2026"
 ENV = "QIDLAB_DATA_PATH"
-MANIFEST = "manifest.json"
 
 
 def _package_dir() -> Path:
@@ -111,8 +109,6 @@ def resolve(name_or_path: str) -> Path:
 def load(name_or_path: str):
     """The validated canonical table (``qidlab.tables.read_table``) of a bundled name, a data set
     (its file checked against the manifest's sha256) or a file."""
-    from ..tables import read_table
-
     file = resolve(name_or_path)
     folder = dataset_dir(name_or_path)
     if folder is not None:
@@ -121,11 +117,9 @@ def load(name_or_path: str):
 
 
 def _check_hash(file: Path, expected: str | None) -> None:
-    from ..provenance import file_sha256
-
     if not file.is_file():
         raise QidlabError(f"{file}: the data set's table is missing")
-    if expected and file_sha256(file) != expected:
+    if expected and provenance.file_sha256(file) != expected:
         raise QidlabError(f"{file}: sha256 differs from the manifest's (the file was changed or damaged)")
 
 

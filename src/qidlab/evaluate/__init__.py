@@ -12,8 +12,9 @@ package does not import torch or transformers.
 
 from __future__ import annotations
 
+from qidlab.documents import docs_hash
 from qidlab.evaluate.bootstrap import paired_bootstrap_qid
-from qidlab.evaluate.evalset import EvalSet, docs_hash, load_eval_set
+from qidlab.evaluate.evalset import EvalSet, load_eval_set
 from qidlab.evaluate.score import UNITS, DocScores, evaluate_loss, score, score_windows
 
 __all__ = ["UNITS", "DocScores", "EvalSet", "docs_hash", "evaluate_loss", "load_eval_set", "paired_bootstrap_qid",

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qidlab.documents import tokenizer_fingerprint
 from qidlab.errors import QidlabError
 
 UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
@@ -249,17 +250,6 @@ def score(model, tokenizer, eval_set, *, max_length: int | None = None, stride: 
     settings = {"max_length": width, "stride": stride, "bos": bos is not None,
                 "eval_set_hash": getattr(eval_set, "content_hash", None)}
     return DocScores(nll_sum=nll, n_tokens=n_tokens, n_bytes=n_bytes, n_ref_tokens=n_ref, settings=settings)
-
-
-def tokenizer_fingerprint(tokenizer) -> str | None:
-    """sha256 of a fast tokenizer's JSON (what it does, not which object it is), for per-process
-    caches of its output; None for a tokenizer without a ``backend_tokenizer``."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    import hashlib
-
-    return hashlib.sha256(backend.to_str().encode()).hexdigest()
 
 
 _ENCODED: dict = {}  # (tokenizer fingerprint, eval set content hash) -> token ids per document

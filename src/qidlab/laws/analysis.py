@@ -3,6 +3,7 @@
 * ``token_grid``      Ouyang Table 1: tokens to reach each QiD, per model size and bit width
 * ``projection``      Ouyang Fig. 1: QiD and Loss16 + QiD up to 100T tokens, with where the
                       quantized loss passes the worse-than-random level ln(vocabulary size)
+* ``quantized_loss``  loss16 and loss = loss16 + QiD beside a QiD prediction
 * ``training_level``  Ouyang Sec. 4.2: the tokens a model "behaves as if trained on", from its QiD
 * ``min_bits``        the smallest integer bit width whose QiD stays within a budget
 * ``critical_tokens`` D_crit of Kumar 2024 (App. E.1) and Sun 2025
@@ -12,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -102,6 +103,23 @@ def _crossing(law, p, k16, known, level, max_tokens):
     return float(math.exp(brentq(gap, grid[i], grid[i + 1], xtol=1e-12)))
 
 
+def quantized_loss(law, qid: float, values: Mapping[str, Any]) -> dict[str, Any]:
+    """What a predicted ``qid`` (nats/token) means for the loss at ``values``: loss16, its source,
+    and loss = loss16 + qid. loss16 is ``values["loss16"]`` when given, else the ``kaplan`` law
+    with Ouyang 2024 Fig. 7's constants. Empty unless the law predicts qid from n_params and
+    tokens and ``values`` give both."""
+    law = get_law(law)
+    if law.quantity != "qid" or not {"n_params", "tokens"} <= set(values) & set(law.variable_names):
+        return {}
+    if "loss16" in values:
+        loss16, how = values["loss16"], "given"
+    else:
+        kaplan = get_law("kaplan")
+        loss16 = float(evaluate(kaplan, kaplan.default_constants(), {k: values[k] for k in kaplan.variable_names})[0])
+        how = "kaplan law, Ouyang 2024 Fig. 7 constants"
+    return {"loss16": loss16, "loss": loss16 + qid, "loss16_source": how}
+
+
 def training_level(law, params, n_params: float, bits: float, qid: float, **other) -> dict[str, float]:
     """Sec. 4.2: the tokens at which the law predicts the measured ``qid`` for this model."""
     known = {"n_params": n_params, "bits": bits, **other}
@@ -157,7 +175,8 @@ def critical_tokens(law_name: str, params: Mapping[str, float], values: Mapping[
 def _need(values, names, law_name):
     missing = [n for n in names if n not in values]
     if missing:
-        raise QidlabError(f"{law_name} critical tokens need {', '.join(missing)} (--set NAME=VALUE)")
+        raise QidlabError(f"{law_name} critical tokens need {', '.join(missing)} (`values` NAME=VALUE)",
+                          params=("values",))
 
 
 def optimal_format(params: Mapping[str, float], bits: int) -> dict[str, float | str]:

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .. import provenance
 from ..errors import NotFittedError, QidlabError
 from ..tables import require_columns
 from .optim import huber, minimize_batched, weighted_lstsq
 from .registry import get_law
-from .spec import Law, TermsLaw
+from .spec import Law, TermsLaw, logsumexp_grad
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +64,7 @@ class FitOptions:
         if self.floor <= 0:
             raise QidlabError("the floor for non-positive targets must be > 0")
         if self.drop_highest < 0 or self.bootstrap < 0:
-            raise QidlabError("--drop-highest and --bootstrap must be >= 0")
+            raise QidlabError("`drop_highest` and `bootstrap` must be >= 0", params=("drop_highest", "bootstrap"))
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Prepared:
 
 
 def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
-    """Pick the target, apply --drop-highest and the non-positive policy, collect X."""
+    """Pick the target, apply ``drop_highest`` and the non-positive policy, collect X."""
     target = opts.target or next((t for t in law.targets if t in frame.columns), None)
     if target is None:
         raise QidlabError(
@@ -140,7 +141,8 @@ def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
     dropped = 0
     if opts.drop_highest:
         if opts.drop_highest >= len(frame):
-            raise QidlabError(f"--drop-highest {opts.drop_highest} would drop all {len(frame)} points")
+            raise QidlabError(f"`drop_highest` {opts.drop_highest} would drop all {len(frame)} points",
+                              params=("drop_highest",))
         frame = frame.drop(frame[target].nlargest(opts.drop_highest).index)
         dropped = opts.drop_highest
     y = frame[target].to_numpy(dtype=float)
@@ -237,14 +239,7 @@ class _Problem:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 if self._terms is not None:
                     vals = [x @ A.T + c for A, c in self._terms]  # J arrays (m, n)
-                    if len(vals) == 1:
-                        lp, soft = vals[0], [1.0]
-                    else:
-                        shift = np.maximum.reduce(vals)
-                        soft = [np.exp(v - shift) for v in vals]
-                        total = sum(soft)
-                        lp = shift + np.log(total)
-                        soft = [s / total for s in soft]
+                    lp, soft = (vals[0], [1.0]) if len(vals) == 1 else logsumexp_grad(vals)
                     h, dh = huber(lp - self.logy, delta)
                     v = w * dh
                     g = sum((v * s) @ A for s, (A, _) in zip(soft, self._terms))
@@ -351,10 +346,11 @@ def _bootstrap(law, prepared: Prepared, fixed, opts: FitOptions, x_hat):
     if opts.resample == "points":
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=B).astype(float)
     else:
-        require_columns(prepared.frame, [opts.resample], "--resample")
+        require_columns(prepared.frame, [opts.resample], "`resample`", params=("resample",))
         codes, uniques = _group_codes(prepared.frame[opts.resample].to_numpy())
         if len(uniques) < 2:
-            raise QidlabError(f"--resample {opts.resample}: needs at least 2 groups, found {len(uniques)}")
+            raise QidlabError(f"`resample` {opts.resample}: needs at least 2 groups, found {len(uniques)}",
+                              params=("resample",))
         draws = rng.multinomial(len(uniques), np.full(len(uniques), 1.0 / len(uniques)), size=B)
         weights = draws[:, codes].astype(float)
     starts = np.repeat(np.asarray(x_hat)[None], B, axis=0)
@@ -451,6 +447,17 @@ def fit_law(frame: "pd.DataFrame", law: Law | str, by: Sequence[str] | str | Non
     return results
 
 
+#: Columns whose rows are rarely meant to share one law: other suites, eval sets, methods.
+POOLING = ("suite", "eval_set", "method")
+
+
+def pooled_columns(frame: "pd.DataFrame", by: Sequence[str] | None = None) -> dict[str, int]:
+    """The ``POOLING`` columns one fit of ``frame`` per group of ``by`` would pool, with their
+    number of values (choose one by selecting rows, or fit one law per value with ``by``)."""
+    return {c: int(frame[c].nunique()) for c in POOLING
+            if c in frame.columns and frame[c].nunique() > 1 and c not in (by or ())}
+
+
 def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
@@ -460,8 +467,6 @@ def fit_document(law: Law | str, fits: Sequence[FitResult], *, data: Mapping[str
     """The ``qidlab fit --json`` document of ``fits``: law, formula, ``data`` (where the table
     came from), grouping, options, one entry per fitted group, and provenance (versions, code
     revision). ``qidlab.laws.solve.law_params(fit=...)`` reads it back."""
-    from .. import provenance
-
     law = get_law(law)
     return {"law": law.name, "formula": law.formula, "data": dict(data), "by": list(by or []),
             "options": dict(options or {}), "fits": [f.to_dict() for f in fits], "provenance": provenance.record()}

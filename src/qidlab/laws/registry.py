@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Iterable, Mapping
 
-from ..errors import QidlabError
+from ..errors import QidlabError, did_you_mean
 from .spec import Fold, FunctionLaw, Law, Param, Published, Variable
 
 _LAWS: dict[str, Law] = {}
@@ -26,9 +25,7 @@ def get_law(name: str | Law) -> Law:
     _load_builtins()
     if name in _LAWS:
         return _LAWS[name]
-    close = difflib.get_close_matches(name, list(_LAWS), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise QidlabError(f"unknown law {name!r}{hint} (known: {', '.join(sorted(_LAWS))})")
+    raise QidlabError(f"unknown law {name!r}{did_you_mean(name, _LAWS)} (known: {', '.join(sorted(_LAWS))})")
 
 
 def list_laws() -> list[Law]:

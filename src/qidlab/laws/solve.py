@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..errors import QidlabError
+from .fit import FitResult
 from .registry import get_law
 from .spec import Law
 
@@ -48,7 +49,7 @@ def inputs(law: Law, values: Mapping[str, Any], n: int | None = None) -> dict[st
         elif v.default is not None:
             a = np.array([v.default])
         else:
-            raise QidlabError(f"law {law.name!r} needs a value for {v.name} (--set {v.name}=...)")
+            raise QidlabError(f"law {law.name!r} needs a value for {v.name} (`values` {v.name}=...)", params=("values",))
         bad = (a <= 0) if v.positive else (a < 0)
         if np.any(bad):
             raise QidlabError(f"{v.name} must be {'> 0' if v.positive else '>= 0'} (got {a[bad][0]:g})")
@@ -83,7 +84,7 @@ def solve(
     if var not in law.variable_names:
         raise QidlabError(f"law {law.name!r} has no variable {var!r} (its variables: {', '.join(law.variable_names)})")
     if var in known:
-        raise QidlabError(f"{var} is both given (--set) and solved for (--for)")
+        raise QidlabError(f"{var} is both given (`known`) and solved for (`var`)", params=("known", "var"))
     if not (np.isfinite(target) and target > 0):
         raise QidlabError(f"target {law.quantity} must be a positive number (got {target})")
     lo, hi = search or SEARCH_RANGE.get(var, (1e-6, 1e6))
@@ -139,7 +140,7 @@ def law_params(
         return _from_fit(law, fit, values or {})
     if constants is None:
         if not law.published:
-            raise QidlabError(f"law {law.name!r} has no published constants; give a fit file (--fit)")
+            raise QidlabError(f"law {law.name!r} has no published constants; give a fit file (`fit`)", params=("fit",))
         constants = next(iter(law.published))
     if constants not in law.published:
         raise QidlabError(
@@ -150,14 +151,33 @@ def law_params(
     if missing:
         raise QidlabError(
             f"{law.name!r}: the paper does not print {', '.join(missing)} ({pub.note or 'incomplete constants'}); "
-            "fit the law to data and pass the fit file (--fit)"
+            "fit the law to data and pass the fit file (`fit`)", params=("fit",)
         )
     return dict(pub.values), f"published: {pub.source}"
 
 
-def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
-    from .fit import FitResult
+def params_for(
+    law: Law | str,
+    *,
+    constants: str | None = None,
+    fit: str | Path | Mapping | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+    """Parameters per row of a grid (Table 1, the projection): a function of a row's inputs
+    returning ``law_params`` with them added to ``values``, so that the fitted group matching
+    the row (e.g. its bit width) serves it; each distinct row is looked up once."""
+    cache: dict = {}
 
+    def pick(known: Mapping[str, Any]) -> dict[str, float]:
+        key = tuple(sorted(known.items()))
+        if key not in cache:
+            cache[key] = law_params(law, constants=constants, fit=fit, values={**(values or {}), **known})[0]
+        return cache[key]
+
+    return pick
+
+
+def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
     source = str(fit) if not isinstance(fit, Mapping) else "fit document"
     if not isinstance(fit, Mapping):
         try:
@@ -174,8 +194,8 @@ def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
         groups = "; ".join(str(f.group) for f in fits)
         keys = sorted({k for f in fits for k in f.group})
         raise QidlabError(
-            f"{source}: {len(match)} fitted groups match the inputs; choose one with --set "
-            f"{' '.join(k + '=...' for k in keys)} (groups: {groups})"
+            f"{source}: {len(match)} fitted groups match the inputs; choose one with `values` "
+            f"{' '.join(k + '=...' for k in keys)} (groups: {groups})", params=("values",)
         )
     chosen = match[0]
     params = {k: _num(v) for k, v in chosen.all_params().items()}

@@ -72,12 +72,14 @@ class Param:
 class Variable:
     """An input of a law, named as a canonical column. ``default`` is used when the
     column is absent (e.g. activation bits 16 = not quantized). Values must be > 0, or
-    >= 0 where ``positive`` is False (e.g. mantissa bits)."""
+    >= 0 where ``positive`` is False (e.g. mantissa bits). ``named``: values known by a name
+    (Frantar's eff of a compressed representation: ``w4a4`` = 0.747)."""
 
     name: str
     doc: str
     default: float | None = None
     positive: bool = True
+    named: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,26 @@ class Law:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def variable(self, name: str) -> Variable:
+        for v in self.variables:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """The law as a JSON document (``qidlab laws --json``): formula, variables, parameters
+        with bounds (natural units) and fit space, published constant sets, citation."""
+        return {
+            "name": self.name, "title": self.title, "formula": self.formula, "quantity": self.quantity,
+            "targets": list(self.targets), "fit_method": "lstsq (exact, log space)" if self.is_power_law else
+            "huber approach 3 (log space)",
+            "variables": [{"name": v.name, "doc": v.doc, "default": v.default} for v in self.variables],
+            "params": [{"name": p.name, "bounds": list(p.bounds), "space": p.space, "doc": p.doc} for p in self.params],
+            "published": {k: {"source": v.source, "values": dict(v.values), "verified": v.verified, "note": v.note}
+                          for k, v in self.published.items()},
+            "citation": self.citation, "note": self.note,
+        }
 
     # -- evaluation ------------------------------------------------------------
     def log_predict(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -204,6 +226,15 @@ def logsumexp(terms: Sequence[np.ndarray]) -> np.ndarray:
     return shift + np.log(np.sum(np.exp(stacked - shift), axis=0))
 
 
+def logsumexp_grad(values: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """log(sum_j exp(v_j)) over a list of equally shaped real arrays, and its gradient: the
+    derivative by each v_j, its softmax weight exp(v_j - LSE) (the weights sum to 1)."""
+    shift = np.maximum.reduce(values)
+    weights = [np.exp(v - shift) for v in values]
+    total = sum(weights)
+    return shift + np.log(total), [w / total for w in weights]
+
+
 Features = Callable[[Mapping[str, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -233,12 +264,7 @@ class TermsLaw(Law):
     def log_predict_grad(self, theta, X):
         theta = np.asarray(theta, dtype=float)
         terms = self.terms(X)
-        values = np.stack([c + np.einsum("...k,nk->...n", theta, A) for A, c in terms])
-        shift = values.max(axis=0)
-        weights = np.exp(values - shift)
-        total = weights.sum(axis=0)
-        log_y = shift + np.log(total)
-        weights /= total
+        log_y, weights = logsumexp_grad([c + np.einsum("...k,nk->...n", theta, A) for A, c in terms])
         grad = sum(w[..., None] * A for w, (A, _) in zip(weights, terms))
         return log_y, grad
 

@@ -20,7 +20,7 @@ from torch import nn
 from qidlab.errors import QidlabError
 from qidlab.quantize import grids
 from qidlab.quantize.awq import awq_scaled_weight
-from qidlab.quantize.config import (AWQConfig, FP4Config, FPConfig, GPTQConfig, NF4Config,
+from qidlab.quantize.config import (METHODS, AWQConfig, FP4Config, FPConfig, GPTQConfig, NF4Config,
                                     QuantConfig, RTNConfig, TernaryConfig)
 from qidlab.quantize.gptq import (HessianAccumulator, collect_hessians, gptq_quantize_layer,
                                   gptq_quantize_layer_bits)
@@ -385,8 +385,9 @@ def quantized_state(model: nn.Module, report: QuantizeReport) -> dict[str, torch
     other entry of ``model.state_dict()`` is included unchanged (on CPU).
     """
     cfg = report.config
-    if not isinstance(cfg, (RTNConfig, GPTQConfig, AWQConfig)):
-        raise QidlabError(f"integer codes exist for rtn, gptq and awq, not '{cfg.method}'")
+    if not cfg.integer_codes:
+        *most, last = [m for m, c in METHODS.items() if c.integer_codes]
+        raise QidlabError(f"integer codes exist for {', '.join(most)} and {last}, not '{cfg.method}'")
     shift = 2 ** (cfg.bits - 1)
     mods = dict(model.named_modules())
     out: dict[str, torch.Tensor] = {}

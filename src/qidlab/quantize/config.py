@@ -4,7 +4,14 @@ The type of the config chooses the method in ``quantize_`` (as torchao does). Ev
 ``method`` (its registered name), ``to_dict()`` (JSON-ready, with ``method``), ``key()`` (a
 stable string for the store) and ``columns()`` (the data-contract columns it fixes: ``bits``,
 ``group_size``, ``exp_bits``, ``man_bits``, ``block_size``, ``method``).
-``config_from_dict`` rebuilds a config from ``to_dict()`` output.
+``config_from_dict`` rebuilds a config from ``to_dict()`` output. ``Reference16`` is the 16-bit
+model itself (method ``"none"``), the reference every quantized score is compared with.
+
+What a method needs and has is declared on its class (``needs_calibration``, ``integer_codes``,
+``supports_qat``, ``rounds_weights``): the sweep, the quantize command and QAT read them there.
+
+One scale per output channel is ``group_size = None`` in a config (NULL in the store, NaN in a
+pandas frame); a study file spells it ``PER_CHANNEL`` (``"channel"``), read by ``parse_group_size``.
 
 This module is pure Python: importing it loads no torch.
 """
@@ -16,14 +23,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from qidlab.errors import QidlabError
+from qidlab.errors import QidlabError, did_you_mean
 
 __all__ = [
     "QuantConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "NF4Config", "FP4Config",
-    "FPConfig", "TernaryConfig", "config_from_dict", "METHODS",
+    "FPConfig", "TernaryConfig", "Reference16", "config_from_dict", "METHODS", "PER_CHANNEL",
+    "parse_group_size",
 ]
 
 INT_BITS = range(2, 9)  # integer grids: 2..8 bits (codes fit in int8)
+PER_CHANNEL = "channel"  # how a user writes group_size for one scale per output channel (a config's None)
+
+
+def parse_group_size(value: Any) -> Any:
+    """A group size as a user writes it: ``PER_CHANNEL`` becomes None (one scale per output
+    channel); any other value is returned unchanged, for the config to validate."""
+    return None if value == PER_CHANNEL else value
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
@@ -49,6 +64,11 @@ class QuantConfig:
     """
 
     method: ClassVar[str] = ""
+    # capabilities of the method (read by the sweep, the quantize command, QAT and plug-ins):
+    needs_calibration: ClassVar[bool] = False  # quantize_ needs calibration token ids
+    integer_codes: ClassVar[bool] = False  # quantized_state exports its integer codes, scales, zeros
+    supports_qat: ClassVar[bool] = False  # QAT can round through its grid in training (train.lowbit)
+    rounds_weights: ClassVar[bool] = True  # False: the 16-bit model itself (Reference16)
     modules: tuple[str, ...] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -84,6 +104,16 @@ class QuantConfig:
             parts.append(f"{k}={v}")
         return f"{method}:" + ",".join(parts)
 
+    def __getitem__(self, name: str) -> Any:
+        """A value of ``to_dict()`` by name (``cfg["method"]``, ``cfg["bits"]``), as a config dict reads."""
+        return self.to_dict()[name]
+
+    def sibling_key(self) -> tuple:
+        """What this config shares with the configs that differ from it only in ``bits`` (hashable):
+        shared-Hessian GPTQ computes such siblings in one pass."""
+        return (self.method, *((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+                               if f.name != "bits"))
+
     @property
     def w_bits(self) -> float:
         """Bits per weight of the codes (scales not counted)."""
@@ -97,6 +127,7 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class _IntConfig(QuantConfig):
+    integer_codes: ClassVar[bool] = True
     bits: int
     group_size: int | None = None  # None: one scale per output channel
 
@@ -111,6 +142,7 @@ class RTNConfig(_IntConfig):
     along the input dimension (None: per output channel), symmetric or asymmetric (zero point)."""
 
     method: ClassVar[str] = "rtn"
+    supports_qat: ClassVar[bool] = True
     symmetric: bool = True
 
     def _validate(self) -> None:
@@ -139,6 +171,7 @@ class GPTQConfig(_IntConfig):
     """
 
     method: ClassVar[str] = "gptq"
+    needs_calibration: ClassVar[bool] = True
     symmetric: bool = True
     damp: float = 0.01
     act_order: bool = False
@@ -182,6 +215,7 @@ class AWQConfig(_IntConfig):
     ``qidlab.quantize.autoawq``)."""
 
     method: ClassVar[str] = "awq"
+    needs_calibration: ClassVar[bool] = True
     group_size: int | None = 128
     n_grid: int = 20
     symmetric: bool = False
@@ -205,6 +239,7 @@ class _Codebook4Config(QuantConfig):
     tests) or ``"bitsandbytes"`` (its own ``quantize_4bit``/``dequantize_4bit``; optional
     dependency, runs on CPU and CUDA)."""
 
+    supports_qat: ClassVar[bool] = True
     block_size: int = 64
     backend: str = "qidlab"
 
@@ -245,6 +280,7 @@ class FPConfig(QuantConfig):
     ties to even. E=0 is a sign-magnitude integer grid."""
 
     method: ClassVar[str] = "fp"
+    supports_qat: ClassVar[bool] = True
     exp_bits: int
     man_bits: int
     block_size: int = 64
@@ -272,6 +308,7 @@ class TernaryConfig(QuantConfig):
     the whole matrix, which is not offered here."""
 
     method: ClassVar[str] = "ternary"
+    supports_qat: ClassVar[bool] = True
     group_size: int | None = None
 
     def _validate(self) -> None:
@@ -280,6 +317,27 @@ class TernaryConfig(QuantConfig):
     @property
     def w_bits(self) -> float:
         return math.log2(3)
+
+
+@dataclass(frozen=True)
+class Reference16(QuantConfig):
+    """The 16-bit model itself: nothing is rounded; its scores are the reference of every QiD.
+    Stored as method ``"none"``, bits 16 (``to_dict()`` is exactly ``{"method": "none", "bits":
+    16}``). Not a method a study or ``quantize_`` takes, so not in ``METHODS``."""
+
+    method: ClassVar[str] = "none"
+    rounds_weights: ClassVar[bool] = False
+    bits: ClassVar[int] = 16
+
+    def _validate(self) -> None:
+        if self.modules is not None:
+            raise QidlabError("the 16-bit reference rounds no modules: it takes no modules")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "bits": self.bits}
+
+    def columns(self) -> dict[str, Any]:
+        return self.to_dict()  # method "none", bits 16: the config is its own columns
 
 
 METHODS: dict[str, type[QuantConfig]] = {
@@ -296,10 +354,7 @@ def config_from_dict(d: dict[str, Any]) -> QuantConfig:
     name = d.pop("method")
     cls = METHODS.get(str(name).lower()) if isinstance(name, str) else None
     if cls is None:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, METHODS, n=1, cutoff=0.6, form=" (did you mean '{}'?)")
         raise QidlabError(f"unknown quantization method {name!r}{hint}; known: {', '.join(METHODS)}")
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - allowed)

@@ -7,15 +7,13 @@ that ``import qidlab.show`` loads no matplotlib). A figure whose data the study 
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import QidlabError
+from ..errors import QidlabError, did_you_mean
+from ..files import open_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,9 +74,7 @@ def list_figures() -> list[FigureSpec]:
 def get_figure(name: str) -> FigureSpec:
     if name in FIGURES:
         return FIGURES[name]
-    close = difflib.get_close_matches(name, list(FIGURES), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise QidlabError(f"no figure {name!r}{hint} (figures: {', '.join(FIGURES)})")
+    raise QidlabError(f"no figure {name!r}{did_you_mean(name, FIGURES)} (figures: {', '.join(FIGURES)})")
 
 
 def make_figure(name: str, study: "Study") -> "Figure":
@@ -103,20 +99,6 @@ def save_figure(fig: "Figure", path: str | Path, dpi: int | None = None) -> Path
     """Write ``fig`` to ``path`` (.png, .svg or .pdf) through a temporary file: a failure
     leaves no half-written file."""
     path = check_output(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=path.suffix[1:].lower(), dpi=dpi)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open_atomic(path, "wb") as fh:
+        fig.savefig(fh, format=path.suffix[1:].lower(), dpi=dpi)
     return path
-
-
-def current_umask() -> int:
-    """The process's umask (mkstemp creates files 0600; results should get the usual mode)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -24,7 +24,9 @@ import numpy as np
 
 from ..errors import QidlabError
 from ..laws import get_law, list_laws
-from .study import SETTINGS, hold_settings
+from ..laws.fit import fit_document, fit_law
+from ..laws.solve import evaluate, law_params
+from .settings import SETTINGS, hold_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,14 +54,10 @@ class LawFit:
 
     def params(self, values: Mapping[str, Any]) -> dict[str, float]:
         """Parameters for inputs ``values`` (the matching group's when the fit is grouped)."""
-        from ..laws.solve import law_params
-
         return law_params(self.law, fit=self.document, values=values)[0]
 
     def predict(self, frame: "pd.DataFrame") -> np.ndarray:
         """The law's quantity (nats/token) for each row of ``frame``; NaN where no group matches."""
-        from ..laws.solve import evaluate
-
         out = np.full(len(frame), np.nan)
         for result in self.results:
             mask = np.ones(len(frame), dtype=bool)
@@ -117,8 +115,6 @@ def fit_all(study: "Study") -> tuple[dict[str, LawFit], dict[str, str]]:
 
 def fit_study_law(study: "Study", name: str) -> LawFit:
     """Fit law ``name`` to the study (module docstring); ``QidlabError`` when it cannot be."""
-    from ..laws.fit import fit_document, fit_law
-
     law = get_law(name)
     reason = why_not(law, study.primary)
     if reason:

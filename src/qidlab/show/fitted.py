@@ -9,11 +9,27 @@ import math
 import numpy as np
 
 from ..errors import QidlabError
+from ..laws import get_law
+from ..laws.analysis import projection as project
+from ..laws.fit import fit_law
 from ..laws.solve import evaluate
 from .fits import loss16_fit
-from .study import hold_settings
-from .style import (FigureUnavailable, bit_ticks, colours, label, legend, levels, new_figure, note_hidden, points,
-                    positive, size_text, suptitle, value_text)
+from .settings import hold_settings
+from .style import (
+    FigureUnavailable,
+    bit_ticks,
+    colours,
+    label,
+    legend,
+    levels,
+    new_figure,
+    note_hidden,
+    points,
+    positive,
+    size_text,
+    suptitle,
+    value_text,
+)
 
 
 def fitted(study, law: str, figure: str):
@@ -114,8 +130,6 @@ def unified(study):
 
 def kaplan_params(study) -> tuple[dict[str, float], str]:
     """16-bit loss constants of Kaplan's form: fitted to the study's loss16, else Ouyang's Fig. 7."""
-    from ..laws import get_law
-
     try:
         return study.fit("kaplan").params({}), "kaplan fitted to this study's loss16"
     except QidlabError:
@@ -125,8 +139,6 @@ def kaplan_params(study) -> tuple[dict[str, float], str]:
 def projection(study):
     """Fig. 1: QiD of the fitted ouyang2024 law up to ``max_tokens`` for ``sizes`` and ``bits``;
     grey where loss16 + QiD exceeds ln(V), the loss of a uniform guess."""
-    from ..laws.analysis import projection as project
-
     fit = fitted(study, "ouyang2024", "Fig. 1")
     o = study.options
     loss16, source = kaplan_params(study)
@@ -227,8 +239,6 @@ def _methods_at_one_bit_width(study):
 
 
 def _method_panel(ax, data, bits: float, colour) -> None:
-    from ..laws.fit import fit_law
-
     shown, hidden = positive(data, "qid")
     try:
         (fit,) = fit_law(data, "ouyang2024", holdout=())

@@ -6,9 +6,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import QidlabError
-from .study import hold_settings
-from .style import (FigureUnavailable, colours, label, legend, levels, need_columns, new_figure, note_hidden,
-                    points, positive, suptitle, value_text)
+from ..laws.solve import evaluate
+from .settings import hold_settings
+from .style import (
+    FigureUnavailable,
+    colours,
+    label,
+    legend,
+    levels,
+    need_columns,
+    new_figure,
+    note_hidden,
+    points,
+    positive,
+    suptitle,
+    value_text,
+)
 
 
 def loss_vs_tokens(study):
@@ -122,8 +135,6 @@ def _edges(values) -> np.ndarray:
 
 
 def _contours(ax, study, bits, tokens, sizes, norm) -> None:
-    from ..laws.solve import evaluate
-
     try:
         fit = study.fit("ouyang2024")
     except QidlabError:

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import data, provenance
 from ..errors import QidlabError
+from ..files import write_text
+from ..laws import get_law
+from ..laws.analysis import token_grid
+from ..output import dump_json
 from . import html as h
 from .diagnostics import holdout_errors
-from .figures import current_umask, list_figures, make_figure
+from .figures import list_figures, make_figure
 from .fits import fit_all
 from .study import ShowOptions, Study, load_study
 from .style import size_text
@@ -34,23 +38,32 @@ REPORT = "report.html"
 SUMMARY = "report.json"
 
 
+@dataclass(frozen=True)
+class Report:
+    """A report just written: the path of ``report.html``, and the document of ``report.json``
+    (store, suite, eval set, method, figures drawn, figures skipped and why, fit documents, laws
+    not fitted and why, the report's provenance)."""
+
+    path: Path
+    summary: dict[str, Any]
+
+
 def build_report(db: str | Path, out_dir: str | Path, *, suites: Sequence[str | Path] = (),
-                 options: ShowOptions | None = None) -> Path:
+                 options: ShowOptions | None = None) -> Report:
     """Write the report of the store ``db`` into ``out_dir`` (created if needed); return the
-    path of ``report.html``. ``suites``: suite folders besides those of the store's checkpoints."""
+    path of ``report.html`` and what ``report.json`` holds. ``suites``: suite folders besides
+    those of the store's checkpoints."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise QidlabError(f"{out_dir}: exists and is not a folder")
     study = load_study(db, suites=suites, options=options)
     files = render(study)
     _write(out_dir, files)
-    return out_dir / REPORT
+    return Report(path=out_dir / REPORT, summary=json.loads(files[SUMMARY]))
 
 
 def render(study: Study) -> dict[str, str]:
     """The report's files by name: report.html, report.json, fit-<law>.json."""
-    from ..cli import dump_json
-
     fits, problems = fit_all(study)
     drawn, skipped = _figures(study)
     parts = [_summary(study), _provenance(study), _laws(study, fits, problems), _table1(study, fits),
@@ -71,20 +84,10 @@ def _write(out_dir: Path, files: dict[str, str]) -> None:
     """Each file through a temporary name and a rename; report.html last."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in sorted(files, key=lambda n: n == REPORT):
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(files[name])
-            os.chmod(tmp, 0o666 & ~current_umask())
-            os.replace(tmp, out_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text(out_dir / name, files[name])
 
 
 def _report_provenance() -> dict[str, Any]:
-    from .. import provenance
-
     record = provenance.record()
     record["versions"] = {**record["versions"], **_matplotlib_version()}
     return record
@@ -283,8 +286,6 @@ def _extrapolation(fit) -> h.Raw:
 
 
 def _table1(study: Study, fits: dict) -> h.Raw:
-    from ..laws import get_law
-
     if "ouyang2024" not in fits:
         return h.section("table1", "Table 1", h.paragraph("Not computed: ouyang2024 could not be fitted."))
     o = study.options
@@ -302,8 +303,6 @@ def _table1(study: Study, fits: dict) -> h.Raw:
 
 def _token_table(params: dict, sizes, bits, qids) -> h.Raw:
     """Rows N, columns (QiD, P); each cell ``analysis.token_grid`` alone, '—' where unreachable."""
-    from ..laws.analysis import token_grid
-
     rows = []
     for n in sizes:
         row = [size_text(n)]
@@ -324,8 +323,6 @@ def _wide_table(rows, bits, qids) -> h.Raw:
 
 
 def _paper_table1() -> h.Raw:
-    from .. import data
-
     paper = data.load("ouyang2024-table1")
     bits, qids = sorted(paper.bits.unique()), sorted(paper.qid.unique())
     cells = paper.set_index(["n_params", "qid", "bits"]).tokens_trillion

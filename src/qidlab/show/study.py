@@ -18,22 +18,24 @@ in a power law.
 from __future__ import annotations
 
 import json
-import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .. import data, provenance
+from ..checkpoints import suites as suite_folders
 from ..errors import QidlabError
+from ..laws.analysis import PYTHIA_VOCAB
+from ..store import describe_store, read_canonical
+from ..tables import require_columns, validate
+from .fits import LawFit, fit_study_law
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .fits import LawFit
-
-#: Quantization settings besides the bit width (held at their most common value where a
-#: law or a figure does not model them).
-SETTINGS = ("group_size", "exp_bits", "man_bits", "block_size")
 REQUIRED = ("n_params", "tokens", "bits", "qid")
+#: What a study knows of each checkpoint (N in non-embedding parameters, D in tokens).
+CHECKPOINT_COLUMNS = ["suite", "model", "step", "path", "n_params", "tokens"]
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,16 @@ class ShowOptions:
 
     def check(self) -> None:
         if self.bootstrap < 0:
-            raise QidlabError("--bootstrap must be >= 0")
+            raise QidlabError("`bootstrap` must be >= 0", params=("bootstrap",))
         if not self.sizes or any(not s > 0 for s in self.sizes):
-            raise QidlabError("--sizes needs positive model sizes")
+            raise QidlabError("`sizes` needs positive model sizes", params=("sizes",))
         if self.bits is not None and (not self.bits or any(not b > 0 for b in self.bits)):
-            raise QidlabError("--bits needs positive bit widths")
+            raise QidlabError("`bits` needs positive bit widths", params=("bits",))
         if not self.max_tokens > 1e9:
-            raise QidlabError("--max-tokens must be above 1e9 tokens (the projection starts at 1e9 or below)")
+            raise QidlabError("`max_tokens` must be above 1e9 tokens (the projection starts at 1e9 or below)",
+                              params=("max_tokens",))
         if self.vocab_size is not None and self.vocab_size < 2:
-            raise QidlabError("--vocab-size must be at least 2")
+            raise QidlabError("`vocab_size` must be at least 2", params=("vocab_size",))
 
 
 @dataclass
@@ -103,8 +106,6 @@ class Study:
     def fit(self, law: str) -> "LawFit":
         """``law`` fitted to this study (computed once); ``QidlabError`` when it cannot be."""
         if law not in self._fits:
-            from .fits import fit_study_law
-
             try:
                 self._fits[law] = fit_study_law(self, law)
             except QidlabError as exc:
@@ -124,38 +125,14 @@ class Study:
 
     def vocab_size(self) -> tuple[int, str]:
         """V of the uniform-guess loss ln(V), and where it comes from."""
-        from ..laws.analysis import PYTHIA_VOCAB
-
         if self.options.vocab_size:
             return int(self.options.vocab_size), "given"
         if self.store_info.get("vocab_size"):
             return int(self.store_info["vocab_size"]), "the data set's manifest"
-        configs = [Path(p) / "config.json" for p in self.checkpoints.get("path", [])]
-        configs += [c for suite in self.suite_dirs for c in sorted(suite.glob("*/step*/config.json"))[:1]]
-        for config in configs:
-            try:
-                vocab = json.loads(config.read_text()).get("vocab_size")
-            except (OSError, ValueError):
-                continue
-            if isinstance(vocab, int) and vocab > 1:
-                return vocab, "the checkpoints' config.json"
+        vocab = suite_folders.vocab_size(self.checkpoints.get("path", []), self.suite_dirs)
+        if vocab is not None:
+            return vocab, "the checkpoints' config.json"
         return PYTHIA_VOCAB, "Pythia's tokenizer (no checkpoint config.json found)"
-
-
-def hold_settings(frame: "pd.DataFrame", keep: Sequence[str] = ()) -> tuple["pd.DataFrame", dict[str, float]]:
-    """``frame`` at the most common value of each quantization setting not in ``keep``
-    (empty cells count as a value), and the values held (constant ones included)."""
-    held = {}
-    for column in SETTINGS:
-        if column in keep or column not in frame.columns or frame[column].isna().all():
-            continue
-        value = frame[column].value_counts(dropna=False).index[0]
-        if value != value:  # NaN: the rows that leave this setting empty
-            frame = frame[frame[column].isna()]
-        else:
-            frame = frame[frame[column] == value]
-            held[column] = float(value)
-    return frame, held
 
 
 # ---------------------------------------------------------------------------
@@ -166,24 +143,20 @@ def load_study(db: str | Path, *, suites: Sequence[str | Path] = (), options: Sh
     """The study measured into the store ``db``; ``suites`` adds suite folders (the store's
     checkpoint paths name the others). A missing file, a file that is not a store, or a store
     with no measurements: ``QidlabError``."""
-    from .. import provenance
-    from ..store import read_canonical
-
     path = Path(db)
     if not path.is_file():
         return _load_dataset(str(db), suites, options or ShowOptions())
     frame = read_canonical(path)
-    tables = _store_tables(path)
-    tables["checkpoints"]["path"] = [str(_locate(p, path.parent)) for p in tables["checkpoints"].path]
+    tables = describe_store(path)
+    checkpoints = tables.pop("checkpoints")[CHECKPOINT_COLUMNS]
+    checkpoints = checkpoints.assign(path=[str(suite_folders.locate(p, path.parent)) for p in checkpoints.path])
     source = {"path": str(path), "sha256": provenance.file_sha256(path)}
-    return _assemble(frame, options or ShowOptions(), source, tables.pop("checkpoints"), tables, suites)
+    return _assemble(frame, options or ShowOptions(), source, checkpoints, tables, suites)
 
 
 def _primary_defaults(options: ShowOptions, primary: dict) -> ShowOptions:
     """A data set's ``primary`` slice (``qidlab store publish --primary``) fills the choices the
     user left open, unless the user chose another suite (its eval sets differ)."""
-    from dataclasses import replace
-
     if not primary or (options.suite is not None and options.suite != primary.get("suite")):
         return options
     return replace(options, suite=options.suite or primary.get("suite"),
@@ -194,15 +167,12 @@ def _load_dataset(name: str, suites, options: ShowOptions) -> Study:
     """The study of a published data set (``qidlab store publish``), by name or folder."""
     import pandas as pd
 
-    from .. import data, provenance
-
     folder = data.dataset_dir(name)
     if folder is None:
         raise QidlabError(f"{name}: no such store or data set (data sets: {', '.join(data.datasets()) or 'none'})")
     doc, file = data.manifest(folder), data.resolve(str(folder))
     frame = data.load(str(folder))
-    checkpoints = pd.DataFrame(doc.get("checkpoints") or [], columns=["suite", "model", "step", "path", "n_params",
-                                                                      "tokens"])
+    checkpoints = pd.DataFrame(doc.get("checkpoints") or [], columns=CHECKPOINT_COLUMNS)
     info = {
         "eval_sets": pd.DataFrame([{**e, "source_json": json.dumps(e.get("source"))} for e in doc.get("eval_sets", [])]),
         "methods": pd.DataFrame(doc.get("methods", []), columns=["method", "measurements", "configs"]),
@@ -217,37 +187,7 @@ def _load_dataset(name: str, suites, options: ShowOptions) -> Study:
     return _assemble(frame, options, source, checkpoints, info, suites)
 
 
-def _locate(stored: str, store_dir: Path) -> Path:
-    """A stored checkpoint path: as written, or, when relative and not found from here, relative to
-    the store's folder (a sweep run from the study file's folder stores paths relative to it)."""
-    path = Path(stored)
-    if path.is_absolute() or path.exists() or not (store_dir / path).exists():
-        return path
-    return store_dir / path
-
-
-def _store_tables(path: Path) -> dict[str, Any]:
-    import pandas as pd
-
-    queries = {
-        "checkpoints": "SELECT suite, model, step, path, n_params, tokens FROM checkpoints ORDER BY suite, model, step",
-        "eval_sets": "SELECT name, n_docs, content_hash, source_json FROM eval_sets ORDER BY name",
-        "methods": "SELECT method, COUNT(*) AS measurements, COUNT(DISTINCT config_hash) AS configs "
-                   "FROM measurements GROUP BY method ORDER BY method",
-        "runs": "SELECT versions_json, code_revision, COUNT(*) AS measurements FROM measurements "
-                "GROUP BY versions_json, code_revision ORDER BY code_revision",
-    }
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        with conn:
-            return {k: pd.read_sql_query(q, conn) for k, q in queries.items()}
-    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
-        raise QidlabError(f"{path}: not a readable qidlab store ({exc})") from None
-
-
 def _assemble(frame, options: ShowOptions, source: dict, checkpoints, store_info: dict, suites) -> Study:
-    from ..tables import require_columns, validate
-
     options.check()
     where = source.get("path", "table")
     if frame.shape[0] == 0:
@@ -293,21 +233,8 @@ def _choose(frame, column: str, given: str | None, flag: str) -> str:
 
 
 def _suite_dirs(checkpoints, explicit: Sequence[str | Path]) -> tuple[Path, ...]:
-    """Suite folders: the ones given (which must exist), then the parents of the stored
-    checkpoints' model folders that still exist, in order, without repeats."""
-    out: list[Path] = []
-    for s in explicit:
-        p = Path(s).expanduser()
-        if not p.is_dir():
-            raise QidlabError(f"--suite {s}: no such folder")
-        out.append(p)
-    for path in checkpoints.get("path", []):
-        suite = Path(path).parent.parent
-        if suite.is_dir():
-            out.append(suite)
-    seen, unique = set(), []
-    for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    return tuple(unique)
+    """Suite folders: the ones given (which must exist), then those of the stored checkpoints that
+    still exist, in order, without repeats."""
+    given = suite_folders.given_suite_folders(explicit)
+    stored = suite_folders.stored_suite_folders(checkpoints.get("path", []))
+    return tuple(suite_folders.unique_folders([*given, *stored]))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..checkpoints.discover import read_manifest
 from ..errors import QidlabError
 
 if TYPE_CHECKING:
@@ -133,8 +134,6 @@ def weight_dynamics_files(suite_dirs: Sequence[Path]) -> list[Path]:
 def twins(suite_dirs: Sequence[Path]) -> list[Twins]:
     """The low-bit models with a bf16 twin named in their suite's manifest. A twin the manifest
     does not list is an error."""
-    from ..checkpoints.discover import read_manifest
-
     out = []
     for suite in suite_dirs:
         manifest = read_manifest(suite)

@@ -1,11 +1,17 @@
 """The measurement store: one SQLite file (schema in ``schema.sql``), WAL mode, one
 transaction per measurement so that a crash leaves either a whole measurement or none.
 
-``connect(path)`` opens it (creating the schema); ``Store`` adds and queries rows;
-``read_canonical(path)`` returns the canonical table of the data contract;
-``merge_stores(sources, dest)`` merges stores (``merge.py``); ``drop_models(db, suite, models)``
-deletes models' rows (``drop.py``, before merging a retrained model); ``publish_store(db, name, out)``
-writes a store as a data set loadable by name (``publish.py``, ``qidlab.data``).
+The store owns its schema and every SQL statement of qidlab:
+
+* ``db.py``: the schema (``schema.sql``: tables and the ``canonical`` view, defined once; the
+  column lists are read from it), ``connect(path)`` (creating the schema), read-only opening,
+  ``check_store``, the ``meta`` records;
+* here: ``Store`` adds rows and says what is measured already;
+* ``read.py``: ``read_canonical(path)``, the canonical table of the data contract, and
+  ``describe_store(path)``, its checkpoints, eval sets, methods and runs, as DataFrames;
+* ``merge.py``: ``merge_stores(sources, dest)``; ``drop.py``: ``drop_models(db, suite, models)``
+  deletes models' rows (before merging a retrained model); ``publish.py``:
+  ``publish_store(db, name, out)`` writes a store as a data set loadable by name (``qidlab.data``).
 """
 
 from __future__ import annotations
@@ -14,39 +20,18 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import QidlabError
+from .db import SCHEMA_VERSION, connect, insert
+from .drop import drop_models
+from .merge import MergeSummary, merge_stores
+from .publish import Published, publish_dataset, publish_store
+from .read import describe_store, read_canonical
 
-SCHEMA_VERSION = "1"
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open the store at ``path``, creating its tables on first use."""
-    conn = sqlite3.connect(str(path), timeout=60)
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.executescript(resources.files(__package__).joinpath("schema.sql").read_text())
-    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-    conn.commit()
-    return conn
-
-
-def read_canonical(path: str | Path):
-    """The store's measurements as a DataFrame of canonical columns."""
-    import pandas as pd
-
-    path = Path(path)
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        with conn:
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "canonical" not in names:
-                raise QidlabError(f"{path}: not a qidlab store (no 'canonical' view)")
-            return pd.read_sql_query("SELECT * FROM canonical", conn)
-    except sqlite3.DatabaseError as exc:
-        raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
+__all__ = ["Measurement", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect",
+           "describe_store", "drop_models", "merge_stores", "publish_dataset", "publish_store", "read_canonical"]
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -109,41 +94,26 @@ class Store:
                                   f"(content hash {content_hash[:12]} != stored {row[1][:12]}); use a new store")
             return int(row[0])
         with self.conn:
-            cur = self.conn.execute(
-                "INSERT INTO checkpoints(suite, model, step, path, n_params, n_params_total, tokens, content_hash)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (suite, model, int(step), str(path), int(n_params), int(n_params_total), int(tokens), content_hash))
-        return int(cur.lastrowid)
+            return insert(self.conn, "checkpoints", {
+                "suite": suite, "model": model, "step": int(step), "path": str(path), "n_params": int(n_params),
+                "n_params_total": int(n_params_total), "tokens": int(tokens), "content_hash": content_hash})
 
     def eval_set_id(self, *, name: str, content_hash: str, n_docs: int, source: Mapping[str, Any]) -> int:
         row = self.conn.execute("SELECT id FROM eval_sets WHERE content_hash=?", (content_hash,)).fetchone()
         if row:
             return int(row[0])
         with self.conn:
-            cur = self.conn.execute("INSERT INTO eval_sets(name, content_hash, n_docs, source_json) VALUES (?,?,?,?)",
-                                    (name, content_hash, int(n_docs), json.dumps(source, sort_keys=True, default=str)))
-        return int(cur.lastrowid)
+            return insert(self.conn, "eval_sets", {"name": name, "content_hash": content_hash, "n_docs": int(n_docs),
+                                                   "source_json": json.dumps(source, sort_keys=True, default=str)})
 
     # -- measurements ------------------------------------------------------------
-    def has_measurement(self, checkpoint_id: int, eval_set_id: int, cfg_hash: str) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM measurements WHERE checkpoint_id=? AND eval_set_id=? AND config_hash=?",
-            (checkpoint_id, eval_set_id, cfg_hash)).fetchone() is not None
-
-    def done_hashes(self, checkpoint_id: int) -> set[tuple[int, str]]:
-        """(eval_set_id, config_hash) pairs already measured for a checkpoint."""
-        rows = self.conn.execute("SELECT eval_set_id, config_hash FROM measurements WHERE checkpoint_id=?",
-                                 (checkpoint_id,))
+    def measured(self, *, suite: str, model: str, step: int) -> set[tuple[int, str]]:
+        """(eval_set_id, config_hash) pairs already measured for checkpoint ``suite/model/step``
+        (none when the checkpoint is not stored)."""
+        rows = self.conn.execute("SELECT m.eval_set_id, m.config_hash FROM measurements m "
+                                 "JOIN checkpoints c ON c.id = m.checkpoint_id "
+                                 "WHERE c.suite = ? AND c.model = ? AND c.step = ?", (suite, model, int(step)))
         return {(int(a), b) for a, b in rows}
-
-    def doc_losses(self, measurement_id: int):
-        """Per-document (nll_sum, n_tokens, n_bytes) arrays of one measurement."""
-        import numpy as np
-
-        rows = self.conn.execute("SELECT nll_sum, n_tokens, n_bytes FROM doc_losses WHERE measurement_id=? "
-                                 "ORDER BY doc_index", (measurement_id,)).fetchall()
-        arr = np.array(rows, dtype=float).reshape(-1, 3)
-        return arr[:, 0], arr[:, 1], arr[:, 2]
 
     def add_measurement(self, m: Measurement) -> int | None:
         """Insert a measurement and its per-document losses in one transaction.
@@ -155,15 +125,7 @@ class Store:
             raise QidlabError("a measurement needs one nll/tokens/bytes triple per document")
         try:
             with self.conn:
-                cur = self.conn.execute(
-                    "INSERT INTO measurements(checkpoint_id, eval_set_id, method, bits, group_size, exp_bits, "
-                    "man_bits, block_size, config_json, config_hash, loss16, loss, qid, qid_ci_low, qid_ci_high, "
-                    "n_tokens, versions_json, code_revision) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (m.checkpoint_id, m.eval_set_id, m.method, float(m.bits), m.group_size, m.exp_bits, m.man_bits,
-                     m.block_size, json.dumps(m.config, sort_keys=True, default=str), cfg_hash, float(m.loss16),
-                     float(m.loss), float(m.qid), *(m.qid_ci or (None, None)), int(m.n_tokens),
-                     json.dumps(dict(m.versions), sort_keys=True), m.code_revision))
-                mid = int(cur.lastrowid)
+                mid = insert(self.conn, "measurements", _measurement_row(m, cfg_hash))
                 self.conn.executemany(
                     "INSERT INTO doc_losses(measurement_id, doc_index, nll_sum, n_tokens, n_bytes) VALUES (?,?,?,?,?)",
                     [(mid, i, float(a), int(b), int(c)) for i, (a, b, c) in
@@ -188,12 +150,13 @@ class Store:
             raise QidlabError(f"no table {table!r} in the store")
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
-    def canonical(self):
-        import pandas as pd
 
-        return pd.read_sql_query("SELECT * FROM canonical", self.conn)
-
-
-from .merge import MergeSummary, merge_stores  # noqa: E402  (merge.py uses connect and SCHEMA_VERSION)
-from .publish import publish_store  # noqa: E402
-from .drop import drop_models  # noqa: E402
+def _measurement_row(m: Measurement, cfg_hash: str) -> dict[str, Any]:
+    """The ``measurements`` row of ``m`` (column -> value)."""
+    low, high = m.qid_ci or (None, None)
+    return {"checkpoint_id": m.checkpoint_id, "eval_set_id": m.eval_set_id, "method": m.method, "bits": float(m.bits),
+            "group_size": m.group_size, "exp_bits": m.exp_bits, "man_bits": m.man_bits, "block_size": m.block_size,
+            "config_json": json.dumps(m.config, sort_keys=True, default=str), "config_hash": cfg_hash,
+            "loss16": float(m.loss16), "loss": float(m.loss), "qid": float(m.qid), "qid_ci_low": low,
+            "qid_ci_high": high, "n_tokens": int(m.n_tokens),
+            "versions_json": json.dumps(dict(m.versions), sort_keys=True), "code_revision": m.code_revision}

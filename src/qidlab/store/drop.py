@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import QidlabError
-from .merge import _meta_json, _set_meta, check_store
+from .db import check_store, connect, meta_json, set_meta
 
 TABLES = ("doc_losses", "measurements", "checkpoints")
 
@@ -22,9 +22,7 @@ TABLES = ("doc_losses", "measurements", "checkpoints")
 def drop_models(db: str | Path, suite: str, models: Sequence[str]) -> dict[str, int]:
     """Delete ``models`` of ``suite`` from the store ``db``; return the rows deleted per table.
     One ``QidlabError`` (nothing deleted, nothing written) for a missing, damaged or foreign file
-    (``merge.check_store``) or a suite/model the store does not hold."""
-    from . import connect
-
+    (``db.check_store``) or a suite/model the store does not hold."""
     path = Path(db)
     check_store(path)  # missing, damaged or not a qidlab store: refused before anything is opened for writing
     if not models:
@@ -51,6 +49,6 @@ def _delete(conn, suite: str, models: list[str]) -> dict[str, int]:
     with conn:  # one transaction: all of it or nothing
         for table in TABLES:
             deleted[table] = conn.execute(f"DELETE FROM {table} WHERE {where[table]}", (suite, *models)).rowcount
-        record = _meta_json(conn, "main", "dropped", []) + [{"suite": suite, "models": models, "deleted": deleted}]
-        _set_meta(conn, "dropped", record)
+        record = meta_json(conn, "main", "dropped", []) + [{"suite": suite, "models": models, "deleted": deleted}]
+        set_meta(conn, "dropped", record)
     return deleted

@@ -41,28 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .. import provenance
 from ..errors import QidlabError
-from . import SCHEMA_VERSION, connect
+from .db import check_store, columns, connect, meta_json, set_meta
 
 ON_CONFLICT = ("error", "skip")
 TABLES = ("checkpoints", "eval_sets", "measurements", "doc_losses", "fits")
-#: Columns every table must have for a file to be a qidlab store this code can merge.
-REQUIRED = {
-    "meta": ("key", "value"),
-    "checkpoints": ("id", "suite", "model", "step", "path", "n_params", "n_params_total", "tokens", "content_hash"),
-    "eval_sets": ("id", "name", "content_hash", "n_docs", "source_json"),
-    "measurements": ("id", "checkpoint_id", "eval_set_id", "method", "bits", "group_size", "exp_bits", "man_bits",
-                     "block_size", "config_json", "config_hash", "loss16", "loss", "qid", "qid_ci_low",
-                     "qid_ci_high", "n_tokens", "versions_json", "code_revision"),
-    "doc_losses": ("measurement_id", "doc_index", "nll_sum", "n_tokens", "n_bytes"),
-    "fits": ("id", "law", "query_json", "result_json", "versions_json", "code_revision"),
-}
 #: Measurement columns that must agree between two rows of the same key.
 VALUES = ("method", "bits", "group_size", "exp_bits", "man_bits", "block_size", "config_json", "loss16", "loss",
           "qid", "qid_ci_low", "qid_ci_high", "n_tokens")
-MEASUREMENT_COLUMNS = ("method", "bits", "group_size", "exp_bits", "man_bits", "block_size", "config_json",
-                       "config_hash", "loss16", "loss", "qid", "qid_ci_low", "qid_ci_high", "n_tokens",
-                       "versions_json", "code_revision")
+#: Measurement columns a merge does not copy as they are (ids renumbered in the destination).
+IDS = ("id", "checkpoint_id", "eval_set_id")
 SHOWN = 3  # conflicts named in an error message
 
 
@@ -126,40 +115,7 @@ def merge_stores(sources: Sequence[str | Path], dest: str | Path, *, on_conflict
 
 
 # ---------------------------------------------------------------------------
-# checking and opening
-
-
-def check_store(path: Path) -> None:
-    """``QidlabError`` unless ``path`` is a readable, intact qidlab store of this schema version."""
-    if not path.is_file():
-        raise QidlabError(f"{path}: no such store")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            problem = _schema_problem(conn)
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
-    if problem:
-        raise QidlabError(f"{path}: {problem}")
-
-
-def _schema_problem(conn: sqlite3.Connection) -> str | None:
-    check = conn.execute("PRAGMA quick_check").fetchone()[0]
-    if check != "ok":
-        return f"the SQLite file is damaged ({check})"
-    for table, columns in REQUIRED.items():
-        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if not have:
-            return f"not a qidlab store (no table {table!r})"
-        missing = [c for c in columns if c not in have]
-        if missing:
-            return f"not a qidlab store of this version (table {table!r} lacks {', '.join(missing)})"
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None or row[0] != SCHEMA_VERSION:
-        return f"store schema version {row[0] if row else 'missing'}, this qidlab reads {SCHEMA_VERSION}"
-    return None
+# opening
 
 
 def _open_dest(dest: Path) -> sqlite3.Connection:
@@ -191,9 +147,7 @@ class _Names:
 
 
 def _merge_one(conn, names: _Names, path: Path, on_conflict: str, summary: MergeSummary) -> SourceSummary:
-    from ..provenance import file_sha256
-
-    result = SourceSummary(path=str(path), sha256=file_sha256(path))
+    result = SourceSummary(path=str(path), sha256=provenance.file_sha256(path))
     conn.execute("ATTACH DATABASE ? AS src", (f"{path.resolve().as_uri()}?mode=ro",))
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -333,9 +287,9 @@ def _merge_measurements(conn, result: SourceSummary, names: _Names) -> None:
     conn.execute("CREATE TEMP TABLE m_new(src_id INTEGER PRIMARY KEY, ck INTEGER, es INTEGER, config_hash TEXT)")
     conn.execute(f"INSERT INTO temp.m_new SELECT s.id, k.dst_id, e.dst_id, s.config_hash {_MAPPED} "
                  f"WHERE NOT EXISTS (SELECT 1 FROM main.measurements m WHERE {_SAME_KEY})")
-    columns = ", ".join(MEASUREMENT_COLUMNS)
-    conn.execute(f"INSERT INTO main.measurements(checkpoint_id, eval_set_id, {columns}) "
-                 f"SELECT n.ck, n.es, {', '.join('s.' + c for c in MEASUREMENT_COLUMNS)} FROM temp.m_new n "
+    copied = [c for c in columns()["measurements"] if c not in IDS]
+    conn.execute(f"INSERT INTO main.measurements(checkpoint_id, eval_set_id, {', '.join(copied)}) "
+                 f"SELECT n.ck, n.es, {', '.join('s.' + c for c in copied)} FROM temp.m_new n "
                  "JOIN src.measurements s ON s.id = n.src_id ORDER BY n.src_id")
     before = _count(conn, "SELECT COUNT(*) FROM main.doc_losses")
     conn.execute(
@@ -399,25 +353,15 @@ def _record(conn, result: SourceSummary) -> None:
     sha256: a store still in WAL mode can change without its main file changing) and ``devices``
     (union) in meta."""
     meta = dict(conn.execute("SELECT key, value FROM src.meta").fetchall())
-    merged = _meta_json(conn, "main", "merged_from", [])
+    merged = meta_json(conn, "main", "merged_from", [])
     if any(result.added.values()) or all(entry.get("sha256") != result.sha256 for entry in merged):
         merged.append({"store": result.path, "sha256": result.sha256, "added": result.added,
                        "conflicts_skipped": len(result.conflicts), "meta": _parsed(meta)})
-        _set_meta(conn, "merged_from", merged)
-    devices = _meta_json(conn, "main", "devices", [])
-    new = [d for d in _meta_json(conn, "src", "devices", []) if d not in devices]
+        set_meta(conn, "merged_from", merged)
+    devices = meta_json(conn, "main", "devices", [])
+    new = [d for d in meta_json(conn, "src", "devices", []) if d not in devices]
     if new:
-        _set_meta(conn, "devices", devices + new)
-
-
-def _meta_json(conn, schema: str, key: str, default):
-    row = conn.execute(f"SELECT value FROM {schema}.meta WHERE key = ?", (key,)).fetchone()
-    if row is None:
-        return default
-    try:
-        return json.loads(row[0])
-    except ValueError:
-        raise QidlabError(f"meta {key!r} of the {'source' if schema == 'src' else 'destination'} store is not JSON")
+        set_meta(conn, "devices", devices + new)
 
 
 def _parsed(meta: dict) -> dict:
@@ -428,11 +372,6 @@ def _parsed(meta: dict) -> dict:
         except ValueError:
             out[key] = value
     return out
-
-
-def _set_meta(conn, key: str, value) -> None:
-    conn.execute("INSERT INTO main.meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                 (key, json.dumps(value, sort_keys=True)))
 
 
 def _count(conn, sql: str) -> int:

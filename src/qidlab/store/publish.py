@@ -14,7 +14,7 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   says how many rows there were and why they are absent when they are.
 * ``manifest.json``: name, description, units, files (rows, bytes, sha256), counts, suites (from
   the checkpoints table, with each suite's ``qidlab-suite.toml`` / ``.json`` manifest and vocabulary
-  size where the suite folder is found), checkpoints, eval sets (name, content hash, documents,
+  size where the suite folder is found: ``qidlab.checkpoints.suites``), checkpoints, eval sets (name, content hash, documents,
   source), methods and their configs (config JSON by hash), the library versions and code
   revisions the rows were measured with, the devices recorded, the store's ``merged_from``
   and ``dropped`` records (``qidlab.store.drop``: models whose rows were deleted before a retrained
@@ -23,26 +23,29 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   code gives the same files.
 
 Everything is written into a temporary folder next to the target and renamed into place; an
-existing target is replaced only if it is a data set (has a manifest).
+existing target is replaced only if it is a data set (has a manifest). ``publish_dataset`` returns
+the folder and the manifest as written (``Published``); ``publish_store`` the folder alone.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import sqlite3
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .. import provenance
+from ..checkpoints import suites as suite_folders
+from ..dataset_format import BUNDLED, FORMAT, MANIFEST
 from ..errors import QidlabError
+from ..files import building
+from .db import canonical_query, check_store, read_only
+from .merge import duplicate_settings
+from .read import QUERIES, frames
 
 MEASUREMENTS = "measurements.parquet"
 DOC_LOSSES = "doc_losses.parquet"
-MANIFEST = "manifest.json"
-FORMAT = "qidlab-dataset/1"
 DOC_LOSSES_MAX_BYTES = 2 * 1024 * 1024
 DOC_LOSSES_CHOICES = ("auto", "always", "never")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -52,11 +55,6 @@ UNITS = {"n_params": "non-embedding parameters (N)", "n_params_total": "all para
          "qid": "nats per token, loss - loss16", "nll_sum": "nats, summed over a document's tokens"}
 SORT = ["suite", "model", "step", "eval_set", "method", "bits", "config_hash"]
 
-_CANONICAL = (
-    "SELECT c.n_params, c.n_params_total, c.tokens, m.bits, m.group_size, m.exp_bits, m.man_bits, m.block_size, "
-    "m.method, m.loss16, m.loss, m.qid, m.qid_ci_low, m.qid_ci_high, e.name AS eval_set, c.suite, c.model, c.step, "
-    "m.config_hash FROM measurements m JOIN checkpoints c ON c.id = m.checkpoint_id "
-    "JOIN eval_sets e ON e.id = m.eval_set_id WHERE m.method != 'none'")
 _DOC_LOSSES = (
     "SELECT c.suite, c.model, c.step, e.name AS eval_set, m.config_hash, d.doc_index, d.nll_sum, d.n_tokens, "
     "d.n_bytes FROM doc_losses d JOIN measurements m ON m.id = d.measurement_id "
@@ -64,16 +62,32 @@ _DOC_LOSSES = (
     "ORDER BY c.suite, c.model, c.step, e.name, m.config_hash, d.doc_index")
 
 
+@dataclass(frozen=True)
+class Published:
+    """A data set just written: its folder, and its manifest as written to ``manifest.json``
+    (JSON values, keys sorted; see the module docstring)."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+
 def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description: str = "",
                   suites: Sequence[str | Path] = (), doc_losses: str = "auto",
                   primary: Mapping[str, str] | None = None) -> Path:
-    """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder.
-    ``suites``: suite folders besides those found from the stored checkpoint paths. ``primary``:
-    the slice (``suite``, ``eval_set``, ``method``) the figures and the report draw by default,
-    recorded in the manifest; each value must occur in the measurements (of that suite)."""
-    from .. import provenance
-    from .merge import check_store
+    """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder
+    (``publish_dataset`` says the arguments)."""
+    return publish_dataset(db, name, out_dir, description=description, suites=suites, doc_losses=doc_losses,
+                           primary=primary).folder
 
+
+def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, description: str = "",
+                    suites: Sequence[str | Path] = (), doc_losses: str = "auto",
+                    primary: Mapping[str, str] | None = None) -> Published:
+    """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder and
+    the manifest written. ``suites``: suite folders besides those found from the stored checkpoint
+    paths. ``primary``: the slice (``suite``, ``eval_set``, ``method``) the figures and the report
+    draw by default, recorded in the manifest; each value must occur in the measurements (of that
+    suite)."""
     _check_name(name)
     if doc_losses not in DOC_LOSSES_CHOICES:
         raise QidlabError(f"doc_losses must be one of {', '.join(DOC_LOSSES_CHOICES)}, not {doc_losses!r}")
@@ -81,64 +95,38 @@ def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description
     check_store(db)
     if target.exists() and not (target / MANIFEST).is_file():
         raise QidlabError(f"{target}: exists and is not a qidlab data set (no {MANIFEST}); not replacing it")
-    with _read_only(db) as conn:
+    with read_only(db) as conn:
         tables = _read(conn)
     if tables["measurements"].empty:
         raise QidlabError(f"{db}: the store has no QiD measurements to publish")
     suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
     tables["primary"] = _check_primary(dict(primary or {}), tables["measurements"], db)
     tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}."))
-    try:
+    with building(target) as tmp:  # an old data set there is replaced only once the new one is complete
         files = _write_tables(tmp, tables, doc_losses)
         manifest = build_manifest(name, description, db, tables, files, suite_dirs)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-        os.chmod(tmp, 0o755)
-        _replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
+        (tmp / MANIFEST).write_text(text)
+    return Published(folder=target, manifest=json.loads(text))
 
 
 def _check_name(name: str) -> None:
-    from .. import data
-
     if not NAME.match(name or ""):
         raise QidlabError(f"data set name {name!r}: use lower-case letters, digits, '.', '-' and '_' "
                           "(starting with a letter or digit)")
-    if name in data.BUNDLED:
+    if name in BUNDLED:
         raise QidlabError(f"data set name {name!r} is taken by a bundled table")
 
 
-class _read_only:
-    def __init__(self, path: Path):
-        self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.conn
-
-    def __exit__(self, *exc) -> None:
-        self.conn.close()
-
-
 def _read(conn) -> dict[str, Any]:
-    import pandas as pd
-
-    from .merge import duplicate_settings
-
-    q = lambda sql: pd.read_sql_query(sql, conn)  # noqa: E731
+    tables: dict[str, Any] = frames(conn, {
+        "measurements": canonical_query("config_hash"), "doc_losses": _DOC_LOSSES,
+        "checkpoints": QUERIES["checkpoints"], "eval_sets": QUERIES["eval_sets"], "runs": QUERIES["runs"],
+        "configs": "SELECT config_hash, method, MIN(config_json) AS config_json, COUNT(*) AS measurements "
+                   "FROM measurements GROUP BY config_hash, method ORDER BY method, config_hash"})
+    tables["measurements"] = tables["measurements"].sort_values(SORT, kind="stable").reset_index(drop=True)
     return {
-        "measurements": q(_CANONICAL).sort_values(SORT, kind="stable").reset_index(drop=True),
-        "doc_losses": q(_DOC_LOSSES),
-        "checkpoints": q("SELECT suite, model, step, path, n_params, n_params_total, tokens, content_hash "
-                         "FROM checkpoints ORDER BY suite, model, step"),
-        "eval_sets": q("SELECT name, content_hash, n_docs, source_json FROM eval_sets ORDER BY name, content_hash"),
-        "configs": q("SELECT config_hash, method, MIN(config_json) AS config_json, COUNT(*) AS measurements "
-                     "FROM measurements GROUP BY config_hash, method ORDER BY method, config_hash"),
-        "runs": q("SELECT versions_json, code_revision, COUNT(*) AS measurements FROM measurements "
-                  "GROUP BY versions_json, code_revision ORDER BY code_revision, versions_json"),
+        **tables,
         "meta": dict(conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()),
         "duplicates": duplicate_settings(conn),
         "references": int(conn.execute("SELECT COUNT(*) FROM measurements WHERE method = 'none'").fetchone()[0]),
@@ -176,27 +164,9 @@ def _rule(choice: str) -> str:
 
 
 def _parquet(frame, path: Path) -> dict[str, Any]:
-    from ..provenance import file_sha256
-
     frame.to_parquet(path, index=False, compression="zstd")
-    return {"path": path.name, "rows": int(len(frame)), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """``tmp`` becomes ``target``; an old data set there is moved aside first, then removed."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
-        os.replace(target, old / target.name)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old / target.name, target)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    return {"path": path.name, "rows": int(len(frame)), "bytes": path.stat().st_size,
+            "sha256": provenance.file_sha256(path)}
 
 
 # ---------------------------------------------------------------------------
@@ -206,8 +176,6 @@ def _replace(tmp: Path, target: Path) -> None:
 def build_manifest(name: str, description: str, db: Path, tables: dict, files: dict,
                    suite_dirs: dict[str, list[Path]]) -> dict[str, Any]:
     """The ``manifest.json`` document of a data set (see the module docstring)."""
-    from .. import provenance
-
     m, ck = tables["measurements"], tables["checkpoints"]
     meta = tables["meta"]
     return {
@@ -266,62 +234,18 @@ def _suite_entry(suite: str, rows, folders: list[Path]) -> dict[str, Any]:
     models = [{"model": model, "n_params": int(r.n_params.iloc[0]), "n_params_total": int(r.n_params_total.iloc[0]),
                "steps": [int(s) for s in r.step], "tokens": [int(t) for t in r.tokens]}
               for model, r in rows.groupby("model", sort=True)]
-    return {"suite": suite, "models": models, "vocab_size": _vocab_size(rows.path, folders),
-            "manifests": [found for found in map(_suite_manifest, folders) if found]}
-
-
-def _suite_manifest(folder: Path) -> dict[str, Any] | None:
-    """A suite folder's qidlab-suite.toml / .json: file name, sha256 and content."""
-    import tomllib
-
-    from ..checkpoints.discover import MANIFEST_NAMES
-    from ..provenance import file_sha256
-
-    for file_name in MANIFEST_NAMES:
-        path = folder / file_name
-        if path.is_file():
-            text = path.read_text()
-            try:
-                content = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-            except (tomllib.TOMLDecodeError, ValueError) as exc:
-                raise QidlabError(f"{path}: cannot parse ({exc})") from None
-            return {"folder": folder.name, "file": file_name, "sha256": file_sha256(path), "content": content}
-    return None
-
-
-def _vocab_size(paths, folders: list[Path]) -> int | None:
-    """V from the first readable config.json of the suite's checkpoints (None if none is found)."""
-    candidates = [Path(p) / "config.json" for p in paths]
-    candidates += [c for f in folders for c in sorted(f.glob("*/step*/config.json"))[:1]]
-    for config in candidates:
-        try:
-            vocab = json.loads(config.read_text()).get("vocab_size")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(vocab, int) and vocab > 1:
-            return vocab
-    return None
+    return {"suite": suite, "models": models, "vocab_size": suite_folders.vocab_size(rows.path, folders),
+            "manifests": [found for found in map(suite_folders.suite_manifest, folders) if found]}
 
 
 def _suite_dirs(checkpoints, store_dir: Path, extra: Sequence[str | Path]) -> dict[str, list[Path]]:
-    """Suite folders by suite name: the parents of the stored checkpoints' model folders that
-    exist (relative paths also tried from the store's folder), and the ``extra`` ones, matched
-    by their manifest's suite name or their folder name."""
-    out: dict[str, list[Path]] = {}
-    for suite, path in zip(checkpoints.suite, checkpoints.path):
-        p = Path(path)
-        for cand in (p, store_dir / p) if not p.is_absolute() else (p,):
-            folder = cand.parent.parent
-            if cand.exists() and folder.is_dir() and folder.resolve() not in {f.resolve() for f in out.get(suite, [])}:
-                out.setdefault(suite, []).append(folder)
-                break
-    for s in extra:
-        folder = Path(s)
-        if not folder.is_dir():
-            raise QidlabError(f"--suite {s}: no such folder")
-        found = _suite_manifest(folder)
-        suite = (found or {}).get("content", {}).get("suite") or folder.name
-        out.setdefault(str(suite), []).append(folder)
+    """Suite folders by suite name: those of the stored checkpoints that exist (relative paths
+    also tried from the store's folder), and the ``extra`` ones, matched by their manifest's suite
+    name or their folder name."""
+    out = {suite: suite_folders.stored_suite_folders(rows.path, store_dir)
+           for suite, rows in checkpoints.groupby("suite", sort=False)}
+    for folder in suite_folders.given_suite_folders(extra):
+        out.setdefault(suite_folders.suite_name(folder), []).append(folder)
     return out
 
 

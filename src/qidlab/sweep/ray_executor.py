@@ -6,23 +6,23 @@ from __future__ import annotations
 from ..errors import QidlabError
 
 
-def _collect(path, eval_sets, todo, study):
-    from .run import measure_checkpoint
-
-    return list(measure_checkpoint(path, eval_sets, todo, study))
+def _collect(measure, path, eval_sets, todo, study):
+    return list(measure(path, eval_sets, todo, study))
 
 
-def run_on_ray(plan, eval_sets, study, address=None):
-    """Yield (ref, results) per checkpoint as Ray tasks finish. ``address``: an existing
-    cluster ("auto" or "ray://host:port"); None starts a local Ray."""
+def run_on_ray(measure, plan, eval_sets, study, address=None):
+    """Yield (ref, results) per checkpoint as Ray tasks finish; a task runs ``measure(path,
+    eval_sets, todo, study)`` (``run.measure_checkpoint``, sent by reference). ``address``: an
+    existing cluster ("auto" or "ray://host:port"); None starts a local Ray."""
     try:
         import ray
     except ImportError:
-        raise QidlabError("--executor ray needs Ray: pip install -c constraints.txt 'ray[default]'") from None
+        raise QidlabError("`executor` ray needs Ray: pip install -c constraints.txt 'ray[default]'",
+                          params=("executor",)) from None
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     task = ray.remote(_collect)
-    futures = {task.remote(str(ref.path), eval_sets, todo, study): ref for ref, todo in plan}
+    futures = {task.remote(measure, str(ref.path), eval_sets, todo, study): ref for ref, todo in plan}
     pending = list(futures)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)

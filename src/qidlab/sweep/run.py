@@ -9,9 +9,6 @@ skipped, so after a crash the same command finishes the study with no lost and n
 
 from __future__ import annotations
 
-import functools
-import json
-
 import sys
 import time
 import traceback
@@ -19,20 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import provenance
+from .. import documents, provenance, quantize
+from ..checkpoints import discover, load_checkpoint
+from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError
+from ..evaluate import load_eval_set, paired_bootstrap_qid, score
+from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash
-from .study import CalibrationSpec, Study
-
-NEEDS_CALIBRATION = {"gptq", "awq"}
-REFERENCE = {"method": "none", "bits": 16}
+from .ray_executor import run_on_ray
+from .study import Study, job_label
 
 
 @dataclass
 class Result:
     """One measured (config, eval set) of a checkpoint, or the error that stopped it."""
 
-    config: dict[str, Any]
+    config: QuantConfig
     eval_set: str
     loss16: float = float("nan")
     loss: float = float("nan")
@@ -61,36 +60,19 @@ class Summary:
     failed: list[str] = field(default_factory=list)
 
 
-def measurement_config(cfg: dict[str, Any], study: Study) -> dict[str, Any]:
-    """Everything that defines a measurement besides checkpoint and eval set (hashed for resume)."""
-    from ..quantize import config_from_dict
-
-    quant = REFERENCE if cfg.get("method") == "none" else config_from_dict(cfg).to_dict()
+def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[str, Any]:
+    """Everything that defines a measurement besides checkpoint and eval set (hashed for resume).
+    ``cfg``: a config, or a method's config as ``to_dict()`` writes it."""
+    cfg = cfg if isinstance(cfg, QuantConfig) else config_from_dict(cfg)
     scoring = dict(study.scoring)
     if "reference_tokenizer" in scoring:  # the file's content, not where it lies
         scoring["reference_tokenizer"] = _file_identity(study.path.parent / scoring["reference_tokenizer"])
-    out = {"quantization": quant, "scoring": scoring}
-    if quant.get("method") in NEEDS_CALIBRATION and study.calibration is not None:
+    out = {"quantization": cfg.to_dict(), "scoring": scoring}
+    if cfg.needs_calibration and study.calibration is not None:
         c = study.calibration
-        out["calibration"] = {"content_hash": _calibration_identity(c.source), "n_samples": c.n_samples,
+        out["calibration"] = {"content_hash": calibration_identity(c.source), "n_samples": c.n_samples,
                               "seq_len": c.seq_len, "seed": c.seed, "sampler": CALIBRATION_SAMPLER}
     return out
-
-
-def _calibration_identity(source: Path) -> str:
-    """The calibration text's content hash (``docs_hash``), so that the same job run from another
-    folder, or merged from another store, is the same measurement. Cached per file version."""
-    path = Path(source)
-    if not path.exists():
-        raise QidlabError(f"calibration source does not exist: {path}")
-    return _docs_hash_of(str(path.resolve()), *_version(path))
-
-
-@functools.lru_cache(maxsize=32)
-def _docs_hash_of(path: str, _mtime_ns: int, _size: int) -> str:
-    from ..evaluate import docs_hash
-
-    return "sha256:" + docs_hash(_calibration_docs(path, _mtime_ns, _size))
 
 
 def _file_identity(path: Path) -> str:
@@ -99,85 +81,26 @@ def _file_identity(path: Path) -> str:
     return "sha256:" + provenance.file_sha256(path)
 
 
-#: How ``calibration_ids`` draws its windows; part of a calibrated measurement's identity, so rows of
-#: an older sampler (which tokenised the whole source as one text) are never taken for this one's.
-CALIBRATION_SAMPLER = "seeded-documents-v2"
+#: Calibration windows per (tokenizer, spec, source file version), for the length of the process.
 _CALIBRATION_CACHE: dict = {}
 
 
 def calibration_ids(tokenizer, spec: CalibrationSpec):
-    """(n_samples, seq_len) token ids: seeded random windows of a seeded sample of the calibration
-    documents (``_draw_calibration``). Cached per process by tokenizer (fast tokenizers), spec and
-    source file version, so the checkpoints of one suite share one draw."""
-    from ..evaluate.score import tokenizer_fingerprint
-
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    if fingerprint is None:
-        return _draw_calibration(tokenizer, spec)
-    key = (fingerprint, spec, _version(spec.source))
-    if key not in _CALIBRATION_CACHE:
-        _CALIBRATION_CACHE[key] = _draw_calibration(tokenizer, spec)
-    return _CALIBRATION_CACHE[key].clone()
+    """``qidlab.documents.calibration_ids`` through this process's cache: the checkpoints of one
+    suite (same tokenizer, same calibration) share one draw."""
+    return documents.calibration_ids(tokenizer, spec, cache=_CALIBRATION_CACHE)
 
 
-def _draw_calibration(tokenizer, spec: CalibrationSpec):
-    """The documents are taken in a seeded random order until their text (joined by blank lines)
-    gives at least twice the tokens the windows cover, or all are taken; only those are tokenised
-    (a 100 MB training split is not); then ``n_samples`` seeded windows of ``seq_len`` tokens."""
-    import numpy as np
-    import torch
-
-    docs = _calibration_docs(str(Path(spec.source).resolve()), *_version(spec.source))
-    rng = np.random.default_rng(spec.seed)
-    order = rng.permutation(len(docs))
-    need, chars = 2 * spec.n_samples * spec.seq_len, 0
-    while True:
-        chars = max(2 * chars, 8 * need)  # a byte-level BPE token is rarely over 8 characters
-        taken, total = [], 0
-        for i in order:
-            if total >= chars:
-                break
-            taken.append(docs[i])
-            total += len(docs[i]) + 2
-        ids = tokenizer("\n\n".join(taken), return_attention_mask=False)["input_ids"]
-        if len(ids) >= need or len(taken) == len(docs):
-            break
-    if len(ids) <= spec.seq_len:
-        raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than "
-                          f"seq_len={spec.seq_len}")
-    starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
-    return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
-
-
-def _version(source) -> tuple[int, int]:
-    st = Path(source).stat()
-    return st.st_mtime_ns, st.st_size
-
-
-@functools.lru_cache(maxsize=4)
-def _calibration_docs(path: str, _mtime_ns: int, _size: int) -> list[str]:
-    from ..evaluate import load_eval_set
-
-    return load_eval_set(path, n_docs=None, name="calibration").docs
-
-
-def _without_bits(cfg: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in cfg.items() if k != "bits"}, sort_keys=True, default=str)
-
-
-def _shared_gptq(model, cfg: dict[str, Any], configs: list[dict[str, Any]], hessians, cache: dict):
+def _shared_gptq(model, cfg: QuantConfig, configs: list[QuantConfig], hessians, cache: dict):
     """The weights of shared-Hessian GPTQ config ``cfg``. The first call for a config computes, in
     one pass over the columns, those of every config of ``configs`` that differs from it only in
-    ``bits`` (GPTQ's column loop is launch-bound on a GPU, so k bit widths cost about one); later
-    calls take theirs from ``cache``. The model must hold its 16-bit weights."""
-    from ..quantize import config_from_dict, gptq_shared_weights
-
-    key = _without_bits(cfg)
+    ``bits`` (its ``sibling_key``; GPTQ's column loop is launch-bound on a GPU, so k bit widths cost
+    about one); later calls take theirs from ``cache``. The model must hold its 16-bit weights."""
+    key = cfg.sibling_key()
     if key not in cache:
-        bits = sorted({config_from_dict(c).bits for c in configs
-                       if c.get("method") == cfg["method"] and _without_bits(c) == key})
-        cache[key] = gptq_shared_weights(model, config_from_dict(cfg), bits, hessians)
-    return cache[key].pop(config_from_dict(cfg).bits)
+        bits = sorted({c.bits for c in configs if c.sibling_key() == key})
+        cache[key] = quantize.gptq_shared_weights(model, cfg, bits, hessians)
+    return cache[key].pop(cfg.bits)
 
 
 def _load_weights(model, weights: dict) -> None:
@@ -188,16 +111,13 @@ def _load_weights(model, weights: dict) -> None:
             model.get_submodule(name).weight.copy_(w)
 
 
-def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]], study: Study) -> Iterator:
+def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], study: Study) -> Iterator:
     """Yield a ``CheckpointInfo``, then one ``Result`` per (config, eval set).
 
-    ``configs`` holds only the jobs still to do; the 16-bit reference ({"method": "none"})
-    may be among them. A failing configuration yields Results with ``error`` set; the rest go on."""
+    ``configs`` holds only the jobs still to do; the 16-bit reference (``Reference16``, which rounds
+    no weights) may be among them. A failing configuration yields Results with ``error`` set; the
+    rest go on."""
     import torch
-
-    from ..checkpoints import load_checkpoint
-    from ..evaluate import paired_bootstrap_qid, score
-    from ..quantize import config_from_dict, quantize_
 
     device = study.device
     if device == "auto":
@@ -217,7 +137,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
     shared: dict = {}  # GPTQ shared-Hessian mode: one Hessian per layer, per module selection
     siblings: dict = {}  # ... and the weights of every bit width of a config, from one column pass
     for cfg in configs:
-        if cfg.get("method") == "none":
+        if not cfg.rounds_weights:
             for es in eval_sets:
                 s = ref_scores[es.name]
                 loss16 = s.loss(unit)
@@ -225,20 +145,17 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
                              (s.nll_sum, s.n_tokens, s.n_bytes))
             continue
         try:
-            qcfg = config_from_dict(cfg)
-            if cfg["method"] in NEEDS_CALIBRATION:
+            if cfg.needs_calibration:
                 if study.calibration is None:
-                    raise QidlabError(f"method {cfg['method']} needs a [calibration] section in the study")
+                    raise QidlabError(f"method {cfg.method} needs a [calibration] section in the study")
                 calib = calib if calib is not None else calibration_ids(tok, study.calibration)
             model.load_state_dict(state16)
-            if getattr(qcfg, "shared_hessian", False):  # Hessians once from the 16-bit model, reused
-                if qcfg.modules not in shared:
-                    from ..quantize import collect_hessians
-
-                    shared[qcfg.modules] = collect_hessians(model, calib, qcfg.modules)
-                _load_weights(model, _shared_gptq(model, cfg, configs, shared[qcfg.modules], siblings))
+            if getattr(cfg, "shared_hessian", False):  # Hessians once from the 16-bit model, reused
+                if cfg.modules not in shared:
+                    shared[cfg.modules] = quantize.collect_hessians(model, calib, cfg.modules)
+                _load_weights(model, _shared_gptq(model, cfg, configs, shared[cfg.modules], siblings))
             else:
-                quantize_(model, qcfg, calibration=calib if cfg["method"] in NEEDS_CALIBRATION else None)
+                quantize.quantize_(model, cfg, calibration=calib if cfg.needs_calibration else None)
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
@@ -255,17 +172,14 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[dict[str, Any]]
 
 def run_study(study: Study, *, executor: str = "local", address: str | None = None, progress=True) -> Summary:
     """Measure every job of ``study`` that the store lacks; return counts and failures."""
-    from ..checkpoints import discover
-    from ..evaluate import load_eval_set
-
     refs = [r for r in discover(study.checkpoint_root)
             if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
     refs = coarse_to_fine(refs)
     if not refs:
         raise QidlabError(f"no checkpoints under {study.checkpoint_root} match the study")
     eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars) for e in study.eval_sets]
-    configs = [dict(REFERENCE)] + [dict(c) for c in study.methods]
-    hashes = [config_hash(measurement_config(c, study)) for c in configs]  # validates every config up front
+    configs = [Reference16(), *study.methods]
+    hashes = [config_hash(measurement_config(c, study)) for c in configs]  # checks its input files up front
     summary = Summary()
     with Store(study.store) as store:
         es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
@@ -309,11 +223,7 @@ def coarse_to_fine(refs: list) -> list:
 
 
 def _todo(store: Store, ref, configs, hashes, es_ids) -> list[dict]:
-    row = store.conn.execute("SELECT id FROM checkpoints WHERE suite=? AND model=? AND step=?",
-                             (ref.suite, ref.model, ref.step)).fetchone()
-    if row is None:
-        return configs
-    done = store.done_hashes(int(row[0]))
+    done = store.measured(suite=ref.suite, model=ref.model, step=ref.step)
     return [c for c, h in zip(configs, hashes) if not all((i, h) in done for i in es_ids.values())]
 
 
@@ -341,13 +251,13 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             if item.device:
                 store.record_device(item.device)
             continue
-        label = f"{ref.model}/step{ref.step} {_label(item.config)} {item.eval_set}"
+        label = f"{ref.model}/step{ref.step} {_label(item.config, study)} {item.eval_set}"
         if item.error:
             summary.failed.append(f"{label}: {item.error}")
             meter.tick(f"{label}: FAILED")
             continue
         nll, ntok, nbytes = item.docs
-        cols = _columns(item.config)
+        cols = item.config.columns()
         new = store.add_measurement(Measurement(
             checkpoint_id=ckpt_id, eval_set_id=es_ids[item.eval_set], method=cols["method"], bits=cols["bits"],
             config=measurement_config(item.config, study), loss16=item.loss16, loss=item.loss, qid=item.qid,
@@ -361,24 +271,16 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
         meter.tick(f"{label}: qid {item.qid:.4f}")
 
 
-def _columns(cfg: dict) -> dict:
-    """The data-contract columns (method, bits, group_size, exp_bits, ...) of a job's config."""
-    from ..quantize import config_from_dict
-
-    return dict(REFERENCE) if cfg.get("method") == "none" else config_from_dict(cfg).columns()
-
-
-def _label(cfg: dict) -> str:
-    return "-".join(f"{v}" if k == "method" else f"{k}={v}" for k, v in sorted(cfg.items(), key=lambda kv: kv[0] != "method"))
+def _label(cfg: QuantConfig, study: Study) -> str:
+    """The job's progress label: as the study file spelt it, else from the config's fields."""
+    return study.labels.get(cfg) or job_label(cfg.to_dict())
 
 
 def _execute(plan, eval_sets, study, executor, address):
     if executor == "local":
         return [(ref, measure_checkpoint(str(ref.path), eval_sets, todo, study)) for ref, todo in plan]
     if executor == "ray":
-        from .ray_executor import run_on_ray
-
-        return run_on_ray(plan, eval_sets, study, address)
+        return run_on_ray(measure_checkpoint, plan, eval_sets, study, address)
     raise QidlabError(f"unknown executor {executor!r} (use local or ray)")
 
 

@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..documents import CalibrationSpec
 from ..errors import QidlabError
+from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
 from ..tomlfile import read_toml
 
 SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
@@ -58,14 +60,6 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
-class CalibrationSpec:
-    source: Path
-    n_samples: int = 128
-    seq_len: int = 512
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class Study:
     name: str
     path: Path
@@ -74,10 +68,11 @@ class Study:
     models: tuple[str, ...] | None
     steps: tuple[int, ...] | None
     eval_sets: tuple[EvalSpec, ...]
-    methods: tuple[dict[str, Any], ...]  # one quantization config dict per combination
+    methods: tuple[QuantConfig, ...]  # one quantization config per combination
     calibration: CalibrationSpec | None
     scoring: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    labels: dict[QuantConfig, str] = field(default_factory=dict)  # progress label, as the file spells it
 
 
 def load_study(path: str | Path) -> Study:
@@ -108,7 +103,7 @@ def load_study(path: str | Path) -> Study:
         models=tuple(ckpts["models"]) if "models" in ckpts else None,
         steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts else None,
         eval_sets=tuple(_eval_spec(e, where, path, i) for i, e in enumerate(evals)),
-        methods=tuple(c for i, m in enumerate(methods) for c in _expand(m, path, i)),
+        **_methods(methods, path),
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
     )
@@ -168,8 +163,14 @@ def _calibration(c, where, path) -> CalibrationSpec:
         raise QidlabError(f"{path}: [calibration]: {exc}") from None
 
 
-def _expand(entry, path, i) -> list[dict[str, Any]]:
-    """One config dict per combination of the list-valued keys of a [[methods]] entry."""
+def _methods(entries: list, path) -> dict[str, Any]:
+    """The study's ``methods`` (one config per combination) and their progress ``labels``."""
+    jobs = [job for i, entry in enumerate(entries) for job in _expand(entry, path, i)]
+    return {"methods": tuple(cfg for cfg, _ in jobs), "labels": dict(jobs)}
+
+
+def _expand(entry, path, i) -> list[tuple[QuantConfig, str]]:
+    """One (config, label) per combination of the list-valued keys of a [[methods]] entry."""
     if not isinstance(entry, dict) or "method" not in entry:
         raise QidlabError(f"{path}: methods[{i}] needs 'method'")
     keys = sorted(entry)
@@ -178,8 +179,18 @@ def _expand(entry, path, i) -> list[dict[str, Any]]:
         raise QidlabError(f"{path}: methods[{i}] has an empty list")
     out = []
     for combo in itertools.product(*axes):
-        cfg = dict(zip(keys, combo))
-        if cfg.get("group_size") == "channel":
-            cfg["group_size"] = None
-        out.append(cfg)
+        spelling = dict(zip(keys, combo))
+        if "group_size" in spelling:
+            spelling["group_size"] = parse_group_size(spelling["group_size"])
+        try:
+            out.append((config_from_dict(spelling), job_label(spelling)))
+        except QidlabError as exc:
+            raise QidlabError(f"{path}: methods[{i}]: {exc}") from None
     return out
+
+
+def job_label(spelling: dict[str, Any]) -> str:
+    """A job's label in the sweep's progress lines: the method, then ``key=value`` of the keys
+    given, sorted (``rtn-bits=4-group_size=None``)."""
+    return "-".join(f"{v}" if k == "method" else f"{k}={v}"
+                    for k, v in sorted(spelling.items(), key=lambda kv: kv[0] != "method"))

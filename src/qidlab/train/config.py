@@ -113,9 +113,12 @@ class SuiteConfig:
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
 
-    def schedule_dict(self) -> dict:
-        """The lr schedule, as stored in each checkpoint's ``qidlab.json`` (peak lr per model apart)."""
-        return {"schedule": self.schedule, "steps": self.steps, "warmup": self.warmup,
+    def schedule_dict(self, steps: int | None = None) -> dict:
+        """The lr schedule: ``lr_multiplier``'s keywords, as stored in each checkpoint's ``qidlab.json``
+        (peak lr per model apart). ``steps``: the schedule of a shorter run of that many updates
+        (an lr sweep's), its warmup scaled by ``steps / self.steps``."""
+        warmup = self.warmup if steps is None else min(steps, round(self.warmup * steps / self.steps))
+        return {"schedule": self.schedule, "steps": self.steps if steps is None else steps, "warmup": warmup,
                 "min_lr_ratio": self.min_lr_ratio, "decay_fraction": self.decay_fraction}
 
     def model_hash(self, model: ModelSpec) -> str:

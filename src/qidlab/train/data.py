@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from qidlab.documents import load_manifest, read_documents
 from qidlab.errors import QidlabError
+from qidlab.files import open_atomic, write_json
+from qidlab.provenance import file_sha256
 
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 DATA_DIR = "_data"
@@ -111,8 +113,6 @@ def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
     """Tokenizer and token file of ``config`` (a ``SuiteConfig``) under ``suite_dir/_data``, made or reused."""
     from transformers import AutoTokenizer
 
-    from qidlab.corpus import load_manifest, read_documents
-
     manifest = load_manifest(config.corpus)
     if not manifest.documents.get("train"):
         raise QidlabError(f"{config.corpus} has no train documents (recipe {manifest.recipe!r} is eval-only); "
@@ -146,28 +146,24 @@ def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
     dtype = np.uint16 if len(tokenizer) <= 2 ** 16 else np.uint32
     order = document_order(len(docs), config.seed)
     backend = tokenizer.backend_tokenizer
-    tmp = folder / ".tokens.bin.tmp"
     n_tokens = 0
-    with open(tmp, "wb") as fh:
+    with open_atomic(folder / "tokens.bin", "wb") as fh:
         for start in range(0, len(docs), 512):
             chunk = [docs[i] for i in order[start:start + 512]]
             for enc in backend.encode_batch(chunk, add_special_tokens=False):
                 ids = np.asarray(enc.ids + [eos], dtype=dtype)
                 fh.write(ids.tobytes())
                 n_tokens += len(ids)
-    os.replace(tmp, folder / "tokens.bin")
     info = {"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n_tokens, "n_docs": len(docs),
             "vocab_size": len(tokenizer), "eos_token_id": eos,
             "document_order_sha256": _sha256_bytes(order.astype(np.int64).tobytes()),
             "corpus": str(config.corpus), "corpus_licenses": manifest.licenses}
-    info_path.write_text(json.dumps(info, indent=1) + "\n")
+    write_json(info_path, info)
     tokens = np.memmap(folder / "tokens.bin", dtype=dtype, mode="r")
     return TokenData(folder, tokenizer, tokens, info)
 
 
 def _file_sha(path: Path) -> str:
-    from qidlab.provenance import file_sha256
-
     if not Path(path).is_file():
         raise QidlabError(f"tokenizer file does not exist: {path}")
     return file_sha256(path)

@@ -31,21 +31,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 
 from dataclasses import replace
 from pathlib import Path
 
+from qidlab.checkpoints.params import count_params
 from qidlab.errors import QidlabError
+from qidlab.files import building, open_atomic, write_json, write_text
 from qidlab.torchenv import quiet_transformers, torch_threads
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
 from qidlab.train.engine import Clock, build_model, device_name, make_optimizer, make_update, resolve_device
 from qidlab.train.lr_sweep import SWEEP_FILE, LRSweep, sweep_suite
-from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog, write_json_atomic, write_text_atomic
+from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog
 from qidlab.train.schedule import checkpoint_steps, lr_multiplier
 from qidlab.train.speed import flops_per_token, mfu, peak_flops
 
@@ -66,7 +65,7 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
         if m.name in sweeps:  # TOML writes inf and nan as Python's repr does
             lines += ["lr_sweep = { " + ", ".join(f"{k} = {v!r}" for k, v in sweeps[m.name].items()) + " }"]
         lines += [""]
-    write_text_atomic(suite_dir / SUITE_MANIFEST, "\n".join(lines))
+    write_text(suite_dir / SUITE_MANIFEST, "\n".join(lines))
 
 
 def train_suite(config_path, out_dir, *, threads: int | None = None, device: str | None = None,
@@ -111,8 +110,6 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
         return []
     save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every,
                                   per_octave=config.per_octave)
-    from qidlab.checkpoints.params import count_params
-
     n_params = {m.name: count_params(build_model(m, len(data.tokenizer), config.seq_len, config.seed,
                                                  data.tokenizer))[0] for m in config.models}
     _write_suite_manifest(config, suite_dir, n_params, sweeps)
@@ -147,10 +144,10 @@ def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
         return None
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     if state["model_hash"] != mhash:
-        hint = (" (it was trained at the learning rate its lr sweep chose: sweep again with --lr-sweep)"
+        hint = (" (it was trained at the learning rate its lr sweep chose: sweep again with `lr_sweep`)"
                 if (model_dir / SWEEP_FILE).is_file() else "")
-        raise QidlabError(f"{model_dir} was trained from another suite configuration{hint}; choose another --out "
-                          "or delete it")
+        raise QidlabError(f"{model_dir} was trained from another suite configuration{hint}; choose another `out_dir` "
+                          "or delete it", params=("out_dir", "lr_sweep"))
     if int(state["step"]) >= steps:
         return state
     folder = model_dir / f"step{int(state['step'])}"
@@ -199,8 +196,7 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
             log(f"{spec.name}: resuming from step {start}")
     model.train()
     meta_common = _meta_common(config, spec, data, mhash, device)
-    mult = {"steps": config.steps, "schedule": config.schedule, "warmup": config.warmup,
-            "min_lr_ratio": config.min_lr_ratio, "decay_fraction": config.decay_fraction}
+    mult = config.schedule_dict()
     if start == 0:
         _save(model, opt, data.tokenizer, model_dir, 0, None, meta_common, spec, mult)
     dynamics = _Dynamics(DynamicsLog(model_dir / DYNAMICS_FILE, spec.name, start), model, start,
@@ -216,7 +212,7 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
         trained, last_loss = _run_updates(config, spec, data, update, start, mult, set(save_steps), train_log,
                                           clock, on_step, checkpoint)
     stats = _stats(config, spec, model, start, trained, clock, last_loss, run)
-    write_json_atomic(model_dir / STATS_FILE, stats)
+    write_json(model_dir / STATS_FILE, stats)
     if log:
         mfu = f", MFU {stats['mfu']:.1%}" if stats["mfu"] is not None else ""
         log(f"{spec.name}: {trained} steps, {stats['tokens_trained']:,} tokens, {stats['tokens_per_s'] or 0:,.0f} "
@@ -229,8 +225,6 @@ def _stats(config: SuiteConfig, spec: ModelSpec, model, start: int, trained: int
     """``train-stats.json``: speed of this call's updates (checkpointing and logging not counted); tokens/s
     and MFU leave out the call's first update (CUDA start-up, compilation), timed as ``seconds_first_update``."""
     import torch
-
-    from qidlab.checkpoints.params import count_params
 
     device = run["device"]
     tokens = trained * config.tokens_per_step
@@ -328,23 +322,14 @@ def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: 
     """Write ``step<step>/`` (atomically, by renaming a finished temporary folder), then the trainer state."""
     import torch
 
-    model_dir.mkdir(parents=True, exist_ok=True)
-    final = model_dir / f"step{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step{step}-", dir=model_dir))
-    try:
+    with building(model_dir / f"step{step}") as tmp:
         with quiet_transformers():
             model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
         meta = {"tokens": step * meta_common["tokens_per_step"], "step": step,
                 "lr": spec.lr * lr_multiplier(step, **mult), "train_loss": loss, **meta_common}
         (tmp / "qidlab.json").write_text(json.dumps(meta, indent=1) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     state = {"step": step, "model_hash": meta_common["model_hash"], "optimizer": opt.state_dict(),
              "torch_rng": torch.get_rng_state()}
-    tmp_state = model_dir / f".{STATE_FILE}.tmp"
-    torch.save(state, tmp_state)
-    os.replace(tmp_state, model_dir / STATE_FILE)
+    with open_atomic(model_dir / STATE_FILE, "wb") as fh:
+        torch.save(state, fh)

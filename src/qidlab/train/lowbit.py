@@ -38,21 +38,23 @@ def ste(x: torch.Tensor, fn) -> torch.Tensor:
     return q.detach() + (x - x.detach())  # x - x.detach() is exactly 0 and carries x's gradient
 
 
+#: The grid function of each config type whose ``supports_qat`` is true (tests check they agree).
+_GRIDS = {
+    RTNConfig: lambda c: partial(grids.fake_quantize, bits=c.bits, group_size=c.group_size, symmetric=c.symmetric),
+    FPConfig: lambda c: partial(grids.fake_quantize_fp, exp_bits=c.exp_bits, man_bits=c.man_bits,
+                                block_size=c.block_size),
+    TernaryConfig: lambda c: partial(grids.fake_quantize_ternary, group_size=c.group_size),
+    NF4Config: lambda c: partial(grids.fake_quantize_nf4, block_size=c.block_size),
+    FP4Config: lambda c: partial(grids.fake_quantize_fp4, block_size=c.block_size),
+}
+
+
 def weight_fake_quant(config: QuantConfig, per_tensor: bool = False):
     """The PTQ grid of ``config`` as a function ``W (out, in) -> W'`` (dequantized, W's dtype);
     ``per_tensor``: the matrix viewed as one row, i.e. one scale for all of it."""
-    if isinstance(config, RTNConfig):
-        fn = partial(grids.fake_quantize, bits=config.bits, group_size=config.group_size, symmetric=config.symmetric)
-    elif isinstance(config, FPConfig):
-        fn = partial(grids.fake_quantize_fp, exp_bits=config.exp_bits, man_bits=config.man_bits,
-                     block_size=config.block_size)
-    elif isinstance(config, TernaryConfig):
-        fn = partial(grids.fake_quantize_ternary, group_size=config.group_size)
-    elif isinstance(config, (NF4Config, FP4Config)):
-        fn = partial(grids.fake_quantize_nf4 if isinstance(config, NF4Config) else grids.fake_quantize_fp4,
-                     block_size=config.block_size)
-    else:
+    if not getattr(config, "supports_qat", False):
         raise QidlabError(f"{type(config).__name__} is not a weight grid QAT can train through")
+    fn = _GRIDS[type(config)](config)
     return partial(_whole_matrix, fn) if per_tensor else fn
 
 

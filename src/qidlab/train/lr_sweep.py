@@ -25,7 +25,8 @@ import math
 from dataclasses import dataclass, replace
 
 from qidlab.errors import QidlabError
-from qidlab.train.records import write_json_atomic
+from qidlab.files import write_json
+from qidlab.train.engine import autocast, build_model, make_optimizer, make_update, to_device
 from qidlab.train.schedule import lr_multiplier
 
 SWEEP_FILE = "lr-sweep.json"
@@ -86,12 +87,6 @@ def sweep_steps(config, sweep: LRSweep) -> int:
     return sweep.steps if sweep.steps is not None else max(1, config.steps // 10)
 
 
-def _short_schedule(config, steps: int) -> dict:
-    warmup = min(steps, round(config.warmup * steps / config.steps))
-    return {"steps": steps, "schedule": config.schedule, "warmup": warmup, "min_lr_ratio": config.min_lr_ratio,
-            "decay_fraction": config.decay_fraction}
-
-
 def _check_held_out(config, sweep: LRSweep, steps: int, n_seqs: int) -> None:
     need = (steps + sweep.eval_batches) * config.batch_size
     if need > n_seqs:
@@ -103,8 +98,6 @@ def _check_held_out(config, sweep: LRSweep, steps: int, n_seqs: int) -> None:
 def heldout_loss(model, data, config, first_step: int, n_batches: int, device) -> float:
     """Mean cross-entropy (nats/token) of ``model`` on the batches ``first_step ..`` of the data order."""
     import torch
-
-    from qidlab.train.engine import autocast, to_device
 
     model.eval()
     total = None
@@ -120,12 +113,10 @@ def heldout_loss(model, data, config, first_step: int, n_batches: int, device) -
 
 def short_run(config, spec, lr: float, data, steps: int, sweep: LRSweep, device) -> float:
     """Train a fresh copy of ``spec`` for ``steps`` updates at peak ``lr``; its held-out loss."""
-    from qidlab.train.engine import build_model, make_optimizer, make_update
-
     model = build_model(spec, len(data.tokenizer), config.seq_len, config.seed, data.tokenizer).to(device)
     opt = make_optimizer(model, lr, config.weight_decay, device)
     update = make_update(model, opt, device, grad_clip=config.grad_clip, compile=config.compile)
-    mult = _short_schedule(config, steps)
+    mult = config.schedule_dict(steps)
     model.train()
     for step in range(steps):
         update(data.batch(step, config.batch_size, config.seq_len, config.seed), lr * lr_multiplier(step, **mult))
@@ -156,7 +147,7 @@ def sweep_model(config, spec, data, sweep: LRSweep, device, model_dir, log=None)
     result = {"base_lr": spec.lr, "lrs": key["lrs"], "heldout_loss": losses, "chosen": pick(key["lrs"], losses),
               "steps": steps, "eval_batches": sweep.eval_batches}
     model_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"key": key, "result": result})
+    write_json(path, {"key": key, "result": result})
     return result
 
 

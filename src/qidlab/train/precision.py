@@ -39,12 +39,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from qidlab.errors import QidlabError
-from qidlab.quantize.config import (FP4Config, FPConfig, NF4Config, QuantConfig, RTNConfig, TernaryConfig,
-                                    config_from_dict)
+from qidlab.quantize.config import METHODS, FPConfig, QuantConfig, RTNConfig, TernaryConfig, config_from_dict
 
 BITNET = "bitnet-b1.58"
 BITNET_LR_FACTOR = 4.0
-WEIGHT_METHODS = {c.method: c for c in (RTNConfig, FPConfig, TernaryConfig, NF4Config, FP4Config)}
+WEIGHT_METHODS = {name: c for name, c in METHODS.items() if c.supports_qat}  # the grids QAT rounds through
 QAT_KEYS = {"weights", "activations", "kv"}
 ACT_KEYS = {"bits", "group_size"}
 

@@ -23,38 +23,20 @@ previous saved checkpoint (``qidlab.train.dynamics``). Rewritten whole at each c
 entries after the resumed step are dropped and the previous weights are those of the resumed step
 (read from its folder), so the file is what an uninterrupted run writes.
 
-Files are replaced atomically (a temporary file in the same folder, then ``os.replace``).
+Files are replaced atomically (``qidlab.files``: a temporary file in the same folder, then a rename).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from qidlab.errors import QidlabError
+from qidlab.files import write_json, write_text
 
 LOG_FILE = "train-log.csv"
 LOG_HEADER = "step,tokens,loss,lr"
 DYNAMICS_FILE = "weight-dynamics.json"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, doc) -> None:
-    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
 def _rows_upto(path: Path, step: int) -> list[str]:
@@ -78,7 +60,7 @@ class TrainLog:
     def __init__(self, path: Path, start_step: int):
         self.path = Path(path)
         rows = _rows_upto(self.path, start_step) if start_step > 0 else []
-        write_text_atomic(self.path, "\n".join([LOG_HEADER, *rows]) + "\n")
+        write_text(self.path, "\n".join([LOG_HEADER, *rows]) + "\n")
         self._fh = open(self.path, "a")
 
     def append(self, step: int, tokens: int, loss: float, lr: float) -> None:
@@ -111,9 +93,9 @@ class DynamicsLog:
             except (ValueError, KeyError, TypeError) as exc:
                 raise QidlabError(f"{self.path}: cannot read the weight dynamics to resume ({exc}); "
                                   "delete the model's folder to train it again") from None
-        write_json_atomic(self.path, self.doc)
+        write_json(self.path, self.doc)
 
     def add(self, entry: dict) -> None:
         """Append one checkpoint's entry and rewrite the file."""
         self.doc["checkpoints"].append(entry)
-        write_json_atomic(self.path, self.doc)
+        write_json(self.path, self.doc)

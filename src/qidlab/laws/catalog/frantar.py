@@ -39,7 +39,7 @@ LAW = register_law(
             Variable("n_params", "parameters N"),
             Variable("tokens", "training tokens D"),
             Variable("eff", "eff(C) of the compressed representation (1 = dense); names: "
-                     + ", ".join(f"{k}={v}" for k, v in EFFICIENCY.items()), default=1.0),
+                     + ", ".join(f"{k}={v}" for k, v in EFFICIENCY.items()), default=1.0, named=EFFICIENCY),
         ),
         params=(
             Param("A", (1e-6, 1e15), "log", grid=(0.0, 5.0, 10.0), start=406.4),

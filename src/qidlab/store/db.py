@@ -1,0 +1,139 @@
+"""The store's schema and its connections; every other module of ``qidlab.store`` builds on this one.
+
+* ``schema.sql`` defines the tables and the ``canonical`` view, once: ``columns()`` reads each
+  table's columns from it and ``canonical_query()`` the view's SELECT, so no column list is
+  written twice;
+* ``connect(path)`` opens a store for writing (creating the schema), ``read_only(path)`` opens
+  one for reading, ``check_store(path)`` refuses a file that is not an intact store of this
+  schema version;
+* ``insert(conn, table, row)`` adds one row given as column -> value;
+* ``meta_json`` / ``set_meta`` read and write the JSON records of the ``meta`` table
+  (``devices``, ``merged_from``, ``dropped``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ..errors import QidlabError
+
+SCHEMA_VERSION = "1"
+_VIEW = "CREATE VIEW IF NOT EXISTS canonical AS\n"
+
+
+@cache
+def schema() -> str:
+    """The text of ``schema.sql``."""
+    return resources.files(__package__).joinpath("schema.sql").read_text()
+
+
+@cache
+def columns() -> dict[str, tuple[str, ...]]:
+    """Each table's columns in schema order, table by table as ``schema.sql`` creates them."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(schema())
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                   "ORDER BY rowid")]
+        return {t: tuple(row[1] for row in conn.execute(f"PRAGMA table_info({t})")) for t in tables}
+    finally:
+        conn.close()
+
+
+def canonical_query(*extra: str) -> str:
+    """The SELECT of the ``canonical`` view (``schema.sql``), with the measurement columns
+    ``extra`` after the view's own."""
+    text = schema()
+    body = text[text.index(_VIEW) + len(_VIEW):].rstrip().rstrip(";")
+    selected, sep, rest = body.partition("\nFROM ")
+    return selected + "".join(f", m.{c}" for c in extra) + sep + rest
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the store at ``path``, creating its tables on first use."""
+    conn = sqlite3.connect(str(path), timeout=60)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.executescript(schema())
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+    conn.commit()
+    return conn
+
+
+@contextmanager
+def read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the SQLite file ``path`` (nothing is created), closed on exit."""
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def insert(conn: sqlite3.Connection, table: str, row: Mapping[str, Any]) -> int:
+    """Insert ``row`` (column -> value) into ``table``; return its rowid."""
+    names = ", ".join(row)
+    marks = ",".join("?" * len(row))
+    return int(conn.execute(f"INSERT INTO {table}({names}) VALUES ({marks})", tuple(row.values())).lastrowid)
+
+
+# ---------------------------------------------------------------------------
+# checking a file
+
+
+def check_store(path: Path) -> None:
+    """``QidlabError`` unless ``path`` is a readable, intact qidlab store of this schema version."""
+    if not path.is_file():
+        raise QidlabError(f"{path}: no such store")
+    try:
+        with read_only(path) as conn:
+            problem = _schema_problem(conn)
+    except sqlite3.DatabaseError as exc:
+        raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
+    if problem:
+        raise QidlabError(f"{path}: {problem}")
+
+
+def _schema_problem(conn: sqlite3.Connection) -> str | None:
+    check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        return f"the SQLite file is damaged ({check})"
+    for table, names in columns().items():
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            return f"not a qidlab store (no table {table!r})"
+        missing = [c for c in names if c not in have]
+        if missing:
+            return f"not a qidlab store of this version (table {table!r} lacks {', '.join(missing)})"
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None or row[0] != SCHEMA_VERSION:
+        return f"store schema version {row[0] if row else 'missing'}, this qidlab reads {SCHEMA_VERSION}"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# the meta table's JSON records
+
+
+def meta_json(conn: sqlite3.Connection, schema_name: str, key: str, default):
+    """The JSON value of ``key`` in ``<schema_name>.meta`` ("main", or "src" for an attached
+    source store), or ``default`` when the key is absent."""
+    row = conn.execute(f"SELECT value FROM {schema_name}.meta WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        return default
+    try:
+        return json.loads(row[0])
+    except ValueError:
+        which = "source" if schema_name == "src" else "destination"
+        raise QidlabError(f"meta {key!r} of the {which} store is not JSON") from None
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value) -> None:
+    """Write ``value`` as JSON (sorted keys) under ``key`` in the main store's meta."""
+    conn.execute("INSERT INTO main.meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                 (key, json.dumps(value, sort_keys=True)))

@@ -1,0 +1,63 @@
+"""A store's tables as DataFrames (pandas is imported by the functions that need it).
+
+``read_canonical(path)`` is the canonical table of the data contract (the ``canonical`` view:
+N in non-embedding parameters, D in tokens, losses and QiD in nats per token).
+``describe_store(path)`` gives where the measurements come from: ``checkpoints`` (suite, model,
+step, path, N, total parameters, D, content hash), ``eval_sets`` (name, content hash, documents,
+source), ``methods`` (measurements and distinct configs per method, the 16-bit reference 'none'
+included) and ``runs`` (measurements per library versions and code revision). The queries are
+the ones ``publish.py`` writes into a data set's manifest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+from ..errors import QidlabError
+from .db import read_only
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+QUERIES = {
+    "checkpoints": "SELECT suite, model, step, path, n_params, n_params_total, tokens, content_hash "
+                   "FROM checkpoints ORDER BY suite, model, step",
+    "eval_sets": "SELECT name, content_hash, n_docs, source_json FROM eval_sets ORDER BY name, content_hash",
+    "methods": "SELECT method, COUNT(*) AS measurements, COUNT(DISTINCT config_hash) AS configs "
+               "FROM measurements GROUP BY method ORDER BY method",
+    "runs": "SELECT versions_json, code_revision, COUNT(*) AS measurements FROM measurements "
+            "GROUP BY versions_json, code_revision ORDER BY code_revision, versions_json",
+}
+
+
+def read_canonical(path: str | Path) -> "pd.DataFrame":
+    """The store's measurements as a DataFrame of canonical columns."""
+    path = Path(path)
+    try:
+        with read_only(path) as conn:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "canonical" not in names:
+                raise QidlabError(f"{path}: not a qidlab store (no 'canonical' view)")
+            return frames(conn, {"canonical": "SELECT * FROM canonical"})["canonical"]
+    except sqlite3.DatabaseError as exc:
+        raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
+
+
+def describe_store(path: str | Path) -> dict[str, "pd.DataFrame"]:
+    """The store's ``checkpoints``, ``eval_sets``, ``methods`` and ``runs`` (module docstring)."""
+    import pandas as pd
+
+    try:
+        with read_only(path) as conn:
+            return frames(conn, QUERIES)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise QidlabError(f"{path}: not a readable qidlab store ({exc})") from None
+
+
+def frames(conn: sqlite3.Connection, queries: Mapping[str, str]) -> dict[str, "pd.DataFrame"]:
+    """Each query's result as a DataFrame, by name."""
+    import pandas as pd
+
+    return {name: pd.read_sql_query(sql, conn) for name, sql in queries.items()}
