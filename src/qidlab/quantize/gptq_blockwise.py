@@ -34,7 +34,7 @@ from qidlab.quantize.model import (BlockInputs, capture_block_inputs, check_cali
                                    select_linears)
 
 __all__ = ["SharedGPTQ", "gptq_shared_blockwise", "block_hessians", "snapshot_weights",
-           "restore_weights", "PinnedArena"]
+           "restore_weights", "snapshot_state", "PinnedArena"]
 
 
 @dataclass
@@ -279,6 +279,18 @@ def snapshot_weights(model: nn.Module, names: Iterable[str] | None = None, *,
     weights = [mods[n].weight.detach() for n in names]
     arena = _arena(weights, pin)
     snap = {n: w.clone() if w.device.type == "cpu" else _to_host(w, arena) for n, w in zip(names, weights)}
+    _sync()
+    return snap
+
+
+@torch.no_grad()
+def snapshot_state(model: nn.Module, *, pin: bool | None = None) -> dict[str, torch.Tensor]:
+    """Host copies of ``model.state_dict()`` (every parameter and buffer), to undo any method's
+    changes with ``model.load_state_dict``: like ``snapshot_weights``, host memory instead of a
+    second device copy, pinned when the model is on CUDA unless ``pin`` says otherwise."""
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    arena = _arena(list(state.values()), pin)
+    snap = {k: v.clone() if v.device.type == "cpu" else _to_host(v, arena) for k, v in state.items()}
     _sync()
     return snap
 
