@@ -189,12 +189,13 @@ def test_reference_tokenizer_unit(suite, tmp_path):
 
 
 def test_shared_hessian_mode_reuses_one_hessian(suite, tmp_path, monkeypatch):
-    """GPTQ at several bit widths with shared_hessian = true collects Hessians once per checkpoint."""
+    """GPTQ at several bit widths with shared_hessian = true collects Hessians once per checkpoint
+    (one block-by-block pass serves every bit width)."""
     import qidlab.quantize as quantize
 
     calls = []
-    real = quantize.collect_hessians
-    monkeypatch.setattr(quantize, "collect_hessians", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = quantize.gptq_shared_blockwise
+    monkeypatch.setattr(quantize, "gptq_shared_blockwise", lambda *a, **k: calls.append(1) or real(*a, **k))
     text = STUDY.split("[[methods]]")[0] + (
         '[[methods]]\nmethod = "gptq"\nbits = [2, 3, 4]\ngroup_size = 32\nshared_hessian = true\n\n'
         '[scoring]\nbootstrap = 50\n')

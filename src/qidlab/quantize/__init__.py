@@ -17,6 +17,8 @@ _LAZY = {
     "quantized_state": "api", "dequantize_state": "api", "gptq_shared_weights": "api",
     "collect_hessians": "gptq", "gptq_quantize_layer": "gptq", "HessianAccumulator": "gptq",
     "awq_quantize_layer": "awq", "grids": None,
+    "gptq_layer": "gptq", "gptq_shared_blockwise": "gptq_blockwise", "SharedGPTQ": "gptq_blockwise",
+    "snapshot_weights": "gptq_blockwise", "snapshot_state": "gptq_blockwise", "restore_weights": "gptq_blockwise",
 }
 
 __all__ = ["QuantConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "NF4Config", "FP4Config",

@@ -7,10 +7,19 @@ unquantized model in full forward passes: the "shared Hessian" mode, reusable fo
 and group size. The block-by-block, true-sequential driver lives in ``api``. On CUDA a block of
 columns goes through one Triton launch (``gptq_kernel``) where its grids are known when it starts;
 ``_eager_block`` is the column loop in torch ops (the reference, and the CPU path).
+
+Robustness: ``gptq_layer`` retries a Hessian that is not positive definite after damping with the
+damping x10 up to ``MAX_DAMP`` and returns the damping used; a Hessian holding NaN/inf, or one
+still not positive definite at the cap, is a ``GPTQFailure`` (``on_failure="rtn"``: the layer is
+rounded to nearest on the same grid instead, and the reason returned).
+``gptq_quantize_layer_bits`` keeps the single configured damping (no retry).
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -23,15 +32,49 @@ from qidlab.quantize.model import (batches, check_calibration, find_blocks, mode
                                    select_linears, stop_after)
 
 
-class HessianAccumulator:
-    """Running H = 2 X^T X / n over the rows x (in_features,) of every input seen (float32)."""
+#: Precision of the X^T X products of a Hessian (the sums are float32 in every case).
+PRECISIONS = ("float32", "tf32", "bf16")
+#: Largest relative damping (fraction of mean diag H) ``gptq_layer`` tries by default.
+MAX_DAMP = 1.0
+ON_FAILURE = ("error", "rtn")
 
-    def __init__(self, in_features: int, device: torch.device | str = "cpu"):
+
+class GPTQFailure(QidlabError):
+    """GPTQ cannot use a layer's Hessian: it holds NaN/inf, or is not positive definite at the
+    largest damping tried. (``on_failure="rtn"`` turns exactly these into round-to-nearest.)"""
+
+
+class HessianAccumulator:
+    """Running H = 2 X^T X / n over the rows x (in_features,) of every input seen (float32).
+
+    ``precision`` of the products X^T X, summed in float32 whatever it is:
+
+    * ``"float32"`` (default): x in float32, full float32 products (the reference);
+    * ``"tf32"``: float32 x, products under ``torch.set_float32_matmul_precision("high")``: on
+      CUDA (Ampere and newer) TF32 tensor cores round the inputs to 10 mantissa bits; a CPU
+      without TF32 computes in float32. Exact for bf16 activations (8 mantissa bits);
+    * ``"bf16"``: x rounded to bfloat16, products on CUDA by cuBLAS with float32 accumulation and
+      output (``torch.addmm(..., out_dtype=torch.float32)``), elsewhere by float32 products of the
+      rounded values (the same numbers, without the tensor-core speed). Exact for bf16
+      activations (a bf16 model, as ``load_checkpoint`` gives on CUDA): only the summation order
+      changes; float32 activations lose their low 16 mantissa bits (relative error up to 2^-9
+      per element, about 1e-3 in H).
+
+    The two fast precisions fold the 2/n scaling and the running mean into one ``addmm``
+    (no scaled copy of x); ``"float32"`` keeps the original arithmetic bit for bit.
+    """
+
+    def __init__(self, in_features: int, device: torch.device | str = "cpu", precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise QidlabError(f"Hessian precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.H = torch.zeros(in_features, in_features, device=device, dtype=torch.float32)
         self.n = 0
+        self.precision = precision
 
     def add(self, x: torch.Tensor) -> None:
         """``x``: ``(..., in_features)`` activations entering the layer."""
+        if self.precision != "float32":
+            return self._add_fast(x.reshape(-1, x.shape[-1]))
         x = x.reshape(-1, x.shape[-1]).float()
         m = x.shape[0]
         self.H *= self.n / (self.n + m)
@@ -39,10 +82,68 @@ class HessianAccumulator:
         x = x * (2 / self.n) ** 0.5
         self.H += x.T @ x
 
+    def _add_fast(self, x: torch.Tensor) -> None:
+        """H <- H * n / (n + m) + (2 / (n + m)) x^T x in one addmm, ``x``: ``(m, in_features)``."""
+        m = x.shape[0]
+        beta = self.n / (self.n + m)
+        self.n += m
+        alpha = 2 / self.n
+        if self.precision == "bf16":
+            self.H = _addmm_bf16(self.H, x.to(torch.bfloat16), beta, alpha)
+            return
+        x = x.float()
+        with _matmul_precision("high"):
+            self.H.addmm_(x.T, x, beta=beta, alpha=alpha)
+
     def hook(self) -> Callable:
         def fn(_mod, args, _out):
             self.add(args[0].detach())
         return fn
+
+
+_NO_BF16_ADDMM: set[str] = set()  # device types whose addmm lacks out_dtype (CPU: torch 2.13)
+
+
+def _addmm_bf16(H: torch.Tensor, xb: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
+    """``beta * H + alpha * xb^T xb`` in float32 from bfloat16 ``xb`` ``(m, d)``: cuBLAS's bf16
+    products with float32 accumulation where ``addmm(out_dtype=)`` exists, else the float32
+    products of the bf16 values (the same numbers)."""
+    if H.device.type not in _NO_BF16_ADDMM:
+        try:
+            return torch.addmm(H, xb.T, xb, beta=beta, alpha=alpha, out_dtype=torch.float32)
+        except torch.OutOfMemoryError:
+            raise
+        except (NotImplementedError, RuntimeError, TypeError) as e:  # no out_dtype here: same numbers below
+            _NO_BF16_ADDMM.add(H.device.type)
+            if H.device.type != "cpu":
+                warnings.warn(f"Hessian precision 'bf16': torch.addmm(out_dtype=float32) fails on {H.device.type} "
+                              f"({type(e).__name__}); computing the same numbers in float32, without the speed",
+                              stacklevel=2)
+    x = xb.float()
+    return H.addmm_(x.T, x, beta=beta, alpha=alpha)
+
+
+@contextlib.contextmanager
+def _matmul_precision(level: str):
+    """``torch.set_float32_matmul_precision(level)`` inside the block, the previous one after."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(level)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@dataclass
+class LayerGPTQ:
+    """``gptq_layer``'s result: ``results``, one ``(dequantized weight, scale, zero)`` per bit
+    width (as ``gptq_quantize_layer_bits``); ``damp``, the relative damping used (fraction of
+    mean diag H; None when the layer fell back); ``fallback``, None or why round-to-nearest
+    replaced GPTQ."""
+
+    results: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    damp: float | None
+    fallback: str | None = None
 
 
 def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfig
@@ -68,7 +169,38 @@ def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQ
     so k bit widths cost about one (GPTQ's column loop is launch-bound on a GPU). Each block of
     ``block_size`` columns runs in ``gptq_kernel.quantize_block`` (one launch) when
     ``gptq_kernel.use_kernel`` says so (CUDA and triton, env ``QIDLAB_GPTQ_KERNEL``) and no
-    dynamic group starts inside the block, else in ``_eager_block``."""
+    dynamic group starts inside the block, else in ``_eager_block``. The Hessian is dampened
+    by ``config.damp`` once (no retry: ``gptq_layer`` retries)."""
+    return _column_pass(weight, H, config, bits, config.damp)[0]
+
+
+def gptq_layer(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfig, bits: list[int],
+               max_damp: float = MAX_DAMP, on_failure: str = "error") -> LayerGPTQ:
+    """``gptq_quantize_layer_bits`` with retries: a Hessian that is not positive definite after
+    damping ``config.damp`` (relative to mean diag H) is tried again with the damping x10, up to
+    ``max_damp`` (default ``MAX_DAMP`` = 1.0, itself tried last: 0.01 -> 0.1 -> 1.0); the damping
+    that worked is returned. A ``GPTQFailure`` (H holds NaN/inf, or is still not positive definite
+    at ``max_damp``) is raised with ``on_failure="error"``; with ``"rtn"`` the layer is quantized
+    with the identity Hessian instead (round-to-nearest on the same grid, groups and bit widths)
+    and the failure's message returned as ``fallback``. Results as ``gptq_quantize_layer_bits``:
+    where ``config.damp`` works they are the same numbers."""
+    if on_failure not in ON_FAILURE:
+        raise QidlabError(f"on_failure must be one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
+    try:
+        results, damp = _column_pass(weight, H, config, bits, max(max_damp, config.damp))
+        return LayerGPTQ(results, damp)
+    except GPTQFailure as e:
+        if on_failure == "error":
+            raise
+        eye = torch.eye(weight.shape[1], device=weight.device)
+        return LayerGPTQ(_column_pass(weight, eye, config, bits, config.damp)[0], None, str(e))
+
+
+def _column_pass(weight: torch.Tensor, H: torch.Tensor, config: GPTQConfig, bits: list[int],
+                 max_damp: float) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], float]:
+    """The column sweep behind ``gptq_quantize_layer_bits`` and ``gptq_layer``: its results and
+    the damping used (``config.damp``, then x10 steps up to ``max_damp`` while H + damping is not
+    positive definite)."""
     gs = config.group_size
     rows, cols = weight.shape
     if H.shape != (cols, cols):
@@ -80,6 +212,7 @@ def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQ
     nb = len(bits)
     W = weight.detach().float().unsqueeze(0).repeat(nb, 1, 1)  # (bit widths, out, in)
     H = H.to(W.device, torch.float32).clone()
+    _check_finite(H)
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, :, dead] = 0
@@ -97,8 +230,7 @@ def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQ
     if config.act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, :, perm], H[perm][:, perm]
-    H[range(cols), range(cols)] += config.damp * torch.mean(torch.diag(H))
-    Hinv = _inverse_cholesky(H)
+    Hinv, damp = _dampened_inverse(H, config.damp, max_damp)
 
     def new_group(cur: torch.Tensor, grp: int) -> None:  # dynamic groups: grid from current weights
         for k, b in enumerate(bits):
@@ -126,7 +258,7 @@ def gptq_quantize_layer_bits(weight: torch.Tensor, H: torch.Tensor, config: GPTQ
         W[:, :, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     if config.act_order:
         Q = Q[:, :, torch.argsort(perm)]
-    return [(Q[k].to(weight.dtype), scales[k], zeros[k]) for k in range(nb)]
+    return [(Q[k].to(weight.dtype), scales[k], zeros[k]) for k in range(nb)], damp
 
 
 def _eager_block(W, i1, i2, Hinv1, order, g, new_group, scales, zeros, maxq
@@ -152,26 +284,63 @@ def _eager_block(W, i1, i2, Hinv1, order, g, new_group, scales, zeros, maxq
     return Q1, Err1
 
 
+def _check_finite(H: torch.Tensor) -> None:
+    """A ``GPTQFailure`` saying whether ``H`` holds NaN, inf or both (one host sync when finite).
+    (X^T X overflowing float32 gives inf on the diagonal, and NaN where the running mean meets
+    infinities of both signs.)"""
+    if not bool(torch.isfinite(H).all()):
+        what = [w for w, bad in (("NaN", torch.isnan(H).any()), ("inf", torch.isinf(H).any())) if bool(bad)]
+        raise GPTQFailure(f"GPTQ: the Hessian holds {' and '.join(what)}")
+
+
+def _damps(damp: float, max_damp: float):
+    """``damp``, then x10 steps, the last capped at ``max_damp``: 0.01, 0.1, 1.0."""
+    yield damp
+    while damp < max_damp:
+        damp = min(damp * 10, max_damp)
+        yield damp
+
+
+def _dampened_inverse(H: torch.Tensor, damp: float, max_damp: float) -> tuple[torch.Tensor, float]:
+    """GPTQ's Hinv of ``H`` ``(in, in)`` plus ``d * mean(diag H)`` on its diagonal, for the first
+    ``d`` of ``_damps(damp, max_damp)`` that makes it positive definite: ``(Hinv, d)``. ``H``'s
+    diagonal is overwritten (it is the caller's scratch copy)."""
+    diag = torch.diag(H).clone()
+    mean = torch.mean(diag)
+    tried = []
+    for d in _damps(damp, max_damp):
+        H.diagonal().copy_(diag + d * mean)
+        try:
+            return _inverse_cholesky(H), d
+        except GPTQFailure:
+            tried.append(f"{d:g}")
+    raise GPTQFailure(f"GPTQ: the dampened Hessian is not positive definite (damp {', '.join(tried)} "
+                      "of mean diag H tried); raise damp or use more calibration data")
+
+
 def _inverse_cholesky(H: torch.Tensor) -> torch.Tensor:
-    """Upper Cholesky factor of H^-1 (GPTQ's Hinv); a clear error if H is not positive definite."""
+    """Upper Cholesky factor of H^-1 (GPTQ's Hinv); a ``GPTQFailure`` if H is not positive definite."""
     try:
         L = torch.linalg.cholesky(H)
         return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
     except RuntimeError as e:  # torch.linalg.LinAlgError subclasses RuntimeError
-        raise QidlabError("GPTQ: the dampened Hessian is not positive definite; "
+        raise GPTQFailure("GPTQ: the dampened Hessian is not positive definite; "
                           "raise damp or use more calibration data") from e
 
 
 @torch.no_grad()
 def collect_hessians(model: nn.Module, calibration: torch.Tensor,
                      modules: tuple[str, ...] | None = None, batch_size: int = 8,
-                     device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+                     device: torch.device | str | None = None, precision: str = "float32"
+                     ) -> dict[str, torch.Tensor]:
     """One Hessian per selected linear from full forward passes of the (16-bit) model:
     ``{module name: H (in, in) float32}``. ``modules`` as in the configs (None: every linear in
-    the decoder blocks). ``device``: where to keep the H's (default: each layer's device)."""
+    the decoder blocks). ``device``: where to keep the H's (default: each layer's device).
+    ``precision``: of the X^T X products (``HessianAccumulator``). Every H is on the device at
+    once: ``gptq_blockwise.gptq_shared_blockwise`` holds one block's at a time."""
     calibration = check_calibration(calibration, "gptq")
     linears = select_linears(model, modules)
-    acc = {n: HessianAccumulator(m.in_features, device or m.weight.device)
+    acc = {n: HessianAccumulator(m.in_features, device or m.weight.device, precision)
            for n, m in linears.items()}
     handles = [m.register_forward_hook(acc[n].hook()) for n, m in linears.items()]
     dev = model_device(model)

@@ -63,6 +63,7 @@ class Measurement:
     exp_bits: int | None = None
     man_bits: int | None = None
     block_size: int | None = None
+    quantization: Mapping[str, Any] | None = None  # what the quantizer reported (GPTQ: damping per layer)
 
 
 class Store:
@@ -159,4 +160,5 @@ def _measurement_row(m: Measurement, cfg_hash: str) -> dict[str, Any]:
             "config_json": json.dumps(m.config, sort_keys=True, default=str), "config_hash": cfg_hash,
             "loss16": float(m.loss16), "loss": float(m.loss), "qid": float(m.qid), "qid_ci_low": low,
             "qid_ci_high": high, "n_tokens": int(m.n_tokens),
-            "versions_json": json.dumps(dict(m.versions), sort_keys=True), "code_revision": m.code_revision}
+            "versions_json": json.dumps(dict(m.versions), sort_keys=True), "code_revision": m.code_revision,
+            "quantization_json": None if m.quantization is None else json.dumps(m.quantization, sort_keys=True)}

@@ -23,7 +23,12 @@ from typing import Any, Iterator, Mapping
 
 from ..errors import QidlabError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: How a store of an older schema version becomes this one: statements per version, run in order
+#: by ``connect``. A column added this way is NULL in the rows measured before it existed.
+MIGRATIONS: dict[str, tuple[str, ...]] = {
+    "1": ("ALTER TABLE measurements ADD COLUMN quantization_json TEXT",),  # 1 -> 2: issue 14
+}
 _VIEW = "CREATE VIEW IF NOT EXISTS canonical AS\n"
 
 
@@ -59,10 +64,53 @@ def connect(path: str | Path) -> sqlite3.Connection:
     """Open the store at ``path``, creating its tables on first use."""
     conn = sqlite3.connect(str(path), timeout=60)
     conn.execute("PRAGMA foreign_keys = ON")
+    version = _version(conn)
+    if version is not None and version != SCHEMA_VERSION:
+        _migrate(conn, path, version)
     conn.executescript(schema())
     conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
     conn.commit()
     return conn
+
+
+def _version(conn: sqlite3.Connection) -> str | None:
+    """The store's schema version; None for a new (empty) file."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return row[0] if row else None
+
+
+def _migrate(conn: sqlite3.Connection, path, version: str) -> None:
+    """Bring an older store to ``SCHEMA_VERSION`` in one transaction; refuse a newer or unknown one."""
+    steps = []
+    while version in MIGRATIONS:
+        steps += MIGRATIONS[version]
+        version = str(int(version) + 1)
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise QidlabError(f"{path}: store schema version {version}, this qidlab reads {readable()}")
+    with conn:
+        for statement in steps:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+
+
+def readable() -> str:
+    """The schema versions this qidlab reads, in words ("1 to 2")."""
+    return f"{min(MIGRATIONS, key=int)} to {SCHEMA_VERSION}" if MIGRATIONS else SCHEMA_VERSION
+
+
+def added_columns(version: str) -> dict[str, set[str]]:
+    """Columns per table that a store of schema ``version`` lacks and its migration would add."""
+    out: dict[str, set[str]] = {}
+    while version in MIGRATIONS:
+        for statement in MIGRATIONS[version]:
+            words = statement.split()
+            if words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]:
+                out.setdefault(words[2], set()).add(words[5])
+        version = str(int(version) + 1)
+    return out
 
 
 @contextmanager
@@ -103,16 +151,21 @@ def _schema_problem(conn: sqlite3.Connection) -> str | None:
     check = conn.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
         return f"the SQLite file is damaged ({check})"
+    have_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if have_meta else None
+    version = row[0] if row else None
+    if version is not None and version != SCHEMA_VERSION and version not in MIGRATIONS:
+        return f"store schema version {version}, this qidlab reads {readable()}"
+    later = added_columns(version) if version is not None else {}
     for table, names in columns().items():
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if not have:
             return f"not a qidlab store (no table {table!r})"
-        missing = [c for c in names if c not in have]
+        missing = [c for c in names if c not in have and c not in later.get(table, ())]
         if missing:
             return f"not a qidlab store of this version (table {table!r} lacks {', '.join(missing)})"
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None or row[0] != SCHEMA_VERSION:
-        return f"store schema version {row[0] if row else 'missing'}, this qidlab reads {SCHEMA_VERSION}"
+    if version is None:
+        return f"store schema version missing, this qidlab reads {SCHEMA_VERSION}"
     return None
 
 

@@ -288,8 +288,10 @@ def _merge_measurements(conn, result: SourceSummary, names: _Names) -> None:
     conn.execute(f"INSERT INTO temp.m_new SELECT s.id, k.dst_id, e.dst_id, s.config_hash {_MAPPED} "
                  f"WHERE NOT EXISTS (SELECT 1 FROM main.measurements m WHERE {_SAME_KEY})")
     copied = [c for c in columns()["measurements"] if c not in IDS]
+    have = {r[1] for r in conn.execute("PRAGMA src.table_info(measurements)")}  # an older store lacks some
+    selected = ", ".join(f"s.{c}" if c in have else "NULL" for c in copied)
     conn.execute(f"INSERT INTO main.measurements(checkpoint_id, eval_set_id, {', '.join(copied)}) "
-                 f"SELECT n.ck, n.es, {', '.join('s.' + c for c in copied)} FROM temp.m_new n "
+                 f"SELECT n.ck, n.es, {selected} FROM temp.m_new n "
                  "JOIN src.measurements s ON s.id = n.src_id ORDER BY n.src_id")
     before = _count(conn, "SELECT COUNT(*) FROM main.doc_losses")
     conn.execute(

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS measurements (
   n_tokens      INTEGER NOT NULL,
   versions_json TEXT NOT NULL,
   code_revision TEXT NOT NULL,
+  quantization_json TEXT,                     -- what the quantizer reported (GPTQ: damping per layer, fallbacks)
   UNIQUE (checkpoint_id, eval_set_id, config_hash)
 );
 

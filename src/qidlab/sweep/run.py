@@ -40,6 +40,7 @@ class Result:
     n_tokens: int = 0
     docs: tuple = ()
     error: str | None = None
+    quantization: dict | None = None  # what the quantizer reported (shared-Hessian GPTQ: damp, fallback)
 
 
 @dataclass
@@ -68,6 +69,8 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
     if "reference_tokenizer" in scoring:  # the file's content, not where it lies
         scoring["reference_tokenizer"] = _file_identity(study.path.parent / scoring["reference_tokenizer"])
     out = {"quantization": cfg.to_dict(), "scoring": scoring}
+    if _blockwise(cfg) and study.hessian_precision != "float32":  # the default adds nothing: old rows match
+        out["hessian_precision"] = study.hessian_precision
     if cfg.needs_calibration and study.calibration is not None:
         c = study.calibration
         out["calibration"] = {"content_hash": calibration_identity(c.source), "n_samples": c.n_samples,
@@ -91,24 +94,26 @@ def calibration_ids(tokenizer, spec: CalibrationSpec):
     return documents.calibration_ids(tokenizer, spec, cache=_CALIBRATION_CACHE)
 
 
-def _shared_gptq(model, cfg: QuantConfig, configs: list[QuantConfig], hessians, cache: dict):
-    """The weights of shared-Hessian GPTQ config ``cfg``. The first call for a config computes, in
-    one pass over the columns, those of every config of ``configs`` that differs from it only in
-    ``bits`` (its ``sibling_key``; GPTQ's column loop is launch-bound on a GPU, so k bit widths cost
-    about one); later calls take theirs from ``cache``. The model must hold its 16-bit weights."""
+def _blockwise(cfg: QuantConfig) -> bool:
+    """Shared-Hessian GPTQ: measured block by block, every bit width at once (``_shared_gptq``)."""
+    return getattr(cfg, "shared_hessian", False)
+
+
+def _shared_gptq(model, cfg: QuantConfig, configs: list[QuantConfig], calib, study: Study, cache: dict):
+    """Shared-Hessian GPTQ config ``cfg`` applied to ``model`` (which holds its 16-bit weights);
+    returns what the quantizer reported (``{"damp": {layer: relative damping}, "fallback": {layer:
+    why}}``). The first call for a config runs ``gptq_shared_blockwise`` once for every config of
+    ``configs`` that differs from it only in ``bits`` (its ``sibling_key``): the calibration windows
+    pass the decoder blocks one at a time, each block's Hessians serve every bit width in one column
+    pass, and the weights wait in host memory; later calls take theirs from ``cache``."""
     key = cfg.sibling_key()
     if key not in cache:
         bits = sorted({c.bits for c in configs if c.sibling_key() == key})
-        cache[key] = quantize.gptq_shared_weights(model, cfg, bits, hessians)
-    return cache[key].pop(cfg.bits)
-
-
-def _load_weights(model, weights: dict) -> None:
-    import torch
-
-    with torch.no_grad():
-        for name, w in weights.items():
-            model.get_submodule(name).weight.copy_(w)
+        cache[key] = quantize.gptq_shared_blockwise(model, cfg, bits, calib, precision=study.hessian_precision,
+                                                    on_failure=study.on_gptq_failure)
+    done = cache[key]
+    quantize.restore_weights(model, done.weights.pop(cfg.bits))
+    return {"damp": dict(done.damp), "fallback": dict(done.fallback)}
 
 
 def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], study: Study) -> Iterator:
@@ -131,11 +136,10 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
         scoring["reference_tokenizer"] = str(study.path.parent / study.scoring["reference_tokenizer"])
     unit = study.scoring.get("unit", "nats_per_token")
     n_boot = int(study.scoring.get("bootstrap", 1000))
-    state16 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state16 = quantize.snapshot_state(model)  # host memory (pinned on CUDA), not a second device copy
     ref_scores = {es.name: score(model, tok, es, **scoring) for es in eval_sets}
     calib = None
-    shared: dict = {}  # GPTQ shared-Hessian mode: one Hessian per layer, per module selection
-    siblings: dict = {}  # ... and the weights of every bit width of a config, from one column pass
+    siblings: dict = {}  # shared-Hessian GPTQ: the weights of every bit width of a config, from one pass
     for cfg in configs:
         if not cfg.rounds_weights:
             for es in eval_sets:
@@ -150,18 +154,17 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                     raise QidlabError(f"method {cfg.method} needs a [calibration] section in the study")
                 calib = calib if calib is not None else calibration_ids(tok, study.calibration)
             model.load_state_dict(state16)
-            if getattr(cfg, "shared_hessian", False):  # Hessians once from the 16-bit model, reused
-                if cfg.modules not in shared:
-                    shared[cfg.modules] = quantize.collect_hessians(model, calib, cfg.modules)
-                _load_weights(model, _shared_gptq(model, cfg, configs, shared[cfg.modules], siblings))
+            report = None
+            if _blockwise(cfg):
+                report = _shared_gptq(model, cfg, configs, calib, study, siblings)
             else:
                 quantize.quantize_(model, cfg, calibration=calib if cfg.needs_calibration else None)
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
                 qid, lo, hi = paired_bootstrap_qid(s16, sq, n_boot=n_boot, seed=0, unit=unit)
-                yield Result(cfg, es.name, s16.loss(unit), sq.loss(unit), qid,
-                             (lo, hi), int(sq.n_tokens.sum()), (sq.nll_sum, sq.n_tokens, sq.n_bytes))
+                yield Result(cfg, es.name, s16.loss(unit), sq.loss(unit), qid, (lo, hi), int(sq.n_tokens.sum()),
+                             (sq.nll_sum, sq.n_tokens, sq.n_bytes), quantization=report)
         except Exception as exc:  # one failing job must not stop the others
             detail = str(exc) if isinstance(exc, QidlabError) else traceback.format_exc(limit=3)
             for es in eval_sets:
@@ -263,7 +266,8 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             config=measurement_config(item.config, study), loss16=item.loss16, loss=item.loss, qid=item.qid,
             qid_ci=item.qid_ci, n_tokens=item.n_tokens, versions=versions, code_revision=revision,
             doc_nll=list(nll), doc_tokens=list(ntok), doc_bytes=list(nbytes), group_size=cols.get("group_size"),
-            exp_bits=cols.get("exp_bits"), man_bits=cols.get("man_bits"), block_size=cols.get("block_size")))
+            exp_bits=cols.get("exp_bits"), man_bits=cols.get("man_bits"), block_size=cols.get("block_size"),
+            quantization=item.quantization))
         if new is None:
             summary.skipped += 1
         else:

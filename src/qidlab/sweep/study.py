@@ -4,6 +4,9 @@
     name = "tiny"
     store = "tiny.db"                  # relative to the study file
     device = "auto"                    # cuda when available (bf16 weights), else cpu (fp32)
+    hessian_precision = "float32"      # shared-Hessian GPTQ's X^T X products: float32, tf32, bf16
+    on_gptq_failure = "error"          # "rtn": a layer whose GPTQ fails (after raising damp x10 up to
+                                       #   1.0) is rounded to nearest; recorded with the measurement
 
     [checkpoints]
     root = "suite"                     # Pythia layout <suite>/<model>/step<N>/ (qidlab.checkpoints.discover)
@@ -72,6 +75,8 @@ class Study:
     calibration: CalibrationSpec | None
     scoring: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    hessian_precision: str = "float32"  # shared-Hessian GPTQ's X^T X products: float32, tf32 or bf16
+    on_gptq_failure: str = "error"  # "rtn": a layer whose GPTQ fails is rounded to nearest (recorded)
     labels: dict[QuantConfig, str] = field(default_factory=dict)  # progress label, as the file spells it
 
 
@@ -99,6 +104,8 @@ def load_study(path: str | Path) -> Study:
         path=path,
         store=where / str(study.get("store", f"{path.stem}.db")),
         device=_device(study.get("device", "auto"), path),
+        hessian_precision=_choice(study, "hessian_precision", ("float32", "tf32", "bf16"), path),
+        on_gptq_failure=_choice(study, "on_gptq_failure", ("error", "rtn"), path),
         checkpoint_root=where / str(ckpts["root"]),
         models=tuple(ckpts["models"]) if "models" in ckpts else None,
         steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts else None,
@@ -107,6 +114,14 @@ def load_study(path: str | Path) -> Study:
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
     )
+
+
+def _choice(table: dict, key: str, allowed: tuple[str, ...], path) -> str:
+    """``table[key]`` (default ``allowed[0]``), one of ``allowed``."""
+    value = table.get(key, allowed[0])
+    if value not in allowed:
+        raise QidlabError(f"{path}: [study] {key} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 def _device(value, path) -> str:
