@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ import pytest
 from test_sweep import STUDY, _copy_study, suite  # noqa: F401  (the tiny suite fixture)
 
 import qidlab.sweep.run as sweep_run
+from qidlab.cli import main
 from qidlab.errors import QidlabError
 from qidlab.store import Store, merge_stores, read_canonical
 from qidlab.sweep import load_study, run_study
@@ -213,3 +215,36 @@ def test_slurm_options_are_checked():
         SlurmExecutor(time_min=0)
     with pytest.raises(QidlabError, match="GPUs per slurm job"):
         SlurmExecutor(gpus=-1)
+
+
+def test_sweep_command_runs_slurm_jobs(suite, tmp_path, capsys):  # noqa: F811
+    pytest.importorskip("submitit")
+    path = _copy_study(suite, tmp_path)
+    argv = ["sweep", str(path), "--executor", "slurm", "--slurm-cluster", "debug", "--slurm-gpus", "0",
+            "--slurm-per", "model", "--slurm-time", "5", "--slurm-folder", str(tmp_path / "logs"), "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert (doc["measured"], doc["skipped"], doc["failed"]) == (10, 0, [])
+    assert "[10/10] m64/step" in captured.err  # progress lines, as with the other executors
+    assert [p.name for p in parts_folder(tmp_path / "tiny.db").glob("*/*.db")] == ["m64.db"]
+    assert any((tmp_path / "logs").iterdir())
+
+
+@pytest.mark.parametrize("executor, module, words", [("slurm", "submitit", "the slurm executor needs submitit"),
+                                                     ("ray", "ray", "the ray executor needs Ray")])
+def test_a_missing_executor_library_is_one_error_line(suite, tmp_path, monkeypatch, capsys,  # noqa: F811
+                                                      executor, module, words):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as when it is not installed
+    path = _copy_study(suite, tmp_path)
+    assert main(["sweep", str(path), "--executor", executor, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"qidlab: error: {words}") and err.count("\n") == 1
+
+
+def test_slurm_flags_need_the_slurm_executor(suite, tmp_path, capsys):  # noqa: F811
+    path = _copy_study(suite, tmp_path)
+    assert main(["sweep", str(path), "--slurm-partition", "gpu", "--quiet"]) == 2
+    assert "--slurm-partition: only with --executor slurm" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--executor", "slurm", "--slurm-param", "account"]) == 2
+    assert "expects KEY=VALUE" in capsys.readouterr().err
