@@ -31,7 +31,7 @@ from qidlab.sweep.slurm_executor import SlurmExecutor, part_path, parts_folder
 
 
 def test_a_task_asks_one_gpu_when_the_study_measures_on_cuda():
-    assert task_gpus("auto", 2) == 1 and task_gpus("cuda", 8) == 1
+    assert task_gpus("auto", 2) == 1 and task_gpus("cuda", 8) == 1 and task_gpus("cuda:0", 1) == 1
     assert task_gpus("auto", 0) == 0 and task_gpus("cpu", 8) == 0
     with pytest.raises(QidlabError, match="no GPU"):
         task_gpus("cuda", 0)

@@ -19,17 +19,17 @@ def task_gpus(device: str, cluster_gpus: float) -> int:
     cluster holding ``cluster_gpus`` GPUs (``ray.cluster_resources()["GPU"]``, all nodes), else 0.
 
     Decided from the cluster, not from the driver's torch: the driver may run where no GPU is.
-    "auto" means CUDA when the cluster has a GPU; "cuda" on a cluster without one is an error,
-    and so is "cuda:N" (a task sees only the GPU Ray gave it, as cuda:0)."""
+    "auto" means CUDA when the cluster has a GPU; "cuda" (or "cuda:0": a task sees the GPU Ray
+    gave it as cuda:0) on a cluster without one is an error, and so is "cuda:N" for N > 0."""
     if device == "cpu":
         return 0
     if device == "auto":
         return 1 if cluster_gpus >= 1 else 0
-    if device != "cuda":
+    if device not in ("cuda", "cuda:0"):
         raise QidlabError(f"study device {device!r} names one GPU; on Ray each checkpoint task is given a GPU "
                           "of its own: use device 'cuda' or 'auto'")
     if cluster_gpus < 1:
-        raise QidlabError("study device is 'cuda' but the Ray cluster has no GPU")
+        raise QidlabError(f"study device is {device!r} but the Ray cluster has no GPU")
     return 1
 
 
