@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 
 from ..errors import QidlabError
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
-from ..sweep import load_study, run_study
+from ..sweep import SlurmExecutor, load_study, run_study
 from .args import assignments, emit, library_names
 
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="measure a study (checkpoints x methods x bits x eval sets) into its store")
     p.add_argument("study", help="study file (TOML)")
-    p.add_argument("--executor", default="local", choices=("local", "ray"))
+    p.add_argument("--executor", default="local", choices=("local", "ray", "slurm"),
+                   help="local: this process; ray: a Ray task per checkpoint, one GPU each when the cluster has "
+                   "GPUs; slurm: a submitit job per checkpoint (--slurm-per model: per model), each measuring into "
+                   "its own store STORE.parts/<suite>/<model>-step<N>.db, merged into the study's store as it ends "
+                   "(a rerun submits only what the store lacks)")
     p.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--slurm-partition", metavar="NAME", help="slurm: the partition (default: the cluster's)")
+    p.add_argument("--slurm-time", type=int, metavar="MIN", help="slurm: time limit per job, minutes (default 120)")
+    p.add_argument("--slurm-gpus", type=int, metavar="N", help="slurm: GPUs per job (default 1; 0: CPU jobs)")
+    p.add_argument("--slurm-folder", metavar="DIR", help="slurm: submitit's job files and logs "
+                   "(default: STORE.parts/logs)")
+    p.add_argument("--slurm-per", choices=("checkpoint", "model"),
+                   help="slurm: one job per checkpoint (default) or per model (its checkpoints in turn)")
+    p.add_argument("--slurm-param", action="append", type=_slurm_param, metavar="KEY=VALUE",
+                   help="slurm: another submitit Slurm parameter, e.g. account=abc, qos=high, cpus_per_task=8, "
+                   "mem=64G, array_parallelism=8 (repeatable)")
+    p.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"),
+                   help="slurm: where jobs run (default slurm); local runs each job as a subprocess of this "
+                   "machine, all at once, debug in this process (a failing job opens the debugger): to try a study out "
+                   "without a cluster")
     p.add_argument("--models", nargs="+", metavar="NAME",
                    help="only these models (overrides the study's [checkpoints] models; e.g. one per GPU job)")
     p.add_argument("--store", help="store file (overrides the study's; e.g. one per GPU job, merged later)")
@@ -67,13 +86,42 @@ def run_sweep(args):
         study = dataclasses.replace(study, models=tuple(args.models))
     if args.store:
         study = dataclasses.replace(study, store=Path(args.store))
-    summary = run_study(study, executor=args.executor, address=args.address, progress=not args.quiet)
+    summary = run_study(study, executor=_executor(args), address=args.address, progress=not args.quiet)
     doc = {"study": study.name, "store": str(study.store), "measured": summary.measured,
            "skipped": summary.skipped, "failed": summary.failed}
     text = (f"{study.name}: {summary.measured} measured, {summary.skipped} already in {study.store}, "
             f"{len(summary.failed)} failed" + "".join(f"\n  failed: {f}" for f in summary.failed))
     emit(args, doc, text)
     return 1 if summary.failed else 0
+
+
+SLURM_FLAGS = {"slurm_partition": "partition", "slurm_time": "time_min", "slurm_gpus": "gpus",
+               "slurm_folder": "folder", "slurm_per": "per", "slurm_param": "params", "slurm_cluster": "cluster"}
+
+
+def _slurm_param(text: str) -> tuple[str, str | int | float]:
+    key, sep, value = (t.strip() for t in text.partition("="))
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"expects KEY=VALUE, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key.removeprefix("slurm_"), kind(value)
+        except ValueError:
+            pass
+    return key.removeprefix("slurm_"), value
+
+
+def _executor(args):
+    """``args.executor``, or with ``--executor slurm`` the ``SlurmExecutor`` its flags configure."""
+    given = {SLURM_FLAGS[k]: v for k, v in vars(args).items() if k in SLURM_FLAGS and v is not None}
+    if args.executor != "slurm":
+        if given:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in SLURM_FLAGS if getattr(args, k) is not None)
+            raise QidlabError(f"{flags}: only with --executor slurm")
+        return args.executor
+    if "params" in given:
+        given["params"] = dict(given["params"])
+    return SlurmExecutor(**given)
 
 
 def run_export(args):

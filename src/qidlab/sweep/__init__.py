@@ -1,7 +1,9 @@
 """Sweeps: a study file expands to checkpoints x quantization configs x eval sets, measured into
-the store, resumable, locally or on Ray. Public verb: ``run_study(load_study(path))``."""
+the store, resumable, locally, on Ray (one GPU per checkpoint task) or as Slurm jobs (submitit).
+Public verb: ``run_study(load_study(path))``."""
 
 from .run import run_study
+from .slurm_executor import SlurmExecutor
 from .study import Study, load_study
 
-__all__ = ["Study", "load_study", "run_study"]
+__all__ = ["Study", "SlurmExecutor", "load_study", "run_study"]

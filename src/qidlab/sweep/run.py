@@ -24,6 +24,7 @@ from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash
 from .ray_executor import run_on_ray
+from .slurm_executor import SlurmExecutor
 from .study import Study, job_label
 
 
@@ -173,7 +174,8 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
         model.load_state_dict(state16)
 
 
-def run_study(study: Study, *, executor: str = "local", address: str | None = None, progress=True) -> Summary:
+def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address: str | None = None,
+              progress=True) -> Summary:
     """Measure every job of ``study`` that the store lacks; return counts and failures."""
     refs = [r for r in discover(study.checkpoint_root)
             if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
@@ -281,11 +283,18 @@ def _label(cfg: QuantConfig, study: Study) -> str:
 
 
 def _execute(plan, eval_sets, study, executor, address):
+    """(ref, stream of results) per checkpoint of ``plan``. ``executor``: "local", "ray", "slurm"
+    (``SlurmExecutor()``), or an executor object, called with the plan and handed this module's
+    ``measure_checkpoint`` and ``run_study`` (``SlurmExecutor(...)`` with options)."""
     if executor == "local":
         return [(ref, measure_checkpoint(str(ref.path), eval_sets, todo, study)) for ref, todo in plan]
     if executor == "ray":
         return run_on_ray(measure_checkpoint, plan, eval_sets, study, address)
-    raise QidlabError(f"unknown executor {executor!r} (use local or ray)")
+    if executor == "slurm":
+        executor = SlurmExecutor()
+    if callable(executor):
+        return executor(plan, eval_sets, study, measure=measure_checkpoint, sweep=run_study)
+    raise QidlabError(f"unknown executor {executor!r} (use local, ray or slurm)")
 
 
 class _Progress:
