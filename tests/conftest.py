@@ -24,6 +24,18 @@ SMALL_LEVELS = {
 }
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread, seeded 0, for one test (GPTQ's rounding follows the summation order)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(before)
+
+
 def truth_for(law):
     law = get_law(law)
     return TRUTH.get(law.name) or law.default_constants()

@@ -29,13 +29,7 @@ from qidlab.quantize.gptq_blockwise import (block_hessians, gptq_shared_blockwis
 from qidlab.quantize.model import select_linears  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _neox():

@@ -18,13 +18,7 @@ torch = pytest.importorskip("torch")
 from qidlab.quantize import GPTQConfig, grids  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- bitsandbytes: NF4 / FP4 -------------------------------------------------------------
