@@ -231,8 +231,8 @@ def test_sweep_command_runs_slurm_jobs(suite, tmp_path, capsys):  # noqa: F811
     assert any((tmp_path / "logs").iterdir())
 
 
-@pytest.mark.parametrize("executor, module, words", [("slurm", "submitit", "the slurm executor needs submitit"),
-                                                     ("ray", "ray", "the ray executor needs Ray")])
+@pytest.mark.parametrize("executor, module, words", [("slurm", "submitit", "--executor slurm needs submitit"),
+                                                     ("ray", "ray", "--executor ray needs Ray")])
 def test_a_missing_executor_library_is_one_error_line(suite, tmp_path, monkeypatch, capsys,  # noqa: F811
                                                       executor, module, words):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as when it is not installed

@@ -184,7 +184,8 @@ def _import_submitit():
         import submitit
         import submitit.helpers
     except ImportError:
-        raise QidlabError("the slurm executor needs submitit: pip install -c constraints.txt submitit") from None
+        raise QidlabError("`executor` slurm needs submitit: pip install -c constraints.txt submitit",
+                          params=("executor",)) from None
     return submitit
 
 
