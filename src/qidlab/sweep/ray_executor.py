@@ -47,7 +47,7 @@ def run_on_ray(measure, plan, eval_sets, study, address=None):
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     gpus = task_gpus(study.device, ray.cluster_resources().get("GPU", 0))
     task = ray.remote(num_gpus=gpus)(_collect)
-    futures = {task.remote(measure, str(ref.path), eval_sets, todo, study): ref for ref, todo in plan}
+    futures = {task.remote(measure, ref.location, eval_sets, todo, study): ref for ref, todo in plan}
     pending = list(futures)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
