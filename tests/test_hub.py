@@ -136,3 +136,66 @@ def test_keep_false_deletes_the_measured_revisions_only(hub_source, hub_cache, t
     blobs = {p.name for p in (hub_cache / "models--tiny-org--neox-a" / "blobs").iterdir()}
     snap40 = next((hub_cache / "models--tiny-org--neox-a" / "snapshots").iterdir())
     assert blobs == {os.readlink(f).rpartition("/")[2] for f in snap40.iterdir()}  # step40's files only
+
+
+# ---------------------------------------------------------------------------
+# bad input: one line naming repo / revision and what to do, exit 2, no store
+
+
+def sweep_error(capsys, path: Path) -> str:
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    assert not (path.parent / "hub.db").exists()  # nothing written
+    return err.strip().removeprefix("qidlab: error: ")
+
+
+BAD = [
+    (('repos = ["tiny-org/neox-a", "tiny-org/neox-b"]', 'repos = ["tiny-org/neox-a", "tiny-org/nope"]'),
+     "tiny-org/nope: not in the Hugging Face cache and HF_HUB_OFFLINE=1: download it online first"),
+    (("steps = [20, 40, 60]", "steps = [20, 80]"),
+     "tiny-org/neox-a@step80: revision 'step80' is not in the offline cache: download it with HF_HUB_OFFLINE unset"),
+    (('revision = "step{step}"\nsteps = [20, 40, 60]',
+      'revisions = ["step20", "step40"]\ntokens_from_revision = "tokens(\\\\d+)B"'),
+     "revision 'step20': tokens_from_revision 'tokens(\\\\d+)B' matches nothing"),
+    (("[checkpoints]", '[checkpoints]\nroot = "suite"'), "[checkpoints] has both 'root' and 'repos'"),
+    (('revision = "step{step}"', 'revision = "main"'), "revision must contain {step}"),
+]
+
+
+@pytest.mark.parametrize("edit, message", BAD, ids=["unknown-repo", "missing-revision", "pattern", "root-and-repos",
+                                                    "template"])
+def test_bad_hub_input_is_one_line(hub_source, hub_cache, tmp_path, capsys, edit, message):
+    path = write_study(hub_source, tmp_path, STUDY.replace(*edit))
+    assert message in sweep_error(capsys, path)
+
+
+def test_gated_repo_without_a_token_is_one_line(hub_source, hub_cache, tmp_path, capsys, monkeypatch):
+    """Online (the Hub mocked at auth_check): huggingface_hub's GatedRepoError names the repo and HF_TOKEN."""
+    import importlib
+
+    from huggingface_hub import HfApi, constants, errors
+    from huggingface_hub.errors import GatedRepoError
+
+    httpx = importlib.import_module(errors.Response.__module__.partition(".")[0])  # httpx (or httpx2)
+
+    def gated(self, repo_id, **kw):
+        response = httpx.Response(401, request=httpx.Request("GET", f"https://huggingface.co/api/models/{repo_id}"))
+        raise GatedRepoError(f"Access to model {repo_id} is restricted.", response=response)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "auth_check", gated)
+    message = sweep_error(capsys, write_study(hub_source, tmp_path))
+    assert message == ("tiny-org/neox-a is gated: accept its terms on https://huggingface.co/tiny-org/neox-a and set "
+                       "HF_TOKEN (or run `hf auth login`)")
+
+
+def test_revisions_with_tokens_in_their_names():
+    """OLMo-2's form: D from the name (tokens(\\d+)B x 1e9), the step from step<N>."""
+    from qidlab.checkpoints.hub import named_revisions
+
+    revs = named_revisions(["stage1-step1000-tokens5B", "stage1-step10000-tokens42B"], r"tokens(\d+)B", 1e9)
+    assert [(r.step, r.tokens) for r in revs] == [(1000, 5_000_000_000), (10000, 42_000_000_000)]
+    with pytest.raises(QidlabError, match="'main'"):
+        named_revisions(["stage1-step1000-tokens5B", "main"], r"tokens(\d+)B", 1e9)
