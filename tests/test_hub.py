@@ -8,6 +8,7 @@ with ``HF_HUB_OFFLINE=1``."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -199,3 +200,30 @@ def test_revisions_with_tokens_in_their_names():
     assert [(r.step, r.tokens) for r in revs] == [(1000, 5_000_000_000), (10000, 42_000_000_000)]
     with pytest.raises(QidlabError, match="'main'"):
         named_revisions(["stage1-step1000-tokens5B", "main"], r"tokens(\d+)B", 1e9)
+
+
+def test_dry_run_lists_the_plan_and_writes_nothing(hub_source, hub_cache, tmp_path, capsys):
+    """Two cached repos x (two cached revisions + one missing): offline, the missing one is listed with
+    its size unknown; no store is created."""
+    path = write_study(hub_source, tmp_path, STUDY.replace("steps = [20, 40, 60]", "steps = [20, 60, 80]"))
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "hub.db").exists()
+    assert out.splitlines()[0].startswith("6 checkpoints x 2 configs")
+    assert "= 12 measurements; 0 already in" in out
+    assert "hf://tiny-org/neox-b@step80 (to download, size unknown offline)" in out
+    assert "hf://tiny-org/neox-a@step20 (cached, " in out
+    assert "download: 2 revisions, 0 B + 2 of size unknown offline" in out
+
+
+def test_dry_run_counts_what_the_store_holds(hub_source, hub_cache, tmp_path, capsys, one_thread):
+    text = STUDY.replace('repos = ["tiny-org/neox-a", "tiny-org/neox-b"]', 'repos = ["tiny-org/neox-a"]')
+    path = write_study(hub_source, tmp_path, text.replace("steps = [20, 40, 60]", "steps = [20]"))
+    run_study(load_study(path), progress=False)
+    path.write_text(path.read_text().replace("steps = [20]", "steps = [20, 40]"))
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["total"], doc["to_measure"]) == (4, 2)
+    assert {c["step"]: (c["stored"], c["todo"]) for c in doc["checkpoints"]} == {20: (2, 0), 40: (0, 2)}

@@ -22,7 +22,7 @@ from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identi
 from ..errors import QidlabError
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
-from ..store import Measurement, Store, config_hash
+from ..store import Measurement, Store, config_hash, stored_jobs
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
 from .study import Study, job_label
@@ -187,13 +187,15 @@ def _local_folder(path: str, study: Study) -> str:
     return str(hub.resolve(repo, revision, allow_pickle=study.hub is not None and study.hub.allow_pickle))
 
 
-def study_refs(study: Study) -> list:
+def study_refs(study: Study, *, check: bool = True) -> list:
     """The study's checkpoints, filtered by its models and steps, coarse to fine per model. Hub
-    checkpoints are checked first (each repo and revision must be available: ``hub.check_available``)."""
+    checkpoints are checked first unless ``check`` is false (each repo and revision must be
+    available: ``hub.check_available``)."""
     if study.hub is not None:
         refs = [r for r in study.hub.refs() if study.models is None or r.model in study.models or r.suite in study.models]
         refs = [r for r in refs if study.steps is None or r.step in study.steps]
-        refs = hub.check_available(refs, allow_pickle=study.hub.allow_pickle)
+        if check:
+            refs = hub.check_available(refs, allow_pickle=study.hub.allow_pickle)
     else:
         refs = [r for r in discover(study.checkpoint_root)
                 if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
@@ -226,6 +228,58 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
         for ref, stream in streams:
             _write(store, ref, stream, study, es_ids, summary, meter)
     return summary
+
+
+@dataclass
+class PlannedCheckpoint:
+    """One checkpoint of a dry run: what is stored, what is left, what must be downloaded (bytes)."""
+
+    suite: str
+    model: str
+    step: int
+    tokens: int | None  # D, training tokens seen
+    location: str  # folder or hf://REPO@REVISION
+    stored: int  # measurements (config x eval set) already in the store
+    todo: int  # measurements left
+    cached: bool | None = None  # Hub: whether the cache holds the revision (None: a local folder)
+    download_bytes: int | None = None  # Hub: bytes on disk when cached, to download when not (None: unknown offline)
+
+
+@dataclass
+class DryRun:
+    """``plan_study``: checkpoints x configs x eval sets, and what of it the store holds."""
+
+    checkpoints: list[PlannedCheckpoint]
+    configs: list[str]  # progress labels, the 16-bit reference first
+    eval_sets: list[str]
+    store: str
+    offline: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.checkpoints) * len(self.configs) * len(self.eval_sets)
+
+
+def plan_study(study: Study) -> DryRun:
+    """What ``run_study(study)`` would measure, writing nothing (no store is created): every checkpoint
+    x config (16-bit + the study's) x eval set, how many the store already holds, and for Hub
+    checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached)."""
+    refs = study_refs(study, check=not (study.hub is not None and hub.is_offline()))
+    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars)
+                 for e in study.eval_sets]
+    configs = [Reference16(), *study.methods]
+    hashes = [config_hash(measurement_config(c, study)) for c in configs]
+    stored = stored_jobs(study.store)
+    rows = []
+    for ref in refs:
+        done = stored.get((ref.suite, ref.model, ref.step), set())
+        n = sum((es.content_hash, h) in done for h in hashes for es in eval_sets)
+        cached, size = (hub.download_sizes(ref, allow_pickle=study.hub.allow_pickle) if ref.repo
+                        else (None, None))
+        rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
+                                      len(hashes) * len(eval_sets) - n, cached, size))
+    return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
+                  offline=study.hub is not None and hub.is_offline())
 
 
 def coarse_to_fine(refs: list) -> list:
