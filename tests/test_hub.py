@@ -227,3 +227,17 @@ def test_dry_run_counts_what_the_store_holds(hub_source, hub_cache, tmp_path, ca
     doc = json.loads(capsys.readouterr().out)
     assert (doc["total"], doc["to_measure"]) == (4, 2)
     assert {c["step"]: (c["stored"], c["todo"]) for c in doc["checkpoints"]} == {20: (2, 0), 40: (0, 2)}
+
+
+def test_quantize_a_hub_revision(hub_cache, tmp_path, capsys, monkeypatch, one_thread):
+    """``qidlab quantize ORG/NAME --revision R`` reads the cached snapshot and records hf://REPO@R."""
+    monkeypatch.chdir(tmp_path)  # "tiny-org/neox-a" is no path here
+    out = tmp_path / "q"
+    assert main(["quantize", "tiny-org/neox-a", "--revision", "step40", "--method", "rtn", "--bits", "4",
+                 "--group-size", "32", "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["checkpoint"] == "hf://tiny-org/neox-a@step40"
+    assert json.loads((out / "qidlab-quantization.json").read_text())["source"] == "hf://tiny-org/neox-a@step40"
+    assert main(["quantize", "tiny-org/neox-a", "--revision", "step99", "--method", "rtn", "--bits", "4",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "revision 'step99' is not in the offline cache" in capsys.readouterr().err
