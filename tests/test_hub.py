@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,29 @@ def test_quantize_a_hub_revision(hub_cache, tmp_path, capsys, monkeypatch, one_t
     assert main(["quantize", "tiny-org/neox-a", "--revision", "step99", "--method", "rtn", "--bits", "4",
                  "--out", str(tmp_path / "r")]) == 2
     assert "revision 'step99' is not in the offline cache" in capsys.readouterr().err
+
+
+def test_dry_run_of_a_local_suite(hub_source, tmp_path, capsys):
+    """A local suite (the same checkpoints as folders): no download column, nothing written."""
+    hub_section = STUDY[STUDY.index("[checkpoints]"):STUDY.index("[[eval_sets]]")]
+    local = STUDY.replace(hub_section, f'[checkpoints]\nroot = "{hub_source / "suite"}"\n\n')
+    path = write_study(hub_source, tmp_path, local)
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("6 checkpoints x 2 configs") and "download" not in out and "hf://" not in out
+    assert not (tmp_path / "hub.db").exists()
+
+
+def test_environment_variables_reach_huggingface_hub(hub_source, hub_cache, tmp_path):
+    """HF_HUB_CACHE and HF_HUB_OFFLINE as a user sets them (a fresh process, nothing patched)."""
+    path = write_study(hub_source, tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                          os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "qidlab", "sweep", str(path), "--dry-run", "--json"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert [c["cached"] for c in doc["checkpoints"]] == [True] * 6
+    assert not (tmp_path / "hub.db").exists()
