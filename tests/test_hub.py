@@ -269,3 +269,29 @@ def test_environment_variables_reach_huggingface_hub(hub_source, hub_cache, tmp_
     doc = json.loads(done.stdout)
     assert [c["cached"] for c in doc["checkpoints"]] == [True] * 6
     assert not (tmp_path / "hub.db").exists()
+
+
+def test_online_checks_name_a_missing_revision_and_size_the_download(hub_source, hub_cache, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Online (the Hub's answers mocked): a revision that is no branch or tag stops the sweep before any
+    store; the dry run sizes an uncached revision from model_info's files that a model needs."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi, constants
+
+    branches = [SimpleNamespace(name=f"step{s}") for s in STEPS] + [SimpleNamespace(name="main")]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "auth_check", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "list_repo_refs", lambda self, repo_id, **kw: SimpleNamespace(branches=branches, tags=[]))
+    files = [SimpleNamespace(rfilename=n, size=b) for n, b in
+             (("config.json", 600), ("model.safetensors", 10**9), ("pytorch_model.bin", 2 * 10**9), ("README.md", 9))]
+    monkeypatch.setattr(HfApi, "model_info", lambda self, repo_id, **kw: SimpleNamespace(siblings=files))
+    path = write_study(hub_source, tmp_path, STUDY.replace("steps = [20, 40, 60]", "steps = [20, 90]"))
+    assert "tiny-org/neox-a has no revision 'step90'" in sweep_error(capsys, path)
+    branches.append(SimpleNamespace(name="step90"))
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    sizes = {(c["suite"], c["step"]): (c["cached"], c["download_bytes"]) for c in doc["checkpoints"]}
+    assert sizes[("tiny-org/neox-b", 90)] == (False, 10**9 + 600)  # no pickle, no README
+    assert sizes[("tiny-org/neox-b", 20)][0] is True
