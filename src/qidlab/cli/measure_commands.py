@@ -109,8 +109,8 @@ def _dry_run(args, plan) -> int:
     for c in plan.checkpoints:
         where = c.location
         if c.cached is not None:
-            where += (f" (cached, {_size(c.download_bytes)})" if c.cached else
-                      f" (to download, {_size(c.download_bytes) if c.download_bytes is not None else 'size unknown offline'})")
+            size = _size(c.download_bytes) if c.download_bytes is not None else "size unknown offline"
+            where += f" (cached, {size})" if c.cached else f" (to download, {size})"
         lines.append(f"  {c.suite} step {c.step} D={c.tokens}: {c.todo} to measure, {c.stored} stored; {where}")
     hub = [c for c in plan.checkpoints if c.cached is False and c.todo]
     if hub:

@@ -192,8 +192,9 @@ def study_refs(study: Study, *, check: bool = True) -> list:
     checkpoints are checked first unless ``check`` is false (each repo and revision must be
     available: ``hub.check_available``)."""
     if study.hub is not None:
-        refs = [r for r in study.hub.refs() if study.models is None or r.model in study.models or r.suite in study.models]
-        refs = [r for r in refs if study.steps is None or r.step in study.steps]
+        refs = [r for r in study.hub.refs() if (study.models is None or r.model in study.models
+                                                or r.suite in study.models)
+                and (study.steps is None or r.step in study.steps)]
         if check:
             refs = hub.check_available(refs, allow_pickle=study.hub.allow_pickle)
     else:

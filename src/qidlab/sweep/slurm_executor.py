@@ -100,7 +100,8 @@ def narrowed(study, ref, todo: list, part: Path):
     """``study`` narrowed to checkpoint ``ref`` and the configurations ``todo``, into ``part``.
     (The sweep adds the 16-bit reference itself.)"""
     methods = tuple(c for c in todo if c.rounds_weights)
-    return dataclasses.replace(study, store=part, checkpoint_root=ref.path.parent.parent if ref.repo is None else None, models=(ref.model,),
+    root = ref.path.parent.parent if ref.repo is None else None  # a Hub checkpoint: the study's repos
+    return dataclasses.replace(study, store=part, checkpoint_root=root, models=(ref.model,),
                                steps=(ref.step,), methods=methods)
 
 

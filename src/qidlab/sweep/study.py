@@ -165,8 +165,8 @@ def _hub(ckpts: dict, path) -> HubSource | None:
         revisions = _revisions(ckpts, path)
     except QidlabError as exc:
         raise QidlabError(f"{path}: [checkpoints] {exc}", params=exc.params) from None
-    return HubSource(repos=tuple(repos), revisions=tuple(revisions), allow_pickle=_flag(ckpts, "allow_pickle", False, path),
-                     keep=_flag(ckpts, "keep", True, path))
+    return HubSource(repos=tuple(repos), revisions=tuple(revisions),
+                     allow_pickle=_flag(ckpts, "allow_pickle", False, path), keep=_flag(ckpts, "keep", True, path))
 
 
 def _revisions(ckpts: dict, path) -> list:
