@@ -100,7 +100,7 @@ def narrowed(study, ref, todo: list, part: Path):
     """``study`` narrowed to checkpoint ``ref`` and the configurations ``todo``, into ``part``.
     (The sweep adds the 16-bit reference itself.)"""
     methods = tuple(c for c in todo if c.rounds_weights)
-    root = ref.path.parent.parent if ref.repo is None else None  # a Hub checkpoint: the study's repos
+    root = None if getattr(ref, "repo", None) else ref.path.parent.parent  # a Hub checkpoint: the study's repos
     return dataclasses.replace(study, store=part, checkpoint_root=root, models=(ref.model,),
                                steps=(ref.step,), methods=methods)
 
