@@ -36,15 +36,25 @@ _TOP_KEYS = {"suite", "tokens_per_step", "tokens", "models"}
 
 @dataclass(frozen=True)
 class CheckpointRef:
-    """One checkpoint of a suite, found on disk but not loaded (``load_checkpoint(ref)`` loads it)."""
+    """One checkpoint of a suite, found on disk but not loaded (``load_checkpoint(ref)`` loads it).
+
+    A Hub checkpoint (``checkpoints.hub``) has ``repo`` and ``revision``, suite = the repo id, model =
+    the repo name, and ``path`` = its snapshot folder once resolved (``None`` before)."""
 
     suite: str
     model: str
     step: int
-    path: Path
+    path: Path | None
     tokens: int | None  # D, training tokens seen; None when nothing says
-    tokens_source: str | None = None  # "qidlab.json" | "manifest" | "tokens_per_step" | None
+    tokens_source: str | None = None  # "qidlab.json" | "manifest" | "tokens_per_step" | "revision" | None
     info: dict = field(default_factory=dict, compare=False, hash=False)  # the manifest's per-model info
+    repo: str | None = None  # Hub repo id ("EleutherAI/pythia-160m"); None for a local folder
+    revision: str | None = None  # Hub revision ("step1000")
+
+    @property
+    def location(self) -> str:
+        """Where the checkpoint lives, as the store records it: the folder, or ``hf://REPO@REVISION``."""
+        return f"hf://{self.repo}@{self.revision}" if self.repo else str(self.path)
 
 
 def _count(value, where: str, key: str, *, positive: bool) -> int:

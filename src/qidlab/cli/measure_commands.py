@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import QidlabError
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
-from ..sweep import SlurmExecutor, load_study, run_study
+from ..sweep import SlurmExecutor, load_study, plan_study, run_study
 from .args import assignments, emit, library_names
 
 
@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--models", nargs="+", metavar="NAME",
                    help="only these models (overrides the study's [checkpoints] models; e.g. one per GPU job)")
     p.add_argument("--store", help="store file (overrides the study's; e.g. one per GPU job, merged later)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be measured (checkpoints x configs x eval sets, how many already in the "
+                   "store) and, for Hub checkpoints, what must be downloaded and its size; writes nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_sweep)
@@ -86,6 +89,8 @@ def run_sweep(args):
         study = dataclasses.replace(study, models=tuple(args.models))
     if args.store:
         study = dataclasses.replace(study, store=Path(args.store))
+    if args.dry_run:
+        return _dry_run(args, plan_study(study))
     summary = run_study(study, executor=_executor(args), address=args.address, progress=not args.quiet)
     doc = {"study": study.name, "store": str(study.store), "measured": summary.measured,
            "skipped": summary.skipped, "failed": summary.failed}
@@ -93,6 +98,42 @@ def run_sweep(args):
             f"{len(summary.failed)} failed" + "".join(f"\n  failed: {f}" for f in summary.failed))
     emit(args, doc, text)
     return 1 if summary.failed else 0
+
+
+def _dry_run(args, plan) -> int:
+    """Print ``plan`` (a ``DryRun``): one line per checkpoint, then the totals and the download."""
+    todo = sum(c.todo for c in plan.checkpoints)
+    lines = [f"{len(plan.checkpoints)} checkpoints x {len(plan.configs)} configs ({', '.join(plan.configs)}) x "
+             f"{len(plan.eval_sets)} eval sets = {plan.total} measurements; {plan.total - todo} already in "
+             f"{plan.store}, {todo} to measure"]
+    for c in plan.checkpoints:
+        where = c.location
+        if c.cached is not None:
+            size = _size(c.download_bytes) if c.download_bytes is not None else "size unknown offline"
+            where += f" (cached, {size})" if c.cached else f" (to download, {size})"
+        lines.append(f"  {c.suite} step {c.step} D={c.tokens}: {c.todo} to measure, {c.stored} stored; {where}")
+    hub = [c for c in plan.checkpoints if c.cached is False and c.todo]
+    if hub:
+        known = sum(c.download_bytes or 0 for c in hub)
+        unknown = sum(c.download_bytes is None for c in hub)
+        lines.append(f"download: {len(hub)} revisions, {_size(known)}"
+                     + (f" + {unknown} of size unknown offline" if unknown else ""))
+    doc = {"checkpoints": [dataclasses.asdict(c) for c in plan.checkpoints], "configs": plan.configs,
+           "eval_sets": plan.eval_sets, "store": plan.store, "total": plan.total, "to_measure": todo,
+           "offline": plan.offline}
+    emit(args, doc, "\n".join(lines))
+    return 0
+
+
+def _size(n: int | None) -> str:
+    """Bytes as text (B, KB, MB, GB, TB; powers of 1000)."""
+    if n is None:
+        return "size unknown"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 SLURM_FLAGS = {"slurm_partition": "partition", "slurm_time": "time_min", "slurm_gpus": "gpus",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import provenance
-from ..checkpoints import load_checkpoint
+from ..checkpoints import hub, load_checkpoint
 from ..documents import CalibrationSpec, calibration_ids
 from ..errors import QidlabError
 from ..files import building
@@ -23,7 +23,10 @@ OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
 
 def register(sub) -> None:
     p = sub.add_parser("quantize", help="quantize one checkpoint and save it (dequantized weights + integer codes)")
-    p.add_argument("checkpoint", help="a Hugging Face checkpoint folder")
+    p.add_argument("checkpoint", help="a Hugging Face checkpoint folder, or a Hub repo id ORG/NAME (a path that "
+                   "does not exist), downloaded into the Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN)")
+    p.add_argument("--revision", help="the Hub revision of a repo id (a branch, tag or commit, e.g. step1000; "
+                   "default main)")
     p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary")
     for name in OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
@@ -59,7 +62,8 @@ def run_quantize(args):
     extra = {k: _toml_value(v) for k, v in assignments(args.set).items()}
     cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None},
                             **extra})
-    ckpt = load_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
+    folder, source = _source(args)
+    ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle)
     calib = None
     if cfg.needs_calibration:
         if not args.calibration:
@@ -67,13 +71,24 @@ def run_quantize(args):
         spec = CalibrationSpec(Path(args.calibration), args.n_samples, args.seq_len, args.seed)
         calib = calibration_ids(ckpt.tokenizer, spec)
     report = quantize_(ckpt.model, cfg, calibration=calib)
-    _save(out, ckpt, report, provenance.record())
-    doc = {"checkpoint": str(args.checkpoint), "out": str(out), **report.to_dict()}
+    _save(out, ckpt, report, provenance.record(), source)
+    doc = {"checkpoint": source or str(args.checkpoint), "out": str(out), **report.to_dict()}
     emit(args, doc, f"{cfg.key()}: {len(report.modules)} linears quantized, mean relative weight error "
          f"{report.mean_rel_error:.4g}; wrote {out}")
 
 
-def _save(out: Path, ckpt, report, prov) -> None:
+def _source(args) -> tuple[str, str | None]:
+    """(local folder, Hub source or None): a Hub repo id (``ORG/NAME`` that is no path) is resolved into
+    the Hugging Face cache at ``--revision`` and recorded as ``hf://REPO@REVISION``."""
+    if not hub.looks_like_repo(args.checkpoint):
+        if args.revision:
+            raise QidlabError(f"--revision needs a Hub repo id (ORG/NAME), but {args.checkpoint} is a local path")
+        return args.checkpoint, None
+    folder = hub.resolve(args.checkpoint, args.revision, allow_pickle=args.allow_pickle)
+    return str(folder), f"{hub.HUB_PREFIX}{args.checkpoint}@{args.revision or 'main'}"
+
+
+def _save(out: Path, ckpt, report, prov, source: str | None) -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
     from safetensors.torch import save_file
 
@@ -87,7 +102,7 @@ def _save(out: Path, ckpt, report, prov) -> None:
             state = quantized_state(ckpt.model, report)
             codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
             save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
-        meta = {"source": str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
+        meta = {"source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
                 "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
         (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
 

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import QidlabError
-from .db import SCHEMA_VERSION, connect, insert
+from .db import SCHEMA_VERSION, connect, insert, read_only
 from .drop import drop_models
 from .merge import MergeSummary, merge_stores
 from .publish import Published, publish_dataset, publish_store
 from .read import describe_store, read_canonical
 
-__all__ = ["Measurement", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect",
+__all__ = ["Measurement", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect", "stored_jobs",
            "describe_store", "drop_models", "merge_stores", "publish_dataset", "publish_store", "read_canonical"]
 
 
@@ -150,6 +150,20 @@ class Store:
         if table not in ("measurements", "checkpoints", "eval_sets", "doc_losses", "fits"):
             raise QidlabError(f"no table {table!r} in the store")
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def stored_jobs(path: str | Path) -> dict[tuple[str, str, int], set[tuple[str, str]]]:
+    """What a store holds, read without writing (nothing created when ``path`` does not exist):
+    ``(suite, model, step)`` -> ``{(eval set content hash, config hash)}``."""
+    if not Path(path).is_file():
+        return {}
+    out: dict[tuple[str, str, int], set[tuple[str, str]]] = {}
+    with read_only(path) as conn:
+        rows = conn.execute("SELECT c.suite, c.model, c.step, e.content_hash, m.config_hash FROM measurements m "
+                            "JOIN checkpoints c ON c.id = m.checkpoint_id JOIN eval_sets e ON e.id = m.eval_set_id")
+        for suite, model, step, eval_hash, cfg_hash in rows:
+            out.setdefault((suite, model, int(step)), set()).add((eval_hash, cfg_hash))
+    return out
 
 
 def _measurement_row(m: Measurement, cfg_hash: str) -> dict[str, Any]:

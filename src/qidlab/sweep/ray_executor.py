@@ -47,7 +47,7 @@ def run_on_ray(measure, plan, eval_sets, study, address=None):
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     gpus = task_gpus(study.device, ray.cluster_resources().get("GPU", 0))
     task = ray.remote(num_gpus=gpus)(_collect)
-    futures = {task.remote(measure, str(ref.path), eval_sets, todo, study): ref for ref, todo in plan}
+    futures = {task.remote(measure, _location(ref), eval_sets, todo, study): ref for ref, todo in plan}
     pending = list(futures)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
@@ -58,3 +58,9 @@ def run_on_ray(measure, plan, eval_sets, study, address=None):
 def _results(ray, future):
     items = ray.get(future)  # a task that raised re-raises here, inside the driver's per-checkpoint guard
     yield from items
+
+
+def _location(ref) -> str:
+    """What ``measure`` is given: a ``CheckpointRef``'s location (a folder or ``hf://REPO@REVISION``);
+    anything else with a ``path``, that path."""
+    return getattr(ref, "location", None) or str(ref.path)

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import documents, provenance, quantize
-from ..checkpoints import discover, load_checkpoint
+from ..checkpoints import discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
-from ..store import Measurement, Store, config_hash
+from ..store import Measurement, Store, config_hash, stored_jobs
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
 from .study import Study, job_label
@@ -128,7 +128,8 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
     device = study.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ckpt = load_checkpoint(path, device=device)
+    folder = _local_folder(path, study)
+    ckpt = load_checkpoint(folder, device=device, allow_pickle=study.hub is not None and study.hub.allow_pickle)
     yield CheckpointInfo(n_params=ckpt.n_params, n_params_total=ckpt.n_params_total, tokens=ckpt.tokens,
                          content_hash=ckpt.content_hash, device=provenance.device_name(device))
     model, tok = ckpt.model, ckpt.tokenizer
@@ -172,16 +173,42 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                 yield Result(cfg, es.name, error=f"{type(exc).__name__}: {detail}")
     with torch.no_grad():
         model.load_state_dict(state16)
+    if study.hub is not None and not study.hub.keep and path.startswith(hub.HUB_PREFIX):
+        del ckpt, model, state16
+        hub.forget(folder)
+
+
+def _local_folder(path: str, study: Study) -> str:
+    """The checkpoint folder of ``path``: a Hub location (``hf://REPO@REVISION``) is resolved into the
+    Hugging Face cache (downloaded when missing), a folder is itself."""
+    if not path.startswith(hub.HUB_PREFIX):
+        return path
+    repo, revision = hub.parse_location(path)
+    return str(hub.resolve(repo, revision, allow_pickle=study.hub is not None and study.hub.allow_pickle))
+
+
+def study_refs(study: Study, *, check: bool = True) -> list:
+    """The study's checkpoints, filtered by its models and steps, coarse to fine per model. Hub
+    checkpoints are checked first unless ``check`` is false (each repo and revision must be
+    available: ``hub.check_available``)."""
+    if study.hub is not None:
+        refs = [r for r in study.hub.refs() if (study.models is None or r.model in study.models
+                                                or r.suite in study.models)
+                and (study.steps is None or r.step in study.steps)]
+        if check:
+            refs = hub.check_available(refs, allow_pickle=study.hub.allow_pickle)
+    else:
+        refs = [r for r in discover(study.checkpoint_root)
+                if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
+    if not refs:
+        raise QidlabError(f"no checkpoints under {study.checkpoint_root or 'the study repos'} match the study")
+    return coarse_to_fine(refs)
 
 
 def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address: str | None = None,
               progress=True) -> Summary:
     """Measure every job of ``study`` that the store lacks; return counts and failures."""
-    refs = [r for r in discover(study.checkpoint_root)
-            if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
-    refs = coarse_to_fine(refs)
-    if not refs:
-        raise QidlabError(f"no checkpoints under {study.checkpoint_root} match the study")
+    refs = study_refs(study)
     eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars) for e in study.eval_sets]
     configs = [Reference16(), *study.methods]
     hashes = [config_hash(measurement_config(c, study)) for c in configs]  # checks its input files up front
@@ -202,6 +229,58 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
         for ref, stream in streams:
             _write(store, ref, stream, study, es_ids, summary, meter)
     return summary
+
+
+@dataclass
+class PlannedCheckpoint:
+    """One checkpoint of a dry run: what is stored, what is left, what must be downloaded (bytes)."""
+
+    suite: str
+    model: str
+    step: int
+    tokens: int | None  # D, training tokens seen
+    location: str  # folder or hf://REPO@REVISION
+    stored: int  # measurements (config x eval set) already in the store
+    todo: int  # measurements left
+    cached: bool | None = None  # Hub: whether the cache holds the revision (None: a local folder)
+    download_bytes: int | None = None  # Hub: bytes on disk when cached, to download when not (None: unknown offline)
+
+
+@dataclass
+class DryRun:
+    """``plan_study``: checkpoints x configs x eval sets, and what of it the store holds."""
+
+    checkpoints: list[PlannedCheckpoint]
+    configs: list[str]  # progress labels, the 16-bit reference first
+    eval_sets: list[str]
+    store: str
+    offline: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.checkpoints) * len(self.configs) * len(self.eval_sets)
+
+
+def plan_study(study: Study) -> DryRun:
+    """What ``run_study(study)`` would measure, writing nothing (no store is created): every checkpoint
+    x config (16-bit + the study's) x eval set, how many the store already holds, and for Hub
+    checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached)."""
+    refs = study_refs(study, check=not (study.hub is not None and hub.is_offline()))
+    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars)
+                 for e in study.eval_sets]
+    configs = [Reference16(), *study.methods]
+    hashes = [config_hash(measurement_config(c, study)) for c in configs]
+    stored = stored_jobs(study.store)
+    rows = []
+    for ref in refs:
+        done = stored.get((ref.suite, ref.model, ref.step), set())
+        n = sum((es.content_hash, h) in done for h in hashes for es in eval_sets)
+        cached, size = (hub.download_sizes(ref, allow_pickle=study.hub.allow_pickle) if ref.repo
+                        else (None, None))
+        rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
+                                      len(hashes) * len(eval_sets) - n, cached, size))
+    return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
+                  offline=study.hub is not None and hub.is_offline())
 
 
 def coarse_to_fine(refs: list) -> list:
@@ -249,8 +328,8 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             versions, revision = provenance.versions(), provenance.code_revision()  # torch is imported now
             tokens = ref.tokens if ref.tokens is not None else item.tokens
             if tokens is None:
-                raise QidlabError(f"{ref.path}: tokens seen (D) unknown: give tokens_per_step in the suite manifest")
-            ckpt_id = store.checkpoint_id(suite=ref.suite, model=ref.model, step=ref.step, path=str(ref.path),
+                raise QidlabError(f"{ref.location}: tokens seen (D) unknown: give tokens_per_step in the suite manifest")
+            ckpt_id = store.checkpoint_id(suite=ref.suite, model=ref.model, step=ref.step, path=ref.location,
                                           n_params=item.n_params, n_params_total=item.n_params_total,
                                           tokens=int(tokens), content_hash=item.content_hash)
             if item.device:
@@ -287,7 +366,7 @@ def _execute(plan, eval_sets, study, executor, address):
     (``SlurmExecutor()``), or an executor object, called with the plan and handed this module's
     ``measure_checkpoint`` and ``run_study`` (``SlurmExecutor(...)`` with options)."""
     if executor == "local":
-        return [(ref, measure_checkpoint(str(ref.path), eval_sets, todo, study)) for ref, todo in plan]
+        return [(ref, measure_checkpoint(ref.location, eval_sets, todo, study)) for ref, todo in plan]
     if executor == "ray":
         return run_on_ray(measure_checkpoint, plan, eval_sets, study, address)
     if executor == "slurm":

@@ -100,7 +100,8 @@ def narrowed(study, ref, todo: list, part: Path):
     """``study`` narrowed to checkpoint ``ref`` and the configurations ``todo``, into ``part``.
     (The sweep adds the 16-bit reference itself.)"""
     methods = tuple(c for c in todo if c.rounds_weights)
-    return dataclasses.replace(study, store=part, checkpoint_root=ref.path.parent.parent, models=(ref.model,),
+    root = None if getattr(ref, "repo", None) else ref.path.parent.parent  # a Hub checkpoint: the study's repos
+    return dataclasses.replace(study, store=part, checkpoint_root=root, models=(ref.model,),
                                steps=(ref.step,), methods=methods)
 
 
@@ -126,7 +127,7 @@ class Recorder:
         self.kept: dict[tuple, list] = {}
 
     def __call__(self, plan: list, eval_sets: list, study, *, measure: Callable, sweep: Callable) -> list:
-        return [(ref, self._tee(ref, measure(str(ref.path), eval_sets, todo, study))) for ref, todo in plan]
+        return [(ref, self._tee(ref, measure(ref.location, eval_sets, todo, study))) for ref, todo in plan]
 
     def _tee(self, ref, stream) -> Iterator:
         kept = self.kept.setdefault(_key(ref), [])

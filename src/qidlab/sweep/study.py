@@ -13,6 +13,28 @@
     models = ["m1", "m2"]              # optional filter
     steps = [64, 128]                  # optional filter
 
+    Or checkpoints on the Hugging Face Hub (instead of root; qidlab.checkpoints.hub), Pythia's form:
+
+    [checkpoints]
+    repos = ["EleutherAI/pythia-160m", "EleutherAI/pythia-410m"]
+    revision = "step{step}"            # how a step names its revision
+    steps = [512, 1000, 2000]
+    tokens_per_step = 2097152          # D = step x tokens_per_step (Pythia: 1024 x 2048 tokens)
+    allow_pickle = false               # true: pickle-only revisions load with torch.load(weights_only=True)
+    keep = true                        # false: delete a revision's files from the cache once measured
+
+    or an explicit list of revisions, D read from each name (OLMo-2: "stage1-step1000-tokens5B" has
+    seen 5e9 tokens; the step is the name's step<N>, else the list index):
+
+    [checkpoints]
+    repos = ["allenai/OLMo-2-1124-7B"]
+    revisions = ["stage1-step1000-tokens5B", "stage1-step10000-tokens42B", "stage1-step100000-tokens420B"]
+    tokens_from_revision = "tokens(\\d+)B"   # a regex; its first group x tokens_unit = D
+    tokens_unit = 1e9
+
+    huggingface_hub honours HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE=1 and HF_TOKEN. The store records
+    suite = the repo id, model = the repo name, path = "hf://REPO@REVISION".
+
     [[eval_sets]]
     name = "heldout"
     source = "eval.txt"                # file, folder, JSONL or Parquet
@@ -45,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints.hub import HubSource, named_revisions, step_revisions
 from ..documents import CalibrationSpec
 from ..errors import QidlabError
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
@@ -67,7 +90,7 @@ class Study:
     name: str
     path: Path
     store: Path
-    checkpoint_root: Path
+    checkpoint_root: Path | None  # None when the checkpoints are on the Hub (``hub``)
     models: tuple[str, ...] | None
     steps: tuple[int, ...] | None
     eval_sets: tuple[EvalSpec, ...]
@@ -78,6 +101,7 @@ class Study:
     hessian_precision: str = "float32"  # shared-Hessian GPTQ's X^T X products: float32, tf32 or bf16
     on_gptq_failure: str = "error"  # "rtn": a layer whose GPTQ fails is rounded to nearest (recorded)
     labels: dict[QuantConfig, str] = field(default_factory=dict)  # progress label, as the file spells it
+    hub: HubSource | None = None  # [checkpoints] repos = [...]: Hub repos x revisions
 
 
 def load_study(path: str | Path) -> Study:
@@ -90,8 +114,7 @@ def load_study(path: str | Path) -> Study:
         raise QidlabError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SECTIONS))})")
     study = _table(raw, "study", path)
     ckpts = _table(raw, "checkpoints", path)
-    if "root" not in ckpts:
-        raise QidlabError(f"{path}: [checkpoints] needs 'root' (a suite folder in the Pythia layout)")
+    hub = _hub(ckpts, path)
     evals = raw.get("eval_sets")
     if not isinstance(evals, list) or not evals:
         raise QidlabError(f"{path}: needs at least one [[eval_sets]] with name and source")
@@ -106,14 +129,73 @@ def load_study(path: str | Path) -> Study:
         device=_device(study.get("device", "auto"), path),
         hessian_precision=_choice(study, "hessian_precision", ("float32", "tf32", "bf16"), path),
         on_gptq_failure=_choice(study, "on_gptq_failure", ("error", "rtn"), path),
-        checkpoint_root=where / str(ckpts["root"]),
+        checkpoint_root=where / str(ckpts["root"]) if hub is None else None,
+        hub=hub,
         models=tuple(ckpts["models"]) if "models" in ckpts else None,
-        steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts else None,
+        steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts and hub is None else None,
         eval_sets=tuple(_eval_spec(e, where, path, i) for i, e in enumerate(evals)),
         **_methods(methods, path),
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
     )
+
+
+HUB_KEYS = {"repos", "revision", "revisions", "steps", "tokens_per_step", "tokens_from_revision", "tokens_unit",
+            "allow_pickle", "keep", "models"}
+
+
+def _hub(ckpts: dict, path) -> HubSource | None:
+    """[checkpoints] with ``repos``: the Hub source; with ``root``: None (a local suite folder)."""
+    if "root" in ckpts and "repos" in ckpts:
+        raise QidlabError(f"{path}: [checkpoints] has both 'root' and 'repos': keep root (a local suite folder) "
+                          f"or repos (Hub repo ids)")
+    if "repos" not in ckpts:
+        if "root" not in ckpts:
+            raise QidlabError(f"{path}: [checkpoints] needs 'root' (a suite folder in the Pythia layout) "
+                              f"or 'repos' (Hugging Face Hub repo ids)")
+        return None
+    unknown = set(ckpts) - HUB_KEYS
+    if unknown:
+        raise QidlabError(f"{path}: [checkpoints] has unknown key(s) {', '.join(sorted(unknown))} "
+                          f"(with repos: {', '.join(sorted(HUB_KEYS))})")
+    repos = ckpts["repos"]
+    if not isinstance(repos, list) or not repos or not all(isinstance(r, str) and "/" in r for r in repos):
+        raise QidlabError(f"{path}: [checkpoints] repos must be a list of Hub repo ids like \"EleutherAI/pythia-160m\"")
+    try:
+        revisions = _revisions(ckpts, path)
+    except QidlabError as exc:
+        raise QidlabError(f"{path}: [checkpoints] {exc}", params=exc.params) from None
+    return HubSource(repos=tuple(repos), revisions=tuple(revisions),
+                     allow_pickle=_flag(ckpts, "allow_pickle", False, path), keep=_flag(ckpts, "keep", True, path))
+
+
+def _revisions(ckpts: dict, path) -> list:
+    """The Hub revisions of [checkpoints]: ``revision`` + ``steps``, or ``revisions``."""
+    tps = ckpts.get("tokens_per_step")
+    if tps is not None and (not isinstance(tps, int) or isinstance(tps, bool) or tps < 1):
+        raise QidlabError(f"tokens_per_step must be a positive integer, not {tps!r}")
+    if ("revisions" in ckpts) == ("revision" in ckpts):
+        raise QidlabError("needs either revision (a template like \"step{step}\", with steps) or revisions (a list)")
+    if "revisions" in ckpts:
+        names = ckpts["revisions"]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise QidlabError("revisions must be a non-empty list of revision names")
+        out = named_revisions(names, ckpts.get("tokens_from_revision"), float(ckpts.get("tokens_unit", 1)), tps)
+    else:
+        steps = ckpts.get("steps")
+        if not isinstance(steps, list) or not steps or not all(isinstance(s, int) and s >= 0 for s in steps):
+            raise QidlabError("revision needs steps, a list of non-negative integers")
+        out = step_revisions(str(ckpts["revision"]), steps, tps)
+    if any(r.tokens is None for r in out):
+        raise QidlabError("tokens seen (D) unknown: give tokens_per_step or tokens_from_revision")
+    return out
+
+
+def _flag(table: dict, key: str, default: bool, path) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise QidlabError(f"{path}: [checkpoints] {key} must be true or false, not {value!r}")
+    return value
 
 
 def _choice(table: dict, key: str, allowed: tuple[str, ...], path) -> str:
