@@ -84,3 +84,47 @@ def test_hub_and_gptq_keys_are_allowed(tmp_path):
                                  'steps = [0, 64]\nallow_pickle = true'))
     study = load_study(path)
     assert study.steps == (0, 64) and study.hessian_precision == "bf16" and study.on_gptq_failure == "rtn"
+
+
+# ---- suite files: the same validator --------------------------------------------------------------
+
+SUITE = """
+[suite]
+name = "s"
+corpus = "corpus"
+seq_len = 32
+batch_size = 4
+steps = 40
+
+[[models]]
+name = "h32-l1"
+hidden = 32
+layers = 1
+heads = 4
+lr = 3e-3
+"""
+
+
+@pytest.mark.parametrize("old, new, match", [
+    ("steps = 40", "stpes = 40", "unknown key 'stpes' in \\[suite\\]; did you mean steps\\?"),
+    ("steps = 40", "steps = 40\ncheckpoints = { evry = 8 }", "unknown key 'evry' in \\[suite\\] checkpoints; did you "
+                                                            "mean every\\?"),
+    ("lr = 3e-3", "lr = 3e-3\nlayer = 2", "unknown key 'layer' in models\\[0\\]; did you mean layers\\?"),
+    ("steps = 40", "steps = 40.5", "\\[suite\\] steps must be a positive integer, got 40.5"),
+    ("steps = 40", "steps = 40\nwarmup = -1", "\\[suite\\] warmup must be an integer >= 0, got -1"),
+    ("steps = 40", "steps = 40\nmin_lr_ratio = 2", "min_lr_ratio must be a number >= 0 and <= 1, got 2"),
+    ("steps = 40", "steps = 40\ndecay_fraction = 0", "decay_fraction must be a number > 0 and <= 1"),
+    ("steps = 40", "steps = 40\nepochs = true", "epochs must be a number > 0, got True"),
+    ('corpus = "corpus"', "corpus = 3", "\\[suite\\] corpus must be a string, got 3"),
+    ("seq_len = 32\n", "", "\\[suite\\] needs 'seq_len'"),
+    ("hidden = 32", "hidden = '32'", "models\\[0\\] hidden must be a positive integer, got '32'"),
+    ("name = \"h32-l1\"", "name = 1", "models\\[0\\] name must be a string, got 1"),
+])
+def test_each_suite_typo_is_refused(tmp_path, old, new, match):
+    from qidlab.train.config import load_suite_config
+
+    assert old in SUITE
+    path = tmp_path / "suite.toml"
+    path.write_text(SUITE.replace(old, new, 1))
+    with pytest.raises(QidlabError, match=match):
+        load_suite_config(path)
