@@ -128,3 +128,111 @@ def test_each_suite_typo_is_refused(tmp_path, old, new, match):
     path.write_text(SUITE.replace(old, new, 1))
     with pytest.raises(QidlabError, match=match):
         load_suite_config(path)
+
+
+# ---- the command line (issue 18 defects 8, 10, 11, 15 and newcomer items) -----------------------
+
+def one_error_line(capsys, *argv) -> str:
+    """Run ``qidlab *argv``: exit status 2, nothing on stdout, exactly one line on stderr."""
+    from qidlab.cli import main
+
+    capsys.readouterr()
+    assert main(list(argv)) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_version(capsys):
+    from qidlab import __version__
+    from qidlab.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"qidlab {__version__}"
+
+
+def test_a_misspelt_command_gets_a_did_you_mean(capsys):
+    assert "unknown command 'lwas'; did you mean laws?" in one_error_line(capsys, "lwas")
+    assert "did you mean" not in one_error_line(capsys, "xyzzy")
+
+
+def test_min_bits_refuses_a_budget_that_is_not_positive(capsys):
+    for budget in ("-0.1", "0"):
+        err = one_error_line(capsys, "min-bits", "--law", "ouyang2024", "--set", "n_params=7B", "tokens=1T",
+                             "--budget", budget)
+        assert "--budget must be a positive number" in err
+
+
+def test_predict_that_overflows_is_one_line_and_no_warning(capsys):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        err = one_error_line(capsys, "predict", "--law", "ouyang2024", "--set", "n_params=1e-300", "tokens=1e12",
+                             "bits=4")
+    assert "loss = inf at n_params=1e-300" in err and "far outside" in err
+
+
+def _fit_csv(tmp_path, qid):
+    from test_cli import synthetic_rows, write_csv
+
+    rows = synthetic_rows()
+    for i, row in enumerate(rows):
+        row["qid"] = qid(i, row["qid"])
+    return write_csv(tmp_path / "fit.csv", rows)
+
+
+def test_fit_of_equal_targets_says_r2_is_undefined(capsys, tmp_path):
+    from qidlab.cli import main
+
+    path = _fit_csv(tmp_path, lambda i, q: 0.25)
+    capsys.readouterr()
+    assert main(["fit", str(path), "--law", "ouyang2024"]) == 0
+    out = capsys.readouterr().out
+    assert "R2(log) n/a (every qid is the same" in out and "nan" not in out
+
+
+def test_fit_reports_empty_targets_like_non_positive_ones(capsys, tmp_path):
+    import json
+
+    from qidlab.cli import main
+
+    path = _fit_csv(tmp_path, lambda i, q: float("nan") if i in (3, 7) else (-0.01 if i == 5 else q))
+    capsys.readouterr()
+    assert main(["fit", str(path), "--law", "ouyang2024", "--json"]) == 0
+    (fit,) = json.loads(capsys.readouterr().out)["fits"]
+    assert fit["n_missing"] == 2 and fit["n_nonpositive"] == 1 and fit["n"] == 27 - 3
+    assert main(["fit", str(path), "--law", "ouyang2024"]) == 0
+    out = capsys.readouterr().out
+    assert "2 point(s) with qid empty (NaN): dropped" in out and "1 point(s) with qid <= 0" in out
+    empty = _fit_csv(tmp_path, lambda i, q: float("nan"))
+    assert "qid is empty (NaN) in all 27 rows" in one_error_line(capsys, "fit", str(empty), "--law", "ouyang2024")
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`qidlab laws --json | head -1`: the reader has gone before qidlab writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    read, write = os.pipe()
+    os.close(read)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    try:
+        done = subprocess.run([sys.executable, "-m", "qidlab", "laws", "--json"], stdout=write,
+                              stderr=subprocess.PIPE, env=env, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == b""
+
+
+def test_demo_without_the_measure_extra_says_what_to_install(capsys, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # importlib's find_spec: not installed
+    out = tmp_path / "demo"
+    err = one_error_line(capsys, "demo", "--out", str(out))
+    assert "missing: transformers" in err and "pip install -c constraints.txt 'qidlab[measure]'" in err
+    assert not out.exists()
