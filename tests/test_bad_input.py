@@ -236,3 +236,12 @@ def test_demo_without_the_measure_extra_says_what_to_install(capsys, tmp_path, m
     err = one_error_line(capsys, "demo", "--out", str(out))
     assert "missing: transformers" in err and "pip install -c constraints.txt 'qidlab[measure]'" in err
     assert not out.exists()
+
+
+def test_a_misspelt_suite_manifest_key_gets_a_did_you_mean(tmp_path):
+    from qidlab.checkpoints.discover import read_manifest
+
+    (tmp_path / "qidlab-suite.toml").write_text("tokens_per_stp = 5\n")
+    with pytest.raises(QidlabError, match="unknown key 'tokens_per_stp' in the suite manifest; did you mean "
+                                          "tokens_per_step\\?"):
+        read_manifest(tmp_path)
