@@ -245,3 +245,16 @@ def test_a_misspelt_suite_manifest_key_gets_a_did_you_mean(tmp_path):
     with pytest.raises(QidlabError, match="unknown key 'tokens_per_stp' in the suite manifest; did you mean "
                                           "tokens_per_step\\?"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("old, new, match", [
+    ("steps = 40", "steps = 40\nlr_sweep = { factor = [1, 2] }", "unknown key 'factor' in lr_sweep; did you mean "
+                                                                 "factors\\?"),
+    ("steps = 40", "steps = 40\nlr_sweep = { eval_batches = 0 }", "lr_sweep.eval_batches must be a positive integer"),
+    ("lr = 3e-3", "lr = 3e-3\nqat = { weight = { method = 'rtn', bits = 4 } }",
+     "unknown key 'weight' in \\[models.qat\\]; did you mean weights\\?"),
+    ("lr = 3e-3", "lr = 3e-3\nqat = { activations = { bit = 8 } }", "unknown key 'bit' in qat.activations; did you "
+                                                                      "mean bits\\?"),
+])
+def test_each_suite_subtable_typo_is_refused(tmp_path, old, new, match):
+    test_each_suite_typo_is_refused(tmp_path, old, new, match)
