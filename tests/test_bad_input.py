@@ -258,3 +258,19 @@ def test_a_misspelt_suite_manifest_key_gets_a_did_you_mean(tmp_path):
 ])
 def test_each_suite_subtable_typo_is_refused(tmp_path, old, new, match):
     test_each_suite_typo_is_refused(tmp_path, old, new, match)
+
+
+def test_train_sweep_and_quantize_without_the_measure_extra_say_what_to_install(capsys, tmp_path, monkeypatch):
+    import sys
+
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE)
+    study = tmp_path / "study.toml"
+    study.write_text(GOOD)
+    (tmp_path / "suite").mkdir()
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for argv in (["train", str(suite), "--out", str(tmp_path / "out")], ["sweep", str(study)],
+                 ["quantize", str(tmp_path / "suite"), "--method", "rtn", "--out", str(tmp_path / "q")]):
+        err = one_error_line(capsys, *argv)
+        assert "needs the measure extra (missing: torch)" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml", "suite", "suite.toml"]

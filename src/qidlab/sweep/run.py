@@ -23,6 +23,7 @@ from ..errors import QidlabError
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash
+from ..torchenv import require_measure
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
 from .study import Study, job_label
@@ -177,6 +178,8 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
 def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address: str | None = None,
               progress=True) -> Summary:
     """Measure every job of ``study`` that the store lacks; return counts and failures."""
+    if executor == "local":  # Ray and Slurm measure on their workers
+        require_measure("measuring (a local sweep)")
     refs = [r for r in discover(study.checkpoint_root)
             if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
     refs = coarse_to_fine(refs)

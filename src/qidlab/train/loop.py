@@ -38,7 +38,7 @@ from pathlib import Path
 from qidlab.checkpoints.params import count_params
 from qidlab.errors import QidlabError
 from qidlab.files import building, open_atomic, write_json, write_text
-from qidlab.torchenv import quiet_transformers, torch_threads
+from qidlab.torchenv import quiet_transformers, require_measure, torch_threads
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
@@ -91,6 +91,7 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     ``log(line)`` receives progress lines (tokens/s at the end of each model).
     """
     config = config_path if isinstance(config_path, SuiteConfig) else load_suite_config(config_path)
+    require_measure("training")
     config = replace(config, device=config.device if device is None else device,
                      compile=config.compile if compile is None else bool(compile),
                      lr_sweep=None if lr_sweep is False else (config.lr_sweep or (LRSweep() if lr_sweep else None)))
