@@ -154,6 +154,8 @@ def test_version(capsys):
 def test_a_misspelt_command_gets_a_did_you_mean(capsys):
     assert "unknown command 'lwas'; did you mean laws?" in one_error_line(capsys, "lwas")
     assert "did you mean" not in one_error_line(capsys, "xyzzy")
+    assert "unknown action 'mrege'; did you mean merge?" in one_error_line(capsys, "store", "mrege")
+    assert "unknown action 'biuld'; did you mean build?" in one_error_line(capsys, "corpus", "biuld")
 
 
 def test_min_bits_refuses_a_budget_that_is_not_positive(capsys):

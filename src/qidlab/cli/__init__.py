@@ -20,10 +20,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit status 2."""
 
     def error(self, message):
-        bad = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
-        if bad:  # a misspelt subcommand: name the close ones, not all of them
+        bad = re.match(r"argument (COMMAND|ACTION): invalid choice: '([^']*)'", message)
+        if bad:  # a misspelt (sub)command: name the close ones, not all of them
             commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
-            message = f"unknown command {bad[1]!r}" + did_you_mean(bad[1], commands, cutoff=0.6)
+            message = f"unknown {bad[1].lower()} {bad[2]!r}" + did_you_mean(bad[2], commands, cutoff=0.6)
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
