@@ -276,3 +276,16 @@ def test_train_sweep_and_quantize_without_the_measure_extra_say_what_to_install(
         err = one_error_line(capsys, *argv)
         assert "needs the measure extra (missing: torch)" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml", "suite", "suite.toml"]
+
+
+def test_train_refuses_an_unknown_model_or_a_missing_corpus_before_writing(capsys, tmp_path):
+    """Defect 12: `--models nosuch` trained the tokenizer and wrote data first; a missing corpus
+    left an empty folder."""
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "out"
+    err = one_error_line(capsys, "train", str(suite), "--out", str(out), "--models", "h32-l2")
+    assert "has no model(s) h32-l2; did you mean h32-l1?" in err
+    assert not out.exists()
+    one_error_line(capsys, "train", str(suite), "--out", str(out))  # no corpus folder
+    assert not out.exists()
