@@ -289,3 +289,11 @@ def test_train_refuses_an_unknown_model_or_a_missing_corpus_before_writing(capsy
     assert not out.exists()
     one_error_line(capsys, "train", str(suite), "--out", str(out))  # no corpus folder
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["sweep", "{d}"], ["train", "{d}", "--out", "{d}/x"]])
+def test_a_folder_where_a_toml_file_is_expected(capsys, tmp_path, argv):
+    """Defect 2: `qidlab sweep some-folder`, `qidlab train a-folder --out x`."""
+    err = one_error_line(capsys, *[a.format(d=tmp_path) for a in argv])
+    assert "a folder, not a" in err
+    assert list(tmp_path.iterdir()) == []

@@ -19,6 +19,10 @@ def read_toml(path: str | Path, kind: str) -> dict:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise QidlabError(f"{path}: no such {kind} file") from None
+    except IsADirectoryError:
+        raise QidlabError(f"{path}: a folder, not a {kind} file") from None
+    except PermissionError:
+        raise QidlabError(f"{path}: cannot read the {kind} file (permission denied)") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise QidlabError(f"{path}: not valid TOML ({exc})") from None
 
