@@ -297,3 +297,30 @@ def test_a_folder_where_a_toml_file_is_expected(capsys, tmp_path, argv):
     err = one_error_line(capsys, *[a.format(d=tmp_path) for a in argv])
     assert "a folder, not a" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_that_is_not_sqlite_or_not_writable_is_one_error(tmp_path):
+    """Defects 3 and 1: `sweep --store not-sqlite.db`, `sweep --store RO/x.db` gave tracebacks."""
+    import os
+
+    from qidlab.store import Store
+
+    bad = tmp_path / "not-sqlite.db"
+    bad.write_bytes(b"this is not a database, but it is long enough to have a header" * 20)
+    before = bad.read_bytes()
+    with pytest.raises(QidlabError, match="not-sqlite.db: not a readable SQLite store"):
+        Store(bad)
+    assert bad.read_bytes() == before
+    with pytest.raises(QidlabError, match="a folder, not a store file"):
+        Store(tmp_path)
+    with pytest.raises(QidlabError, match="cannot open the store for writing"):
+        Store(tmp_path / "no-such-folder" / "x.db")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if not os.access(ro, os.W_OK):  # (root may write anywhere)
+            with pytest.raises(QidlabError, match="cannot open the store for writing"):
+                Store(ro / "x.db")
+    finally:
+        ro.chmod(0o755)
