@@ -324,3 +324,28 @@ def test_a_store_that_is_not_sqlite_or_not_writable_is_one_error(tmp_path):
                 Store(ro / "x.db")
     finally:
         ro.chmod(0o755)
+
+
+def test_a_store_from_a_newer_qidlab_is_refused_by_every_reader(capsys, tmp_path):
+    """Defect 6: fit and export read a store of a newer schema version without a word."""
+    import sqlite3
+
+    from qidlab.store import Store, read_canonical
+    from qidlab.store.db import SCHEMA_VERSION
+
+    path = tmp_path / "future.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(int(SCHEMA_VERSION) + 1),))
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(QidlabError, match="a newer qidlab wrote it"):
+        read_canonical(path)
+    for argv in (["fit", str(path), "--law", "ouyang2024"], ["export", str(path)],
+                 ["plot", "fig2", str(path), "--out", str(tmp_path / "f.png")]):
+        assert "a newer qidlab wrote it" in one_error_line(capsys, *argv)
+    with pytest.raises(QidlabError, match=f"store schema version {int(SCHEMA_VERSION) + 1}"):
+        Store(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["future.db"]

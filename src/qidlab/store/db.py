@@ -92,6 +92,15 @@ def _version(conn: sqlite3.Connection) -> str | None:
     return row[0] if row else None
 
 
+def refuse_newer(conn: sqlite3.Connection, path) -> None:
+    """``QidlabError`` when the store was written by a newer qidlab (a schema version above this
+    one's): its measurements may mean what this version cannot tell. Older ones are read as they are."""
+    version = _version(conn)
+    if version is not None and version.isdigit() and int(version) > int(SCHEMA_VERSION):
+        raise QidlabError(f"{path}: store schema version {version}, this qidlab reads {readable()} "
+                          f"(a newer qidlab wrote it)")
+
+
 def _migrate(conn: sqlite3.Connection, path, version: str) -> None:
     """Bring an older store to ``SCHEMA_VERSION`` in one transaction; refuse a newer or unknown one."""
     steps = []
