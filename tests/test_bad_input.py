@@ -349,3 +349,20 @@ def test_a_store_from_a_newer_qidlab_is_refused_by_every_reader(capsys, tmp_path
         Store(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["future.db"]
+
+
+def test_fit_where_selects_rows_before_n_and_d_are_checked(capsys, tmp_path):
+    """Defect 7: a store from `qidlab train` has step 0 (D = 0); `--where 'tokens>0'` must leave it out
+    before the table is refused for it."""
+    import json
+
+    from qidlab.cli import main
+    from test_cli import synthetic_rows, write_csv
+
+    rows = synthetic_rows()
+    rows += [{**rows[0], "tokens": 0.0, "qid": 1.0}]  # a step-0 checkpoint
+    path = write_csv(tmp_path / "with-step0.csv", rows)
+    assert "column 'tokens', row 28: 0 must be > 0" in one_error_line(capsys, "fit", str(path), "--law", "ouyang2024")
+    assert main(["fit", str(path), "--law", "ouyang2024", "--where", "tokens>0", "--json"]) == 0
+    (fit,) = json.loads(capsys.readouterr().out)["fits"]
+    assert fit["n"] == 27

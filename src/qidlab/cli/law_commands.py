@@ -24,7 +24,6 @@ from ..laws.analysis import (
 from ..laws.fit import fit_document, fit_law, pooled_columns
 from ..laws.solve import law_params, params_for, predict_point, solve
 from ..output import dump_json
-from ..tables import select_rows
 from .args import assignments, emit, library_names, named_number, number, numbers
 
 
@@ -145,9 +144,8 @@ def run_fit(args):
     law = get_law(args.law)
     name = args.data or data.DEFAULT
     path = data.resolve(name)
-    frame = data.load(name)
+    frame = data.load(name, where=args.where or ())  # rows selected before N and D are checked
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
-    frame = select_rows(frame, args.where or ())
     pooled = pooled_columns(frame, by)
     if pooled:
         print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one fit "
