@@ -366,3 +366,16 @@ def test_fit_where_selects_rows_before_n_and_d_are_checked(capsys, tmp_path):
     assert main(["fit", str(path), "--law", "ouyang2024", "--where", "tokens>0", "--json"]) == 0
     (fit,) = json.loads(capsys.readouterr().out)["fits"]
     assert fit["n"] == 27
+
+
+def test_an_output_that_cannot_be_written_is_one_line(capsys, tmp_path):
+    """Defect 1 (in part): `fit --out RO/fit.json`, `export --out RO/x.csv` gave tracebacks."""
+    from test_cli import synthetic_rows, write_csv
+
+    table = write_csv(tmp_path / "t.csv", synthetic_rows())
+    missing = tmp_path / "no-such-folder"
+    err = one_error_line(capsys, "fit", str(table), "--law", "ouyang2024", "--out", str(missing / "fit.json"))
+    assert str(missing / "fit.json") in err and "No such file or directory" in err
+    err = one_error_line(capsys, "fit", str(table), "--law", "ouyang2024", "--out", str(tmp_path))
+    assert "Is a directory" in err
+    assert not missing.exists()

@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `qidlab ... | head -1`: the reader has gone; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+    except OSError as exc:  # an output the user named cannot be written (read-only, missing folder, disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"qidlab: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except QidlabError as exc:
         message = " ".join(with_flags(exc, subcommand_flags(parser, args)).split())  # always one line
         print(f"qidlab: error: {message}", file=sys.stderr)
