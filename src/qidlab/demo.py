@@ -27,7 +27,7 @@ from .quantize.config import PER_CHANNEL
 from .show import ShowOptions, build_report
 from .store import read_canonical
 from .sweep import load_study, run_study
-from .torchenv import torch_threads
+from .torchenv import require_measure, torch_threads
 from .train import train_suite
 from .train.schedule import checkpoint_steps
 
@@ -75,6 +75,7 @@ SCALES = {"full": FULL, "smoke": SMOKE}
 def run_demo(out_dir, *, scale: DemoScale = FULL, threads: int | None = None, report: bool = True,
              log: Callable[[str], None] = print) -> dict:
     """Run (or finish) the whole demo in ``out_dir``; return the summary (also in ``summary.json``)."""
+    require_measure("the demo (it trains and measures models)")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     log(f"==> 1/6 corpus: this Python's standard library sources -> {out / 'corpus'}")

@@ -40,12 +40,14 @@ POSITIVE = ("n_params", "n_params_total", "tokens", "bits", "group_size", "block
 SQLITE_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
 
 
-def read_table(path: str | Path) -> "pd.DataFrame":
+def read_table(path: str | Path, *, where: Iterable[str] = ()) -> "pd.DataFrame":
     """Read a measurement table (CSV, Parquet, or a qidlab SQLite store) and validate it.
 
     Numeric canonical columns are converted to float; ``qid`` is derived as
     ``loss - loss16`` when absent. Raises ``QidlabError`` naming the problem for a
-    missing or empty file, an unknown format, a non-numeric cell, or N/D <= 0.
+    missing or empty file, an unknown format, a non-numeric cell, or N/D <= 0. ``where``
+    (``select_rows``) selects rows before N/D are checked, so that ``tokens>0`` leaves out a
+    store's step-0 checkpoints (D = 0).
     """
     import pandas as pd
 
@@ -68,10 +70,10 @@ def read_table(path: str | Path) -> "pd.DataFrame":
         raise
     except Exception as exc:  # pandas/pyarrow/sqlite parse errors
         raise QidlabError(f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})") from None
-    return validate(frame, source=str(path))
+    return validate(frame, source=str(path), where=where)
 
 
-def validate(frame: "pd.DataFrame", source: str = "table") -> "pd.DataFrame":
+def validate(frame: "pd.DataFrame", source: str = "table", *, where: Iterable[str] = ()) -> "pd.DataFrame":
     """Check and normalise a measurement table in memory (see ``read_table``)."""
     import numpy as np
     import pandas as pd
@@ -95,6 +97,7 @@ def validate(frame: "pd.DataFrame", source: str = "table") -> "pd.DataFrame":
         if infinite.any():
             row = int(np.flatnonzero(infinite)[0])
             raise QidlabError(f"{source}: column {col!r}, row {row + 1}: {frame[col].iloc[row]} is not finite")
+    frame = select_rows(frame, where)
     for col in POSITIVE:
         if col in frame.columns:
             bad = frame[col].notna() & ~(frame[col] > 0)

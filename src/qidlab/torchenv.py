@@ -1,9 +1,23 @@
 """Process-wide torch/transformers settings held for the length of a block (used by the trainer,
-the checkpoint loader and the demo)."""
+the checkpoint loader and the demo), and the check that the ``measure`` extra is installed."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+
+from .errors import QidlabError
+
+MEASURE_EXTRA = ("torch", "transformers", "safetensors", "tokenizers")  # pyproject's `measure` extra
+
+
+def require_measure(what: str) -> None:
+    """A ``QidlabError`` saying what to install when a module of the ``measure`` extra is missing
+    (``what`` names the job that needs it); checked before anything is written."""
+    missing = [m for m in MEASURE_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise QidlabError(f"{what} needs the measure extra (missing: {', '.join(missing)}): "
+                          f"pip install -c constraints.txt 'qidlab[measure]'")
 
 
 @contextlib.contextmanager

@@ -28,10 +28,12 @@ from pathlib import Path
 
 from qidlab.checkpoints.load import read_metadata
 from qidlab.errors import QidlabError
+from qidlab.tomlfile import Key, check_table
 
 MANIFEST_NAMES = ("qidlab-suite.toml", "qidlab-suite.json")
 _STEP_DIR = re.compile(r"^step(\d+)$")
-_TOP_KEYS = {"suite", "tokens_per_step", "tokens", "models"}
+# the manifest's top-level keys (their values are checked below, with messages of their own)
+MANIFEST_KEYS = {"suite": Key(), "tokens_per_step": Key(), "tokens": Key(), "models": Key()}
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,7 @@ def read_manifest(suite_root: str | Path) -> dict:
         raise QidlabError(f"{where}: cannot parse ({exc})") from None
     if not isinstance(raw, dict):
         raise QidlabError(f"{where}: expected a table/object at the top level")
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise QidlabError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(_TOP_KEYS))})")
+    check_table(raw, MANIFEST_KEYS, where, "the suite manifest")
     out["file"] = path
     if "suite" in raw:
         if not isinstance(raw["suite"], str) or not raw["suite"]:

@@ -4,6 +4,7 @@ training-level, min-bits, critical-tokens, optimal-format."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,8 @@ from ..laws.analysis import (
     training_level,
 )
 from ..laws.fit import fit_document, fit_law, pooled_columns
-from ..laws.solve import evaluate, law_params, params_for, solve
+from ..laws.solve import law_params, params_for, predict_point, solve
 from ..output import dump_json
-from ..tables import select_rows
 from .args import assignments, emit, library_names, named_number, number, numbers
 
 
@@ -144,9 +144,8 @@ def run_fit(args):
     law = get_law(args.law)
     name = args.data or data.DEFAULT
     path = data.resolve(name)
-    frame = data.load(name)
+    frame = data.load(name, where=args.where or ())  # rows selected before N and D are checked
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
-    frame = select_rows(frame, args.where or ())
     pooled = pooled_columns(frame, by)
     if pooled:
         print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one fit "
@@ -187,8 +186,11 @@ def _fit_text(law, fits) -> str:
             ci_text = f"   95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
             lines.append(f"  {name:>10} = {value:.6g}{ci_text}")
         m = f.metrics
-        lines.append(f"  fit: rmse(log) {m['rmse_log']:.4g}, R2(log) {m['r2_log']:.4f}, "
-                     f"mean |rel err| {m['mape']:.3g}%")
+        r2 = (f"{m['r2_log']:.4f}" if math.isfinite(m["r2_log"])
+              else f"n/a (every {f.target} is the same: nothing to explain)")
+        lines.append(f"  fit: rmse(log) {m['rmse_log']:.4g}, R2(log) {r2}, mean |rel err| {m['mape']:.3g}%")
+        if f.n_missing:
+            lines.append(f"  {f.n_missing} point(s) with {f.target} empty (NaN): dropped")
         if f.n_nonpositive:
             lines.append(f"  {f.n_nonpositive} point(s) with {f.target} <= 0: policy '{f.nonpositive_policy}'")
         if f.dropped_highest:
@@ -208,7 +210,7 @@ def _predict(sub):
 
 def run_predict(args):
     values, law, params, source, inputs = _setup(args)
-    y = float(evaluate(law, params, inputs)[0])
+    y = predict_point(law, params, inputs)
     doc: dict[str, Any] = {"law": law.name, "inputs": inputs, law.quantity: y, "params": params, "source": source}
     text = f"{law.quantity} = {y:.6g}   ({law.name}; {source})"
     loss = quantized_loss(law, y, values)

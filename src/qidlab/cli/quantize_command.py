@@ -16,6 +16,7 @@ from ..errors import QidlabError
 from ..files import building
 from ..output import dump_json
 from ..quantize.config import config_from_dict
+from ..torchenv import require_measure
 from .args import assignments, emit
 
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
@@ -54,6 +55,7 @@ def _toml_value(text: str):
 
 
 def run_quantize(args):
+    require_measure("quantizing a checkpoint")
     from ..quantize.api import quantize_  # torch
 
     out = Path(args.out)

@@ -16,7 +16,7 @@ from .args import emit, library_names
 
 def register(sub) -> None:
     p = sub.add_parser("corpus", help="build a training corpus (deduplicated, seeded train/eval split, manifest)")
-    csub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    csub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True, parser_class=type(p))
     b = csub.add_parser("build", help="build (or reuse) the corpus of a recipe in a folder")
     b.add_argument("recipe", help="stdlib (this Python's standard library sources), files (with --files), "
                                   "debian-en (English from Debian documentation packages), debian-python "

@@ -106,14 +106,15 @@ def resolve(name_or_path: str) -> Path:
     return given
 
 
-def load(name_or_path: str):
-    """The validated canonical table (``qidlab.tables.read_table``) of a bundled name, a data set
-    (its file checked against the manifest's sha256) or a file."""
+def load(name_or_path: str, *, where=()):
+    """The validated canonical table (``qidlab.tables.read_table``; ``where`` selects rows before
+    N and D are checked) of a bundled name, a data set (its file checked against the manifest's
+    sha256) or a file."""
     file = resolve(name_or_path)
     folder = dataset_dir(name_or_path)
     if folder is not None:
         _check_hash(file, manifest(folder)["files"]["measurements"].get("sha256"))
-    return read_table(file)
+    return read_table(file, where=where)
 
 
 def _check_hash(file: Path, expected: str | None) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import QidlabError
 from .registry import get_law
-from .solve import evaluate, solve
+from .solve import evaluate, predict_point, solve
 
 #: Tokens per parameter of a Chinchilla-optimal model (Hoffmann et al. 2022).
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -115,7 +115,7 @@ def quantized_loss(law, qid: float, values: Mapping[str, Any]) -> dict[str, Any]
         loss16, how = values["loss16"], "given"
     else:
         kaplan = get_law("kaplan")
-        loss16 = float(evaluate(kaplan, kaplan.default_constants(), {k: values[k] for k in kaplan.variable_names})[0])
+        loss16 = predict_point(kaplan, kaplan.default_constants(), {k: values[k] for k in kaplan.variable_names})
         how = "kaplan law, Ouyang 2024 Fig. 7 constants"
     return {"loss16": loss16, "loss": loss16 + qid, "loss16_source": how}
 
@@ -132,6 +132,8 @@ def training_level(law, params, n_params: float, bits: float, qid: float, **othe
 def min_bits(law, params, known: Mapping[str, float], budget: float, max_bits: int = 16) -> dict[str, float]:
     """The smallest integer bit width with predicted QiD <= ``budget`` (and the exact crossing)."""
     law = get_law(law)
+    if not (math.isfinite(budget) and budget > 0):
+        raise QidlabError(f"`budget` must be a positive number of nats (got {budget:g})", params=("budget",))
     for b in range(1, max_bits + 1):
         if evaluate(law, params, {**known, "bits": b})[0] <= budget:
             exact = None

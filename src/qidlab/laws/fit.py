@@ -7,7 +7,8 @@ How a fit works (docs/architecture.md, "Fitting"):
     least squares; the others by Hoffmann et al.'s Approach 3: Huber loss (delta 1e-3) on
     log residuals, summed over points, L-BFGS from a grid of starts (all starts at once);
   * a variable constant in the data folds its terms into a coefficient (``Law.folds``);
-  * targets <= 0 (QiD noise at high bit widths) are dropped (default) or floored;
+  * targets <= 0 (QiD noise at high bit widths) are dropped (default) or floored; empty (NaN)
+    targets are dropped and counted (``n_missing``);
   * bootstrap CIs resample points or whole groups; leave-one-group-out checks extrapolation.
 """
 
@@ -87,6 +88,7 @@ class FitResult:
     ci95: dict[str, list[float]] | None = None
     bootstrap: dict[str, Any] | None = None
     holdout: list[dict[str, Any]] = field(default_factory=list)
+    n_missing: int = 0  # points whose target is empty (NaN), dropped
 
     def all_params(self) -> dict[str, float]:
         """Every parameter, folded ones at their fixed values: what prediction uses."""
@@ -97,7 +99,7 @@ class FitResult:
     def to_dict(self) -> dict[str, Any]:
         out = {
             "group": self.group, "law": self.law, "target": self.target, "params": self.params,
-            "n": self.n, "n_nonpositive": self.n_nonpositive, "nonpositive_policy": self.nonpositive_policy,
+            "n": self.n, "n_missing": self.n_missing, "n_nonpositive": self.n_nonpositive, "nonpositive_policy": self.nonpositive_policy,
             "dropped_highest": self.dropped_highest, "method": self.method, "metrics": self.metrics,
             "folded": self.folded, "fixed": self.fixed, "holdout": self.holdout,
         }
@@ -124,6 +126,7 @@ class Prepared:
     n_nonpositive: int
     dropped_highest: int
     frame: "pd.DataFrame"
+    n_missing: int = 0  # target empty (NaN): dropped
 
 
 def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
@@ -137,7 +140,11 @@ def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
     require_columns(frame, [target], f"fitting {law.name}")
     needed = [v.name for v in law.variables if v.default is None]
     require_columns(frame, needed, f"law {law.name!r}")
-    frame = frame[frame[target].notna()]
+    missing = frame[target].isna()
+    n_missing = int(missing.sum())
+    frame = frame[~missing]
+    if len(frame) == 0:
+        raise QidlabError(f"no point to fit: {target} is empty (NaN) in all {n_missing} rows")
     dropped = 0
     if opts.drop_highest:
         if opts.drop_highest >= len(frame):
@@ -167,7 +174,8 @@ def prepare(frame: "pd.DataFrame", law: Law, opts: FitOptions) -> Prepared:
             X[v.name] = values
         else:
             X[v.name] = np.full(len(y), float(v.default))
-    return Prepared(X=X, y=y, target=target, n_nonpositive=n_nonpos, dropped_highest=dropped, frame=frame)
+    return Prepared(X=X, y=y, target=target, n_nonpositive=n_nonpos, dropped_highest=dropped, frame=frame,
+                    n_missing=n_missing)
 
 
 def constant_columns(X: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -324,6 +332,8 @@ def _fit_arrays(law: Law, X, y, fixed, opts: FitOptions, weights=None, starts=No
 def _metrics(problem: _Problem, x: np.ndarray, objective: float, method: str) -> dict[str, float]:
     r = problem.log_predict(x) - problem.logy
     ss_tot = float(np.sum((problem.logy - problem.logy.mean()) ** 2))
+    if np.ptp(problem.logy) <= 1e-12 * max(1.0, float(np.max(np.abs(problem.logy)))):
+        ss_tot = 0.0  # every target the same (up to rounding): R2 is undefined, not a number
     rel = np.abs(np.expm1(r))
     return {
         "objective": objective,
@@ -421,7 +431,7 @@ def fit_group(frame: "pd.DataFrame", law: Law | str, opts: FitOptions, group: di
         fixed={k: float(v) for k, v in fixed.items()}, folded=why, n=len(prepared.y),
         n_nonpositive=prepared.n_nonpositive, nonpositive_policy=opts.nonpositive,
         dropped_highest=prepared.dropped_highest, method=method,
-        metrics=_metrics(problem, x, objective, method),
+        metrics=_metrics(problem, x, objective, method), n_missing=prepared.n_missing,
     )
     if opts.bootstrap:
         result.ci95, result.bootstrap = _bootstrap(law, prepared, fixed, opts, x)

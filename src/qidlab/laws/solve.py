@@ -62,7 +62,21 @@ def inputs(law: Law, values: Mapping[str, Any], n: int | None = None) -> dict[st
 def evaluate(law: Law | str, params: Mapping[str, float], values: Mapping[str, Any]) -> np.ndarray:
     """The law's quantity (qid or loss, nats) at ``values``."""
     law = get_law(law)
-    return law.predict(params, inputs(law, values))
+    arrays = inputs(law, values)
+    with np.errstate(all="ignore"):  # an overflow is inf, which callers check (predict_point) or compare
+        return law.predict(params, arrays)
+
+
+def predict_point(law: Law | str, params: Mapping[str, float], values: Mapping[str, Any]) -> float:
+    """The law's quantity at one point; a ``QidlabError`` when it is not a finite number (an input
+    far outside the range the law was fitted on overflows it)."""
+    law = get_law(law)
+    y = float(evaluate(law, params, values)[0])
+    if not np.isfinite(y):
+        given = ", ".join(f"{k}={float(v):g}" for k, v in values.items())
+        raise QidlabError(f"law {law.name!r} gives {law.quantity} = {y} at {given}: an input is far outside "
+                          f"the range the law describes")
+    return y
 
 
 def solve(

@@ -61,15 +61,26 @@ def canonical_query(*extra: str) -> str:
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """Open the store at ``path``, creating its tables on first use."""
-    conn = sqlite3.connect(str(path), timeout=60)
-    conn.execute("PRAGMA foreign_keys = ON")
-    version = _version(conn)
-    if version is not None and version != SCHEMA_VERSION:
-        _migrate(conn, path, version)
-    conn.executescript(schema())
-    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-    conn.commit()
+    """Open the store at ``path``, creating its tables on first use; a ``QidlabError`` for a file
+    that is not an SQLite database or a store that cannot be opened for writing."""
+    if Path(path).is_dir():
+        raise QidlabError(f"{path}: a folder, not a store file")
+    conn = None
+    try:
+        conn = sqlite3.connect(str(path), timeout=60)
+        conn.execute("PRAGMA foreign_keys = ON")
+        version = _version(conn)
+        if version is not None and version != SCHEMA_VERSION:
+            _migrate(conn, path, version)
+        conn.executescript(schema())
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        conn.commit()
+    except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.OperationalError):  # unwritable folder or file, locked, disk full
+            raise QidlabError(f"{path}: cannot open the store for writing ({exc})") from None
+        raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
     return conn
 
 
@@ -79,6 +90,15 @@ def _version(conn: sqlite3.Connection) -> str | None:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return row[0] if row else None
+
+
+def refuse_newer(conn: sqlite3.Connection, path) -> None:
+    """``QidlabError`` when the store was written by a newer qidlab (a schema version above this
+    one's): its measurements may mean what this version cannot tell. Older ones are read as they are."""
+    version = _version(conn)
+    if version is not None and version.isdigit() and int(version) > int(SCHEMA_VERSION):
+        raise QidlabError(f"{path}: store schema version {version}, this qidlab reads {readable()} "
+                          f"(a newer qidlab wrote it)")
 
 
 def _migrate(conn: sqlite3.Connection, path, version: str) -> None:

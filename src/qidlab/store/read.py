@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from ..errors import QidlabError
-from .db import read_only
+from .db import read_only, refuse_newer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +37,7 @@ def read_canonical(path: str | Path) -> "pd.DataFrame":
     path = Path(path)
     try:
         with read_only(path) as conn:
+            refuse_newer(conn, path)
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             if "canonical" not in names:
                 raise QidlabError(f"{path}: not a qidlab store (no 'canonical' view)")
@@ -51,6 +52,7 @@ def describe_store(path: str | Path) -> dict[str, "pd.DataFrame"]:
 
     try:
         with read_only(path) as conn:
+            refuse_newer(conn, path)
             return frames(conn, QUERIES)
     except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
         raise QidlabError(f"{path}: not a readable qidlab store ({exc})") from None

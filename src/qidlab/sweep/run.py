@@ -23,6 +23,7 @@ from ..errors import QidlabError
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash, stored_jobs
+from ..torchenv import require_measure
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
 from .study import Study, job_label
@@ -208,6 +209,8 @@ def study_refs(study: Study, *, check: bool = True) -> list:
 def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address: str | None = None,
               progress=True) -> Summary:
     """Measure every job of ``study`` that the store lacks; return counts and failures."""
+    if executor == "local":  # Ray and Slurm measure on their workers
+        require_measure("measuring (a local sweep)")
     refs = study_refs(study)
     eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars) for e in study.eval_sets]
     configs = [Reference16(), *study.methods]

@@ -71,9 +71,27 @@ from ..checkpoints.hub import HubSource, named_revisions, step_revisions
 from ..documents import CalibrationSpec
 from ..errors import QidlabError
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
-from ..tomlfile import read_toml
+from ..tomlfile import Key, check_table, read_toml
 
 SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
+UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
+
+# one schema per table (the [[methods]] tables are checked by quantize.config.config_from_dict)
+STUDY_KEYS = {"name": Key("str"), "store": Key("str"), "device": Key("str"),
+              "hessian_precision": Key(choices=("float32", "tf32", "bf16")),
+              "on_gptq_failure": Key(choices=("error", "rtn"))}
+CHECKPOINT_KEYS = {"root": Key("str"), "models": Key("list", items="str"),
+                   "steps": Key("list", items="int", min=0),
+                   # checkpoints from the Hugging Face Hub (their parser checks the values)
+                   "repos": Key(), "revision": Key(), "revisions": Key(), "tokens_per_step": Key(),
+                   "tokens_from_revision": Key(), "tokens_unit": Key(), "allow_pickle": Key("bool"),
+                   "keep": Key()}
+EVAL_SET_KEYS = {"name": Key("str", required=True), "source": Key("str", required=True),
+                 "n_docs": Key("int", min=1), "seed": Key("int", min=0), "max_chars": Key("int", min=1)}
+CALIBRATION_KEYS = {"source": Key("str", required=True), "n_samples": Key("int", min=1),
+                    "seq_len": Key("int", min=1), "seed": Key("int", min=0)}
+SCORING_KEYS = {"max_length": Key("int", min=1), "stride": Key("int", min=1), "batch_size": Key("int", min=1),
+                "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str")}
 
 
 @dataclass(frozen=True)
@@ -112,8 +130,9 @@ def load_study(path: str | Path) -> Study:
     unknown = set(raw) - SECTIONS
     if unknown:
         raise QidlabError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SECTIONS))})")
-    study = _table(raw, "study", path)
+    study = check_table(_table(raw, "study", path), STUDY_KEYS, path, "[study]")
     ckpts = _table(raw, "checkpoints", path)
+    check_table(ckpts, CHECKPOINT_KEYS, path, "[checkpoints]")
     hub = _hub(ckpts, path)
     evals = raw.get("eval_sets")
     if not isinstance(evals, list) or not evals:
@@ -212,18 +231,9 @@ def _device(value, path) -> str:
     return value
 
 
-UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
-
-
 def _scoring(s, path) -> dict[str, Any]:
-    if not isinstance(s, dict):
-        raise QidlabError(f"{path}: [scoring] must be a table")
-    unknown = set(s) - {"max_length", "stride", "batch_size", "bootstrap", "unit", "reference_tokenizer"}
-    if unknown:
-        raise QidlabError(f"{path}: [scoring] has unknown key(s) {', '.join(sorted(unknown))}")
+    check_table(s, SCORING_KEYS, path, "[scoring]")
     unit = s.get("unit", "nats_per_token")
-    if unit not in UNITS:
-        raise QidlabError(f"{path}: [scoring] unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if unit == "nats_per_ref_token" and "reference_tokenizer" not in s:
         raise QidlabError(f"{path}: [scoring] unit nats_per_ref_token needs reference_tokenizer (a tokenizers JSON)")
     return dict(s)
@@ -239,9 +249,7 @@ def _table(raw, key, path) -> dict:
 def _eval_spec(e, where, path, i) -> EvalSpec:
     if not isinstance(e, dict) or "name" not in e or "source" not in e:
         raise QidlabError(f"{path}: eval_sets[{i}] needs 'name' and 'source'")
-    if "max_chars" in e and (not isinstance(e["max_chars"], int) or isinstance(e["max_chars"], bool)
-                             or e["max_chars"] < 1):
-        raise QidlabError(f"{path}: eval_sets[{i}]: max_chars must be a positive integer, not {e['max_chars']!r}")
+    check_table(e, EVAL_SET_KEYS, path, f"eval_sets[{i}]")
     try:
         return EvalSpec(name=str(e["name"]), source=where / str(e["source"]), n_docs=int(e.get("n_docs", 1000)),
                         seed=int(e.get("seed", 0)),
@@ -253,6 +261,7 @@ def _eval_spec(e, where, path, i) -> EvalSpec:
 def _calibration(c, where, path) -> CalibrationSpec:
     if not isinstance(c, dict) or "source" not in c:
         raise QidlabError(f"{path}: [calibration] needs 'source'")
+    check_table(c, CALIBRATION_KEYS, path, "[calibration]")
     try:
         return CalibrationSpec(source=where / str(c["source"]), n_samples=int(c.get("n_samples", 128)),
                                seq_len=int(c.get("seq_len", 512)), seed=int(c.get("seed", 0)))

@@ -47,20 +47,28 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from qidlab.errors import QidlabError
-from qidlab.tomlfile import read_toml
+from qidlab.tomlfile import Key, check_table, read_toml
 from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep
 from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
 
 SECTIONS = {"suite", "models"}
-SUITE_KEYS = {"name", "corpus", "seed", "tokenizer", "seq_len", "batch_size", "steps", "schedule", "warmup",
-              "min_lr_ratio", "decay_fraction", "epochs", "weight_decay", "grad_clip", "checkpoints", "log_every",
-              "device", "compile", "lr_sweep"}
+# one schema per table (tokenizer, schedule, device, lr_sweep, precision and qat: checked where they are read)
+SUITE_KEYS = {"name": Key("str", required=True), "corpus": Key("str", required=True), "seed": Key("int", min=0),
+              "tokenizer": Key(), "seq_len": Key("int", min=1, required=True),
+              "batch_size": Key("int", min=1, required=True), "steps": Key("int", min=1, required=True),
+              "schedule": Key(), "warmup": Key("int", min=0), "min_lr_ratio": Key("number", min=0, max=1),
+              "decay_fraction": Key("number", min=0, max=1, above=True), "epochs": Key("number", min=0, above=True),
+              "weight_decay": Key("number", min=0), "grad_clip": Key("number", min=0), "checkpoints": Key(),
+              "log_every": Key("int", min=1), "device": Key(), "compile": Key("bool"), "lr_sweep": Key()}
 # settings of how a run is executed or recorded, not in model_hash (CUDA's bf16 autocast changes the
 # weights reached, which each checkpoint's qidlab.json records as "device")
 RUN_KEYS = ("log_every", "device", "compile", "lr_sweep")  # a sweep's choice enters the hash as the lr
-CHECKPOINT_KEYS = {"log_spaced_until", "every", "per_octave"}
-MODEL_KEYS = {"name", "hidden", "layers", "heads", "lr", "intermediate", "twin", "precision", "qat"}
+CHECKPOINT_KEYS = {"log_spaced_until": Key("int", min=0), "every": Key("int", min=1), "per_octave": Key("int", min=1)}
+MODEL_KEYS = {"name": Key("str", required=True), "hidden": Key("int", min=1, required=True),
+              "layers": Key("int", min=1, required=True), "heads": Key("int", min=1, required=True),
+              "lr": Key("number", min=0, above=True), "intermediate": Key("int", min=1), "twin": Key(),
+              "precision": Key(), "qat": Key()}
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -133,28 +141,6 @@ class SuiteConfig:
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _int(value, where, key, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        word = "positive" if minimum == 1 else f">= {minimum}"
-        raise QidlabError(f"{where}: {key} must be a {word} integer, got {value!r}")
-    return value
-
-
-def _num(value, where, key, *, lo, hi=None, lo_open=False):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
-    if not ok:
-        rng = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
-        raise QidlabError(f"{where}: {key} must be a number {rng}, got {value!r}")
-    return float(value)
-
-
-def _unknown(table: dict, known: set, where: str, what: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise QidlabError(f"{where}: unknown key {unknown[0]!r} in {what} (known: {', '.join(sorted(known))})")
-
-
 def load_suite_config(path) -> SuiteConfig:
     """Parse and validate a suite file; one ``QidlabError`` naming the file and key otherwise."""
     path = Path(path)
@@ -165,21 +151,16 @@ def load_suite_config(path) -> SuiteConfig:
     s = raw.get("suite")
     if not isinstance(s, dict):
         raise QidlabError(f"{path}: needs a [suite] table")
-    _unknown(s, SUITE_KEYS, path, "[suite]")
-    for key in ("name", "corpus", "seq_len", "batch_size", "steps"):
-        if key not in s:
-            raise QidlabError(f"{path}: [suite] needs {key!r}")
+    check_table(s, SUITE_KEYS, path, "[suite]")
     name = s["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not _NAME.match(name):
         raise QidlabError(f"{path}: [suite] name must be a folder name (letters, digits, . _ -), got {name!r}")
-    if not isinstance(s["corpus"], str):
-        raise QidlabError(f"{path}: [suite] corpus must be a path (a folder from `qidlab corpus build`)")
     where = f"{path}: [suite]"
-    steps = _int(s["steps"], where, "steps", minimum=1)
+    steps = s["steps"]
     schedule = s.get("schedule", "cosine")
     if schedule not in SCHEDULES:
         raise QidlabError(f"{where} unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
-    warmup = _int(s.get("warmup", 0), where, "warmup", minimum=0)
+    warmup = s.get("warmup", 0)
     if warmup > steps:
         raise QidlabError(f"{where} warmup ({warmup}) is longer than steps ({steps})")
     tok = s.get("tokenizer", DEFAULT_VOCAB)
@@ -194,7 +175,7 @@ def load_suite_config(path) -> SuiteConfig:
     ck = s.get("checkpoints", {})
     if not isinstance(ck, dict):
         raise QidlabError(f"{where} checkpoints must be a table {{ log_spaced_until = 512, every = 1000 }}")
-    _unknown(ck, CHECKPOINT_KEYS, path, "[suite] checkpoints")
+    check_table(ck, CHECKPOINT_KEYS, path, "[suite] checkpoints", label="[suite] checkpoints.")
     models = raw.get("models")
     if not isinstance(models, list) or not models:
         raise QidlabError(f"{path}: needs at least one [[models]] entry (name, hidden, layers, heads, lr)")
@@ -205,20 +186,14 @@ def load_suite_config(path) -> SuiteConfig:
         raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
     specs = _resolve_twins(specs, path)
     return SuiteConfig(
-        name=name, path=path, corpus=path.parent / s["corpus"], seed=_int(s.get("seed", 0), where, "seed", minimum=0),
-        vocab_size=vocab_size, tokenizer_path=tokenizer_path,
-        seq_len=_int(s["seq_len"], where, "seq_len", minimum=1),
-        batch_size=_int(s["batch_size"], where, "batch_size", minimum=1), steps=steps, schedule=schedule,
-        warmup=warmup, min_lr_ratio=_num(s.get("min_lr_ratio", 0.1), where, "min_lr_ratio", lo=0, hi=1),
-        decay_fraction=_num(s.get("decay_fraction", 0.2), where, "decay_fraction", lo=0, hi=1, lo_open=True),
-        epochs=_num(s.get("epochs", 1), where, "epochs", lo=0, lo_open=True),
-        weight_decay=_num(s.get("weight_decay", 0.01), where, "weight_decay", lo=0),
-        grad_clip=_num(s.get("grad_clip", 1.0), where, "grad_clip", lo=0),
-        log_spaced_until=_int(ck.get("log_spaced_until", 512), where, "checkpoints.log_spaced_until", minimum=0),
-        every=_int(ck.get("every", 1000), where, "checkpoints.every", minimum=1),
-        per_octave=_int(ck.get("per_octave", 1), where, "checkpoints.per_octave", minimum=1),
-        models=specs, log_every=_int(s.get("log_every", 1), where, "log_every", minimum=1),
-        device=_device(s.get("device", "auto"), where), compile=_bool(s.get("compile", False), where, "compile"),
+        name=name, path=path, corpus=path.parent / s["corpus"], seed=s.get("seed", 0),
+        vocab_size=vocab_size, tokenizer_path=tokenizer_path, seq_len=s["seq_len"], batch_size=s["batch_size"],
+        steps=steps, schedule=schedule, warmup=warmup, min_lr_ratio=float(s.get("min_lr_ratio", 0.1)),
+        decay_fraction=float(s.get("decay_fraction", 0.2)), epochs=float(s.get("epochs", 1)),
+        weight_decay=float(s.get("weight_decay", 0.01)), grad_clip=float(s.get("grad_clip", 1.0)),
+        log_spaced_until=ck.get("log_spaced_until", 512), every=ck.get("every", 1000),
+        per_octave=ck.get("per_octave", 1), models=specs, log_every=s.get("log_every", 1),
+        device=_device(s.get("device", "auto"), where), compile=s.get("compile", False),
         lr_sweep=parse_lr_sweep(s["lr_sweep"], where) if "lr_sweep" in s else None)
 
 
@@ -228,26 +203,16 @@ def _device(value, where) -> str:
     return value
 
 
-def _bool(value, where, key) -> bool:
-    if not isinstance(value, bool):
-        raise QidlabError(f"{where} {key} must be true or false, got {value!r}")
-    return value
-
-
 def _model(m, path, i) -> ModelSpec:
     where = f"{path}: models[{i}]"
     if not isinstance(m, dict):
         raise QidlabError(f"{where} must be a table")
-    _unknown(m, MODEL_KEYS, path, f"models[{i}]")
-    for key in ("name", "hidden", "layers", "heads"):
-        if key not in m:
-            raise QidlabError(f"{where} needs {key!r}")
+    check_table(m, MODEL_KEYS, path, f"models[{i}]")
     name = m["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not _NAME.match(name):
         raise QidlabError(f"{where} name must be a folder name (letters, digits, . _ -), got {name!r}")
     where = f"{path}: model {name!r}"
-    hidden = _int(m["hidden"], where, "hidden", minimum=1)
-    heads = _int(m["heads"], where, "heads", minimum=1)
+    hidden, heads = m["hidden"], m["heads"]
     if hidden % heads:
         raise QidlabError(f"{where} hidden ({hidden}) must be a multiple of heads ({heads})")
     qat = parse_qat(m.get("precision"), m.get("qat"), where)
@@ -257,10 +222,9 @@ def _model(m, path, i) -> ModelSpec:
                           f"[models.qat]), got twin = {twin!r}")
     if "lr" not in m and not (qat is not None and qat.preset and twin):
         raise QidlabError(f"{where} needs 'lr' (only precision = \"bitnet-b1.58\" with a twin may leave it out)")
-    lr = _num(m["lr"], where, "lr", lo=0, lo_open=True) if "lr" in m else None  # None: from the twin
-    return ModelSpec(name=name, hidden=hidden, layers=_int(m["layers"], where, "layers", minimum=1), heads=heads,
-                     lr=lr, intermediate=_int(m.get("intermediate", 4 * hidden), where, "intermediate", minimum=1),
-                     twin=twin, qat=qat)
+    lr = float(m["lr"]) if "lr" in m else None  # None: from the twin
+    return ModelSpec(name=name, hidden=hidden, layers=m["layers"], heads=heads, lr=lr,
+                     intermediate=m.get("intermediate", 4 * hidden), twin=twin, qat=qat)
 
 
 def _resolve_twins(specs: tuple[ModelSpec, ...], path) -> tuple[ModelSpec, ...]:

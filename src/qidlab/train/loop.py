@@ -36,9 +36,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from qidlab.checkpoints.params import count_params
-from qidlab.errors import QidlabError
+from qidlab.errors import QidlabError, did_you_mean
 from qidlab.files import building, open_atomic, write_json, write_text
-from qidlab.torchenv import quiet_transformers, torch_threads
+from qidlab.torchenv import quiet_transformers, require_measure, torch_threads
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
@@ -91,21 +91,22 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     ``log(line)`` receives progress lines (tokens/s at the end of each model).
     """
     config = config_path if isinstance(config_path, SuiteConfig) else load_suite_config(config_path)
+    require_measure("training")
     config = replace(config, device=config.device if device is None else device,
                      compile=config.compile if compile is None else bool(compile),
                      lr_sweep=None if lr_sweep is False else (config.lr_sweep or (LRSweep() if lr_sweep else None)))
     run = {"device": resolve_device(config.device), "peak_tflops": peak_tflops}
     if peak_tflops is not None:
         peak_flops(None, peak_tflops)  # a bad override fails before any training
-    suite_dir = Path(out_dir).expanduser() / config.name
-    suite_dir.mkdir(parents=True, exist_ok=True)
+    chosen = _chosen(config, models)  # an unknown model name fails before anything is written
+    suite_dir = Path(out_dir).expanduser() / config.name  # made by prepare_data once the corpus is read
     data = prepare_data(config, suite_dir, log)
     check_fits(config, data.n_tokens)
     sweeps = {}
     if config.lr_sweep is not None:  # with data_only: only the chosen models' sweeps, kept for later calls
         with torch_threads(threads):
             config, sweeps = sweep_suite(config, data, run["device"], suite_dir, log,
-                                         only=_chosen(config, models) if data_only else None)
+                                         only=chosen if data_only else None)
     if data_only:
         return []
     save_steps = checkpoint_steps(config.steps, log_spaced_until=config.log_spaced_until, every=config.every,
@@ -114,7 +115,6 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
                                                  data.tokenizer))[0] for m in config.models}
     _write_suite_manifest(config, suite_dir, n_params, sweeps)
     paths = []
-    chosen = _chosen(config, models)
     with torch_threads(threads):
         for spec in config.models:
             if spec.name in chosen:
@@ -128,7 +128,8 @@ def _chosen(config: SuiteConfig, models) -> set[str]:
         return set(names)
     unknown = [m for m in models if m not in names]
     if unknown or not models:
-        raise QidlabError(f"suite {config.name!r} has no model(s) {', '.join(unknown) or '(none given)'} "
+        hint = did_you_mean(unknown[0], names, n=1, form="; did you mean {}?") if len(unknown) == 1 else ""
+        raise QidlabError(f"suite {config.name!r} has no model(s) {', '.join(unknown) or '(none given)'}{hint} "
                           f"(it has: {', '.join(names)})")
     return set(models)
 

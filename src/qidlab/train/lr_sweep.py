@@ -25,13 +25,15 @@ import math
 from dataclasses import dataclass, replace
 
 from qidlab.errors import QidlabError
+from qidlab.tomlfile import Key, check_table
 from qidlab.files import write_json
 from qidlab.train.engine import autocast, build_model, make_optimizer, make_update, to_device
 from qidlab.train.schedule import lr_multiplier
 
 SWEEP_FILE = "lr-sweep.json"
 DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # a log2 grid around the model's lr
-SWEEP_KEYS = {"factors", "lrs", "steps", "eval_batches"}
+SWEEP_KEYS = {"factors": Key(), "lrs": Key(), "steps": Key("int", min=1),  # factors, lrs: _positive_list
+              "eval_batches": Key("int", min=1)}
 
 
 @dataclass(frozen=True)
@@ -48,16 +50,11 @@ def parse_lr_sweep(table, where: str) -> LRSweep:
     """The ``[suite] lr_sweep`` table; one ``QidlabError`` naming the key otherwise."""
     if not isinstance(table, dict):
         raise QidlabError(f"{where} lr_sweep must be a table {{ factors = [0.5, 1, 2], steps = 100 }}")
-    unknown = sorted(set(table) - SWEEP_KEYS)
-    if unknown:
-        raise QidlabError(f"{where} unknown key {unknown[0]!r} in lr_sweep (known: {', '.join(sorted(SWEEP_KEYS))})")
+    check_table(table, SWEEP_KEYS, where, "lr_sweep", label="lr_sweep.")
     if "factors" in table and "lrs" in table:
         raise QidlabError(f"{where} lr_sweep takes factors or lrs, not both")
     grid = {k: _positive_list(table[k], where, k) for k in ("factors", "lrs") if k in table}
     steps, evals = table.get("steps"), table.get("eval_batches", 4)
-    for key, value in (("steps", steps), ("eval_batches", evals)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise QidlabError(f"{where} lr_sweep.{key} must be a positive integer, got {value!r}")
     return LRSweep(factors=grid.get("factors", DEFAULT_FACTORS), lrs=grid.get("lrs"), steps=steps, eval_batches=evals)
 
 

@@ -39,13 +39,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from qidlab.errors import QidlabError
+from qidlab.tomlfile import Key, check_table
 from qidlab.quantize.config import METHODS, FPConfig, QuantConfig, RTNConfig, TernaryConfig, config_from_dict
 
 BITNET = "bitnet-b1.58"
 BITNET_LR_FACTOR = 4.0
 WEIGHT_METHODS = {name: c for name, c in METHODS.items() if c.supports_qat}  # the grids QAT rounds through
-QAT_KEYS = {"weights", "activations", "kv"}
-ACT_KEYS = {"bits", "group_size"}
+# the tables' keys (tomlfile.check_table); their values are checked below, with messages of their own
+QAT_KEYS = {"weights": Key(), "activations": Key(), "kv": Key()}
+ACT_KEYS = {"bits": Key(), "group_size": Key()}
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,7 @@ def parse_qat(precision, table, where: str) -> QATSpec | None:
         return None
     if not isinstance(table, dict):
         raise QidlabError(f"{where}: qat must be a table (weights, activations, kv)")
-    unknown = sorted(set(table) - QAT_KEYS)
-    if unknown:
-        raise QidlabError(f"{where}: unknown key {unknown[0]!r} in [models.qat] (known: {', '.join(sorted(QAT_KEYS))})")
+    check_table(table, QAT_KEYS, where, "[models.qat]")
     if not table:
         raise QidlabError(f"{where}: [models.qat] needs weights, activations or kv")
     weights, per_tensor = _weights(table.get("weights"), where)
@@ -167,9 +167,7 @@ def _act(t, where: str, key: str) -> ActSpec | None:
         return None
     if not isinstance(t, dict):
         raise QidlabError(f"{where}: qat.{key} must be a table {{ bits = 8 }}")
-    unknown = sorted(set(t) - ACT_KEYS)
-    if unknown:
-        raise QidlabError(f"{where}: unknown key {unknown[0]!r} in qat.{key} (known: bits, group_size)")
+    check_table(t, ACT_KEYS, where, f"qat.{key}")
     bits, group = t.get("bits"), t.get("group_size")
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise QidlabError(f"{where}: qat.{key} bits must be an integer 2..8, got {bits!r}")
