@@ -41,7 +41,8 @@ def run_on_ray(measure, plan, eval_sets, study, address=None):
     try:
         import ray
     except ImportError:
-        raise QidlabError("the ray executor needs Ray: pip install -c constraints.txt 'ray[default]'") from None
+        raise QidlabError("`executor` ray needs Ray: pip install -c constraints.txt 'ray[default]'",
+                          params=("executor",)) from None
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     gpus = task_gpus(study.device, ray.cluster_resources().get("GPU", 0))
