@@ -84,6 +84,7 @@ def test_hub_and_gptq_keys_are_allowed(tmp_path):
                                  'steps = [0, 64]\nallow_pickle = true'))
     study = load_study(path)
     assert study.steps == (0, 64) and study.hessian_precision == "bf16" and study.on_gptq_failure == "rtn"
+    assert study.allow_pickle is True  # a local suite folder honours it too (load_checkpoint)
 
 
 # ---- suite files: the same validator --------------------------------------------------------------

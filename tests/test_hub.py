@@ -164,11 +164,13 @@ BAD = [
      "revision 'step20': tokens_from_revision 'tokens(\\\\d+)B' matches nothing"),
     (("[checkpoints]", '[checkpoints]\nroot = "suite"'), "[checkpoints] has both 'root' and 'repos'"),
     (('revision = "step{step}"', 'revision = "main"'), "revision must contain {step}"),
+    (('repos = ["tiny-org/neox-a", "tiny-org/neox-b"]', 'root = "suite"'),
+     "[checkpoints] keep, revision, tokens_per_step only with 'repos' (Hub checkpoints), not with 'root'"),
 ]
 
 
 @pytest.mark.parametrize("edit, message", BAD, ids=["unknown-repo", "missing-revision", "pattern", "root-and-repos",
-                                                    "template"])
+                                                    "template", "hub-keys-with-root"])
 def test_bad_hub_input_is_one_line(hub_source, hub_cache, tmp_path, capsys, edit, message):
     path = write_study(hub_source, tmp_path, STUDY.replace(*edit))
     assert message in sweep_error(capsys, path)

@@ -130,7 +130,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = _local_folder(path, study)
-    ckpt = load_checkpoint(folder, device=device, allow_pickle=study.hub is not None and study.hub.allow_pickle)
+    ckpt = load_checkpoint(folder, device=device, allow_pickle=study.allow_pickle)
     yield CheckpointInfo(n_params=ckpt.n_params, n_params_total=ckpt.n_params_total, tokens=ckpt.tokens,
                          content_hash=ckpt.content_hash, device=provenance.device_name(device))
     model, tok = ckpt.model, ckpt.tokenizer
@@ -185,22 +185,24 @@ def _local_folder(path: str, study: Study) -> str:
     if not path.startswith(hub.HUB_PREFIX):
         return path
     repo, revision = hub.parse_location(path)
-    return str(hub.resolve(repo, revision, allow_pickle=study.hub is not None and study.hub.allow_pickle))
+    return str(hub.resolve(repo, revision, allow_pickle=study.allow_pickle))
 
 
 def study_refs(study: Study, *, check: bool = True) -> list:
     """The study's checkpoints, filtered by its models and steps, coarse to fine per model. Hub
     checkpoints are checked first unless ``check`` is false (each repo and revision must be
     available: ``hub.check_available``)."""
+    def chosen(r) -> bool:  # a Hub checkpoint may be chosen by its repo id (its suite) too
+        names = (r.model, r.suite) if study.hub is not None else (r.model,)
+        return ((study.models is None or any(n in study.models for n in names))
+                and (study.steps is None or r.step in study.steps))
+
     if study.hub is not None:
-        refs = [r for r in study.hub.refs() if (study.models is None or r.model in study.models
-                                                or r.suite in study.models)
-                and (study.steps is None or r.step in study.steps)]
+        refs = [r for r in study.hub.refs() if chosen(r)]
         if check:
-            refs = hub.check_available(refs, allow_pickle=study.hub.allow_pickle)
+            refs = hub.check_available(refs, allow_pickle=study.allow_pickle)
     else:
-        refs = [r for r in discover(study.checkpoint_root)
-                if (study.models is None or r.model in study.models) and (study.steps is None or r.step in study.steps)]
+        refs = [r for r in discover(study.checkpoint_root) if chosen(r)]
     if not refs:
         raise QidlabError(f"no checkpoints under {study.checkpoint_root or 'the study repos'} match the study")
     return coarse_to_fine(refs)
@@ -212,9 +214,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     if executor == "local":  # Ray and Slurm measure on their workers
         require_measure("measuring (a local sweep)")
     refs = study_refs(study)
-    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars) for e in study.eval_sets]
-    configs = [Reference16(), *study.methods]
-    hashes = [config_hash(measurement_config(c, study)) for c in configs]  # checks its input files up front
+    eval_sets, configs, hashes = _jobs(study)
     summary = Summary()
     with Store(study.store) as store:
         es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
@@ -269,21 +269,27 @@ def plan_study(study: Study) -> DryRun:
     x config (16-bit + the study's) x eval set, how many the store already holds, and for Hub
     checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached)."""
     refs = study_refs(study, check=not (study.hub is not None and hub.is_offline()))
-    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars)
-                 for e in study.eval_sets]
-    configs = [Reference16(), *study.methods]
-    hashes = [config_hash(measurement_config(c, study)) for c in configs]
+    eval_sets, configs, hashes = _jobs(study)
     stored = stored_jobs(study.store)
     rows = []
     for ref in refs:
         done = stored.get((ref.suite, ref.model, ref.step), set())
         n = sum((es.content_hash, h) in done for h in hashes for es in eval_sets)
-        cached, size = (hub.download_sizes(ref, allow_pickle=study.hub.allow_pickle) if ref.repo
+        cached, size = (hub.download_sizes(ref, allow_pickle=study.allow_pickle) if ref.repo
                         else (None, None))
         rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
                                       len(hashes) * len(eval_sets) - n, cached, size))
     return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
                   offline=study.hub is not None and hub.is_offline())
+
+
+def _jobs(study: Study) -> tuple[list, list[QuantConfig], list[str]]:
+    """The study's eval sets (loaded), its configs (the 16-bit reference first) and their
+    measurement hashes (which checks the configs' input files up front)."""
+    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars)
+                 for e in study.eval_sets]
+    configs = [Reference16(), *study.methods]
+    return eval_sets, configs, [config_hash(measurement_config(c, study)) for c in configs]
 
 
 def coarse_to_fine(refs: list) -> list:
@@ -309,7 +315,7 @@ def coarse_to_fine(refs: list) -> list:
     return out
 
 
-def _todo(store: Store, ref, configs, hashes, es_ids) -> list[dict]:
+def _todo(store: Store, ref, configs, hashes, es_ids) -> list[QuantConfig]:
     done = store.measured(suite=ref.suite, model=ref.model, step=ref.step)
     return [c for c, h in zip(configs, hashes) if not all((i, h) in done for i in es_ids.values())]
 

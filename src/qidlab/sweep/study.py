@@ -12,6 +12,7 @@
     root = "suite"                     # Pythia layout <suite>/<model>/step<N>/ (qidlab.checkpoints.discover)
     models = ["m1", "m2"]              # optional filter
     steps = [64, 128]                  # optional filter
+    allow_pickle = false               # true: pickle-only checkpoints load with torch.load(weights_only=True)
 
     Or checkpoints on the Hugging Face Hub (instead of root; qidlab.checkpoints.hub), Pythia's form:
 
@@ -120,6 +121,7 @@ class Study:
     on_gptq_failure: str = "error"  # "rtn": a layer whose GPTQ fails is rounded to nearest (recorded)
     labels: dict[QuantConfig, str] = field(default_factory=dict)  # progress label, as the file spells it
     hub: HubSource | None = None  # [checkpoints] repos = [...]: Hub repos x revisions
+    allow_pickle: bool = False  # [checkpoints] allow_pickle: pickle-only checkpoints load (weights_only)
 
 
 def load_study(path: str | Path) -> Study:
@@ -146,10 +148,11 @@ def load_study(path: str | Path) -> Study:
         path=path,
         store=where / str(study.get("store", f"{path.stem}.db")),
         device=_device(study.get("device", "auto"), path),
-        hessian_precision=_choice(study, "hessian_precision", ("float32", "tf32", "bf16"), path),
-        on_gptq_failure=_choice(study, "on_gptq_failure", ("error", "rtn"), path),
+        hessian_precision=study.get("hessian_precision", "float32"),  # choices checked by STUDY_KEYS
+        on_gptq_failure=study.get("on_gptq_failure", "error"),
         checkpoint_root=where / str(ckpts["root"]) if hub is None else None,
         hub=hub,
+        allow_pickle=_flag(ckpts, "allow_pickle", False, path),
         models=tuple(ckpts["models"]) if "models" in ckpts else None,
         steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts and hub is None else None,
         eval_sets=tuple(_eval_spec(e, where, path, i) for i, e in enumerate(evals)),
@@ -159,8 +162,8 @@ def load_study(path: str | Path) -> Study:
     )
 
 
-HUB_KEYS = {"repos", "revision", "revisions", "steps", "tokens_per_step", "tokens_from_revision", "tokens_unit",
-            "allow_pickle", "keep", "models"}
+#: [checkpoints] keys of a local suite folder; the others of CHECKPOINT_KEYS name Hub checkpoints.
+LOCAL_KEYS = {"root", "models", "steps", "allow_pickle"}
 
 
 def _hub(ckpts: dict, path) -> HubSource | None:
@@ -172,11 +175,11 @@ def _hub(ckpts: dict, path) -> HubSource | None:
         if "root" not in ckpts:
             raise QidlabError(f"{path}: [checkpoints] needs 'root' (a suite folder in the Pythia layout) "
                               f"or 'repos' (Hugging Face Hub repo ids)")
+        hub_only = sorted(set(ckpts) - LOCAL_KEYS)
+        if hub_only:
+            raise QidlabError(f"{path}: [checkpoints] {', '.join(hub_only)} only with 'repos' (Hub checkpoints), "
+                              f"not with 'root'")
         return None
-    unknown = set(ckpts) - HUB_KEYS
-    if unknown:
-        raise QidlabError(f"{path}: [checkpoints] has unknown key(s) {', '.join(sorted(unknown))} "
-                          f"(with repos: {', '.join(sorted(HUB_KEYS))})")
     repos = ckpts["repos"]
     if not isinstance(repos, list) or not repos or not all(isinstance(r, str) and "/" in r for r in repos):
         raise QidlabError(f"{path}: [checkpoints] repos must be a list of Hub repo ids like \"EleutherAI/pythia-160m\"")
@@ -214,14 +217,6 @@ def _flag(table: dict, key: str, default: bool, path) -> bool:
     value = table.get(key, default)
     if not isinstance(value, bool):
         raise QidlabError(f"{path}: [checkpoints] {key} must be true or false, not {value!r}")
-    return value
-
-
-def _choice(table: dict, key: str, allowed: tuple[str, ...], path) -> str:
-    """``table[key]`` (default ``allowed[0]``), one of ``allowed``."""
-    value = table.get(key, allowed[0])
-    if value not in allowed:
-        raise QidlabError(f"{path}: [study] {key} must be one of {', '.join(allowed)}, not {value!r}")
     return value
 
 
