@@ -22,9 +22,9 @@ from qidlab.quantize import grids
 from qidlab.quantize.awq import awq_scaled_weight
 from qidlab.quantize.config import (METHODS, AWQConfig, FP4Config, FPConfig, GPTQConfig, NF4Config,
                                     QuantConfig, RTNConfig, TernaryConfig)
-from qidlab.quantize.gptq import (HessianAccumulator, collect_hessians, gptq_quantize_layer,
+from qidlab.quantize.gptq import (block_pass, collect_hessians, gptq_quantize_layer,
                                   gptq_quantize_layer_bits)
-from qidlab.quantize.model import (BlockInputs, batches, capture_block_inputs, check_calibration,
+from qidlab.quantize.model import (batches, capture_block_inputs, check_calibration,
                                    find_blocks, linears_in_order, model_device, select_linears)
 
 __all__ = ["quantize_", "QuantizeReport", "ModuleReport", "quantized_state", "dequantize_state"]
@@ -181,14 +181,7 @@ def _gptq(model, config: GPTQConfig, calibration, report, *, hessians, batch_siz
             order = (linears_in_order(block, names, inputs) if config.true_sequential
                      else [list(mine)])
             for group in order:
-                acc = {n: HessianAccumulator(mine[n].in_features, mine[n].weight.device)
-                       for n in group}
-                handles = [mine[n].register_forward_hook(acc[n].hook()) for n in group]
-                try:
-                    inputs.run(block)
-                finally:
-                    for h in handles:
-                        h.remove()
+                acc = block_pass(block, {n: mine[n] for n in group}, inputs)[0]  # outputs dropped at once
                 for n in group:
                     _gptq_one(report, n, mine[n], acc[n].H if acc[n].n else None, config)
         inputs = inputs.run(block)  # outputs of the quantized block feed the next one

@@ -328,6 +328,20 @@ def _inverse_cholesky(H: torch.Tensor) -> torch.Tensor:
                           "raise damp or use more calibration data") from e
 
 
+def block_pass(block: nn.Module, mine: dict[str, nn.Linear], inputs, precision: str = "float32"
+               ) -> tuple[dict[str, HessianAccumulator], object]:
+    """Run ``block`` on ``inputs`` (``model.BlockInputs``) with a ``HessianAccumulator`` hooked on
+    each linear of ``mine``: ``({name: accumulator}, the block's outputs)``."""
+    acc = {n: HessianAccumulator(m.in_features, m.weight.device, precision) for n, m in mine.items()}
+    handles = [m.register_forward_hook(acc[n].hook()) for n, m in mine.items()]
+    try:
+        outputs = inputs.run(block)
+    finally:
+        for h in handles:
+            h.remove()
+    return acc, outputs
+
+
 @torch.no_grad()
 def collect_hessians(model: nn.Module, calibration: torch.Tensor,
                      modules: tuple[str, ...] | None = None, batch_size: int = 8,

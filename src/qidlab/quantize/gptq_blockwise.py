@@ -28,7 +28,7 @@ from torch import nn
 from qidlab.errors import QidlabError
 from qidlab.quantize.api import _block_of, _check_shapes, _with_layer_name
 from qidlab.quantize.config import GPTQConfig
-from qidlab.quantize.gptq import (MAX_DAMP, ON_FAILURE, PRECISIONS, HessianAccumulator, collect_hessians,
+from qidlab.quantize.gptq import (MAX_DAMP, ON_FAILURE, PRECISIONS, block_pass, collect_hessians,
                                   gptq_layer)
 from qidlab.quantize.model import (BlockInputs, capture_block_inputs, check_calibration, find_blocks,
                                    select_linears)
@@ -120,7 +120,9 @@ def block_hessians(model: nn.Module, calibration: torch.Tensor, linears: dict[st
             if not per_block[i]:
                 inputs = inputs.run(blocks[i])
                 continue
-            hessians, outputs = _block_pass(blocks[i], per_block[i], inputs, precision)
+            acc, outputs = block_pass(blocks[i], per_block[i], inputs, precision)
+            hessians = {n: a.H for n, a in acc.items()}
+            del acc
             _check_activations(blocks[i], per_block[i], hessians, inputs)
             inputs = outputs  # the block's inputs are freed before its GPTQ
             del outputs
@@ -130,19 +132,6 @@ def block_hessians(model: nn.Module, calibration: torch.Tensor, linears: dict[st
     if per_block[-1]:
         yield per_block[-1], collect_hessians(model, calibration, tuple(per_block[-1]), batch_size,
                                               precision=precision)
-
-
-def _block_pass(block: nn.Module, mine: dict[str, nn.Linear], inputs: BlockInputs, precision: str
-                ) -> tuple[dict[str, torch.Tensor], BlockInputs]:
-    """Run ``block`` on ``inputs`` with a Hessian hook on each of ``mine``: ``(Hessians, outputs)``."""
-    acc = {n: HessianAccumulator(m.in_features, m.weight.device, precision) for n, m in mine.items()}
-    handles = [m.register_forward_hook(acc[n].hook()) for n, m in mine.items()]
-    try:
-        outputs = inputs.run(block)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: a.H for n, a in acc.items()}, outputs
 
 
 def _check_activations(block: nn.Module, mine: dict[str, nn.Linear], hessians: dict[str, torch.Tensor],
