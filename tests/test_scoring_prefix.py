@@ -1,6 +1,7 @@
 """Scoring's prefix token (bos / eos / none), its windows (sliding / disjoint = lm-evaluation-harness's
 rolling windows), word perplexity, and a cross-check against lm-evaluation-harness itself."""
 
+import json
 import math
 import re
 
@@ -200,3 +201,89 @@ def test_disjoint_eos_scores_agree_with_lm_eval_loglikelihood_rolling(ckpt, docs
     long_ids = tok(docs[-2], add_special_tokens=False)["input_ids"]
     assert len(disjoint_windows(len(long_ids) + 1, 32)) >= 4  # the long document takes several windows
     assert np.abs(ours.nll_sum - theirs).max() < 1e-4, (ours.nll_sum, theirs)
+
+
+# ---- the study's [scoring] prefix / windows / nats_per_word ----------------------------------------
+
+STUDY = """
+[study]
+name = "prefix"
+store = "prefix.db"
+
+[checkpoints]
+root = "{root}/suite"
+
+[[eval_sets]]
+name = "heldout"
+source = "{root}/eval.txt"
+n_docs = 6
+
+[[methods]]
+method = "rtn"
+bits = 2
+group_size = 32
+
+[scoring]
+bootstrap = 20
+max_length = 32
+{scoring}
+"""
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prefix-study")
+    make_tiny_checkpoint(root / "suite", steps=30, save_steps=[30], model_name="m64")
+    docs = tiny_corpus(8, seed=5)
+    (root / "eval.txt").write_text("\n\n".join([*docs[:5], " ".join(docs[5:])]))  # the last one: > 32 tokens
+    return root
+
+
+def _study(root, tmp_path, scoring):
+    from qidlab.sweep import load_study
+
+    path = tmp_path / f"study-{abs(hash(scoring))}.toml"
+    path.write_text(STUDY.format(root=root, scoring=scoring))
+    return load_study(path)
+
+
+def test_prefix_and_windows_enter_the_identity_only_where_they_change_the_scores(study_root, tmp_path):
+    from qidlab.store import config_hash
+    from qidlab.sweep.run import measurement_config
+
+    def identity(scoring):
+        study = _study(study_root, tmp_path, scoring)
+        return config_hash(measurement_config(study.methods[0], study))
+
+    today = identity("")
+    assert identity('prefix = "bos"') == identity('windows = "sliding"') == identity(
+        'prefix = "bos"\nwindows = "sliding"') == today
+    others = {identity(s) for s in ('prefix = "eos"', 'prefix = "none"', 'windows = "disjoint"',
+                                    'prefix = "eos"\nwindows = "disjoint"', 'unit = "nats_per_word"')}
+    assert len(others) == 5 and today not in others
+
+
+def test_a_study_scores_with_its_prefix_windows_and_unit(study_root, tmp_path):
+    from qidlab.checkpoints import load_checkpoint
+    from qidlab.evaluate import load_eval_set
+    from qidlab.store import Store, read_canonical
+    from qidlab.sweep import run_study
+
+    study = _study(study_root, tmp_path, 'prefix = "eos"\nwindows = "disjoint"\nunit = "nats_per_word"')
+    assert run_study(study, progress=False).measured == 2
+    row = read_canonical(study.store).iloc[0]
+    with Store(study.store) as store:
+        cfg = json.loads(store.conn.execute("SELECT config_json FROM measurements WHERE method='rtn'").fetchone()[0])
+    assert cfg["scoring"]["prefix"] == "eos" and cfg["scoring"]["windows"] == "disjoint"
+    ckpt = load_checkpoint(study_root / "suite" / "m64" / "step30")
+    eval_set = load_eval_set(study_root / "eval.txt", n_docs=6, seed=0)
+    assert len(ckpt.tokenizer(eval_set.docs[-1], add_special_tokens=False)["input_ids"]) > 64
+    expected = score(ckpt.model, ckpt.tokenizer, eval_set, prefix="eos", windows="disjoint", max_length=32)
+    assert row.loss16 == pytest.approx(expected.loss("nats_per_word"), rel=1e-6)
+    assert abs(row.loss16 - expected.loss("nats_per_token")) > 0.1  # per word, not per token
+    # an unset prefix scores as before the option existed: BOS (this tokenizer has one), sliding windows
+    (tmp_path / "plain").mkdir()
+    plain = _study(study_root, tmp_path / "plain", "")  # a store of its own
+    assert run_study(plain, progress=False).measured == 2
+    before = score(ckpt.model, ckpt.tokenizer, eval_set, prefix="bos", max_length=32)
+    assert read_canonical(plain.store).iloc[0].loss16 == pytest.approx(before.loss(), rel=1e-6)
