@@ -10,8 +10,9 @@ How text is scored (the contract):
   predict it from). The default (``prefix=None``) is BOS when the tokenizer has one, else EOS:
   lm-evaluation-harness's ``prefix_token_id`` (and, with neither, ``"none"``). Before ``prefix``
   existed a tokenizer without BOS was scored as ``"none"``; a study's unset ``[scoring] prefix``
-  still is (``sweep.run.score_options``: a measurement's identity keeps its meaning). ``n_tokens`` counts the scored tokens: the document's token count,
-  or that minus one under ``"none"``. The prefix must be a token the model saw in training:
+  still is (``sweep.run.score_options``: a measurement's identity keeps its meaning).
+  ``n_tokens`` counts the scored tokens: the document's token count, or that minus one under
+  ``"none"``. The prefix must be a token the model saw in training:
   suites trained by qidlab before BOS = EOS (``qidlab.train.data``) never saw their
   ``<|bos|>``, so their ``"bos"`` prefix is an untrained embedding row;
 * ``windows`` (``WINDOWS``): a sequence (prefix included) of ``L`` tokens that fits the context
