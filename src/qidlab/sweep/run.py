@@ -67,7 +67,7 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
     """Everything that defines a measurement besides checkpoint and eval set (hashed for resume).
     ``cfg``: a config, or a method's config as ``to_dict()`` writes it."""
     cfg = cfg if isinstance(cfg, QuantConfig) else config_from_dict(cfg)
-    scoring = dict(study.scoring)
+    scoring = scoring_identity(study.scoring)
     if "reference_tokenizer" in scoring:  # the file's content, not where it lies
         scoring["reference_tokenizer"] = _file_identity(study.path.parent / scoring["reference_tokenizer"])
     out = {"quantization": cfg.to_dict(), "scoring": scoring}
@@ -78,6 +78,30 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
         out["calibration"] = {"content_hash": calibration_identity(c.source), "n_samples": c.n_samples,
                               "seq_len": c.seq_len, "seed": c.seed, "sampler": CALIBRATION_SAMPLER}
     return out
+
+
+#: Scoring options that, set to these values, score what a study without them scores: left out of
+#: the identity, so stores measured before the options existed still match.
+SCORING_DEFAULTS = {"prefix": "bos", "windows": "sliding"}
+
+
+def scoring_identity(scoring: dict[str, Any]) -> dict[str, Any]:
+    """The ``[scoring]`` options as a measurement's identity holds them: as written, less
+    ``SCORING_DEFAULTS``. (``prefix = "bos"`` is what an unset prefix scores wherever it can run:
+    the tokenizer has a BOS. ``"eos"`` and ``"none"`` enter even where they happen to score the same,
+    BOS = EOS or no BOS: a re-measurement at worst, never two scorings under one identity.)"""
+    return {k: v for k, v in scoring.items() if SCORING_DEFAULTS.get(k, object()) != v}
+
+
+def score_options(scoring: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """``prefix`` and ``windows`` for ``evaluate.score`` from the ``[scoring]`` options. An unset
+    prefix is BOS when the tokenizer has one, else ``"none"`` (the first token unscored), as qidlab
+    scored before the option existed, so a study's numbers keep their identity; lm-evaluation-harness
+    prefixes EOS instead: ``prefix = "eos"``."""
+    prefix = scoring.get("prefix")
+    if prefix is None:
+        prefix = "bos" if getattr(tokenizer, "bos_token_id", None) is not None else "none"
+    return {"prefix": prefix, "windows": scoring.get("windows", "sliding")}
 
 
 def _file_identity(path: Path) -> str:
@@ -135,6 +159,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                          content_hash=ckpt.content_hash, device=provenance.device_name(device))
     model, tok = ckpt.model, ckpt.tokenizer
     scoring = {k: v for k, v in study.scoring.items() if k in ("max_length", "stride", "batch_size")}
+    scoring.update(score_options(study.scoring, tok))
     if "reference_tokenizer" in study.scoring:
         scoring["reference_tokenizer"] = str(study.path.parent / study.scoring["reference_tokenizer"])
     unit = study.scoring.get("unit", "nats_per_token")

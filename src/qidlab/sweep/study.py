@@ -57,8 +57,17 @@
     [scoring]
     max_length = 2048                  # context; longer documents are scored in windows
     bootstrap = 1000                   # paired bootstrap replicates for the QiD CI
-    unit = "nats_per_token"            # or "bits_per_byte", "nats_per_ref_token" (the paper's:
+    unit = "nats_per_token"            # or "bits_per_byte", "nats_per_word" (log of lm-eval's word
+                                       #   perplexity), "nats_per_ref_token" (the paper's:
     reference_tokenizer = "llama3.json"  #  nats per Llama-3 token; needs this tokenizers JSON)
+    prefix = "bos"                     # what the first document token is predicted from: "bos", "eos"
+                                       #   (lm-eval's when the tokenizer has no BOS) or "none" (left
+                                       #   unscored); unset: BOS, or "none" without a BOS, as always
+    windows = "sliding"                # longer documents: "sliding" (overlapping, stride = max_length/2
+                                       #   unless stride = ...) or "disjoint" (lm-eval's loglikelihood_rolling)
+
+    The scoring options enter a measurement's identity as written, except ``prefix = "bos"`` and
+    ``windows = "sliding"``, which score what a study without them scores (``sweep.run.measurement_config``).
 """
 
 from __future__ import annotations
@@ -71,11 +80,13 @@ from typing import Any
 from ..checkpoints.hub import HubSource, named_revisions, step_revisions
 from ..documents import CalibrationSpec
 from ..errors import QidlabError
+from ..evaluate.score import PREFIXES, WINDOWS
+from ..evaluate.score import UNITS as SCORE_UNITS
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
 from ..tomlfile import Key, check_table, read_toml
 
 SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
-UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
+UNITS = SCORE_UNITS  # nats_per_token, bits_per_byte, nats_per_ref_token, nats_per_word
 
 # one schema per table (the [[methods]] tables are checked by quantize.config.config_from_dict)
 STUDY_KEYS = {"name": Key("str"), "store": Key("str"), "device": Key("str"),
@@ -92,7 +103,8 @@ EVAL_SET_KEYS = {"name": Key("str", required=True), "source": Key("str", require
 CALIBRATION_KEYS = {"source": Key("str", required=True), "n_samples": Key("int", min=1),
                     "seq_len": Key("int", min=1), "seed": Key("int", min=0)}
 SCORING_KEYS = {"max_length": Key("int", min=1), "stride": Key("int", min=1), "batch_size": Key("int", min=1),
-                "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str")}
+                "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str"),
+                "prefix": Key(choices=PREFIXES), "windows": Key(choices=WINDOWS)}
 
 
 @dataclass(frozen=True)
@@ -231,6 +243,8 @@ def _scoring(s, path) -> dict[str, Any]:
     unit = s.get("unit", "nats_per_token")
     if unit == "nats_per_ref_token" and "reference_tokenizer" not in s:
         raise QidlabError(f"{path}: [scoring] unit nats_per_ref_token needs reference_tokenizer (a tokenizers JSON)")
+    if s.get("windows") == "disjoint" and "stride" in s:
+        raise QidlabError(f"{path}: [scoring] stride applies to sliding windows only; disjoint windows do not overlap")
     return dict(s)
 
 
