@@ -16,20 +16,33 @@ def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     return deriv * (r - 0.5 * deriv), deriv
 
 
-def weighted_lstsq(A: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Least squares theta for A @ theta ~ y, one solution per row of ``weights`` (B, n).
+def weighted_lstsq(A: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+                   lower: np.ndarray | None = None, upper: np.ndarray | None = None) -> np.ndarray:
+    """Least squares theta for A @ theta ~ y inside the box [lower, upper] (None: no box), one
+    solution per row of ``weights`` (B, n).
 
-    Returns (k,) without weights, else (B, k); a singular replicate gives NaNs."""
+    Returns (k,) without weights, else (B, k); a singular replicate gives NaNs. The
+    unconstrained solution is kept when it lies inside the box; otherwise the box-constrained
+    optimum (scipy's bounded-variable least squares, exact for this convex problem)."""
     if weights is None:
-        return np.linalg.lstsq(A, y, rcond=None)[0]
+        return _bounded_lstsq(A, y, lower, upper)
     out = np.full((weights.shape[0], A.shape[1]), np.nan)
     for b, w in enumerate(weights):
         sw = np.sqrt(w)[:, None]
         Aw = A * sw
         if np.linalg.matrix_rank(Aw) < A.shape[1]:
             continue
-        out[b] = np.linalg.lstsq(Aw, y * sw[:, 0], rcond=None)[0]
+        out[b] = _bounded_lstsq(Aw, y * sw[:, 0], lower, upper)
     return out
+
+
+def _bounded_lstsq(A, y, lower, upper):
+    x = np.linalg.lstsq(A, y, rcond=None)[0]
+    if lower is None or (np.all(x >= lower) and np.all(x <= upper)):
+        return x
+    from scipy.optimize import lsq_linear
+
+    return np.clip(lsq_linear(A, y, bounds=(lower, upper), method="bvls").x, lower, upper)
 
 
 @dataclass
