@@ -439,8 +439,8 @@ def resampling(frame: "pd.DataFrame", resample: str) -> tuple[np.ndarray | None,
 
 
 def _cluster_codes(frame: "pd.DataFrame", cols: Sequence[str]) -> np.ndarray:
-    keys = frame[list(cols)].astype(str).agg("\x1f".join, axis=1).to_numpy()
-    return _group_codes(keys)[0]
+    """0..G-1 per row: which combination of ``cols`` values it has (an empty cell is a value)."""
+    return frame.groupby(list(cols), dropna=False, sort=True).ngroup().to_numpy()
 
 
 def _bootstrap(law, prepared: Prepared, fixed, opts: FitOptions, x_hat):
@@ -527,31 +527,31 @@ def _jackknife(law, prepared: Prepared, fixed, opts: FitOptions, codes: np.ndarr
 
 def _expansion(G: int) -> float:
     """sqrt(G/(G-1)) * t(0.975, G-1) / z(0.975): the small-sample widening of a G-cluster interval."""
-    from scipy.stats import norm, t
+    from scipy.special import ndtri, stdtrit
 
-    return float(np.sqrt(G / (G - 1)) * t.ppf(0.975, G - 1) / norm.ppf(0.975))
+    return float(np.sqrt(G / (G - 1)) * stdtrit(G - 1, 0.975) / ndtri(0.975))
 
 
 def _bca(reps: np.ndarray, hat: float, jack: np.ndarray, expansion: float = 1.0) -> tuple[float, float]:
     """The 95% BCa interval of replicates ``reps`` around the estimate ``hat``, acceleration from
     the jackknife values ``jack`` (NaN ones ignored), each end's distance from ``hat`` then
     multiplied by ``expansion``."""
-    from scipy.stats import norm
+    from scipy.special import ndtr, ndtri
 
     reps = reps[np.isfinite(reps)]
     B = len(reps)
     if B == 0:
         return float("nan"), float("nan")
     below = (np.sum(reps < hat) + 0.5 * np.sum(reps == hat)) / B
-    z0 = norm.ppf(np.clip(below, 0.5 / B, 1 - 0.5 / B))
+    z0 = ndtri(np.clip(below, 0.5 / B, 1 - 0.5 / B))
     jack = jack[np.isfinite(jack)]
     d = jack.mean() - jack if len(jack) else np.zeros(1)
     denom = 6.0 * np.sum(d**2) ** 1.5
     a = float(np.sum(d**3) / denom) if denom > 0 else 0.0
-    z = norm.ppf([0.025, 0.975])
+    z = ndtri(np.array([0.025, 0.975]))
     shifted = z0 + z
     with np.errstate(divide="ignore", invalid="ignore"):
-        adj = norm.cdf(z0 + shifted / (1 - a * shifted))
+        adj = ndtr(z0 + shifted / (1 - a * shifted))
     adj = np.where(1 - a * shifted > 0, adj, [0.0, 1.0])  # extreme acceleration: the replicates' range
     lo, hi = np.quantile(reps, np.clip(adj, 0.0, 1.0))
     return float(hat + expansion * (lo - hat)), float(hat + expansion * (hi - hat))

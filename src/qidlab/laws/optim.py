@@ -26,13 +26,22 @@ def weighted_lstsq(A: np.ndarray, y: np.ndarray, weights: np.ndarray | None = No
     optimum (scipy's bounded-variable least squares, exact for this convex problem)."""
     if weights is None:
         return _bounded_lstsq(A, y, lower, upper)
-    out = np.full((weights.shape[0], A.shape[1]), np.nan)
-    for b, w in enumerate(weights):
-        sw = np.sqrt(w)[:, None]
-        Aw = A * sw
-        if np.linalg.matrix_rank(Aw) < A.shape[1]:
-            continue
-        out[b] = _bounded_lstsq(Aw, y * sw[:, 0], lower, upper)
+    B, (n, k) = weights.shape[0], A.shape
+    out = np.full((B, k), np.nan)
+    chunk = max(1, 4_000_000 // max(n * k, 1))  # bound the (chunk, n, k) stack
+    for start in range(0, B, chunk):
+        sw = np.sqrt(weights[start:start + chunk])  # (c, n)
+        Q, R = np.linalg.qr(sw[:, :, None] * A)  # batched thin QR: (c, n, k), (c, k, k)
+        diag = np.abs(np.diagonal(R, axis1=1, axis2=2))
+        full_rank = diag.min(axis=1) > 1e-10 * np.maximum(diag.max(axis=1), 1e-300)
+        rhs = np.einsum("cnk,cn->ck", Q, sw * y)
+        with np.errstate(all="ignore"):
+            x = np.linalg.solve(np.where(full_rank[:, None, None], R, np.eye(k)), rhs[..., None])[..., 0]
+        for j in np.flatnonzero(full_rank):
+            xj = x[j]
+            if lower is not None and not (np.all(xj >= lower) and np.all(xj <= upper)):
+                xj = _bounded_lstsq(A * sw[j][:, None], y * sw[j], lower, upper)
+            out[start + j] = xj
     return out
 
 
