@@ -170,3 +170,17 @@ def test_ci_weights_with_a_huber_law():
     (fit,) = fit_law(frame, law, weights="ci", holdout=())  # equal weights: the unweighted optimum
     (plain,) = fit_law(frame, law, holdout=())
     assert fit.params["alpha"] == pytest.approx(plain.params["alpha"], rel=1e-4)
+
+
+def test_report_marks_a_parameter_at_its_bound_and_says_what_was_resampled():
+    from qidlab.show.fits import LawFit
+    from qidlab.show.report import _param_lines
+
+    frame = random_study(seed=3)
+    frame["suite"], frame["model"] = "s", [f"m{i % 5}" for i in range(len(frame))]
+    results = fit_law(frame, "ouyang2024", bootstrap=20, holdout=())
+    fit = LawFit(law=get_law("ouyang2024"), by=(), data=frame, held={}, results=results, document={})
+    html = _param_lines(fit)
+    flagged = [line for line in html.split("<br>") if "AT A DECLARED BOUND" in line]
+    assert flagged and {line.split(" ")[0] for line in flagged} == set(results[0].at_bound)
+    assert "resampling 5 clusters (suite+model) whole" in html and "warning: only 5 clusters" in html
