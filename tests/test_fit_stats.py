@@ -184,3 +184,10 @@ def test_report_marks_a_parameter_at_its_bound_and_says_what_was_resampled():
     flagged = [line for line in html.split("<br>") if "AT A DECLARED BOUND" in line]
     assert flagged and {line.split(" ")[0] for line in flagged} == set(results[0].at_bound)
     assert "resampling 5 clusters (suite+model) whole" in html and "warning: only 5 clusters" in html
+
+
+def test_cli_without_bootstrap_says_what_it_would_resample(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    models_frame(6).to_csv(path, index=False)
+    assert main(["fit", str(path), "--law", "ouyang2024"]) == 0
+    assert "--bootstrap B adds them, resampling whole models (suite+model: 6 of them" in capsys.readouterr().out

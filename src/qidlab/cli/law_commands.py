@@ -21,7 +21,7 @@ from ..laws.analysis import (
     token_grid,
     training_level,
 )
-from ..laws.fit import fit_document, fit_law, pooled_columns
+from ..laws.fit import fit_document, fit_law, pooled_columns, resampling
 from ..laws.solve import law_params, params_for, predict_point, solve
 from ..output import dump_json
 from .args import assignments, emit, library_names, named_number, number, numbers
@@ -166,7 +166,20 @@ def run_fit(args):
                              "where": list(args.where or ())})
     if args.out:
         Path(args.out).write_text(dump_json(doc) + "\n")
-    emit(args, doc, _fit_text(law, fits))
+    text = _fit_text(law, fits)
+    if not args.bootstrap:
+        text += f"\nno 95% CIs: --bootstrap B adds them, resampling {_resample_hint(frame, args.resample)}"
+    emit(args, doc, text)
+
+
+def _resample_hint(frame, resample: str) -> str:
+    """What ``--bootstrap`` would draw from ``frame`` (all groups together), in words."""
+    if resample != "auto":
+        return "points" if resample == "points" else f"whole groups of {resample}"
+    codes, cols = resampling(frame, "auto")
+    if codes is None:
+        return "points (no model with several points)"
+    return f"whole models ({'+'.join(cols)}: {int(codes.max()) + 1} of them; --resample points to draw points)"
 
 
 def _bound_text(law, name, value) -> str:
