@@ -185,7 +185,8 @@ def _resample_hint(frame, resample: str) -> str:
 def _bound_text(law, name, value) -> str:
     lo, hi = law.param(name).bounds
     side = "lower" if abs(value - lo) <= abs(value - hi) else "upper"
-    return f"   AT ITS {side.upper()} BOUND {lo if side == 'lower' else hi:g} (the data push it out of range: not an estimate)"
+    bound = lo if side == "lower" else hi
+    return f"   AT ITS {side.upper()} BOUND {bound:g} (the data push it out of range: not an estimate)"
 
 
 def _resampling_text(info) -> str:
