@@ -14,6 +14,8 @@ A suite root may carry a manifest, ``qidlab-suite.toml`` (or ``qidlab-suite.json
     tokens_per_step = 2097152         # overrides the suite's
     tokens = { step1000 = 2097152000 }
     family = "pythia"                 # any other key is kept in CheckpointRef.info
+    run = "seed1"                     # which training run of the model (the store's checkpoints.run):
+                                      # a fit's bootstrap draws each run of a model as a cluster
 
 Tokens D of a checkpoint, first found wins: the ``tokens`` of the checkpoint folder's own
 ``qidlab.json``; the manifest's explicit ``tokens`` (per model, then suite-wide); ``step *

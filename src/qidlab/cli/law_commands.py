@@ -21,7 +21,7 @@ from ..laws.analysis import (
     token_grid,
     training_level,
 )
-from ..laws.fit import fit_document, fit_law, pooled_columns
+from ..laws.fit import fit_document, fit_law, pooled_columns, resampling
 from ..laws.solve import law_params, params_for, predict_point, solve
 from ..output import dump_json
 from .args import assignments, emit, library_names, named_number, number, numbers
@@ -119,8 +119,13 @@ def _fit(sub):
                    help="fit only the rows whose COLUMN is one of the values, e.g. suite=en method=gptq "
                    "tokens>=4e6 (>=, <= and > < also work for numeric columns)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for 95%% CIs")
-    p.add_argument("--resample", default="points",
-                   help="'points' or a column whose groups are resampled whole (e.g. n_params)")
+    p.add_argument("--resample", default="auto",
+                   help="what the bootstrap draws: 'auto' (default: whole models, suite+model (+run), or n_params "
+                   "when no model column, when a model has several points; else points), 'points', or column(s) "
+                   "whose groups are resampled whole (e.g. n_params)")
+    p.add_argument("--weights", default="none", choices=("none", "ci"),
+                   help="'ci': weight each point by the inverse variance of log target from its measured 95%% CI "
+                   "(delta method); default none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K points with the highest target")
     p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss)")
@@ -150,7 +155,7 @@ def run_fit(args):
     if pooled:
         print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one fit "
               "(choose with --where or --by)", file=sys.stderr)
-    options = dict(bootstrap=args.bootstrap, resample=args.resample, seed=args.seed,
+    options = dict(bootstrap=args.bootstrap, resample=args.resample, weights=args.weights, seed=args.seed,
                    drop_highest=args.drop_highest, target=args.target, method=args.method,
                    huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
                    grid=_grid(law, args.grid), screen=not args.all_starts,
@@ -161,7 +166,41 @@ def run_fit(args):
                              "where": list(args.where or ())})
     if args.out:
         Path(args.out).write_text(dump_json(doc) + "\n")
-    emit(args, doc, _fit_text(law, fits))
+    text = _fit_text(law, fits)
+    if not args.bootstrap:
+        text += f"\nno 95% CIs: --bootstrap B adds them, resampling {_resample_hint(frame, args.resample)}"
+    emit(args, doc, text)
+
+
+def _resample_hint(frame, resample: str) -> str:
+    """What ``--bootstrap`` would draw from ``frame`` (all groups together), in words."""
+    if resample != "auto":
+        return "points" if resample == "points" else f"whole groups of {resample}"
+    codes, cols = resampling(frame, "auto")
+    if codes is None:
+        return "points (no model with several points)"
+    return f"whole models ({'+'.join(cols)}: {int(codes.max()) + 1} of them; --resample points to draw points)"
+
+
+def _bound_text(law, name, value) -> str:
+    lo, hi = law.param(name).bounds
+    side = "lower" if abs(value - lo) <= abs(value - hi) else "upper"
+    bound = lo if side == "lower" else hi
+    return f"   AT ITS {side.upper()} BOUND {bound:g} (the data push it out of range: not an estimate)"
+
+
+def _resampling_text(info) -> str:
+    """One line: what the bootstrap resampled and which interval it gives."""
+    if info.get("resample") == "points":
+        what = "points (independent)"
+    else:
+        what = f"{info.get('clusters', '?')} clusters ({info['resample']}) whole"
+    interval = {"bca": "BCa, small-sample widened", "percentile": "percentile"}.get(info.get("interval"),
+                                                                                  info.get("interval"))
+    text = f"bootstrap: {info['replicates']} replicates resampling {what}; {interval} 95% intervals"
+    if info.get("failed"):
+        text += f"; {info['failed']} replicate(s) failed"
+    return text + (f"\n  warning: {info['warning']}" if info.get("warning") else "")
 
 
 def _grid(law, items):
@@ -177,14 +216,18 @@ def _fit_text(law, fits) -> str:
     lines = [f"{law.name}: {law.formula}"]
     for f in fits:
         head = f"group {f.group}" if f.group else "all data"
-        lines.append(f"\n{head}: n = {f.n} ({f.method}; target {f.target})")
+        weighted = "; weighted by measured CIs" if f.weights == "ci" else ""
+        lines.append(f"\n{head}: n = {f.n} ({f.method}; target {f.target}{weighted})")
         for name, value in f.params.items():
             if value is None:
                 lines.append(f"  {name:>10} = folded  ({f.folded[name]})")
                 continue
             ci = f.ci95.get(name) if f.ci95 else None
             ci_text = f"   95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-            lines.append(f"  {name:>10} = {value:.6g}{ci_text}")
+            bound = _bound_text(law, name, value) if name in f.at_bound else ""
+            lines.append(f"  {name:>10} = {value:.6g}{ci_text}{bound}")
+        if f.bootstrap:
+            lines.append("  " + _resampling_text(f.bootstrap))
         m = f.metrics
         r2 = (f"{m['r2_log']:.4f}" if math.isfinite(m["r2_log"])
               else f"n/a (every {f.target} is the same: nothing to explain)")

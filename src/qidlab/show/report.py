@@ -251,11 +251,38 @@ def _param_lines(fit) -> h.Raw:
         elif len(fit.results) == 1:
             ci = (fit.results[0].ci95 or {}).get(p)
             interval = f" [{h.number(ci[0])}, {h.number(ci[1])}]" if ci else ""
-            out.append(f"{p} = {h.number(values[0])}{interval}{pub}")
+            out.append(f"{p} = {h.number(values[0])}{interval}{pub}{_bound_note(fit, p)}")
         else:
             out.append(f"{p}: median {h.number(_median(values))}, range {h.number(min(values))} to "
-                       f"{h.number(max(values))} over {len(values)} fits{pub}")
+                       f"{h.number(max(values))} over {len(values)} fits{pub}{_bound_note(fit, p)}")
+    out += _resampling_notes(fit)
     return h.lines(out)
+
+
+def _bound_note(fit, p: str) -> str:
+    """" · AT A BOUND" when the fit (or how many of its groups) ended on ``p``'s declared bound."""
+    hits = sum(p in getattr(r, "at_bound", []) for r in fit.results)
+    if not hits:
+        return ""
+    lo, hi = fit.law.param(p).bounds
+    where = "" if len(fit.results) == 1 else f" in {hits} of {len(fit.results)} fits"
+    return f" · AT A DECLARED BOUND ({h.number(lo)} or {h.number(hi)}){where}: not an estimate"
+
+
+def _resampling_notes(fit) -> list[str]:
+    """What the bootstrap resampled (once per distinct description), and its warnings."""
+    out: list[str] = []
+    for r in fit.results:
+        b = r.bootstrap or {}
+        if not b:
+            continue
+        what = ("points" if b.get("resample") == "points" else
+                f"{b.get('clusters')} clusters ({b['resample']}) whole, BCa widened")
+        for line in (f"CIs: {b['replicates']} replicates resampling {what}",
+                     *([f"warning: {b['warning']}"] if b.get("warning") else [])):
+            if line not in out:
+                out.append(line)
+    return out
 
 
 def _median(values) -> float:

@@ -23,11 +23,14 @@ from typing import Any, Iterator, Mapping
 
 from ..errors import QidlabError
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: How a store of an older schema version becomes this one: statements per version, run in order
 #: by ``connect``. A column added this way is NULL in the rows measured before it existed.
 MIGRATIONS: dict[str, tuple[str, ...]] = {
     "1": ("ALTER TABLE measurements ADD COLUMN quantization_json TEXT",),  # 1 -> 2: issue 14
+    # 2 -> 3 (issue 16): the training run (seed) of a checkpoint, so that repeated trainings of one model
+    # are clusters of their own in a fit's bootstrap; the canonical view is dropped and made again with it
+    "2": ("ALTER TABLE checkpoints ADD COLUMN run TEXT", "DROP VIEW IF EXISTS canonical"),
 }
 _VIEW = "CREATE VIEW IF NOT EXISTS canonical AS\n"
 

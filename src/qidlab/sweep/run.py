@@ -365,7 +365,8 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
                 raise QidlabError(f"{ref.location}: tokens seen (D) unknown: give tokens_per_step in the suite manifest")
             ckpt_id = store.checkpoint_id(suite=ref.suite, model=ref.model, step=ref.step, path=ref.location,
                                           n_params=item.n_params, n_params_total=item.n_params_total,
-                                          tokens=int(tokens), content_hash=item.content_hash)
+                                          tokens=int(tokens), content_hash=item.content_hash,
+                                          run=None if ref.info.get("run") is None else str(ref.info["run"]))
             if item.device:
                 store.record_device(item.device)
             continue
