@@ -20,6 +20,7 @@ from .. import documents, provenance, quantize
 from ..checkpoints import discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError
+from ..hubdata import DatasetSource
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash, stored_jobs
@@ -75,7 +76,7 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
         out["hessian_precision"] = study.hessian_precision
     if cfg.needs_calibration and study.calibration is not None:
         c = study.calibration
-        out["calibration"] = {"content_hash": calibration_identity(c.source), "n_samples": c.n_samples,
+        out["calibration"] = {"content_hash": calibration_identity(c), "n_samples": c.n_samples,
                               "seq_len": c.seq_len, "seed": c.seed, "sampler": CALIBRATION_SAMPLER}
     return out
 
@@ -218,7 +219,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     summary = Summary()
     with Store(study.store) as store:
         es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
-                                             source={"path": str(spec.source), "n_docs": spec.n_docs, "seed": spec.seed})
+                                             source=_eval_source(spec))
                   for es, spec in zip(eval_sets, study.eval_sets)}
         plan = []
         for ref in refs:
@@ -232,6 +233,14 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
         for ref, stream in streams:
             _write(store, ref, stream, study, es_ids, summary, meter)
     return summary
+
+
+def _eval_source(spec) -> dict:
+    """What the store records as an eval set's source: its path (or data set), n_docs, seed."""
+    where = spec.source.describe() if isinstance(spec.source, DatasetSource) else {"path": str(spec.source)}
+    if spec.text_field != "text":
+        where["text_field"] = spec.text_field
+    return {**where, "n_docs": spec.n_docs, "seed": spec.seed}
 
 
 @dataclass
@@ -286,8 +295,8 @@ def plan_study(study: Study) -> DryRun:
 def _jobs(study: Study) -> tuple[list, list[QuantConfig], list[str]]:
     """The study's eval sets (loaded), its configs (the 16-bit reference first) and their
     measurement hashes (which checks the configs' input files up front)."""
-    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars)
-                 for e in study.eval_sets]
+    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars,
+                               text_field=e.text_field) for e in study.eval_sets]
     configs = [Reference16(), *study.methods]
     return eval_sets, configs, [config_hash(measurement_config(c, study)) for c in configs]
 
