@@ -125,14 +125,18 @@ def _load(src: DatasetSource, *, streaming: bool):
     kwargs = {"split": src.split, "streaming": streaming}
     if src.data_files:
         kwargs["data_files"] = list(src.data_files)
-    verbosity = datasets.logging.get_verbosity()
+    verbosity, bars = datasets.logging.get_verbosity(), not datasets.utils.are_progress_bars_disabled()
     datasets.logging.set_verbosity_error()  # not "Using the latest cached version ..." on every read
+    if src.data_files and not any("://" in f for f in src.data_files):
+        datasets.utils.disable_progress_bars()  # local files: no download to show, only "Generating ... split"
     try:
         return datasets.load_dataset(src.dataset, src.config, **kwargs)
     except Exception as exc:
         raise _error(exc, src) from None
     finally:
         datasets.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.utils.enable_progress_bars()
 
 
 def _error(exc: Exception, src: DatasetSource) -> QidlabError:

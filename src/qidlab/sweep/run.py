@@ -295,10 +295,18 @@ def plan_study(study: Study) -> DryRun:
 def _jobs(study: Study) -> tuple[list, list[QuantConfig], list[str]]:
     """The study's eval sets (loaded), its configs (the 16-bit reference first) and their
     measurement hashes (which checks the configs' input files up front)."""
-    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars,
-                               text_field=e.text_field) for e in study.eval_sets]
+    eval_sets = [_eval_set(e) for e in study.eval_sets]
     configs = [Reference16(), *study.methods]
     return eval_sets, configs, [config_hash(measurement_config(c, study)) for c in configs]
+
+
+def _eval_set(spec):
+    """The eval set of a study's ``EvalSpec``; an error names it."""
+    try:
+        return load_eval_set(spec.source, n_docs=spec.n_docs, seed=spec.seed, name=spec.name,
+                             max_chars=spec.max_chars, text_field=spec.text_field)
+    except QidlabError as exc:
+        raise QidlabError(f"eval set {spec.name!r}: {exc}", params=exc.params) from None
 
 
 def coarse_to_fine(refs: list) -> list:
