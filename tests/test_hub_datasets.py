@@ -245,3 +245,69 @@ def test_hub_dataset_in_a_study_through_the_environment(hub_source, hub_cache, d
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["eval_sets"] == ["heldout"] and doc["total"] == 6 * 2
+
+
+# ---------------------------------------------------------------------------
+# presets: qidlab study init
+
+
+@pytest.fixture
+def nothing_cached(tmp_path, monkeypatch):
+    """Offline, with empty Hugging Face caches: no repo, revision or data set of a preset is there."""
+    import datasets
+    from huggingface_hub import constants
+
+    for var, sub in (("HF_HUB_CACHE", "hub"), ("HF_DATASETS_CACHE", "datasets")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+
+
+PAPER_STEPS = [512, 1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 20000, 24000, 29000, 36000, 43000, 57000,
+               71000, 86000, 93000, 95000, 98000]  # Ouyang et al. 2024, Appendix A.1
+PYTHIA = [f"EleutherAI/pythia-{s}" for s in ("160m", "410m", "1b", "2.8b", "6.9b", "12b")]
+
+
+def test_the_paper_preset_expands_offline_to_the_papers_study(tmp_path, capsys, nothing_cached):
+    """`qidlab study init ouyang2024` then `qidlab sweep --dry-run` with nothing cached and no network:
+    6 sizes x 20 steps x (16-bit + GPTQ 2/3/4) x 1 eval set, every revision to download, the data set
+    and the reference tokenizer listed as not available here; nothing written."""
+    out = tmp_path / "study.toml"
+    assert main(["study", "init", "ouyang2024", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(out), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    ckpts = doc["checkpoints"]
+    assert len(ckpts) == 6 * 20 and doc["total"] == 6 * 20 * 4 * 1 == doc["to_measure"]
+    assert sorted({c["suite"] for c in ckpts}) == sorted(PYTHIA)
+    assert all(sorted(c["step"] for c in ckpts if c["suite"] == r) == PAPER_STEPS for r in PYTHIA)
+    assert all(c["tokens"] == c["step"] * 1024 * 2048 and c["cached"] is False and c["download_bytes"] is None
+               for c in ckpts)
+    assert [c.split("-")[:2] for c in doc["configs"]] == [["none", "bits=16"], ["gptq", "bits=2"], ["gptq", "bits=3"],
+                                                           ["gptq", "bits=4"]]
+    assert doc["eval_sets"] == ["refinedweb"]
+    assert any("tiiuae/falcon-refinedweb: streaming reads the Hub" in u for u in doc["unavailable"])
+    assert any(u.startswith("reference tokenizer") for u in doc["unavailable"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]  # no store, no caches written
+    study = load_study(out)
+    assert study.scoring["unit"] == "nats_per_ref_token" and study.hub.keep is False
+    assert study.eval_sets[0].source.text_field == "content" and study.calibration.source.streaming
+
+
+def test_study_init_refuses_to_overwrite_and_suggests_a_preset(tmp_path, capsys):
+    out = tmp_path / "study.toml"
+    out.write_text("mine")
+    assert main(["study", "init", "olmo2", "--out", str(out)]) == 2
+    assert "exists: choose another --out or pass --force" in capsys.readouterr().err
+    assert out.read_text() == "mine"
+    assert main(["study", "init", "olmo2", "--out", str(out), "--force"]) == 0
+    study = load_study(out)
+    assert [(r.name, r.step, r.tokens) for r in study.hub.revisions][0] == ("stage1-step1000-tokens5B", 1000, 5 * 10**9)
+    assert main(["study", "init", "ouyang", "--out", str(tmp_path / "x.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'ouyang'" in err and "did you mean ouyang2024?" in err
+    assert not (tmp_path / "x.toml").exists()

@@ -33,6 +33,11 @@ from qidlab.errors import QidlabError, did_you_mean
 BUILDERS = ("parquet", "json", "text", "csv", "arrow")
 
 
+class NotCached(QidlabError):
+    """The data set is not in the local cache and the Hub may not be asked (offline): a dry run
+    reports it as to be downloaded; a sweep stops with this line."""
+
+
 @dataclass(frozen=True)
 class DatasetSource:
     """Where documents come from in ``datasets`` terms (see the module docstring)."""
@@ -145,9 +150,12 @@ def _error(exc: Exception, src: DatasetSource) -> QidlabError:
     if "Unknown split" in text:
         return QidlabError(f"dataset {src.label}: no split {src.split!r} ({text}); set split", params=("split",))
     if "OfflineModeIsEnabled" in text or "offline" in text.lower():
-        return QidlabError(f"dataset {src.dataset}: not in the datasets cache and offline (HF_DATASETS_OFFLINE or "
-                           f"HF_HUB_OFFLINE set): load it once online, or point dataset = \"parquet\"/\"json\" at local "
-                           f"data_files", params=("dataset",))
+        if src.streaming:
+            return NotCached(f"dataset {src.dataset}: streaming reads the Hub and HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is "
+                             f"set: go online, or download it once and set streaming = false", params=("dataset",))
+        return NotCached(f"dataset {src.dataset}: not in the datasets cache and offline (HF_DATASETS_OFFLINE or "
+                         f"HF_HUB_OFFLINE set): load it once online, or point dataset = \"parquet\"/\"json\" at local "
+                         f"data_files", params=("dataset",))
     if "Couldn't find cache" in text or "BuilderConfig" in text or "Available configs" in str(exc):
         return QidlabError(f"dataset {src.dataset} has no config {src.config!r} ({text}); set config",
                            params=("config",))
