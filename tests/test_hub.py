@@ -297,3 +297,12 @@ def test_online_checks_name_a_missing_revision_and_size_the_download(hub_source,
     sizes = {(c["suite"], c["step"]): (c["cached"], c["download_bytes"]) for c in doc["checkpoints"]}
     assert sizes[("tiny-org/neox-b", 90)] == (False, 10**9 + 600)  # no pickle, no README
     assert sizes[("tiny-org/neox-b", 20)][0] is True
+    # allow_pickle: pickled weights only where a revision has no safetensors (never both downloaded)
+    path.write_text(path.read_text().replace("allow_pickle = false", "allow_pickle = true"))
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {c["download_bytes"] for c in doc["checkpoints"] if c["step"] == 90} == {10**9 + 600}
+    files[1] = SimpleNamespace(rfilename="README.bin", size=5)  # now pickles only
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {c["download_bytes"] for c in doc["checkpoints"] if c["step"] == 90} == {2 * 10**9 + 600}
