@@ -100,6 +100,12 @@ def _tokens(name: str, pattern, unit: float, step: int, tokens_per_step: int | N
     return int(round(float(m.group(1)) * unit))
 
 
+def revision_step(revision: str | None) -> int | None:
+    """The step a revision's name gives (``step<N>`` anywhere in it), else None."""
+    m = _STEP.search(revision or "")
+    return int(m.group(1)) if m else None
+
+
 def hub_refs(repos, revisions: list[Revision]) -> list[CheckpointRef]:
     """One ``CheckpointRef`` per repo x revision: suite = repo id, model = repo name, ``path`` None until
     ``resolve`` (``ref.location`` is ``hf://REPO@REVISION``). No network."""
