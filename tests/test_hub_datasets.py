@@ -210,11 +210,14 @@ BAD = [
     (('n_docs = 6\nseed = 1', 'n_docs = 6\nseed = 1\nsplit = "validation"'), "no split 'validation'"),
     (('data_files = "calib.parquet"', 'data_files = "missing.parquet"'), "missing.parquet"),
     (('n_docs = 6\nseed = 1', 'n_docs = 6\nseed = 1\nsplits = "train"'), "did you mean split"),
+    (('source = "web.jsonl"\ntext_field = "content"', 'source = "web.jsonl"'),
+     "web.jsonl:1: no field 'text' (set text_field to choose another)"),
 ]
 
 
 @pytest.mark.parametrize("edit, message", BAD, ids=["field", "unknown-offline", "no-data-files", "source-and-dataset",
-                                                    "streaming-calibration", "split", "missing-file", "typo"])
+                                                    "streaming-calibration", "split", "missing-file", "typo",
+                                                    "local-field"])
 def test_bad_dataset_input_is_one_line(hub_source, hub_cache, ds_cache, tmp_path, capsys, edit, message):
     write_data(tmp_path)
     text = DATA_STUDY.replace(*edit)

@@ -91,7 +91,8 @@ def _from_jsonl(path: Path, text_field: str) -> list[str]:
         except json.JSONDecodeError as exc:
             raise QidlabError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict) or text_field not in record:
-            raise QidlabError(f"{path}:{lineno}: no field {text_field!r} (set text_field= to choose another)")
+            raise QidlabError(f"{path}:{lineno}: no field {text_field!r} (set `text_field` to choose another)",
+                              params=("text_field",))
         value = record[text_field]
         if value is None:
             continue
@@ -111,7 +112,7 @@ def _from_parquet(path: Path, text_field: str) -> list[str]:
         raise QidlabError(f"{path}: not a readable Parquet file ({exc})") from None
     if text_field not in schema.names:
         raise QidlabError(f"{path}: no column {text_field!r} (columns: {', '.join(schema.names)}; "
-                          "set text_field= to choose another)")
+                          "set `text_field` to choose another)", params=("text_field",))
     column = pq.read_table(path, columns=[text_field]).column(text_field)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise QidlabError(f"{path}: column {text_field!r} is {column.type}, not text")
