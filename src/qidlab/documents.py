@@ -343,8 +343,8 @@ def _draw_calibration(tokenizer, spec: CalibrationSpec):
         if len(ids) >= need or len(taken) == len(docs):
             break
     if len(ids) <= spec.seq_len:
-        raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than "
-                          f"seq_len={spec.seq_len}")
+        where = getattr(spec.source, "label", spec.source)
+        raise QidlabError(f"calibration text {where} has {len(ids)} tokens; need more than seq_len={spec.seq_len}")
     starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
     return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
 
