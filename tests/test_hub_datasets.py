@@ -248,6 +248,7 @@ def test_hub_dataset_in_a_study_through_the_environment(hub_source, hub_cache, d
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["eval_sets"] == ["heldout"] and doc["total"] == 6 * 2
+    assert doc["unavailable"] == []  # the cached data set was read (a missing one would be listed here)
 
 
 # ---------------------------------------------------------------------------
