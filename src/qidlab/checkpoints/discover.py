@@ -30,7 +30,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qidlab.checkpoints.load import read_metadata
+from qidlab.checkpoints.metadata import read_metadata
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table
 

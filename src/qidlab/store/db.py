@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import contextmanager
 from functools import cache
@@ -54,12 +55,15 @@ def columns() -> dict[str, tuple[str, ...]]:
         conn.close()
 
 
-def canonical_query(*extra: str) -> str:
+def canonical_query(*extra: str, absent: tuple[str, ...] = ()) -> str:
     """The SELECT of the ``canonical`` view (``schema.sql``), with the measurement columns
-    ``extra`` after the view's own."""
+    ``extra`` after the view's own; the checkpoint columns ``absent`` (a store of an older version,
+    read as it is) come out as NULL."""
     text = schema()
     body = text[text.index(_VIEW) + len(_VIEW):].rstrip().rstrip(";")
     selected, sep, rest = body.partition("\nFROM ")
+    for column in absent:
+        selected = re.sub(rf"\bc\.{column}\b", f"NULL AS {column}", selected)
     return selected + "".join(f", m.{c}" for c in extra) + sep + rest
 
 

@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS fits (
 CREATE VIEW IF NOT EXISTS canonical AS
 SELECT c.n_params, c.n_params_total, c.tokens, m.bits, m.group_size, m.exp_bits, m.man_bits,
        m.block_size, m.method, m.loss16, m.loss, m.qid, m.qid_ci_low, m.qid_ci_high,
-       e.name AS eval_set, c.suite, c.model, c.step, c.run
+       e.name AS eval_set, c.suite, c.model, c.step, c.run, c.path
 FROM measurements m
 JOIN checkpoints c ON c.id = m.checkpoint_id
 JOIN eval_sets e ON e.id = m.eval_set_id

@@ -20,6 +20,7 @@ from .. import documents, provenance, quantize
 from ..checkpoints import discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError
+from ..hubdata import DatasetSource, NotCached
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash, stored_jobs
@@ -75,7 +76,7 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
         out["hessian_precision"] = study.hessian_precision
     if cfg.needs_calibration and study.calibration is not None:
         c = study.calibration
-        out["calibration"] = {"content_hash": calibration_identity(c.source), "n_samples": c.n_samples,
+        out["calibration"] = {"content_hash": calibration_identity(c), "n_samples": c.n_samples,
                               "seq_len": c.seq_len, "seed": c.seed, "sampler": CALIBRATION_SAMPLER}
     return out
 
@@ -243,7 +244,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     summary = Summary()
     with Store(study.store) as store:
         es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
-                                             source={"path": str(spec.source), "n_docs": spec.n_docs, "seed": spec.seed})
+                                             source=_eval_source(spec))
                   for es, spec in zip(eval_sets, study.eval_sets)}
         plan = []
         for ref in refs:
@@ -257,6 +258,14 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
         for ref, stream in streams:
             _write(store, ref, stream, study, es_ids, summary, meter)
     return summary
+
+
+def _eval_source(spec) -> dict:
+    """What the store records as an eval set's source: its path (or data set), n_docs, seed."""
+    where = spec.source.describe() if isinstance(spec.source, DatasetSource) else {"path": str(spec.source)}
+    if spec.text_field != "text":
+        where["text_field"] = spec.text_field
+    return {**where, "n_docs": spec.n_docs, "seed": spec.seed}
 
 
 @dataclass
@@ -283,6 +292,7 @@ class DryRun:
     eval_sets: list[str]
     store: str
     offline: bool = False
+    unavailable: list[str] = field(default_factory=list)  # inputs not to be had here (offline, not cached)
 
     @property
     def total(self) -> int:
@@ -292,29 +302,61 @@ class DryRun:
 def plan_study(study: Study) -> DryRun:
     """What ``run_study(study)`` would measure, writing nothing (no store is created): every checkpoint
     x config (16-bit + the study's) x eval set, how many the store already holds, and for Hub
-    checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached)."""
+    checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached).
+    Inputs that cannot be had here (offline: a data set not cached, a reference tokenizer file not yet
+    fetched) are listed in ``unavailable`` instead of stopping the plan; the measurements that depend on
+    them count as not stored."""
     refs = study_refs(study, check=not (study.hub is not None and hub.is_offline()))
-    eval_sets, configs, hashes = _jobs(study)
+    unavailable: list[str] = []
+    eval_sets = [_planned(lambda e=e: _eval_set(e), unavailable) for e in study.eval_sets]
+    configs = [Reference16(), *study.methods]
+    if study.calibration is not None and any(c.needs_calibration for c in configs):
+        _planned(lambda: calibration_identity(study.calibration), unavailable, "[calibration]: ")
+    tokenizer = study.scoring.get("reference_tokenizer")
+    if tokenizer is not None and not (study.path.parent / tokenizer).is_file():
+        unavailable.append(f"reference tokenizer {study.path.parent / tokenizer}: not found (fetch it, or point "
+                           f"[scoring] reference_tokenizer at a local tokenizers JSON)")
+        hashes = [None] * len(configs)
+    else:
+        hashes = [_planned(lambda c=c: config_hash(measurement_config(c, study)), unavailable) for c in configs]
+    known = [(es.content_hash, h) for es in eval_sets if es is not None for h in hashes if h is not None]
     stored = stored_jobs(study.store)
     rows = []
     for ref in refs:
         done = stored.get((ref.suite, ref.model, ref.step), set())
-        n = sum((es.content_hash, h) in done for h in hashes for es in eval_sets)
+        n = sum(job in done for job in known)
         cached, size = (hub.download_sizes(ref, allow_pickle=study.allow_pickle) if ref.repo
                         else (None, None))
         rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
                                       len(hashes) * len(eval_sets) - n, cached, size))
     return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
-                  offline=study.hub is not None and hub.is_offline())
+                  offline=study.hub is not None and hub.is_offline(), unavailable=list(dict.fromkeys(unavailable)))
+
+
+def _planned(make, unavailable: list[str], what: str = ""):
+    """``make()``, or None with the reason added to ``unavailable`` when its input is not cached offline."""
+    try:
+        return make()
+    except NotCached as exc:
+        unavailable.append(what + str(exc))
+        return None
 
 
 def _jobs(study: Study) -> tuple[list, list[QuantConfig], list[str]]:
     """The study's eval sets (loaded), its configs (the 16-bit reference first) and their
     measurement hashes (which checks the configs' input files up front)."""
-    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars)
-                 for e in study.eval_sets]
+    eval_sets = [_eval_set(e) for e in study.eval_sets]
     configs = [Reference16(), *study.methods]
     return eval_sets, configs, [config_hash(measurement_config(c, study)) for c in configs]
+
+
+def _eval_set(spec):
+    """The eval set of a study's ``EvalSpec``; an error names it."""
+    try:
+        return load_eval_set(spec.source, n_docs=spec.n_docs, seed=spec.seed, name=spec.name,
+                             max_chars=spec.max_chars, text_field=spec.text_field)
+    except QidlabError as exc:
+        raise type(exc)(f"eval set {spec.name!r}: {exc}", params=exc.params) from None
 
 
 def coarse_to_fine(refs: list) -> list:
