@@ -89,6 +89,9 @@ class FitResult:
     bootstrap: dict[str, Any] | None = None
     holdout: list[dict[str, Any]] = field(default_factory=list)
     n_missing: int = 0  # points whose target is empty (NaN), dropped
+    #: variable -> [min, max] of the points fitted (natural units); None in fit files written
+    #: before qidlab recorded it (a prediction then says the fitted range is unknown)
+    ranges: dict[str, list[float]] | None = None
 
     def all_params(self) -> dict[str, float]:
         """Every parameter, folded ones at their fixed values: what prediction uses."""
@@ -103,6 +106,8 @@ class FitResult:
             "dropped_highest": self.dropped_highest, "method": self.method, "metrics": self.metrics,
             "folded": self.folded, "fixed": self.fixed, "holdout": self.holdout,
         }
+        if self.ranges is not None:
+            out["ranges"] = self.ranges
         if self.ci95 is not None:
             out["ci95"] = self.ci95
             out["bootstrap"] = self.bootstrap
@@ -376,7 +381,21 @@ def _bootstrap(law, prepared: Prepared, fixed, opts: FitOptions, x_hat):
         ci[p.name] = [float(ends[0]), float(ends[1])]
     info = {"replicates": B, "failed": int((~ok).sum()), "resample": opts.resample, "seed": opts.seed,
             "interval": "percentile"}
+    info["params"] = _replicate_params(law, thetas[ok], fixed)
     return ci, info
+
+
+def _replicate_params(law, thetas, fixed) -> dict[str, list[float]]:
+    """Each free parameter's value (natural units) in every successful bootstrap replicate: what
+    prediction intervals (``qidlab.laws.uncertainty``) are computed from."""
+    return {p.name: [p.to_natural(float(t)) for t in thetas[:, i]]
+            for i, p in enumerate(law.params) if p.name not in fixed}
+
+
+def fitted_ranges(law: Law, prepared: Prepared) -> dict[str, list[float]]:
+    """[min, max] of each variable of ``law`` over the points fitted (variables the data has)."""
+    return {v.name: [float(prepared.X[v.name].min()), float(prepared.X[v.name].max())]
+            for v in law.variables if v.name in prepared.frame.columns}
 
 
 def _group_codes(values):
@@ -432,6 +451,7 @@ def fit_group(frame: "pd.DataFrame", law: Law | str, opts: FitOptions, group: di
         n_nonpositive=prepared.n_nonpositive, nonpositive_policy=opts.nonpositive,
         dropped_highest=prepared.dropped_highest, method=method,
         metrics=_metrics(problem, x, objective, method), n_missing=prepared.n_missing,
+        ranges=fitted_ranges(law, prepared),
     )
     if opts.bootstrap:
         result.ci95, result.bootstrap = _bootstrap(law, prepared, fixed, opts, x)
