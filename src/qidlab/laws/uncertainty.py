@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from ..errors import QidlabError
 from .registry import get_law
 from .solve import LINEAR_VARIABLES, SEARCH_RANGE, chosen_fit, inputs, law_params
 from .spec import Law
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The interval's coverage, percent.
 LEVEL = 95.0
@@ -206,17 +209,43 @@ def extrapolation_warning(src: Source, found: list[dict[str, Any]] | None) -> st
         return "warning: fitted range unknown (the fit file predates recorded ranges: refit to check extrapolation)"
     if not found:
         return None
-    parts = []
-    for e in found:
-        lo, hi = e["fitted_range"]
-        name, v = e["variable"], e["value"]
-        if name in SCALE_VARIABLES:
-            factor = lo / v if v < lo else v / hi
-            where = "below" if v < lo else "above"
-            parts.append(f"{name} = {v:.3g} is {factor:.3g}x {where} the fitted range [{lo:.3g}, {hi:.3g}]")
-        else:
-            parts.append(f"{name} = {v:g} is outside the fitted {name} [{lo:g}, {hi:g}]")
-    return "warning: extrapolating: " + "; ".join(parts)
+    return "warning: extrapolating: " + "; ".join(_describe(e) for e in found)
+
+
+def _factor(e: Mapping[str, Any]) -> float:
+    lo, hi = e["fitted_range"]
+    v = e["value"]
+    return (lo / v if v < lo else v / hi) if v > 0 and lo > 0 else abs(v - (lo if v < lo else hi))
+
+
+def _describe(e: Mapping[str, Any]) -> str:
+    lo, hi = e["fitted_range"]
+    name, v = e["variable"], e["value"]
+    if name in SCALE_VARIABLES:
+        where = "below" if v < lo else "above"
+        return f"{name} = {v:.3g} is {_factor(e):.3g}x {where} the fitted range [{lo:.3g}, {hi:.3g}]"
+    return f"{name} = {v:g} is outside the fitted {name} [{lo:g}, {hi:g}]"
+
+
+def grid_warnings(items: list[tuple[Source, list[dict[str, Any]] | None]], what: str = "cells") -> list[str]:
+    """The warnings of many predictions in one or two lines: range unknown / published constants
+    once each, and how many ``what`` extrapolate with the farthest value of each variable."""
+    lines = []
+    for src, found in items:
+        if src.published or found is None:
+            line = extrapolation_warning(src, found)
+            if line not in lines:
+                lines.append(line)
+    flagged = [f for _, f in items if f]
+    if flagged:
+        worst: dict[str, dict[str, Any]] = {}
+        for found in flagged:
+            for e in found:
+                if e["variable"] not in worst or _factor(e) > _factor(worst[e["variable"]]):
+                    worst[e["variable"]] = e
+        lines.append(f"warning: extrapolating in {len(flagged)} of {len(items)} {what}, farthest: "
+                     + "; ".join(_describe(e) for e in worst.values()))
+    return lines
 
 
 def uncertainty(src: Source, replicates: np.ndarray | None, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,3 +271,72 @@ def interval_text(u: Mapping[str, Any], fmt: Callable[[float], str] = lambda v: 
         return u["interval_note"]
     lo, hi = u["interval"]
     return f"{LEVEL:g}% interval [{fmt(lo)}, {fmt(hi)}]"
+
+
+# ---------------------------------------------------------------------------
+# grids: Table 1 and the projection (Fig. 1)
+
+
+def token_grid_intervals(pick: Callable[[Mapping[str, Any]], Source], grid: "pd.DataFrame",
+                         **fixed) -> tuple["pd.DataFrame", list[str]]:
+    """``analysis.token_grid``'s rows with ``interval`` ([lo, hi] tokens or None),
+    ``interval_note`` and ``extrapolation`` per row (``pick``: a ``Source`` per row's inputs,
+    ``sources_for``), and the distinct warning lines."""
+    grid = grid.copy()
+    intervals, notes, found, items = [], [], [], []
+    for row in grid.itertuples():
+        known = {"n_params": float(row.n_params), "bits": float(row.bits), **fixed}
+        src = pick(known)
+        reps = solve_many(src, known, float(row.qid), "tokens") if src.no_interval is None else None
+        u = uncertainty(src, reps, {**known, "tokens": float(row.tokens)})
+        intervals.append(u["interval"])
+        notes.append(u["interval_note"])
+        found.append(u["extrapolation"])
+        items.append((src, u["extrapolation"]))
+    grid["interval"], grid["interval_note"], grid["extrapolation"] = intervals, notes, found
+    return grid, grid_warnings(items)
+
+
+def projection_intervals(pick: Callable[[Mapping[str, Any]], Source], curves: "pd.DataFrame",
+                         crossings: "pd.DataFrame", *, loss16_params: Mapping[str, float],
+                         max_tokens: float) -> tuple["pd.DataFrame", "pd.DataFrame", list[str]]:
+    """``analysis.projection``'s curves with qid_lo, qid_hi, loss_lo, loss_hi (95% over the
+    replicates; NaN without replicates) and ``extrapolated`` (N or D more than 2x outside, or
+    bits outside, the fitted range); its crossings with ``interval`` (tokens; inf: not worse than
+    random within ``max_tokens``) and ``extrapolation``; and the distinct warning lines."""
+    kaplan = get_law("kaplan")
+    curves, crossings = curves.copy(), crossings.copy()
+    for name in ("qid_lo", "qid_hi", "loss_lo", "loss_hi"):
+        curves[name] = np.nan
+    curves["extrapolated"] = False
+    intervals, notes, found, items = [], [], [], []
+    for i, cross in crossings.iterrows():
+        known = {"n_params": float(cross.n_params), "bits": float(cross.bits)}
+        src = pick(known)
+        rows = ((curves.n_params == cross.n_params) & (curves.bits == cross.bits)).to_numpy()
+        tokens = curves.tokens.to_numpy(dtype=float)[rows]
+        curves.loc[rows, "extrapolated"] = [bool(extrapolation(src, {**known, "tokens": t})) for t in tokens]
+        items.append((src, extrapolation(src, {**known, "tokens": float(tokens.max())})))
+        if src.no_interval is not None:
+            intervals.append(None)
+            notes.append(src.no_interval)
+            found.append(extrapolation(src, known))
+            continue
+        reps = predict_many(src, {**known, "tokens": tokens})
+        with np.errstate(all="ignore"):
+            lo, hi = np.nanpercentile(reps, [(100 - LEVEL) / 2, 100 - (100 - LEVEL) / 2], axis=0)
+        loss16 = curves.loss16.to_numpy(dtype=float)[rows]
+        curves.loc[rows, "qid_lo"], curves.loc[rows, "qid_hi"] = lo, hi
+        curves.loc[rows, "loss_lo"], curves.loc[rows, "loss_hi"] = loss16 + lo, loss16 + hi
+
+        def loss16_at(d, n=known["n_params"]):
+            return np.exp(kaplan.log_predict(kaplan.to_fit(loss16_params), inputs(kaplan, {"n_params": n, "tokens": d})))
+
+        at = crossing_many(src, loss16_at, known, float(cross.random_loss), max_tokens)
+        t = cross.tokens_worse_than_random
+        u = uncertainty(src, at, {**known, "tokens": float(t)} if t is not None and t == t else known)
+        intervals.append(u["interval"])
+        notes.append(u["interval_note"])
+        found.append(u["extrapolation"])
+    crossings["interval"], crossings["interval_note"], crossings["extrapolation"] = intervals, notes, found
+    return curves, crossings, grid_warnings(items, "curves (at their largest D)")
