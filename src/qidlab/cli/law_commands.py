@@ -272,6 +272,9 @@ def _fit_text(law, fits) -> str:
         r2 = (f"{m['r2_log']:.4f}" if math.isfinite(m["r2_log"])
               else f"n/a (every {f.target} is the same: nothing to explain)")
         lines.append(f"  fit: rmse(log) {m['rmse_log']:.4g}, R2(log) {r2}, mean |rel err| {m['mape']:.3g}%")
+        if f.ranges:
+            lines.append("  fitted range: " + ", ".join(f"{k} {lo:.4g} to {hi:.4g}" for k, (lo, hi) in f.ranges.items())
+                         + " (predictions beyond it are flagged)")
         if f.n_missing:
             lines.append(f"  {f.n_missing} point(s) with {f.target} empty (NaN): dropped")
         if f.n_nonpositive:
