@@ -14,10 +14,14 @@ import json
 import numpy as np
 import pytest
 
+from conftest import SMALL_LEVELS, truth_for
+
 from qidlab.cli import main
-from qidlab.laws import get_law
+from qidlab.laws import get_law, list_laws
 from qidlab.laws.analysis import LLAMA3_VOCAB
-from qidlab.laws.simulate import design, simulate
+from qidlab.laws.simulate import DEFAULT_LEVELS, design, simulate
+from qidlab.laws.solve import evaluate, solve
+from qidlab.laws.uncertainty import Source, solve_many
 
 TRUE = {"k": 0.03, "alpha": 0.31, "beta": 0.47, "gamma": 4.2}
 SIZES = (1e7, 3e7, 1e8, 3e8)
@@ -218,3 +222,17 @@ def test_project_with_published_constants_says_no_interval(capsys):
     assert all(c["qid_lo"] is None for c in doc["curves"])  # NaN in JSON: no band
     assert doc["crossings"][0]["interval"] is None
     assert doc["crossings"][0]["interval_note"] == "no interval (published constants)"
+
+
+@pytest.mark.parametrize("name", [law.name for law in list_laws() if "tokens" in law.variable_names])
+def test_vectorised_solve_agrees_with_solve_for_every_law(name):
+    """``solve_many`` (every replicate at once, interpolated between grid points) finds the same
+    root as ``solve`` (Brent's method) for each law, with a replicate equal to the truth."""
+    law = get_law(name)
+    truth = truth_for(law)
+    levels = {**DEFAULT_LEVELS, **SMALL_LEVELS}
+    known = {v.name: float(levels[v.name][len(levels[v.name]) // 2]) for v in law.variables if v.name != "tokens"}
+    target = float(evaluate(law, truth, {**known, "tokens": 3e10})[0])
+    src = Source(law, truth, "test", np.stack([law.to_fit(truth)] * 2), None, published=False)
+    exact = solve(law, truth, known, target, "tokens")
+    assert solve_many(src, known, target, "tokens") == pytest.approx([exact, exact], rel=1e-3)
