@@ -303,40 +303,48 @@ def projection_intervals(pick: Callable[[Mapping[str, Any]], Source], curves: "p
     """``analysis.projection``'s curves with qid_lo, qid_hi, loss_lo, loss_hi (95% over the
     replicates; NaN without replicates) and ``extrapolated`` (N or D more than 2x outside, or
     bits outside, the fitted range); its crossings with ``interval`` (tokens; inf: not worse than
-    random within ``max_tokens``) and ``extrapolation``; and the distinct warning lines."""
-    kaplan = get_law("kaplan")
+    random within ``max_tokens``), ``interval_note`` and ``extrapolation``; the warning lines."""
     curves, crossings = curves.copy(), crossings.copy()
     for name in ("qid_lo", "qid_hi", "loss_lo", "loss_hi"):
         curves[name] = np.nan
     curves["extrapolated"] = False
-    intervals, notes, found, items = [], [], [], []
-    for i, cross in crossings.iterrows():
+    answers, items = [], []
+    for _, cross in crossings.iterrows():
         known = {"n_params": float(cross.n_params), "bits": float(cross.bits)}
         src = pick(known)
         rows = ((curves.n_params == cross.n_params) & (curves.bits == cross.bits)).to_numpy()
         tokens = curves.tokens.to_numpy(dtype=float)[rows]
         curves.loc[rows, "extrapolated"] = [bool(extrapolation(src, {**known, "tokens": t})) for t in tokens]
         items.append((src, extrapolation(src, {**known, "tokens": float(tokens.max())})))
-        if src.no_interval is not None:
-            intervals.append(None)
-            notes.append(src.no_interval)
-            found.append(extrapolation(src, known))
-            continue
-        reps = predict_many(src, {**known, "tokens": tokens})
-        with np.errstate(all="ignore"):
-            lo, hi = np.nanpercentile(reps, [(100 - LEVEL) / 2, 100 - (100 - LEVEL) / 2], axis=0)
-        loss16 = curves.loss16.to_numpy(dtype=float)[rows]
-        curves.loc[rows, "qid_lo"], curves.loc[rows, "qid_hi"] = lo, hi
-        curves.loc[rows, "loss_lo"], curves.loc[rows, "loss_hi"] = loss16 + lo, loss16 + hi
-
-        def loss16_at(d, n=known["n_params"]):
-            return np.exp(kaplan.log_predict(kaplan.to_fit(loss16_params), inputs(kaplan, {"n_params": n, "tokens": d})))
-
-        at = crossing_many(src, loss16_at, known, float(cross.random_loss), max_tokens)
-        t = cross.tokens_worse_than_random
-        u = uncertainty(src, at, {**known, "tokens": float(t)} if t is not None and t == t else known)
-        intervals.append(u["interval"])
-        notes.append(u["interval_note"])
-        found.append(u["extrapolation"])
-    crossings["interval"], crossings["interval_note"], crossings["extrapolation"] = intervals, notes, found
+        if src.no_interval is None:
+            _band(src, known, curves, rows)
+        answers.append(_crossing_interval(src, known, cross, loss16_params, max_tokens))
+    for key in ("interval", "interval_note", "extrapolation"):
+        crossings[key] = [u[key] for u in answers]
     return curves, crossings, grid_warnings(items, "curves (at their largest D)")
+
+
+def _band(src: Source, known: Mapping[str, float], curves: "pd.DataFrame", rows: np.ndarray) -> None:
+    """Fill qid_lo/qid_hi and loss_lo/loss_hi of ``curves[rows]`` (one N and P) in place."""
+    reps = predict_many(src, {**known, "tokens": curves.tokens.to_numpy(dtype=float)[rows]})
+    tail = (100 - LEVEL) / 2
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanpercentile(reps, [tail, 100 - tail], axis=0)
+    loss16 = curves.loss16.to_numpy(dtype=float)[rows]
+    curves.loc[rows, "qid_lo"], curves.loc[rows, "qid_hi"] = lo, hi
+    curves.loc[rows, "loss_lo"], curves.loc[rows, "loss_hi"] = loss16 + lo, loss16 + hi
+
+
+def _crossing_interval(src: Source, known: Mapping[str, float], cross, loss16_params, max_tokens) -> dict[str, Any]:
+    """``uncertainty``'s fields for one crossing of the projection (tokens to worse than random)."""
+    t = cross.tokens_worse_than_random
+    at = {**known, "tokens": float(t)} if t is not None and t == t else dict(known)
+    if src.no_interval is not None:
+        return uncertainty(src, None, at)
+    kaplan = get_law("kaplan")
+    theta16 = kaplan.to_fit(loss16_params)
+
+    def loss16(d):
+        return np.exp(kaplan.log_predict(theta16, inputs(kaplan, {"n_params": known["n_params"], "tokens": d})))
+
+    return uncertainty(src, crossing_many(src, loss16, known, float(cross.random_loss), max_tokens), at)

@@ -8,8 +8,10 @@ fit quality, leave-largest-N / leave-latest-D error, the published constants), t
 choice between QiD law families (``qidlab fit --compare``: every size and each size's latest D
 held out), the paper's Table 1 from the fitted law (95% intervals over the bootstrap replicates,
 extrapolated cells marked) beside the published one, Fig. 1's crossings with their intervals, and
-the figures (``qidlab.show.figures``), with the ones the study lacks data for listed with the reason. Next to it: each fit's
-``qidlab fit --json`` document (``fit-<law>.json``) and ``report.json`` (what the page holds).
+the figures (``qidlab.show.figures``), with the ones the study lacks data for listed with the
+reason. Next to it: each fit's ``qidlab fit --json`` document (``fit-<law>.json``) and
+``report.json`` (what the page holds, with Table 1's cells, Fig. 1's crossings and the model
+choice as data).
 
 Bad input (no such store, no measurements, an unknown eval set or method) fails before any
 file is written; each file is written to a temporary name and renamed.
@@ -427,8 +429,8 @@ def _model_choice(study: Study, predictions: dict) -> h.Raw:
     for s in doc["slices"]:
         scored = {n: e["rmse_log"] for n, e in s["errors"].items() if "rmse_log" in e}
         best = min(scored, key=scored.get) if scored else None
-        cells = [h.Raw(f"<b>{h.number(scored[n])}</b>") if n == best else (h.number(scored[n]) if n in scored else "n/a")
-                 for n in names]
+        cells = [h.Raw(f"<b>{h.number(scored[n])}</b>") if n == best
+                 else (h.number(scored[n]) if n in scored else "n/a") for n in names]
         rows.append([s["label"], s["n_test"], *cells])
     by_name = {r["family"]: r for r in doc["summary"]}
     rows.append([h.Raw("<b>mean over slices</b>"), ""] + [h.number(by_name[n]["mean_rmse_log"]) for n in names])
