@@ -236,3 +236,53 @@ def test_vectorised_solve_agrees_with_solve_for_every_law(name):
     src = Source(law, truth, "test", np.stack([law.to_fit(truth)] * 2), None, published=False)
     exact = solve(law, truth, known, target, "tokens")
     assert solve_many(src, known, target, "tokens") == pytest.approx([exact, exact], rel=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# Fig. 1 (qidlab.show): the same intervals and extrapolation marks
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    import show_fixtures as sf
+
+    root = tmp_path_factory.mktemp("fig1")
+    return sf.write_store(root / "study.db", sf.write_suite(root, twins=False, weights=False))
+
+
+def _fig1(db, sizes):
+    from qidlab.show.figures import make_figure
+    from qidlab.show.fitted import projection_data
+    from qidlab.show.study import ShowOptions, load_study
+
+    study = load_study(db, options=ShowOptions(bootstrap=20, sizes=sizes, dpi=40))
+    return make_figure("fig1", study), projection_data(study)
+
+
+def test_fig1_draws_the_bands_and_dashes_what_extrapolates(synthetic_store):
+    import matplotlib.colors
+
+    fig, data = _fig1(synthetic_store, (3e8, 7e9))  # fitted N: 10M to 1B
+    inside, outside = fig.axes[:2]
+    assert "extrapolated" not in inside.get_title() and "extrapolated: fitted N 10M–1B" in outside.get_title()
+    curves = data["curves"]
+    for ax, n in ((inside, 3e8), (outside, 7e9)):
+        rows = curves[curves.n_params == n]
+        for b in data["bits"]:
+            expected = rows[rows.bits == b]
+            colour = matplotlib.colors.to_rgb([line.get_color() for line in ax.get_lines()
+                                               if line.get_label() == f"{b:g}-bit" or
+                                               line.get_label() == f"{b:g}-bit (extrapolated)"][0])
+            mine = [line for line in ax.get_lines() if matplotlib.colors.to_rgb(line.get_color()) == colour]
+            dashed = [line for line in mine if line.get_linestyle() == "--"]
+            solid = [line for line in mine if line.get_linestyle() == "-"]
+            assert len(dashed) == 1  # the projection runs to 100T, beyond 2x the largest D fitted
+            assert len(solid) == (1 if n == 3e8 else 0)
+            # the band: between the 2.5th and 97.5th percentile over the replicates at every D
+            bands = [c for c in ax.collections if np.allclose(c.get_facecolor()[0][:3], colour)]
+            assert len(bands) == 1
+            ys = bands[0].get_paths()[0].vertices[:, 1]
+            assert ys.min() == pytest.approx(expected.qid_lo.min(), rel=1e-9)
+            assert ys.max() == pytest.approx(expected.qid_hi.max(), rel=1e-9)
+            assert (expected.qid_lo < expected.qid).all() and (expected.qid < expected.qid_hi).all()
+    assert "Llama-3" in fig._suptitle.get_text()  # the synthetic vocabulary has 4096 tokens
