@@ -108,6 +108,9 @@ class FitResult:
     n_missing: int = 0  # points whose target is empty (NaN), dropped
     at_bound: list[str] = field(default_factory=list)  # parameters that ended on a declared bound
     weights: str = "none"  # "ci": inverse-variance weights from the measured CIs
+    #: variable -> [min, max] of the points fitted (natural units); None in fit files written
+    #: before qidlab recorded it (a prediction then says the fitted range is unknown)
+    ranges: dict[str, list[float]] | None = None
 
     def all_params(self) -> dict[str, float]:
         """Every parameter, folded ones at their fixed values: what prediction uses."""
@@ -123,6 +126,8 @@ class FitResult:
             "folded": self.folded, "fixed": self.fixed, "holdout": self.holdout, "at_bound": self.at_bound,
             "weights": self.weights,
         }
+        if self.ranges is not None:
+            out["ranges"] = self.ranges
         if self.ci95 is not None:
             out["ci95"] = self.ci95
             out["bootstrap"] = self.bootstrap
@@ -511,6 +516,7 @@ def _bootstrap(law, prepared: Prepared, fixed, opts: FitOptions, x_hat):
             lo, hi = max(lo, fit_lo), min(hi, fit_hi)  # the expansion stays inside the declared bounds
         ends = sorted([p.to_natural(lo), p.to_natural(hi)])
         ci[p.name] = [float(ends[0]), float(ends[1])]
+    info["params"] = _replicate_params(law, thetas[ok], fixed)
     return ci, info
 
 
@@ -555,6 +561,19 @@ def _bca(reps: np.ndarray, hat: float, jack: np.ndarray, expansion: float = 1.0)
     adj = np.where(1 - a * shifted > 0, adj, [0.0, 1.0])  # extreme acceleration: the replicates' range
     lo, hi = np.quantile(reps, np.clip(adj, 0.0, 1.0))
     return float(hat + expansion * (lo - hat)), float(hat + expansion * (hi - hat))
+
+
+def _replicate_params(law, thetas, fixed) -> dict[str, list[float]]:
+    """Each free parameter's value (natural units) in every successful bootstrap replicate: what
+    prediction intervals (``qidlab.laws.uncertainty``) are computed from."""
+    return {p.name: [p.to_natural(float(t)) for t in thetas[:, i]]
+            for i, p in enumerate(law.params) if p.name not in fixed}
+
+
+def fitted_ranges(law: Law, prepared: Prepared) -> dict[str, list[float]]:
+    """[min, max] of each variable of ``law`` over the points fitted (variables the data has)."""
+    return {v.name: [float(prepared.X[v.name].min()), float(prepared.X[v.name].max())]
+            for v in law.variables if v.name in prepared.frame.columns}
 
 
 def _group_codes(values):
@@ -612,6 +631,7 @@ def fit_group(frame: "pd.DataFrame", law: Law | str, opts: FitOptions, group: di
         dropped_highest=prepared.dropped_highest, method=method,
         metrics=_metrics(problem, x, objective, method), n_missing=prepared.n_missing,
         at_bound=problem.at_bound(x), weights=opts.weights,
+        ranges=fitted_ranges(law, prepared),
     )
     if opts.bootstrap:
         result.ci95, result.bootstrap = _bootstrap(law, prepared, fixed, opts, x)
