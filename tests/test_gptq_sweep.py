@@ -84,7 +84,7 @@ def test_a_store_of_schema_1_is_migrated_when_written_and_merged_as_it_is(tmp_pa
     with Store(old) as store:  # opened for writing: migrated in place
         version = store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         columns = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
-    assert version == SCHEMA_VERSION == "2" and "quantization_json" in columns
+    assert version == SCHEMA_VERSION == "3" and "quantization_json" in columns
     assert len(read_canonical(old)) == rows
 
 
@@ -93,7 +93,7 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
     before = db.read_bytes()
-    with pytest.raises(QidlabError, match="store schema version 9, this qidlab reads 1 to 2"):
+    with pytest.raises(QidlabError, match="store schema version 9, this qidlab reads 1 to 3"):
         Store(db)
     with pytest.raises(QidlabError, match="store schema version 9"):
         merge_stores([db], tmp_path / "m.db")
