@@ -274,6 +274,8 @@ def test_entry_points_load_lazily_and_fail_in_one_line(registry, tmp_path, monke
                                           r"failed to import \(ModuleNotFoundError") as err:
         config_from_dict({"method": "broken", "bits": 4})
     assert "\n" not in str(err.value)
+    with pytest.raises(QidlabError, match="failed to import"):  # the same line again, not "unknown"
+        get_method("broken")
     with pytest.raises(QidlabError, match="names int, not a \\(ConfigClass, fn\\) pair"):
         get_method("notpair")
     assert get_method("rtn").origin == "qidlab"  # a built-in name is never looked up among plug-ins

@@ -499,7 +499,8 @@ def _load_entry_point(name: str) -> None:
         origin = f"entry point {ep.name} = {ep.value} of {dist}"
         try:
             obj = ep.load()
-        except Exception as exc:  # a broken plug-in: one line, whatever it raised
+        except Exception as exc:  # a broken plug-in: one line, whatever it raised (and again next time)
+            _ENTRY_POINTS_LOADED.discard(name)
             raise QidlabError(f"quantization method {name!r}: {origin} failed to import "
                               f"({type(exc).__name__}: {exc})") from None
         if name in _REGISTRY:  # the module registered itself on import
