@@ -7,6 +7,7 @@ json``), offline; they skip when lm_eval or its Hugging Face backend (accelerate
 import json
 import random
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,23 @@ def test_a_store_of_schema_2_gains_the_task_table(tmp_path):
     with Store(db) as store:
         version = store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         assert version == SCHEMA_VERSION == "3" and store.count("task_results") == 0
+
+
+def test_task_results_merge_once_and_conflicts_are_named(tmp_path):
+    import shutil
+
+    from qidlab.store import merge_stores
+
+    a = _law_store(tmp_path / "a.db")
+    dest = tmp_path / "m.db"
+    assert merge_stores([a], dest).total()["task_results"] == 36  # 27 quantized + 9 16-bit rows
+    again = merge_stores([a], dest)
+    assert again.total()["task_results"] == 0 and again.total("present")["task_results"] == 36
+    b = Path(shutil.copy(a, tmp_path / "b.db"))
+    with sqlite3.connect(b) as conn:
+        conn.execute("UPDATE task_results SET value = value - 0.1, delta = delta - 0.1 WHERE id = 2")
+    with pytest.raises(QidlabError, match=r"1 conflict\(s\): task result s/n1e\+06/step100 toy acc"):
+        merge_stores([b], dest)
+    skipped = merge_stores([b], dest, on_conflict="skip")
+    assert len(skipped.sources[0].conflicts) == 1 and skipped.total()["task_results"] == 0
+    assert len(read_task_table(dest)) == 27
