@@ -14,6 +14,7 @@ import pytest
 from tiny_models import make_tiny_checkpoint, tiny_corpus
 
 from qidlab.cli import main
+from qidlab.data import load_task_target
 from qidlab.errors import QidlabError
 from qidlab.store import Store, TaskMeasurement, read_task_table
 from qidlab.store.db import SCHEMA_VERSION, check_store
@@ -33,6 +34,22 @@ metric_list:
   - metric: acc
     aggregation: mean
     higher_is_better: true
+"""
+
+LL_YAML = """task: toy_ll
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{choices[answer]}}}}"
+target_delimiter: ""
+metric_list:
+  - metric: perplexity
+    aggregation: perplexity
+    higher_is_better: false
 """
 
 STUDY = """
@@ -58,6 +75,10 @@ name = "toy_mc"
 include = "{tasks}"
 batch_size = 4
 
+[[tasks]]
+name = "toy_ll"
+include = "{tasks}"
+
 [scoring]
 bootstrap = 20
 """
@@ -82,6 +103,7 @@ def _task_files(root):
     (root / "toy.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (root / "tasks").mkdir()
     (root / "tasks" / "toy_mc.yaml").write_text(TASK_YAML.format(data=root / "toy.jsonl"))
+    (root / "tasks" / "toy_ll.yaml").write_text(LL_YAML.format(data=root / "toy.jsonl"))
     return len(rows)
 
 
@@ -108,26 +130,41 @@ def test_a_study_stores_task_metrics_of_the_models_in_memory(setup, monkeypatch)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     study = load_study(root / "study.toml")
     summary = run_study(study, progress=False)
-    assert summary.failed == [] and summary.measured == 3 and summary.task_results == 3
-    rows = read_task_table(root / "tasks.db").set_index("bits")
-    assert sorted(rows.index) == [2.0, 8.0] and set(rows.task) == {"toy_mc"} and set(rows.metric) == {"acc"}
-    assert (rows.n_docs == n_docs).all() and (rows.higher_is_better == 1).all() and rows.stderr.notna().all()
-    np.testing.assert_allclose(rows.delta, rows.value - rows.value16)
+    assert summary.failed == [] and summary.measured == 3 and summary.task_results == 6  # 3 models x 2 tasks
+    table = read_task_table(root / "tasks.db")
+    np.testing.assert_allclose(table.delta, table.value - table.value16)
+    assert (table.n_docs == n_docs).all() and table.stderr.notna().all()
+    acc = table[table.task == "toy_mc"].set_index("bits")
+    ppl = table[table.task == "toy_ll"].set_index("bits")
+    assert sorted(acc.index) == sorted(ppl.index) == [2.0, 8.0]
+    assert set(acc.metric) == {"acc"} and (acc.higher_is_better == 1).all()
+    assert set(ppl.metric) == {"perplexity"} and (ppl.higher_is_better == 0).all()
+    assert ppl.value[2.0] > ppl.value16[2.0] > 1  # 2-bit rounding raises a continuation's perplexity
     with Store(root / "tasks.db") as store:
-        ref = store.conn.execute("SELECT value, value16, delta FROM task_results WHERE method = 'none'").fetchall()
-        identity = json.loads(store.conn.execute("SELECT config_json FROM task_results WHERE bits = 2").fetchone()[0])
-    assert len(ref) == 1 and ref[0][0] == ref[0][1] and ref[0][2] == 0.0 and (rows.value16 == ref[0][0]).all()
+        ref = store.conn.execute("SELECT task, value, value16, delta FROM task_results WHERE method = 'none' "
+                                 "ORDER BY task").fetchall()
+        identity = json.loads(store.conn.execute("SELECT config_json FROM task_results WHERE bits = 2 AND "
+                                                 "task = 'toy_mc'").fetchone()[0])
+    assert [r[0] for r in ref] == ["toy_ll", "toy_mc"] and all(v == v16 and d == 0.0 for _, v, v16, d in ref)
+    assert (ppl.value16 == ref[0][1]).all() and (acc.value16 == ref[1][1]).all()
     assert identity["task"]["name"] == "toy_mc" and identity["task"]["include"].startswith("sha256:")
     assert "scoring" not in identity and identity["quantization"]["bits"] == 2
     # the same numbers as lm_eval on the model loaded afresh, 16-bit and quantized (nothing reused)
     folder = root / "suite" / "m" / "step80"
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    spec = TaskSpec("toy_mc", include=root / "tasks", batch_size=4)
-    assert run_tasks(model, tok, [spec])["toy_mc"]["acc"].value == pytest.approx(ref[0][0])
+    specs = [TaskSpec("toy_mc", include=root / "tasks", batch_size=4), TaskSpec("toy_ll", include=root / "tasks")]
+    fresh = run_tasks(model, tok, specs)
+    assert fresh["toy_mc"]["acc"].value == pytest.approx(ref[1][1])
+    assert fresh["toy_ll"]["perplexity"].value == pytest.approx(ref[0][1], rel=1e-6)
     quantize_(model, RTNConfig(bits=2))
     with torch.no_grad():
-        assert run_tasks(model, tok, [spec])["toy_mc"]["acc"].value == pytest.approx(rows.value[2.0])
-    # resumed: nothing again; a new task only adds its rows (losses already stored are skipped)
+        fresh = run_tasks(model, tok, specs)
+    assert fresh["toy_mc"]["acc"].value == pytest.approx(acc.value[2.0])
+    assert fresh["toy_ll"]["perplexity"].value == pytest.approx(ppl.value[2.0], rel=1e-6)
+    # a lower-is-better metric's drop from 16 bits is value - value16
+    drop = load_task_target(str(root / "tasks.db"), "task:toy_ll:perplexity").set_index("bits")["task:toy_ll:perplexity"]
+    assert drop[2.0] == pytest.approx(ppl.value[2.0] - ppl.value16[2.0]) and drop[2.0] > 0
+    # resumed: nothing again
     again = run_study(load_study(root / "study.toml"), progress=False)
     assert (again.measured, again.task_results) == (0, 0)
 
