@@ -151,6 +151,11 @@ def test_a_plugin_method_from_another_package_runs_through_sweep(study_dir, tmp_
     configs = [json.loads(r[0]) for r in rows]
     assert {c["quantization"]["bits"] for c in configs} == {2, 6}
     assert all(c["quantization"]["shrink"] == 1.0 and c["calibration"]["n_samples"] == 2 for c in configs)
+    # the report draws the plug-in's slice like a built-in's
+    rep = _run(["report", str(tmp_path / "plug.db"), "--out", str(tmp_path / "rep"), "--method", "toy",
+                "--bootstrap", "0"], study_dir / "site", tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["method"] == "toy"
     # the identity is stable: the same study again measures nothing
     again = _run(["sweep", str(study), "--quiet", "--json"], study_dir / "site", tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["measured"] == 0, again.stderr
