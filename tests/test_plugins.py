@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -304,3 +305,29 @@ def test_a_plugin_that_needs_calibration_gets_it_in_the_study(registry, study_di
     study.write_text(study.read_text().replace('method = "toy"', 'method = "tyo"'))
     with pytest.raises(QidlabError, match="unknown quantization method 'tyo'"):
         load_study(study)
+
+
+def test_a_worker_finds_a_method_registered_where_its_config_class_lives(tmp_path):
+    """What a Ray or Slurm worker does: unpickle the config (importing its module, which registers)."""
+    (tmp_path / "qidlab_selfreg.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+        from typing import ClassVar
+        from qidlab.quantize import QuantConfig, register_method
+
+        @dataclass(frozen=True)
+        class SelfConfig(QuantConfig):
+            method: ClassVar[str] = "selfreg"
+            bits: int = 3
+
+        register_method("selfreg", SelfConfig, "qidlab_selfreg:quantize")
+        '''))
+    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{tmp_path}")
+    made = subprocess.run([sys.executable, "-c", "import pickle, sys, qidlab_selfreg; "
+                           "sys.stdout.buffer.write(pickle.dumps(qidlab_selfreg.SelfConfig(bits=5)))"],
+                          env=env, capture_output=True, timeout=120, check=True).stdout
+    worker = subprocess.run([sys.executable, "-c", "import pickle, sys; from qidlab.quantize import get_method; "
+                             "cfg = pickle.loads(sys.stdin.buffer.read()); m = get_method(cfg.method); "
+                             "print(cfg.bits, m.config_class is type(cfg), m.fn)"],
+                            env=env, input=made, capture_output=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stdout.decode().split() == ["5", "True", "qidlab_selfreg:quantize"]
