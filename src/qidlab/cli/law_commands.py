@@ -157,7 +157,8 @@ def _fit(sub):
                    "(delta method); default none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K points with the highest target")
-    p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss)")
+    p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss), or task:NAME:METRIC: "
+                   "a store's lm-evaluation-harness metric as its drop from 16 bits (positive = worse)")
     p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"))
     p.add_argument("--huber-delta", type=float, default=1e-3)
     p.add_argument("--grid", nargs="+", action="extend", metavar="PARAM=V1,V2,...",
@@ -182,7 +183,10 @@ def run_fit(args):
     law = get_law(args.law)
     name = args.data or data.DEFAULT
     path = data.resolve(name)
-    frame = data.load(name, where=args.where or ())  # rows selected before N and D are checked
+    if args.target and args.target.startswith(data.TASK_TARGET):  # a downstream task's drop from 16 bits
+        frame = data.load_task_target(name, args.target, where=args.where or ())
+    else:
+        frame = data.load(name, where=args.where or ())  # rows selected before N and D are checked
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     pooled = pooled_columns(frame, by)
     if pooled:

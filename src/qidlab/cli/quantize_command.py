@@ -28,7 +28,8 @@ def register(sub) -> None:
                    "does not exist), downloaded into the Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN)")
     p.add_argument("--revision", help="the Hub revision of a repo id (a branch, tag or commit, e.g. step1000; "
                    "default main)")
-    p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary")
+    p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary, or a plug-in's "
+                   "(register_method, or a qidlab.methods entry point of an installed package)")
     for name in OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
     p.add_argument("--calibration", help="text file/folder/JSONL/Parquet for GPTQ and AWQ")

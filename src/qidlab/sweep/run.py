@@ -28,6 +28,7 @@ from ..torchenv import require_measure
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
 from .study import Study, job_label
+from .tasks import TaskResult, check_tasks, reference_scores, task_identity, task_measurement, task_results
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Summary:
     measured: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    task_results: int = 0  # [[tasks]] metrics written (task_results rows)
 
 
 def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[str, Any]:
@@ -167,6 +169,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
     n_boot = int(study.scoring.get("bootstrap", 1000))
     state16 = quantize.snapshot_state(model)  # host memory (pinned on CUDA), not a second device copy
     ref_scores = {es.name: score(model, tok, es, **scoring) for es in eval_sets}
+    ref_tasks = reference_scores(model, tok, study.tasks) if study.tasks else {}
     calib = None
     siblings: dict = {}  # shared-Hessian GPTQ: the weights of every bit width of a config, from one pass
     for cfg in configs:
@@ -176,6 +179,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                 loss16 = s.loss(unit)
                 yield Result(cfg, es.name, loss16, loss16, 0.0, (0.0, 0.0), int(s.n_tokens.sum()),
                              (s.nll_sum, s.n_tokens, s.n_bytes))
+            yield from task_results(cfg, model, tok, study.tasks, ref_tasks)
             continue
         try:
             if cfg.needs_calibration:
@@ -198,6 +202,8 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
             detail = str(exc) if isinstance(exc, QidlabError) else traceback.format_exc(limit=3)
             for es in eval_sets:
                 yield Result(cfg, es.name, error=f"{type(exc).__name__}: {detail}")
+            continue
+        yield from task_results(cfg, model, tok, study.tasks, ref_tasks)  # on the quantized weights
     with torch.no_grad():
         model.load_state_dict(state16)
     if study.hub is not None and not study.hub.keep and path.startswith(hub.HUB_PREFIX):
@@ -240,6 +246,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     if executor == "local":  # Ray and Slurm measure on their workers
         require_measure("measuring (a local sweep)")
     refs = study_refs(study)
+    check_tasks(study.tasks)
     eval_sets, configs, hashes = _jobs(study)
     summary = Summary()
     with Store(study.store) as store:
@@ -248,7 +255,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
                   for es, spec in zip(eval_sets, study.eval_sets)}
         plan = []
         for ref in refs:
-            todo = _todo(store, ref, configs, hashes, es_ids)
+            todo = _todo(store, ref, configs, hashes, es_ids, _task_hashes(configs, study))
             summary.skipped += (len(configs) - len(todo)) * len(eval_sets)
             if todo:
                 plan.append((ref, todo))
@@ -382,9 +389,21 @@ def coarse_to_fine(refs: list) -> list:
     return out
 
 
-def _todo(store: Store, ref, configs, hashes, es_ids) -> list[QuantConfig]:
+def _todo(store: Store, ref, configs, hashes, es_ids, task_hashes=None) -> list[QuantConfig]:
+    """The configs of ``ref`` with an eval set, or a [[tasks]] entry (``task_hashes``: per config,
+    the identity hash of each task), not yet in the store."""
     done = store.measured(suite=ref.suite, model=ref.model, step=ref.step)
-    return [c for c, h in zip(configs, hashes) if not all((i, h) in done for i in es_ids.values())]
+    tasks_done = {h for _, h in store.tasks_measured(suite=ref.suite, model=ref.model, step=ref.step)} if task_hashes else set()
+    return [c for i, (c, h) in enumerate(zip(configs, hashes))
+            if not all((e, h) in done for e in es_ids.values())
+            or (task_hashes and not all(t in tasks_done for t in task_hashes[i]))]
+
+
+def _task_hashes(configs: list[QuantConfig], study: Study) -> list[list[str]] | None:
+    """Per config, the identity hash of its row of each [[tasks]] entry (None: the study has none)."""
+    if not study.tasks:
+        return None
+    return [[config_hash(task_identity(measurement_config(c, study), t)) for t in study.tasks] for c in configs]
 
 
 def _write(store: Store, ref, stream, study: Study, es_ids, summary: Summary, meter) -> None:
@@ -412,6 +431,9 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             if item.device:
                 store.record_device(item.device)
             continue
+        if isinstance(item, TaskResult):
+            _write_task(store, ckpt_id, ref, item, study, versions, revision, summary)
+            continue
         label = f"{ref.model}/step{ref.step} {_label(item.config, study)} {item.eval_set}"
         if item.error:
             summary.failed.append(f"{label}: {item.error}")
@@ -431,6 +453,18 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
         else:
             summary.measured += 1
         meter.tick(f"{label}: qid {item.qid:.4f}")
+
+
+def _write_task(store: Store, ckpt_id, ref, item: TaskResult, study: Study, versions, revision, summary) -> None:
+    """One [[tasks]] metric as a ``task_results`` row (a failed task is reported)."""
+    label = f"{ref.model}/step{ref.step} {_label(item.config, study)} task {item.spec}"
+    if item.error:
+        summary.failed.append(f"{label}: {item.error}")
+        return
+    spec = next(t for t in study.tasks if t.name == item.spec)
+    identity = task_identity(measurement_config(item.config, study), spec)
+    if store.add_task_result(task_measurement(item, ckpt_id, identity, versions, revision)) is not None:
+        summary.task_results += 1
 
 
 def _label(cfg: QuantConfig, study: Study) -> str:

@@ -84,6 +84,14 @@
     bits = [2, 3, 4]
     group_size = [128]                 # "channel" = one scale per output channel
 
+    [[tasks]]                          # optional: lm-evaluation-harness tasks (the `tasks` extra) run on the
+    name = "hellaswag"                 #   16-bit and each quantized model in memory; stored in task_results
+    include = "tasks"                  # optional: a folder of task YAML files (lm_eval include_path)
+    num_fewshot = 0                    # optional; default: the task's
+    limit = 500                        # optional: the first 500 documents
+    metrics = ["acc", "acc_norm"]      # optional; default: every metric the task reports
+    batch_size = 8
+
     [scoring]
     max_length = 2048                  # context; longer documents are scored in windows
     bootstrap = 1000                   # paired bootstrap replicates for the QiD CI
@@ -112,11 +120,12 @@ from ..documents import CalibrationSpec
 from ..errors import QidlabError
 from ..evaluate.score import PREFIXES, WINDOWS
 from ..evaluate.score import UNITS as SCORE_UNITS
+from ..evaluate.tasks import TaskSpec
 from ..hubdata import DatasetSource
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
 from ..tomlfile import Key, check_table, read_toml
 
-SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
+SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring", "tasks"}
 UNITS = SCORE_UNITS  # nats_per_token, bits_per_byte, nats_per_ref_token, nats_per_word
 
 # one schema per table (the [[methods]] tables are checked by quantize.config.config_from_dict)
@@ -138,6 +147,8 @@ EVAL_SET_KEYS = {"name": Key("str", required=True), "source": Key("str"), "text_
 CALIBRATION_KEYS = {"source": Key("str"), "text_field": Key("str"), "n_samples": Key("int", min=1),
                     "seq_len": Key("int", min=1), "seed": Key("int", min=0), "n_docs": Key("int", min=1),
                     **DATASET_KEYS}
+TASK_KEYS = {"name": Key("str", required=True), "include": Key("str"), "num_fewshot": Key("int", min=0),
+             "limit": Key("int", min=1), "metrics": Key("list", items="str"), "batch_size": Key("int", min=1)}
 SCORING_KEYS = {"max_length": Key("int", min=1), "stride": Key("int", min=1), "batch_size": Key("int", min=1),
                 "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str"),
                 "prefix": Key(choices=PREFIXES), "windows": Key(choices=WINDOWS)}
@@ -171,6 +182,7 @@ class Study:
     labels: dict[QuantConfig, str] = field(default_factory=dict)  # progress label, as the file spells it
     hub: HubSource | None = None  # [checkpoints] repos = [...]: Hub repos x revisions
     allow_pickle: bool = False  # [checkpoints] allow_pickle: pickle-only checkpoints load (weights_only)
+    tasks: tuple[TaskSpec, ...] = ()  # [[tasks]]: lm-evaluation-harness tasks on the 16-bit and each quantized model
 
 
 def load_study(path: str | Path) -> Study:
@@ -208,7 +220,24 @@ def load_study(path: str | Path) -> Study:
         **_methods(methods, path),
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
+        tasks=_tasks(raw.get("tasks", []), where, path),
     )
+
+
+def _tasks(entries, where, path) -> tuple[TaskSpec, ...]:
+    """The [[tasks]] tables (lm-evaluation-harness tasks; ``include`` relative to the study file)."""
+    if not isinstance(entries, list):
+        raise QidlabError(f"{path}: tasks must be [[tasks]] tables")
+    out = []
+    for i, t in enumerate(entries):
+        check_table(t, TASK_KEYS, path, f"tasks[{i}]")
+        out.append(TaskSpec(name=t["name"], include=where / t["include"] if "include" in t else None,
+                            num_fewshot=t.get("num_fewshot"), limit=t.get("limit"),
+                            metrics=tuple(t["metrics"]) if "metrics" in t else None,
+                            batch_size=t.get("batch_size", 8)))
+    if len({t.name for t in out}) != len(out):
+        raise QidlabError(f"{path}: a task is named twice in [[tasks]]")
+    return tuple(out)
 
 
 #: [checkpoints] keys of a local suite folder; the others of CHECKPOINT_KEYS name Hub checkpoints.
