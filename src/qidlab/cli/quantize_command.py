@@ -18,6 +18,7 @@ from ..errors import QidlabError
 from ..files import building
 from ..output import dump_json
 from ..quantize.config import config_from_dict
+from ..quantize.formats import FORMATS, check_format, save_quantized
 from ..torchenv import require_measure
 from .args import assignments, emit
 
@@ -41,7 +42,7 @@ def register(sub) -> None:
                    help="any other field of the method's config, as in a study file: e.g. backend=autoawq "
                         "duo_scaling=true clip=true, symmetric=false, act_order=true")
     p.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin/.pt) weights, weights_only")
-    p.add_argument("--format", default="fake", choices=("fake", "compressed-tensors"),
+    p.add_argument("--format", default="fake", choices=FORMATS,
                    help="fake: dequantized float weights + qidlab's integer codes (default); compressed-tensors: "
                         "pack-quantized int32 words, as llm-compressor writes (RTN, GPTQ; AWQ with its scales folded)")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
@@ -69,8 +70,6 @@ def run_quantize(args):
     extra = {k: _toml_value(v) for k, v in assignments(args.set).items()}
     cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None},
                             **extra})
-    from ..quantize.formats import check_format  # torch
-
     check_format(cfg, args.format)  # before loading or quantizing anything
     folder, source = _source(args)
     ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle)
@@ -100,8 +99,6 @@ def _source(args) -> tuple[str, str | None]:
 
 def _save(out: Path, ckpt, report, prov, source: str | None, fmt: str = "fake") -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
-    from ..quantize.formats import save_quantized
-
     with building(out) as tmp:
         save_quantized(ckpt.model, report, tmp, fmt)
         if ckpt.tokenizer is not None:

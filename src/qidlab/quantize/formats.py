@@ -24,14 +24,11 @@ import copy
 import re
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from qidlab.errors import QidlabError
-from qidlab.quantize import grids
 
 FORMATS = ("fake", "compressed-tensors")
 CT_METHODS = ("rtn", "gptq", "awq")  # the integer grids compressed-tensors' pack-quantized stores
+# (this module imports torch only inside its functions: study files check formats without it)
 
 #: Per model type: (regex of a quantized linear, template of the module producing its input).
 #: ``{b}`` is the decoder block's prefix. Producers not listed: the scales cannot be folded.
@@ -50,10 +47,10 @@ def check_format(config, fmt: str) -> None:
         raise QidlabError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     if fmt == "compressed-tensors" and config.method not in CT_METHODS:
         raise QidlabError(f"format compressed-tensors stores integer grids ({', '.join(CT_METHODS)}), "
-                          f"not '{config.method}'; use --format fake")
+                          f"not '{config.method}'; use format fake")
 
 
-def save_quantized(model: nn.Module, report, folder: Path, fmt: str = "fake") -> None:
+def save_quantized(model, report, folder: Path, fmt: str = "fake") -> None:
     """Write ``model`` (quantized in place by ``quantize_``, whose ``report`` is given) into the
     existing empty ``folder`` as ``fmt``. The model is not changed (compressed-tensors works on a copy).
     Tokenizer and provenance are the caller's."""
@@ -76,7 +73,7 @@ def _save_fake(model, report, folder: Path) -> None:
         save_file(codes, str(folder / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
 
 
-def save_compressed_tensors(model: nn.Module, report, folder: Path) -> None:
+def save_compressed_tensors(model, report, folder: Path) -> None:
     """compressed-tensors ``pack-quantized`` of a model quantized by RTN, GPTQ or AWQ (see module doc)."""
     try:
         from compressed_tensors.compressors import ModelCompressor
@@ -86,6 +83,8 @@ def save_compressed_tensors(model: nn.Module, report, folder: Path) -> None:
         raise QidlabError("format compressed-tensors needs compressed-tensors: pip install 'qidlab[interop]'") from None
     cfg = report.config
     check_format(cfg, "compressed-tensors")
+    import torch
+
     work = copy.deepcopy(model)
     mods = dict(work.named_modules())
     grid = _grid_weights(mods, report)  # {name: (weight on the stored grid, scale, zero)}
@@ -114,9 +113,11 @@ def save_compressed_tensors(model: nn.Module, report, folder: Path) -> None:
     del work
 
 
-def _grid_weights(mods: dict, report) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def _grid_weights(mods: dict, report) -> dict:
     """Per quantized linear: the matrix on its integer grid (AWQ: Q(W*s), before dividing by s), its
     scale and zero ``(out, n_groups)``; checked to reproduce the fake-quantized weights."""
+    from qidlab.quantize import grids
+
     cfg = report.config
     out = {}
     for name, qp in report.qparams.items():
@@ -137,9 +138,12 @@ def _grid_weights(mods: dict, report) -> dict[str, tuple[torch.Tensor, torch.Ten
     return out
 
 
-def _fold_awq(model: nn.Module, mods: dict, report) -> None:
+def _fold_awq(model, mods: dict, report) -> None:
     """Divide the output of each AWQ linear's input producer by the linear's input scales s, so that
     the stored Q(W*s) gives the same outputs; refuse, naming the linear, where that is impossible."""
+    import torch
+    from torch import nn
+
     mtype = getattr(getattr(model, "config", None), "model_type", None)
     rules = _PRODUCERS.get(mtype, ())
     linears = [n for n, m in mods.items() if isinstance(m, nn.Linear)]
@@ -182,11 +186,13 @@ def _gqa(model) -> bool:
     return kv is not None and kv != c.num_attention_heads
 
 
-@torch.no_grad()
-def _divide_output(mod: nn.Module, s: torch.Tensor) -> None:
+def _divide_output(mod, s) -> None:
     """Output channel j of ``mod`` (a norm's weight and bias, or a linear's rows and bias) divided by s_j."""
+    import torch
+
     s = s.to(mod.weight.device).float()
     div = s[:, None] if mod.weight.dim() == 2 else s
-    mod.weight.copy_((mod.weight.float() / div).to(mod.weight.dtype))
-    if getattr(mod, "bias", None) is not None:
-        mod.bias.copy_((mod.bias.float() / s).to(mod.bias.dtype))
+    with torch.no_grad():
+        mod.weight.copy_((mod.weight.float() / div).to(mod.weight.dtype))
+        if getattr(mod, "bias", None) is not None:
+            mod.bias.copy_((mod.bias.float() / s).to(mod.bias.dtype))

@@ -21,9 +21,13 @@ from ..checkpoints import discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
+from ..files import building
+from ..output import dump_json
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
+from ..quantize.formats import save_quantized
 from ..store import Measurement, Store, config_hash, stored_jobs
 from ..torchenv import require_measure
+from .external import ExternalConfig, check_paired, paired
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
 from .study import Study, job_label
@@ -156,12 +160,16 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                 if study.calibration is None:
                     raise QidlabError(f"method {cfg.method} needs a [calibration] section in the study")
                 calib = calib if calib is not None else calibration_ids(tok, study.calibration)
+            if isinstance(cfg, ExternalConfig):
+                yield from _measure_external(cfg, tok, eval_sets, ref_scores, scoring, unit, n_boot, device)
+                continue
             model.load_state_dict(state16)
             report = None
             if _blockwise(cfg):
                 report = _shared_gptq(model, cfg, configs, calib, study, siblings)
             else:
-                quantize.quantize_(model, cfg, calibration=calib if cfg.needs_calibration else None)
+                done = quantize.quantize_(model, cfg, calibration=calib if cfg.needs_calibration else None)
+                _keep(model, tok, done, cfg, path, study)
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
@@ -177,6 +185,37 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
     if study.hub is not None and not study.hub.keep and path.startswith(hub.HUB_PREFIX):
         del ckpt, model, state16
         hub.forget(folder)
+
+
+def _measure_external(cfg: ExternalConfig, tok, eval_sets, ref_scores, scoring, unit, n_boot, device) -> Iterator:
+    """Results of a folder quantized elsewhere, scored with the 16-bit checkpoint's tokenizer against its scores."""
+    ext = load_checkpoint(cfg.path, device=device)
+    report = {"tool": cfg.tool, "path": cfg.path, "n_params_loaded": ext.n_params}
+    for es in eval_sets:
+        sq = score(ext.model, tok, es, **scoring)
+        s16 = ref_scores[es.name]
+        qid, lo, hi = paired_bootstrap_qid(s16, sq, n_boot=n_boot, seed=0, unit=unit)
+        yield Result(cfg, es.name, s16.loss(unit), sq.loss(unit), qid, (lo, hi), int(sq.n_tokens.sum()),
+                     (sq.nll_sum, sq.n_tokens, sq.n_bytes), quantization=report)
+    del ext
+
+
+def _keep(model, tok, report, cfg: QuantConfig, path: str, study: Study) -> None:
+    """``[output]``: save the quantized model as ``<dir>/<model>/step<N>/<job label>/`` in the study's
+    format (a folder already there is kept: a resumed sweep writes nothing twice)."""
+    if study.output is None:
+        return
+    where = Path(path.split("@")[-1]) if path.startswith(hub.HUB_PREFIX) else Path(path)
+    out = study.output.dir / where.parent.name / where.name / _label(cfg, study)
+    if out.exists():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with building(out) as tmp:
+        save_quantized(model, report, tmp, study.output.format)
+        if tok is not None:
+            tok.save_pretrained(tmp)
+        (tmp / "qidlab-quantization.json").write_text(dump_json({"format": study.output.format, "source": path,
+                                                                   "quantization": report.to_dict()}) + "\n")
 
 
 def _local_folder(path: str, study: Study) -> str:
@@ -214,6 +253,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     if executor == "local":  # Ray and Slurm measure on their workers
         require_measure("measuring (a local sweep)")
     refs = study_refs(study)
+    check_paired(study.quantized, refs)
     eval_sets, configs, hashes = _jobs(study)
     summary = Summary()
     with Store(study.store) as store:
@@ -222,8 +262,9 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
                   for es, spec in zip(eval_sets, study.eval_sets)}
         plan = []
         for ref in refs:
-            todo = _todo(store, ref, configs, hashes, es_ids)
-            summary.skipped += (len(configs) - len(todo)) * len(eval_sets)
+            mine, mine_hashes = _with_paired(ref, configs, hashes, study)
+            todo = _todo(store, ref, mine, mine_hashes, es_ids)
+            summary.skipped += (len(mine) - len(todo)) * len(eval_sets)
             if todo:
                 plan.append((ref, todo))
         total = sum(len(todo) * len(eval_sets) for _, todo in plan)
@@ -274,11 +315,12 @@ def plan_study(study: Study) -> DryRun:
     rows = []
     for ref in refs:
         done = stored.get((ref.suite, ref.model, ref.step), set())
-        n = sum((es.content_hash, h) in done for h in hashes for es in eval_sets)
+        _, mine = _with_paired(ref, configs, hashes, study)
+        n = sum((es.content_hash, h) in done for h in mine for es in eval_sets)
         cached, size = (hub.download_sizes(ref, allow_pickle=study.allow_pickle) if ref.repo
                         else (None, None))
         rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
-                                      len(hashes) * len(eval_sets) - n, cached, size))
+                                      len(mine) * len(eval_sets) - n, cached, size))
     return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
                   offline=study.hub is not None and hub.is_offline())
 
@@ -290,6 +332,12 @@ def _jobs(study: Study) -> tuple[list, list[QuantConfig], list[str]]:
                  for e in study.eval_sets]
     configs = [Reference16(), *study.methods]
     return eval_sets, configs, [config_hash(measurement_config(c, study)) for c in configs]
+
+
+def _with_paired(ref, configs: list, hashes: list, study: Study) -> tuple[list, list]:
+    """The study's configs and hashes, plus the [[quantized]] folders made from checkpoint ``ref``."""
+    mine = paired(study.quantized, ref)
+    return configs + mine, hashes + [config_hash(measurement_config(c, study)) for c in mine]
 
 
 def coarse_to_fine(refs: list) -> list:

@@ -59,6 +59,15 @@
     bootstrap = 1000                   # paired bootstrap replicates for the QiD CI
     unit = "nats_per_token"            # or "bits_per_byte", "nats_per_ref_token" (the paper's:
     reference_tokenizer = "llama3.json"  #  nats per Llama-3 token; needs this tokenizers JSON)
+
+    [output]                           # optional: keep every quantized model the sweep measured
+    format = "compressed-tensors"      # or "fake" (qidlab's dequantized weights + integer codes)
+    dir = "quantized"                  # <dir>/<model>/step<N>/<job label>/, relative to the study file
+
+    [[quantized]]                      # optional: checkpoints quantized elsewhere (sweep/external.py)
+    path = "w4-gptq"                   # a folder with quantization_config in config.json
+    model = "m1"                       # paired with this 16-bit checkpoint of [checkpoints]
+    step = 128
 """
 
 from __future__ import annotations
@@ -72,9 +81,11 @@ from ..checkpoints.hub import HubSource, named_revisions, step_revisions
 from ..documents import CalibrationSpec
 from ..errors import QidlabError
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
+from ..quantize.formats import FORMATS, check_format
 from ..tomlfile import Key, check_table, read_toml
+from .external import ExternalConfig, parse_quantized
 
-SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
+SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring", "output", "quantized"}
 UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
 
 # one schema per table (the [[methods]] tables are checked by quantize.config.config_from_dict)
@@ -91,6 +102,7 @@ EVAL_SET_KEYS = {"name": Key("str", required=True), "source": Key("str", require
                  "n_docs": Key("int", min=1), "seed": Key("int", min=0), "max_chars": Key("int", min=1)}
 CALIBRATION_KEYS = {"source": Key("str", required=True), "n_samples": Key("int", min=1),
                     "seq_len": Key("int", min=1), "seed": Key("int", min=0)}
+OUTPUT_KEYS = {"format": Key(choices=FORMATS, required=True), "dir": Key("str", required=True)}
 SCORING_KEYS = {"max_length": Key("int", min=1), "stride": Key("int", min=1), "batch_size": Key("int", min=1),
                 "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str")}
 
@@ -122,6 +134,17 @@ class Study:
     labels: dict[QuantConfig, str] = field(default_factory=dict)  # progress label, as the file spells it
     hub: HubSource | None = None  # [checkpoints] repos = [...]: Hub repos x revisions
     allow_pickle: bool = False  # [checkpoints] allow_pickle: pickle-only checkpoints load (weights_only)
+    output: OutputSpec | None = None  # [output]: keep each quantized model measured, in this format
+    quantized: tuple[ExternalConfig, ...] = ()  # [[quantized]]: folders quantized elsewhere, paired
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """``[output]``: where (``dir``) and how (``format``: fake, compressed-tensors) the sweep keeps
+    each quantized model it measured."""
+
+    format: str
+    dir: Path
 
 
 def load_study(path: str | Path) -> Study:
@@ -143,6 +166,7 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(methods, list) or not methods:
         raise QidlabError(f"{path}: needs at least one [[methods]] entry")
     calib = raw.get("calibration")
+    jobs = _methods(methods, path)
     return Study(
         name=str(study.get("name", path.stem)),
         path=path,
@@ -156,10 +180,29 @@ def load_study(path: str | Path) -> Study:
         models=tuple(ckpts["models"]) if "models" in ckpts else None,
         steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts and hub is None else None,
         eval_sets=tuple(_eval_spec(e, where, path, i) for i, e in enumerate(evals)),
-        **_methods(methods, path),
+        **jobs,
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
+        output=_output(raw.get("output"), where, path, jobs["methods"]),
+        quantized=parse_quantized(raw.get("quantized"), where, path),
     )
+
+
+def _output(table, where: Path, path, methods) -> OutputSpec | None:
+    """The ``[output]`` table, checked against the study's methods (the format must store each)."""
+    if table is None:
+        return None
+    check_table(table, OUTPUT_KEYS, path, "[output]")
+    fmt = table["format"]
+    for cfg in methods:
+        try:
+            check_format(cfg, fmt)
+        except QidlabError as exc:
+            raise QidlabError(f"{path}: [output] {exc}") from None
+        if getattr(cfg, "shared_hessian", False):
+            raise QidlabError(f"{path}: [output] keeps models quantized one config at a time: shared_hessian "
+                              f"GPTQ computes every bit width in one pass and is not kept")
+    return OutputSpec(format=fmt, dir=where / table["dir"])
 
 
 #: [checkpoints] keys of a local suite folder; the others of CHECKPOINT_KEYS name Hub checkpoints.
