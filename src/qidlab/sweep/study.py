@@ -72,6 +72,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +167,7 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(methods, list) or not methods:
         raise QidlabError(f"{path}: needs at least one [[methods]] entry")
     calib = raw.get("calibration")
-    jobs = _methods(methods, path)
-    return Study(
+    parsed = Study(
         name=str(study.get("name", path.stem)),
         path=path,
         store=where / str(study.get("store", f"{path.stem}.db")),
@@ -180,12 +180,14 @@ def load_study(path: str | Path) -> Study:
         models=tuple(ckpts["models"]) if "models" in ckpts else None,
         steps=tuple(int(s) for s in ckpts["steps"]) if "steps" in ckpts and hub is None else None,
         eval_sets=tuple(_eval_spec(e, where, path, i) for i, e in enumerate(evals)),
-        **jobs,
+        **_methods(methods, path),
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
-        output=_output(raw.get("output"), where, path, jobs["methods"]),
-        quantized=parse_quantized(raw.get("quantized"), where, path),
     )
+    quantized = parse_quantized(raw.get("quantized"), where, path)
+    labels = {**parsed.labels, **{x: f"external-{x.label or x.tool}-{Path(x.path).name}" for x in quantized}}
+    return dataclasses.replace(parsed, output=_output(raw.get("output"), where, path, parsed.methods),
+                               quantized=quantized, labels=labels)
 
 
 def _output(table, where: Path, path, methods) -> OutputSpec | None:
