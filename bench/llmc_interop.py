@@ -4,6 +4,7 @@ Run in an environment with llm-compressor (it pins its own transformers), e.g. /
 
     python bench/llmc_interop.py save SRC OUT TEXT   # GPTQ W4 g32 of SRC by llm-compressor's oneshot, saved compressed
     python bench/llmc_interop.py logits A B          # max |logit difference| of two folders, as transformers loads them
+    python bench/llmc_interop.py bnb SRC nf4 OUT     # transformers' bitsandbytes 4-bit on CPU: in memory, saved, reloaded
 """
 
 import sys
@@ -46,5 +47,30 @@ def logits(a: str, b: str) -> None:
           f"{b} loaded by {out[1][0]}; max |logit difference| vs {a} = {(out[0][1] - out[1][1]).abs().max().item():.3g}")
 
 
+def bnb(src: str, quant_type: str, out: str) -> None:
+    """Logits of SRC loaded with load_in_4bit (bitsandbytes' Linear4bit), of the folder it saves, reloaded,
+    and of SRC with every block linear replaced by bitsandbytes.functional's dequantize_4bit(quantize_4bit(W))
+    (blocksize 64: qidlab's NF4/FP4 backend = "bitsandbytes")."""
+    import bitsandbytes.functional as F
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    ids = torch.randint(3, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_compute_dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(src, quantization_config=cfg, dtype=torch.float32)
+    loaded.save_pretrained(out)
+    dense = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    with torch.no_grad():
+        for name, mod in dense.named_modules():
+            if isinstance(mod, torch.nn.Linear) and ".layers." in name:
+                packed, state = F.quantize_4bit(mod.weight.contiguous(), blocksize=64, quant_type=quant_type)
+                mod.weight.copy_(F.dequantize_4bit(packed, state).reshape(mod.weight.shape))
+        ref = dense(ids).logits
+        mem = loaded(ids).logits
+        again = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)(ids).logits
+    print(f"{quant_type}: in memory {(mem - ref).abs().max().item():.3g}, saved and reloaded "
+          f"{(again - ref).abs().max().item():.3g} from dequantize_4bit(quantize_4bit(W)); largest logit {ref.abs().max().item():.3g}")
+
+
 if __name__ == "__main__":
-    {"save": save, "logits": logits}[sys.argv[1]](*sys.argv[2:])
+    {"save": save, "logits": logits, "bnb": bnb}[sys.argv[1]](*sys.argv[2:])
