@@ -202,11 +202,16 @@ def _measure_external(cfg: ExternalConfig, tok, eval_sets, ref_scores, scoring, 
 
 def _keep(model, tok, report, cfg: QuantConfig, path: str, study: Study) -> None:
     """``[output]``: save the quantized model as ``<dir>/<model>/step<N>/<job label>/`` in the study's
-    format (a folder already there is kept: a resumed sweep writes nothing twice)."""
+    format (Hub checkpoints: ``<dir>/<repo name>/<revision>/<job label>/``; a folder already there is
+    kept: a resumed sweep writes nothing twice)."""
     if study.output is None:
         return
-    where = Path(path.split("@")[-1]) if path.startswith(hub.HUB_PREFIX) else Path(path)
-    out = study.output.dir / where.parent.name / where.name / _label(cfg, study)
+    if path.startswith(hub.HUB_PREFIX):
+        repo, revision = hub.parse_location(path)
+        model_dir, step_dir = repo.rsplit("/", 1)[-1], revision
+    else:
+        model_dir, step_dir = Path(path).parent.name, Path(path).name
+    out = study.output.dir / model_dir / step_dir / _label(cfg, study)
     if out.exists():
         return
     out.parent.mkdir(parents=True, exist_ok=True)
