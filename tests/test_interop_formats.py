@@ -20,7 +20,7 @@ from qidlab.cli import main
 from qidlab.errors import QidlabError
 from qidlab.evaluate import load_eval_set, score
 from qidlab.store import Store, read_canonical
-from qidlab.sweep import load_study, run_study
+from qidlab.sweep import load_study, plan_study, run_study
 
 pytest.importorskip("compressed_tensors")
 
@@ -225,6 +225,8 @@ def test_study_measures_a_folder_quantized_elsewhere_and_keeps_its_own(suite, tm
             + '\n[output]\nformat = "compressed-tensors"\ndir = "kept"\n'
             + f'\n[[quantized]]\npath = "{folder.name}"\nmodel = "m64"\nstep = 60\nlabel = "ct-minmax"\n')
     (tmp_path / "study.toml").write_text(text)
+    plan = plan_study(load_study(tmp_path / "study.toml"))
+    assert plan.total == 3 and plan.configs[-1] == "external-ct-minmax-ct-w4"
     summary = run_study(load_study(tmp_path / "study.toml"), progress=False)
     assert (summary.measured, summary.failed) == (3, [])  # 16-bit, rtn, the external folder
     table = read_canonical(tmp_path / "s.db")

@@ -306,8 +306,8 @@ class DryRun:
     offline: bool = False
 
     @property
-    def total(self) -> int:
-        return len(self.checkpoints) * len(self.configs) * len(self.eval_sets)
+    def total(self) -> int:  # per checkpoint: [[quantized]] folders pair with one checkpoint each
+        return sum(c.stored + c.todo for c in self.checkpoints)
 
 
 def plan_study(study: Study) -> DryRun:
@@ -326,7 +326,8 @@ def plan_study(study: Study) -> DryRun:
                         else (None, None))
         rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
                                       len(mine) * len(eval_sets) - n, cached, size))
-    return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
+    return DryRun(rows, [_label(c, study) for c in [*configs, *study.quantized]], [e.name for e in study.eval_sets],
+                  str(study.store),
                   offline=study.hub is not None and hub.is_offline())
 
 
