@@ -272,3 +272,17 @@ def test_a_quantized_folder_must_pair_with_a_study_checkpoint(suite, tmp_path):
                                          + f'\n[[quantized]]\npath = "{folder.name}"\nmodel = "m64"\nstep = 7\n')
     with pytest.raises(QidlabError, match="step=7"):
         run_study(load_study(tmp_path / "study.toml"), progress=False)
+
+
+def test_a_model_the_output_format_cannot_hold_is_measured_not_kept(suite, tmp_path, one_thread):
+    text = (STUDY.replace("SUITE", str(suite / "suite")).replace("EVAL", str(suite / "eval.txt"))
+            .replace('method = "rtn"', 'method = "awq"')
+            + f'\n[calibration]\nsource = "{suite / "train.txt"}"\nn_samples = 4\nseq_len = 32\n'
+            + '\n[output]\nformat = "compressed-tensors"\ndir = "kept"\n')
+    (tmp_path / "study.toml").write_text(text)
+    summary = run_study(load_study(tmp_path / "study.toml"), progress=False)
+    assert (summary.measured, summary.failed) == (2, [])
+    with Store(tmp_path / "s.db") as store:
+        (row,) = store.conn.execute("SELECT quantization_json FROM measurements WHERE method = 'awq'").fetchall()
+    assert "not kept" in json.loads(row[0])["output"] and "cannot be folded" in json.loads(row[0])["output"]
+    assert not any((tmp_path / "kept").rglob("config.json"))

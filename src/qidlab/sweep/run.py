@@ -169,7 +169,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                 report = _shared_gptq(model, cfg, configs, calib, study, siblings)
             else:
                 done = quantize.quantize_(model, cfg, calibration=calib if cfg.needs_calibration else None)
-                _keep(model, tok, done, cfg, path, study)
+                report = _keep(model, tok, done, cfg, path, study)
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
@@ -200,12 +200,14 @@ def _measure_external(cfg: ExternalConfig, tok, eval_sets, ref_scores, scoring, 
     del ext
 
 
-def _keep(model, tok, report, cfg: QuantConfig, path: str, study: Study) -> None:
+def _keep(model, tok, report, cfg: QuantConfig, path: str, study: Study) -> dict | None:
     """``[output]``: save the quantized model as ``<dir>/<model>/step<N>/<job label>/`` in the study's
     format (Hub checkpoints: ``<dir>/<repo name>/<revision>/<job label>/``; a folder already there is
-    kept: a resumed sweep writes nothing twice)."""
+    kept: a resumed sweep writes nothing twice). A model the format cannot hold (AWQ scales with no
+    layer to fold into) is measured all the same: ``{"output": "not kept: why"}`` goes into the row's
+    quantization report; None otherwise."""
     if study.output is None:
-        return
+        return None
     if path.startswith(hub.HUB_PREFIX):
         repo, revision = hub.parse_location(path)
         model_dir, step_dir = repo.rsplit("/", 1)[-1], revision
@@ -213,14 +215,18 @@ def _keep(model, tok, report, cfg: QuantConfig, path: str, study: Study) -> None
         model_dir, step_dir = Path(path).parent.name, Path(path).name
     out = study.output.dir / model_dir / step_dir / _label(cfg, study)
     if out.exists():
-        return
+        return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    with building(out) as tmp:
-        save_quantized(model, report, tmp, study.output.format)
-        if tok is not None:
-            tok.save_pretrained(tmp)
-        (tmp / "qidlab-quantization.json").write_text(dump_json({"format": study.output.format, "source": path,
-                                                                   "quantization": report.to_dict()}) + "\n")
+    try:
+        with building(out) as tmp:
+            save_quantized(model, report, tmp, study.output.format)
+            if tok is not None:
+                tok.save_pretrained(tmp)
+            doc = {"format": study.output.format, "source": path, "quantization": report.to_dict()}
+            (tmp / "qidlab-quantization.json").write_text(dump_json(doc) + "\n")
+    except QidlabError as exc:
+        return {"output": f"not kept: {exc}"}
+    return None
 
 
 def _local_folder(path: str, study: Study) -> str:
