@@ -190,6 +190,10 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
 def _measure_external(cfg: ExternalConfig, tok, eval_sets, ref_scores, scoring, unit, n_boot, device) -> Iterator:
     """Results of a folder quantized elsewhere, scored with the 16-bit checkpoint's tokenizer against its scores."""
     ext = load_checkpoint(cfg.path, device=device)
+    rows = ext.model.get_input_embeddings().weight.shape[0]
+    if tok is not None and len(tok) > rows:
+        raise QidlabError(f"{cfg.path}: its embedding has {rows} rows, fewer than the 16-bit checkpoint's "
+                          f"{len(tok)} tokens: not made from that checkpoint")
     report = {"tool": cfg.tool, "path": cfg.path, "n_params_loaded": ext.n_params}
     for es in eval_sets:
         sq = score(ext.model, tok, es, **scoring)
