@@ -16,6 +16,7 @@ import torch
 from tiny_models import make_tiny_checkpoint, tiny_corpus
 
 from qidlab.checkpoints import load_checkpoint
+from qidlab.checkpoints.params import count_params
 from qidlab.cli import main
 from qidlab.errors import QidlabError
 from qidlab.evaluate import load_eval_set, score
@@ -189,6 +190,8 @@ def test_a_compressed_tensors_model_scores_as_its_decompressed_weights(suite, tm
     assert ckpt.n_params == load_checkpoint(src).n_params  # from weight_shape, not the packed words
     es = load_eval_set(suite / "eval.txt", n_docs=6, seed=0)
     got = score(ckpt.model, ckpt.tokenizer, es)  # the body+head shortcut would skip the hook
+    assert not hasattr(ckpt.model, "ct_decompress_hook")  # decompressed now: weight + weight_scale per linear
+    assert count_params(ckpt.model)[0] == load_checkpoint(src).n_params  # scales are not N either
     dense, _ = _logits(folder, torch.tensor([[1, 2]]), quantization_config=CompressedTensorsConfig(dequantize=True))
     ref = score(dense, ckpt.tokenizer, es)  # the same weights, dense, through the shortcut
     assert got.nll_sum == pytest.approx(ref.nll_sum, rel=1e-6)
