@@ -105,6 +105,27 @@ def test_compressed_tensors_out_loads_as_quantized_with_fake_quant_logits(suite,
     assert size < 0.8 * (src / "model.safetensors").stat().st_size
 
 
+def test_a_bf16_model_is_stored_with_bf16_scales_as_compressed_tensors_does(suite, tmp_path, one_thread):
+    """A GPU sweep's weights are bf16: the grid check compares in bf16, and the scales are stored in
+    the model's dtype, so the loaded model is the fake-quantized one up to the scales' bf16 rounding."""
+    from transformers import AutoModelForCausalLM
+
+    from qidlab.quantize import RTNConfig, quantize_
+    from qidlab.quantize.formats import save_quantized
+
+    ckpt = load_checkpoint(suite / "llama", dtype=torch.bfloat16)
+    report = quantize_(ckpt.model, RTNConfig(bits=4, group_size=32))
+    (tmp_path / "ct").mkdir()
+    save_quantized(ckpt.model, report, tmp_path / "ct", "compressed-tensors")
+    assert _tensors(tmp_path / "ct")["model.layers.0.mlp.up_proj.weight_scale"].dtype == torch.bfloat16
+    ids = torch.randint(3, 300, (2, 24), generator=torch.Generator().manual_seed(3))
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ct"), dtype=torch.bfloat16)
+    with torch.no_grad():
+        fake, got = ckpt.model(ids).logits.float(), loaded(ids).logits.float()
+    ulp = 2.0 ** (math.floor(math.log2(float(fake.abs().max()))) - 7)  # bf16 spacing at the largest logit
+    assert float((got - fake).abs().max()) <= 2 * ulp
+
+
 def test_asymmetric_zero_points_are_packed_and_qidlab_loads_them(suite, tmp_path, one_thread):
     src = suite / "llama"
     args = [src, "--method", "rtn", "--bits", "4", "--group-size", "32", "--set", "symmetric=false"]

@@ -90,6 +90,7 @@ def save_compressed_tensors(model, report, folder: Path) -> None:
     grid = _grid_weights(mods, report)  # {name: (weight on the stored grid, scale, zero)}
     if cfg.method == "awq":
         _fold_awq(work, mods, report)
+    # scales in the model's dtype, as compressed-tensors stores them: a bf16 model's round to bf16
     args = QuantizationArgs(num_bits=cfg.bits, type="int", symmetric=cfg.symmetric,
                             strategy="channel" if cfg.group_size is None else "group", group_size=cfg.group_size)
     targets = ["re:^(" + "|".join(re.escape(n) for n in report.qparams) + ")$"]
@@ -130,8 +131,9 @@ def _grid_weights(mods: dict, report) -> dict:
         codes = grids.quantize(g, scale[..., None], zero[..., None], cfg.bits)
         on_grid = grids.dequantize(codes, scale[..., None], zero[..., None]).reshape(w.shape)
         back = on_grid / s_in.to(w.device) if s_in is not None else on_grid
-        tol = 1e-5 * float(scale.abs().max())
-        if float((back - mods[name].weight.detach().float()).abs().max()) > tol:
+        have = mods[name].weight.detach()
+        tol = 1e-5 * float(scale.abs().max())  # float32 rounding; a bf16 model compares in bf16
+        if float((back.to(have.dtype).float() - have.float()).abs().max()) > tol:
             raise QidlabError(f"{name}: its weights are not on the grid of its scales and zero points "
                               f"(cannot be stored as integer codes)")
         out[name] = (on_grid, scale, zero)
