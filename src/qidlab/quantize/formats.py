@@ -85,7 +85,7 @@ def save_compressed_tensors(model, report, folder: Path) -> None:
     check_format(cfg, "compressed-tensors")
     import torch
 
-    work = copy.deepcopy(model)
+    work = _host_copy(model)
     mods = dict(work.named_modules())
     grid = _grid_weights(mods, report)  # {name: (weight on the stored grid, scale, zero)}
     if cfg.method == "awq":
@@ -112,6 +112,20 @@ def save_compressed_tensors(model, report, folder: Path) -> None:
     work.save_pretrained(folder)
     compressor.update_config(str(folder))
     del work
+
+
+def _host_copy(model):
+    """A copy of ``model`` in host memory (a GPU sweep's model is never duplicated on the device);
+    tied tensors stay tied."""
+    import torch
+
+    memo: dict = {}
+    for p in model.parameters():
+        if id(p) not in memo:
+            memo[id(p)] = torch.nn.Parameter(p.detach().to("cpu", copy=True), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo.setdefault(id(b), b.detach().to("cpu", copy=True))
+    return copy.deepcopy(model, memo)
 
 
 def _grid_weights(mods: dict, report) -> dict:
