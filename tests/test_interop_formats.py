@@ -105,19 +105,27 @@ def test_compressed_tensors_out_loads_as_quantized_with_fake_quant_logits(suite,
     assert size < 0.8 * (src / "model.safetensors").stat().st_size
 
 
-def test_a_bf16_model_is_stored_with_bf16_scales_as_compressed_tensors_does(suite, tmp_path, one_thread):
-    """A GPU sweep's weights are bf16: the grid check compares in bf16, and the scales are stored in
-    the model's dtype, so the loaded model is the fake-quantized one up to the scales' bf16 rounding."""
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_bf16_model_keeps_its_codes_and_float32_scales(suite, tmp_path, bits, one_thread):
+    """A GPU sweep's weights are bf16: the grid check compares in bf16; compressed-tensors re-rounds the
+    weights it packs, so they are handed over in float32 with float32 scales and the packed codes are
+    qidlab's; transformers loading in bf16 rounds the scales, so logits agree to bf16 spacing."""
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
     from transformers import AutoModelForCausalLM
 
     from qidlab.quantize import RTNConfig, quantize_
+    from qidlab.quantize.api import quantized_state
     from qidlab.quantize.formats import save_quantized
 
     ckpt = load_checkpoint(suite / "llama", dtype=torch.bfloat16)
-    report = quantize_(ckpt.model, RTNConfig(bits=4, group_size=32))
+    report = quantize_(ckpt.model, RTNConfig(bits=bits, group_size=32))
     (tmp_path / "ct").mkdir()
     save_quantized(ckpt.model, report, tmp_path / "ct", "compressed-tensors")
-    assert _tensors(tmp_path / "ct")["model.layers.0.mlp.up_proj.weight_scale"].dtype == torch.bfloat16
+    stored, ours = _tensors(tmp_path / "ct"), quantized_state(ckpt.model, report)
+    for name in report.qparams:
+        codes = unpack_from_int32(stored[f"{name}.weight_packed"], bits, stored[f"{name}.weight_shape"])
+        assert torch.equal(codes, ours[f"{name}.weight_codes"])  # both signed: code - 2^(bits-1)
+        assert stored[f"{name}.weight_scale"].dtype == torch.float32
     ids = torch.randint(3, 300, (2, 24), generator=torch.Generator().manual_seed(3))
     loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ct"), dtype=torch.bfloat16)
     with torch.no_grad():

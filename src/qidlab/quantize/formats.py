@@ -90,16 +90,15 @@ def save_compressed_tensors(model, report, folder: Path) -> None:
     grid = _grid_weights(mods, report)  # {name: (weight on the stored grid, scale, zero)}
     if cfg.method == "awq":
         _fold_awq(work, mods, report)
-    # scales in the model's dtype, as compressed-tensors stores them: a bf16 model's round to bf16
     args = QuantizationArgs(num_bits=cfg.bits, type="int", symmetric=cfg.symmetric,
                             strategy="channel" if cfg.group_size is None else "group", group_size=cfg.group_size)
     targets = ["re:^(" + "|".join(re.escape(n) for n in report.qparams) + ")$"]
     qconfig = QuantizationConfig(config_groups={"group_0": QuantizationScheme(targets=targets, weights=args)},
                                  format="pack-quantized", quantization_status="frozen")
     with torch.no_grad():
-        for name, (w, _, _) in grid.items():
-            mods[name].weight.copy_(w.to(mods[name].weight.dtype))
-        apply_quantization_config(work, qconfig, show_progress=False)
+        for name, (w, _, _) in grid.items():  # float32, so that compressed-tensors' own rounding gives
+            mods[name].weight = torch.nn.Parameter(w.float(), requires_grad=False)  # qidlab's codes exactly
+        apply_quantization_config(work, qconfig, show_progress=False)  # float32 scales, like the weights
         shift = 2 ** (cfg.bits - 1)  # qidlab's codes are 0..2^b-1; compressed-tensors' are signed
         for name, (_, scale, zero) in grid.items():
             mod = mods[name]
