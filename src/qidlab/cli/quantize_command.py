@@ -1,9 +1,11 @@
 """``qidlab quantize CHECKPOINT --method ... --out DIR``: write a quantized checkpoint.
 
-DIR is an ordinary Hugging Face folder (config, tokenizer, ``model.safetensors`` holding the
-dequantized weights), so transformers and qidlab load it like any other; beside it,
-``quantized-codes.safetensors`` holds the integer codes, scales and zero points (RTN, GPTQ, AWQ)
-and ``qidlab-quantization.json`` the config, per-layer errors and provenance."""
+``--format fake`` (the default): DIR is an ordinary Hugging Face folder (config, tokenizer,
+``model.safetensors`` holding the dequantized weights), so transformers and qidlab load it like any
+other; beside it, ``quantized-codes.safetensors`` holds the integer codes, scales and zero points
+(RTN, GPTQ, AWQ). ``--format compressed-tensors``: llm-compressor's ``pack-quantized`` folder, which
+transformers and vLLM load as a quantized model (``qidlab.quantize.formats``). Either way
+``qidlab-quantization.json`` holds the config, per-layer errors and provenance."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from ..errors import QidlabError
 from ..files import building
 from ..output import dump_json
 from ..quantize.config import config_from_dict
+from ..quantize.formats import FORMATS, check_format, save_quantized
 from ..torchenv import require_measure
 from .args import assignments, emit
 
@@ -40,6 +43,9 @@ def register(sub) -> None:
                    help="any other field of the method's config, as in a study file: e.g. backend=autoawq "
                         "duo_scaling=true clip=true, symmetric=false, act_order=true")
     p.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin/.pt) weights, weights_only")
+    p.add_argument("--format", default="fake", choices=FORMATS,
+                   help="fake: dequantized float weights + qidlab's integer codes (default); compressed-tensors: "
+                        "pack-quantized int32 words, as llm-compressor writes (RTN, GPTQ; AWQ with its scales folded)")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_quantize)
@@ -65,6 +71,7 @@ def run_quantize(args):
     extra = {k: _toml_value(v) for k, v in assignments(args.set).items()}
     cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None},
                             **extra})
+    check_format(cfg, args.format)  # before loading or quantizing anything
     folder, source = _source(args)
     ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle)
     calib = None
@@ -74,7 +81,7 @@ def run_quantize(args):
         spec = CalibrationSpec(Path(args.calibration), args.n_samples, args.seq_len, args.seed)
         calib = calibration_ids(ckpt.tokenizer, spec)
     report = quantize_(ckpt.model, cfg, calibration=calib)
-    _save(out, ckpt, report, provenance.record(), source)
+    _save(out, ckpt, report, provenance.record(), source, args.format)
     doc = {"checkpoint": source or str(args.checkpoint), "out": str(out), **report.to_dict()}
     emit(args, doc, f"{cfg.key()}: {len(report.modules)} linears quantized, mean relative weight error "
          f"{report.mean_rel_error:.4g}; wrote {out}")
@@ -91,21 +98,13 @@ def _source(args) -> tuple[str, str | None]:
     return str(folder), f"{hub.HUB_PREFIX}{args.checkpoint}@{args.revision or 'main'}"
 
 
-def _save(out: Path, ckpt, report, prov, source: str | None) -> None:
+def _save(out: Path, ckpt, report, prov, source: str | None, fmt: str = "fake") -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
-    from safetensors.torch import save_file
-
-    from ..quantize.api import quantized_state
-
     with building(out) as tmp:
-        ckpt.model.save_pretrained(tmp)
+        save_quantized(ckpt.model, report, tmp, fmt)
         if ckpt.tokenizer is not None:
             ckpt.tokenizer.save_pretrained(tmp)
-        if report.config.integer_codes:
-            state = quantized_state(ckpt.model, report)
-            codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
-            save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
-        meta = {"source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
+        meta = {"format": fmt, "source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
                 "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
         (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
 

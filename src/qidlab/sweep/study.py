@@ -106,10 +106,20 @@
 
     The scoring options enter a measurement's identity as written, except ``prefix = "bos"`` and
     ``windows = "sliding"``, which score what a study without them scores (``sweep.run.measurement_config``).
+
+    [output]                           # optional: keep every quantized model the sweep measured
+    format = "compressed-tensors"      # or "fake" (qidlab's dequantized weights + integer codes)
+    dir = "quantized"                  # <dir>/<model>/step<N>/<job label>/, relative to the study file
+
+    [[quantized]]                      # optional: checkpoints quantized elsewhere (sweep/external.py)
+    path = "w4-gptq"                   # a folder with quantization_config in config.json
+    model = "m1"                       # paired with this 16-bit checkpoint of [checkpoints]
+    step = 128
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,9 +133,11 @@ from ..evaluate.score import UNITS as SCORE_UNITS
 from ..evaluate.tasks import TaskSpec
 from ..hubdata import DatasetSource
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
+from ..quantize.formats import FORMATS, check_format
 from ..tomlfile import Key, check_table, read_toml
+from .external import ExternalConfig, parse_quantized
 
-SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring", "tasks"}
+SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring", "tasks", "output", "quantized"}
 UNITS = SCORE_UNITS  # nats_per_token, bits_per_byte, nats_per_ref_token, nats_per_word
 
 # one schema per table (the [[methods]] tables are checked by quantize.config.config_from_dict)
@@ -149,6 +161,7 @@ CALIBRATION_KEYS = {"source": Key("str"), "text_field": Key("str"), "n_samples":
                     **DATASET_KEYS}
 TASK_KEYS = {"name": Key("str", required=True), "include": Key("str"), "num_fewshot": Key("int", min=0),
              "limit": Key("int", min=1), "metrics": Key("list", items="str"), "batch_size": Key("int", min=1)}
+OUTPUT_KEYS = {"format": Key(choices=FORMATS, required=True), "dir": Key("str", required=True)}
 SCORING_KEYS = {"max_length": Key("int", min=1), "stride": Key("int", min=1), "batch_size": Key("int", min=1),
                 "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str"),
                 "prefix": Key(choices=PREFIXES), "windows": Key(choices=WINDOWS)}
@@ -183,6 +196,17 @@ class Study:
     hub: HubSource | None = None  # [checkpoints] repos = [...]: Hub repos x revisions
     allow_pickle: bool = False  # [checkpoints] allow_pickle: pickle-only checkpoints load (weights_only)
     tasks: tuple[TaskSpec, ...] = ()  # [[tasks]]: lm-evaluation-harness tasks on the 16-bit and each quantized model
+    output: OutputSpec | None = None  # [output]: keep each quantized model measured, in this format
+    quantized: tuple[ExternalConfig, ...] = ()  # [[quantized]]: folders quantized elsewhere, paired
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """``[output]``: where (``dir``) and how (``format``: fake, compressed-tensors) the sweep keeps
+    each quantized model it measured."""
+
+    format: str
+    dir: Path
 
 
 def load_study(path: str | Path) -> Study:
@@ -204,7 +228,7 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(methods, list) or not methods:
         raise QidlabError(f"{path}: needs at least one [[methods]] entry")
     calib = raw.get("calibration")
-    return Study(
+    parsed = Study(
         name=str(study.get("name", path.stem)),
         path=path,
         store=where / str(study.get("store", f"{path.stem}.db")),
@@ -222,6 +246,27 @@ def load_study(path: str | Path) -> Study:
         scoring=_scoring(raw.get("scoring", {}), path),
         tasks=_tasks(raw.get("tasks", []), where, path),
     )
+    quantized = parse_quantized(raw.get("quantized"), where, path)
+    labels = {**parsed.labels, **{x: f"external-{x.label or x.tool}-{Path(x.path).name}" for x in quantized}}
+    return dataclasses.replace(parsed, output=_output(raw.get("output"), where, path, parsed.methods),
+                               quantized=quantized, labels=labels)
+
+
+def _output(table, where: Path, path, methods) -> OutputSpec | None:
+    """The ``[output]`` table, checked against the study's methods (the format must store each)."""
+    if table is None:
+        return None
+    check_table(table, OUTPUT_KEYS, path, "[output]")
+    fmt = table["format"]
+    for cfg in methods:
+        try:
+            check_format(cfg, fmt)
+        except QidlabError as exc:
+            raise QidlabError(f"{path}: [output] {exc}") from None
+        if getattr(cfg, "shared_hessian", False):
+            raise QidlabError(f"{path}: [output] keeps models quantized one config at a time: shared_hessian "
+                              f"GPTQ computes every bit width in one pass and is not kept")
+    return OutputSpec(format=fmt, dir=where / table["dir"])
 
 
 def _tasks(entries, where, path) -> tuple[TaskSpec, ...]:
