@@ -32,6 +32,9 @@
     intermediate = 256                 # optional; default 4 * hidden
     twin = "h64-l2-bf16"               # low-bit models: the 16-bit model of the same shape they compare with
     precision = "bitnet-b1.58"         # low-bit training: this shorthand, or a [models.qat] table (precision.py)
+    seeds = [1, 2]                     # optional: more runs with these seeds (init and data order; branches.py)
+    branches = { points = 5, first = 64, fraction = 0.15, average = 5 }   # optional: cooldown branches and
+                                       #   weight averages from the stable phase (wsd/constant; branches.py)
 
 Every problem is one ``QidlabError`` naming the file and key. That the corpus is large enough
 (``steps * batch_size * seq_len`` <= ``epochs`` * the train tokens) is checked once the corpus is
@@ -48,6 +51,8 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table, read_toml
+from qidlab.train.branches import (Branch, BranchSpec, average_folder, parse_branches, parse_seeds, plan_branches,
+                                   trajectories)
 from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep
 from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
@@ -68,7 +73,9 @@ CHECKPOINT_KEYS = {"log_spaced_until": Key("int", min=0), "every": Key("int", mi
 MODEL_KEYS = {"name": Key("str", required=True), "hidden": Key("int", min=1, required=True),
               "layers": Key("int", min=1, required=True), "heads": Key("int", min=1, required=True),
               "lr": Key("number", min=0, above=True), "intermediate": Key("int", min=1), "twin": Key(),
-              "precision": Key(), "qat": Key()}
+              "precision": Key(), "qat": Key(), "seeds": Key(), "branches": Key()}
+# ModelSpec fields that add trajectories beside the main run without changing it: not in model_hash
+TRAJECTORY_FIELDS = ("seeds", "branch_spec", "branches")
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -83,6 +90,9 @@ class ModelSpec:
     intermediate: int  # MLP width
     twin: str | None = None  # the 16-bit model of the same shape this low-bit model compares with
     qat: QATSpec | None = None  # low-bit training (precision.py); None: 16-bit
+    seeds: tuple[int, ...] = ()  # more runs of this model with these seeds (branches.py)
+    branch_spec: BranchSpec | None = None  # its branches table, as written
+    branches: tuple[Branch, ...] = ()  # the branch points planned from it (branches.plan_branches)
 
     @property
     def precision(self) -> str | None:
@@ -135,7 +145,8 @@ class SuiteConfig:
                if k not in ("name", "path", "models", "corpus", "tokenizer_path", *RUN_KEYS)}
         if doc["per_octave"] == 1:  # the default: absent, so hashes of older suites stay what they were
             del doc["per_octave"]
-        doc["model"] = {k: v for k, v in asdict(model).items() if k not in ("name", "twin", "qat")}
+        doc["model"] = {k: v for k, v in asdict(model).items()
+                        if k not in ("name", "twin", "qat", *TRAJECTORY_FIELDS)}
         if model.qat is not None:  # absent for 16-bit models, so their hashes stay what they were
             doc["model"]["qat"] = model.qat.to_dict()
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -179,14 +190,19 @@ def load_suite_config(path) -> SuiteConfig:
     models = raw.get("models")
     if not isinstance(models, list) or not models:
         raise QidlabError(f"{path}: needs at least one [[models]] entry (name, hidden, layers, heads, lr)")
+    seed = s.get("seed", 0)
     specs = tuple(_model(m, path, i) for i, m in enumerate(models))
+    specs = tuple(_trajectories(m, path, seed=seed, schedule=schedule, steps=steps, warmup=warmup,
+                                decay_fraction=float(s.get("decay_fraction", 0.2)), raw=models[i])
+                  for i, m in enumerate(specs))
     names = [m.name for m in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
     specs = _resolve_twins(specs, path)
+    _check_folders(specs, path)
     return SuiteConfig(
-        name=name, path=path, corpus=path.parent / s["corpus"], seed=s.get("seed", 0),
+        name=name, path=path, corpus=path.parent / s["corpus"], seed=seed,
         vocab_size=vocab_size, tokenizer_path=tokenizer_path, seq_len=s["seq_len"], batch_size=s["batch_size"],
         steps=steps, schedule=schedule, warmup=warmup, min_lr_ratio=float(s.get("min_lr_ratio", 0.1)),
         decay_fraction=float(s.get("decay_fraction", 0.2)), epochs=float(s.get("epochs", 1)),
@@ -225,6 +241,35 @@ def _model(m, path, i) -> ModelSpec:
     lr = float(m["lr"]) if "lr" in m else None  # None: from the twin
     return ModelSpec(name=name, hidden=hidden, layers=m["layers"], heads=heads, lr=lr,
                      intermediate=m.get("intermediate", 4 * hidden), twin=twin, qat=qat)
+
+
+def _trajectories(m: ModelSpec, path, *, seed: int, schedule: str, steps: int, warmup: int, decay_fraction: float,
+                  raw: dict) -> ModelSpec:
+    """``m`` with its ``seeds`` and planned ``branches`` (``branches.py``), checked against the schedule."""
+    where = f"{path}: model {m.name!r}"
+    seeds = parse_seeds(raw["seeds"], seed, where) if "seeds" in raw else ()
+    if "branches" not in raw:
+        return replace(m, seeds=seeds)
+    spec = parse_branches(raw["branches"], where)
+    planned = plan_branches(spec, schedule=schedule, steps=steps, warmup=warmup, decay_fraction=decay_fraction,
+                            where=where)
+    return replace(m, seeds=seeds, branch_spec=spec, branches=planned)
+
+
+def _check_folders(specs: tuple[ModelSpec, ...], path) -> None:
+    """No two trajectories (main runs, seed runs, branches, averages) share a folder."""
+    seen = {}
+    for m in specs:
+        folders = [t.folder for t in trajectories(m.name, 0, m.seeds, m.branches)]
+        if m.branches and m.branch_spec.average:
+            folders += [average_folder(t.folder, m.branch_spec.average)
+                        for t in trajectories(m.name, 0, m.seeds, ()) if t.branch is None]
+        for f in folders:
+            if f in seen:
+                raise QidlabError(f"{path}: models {seen[f]!r} and {m.name!r} both write the folder {f!r} "
+                                  "(seed runs are <model>-seed<S>, branches <run>-cool<step>, averages <run>-lawa<k>); "
+                                  "rename one")
+            seen[f] = m.name
 
 
 def _resolve_twins(specs: tuple[ModelSpec, ...], path) -> tuple[ModelSpec, ...]:
