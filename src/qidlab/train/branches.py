@@ -176,6 +176,16 @@ def trajectories(model: str, seed: int, seeds: tuple[int, ...], branches: tuple[
     return out
 
 
+def model_folders(model: str, seed: int, seeds: tuple[int, ...], branches: tuple[Branch, ...],
+                  average: int) -> list[str]:
+    """Every folder a model's training writes under the suite folder: its runs, their branches and,
+    with ``average`` k > 0 and branches, their ``-lawa<k>`` folders; the main run's first."""
+    out = [t.folder for t in trajectories(model, seed, seeds, branches)]
+    if branches and average:
+        out += [average_folder(t.folder, average) for t in trajectories(model, seed, seeds, ()) if t.branch is None]
+    return out
+
+
 def branch_folder(run_folder: str, branch: Branch) -> str:
     return f"{run_folder}-cool{branch.start}"
 

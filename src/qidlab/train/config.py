@@ -30,6 +30,8 @@
     heads = 4
     lr = 3e-3                          # peak learning rate of this size
     intermediate = 256                 # optional; default 4 * hidden
+    lr_of = "h64-l2"                   # instead of lr: that model's lr (after its lr sweep) x lr_factor,
+    lr_factor = 0.5                    #   not swept itself (the same size at another peak lr)
     twin = "h64-l2-bf16"               # low-bit models: the 16-bit model of the same shape they compare with
     precision = "bitnet-b1.58"         # low-bit training: this shorthand, or a [models.qat] table (precision.py)
     seeds = [1, 2]                     # optional: more runs with these seeds (init and data order; branches.py)
@@ -51,9 +53,8 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table, read_toml
-from qidlab.train.branches import (Branch, BranchSpec, average_folder, parse_branches, parse_seeds, plan_branches,
-                                   trajectories)
-from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep
+from qidlab.train.branches import Branch, BranchSpec, model_folders, parse_branches, parse_seeds, plan_branches
+from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep, resolve_lr_of
 from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
 
@@ -73,9 +74,10 @@ CHECKPOINT_KEYS = {"log_spaced_until": Key("int", min=0), "every": Key("int", mi
 MODEL_KEYS = {"name": Key("str", required=True), "hidden": Key("int", min=1, required=True),
               "layers": Key("int", min=1, required=True), "heads": Key("int", min=1, required=True),
               "lr": Key("number", min=0, above=True), "intermediate": Key("int", min=1), "twin": Key(),
-              "precision": Key(), "qat": Key(), "seeds": Key(), "branches": Key()}
+              "precision": Key(), "qat": Key(), "seeds": Key(), "branches": Key(),
+              "lr_of": Key("str"), "lr_factor": Key("number", min=0, above=True)}
 # ModelSpec fields that add trajectories beside the main run without changing it: not in model_hash
-TRAJECTORY_FIELDS = ("seeds", "branch_spec", "branches")
+TRAJECTORY_FIELDS = ("seeds", "branch_spec", "branches", "lr_of")  # lr_of: the lr it gives is hashed
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -93,6 +95,7 @@ class ModelSpec:
     seeds: tuple[int, ...] = ()  # more runs of this model with these seeds (branches.py)
     branch_spec: BranchSpec | None = None  # its branches table, as written
     branches: tuple[Branch, ...] = ()  # the branch points planned from it (branches.plan_branches)
+    lr_of: tuple[str, float] | None = None  # (model, factor): lr = that model's lr x factor, not swept
 
     @property
     def precision(self) -> str | None:
@@ -199,7 +202,7 @@ def load_suite_config(path) -> SuiteConfig:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
-    specs = _resolve_twins(specs, path)
+    specs = resolve_lr_of(_resolve_twins(specs, path), path)
     _check_folders(specs, path)
     return SuiteConfig(
         name=name, path=path, corpus=path.parent / s["corpus"], seed=seed,
@@ -236,10 +239,12 @@ def _model(m, path, i) -> ModelSpec:
     if twin is not None and (not isinstance(twin, str) or qat is None):
         raise QidlabError(f"{where} twin must name the 16-bit model of a low-bit model (one with precision or "
                           f"[models.qat]), got twin = {twin!r}")
-    if "lr" not in m and not (qat is not None and qat.preset and twin):
-        raise QidlabError(f"{where} needs 'lr' (only precision = \"bitnet-b1.58\" with a twin may leave it out)")
-    lr = float(m["lr"]) if "lr" in m else None  # None: from the twin
-    return ModelSpec(name=name, hidden=hidden, layers=m["layers"], heads=heads, lr=lr,
+    lr_of = _lr_of(m, where)
+    if "lr" not in m and lr_of is None and not (qat is not None and qat.preset and twin):
+        raise QidlabError(f"{where} needs 'lr' (only precision = \"bitnet-b1.58\" with a twin, or lr_of with "
+                          "lr_factor, may leave it out)")
+    lr = float(m["lr"]) if "lr" in m else None  # None: from the twin or lr_of
+    return ModelSpec(name=name, hidden=hidden, layers=m["layers"], heads=heads, lr=lr, lr_of=lr_of,
                      intermediate=m.get("intermediate", 4 * hidden), twin=twin, qat=qat)
 
 
@@ -256,20 +261,31 @@ def _trajectories(m: ModelSpec, path, *, seed: int, schedule: str, steps: int, w
     return replace(m, seeds=seeds, branch_spec=spec, branches=planned)
 
 
+def folders_of(m: ModelSpec, seed: int = 0) -> list[str]:
+    """Every folder model ``m``'s training writes (``branches.model_folders``); the main run's first."""
+    return model_folders(m.name, seed, m.seeds, m.branches, m.branch_spec.average if m.branch_spec else 0)
+
+
 def _check_folders(specs: tuple[ModelSpec, ...], path) -> None:
     """No two trajectories (main runs, seed runs, branches, averages) share a folder."""
     seen = {}
     for m in specs:
-        folders = [t.folder for t in trajectories(m.name, 0, m.seeds, m.branches)]
-        if m.branches and m.branch_spec.average:
-            folders += [average_folder(t.folder, m.branch_spec.average)
-                        for t in trajectories(m.name, 0, m.seeds, ()) if t.branch is None]
-        for f in folders:
+        for f in folders_of(m):
             if f in seen:
                 raise QidlabError(f"{path}: models {seen[f]!r} and {m.name!r} both write the folder {f!r} "
                                   "(seed runs are <model>-seed<S>, branches <run>-cool<step>, averages <run>-lawa<k>); "
                                   "rename one")
             seen[f] = m.name
+
+
+def _lr_of(m: dict, where: str) -> tuple[str, float] | None:
+    """``(model, factor)`` of ``lr_of`` and ``lr_factor``: this model's peak lr is that model's (after
+    its lr sweep, if any) times the factor, and it is not swept itself (``lr_sweep.sweep_suite``)."""
+    if "lr_of" not in m and "lr_factor" not in m:
+        return None
+    if "lr_of" not in m or "lr_factor" not in m or "lr" in m or not isinstance(m["lr_of"], str):
+        raise QidlabError(f"{where} lr_of (another model's name) and lr_factor go together, instead of lr")
+    return m["lr_of"], float(m["lr_factor"])
 
 
 def _resolve_twins(specs: tuple[ModelSpec, ...], path) -> tuple[ModelSpec, ...]:
