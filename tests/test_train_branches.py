@@ -288,7 +288,9 @@ def test_campaign2_dry_run_trains_and_measures_branches_averages_seeds_and_lr_va
     assert {(r[1], r[2]) for r in rows if r[0] == "h32-l1-cool25"} == {(29, 29 * 512)}
     assert {r[4] for r in rows} == {"none", "rtn"}
     suite = tmp_path / "campaign" / "work" / "suites" / "campaign2-dryrun"
-    sweep = json.loads((suite / "h32-l1" / "lr-sweep.json").read_text())["result"]
+    swept = json.loads((suite / "h32-l1" / "lr-sweep.json").read_text())
+    sweep = swept["result"]
+    assert swept["chosen_at_edge"] == (sweep["chosen"] in (min(sweep["lrs"]), max(sweep["lrs"])))
     variant = _meta(suite / "h32-l1-lr2x" / "step64")
     assert variant["peak_lr"] == 2 * sweep["chosen"] == 2 * _meta(suite / "h32-l1-seed1" / "step64")["peak_lr"]
     assert not (suite / "h32-l1-lr2x" / "lr-sweep.json").exists()
@@ -296,3 +298,10 @@ def test_campaign2_dry_run_trains_and_measures_branches_averages_seeds_and_lr_va
         kind = _meta(Path(r[3]) if Path(r[3]).is_absolute() else tmp_path / r[3]).get("trajectory", {}).get("kind")
         assert kind == ("branch" if "-cool" in r[0] else "average" if "-lawa" in r[0] else
                         "run" if "-seed" in r[0] else None)
+
+
+def test_an_lr_chosen_at_the_edge_of_its_grid_is_flagged():
+    from qidlab.train.lr_sweep import at_edge
+
+    assert at_edge([1e-3, 2e-3, 4e-3], 4e-3) and at_edge([1e-3, 2e-3, 4e-3], 1e-3) and at_edge([1e-3, 2e-3], 2e-3)
+    assert not at_edge([1e-3, 2e-3, 4e-3], 2e-3)

@@ -15,7 +15,9 @@ smaller rate). A model with ``lr_of`` is not swept: it takes its reference's cho
 ``lr_factor`` (the same size at other peak rates, all else fixed). The full run then trains with it; the suite manifest's ``[models."NAME"]`` records
 ``lr`` (the chosen rate) and ``lr_sweep = { base_lr, lrs, heldout_loss, chosen, steps, eval_batches }``.
 
-Each model's result is kept in ``<model>/lr-sweep.json`` (with what it was computed from) and
+Each model's result is kept in ``<model>/lr-sweep.json`` (with what it was computed from, and
+``chosen_at_edge``: true when the rate chosen is the grid's smallest or largest, so the optimum was
+not bracketed; a log line says so too) and
 reused by a later call with the same settings, so an interrupted suite does not sweep again.
 """
 
@@ -145,8 +147,18 @@ def sweep_model(config, spec, data, sweep: LRSweep, device, model_dir, log=None)
     result = {"base_lr": spec.lr, "lrs": key["lrs"], "heldout_loss": losses, "chosen": pick(key["lrs"], losses),
               "steps": steps, "eval_batches": sweep.eval_batches}
     model_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"key": key, "result": result})
+    edge = at_edge(key["lrs"], result["chosen"])
+    write_json(path, {"key": key, "result": result, "chosen_at_edge": edge})
+    if log and edge:
+        log(f"{spec.name}: the lr sweep chose {result['chosen']:g}, the edge of its grid: the optimum is not "
+            "bracketed (widen factors or lrs)")
     return result
+
+
+def at_edge(lrs: list[float], chosen: float) -> bool:
+    """Whether ``chosen`` is the smallest or largest rate tried (the sweep did not bracket the optimum);
+    a grid of one or two rates always is."""
+    return len(lrs) < 3 or chosen in (min(lrs), max(lrs))
 
 
 def sweep_suite(config, data, device, suite_dir, log=None, only=None):
