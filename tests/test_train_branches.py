@@ -305,3 +305,19 @@ def test_an_lr_chosen_at_the_edge_of_its_grid_is_flagged():
 
     assert at_edge([1e-3, 2e-3, 4e-3], 4e-3) and at_edge([1e-3, 2e-3, 4e-3], 1e-3) and at_edge([1e-3, 2e-3], 2e-3)
     assert not at_edge([1e-3, 2e-3, 4e-3], 2e-3)
+
+
+def test_the_campaign2_draft_suite_has_the_issues_design():
+    """campaign/campaign2-en-suite.toml (a draft for the GPU): >= 9 sizes over >= 300x in N, 5 branch
+    points per trajectory inside one pass, 3 seeds for 4 sizes, one size at 3 peak lrs."""
+    from qidlab.checkpoints.params import count_params
+    from qidlab.train.engine import build_model
+
+    config = load_suite_config(REPO / "campaign" / "campaign2-en-suite.toml")
+    sizes = [m for m in config.models if m.lr_of is None]
+    n = sorted(count_params(build_model(m, 8192, 8, 0))[0] for m in sizes)
+    assert len(sizes) >= 9 and n[-1] / n[0] >= 300
+    assert all(len(m.branches) == 5 and m.branches[-1].end <= config.steps for m in config.models)
+    assert sum(len(m.seeds) == 2 for m in config.models) >= 4
+    variants = [m for m in config.models if m.lr_of is not None]
+    assert {m.lr_of[0] for m in variants} == {"h384-l4"} and sorted(m.lr_of[1] for m in variants) == [0.5, 2.0]
