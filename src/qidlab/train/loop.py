@@ -13,6 +13,11 @@ Layout written under ``<out>/<suite>/``::
     <model>/lr-sweep.json        with an lr sweep: the held-out loss of each learning rate tried (lr_sweep.py)
     <model>/train-stats.json     steps and tokens trained, seconds, tokens/s and MFU of the last call that trained
                                  (device, autocast, compile; not deterministic; a finished model's is left as is)
+    <model>-seed<S>/             a seed run (``seeds``), laid out like <model>/
+    <run>-cool<b>/step<b+L>/     a cooldown branch's end (``branches``), with its own trainer state and logs
+    <run>-lawa<k>/step<b>/       the weight average at branch point b
+    <run>/_lawa/, <run>/_branches/   the run's weights at the averaged steps and its whole state at branch
+                                 points, which the averages and branches are made from (branches.py)
 
 ``qidlab.json`` of ``step<N>``: ``tokens`` (= N * batch_size * seq_len, D), ``step``,
 ``tokens_per_step``, ``seed``, ``peak_lr``, ``lr`` (what update N uses), ``lr_schedule``,
@@ -68,6 +73,8 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
             lines += [f"precision = {json.dumps(m.precision)}", f"qat = {{ {columns} }}"]
         if m.twin is not None:
             lines += [f"twin = {json.dumps(m.twin)}"]
+        if m.lr_of is not None:  # lr above: the reference's (swept) lr x the factor
+            lines += [f"lr_of = {json.dumps(m.lr_of[0])}", f"lr_factor = {m.lr_of[1]!r}"]
         if m.name in sweeps:  # TOML writes inf and nan as Python's repr does
             lines += ["lr_sweep = { " + ", ".join(f"{k} = {v!r}" for k, v in sweeps[m.name].items()) + " }"]
         lines += [""] + _trajectory_entries(config, m, n_params[m.name])
