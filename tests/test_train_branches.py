@@ -324,3 +324,27 @@ def test_the_campaign2_draft_suite_has_the_issues_design():
     assert sum(len(m.seeds) == 2 for m in config.models) >= 4
     variants = [m for m in config.models if m.lr_of is not None]
     assert {m.lr_of[0] for m in variants} == {"h384-l4"} and sorted(m.lr_of[1] for m in variants) == [0.5, 2.0]
+
+
+def test_a_run_interrupted_between_snapshots_gives_the_same_average_and_branch(trained, workdir):
+    """Stopped after the snapshot of step 12 and before the checkpoint of step 16, the run resumes from
+    step 8, keeps its snapshots again, and its average and branch at 16 equal the uninterrupted ones."""
+    suite, _, _ = trained
+    path, out = write(workdir, BRANCHES, "noseed.toml"), workdir / "stopped"
+
+    class Stop(Exception):
+        pass
+
+    def stop(e):
+        if e["model"] == "h32-l1" and e["step"] == 13:
+            raise Stop
+
+    with single_thread():
+        with pytest.raises(Stop):
+            train_suite(path, out, threads=1, on_step=stop)
+        assert (out / "c2" / "h32-l1" / "_lawa" / "step12.safetensors").is_file()
+        assert not (out / "c2" / "h32-l1" / "step16").exists()
+        train_suite(path, out, threads=1)
+    for folder in ("h32-l1-lawa3/step16", "h32-l1-cool16/step18", "h32-l1-cool32/step37"):
+        a, b = _weights(suite / folder), _weights(out / "c2" / folder)
+        assert all(bool((a[k] == b[k]).all()) for k in a), folder
