@@ -178,6 +178,15 @@ def test_qidlab_json_tells_runs_branch_points_branch_ends_and_averages_apart(tra
     assert avg["average"]["steps"] == [12, 14, 16] and avg["trajectory"]["kind"] == "average"
     assert avg["tokens"] == main16["tokens"] and avg["train_loss"] is None
     assert _meta(suite / "h32-l1-seed1" / "step8")["seed"] == 1
+    from qidlab.checkpoints import trajectory_info
+
+    assert trajectory_info(suite / "h32-l1" / "step4") | {"lr": 0} == {
+        "kind": "run", "run": None, "base": None, "branch_from": None, "branch_point": False, "lr": 0}
+    assert trajectory_info(suite / "h32-l1" / "step16")["branch_point"]
+    assert trajectory_info(suite / "h32-l1-seed1-cool16" / "step18") == {
+        "kind": "branch", "run": "seed1", "base": "h32-l1-seed1", "branch_from": 16, "branch_point": False, "lr": 0.0}
+    assert trajectory_info(suite / "h32-l1-lawa3" / "step16") | {"lr": 0} == {
+        "kind": "average", "run": None, "base": "h32-l1", "branch_from": 16, "branch_point": False, "lr": 0}
 
 
 def test_a_branch_continues_the_runs_data_at_the_peak_and_decays_to_zero(trained):
