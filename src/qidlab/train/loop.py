@@ -229,7 +229,7 @@ def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, sa
     return paths
 
 
-def _start(config: SuiteConfig, spec: ModelSpec, traj: Trajectory, data, suite_dir: Path, model, mhash: str):
+def _start(config: SuiteConfig, spec: ModelSpec, traj: Trajectory, suite_dir: Path, model, mhash: str):
     """(first update, trainer state or None) of a trajectory, its weights loaded into ``model``: resumed
     from its own state, or a branch from its run's checkpoint and optimizer state at the branch point."""
     import torch
@@ -286,7 +286,7 @@ def _train_trajectory(config: SuiteConfig, spec: ModelSpec, traj: Trajectory, da
     device = run["device"]
     end = _end(config, traj)
     model = build_model(spec, len(data.tokenizer), config.seq_len, traj.seed, data.tokenizer)
-    start, state = _start(config, spec, traj, data, suite_dir, model, mhash)
+    start, state = _start(config, spec, traj, suite_dir, model, mhash)
     if start >= end:
         if log:
             log(f"{traj.folder}: already trained ({end} steps)")
