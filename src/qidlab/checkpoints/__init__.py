@@ -5,6 +5,8 @@
 * ``load_checkpoint(path_or_ref)`` -> ``Checkpoint``: model, tokenizer, N, D, content hash;
 * ``load_suite(root)``: ``load_checkpoint`` over ``discover(root)``, one at a time;
 * ``count_params(model)`` -> ``(n_params_nonembedding, n_params_total)``;
+* ``trajectory_info(folder)``: run checkpoint, cooldown branch end or weight average, and which run
+  (``trajectory.py``, from the folder's ``qidlab.json``);
 * ``suites.py``: suite folders as a store remembers them (from stored checkpoint paths), their
   manifests as they are, and the vocabulary size of their checkpoints' config.json.
 
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from qidlab.checkpoints.discover import CheckpointRef, discover, read_manifest
 from qidlab.checkpoints.load import Checkpoint, content_hash, load_checkpoint
 from qidlab.checkpoints.params import count_params
+from qidlab.checkpoints.trajectory import trajectory_info
 
 
 def load_suite(root, **load_kw) -> Iterator[Checkpoint]:
@@ -30,4 +33,4 @@ def load_suite(root, **load_kw) -> Iterator[Checkpoint]:
 
 
 __all__ = ["Checkpoint", "CheckpointRef", "content_hash", "count_params", "discover", "load_checkpoint",
-           "load_suite", "read_manifest"]
+           "load_suite", "read_manifest", "trajectory_info"]
