@@ -168,7 +168,8 @@ def _fold_awq(model, mods: dict, report) -> None:
         if prod is None:
             raise QidlabError(f"{name}: AWQ's input scales cannot be folded into the layer before it (an "
                               f"activation or attention sits between; model type {mtype}): compressed-tensors "
-                              f"has no per-input-channel scale. Quantize fewer modules, or use --format fake")
+                              f"has no per-input-channel scale. Quantize fewer modules, or use `format` fake",
+                              params=("format",))
         if prod in report.qparams:
             raise QidlabError(f"{name}: AWQ's input scales cannot be folded into {prod}, which is quantized "
                               f"itself (its rows would leave their grid)")
