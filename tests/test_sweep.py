@@ -220,7 +220,7 @@ def test_sweep_command_models_and_store_overrides_for_one_job(suite, tmp_path, c
     assert not (tmp_path / "tiny.db").exists()
     capsys.readouterr()
     assert main(["sweep", str(study), "--models", "m999", "--store", str(job), "--quiet"]) == 2
-    assert "no checkpoints" in capsys.readouterr().err
+    assert "no model(s) m999" in capsys.readouterr().err
 
 
 def test_calibration_windows_come_from_a_seeded_document_sample(tmp_path):

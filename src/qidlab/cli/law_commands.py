@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import data, provenance
-from ..errors import QidlabError
+from ..errors import QidlabError, did_you_mean
+from ..files import check_writable, open_atomic, write_text
 from ..laws import get_law, list_laws
 from ..laws.analysis import (
     critical_tokens,
@@ -108,6 +109,9 @@ def run_laws(args):
 
 
 # ---------------------------------------------------------------------------
+HOLDOUT = "n_params,tokens"
+
+
 def _fit(sub):
     p = sub.add_parser("fit", help="fit a law to measurements (CSV, Parquet, SQLite store, or a bundled name)")
     p.add_argument("data", nargs="?", help="table file, store .db, data set folder, or bundled name "
@@ -133,7 +137,7 @@ def _fit(sub):
     p.add_argument("--nonpositive", default="drop", choices=("drop", "floor"),
                    help="what to do with target <= 0 (QiD noise): drop the points or floor them")
     p.add_argument("--floor", type=float, default=1e-4, help="value (nats) for --nonpositive floor")
-    p.add_argument("--holdout", default="n_params,tokens",
+    p.add_argument("--holdout", default=HOLDOUT,
                    help="columns whose largest value is held out to test extrapolation ('' for none)")
     p.add_argument("--out", help="also write the JSON document here")
     p.add_argument("--json", action="store_true")
@@ -142,10 +146,17 @@ def _fit(sub):
 
 def run_fit(args):
     law = get_law(args.law)
+    if args.out:
+        check_writable(args.out)  # before the work
     name = args.data or data.DEFAULT
     path = data.resolve(name)
     frame = data.load(name, where=args.where or ())  # rows selected before N and D are checked
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    holdout = tuple(c.strip() for c in args.holdout.split(",") if c.strip())
+    if args.holdout != HOLDOUT:  # the default's columns may be missing: the law's own check names them
+        _known_columns(frame, holdout, "--holdout")
+    if args.resample != "points":
+        _known_columns(frame, (args.resample,), "--resample", also=("points",))
     pooled = pooled_columns(frame, by)
     if pooled:
         print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one fit "
@@ -154,14 +165,23 @@ def run_fit(args):
                    drop_highest=args.drop_highest, target=args.target, method=args.method,
                    huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
                    grid=_grid(law, args.grid), screen=not args.all_starts,
-                   holdout=tuple(c.strip() for c in args.holdout.split(",") if c.strip()))
+                   holdout=holdout)
     fits = fit_law(frame, law, by=by, **options)
     doc = fit_document(law, fits, by=by, options=options,
                        data={"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame)),
                              "where": list(args.where or ())})
     if args.out:
-        Path(args.out).write_text(dump_json(doc) + "\n")
+        write_text(args.out, dump_json(doc) + "\n")
     emit(args, doc, _fit_text(law, fits))
+
+
+def _known_columns(frame, names, flag: str, also: tuple[str, ...] = ()) -> None:
+    """``QidlabError`` for a name among ``names`` that is no column of ``frame`` (nor one of ``also``)."""
+    for name in names:
+        if name not in frame.columns:
+            known = [*also, *map(str, frame.columns)]
+            raise QidlabError(f"{flag}: no column {name!r} in the data" + did_you_mean(name, known)
+                              + f" (columns: {', '.join(map(str, frame.columns))})")
 
 
 def _grid(law, items):
@@ -284,6 +304,8 @@ def _project(sub):
 
 
 def run_project(args):
+    if args.csv:
+        check_writable(args.csv)
     values = _values(args)
     if args.points < 2:
         raise QidlabError("--points must be at least 2")
@@ -294,7 +316,8 @@ def run_project(args):
                                    max_tokens=number(args.max_tokens), points=args.points,
                                    vocab_size=args.vocab_size)
     if args.csv:
-        curves.to_csv(args.csv, index=False)
+        with open_atomic(args.csv) as fh:
+            curves.to_csv(fh, index=False)
     end = curves[curves.tokens == curves.tokens.max()]
     text = [f"at {number(args.max_tokens):.3g} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
     for _, r in end.iterrows():

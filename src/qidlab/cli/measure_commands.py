@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import QidlabError
+from ..files import check_writable, open_atomic
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
 from ..sweep import SlurmExecutor, load_study, plan_study, run_study
 from .args import assignments, emit, library_names
@@ -168,13 +169,17 @@ def _executor(args):
 def run_export(args):
     if not Path(args.store).exists():
         raise QidlabError(f"{args.store}: no such store")
+    if args.format == "parquet" and not args.out:
+        raise QidlabError("--format parquet needs --out FILE")
+    if args.out:
+        check_writable(args.out)  # before the store is read
     table = read_canonical(args.store)
     if args.format == "parquet":
-        if not args.out:
-            raise QidlabError("--format parquet needs --out FILE")
-        table.to_parquet(args.out, index=False)
+        with open_atomic(args.out, "wb") as fh:
+            table.to_parquet(fh, index=False)
     elif args.out:
-        table.to_csv(args.out, index=False)
+        with open_atomic(args.out) as fh:
+            table.to_csv(fh, index=False)
     else:
         print(table.to_csv(index=False), end="")
 
@@ -206,6 +211,7 @@ def run_store_drop(args):
 
 
 def run_store_publish(args):
+    check_writable(args.out, folder=True)
     published = publish_dataset(args.store, args.name, args.out, description=args.description, suites=args.suite,
                                 doc_losses=args.doc_losses, primary=assignments(args.primary, "--primary"))
     folder, manifest = published.folder, published.manifest

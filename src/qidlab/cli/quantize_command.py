@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import provenance
-from ..checkpoints import hub, load_checkpoint
+from ..checkpoints import check_checkpoint, hub, load_checkpoint
 from ..documents import CalibrationSpec, calibration_ids
 from ..errors import QidlabError
-from ..files import building
+from ..files import building, check_writable
 from ..output import dump_json
 from ..quantize.config import config_from_dict
-from ..torchenv import require_measure
+from ..torchenv import quiet_transformers, require_measure
 from .args import assignments, emit
 
+PICKLE_HINT = "pass --allow-pickle"
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
 
 
@@ -59,13 +60,15 @@ def run_quantize(args):
     from ..quantize.api import quantize_  # torch
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         raise QidlabError(f"{out} exists and is not empty")
+    check_writable(out, folder=True)  # before the work
     extra = {k: _toml_value(v) for k, v in assignments(args.set).items()}
     cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None},
                             **extra})
     folder, source = _source(args)
-    ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle)
+    check_checkpoint(folder, allow_pickle=args.allow_pickle, pickle_hint=PICKLE_HINT)
+    ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle, pickle_hint=PICKLE_HINT)
     calib = None
     if cfg.needs_calibration:
         if not args.calibration:
@@ -92,20 +95,31 @@ def _source(args) -> tuple[str, str | None]:
 
 def _save(out: Path, ckpt, report, prov, source: str | None) -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
+    try:
+        with building(out) as tmp, quiet_transformers():
+            _write(tmp, ckpt, report, prov, source)
+    except (OSError, QidlabError):
+        raise
+    except Exception as exc:  # safetensors reports a full disk as SafetensorError ("I/O error: ...")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise QidlabError(f"{out}: cannot write the quantized checkpoint ({first})") from None
+
+
+def _write(tmp: Path, ckpt, report, prov, source: str | None) -> None:
+    """The quantized checkpoint's files, into the folder ``tmp`` (``_save`` swaps it in)."""
     from safetensors.torch import save_file
 
     from ..quantize.api import quantized_state
 
-    with building(out) as tmp:
-        ckpt.model.save_pretrained(tmp)
-        if ckpt.tokenizer is not None:
-            ckpt.tokenizer.save_pretrained(tmp)
-        if report.config.integer_codes:
-            state = quantized_state(ckpt.model, report)
-            codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
-            save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
-        meta = {"source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
-                "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
-        (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
+    ckpt.model.save_pretrained(tmp)
+    if ckpt.tokenizer is not None:
+        ckpt.tokenizer.save_pretrained(tmp)
+    if report.config.integer_codes:
+        state = quantized_state(ckpt.model, report)
+        codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
+        save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
+    meta = {"source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
+            "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
+    (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..data import DEFAULT
 from ..errors import QidlabError
+from ..files import check_writable
 from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
 from ..show.report import build_report
 from ..show.study import ShowOptions, load_study
@@ -71,6 +72,7 @@ def run_plot(args):
         raise QidlabError("plot needs NAME STORE --out FILE (or --list; STORE defaults to the shipped data set)")
     get_figure(args.name)
     check_output(args.out)
+    check_writable(args.out)  # before the figure is drawn
     options = _show_options(args)
     study = load_study(_input(args), suites=args.suite, options=options)
     path = save_figure(make_figure(args.name, study), args.out, dpi=options.dpi)
@@ -81,6 +83,7 @@ def run_plot(args):
 
 
 def run_report(args):
+    check_writable(args.out, folder=True)
     report = build_report(_input(args), args.out, suites=args.suite, options=_show_options(args))
     path, summary = report.path, report.summary
     skipped = summary["skipped"]

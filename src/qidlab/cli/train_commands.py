@@ -11,7 +11,8 @@ from ..corpus import build_corpus
 from ..train import load_suite_config, train_suite
 from ..train.loop import STATS_FILE
 from ..train.lr_sweep import SWEEP_FILE
-from .args import emit, library_names
+from ..files import check_writable
+from .args import emit, library_names, positive_int
 
 
 def register(sub) -> None:
@@ -35,7 +36,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a suite of models (Pythia-style checkpoints; resumes an interrupted run)")
     p.add_argument("suite", help="suite file (TOML; see qidlab/train/config.py)")
     p.add_argument("--out", required=True, help="output folder; the suite goes to OUT/<suite name>/")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite file's, else auto)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the forward pass")
     p.add_argument("--peak-tflops", type=float, help="accelerator peak (dense bf16) for MFU, if not known by name")
@@ -52,6 +53,7 @@ def register(sub) -> None:
 
 
 def run_corpus_build(args):
+    check_writable(args.out, folder=True)
     log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     m = build_corpus(args.recipe, args.out, files=args.files, seed=args.seed, eval_fraction=args.eval_fraction,
                      compress=args.compress, cache=args.cache, log=log)
@@ -65,6 +67,7 @@ def run_corpus_build(args):
 
 def run_train(args):
     config = load_suite_config(args.suite)
+    check_writable(args.out, folder=True)
     log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=args.threads, device=args.device, compile=args.compile,
                         peak_tflops=args.peak_tflops, lr_sweep=args.lr_sweep, log=log)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import documents, provenance, quantize
-from ..checkpoints import discover, hub, load_checkpoint
+from ..checkpoints import check_checkpoint, discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
-from ..errors import QidlabError
+from ..errors import QidlabError, did_you_mean
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash, stored_jobs
@@ -130,7 +130,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = _local_folder(path, study)
-    ckpt = load_checkpoint(folder, device=device, allow_pickle=study.allow_pickle)
+    ckpt = load_checkpoint(folder, device=device, allow_pickle=study.allow_pickle, pickle_hint=STUDY_PICKLE_HINT)
     yield CheckpointInfo(n_params=ckpt.n_params, n_params_total=ckpt.n_params_total, tokens=ckpt.tokens,
                          content_hash=ckpt.content_hash, device=provenance.device_name(device))
     model, tok = ckpt.model, ckpt.tokenizer
@@ -202,10 +202,35 @@ def study_refs(study: Study, *, check: bool = True) -> list:
         if check:
             refs = hub.check_available(refs, allow_pickle=study.allow_pickle)
     else:
-        refs = [r for r in discover(study.checkpoint_root) if chosen(r)]
+        found = discover(study.checkpoint_root)
+        refs = [r for r in found if chosen(r)]
+        _name_unknown_models(study, found)
     if not refs:
         raise QidlabError(f"no checkpoints under {study.checkpoint_root or 'the study repos'} match the study")
     return coarse_to_fine(refs)
+
+
+def _name_unknown_models(study: Study, found: list) -> None:
+    """``QidlabError`` naming the study's (or ``--models``') models that the suite folder lacks."""
+    have = sorted({r.model for r in found})
+    missing = [m for m in study.models or () if m not in have]
+    if missing:
+        hint = did_you_mean(missing[0], have) if len(missing) == 1 else ""
+        raise QidlabError(f"no model(s) {', '.join(missing)} under {study.checkpoint_root}"
+                          f"{hint or ' (it has: ' + ', '.join(have) + ')'}")
+
+
+#: How a study allows pickled weights (the refusal of a pickle-only checkpoint says it).
+STUDY_PICKLE_HINT = "set `[checkpoints] allow_pickle = true` in the study file"
+
+
+def check_local_checkpoints(refs: list, study: Study) -> None:
+    """Check each local checkpoint folder before anything is measured or written (``config.json``,
+    weight files, pickle policy: ``checkpoints.check_checkpoint``): a corrupt or refused checkpoint
+    is one error up front, not a failed job after the others have run."""
+    for ref in refs:
+        if not str(ref.location).startswith(hub.HUB_PREFIX):
+            check_checkpoint(ref.location, allow_pickle=study.allow_pickle, pickle_hint=STUDY_PICKLE_HINT)
 
 
 def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address: str | None = None,
@@ -215,6 +240,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
         require_measure("measuring (a local sweep)")
     refs = study_refs(study)
     eval_sets, configs, hashes = _jobs(study)
+    check_local_checkpoints(refs, study)
     summary = Summary()
     with Store(study.store) as store:
         es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
