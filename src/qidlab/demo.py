@@ -245,7 +245,7 @@ def summary_lines(summary: dict) -> list[str]:
             value, c = params.get(name), ci.get(name)
             shown = "folded" if value is None else f"{value:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
             cells.append(f"{name} {shown} (paper {paper})")
-        lines.append(f"  {fit['group'].get('method', '?'):>5} ({fit['n']} points, {fit['n_nonpositive']} with QiD <= 0 "
+        lines.append(f"  {fit['group'].get('method', '?'):>5} ({fit['n']} point{'s' if fit['n'] != 1 else ''}, {fit['n_nonpositive']} with QiD <= 0 "
                      f"dropped): " + "; ".join(cells))
         readings = [_reading(n, ci.get(n)) for n in PAPER_EXPONENTS if params.get(n) is not None]
         lines.append("        " + "; ".join(readings) + ".")

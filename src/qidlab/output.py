@@ -27,3 +27,23 @@ def json_safe(obj: Any) -> Any:
 def dump_json(doc: Any) -> str:
     """``doc`` as indented JSON (``json_safe``: no NaN or inf literals), without a final newline."""
     return json.dumps(json_safe(doc), indent=2, allow_nan=False)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in the number it takes: "1 point", "3 points" (``plural``: an irregular one)."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+#: Size suffixes, as ``tables.parse_number`` reads them (7B = 7e9).
+SIZE_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
+
+
+def size(x: float, digits: int = 4) -> str:
+    """A count (parameters N, tokens D) as a user writes it and ``qidlab`` reads it back: 7B, 1.5T,
+    405B, 20M; below a thousand as it is. Not for losses or other quantities with units."""
+    if not math.isfinite(x):
+        return f"{x}"
+    for scale, suffix in SIZE_SUFFIXES:
+        if abs(x) >= scale:
+            return f"{x / scale:.{digits}g}{suffix}"
+    return f"{x:.{digits}g}"

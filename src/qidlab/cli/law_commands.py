@@ -24,7 +24,7 @@ from ..laws.analysis import (
 )
 from ..laws.fit import fit_document, fit_law, pooled_columns
 from ..laws.solve import law_params, params_for, predict_point, solve
-from ..output import dump_json
+from ..output import count, dump_json, size
 from .args import assignments, emit, library_names, named_number, number, numbers
 
 
@@ -117,7 +117,7 @@ def _fit(sub):
     p.add_argument("data", nargs="?", help="table file, store .db, data set folder, or bundled name "
                    "(ouyang2024-table1, chinchilla-epoch, a measured data set; default: the shipped measured "
                    "data set, qidlab.data.DEFAULT)")
-    p.add_argument("--law", required=True)
+    p.add_argument("--law", required=True, help="law name (see `qidlab laws`), e.g. ouyang2024")
     p.add_argument("--by", help="fit one law per group of these columns (comma-separated), e.g. bits")
     p.add_argument("--where", nargs="+", action="extend", metavar="COLUMN=V1,V2",
                    help="fit only the rows whose COLUMN is one of the values, e.g. suite=en method=gptq "
@@ -125,11 +125,13 @@ def _fit(sub):
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for 95%% CIs")
     p.add_argument("--resample", default="points",
                    help="'points' or a column whose groups are resampled whole (e.g. n_params)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: %(default)s)")
     p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K points with the highest target")
     p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss)")
-    p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"))
-    p.add_argument("--huber-delta", type=float, default=1e-3)
+    p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"),
+                   help="loss of the fit in log space: least squares, Huber, or the law's default (auto)")
+    p.add_argument("--huber-delta", type=float, default=1e-3,
+                   help="Huber's delta in log space (--method huber; default: %(default)s)")
     p.add_argument("--grid", nargs="+", action="extend", metavar="PARAM=V1,V2,...",
                    help="Approach-3 start values for a parameter, in fit space (log of log-scale coefficients)")
     p.add_argument("--all-starts", action="store_true",
@@ -184,6 +186,11 @@ def _known_columns(frame, names, flag: str, also: tuple[str, ...] = ()) -> None:
                               + f" (columns: {', '.join(map(str, frame.columns))})")
 
 
+def _value(column: str, value: float) -> str:
+    """A held-out value: counts (N, D) as 7B or 1.5T, anything else with 4 significant digits."""
+    return size(value) if column in ("n_params", "n_params_total", "tokens") else f"{value:.4g}"
+
+
 def _grid(law, items):
     grid = {}
     for name, text in assignments(items, "--grid").items():
@@ -210,13 +217,15 @@ def _fit_text(law, fits) -> str:
               else f"n/a (every {f.target} is the same: nothing to explain)")
         lines.append(f"  fit: rmse(log) {m['rmse_log']:.4g}, R2(log) {r2}, mean |rel err| {m['mape']:.3g}%")
         if f.n_missing:
-            lines.append(f"  {f.n_missing} point(s) with {f.target} empty (NaN): dropped")
+            lines.append(f"  {count(f.n_missing, 'point')} with {f.target} empty (NaN): dropped")
         if f.n_nonpositive:
-            lines.append(f"  {f.n_nonpositive} point(s) with {f.target} <= 0: policy '{f.nonpositive_policy}'")
+            lines.append(f"  {count(f.n_nonpositive, 'point')} with {f.target} <= 0: policy '{f.nonpositive_policy}'")
         if f.dropped_highest:
-            lines.append(f"  dropped the {f.dropped_highest} highest-{f.target} point(s)")
+            lines.append(f"  dropped the {f.dropped_highest} highest-{f.target} "
+                         + ("point" if f.dropped_highest == 1 else "points"))
         for h in f.holdout:
-            lines.append(f"  held out largest {h['held_out']} ({h['value']:.4g}, {h['n_test']} points): "
+            lines.append(f"  held out largest {h['held_out']} ({_value(h['held_out'], h['value'])}, "
+                         f"{count(h['n_test'], 'point')}): "
                          f"mean |rel err| {h['mape']:.3g}%, max {h['max_ape']:.3g}%")
     return "\n".join(lines)
 
@@ -270,8 +279,9 @@ def _table1(sub):
     p = sub.add_parser("table1", help="Ouyang Table 1 for any law: tokens to reach each QiD")
     _common(p)
     p.add_argument("--sizes", default="1B,7B,70B,405B", help="model sizes N (comma-separated)")
-    p.add_argument("--bits", default="2,3,4")
-    p.add_argument("--qid", default="0.2,0.3,0.4,0.5")
+    p.add_argument("--bits", default="2,3,4", help="bit widths P (comma-separated; default: %(default)s)")
+    p.add_argument("--qid", default="0.2,0.3,0.4,0.5",
+                   help="QiD targets, nats/token (comma-separated; default: %(default)s)")
     p.set_defaults(run=run_table1)
 
 
@@ -286,6 +296,8 @@ def run_table1(args):
     grid = token_grid(args.law, _picker(args, values), numbers(args.sizes, "--sizes"), numbers(args.bits, "--bits"),
                       numbers(args.qid, "--qid"), **{k: v for k, v in fixed.items() if isinstance(v, float)})
     wide = grid.pivot_table(index="n_params", columns=["qid", "bits"], values="tokens_trillion")
+    wide.index = [size(n) for n in wide.index]  # 7B as the user wrote it, not 7.000000e+09
+    wide.index.name = "n_params"
     emit(args, {"law": args.law, "rows": grid.to_dict(orient="records")},
          "tokens (trillions) to reach each QiD, by model size (rows) and (QiD, bits) (columns)\n"
          + wide.to_string(float_format=lambda v: f"{v:.4f}"))
@@ -294,10 +306,11 @@ def run_table1(args):
 def _project(sub):
     p = sub.add_parser("project", help="Ouyang Fig. 1 as data: QiD and loss up to 100T tokens")
     _common(p)
-    p.add_argument("--sizes", default="7B,70B,405B")
-    p.add_argument("--bits", default="2,3,4")
-    p.add_argument("--max-tokens", default="100T")
-    p.add_argument("--points", type=int, default=41)
+    p.add_argument("--sizes", default="7B,70B,405B",
+                   help="model sizes N, non-embedding parameters (comma-separated, K/M/B/T; default: %(default)s)")
+    p.add_argument("--bits", default="2,3,4", help="bit widths P (comma-separated; default: %(default)s)")
+    p.add_argument("--max-tokens", default="100T", help="training tokens D the curves reach (default: %(default)s)")
+    p.add_argument("--points", type=int, default=41, help="points per curve, log-spaced in D (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=50277, help="ln of it is the worse-than-random loss")
     p.add_argument("--csv", help="write the curves here")
     p.set_defaults(run=run_project)
@@ -319,11 +332,11 @@ def run_project(args):
         with open_atomic(args.csv) as fh:
             curves.to_csv(fh, index=False)
     end = curves[curves.tokens == curves.tokens.max()]
-    text = [f"at {number(args.max_tokens):.3g} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
+    text = [f"at {size(number(args.max_tokens))} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
     for _, r in end.iterrows():
         cross = crossings[(crossings.n_params == r.n_params) & (crossings.bits == r.bits)].tokens_worse_than_random.iloc[0]
-        note = f"; worse than random from {cross:.3g} tokens" if cross == cross and cross is not None else ""
-        text.append(f"  N={r.n_params:.3g} P={r.bits:g}: qid {r.qid:.4g}, loss {r.loss:.4g}{note}")
+        note = f"; worse than random from {size(cross, 3)} tokens" if cross == cross and cross is not None else ""
+        text.append(f"  N={size(r.n_params)} P={r.bits:g}: qid {r.qid:.4g}, loss {r.loss:.4g}{note}")
     emit(args, {"law": args.law, "curves": curves.to_dict(orient="records"),
                 "crossings": crossings.to_dict(orient="records")}, "\n".join(text))
 
@@ -343,7 +356,7 @@ def run_training_level(args):
     other = {k: v for k, v in known.items() if k not in ("n_params", "bits", "tokens")}
     out = training_level(law, params, known["n_params"], known["bits"], args.qid, **other)
     emit(args, {"law": law.name, **out, "qid": args.qid, "inputs": known, "source": source},
-         f"behaves as if trained on {out['tokens']:.4g} tokens = {out['tokens_per_param']:.3g} tokens/parameter "
+         f"behaves as if trained on {size(out['tokens'])} tokens = {out['tokens_per_param']:.3g} tokens/parameter "
          f"({out['chinchilla_multiple']:.3g}x Chinchilla-optimal)")
 
 
@@ -372,13 +385,13 @@ def run_critical(args):
     _, law, params, source, known = _setup(args)
     d = critical_tokens(law.name, params, known)
     emit(args, {"law": law.name, "tokens": d, "inputs": known, "source": source},
-         f"critical tokens D_crit = {d:.4g} ({d / 1e12:.4g}T)")
+         f"critical tokens D_crit = {size(d)}")
 
 
 def _optimal(sub):
     p = sub.add_parser("optimal-format", help="Sun 2025: best exponent/mantissa split for a bit width")
     _common(p)
-    p.add_argument("--bits", required=True, type=int)
+    p.add_argument("--bits", required=True, type=int, help="total bits of the floating-point format (>= 3)")
     p.set_defaults(run=run_optimal)
 
 

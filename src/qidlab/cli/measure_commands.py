@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 from ..errors import QidlabError
 from ..files import check_writable, open_atomic
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
 from ..sweep import SlurmExecutor, load_study, plan_study, run_study
+from ..output import count as _count
 from .args import assignments, emit, library_names
 
 
@@ -48,8 +50,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="the store's canonical measurement table as CSV or Parquet")
     p.add_argument("store", help="a qidlab store (.db)")
-    p.add_argument("--format", default="csv", choices=("csv", "parquet"))
+    p.add_argument("--format", default="csv", choices=("csv", "parquet"), help="file format (default: %(default)s)")
     p.add_argument("--out", help="output file (default: stdout for CSV)")
+    p.add_argument("--json", action="store_true", help="without --out: the rows as a JSON document; with --out: "
+                   "what was written, as JSON")
     p.set_defaults(run=run_export)
 
     p = sub.add_parser("store", help="merge stores; drop models; publish a store as a data set loadable by name")
@@ -180,8 +184,14 @@ def run_export(args):
     elif args.out:
         with open_atomic(args.out) as fh:
             table.to_csv(fh, index=False)
+    elif args.json:
+        emit(args, {"store": str(args.store), "rows": json.loads(table.to_json(orient="records"))}, "")
+        return
     else:
         print(table.to_csv(index=False), end="")
+        return
+    emit(args, {"store": str(args.store), "out": str(args.out), "format": args.format, "rows": len(table)},
+         f"wrote {args.out}: {_count(len(table), 'measurement')} ({args.format})")
 
 
 def run_store_merge(args):

@@ -21,6 +21,9 @@ from .args import assignments, emit
 
 PICKLE_HINT = "pass --allow-pickle"
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
+OPTION_HELP = {"bits": "bits per weight", "group_size": "weights sharing one scale (rtn, gptq, awq; default: "
+               "per channel)", "block_size": "weights per absmax block (nf4, fp4)",
+               "exp_bits": "exponent bits (fp)", "man_bits": "mantissa bits (fp)"}
 
 
 def register(sub) -> None:
@@ -31,11 +34,11 @@ def register(sub) -> None:
                    "default main)")
     p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary")
     for name in OPTIONS:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, help=OPTION_HELP[name])
     p.add_argument("--calibration", help="text file/folder/JSONL/Parquet for GPTQ and AWQ")
-    p.add_argument("--n-samples", type=int, default=128)
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-samples", type=int, default=128, help="calibration sequences (default: %(default)s)")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sequence (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="any other field of the method's config, as in a study file: e.g. backend=autoawq "
                         "duo_scaling=true clip=true, symmetric=false, act_order=true")

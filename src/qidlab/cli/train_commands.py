@@ -25,7 +25,7 @@ def register(sub) -> None:
                                   "brown (the Brown corpus) and shakespeare (Shakespeare and Milton)")
     b.add_argument("--out", required=True, help="output folder (train.jsonl, eval.jsonl, manifest.json)")
     b.add_argument("--files", nargs="+", metavar="PATH", help="recipe files: text files, folders, JSONL, Parquet")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the train/eval split (default: %(default)s)")
     b.add_argument("--eval-fraction", type=float, help="held-out share (default 0.05; 1 for brown, shakespeare)")
     b.add_argument("--compress", action="store_true", help="write train.jsonl.gz and eval.jsonl.gz")
     b.add_argument("--cache", metavar="DIR", help="where fetched sources are kept "
