@@ -100,6 +100,7 @@ def test_sweep_measures_resumes_and_exports(suite, tmp_path, capsys):
     assert (again.measured, again.skipped) == (0, 10)
     # export
     assert main(["export", str(tmp_path / "tiny.db"), "--format", "parquet", "--out", str(tmp_path / "t.parquet")]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 't.parquet'}: 8 measurements (parquet)\n"
     exported = pd.read_parquet(tmp_path / "t.parquet")
     assert len(exported) == 8 and {"n_params", "tokens", "bits", "qid", "qid_ci_low", "loss16", "eval_set"} <= set(exported)
     # and the laws read it

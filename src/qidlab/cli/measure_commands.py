@@ -12,7 +12,8 @@ from ..files import check_writable, open_atomic
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
 from ..sweep import SlurmExecutor, load_study, plan_study, run_study
 from ..output import count as _count
-from .args import assignments, emit, library_names
+from ..torchenv import THREADS_HELP, idle_cores, require_measure, torch_threads
+from .args import assignments, emit, library_names, positive_int
 
 
 def register(sub) -> None:
@@ -44,7 +45,10 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be measured (checkpoints x configs x eval sets, how many already in the "
                    "store) and, for Hub checkpoints, what must be downloaded and its size; writes nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--threads", type=positive_int, help="--executor local: " + THREADS_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress lines (default: one updating line on a "
+                   "terminal, one line per checkpoint in a log; the ETA weighs what remains by model size and "
+                   "method, see qidlab/sweep/progress.py)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_sweep)
 
@@ -96,7 +100,13 @@ def run_sweep(args):
         study = dataclasses.replace(study, store=Path(args.store))
     if args.dry_run:
         return _dry_run(args, plan_study(study))
-    summary = run_study(study, executor=_executor(args), address=args.address, progress=not args.quiet)
+    executor = _executor(args)
+    if executor == "local":
+        require_measure("measuring (a local sweep)")
+        with torch_threads(args.threads or idle_cores()):
+            summary = run_study(study, executor=executor, address=args.address, progress=not args.quiet)
+    else:
+        summary = run_study(study, executor=executor, address=args.address, progress=not args.quiet)
     doc = {"study": study.name, "store": str(study.store), "measured": summary.measured,
            "skipped": summary.skipped, "failed": summary.failed}
     text = (f"{study.name}: {summary.measured} measured, {summary.skipped} already in {study.store}, "

@@ -12,6 +12,7 @@ from ..train import load_suite_config, train_suite
 from ..train.loop import STATS_FILE
 from ..train.lr_sweep import SWEEP_FILE
 from ..files import check_writable
+from ..torchenv import THREADS_HELP, idle_cores
 from .args import emit, library_names, positive_int
 
 
@@ -36,7 +37,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a suite of models (Pythia-style checkpoints; resumes an interrupted run)")
     p.add_argument("suite", help="suite file (TOML; see qidlab/train/config.py)")
     p.add_argument("--out", required=True, help="output folder; the suite goes to OUT/<suite name>/")
-    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite file's, else auto)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the forward pass")
     p.add_argument("--peak-tflops", type=float, help="accelerator peak (dense bf16) for MFU, if not known by name")
@@ -69,7 +70,8 @@ def run_train(args):
     config = load_suite_config(args.suite)
     check_writable(args.out, folder=True)
     log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=args.threads, device=args.device, compile=args.compile,
+    threads = args.threads or idle_cores()
+    paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=threads, device=args.device, compile=args.compile,
                         peak_tflops=args.peak_tflops, lr_sweep=args.lr_sweep, log=log)
     suite_dir = Path(args.out) / config.name
     stats = [json.loads(f.read_text()) for m in config.models if (f := suite_dir / m.name / STATS_FILE).is_file()]

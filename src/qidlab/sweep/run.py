@@ -26,6 +26,7 @@ from ..store import Measurement, Store, config_hash, stored_jobs
 from ..torchenv import require_measure
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
+from .progress import Progress
 from .study import Study, job_label
 
 
@@ -252,11 +253,14 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
             summary.skipped += (len(configs) - len(todo)) * len(eval_sets)
             if todo:
                 plan.append((ref, todo))
-        total = sum(len(todo) * len(eval_sets) for _, todo in plan)
-        meter = _Progress(total, enabled=progress)
+        meter = Progress(plan, len(eval_sets), enabled=progress)
         streams = _execute(plan, eval_sets, study, executor, address)
-        for ref, stream in streams:
-            _write(store, ref, stream, study, es_ids, summary, meter)
+        try:
+            for ref, stream in streams:
+                _write(store, ref, stream, study, es_ids, summary, meter)
+                meter.checkpoint_done(ref)
+        finally:
+            meter.close()
     return summary
 
 
@@ -353,7 +357,7 @@ def _write(store: Store, ref, stream, study: Study, es_ids, summary: Summary, me
     except Exception as exc:  # e.g. a corrupt checkpoint: report it, go on with the others
         detail = str(exc) if isinstance(exc, QidlabError) else f"{type(exc).__name__}: {exc}"
         summary.failed.append(f"{ref.model}/step{ref.step}: {detail}")
-        meter.tick(f"{ref.model}/step{ref.step}: FAILED ({detail})")
+        meter.measured(ref, "none", f"FAILED ({detail})", failed=True, jobs=0)
 
 
 def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Summary, meter) -> None:
@@ -371,9 +375,10 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
                 store.record_device(item.device)
             continue
         label = f"{ref.model}/step{ref.step} {_label(item.config, study)} {item.eval_set}"
+        shown = _label(item.config, study) + (f" {item.eval_set}" if len(es_ids) > 1 else "")
         if item.error:
             summary.failed.append(f"{label}: {item.error}")
-            meter.tick(f"{label}: FAILED")
+            meter.measured(ref, item.config.method, f"{shown}: FAILED ({item.error})", failed=True)
             continue
         nll, ntok, nbytes = item.docs
         cols = item.config.columns()
@@ -388,7 +393,8 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             summary.skipped += 1
         else:
             summary.measured += 1
-        meter.tick(f"{label}: qid {item.qid:.4f}")
+        meter.measured(ref, item.config.method, f"{shown} loss {item.loss16:.3f}" if item.config.method == "none"
+                       else f"{shown} qid {item.qid:.4f}")
 
 
 def _label(cfg: QuantConfig, study: Study) -> str:
@@ -409,18 +415,3 @@ def _execute(plan, eval_sets, study, executor, address):
     if callable(executor):
         return executor(plan, eval_sets, study, measure=measure_checkpoint, sweep=run_study)
     raise QidlabError(f"unknown executor {executor!r} (use local, ray or slurm)")
-
-
-class _Progress:
-    """A one-line progress meter with ETA on stderr."""
-
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.monotonic()
-
-    def tick(self, text: str) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.t0
-        eta = elapsed / self.done * (self.total - self.done)
-        print(f"[{self.done}/{self.total}] {text}  (elapsed {elapsed:.0f}s, ETA {eta:.0f}s)", file=sys.stderr, flush=True)
