@@ -75,3 +75,25 @@ def test_table1_and_project_print_sizes_as_given(capsys):
     assert main(["project", "--law", "ouyang2024", "--sizes", "7B", "--bits", "4"]) == 0
     out = capsys.readouterr().out
     assert "at 100T tokens" in out and "N=7B P=4" in out
+
+
+def test_fit_without_input_fits_the_primary_slice_and_names_it(capsys):
+    """Like plot and report: the shipped data set's primary slice, named on stderr."""
+    import qidlab.data
+
+    primary = qidlab.data.manifest(qidlab.data.DEFAULT)["primary"]
+    capsys.readouterr()
+    assert main(["fit", "--law", "ouyang2024", "--holdout", "", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["data"]["primary"] == [f"{k}={v}" for k, v in sorted(primary.items())]
+    table = qidlab.data.load(qidlab.data.DEFAULT)
+    chosen = table
+    for column, value in primary.items():
+        chosen = chosen[chosen[column] == value]
+    assert doc["data"]["rows"] == len(chosen) < len(table)
+    assert f"read the shipped data set {qidlab.data.DEFAULT}" in captured.err and "primary slice" in captured.err
+    # a column the user chose is left to the user
+    assert main(["fit", "--law", "ouyang2024", "--holdout", "", "--json", "--where", "method=rtn"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "method=rtn" in doc["data"]["where"] and not any(w.startswith("method=") for w in doc["data"]["primary"])

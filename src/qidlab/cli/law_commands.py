@@ -152,8 +152,14 @@ def run_fit(args):
         check_writable(args.out)  # before the work
     name = args.data or data.DEFAULT
     path = data.resolve(name)
-    frame = data.load(name, where=args.where or ())  # rows selected before N and D are checked
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    where = list(args.where or ())
+    primary = [] if args.data else _primary_slice(name, where, by)
+    frame = data.load(name, where=where + primary)  # rows selected before N and D are checked
+    if not args.data:
+        print(f"qidlab fit: no input given: read the shipped data set {name} ({path}), "
+              + (f"its primary slice {' '.join(primary)}" if primary else "all of it")
+              + f": {count(len(frame), 'row')} (choose others with --where, or give a table)", file=sys.stderr)
     holdout = tuple(c.strip() for c in args.holdout.split(",") if c.strip())
     if args.holdout != HOLDOUT:  # the default's columns may be missing: the law's own check names them
         _known_columns(frame, holdout, "--holdout")
@@ -171,10 +177,20 @@ def run_fit(args):
     fits = fit_law(frame, law, by=by, **options)
     doc = fit_document(law, fits, by=by, options=options,
                        data={"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame)),
-                             "where": list(args.where or ())})
+                             "where": where, **({"primary": primary} if primary else {})})
     if args.out:
         write_text(args.out, dump_json(doc) + "\n")
     emit(args, doc, _fit_text(law, fits))
+
+
+def _primary_slice(name: str, where: list[str], by: list[str] | None) -> list[str]:
+    """The data set's primary slice (its manifest's ``primary``: suite, eval set, method) as
+    ``--where`` items, for the columns that neither ``where`` nor ``by`` names: what ``plot`` and
+    ``report`` draw by default."""
+    primary = data.manifest(name).get("primary") or {} if data.dataset_dir(name) else {}
+    named = {w.split("=")[0].rstrip("<>!").strip() for w in where} | set(by or ())
+    named |= {w.split(op)[0].strip() for w in where for op in ("<", ">") if op in w}
+    return [f"{column}={value}" for column, value in sorted(primary.items()) if column not in named]
 
 
 def _known_columns(frame, names, flag: str, also: tuple[str, ...] = ()) -> None:
