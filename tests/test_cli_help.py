@@ -97,3 +97,14 @@ def test_fit_without_input_fits_the_primary_slice_and_names_it(capsys):
     assert main(["fit", "--law", "ouyang2024", "--holdout", "", "--json", "--where", "method=rtn"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert "method=rtn" in doc["data"]["where"] and not any(w.startswith("method=") for w in doc["data"]["primary"])
+
+
+def test_a_fit_with_too_few_points_or_an_estimate_outside_its_ci_is_flagged():
+    from qidlab.output import fit_cautions
+
+    params = {"k": 1.0, "alpha": 0.2, "beta": 0.5, "gamma": None}
+    (few,) = fit_cautions(4, params, None)
+    assert few.startswith("warning: 4 points for 3 free parameters")
+    assert fit_cautions(5, params, {"alpha": [0.1, 0.3]}) == []
+    (outside,) = fit_cautions(5, params, {"alpha": [0.1, 0.3], "beta": [0.51, 0.6]})
+    assert "the estimate of beta lies outside its percentile bootstrap CI" in outside

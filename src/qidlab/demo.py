@@ -23,6 +23,7 @@ from .errors import QidlabError
 from .evaluate import load_eval_set
 from .files import write_text
 from .laws.fit import fit_law
+from .output import fit_cautions
 from .quantize.config import PER_CHANNEL
 from .show import ShowOptions, build_report
 from .store import read_canonical
@@ -251,6 +252,7 @@ def summary_lines(summary: dict) -> list[str]:
                      f"dropped): " + "; ".join(cells))
         readings = [_reading(n, ci.get(n)) for n in PAPER_EXPONENTS if params.get(n) is not None]
         lines.append("        " + "; ".join(readings) + ".")
+        lines += [f"        {line}" for line in fit_cautions(fit["n"], params, ci)]
     if "report" in summary:
         lines.append(f"report: {summary['report']}")
     return lines

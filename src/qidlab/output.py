@@ -34,6 +34,24 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
 
 
+def fit_cautions(n: int, params: dict, ci95: dict | None) -> list[str]:
+    """What a reader of a fit must be told (issue 18, the smoke demo's fits): fewer points than free
+    parameters + 2 (the fit is exact or nearly so; its CIs mean little), and an estimate outside its
+    own percentile bootstrap CI (a skewed bootstrap distribution: few points or a flat fit).
+    ``params``: name -> value (None: folded); ``ci95``: name -> [low, high]."""
+    free = [k for k, v in params.items() if v is not None]
+    out = []
+    if n < len(free) + 2:
+        out.append(f"warning: {count(n, 'point')} for {count(len(free), 'free parameter')} (fewer than parameters + 2): "
+                   "the fit is (nearly) exact, its CIs mean little")
+    outside = [k for k, (lo, hi) in (ci95 or {}).items()
+               if params.get(k) is not None and not lo <= params[k] <= hi]
+    if outside:
+        out.append(f"note: the estimate of {', '.join(outside)} lies outside its percentile bootstrap CI (a skewed "
+                   "bootstrap distribution: too few points, or a flat fit)")
+    return out
+
+
 #: Size suffixes, as ``tables.parse_number`` reads them (7B = 7e9).
 SIZE_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
 

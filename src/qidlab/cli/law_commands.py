@@ -24,7 +24,7 @@ from ..laws.analysis import (
 )
 from ..laws.fit import fit_document, fit_law, pooled_columns
 from ..laws.solve import law_params, params_for, predict_point, solve
-from ..output import count, dump_json, size
+from ..output import count, dump_json, fit_cautions, size
 from .args import assignments, emit, library_names, named_number, number, numbers
 
 
@@ -232,6 +232,7 @@ def _fit_text(law, fits) -> str:
         r2 = (f"{m['r2_log']:.4f}" if math.isfinite(m["r2_log"])
               else f"n/a (every {f.target} is the same: nothing to explain)")
         lines.append(f"  fit: rmse(log) {m['rmse_log']:.4g}, R2(log) {r2}, mean |rel err| {m['mape']:.3g}%")
+        lines += [f"  {line}" for line in fit_cautions(f.n, f.params, f.ci95)]
         if f.n_missing:
             lines.append(f"  {count(f.n_missing, 'point')} with {f.target} empty (NaN): dropped")
         if f.n_nonpositive:
