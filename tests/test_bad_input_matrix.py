@@ -504,3 +504,15 @@ def test_a_full_disk(argv, limit, expect, fx, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, (done.returncode, done.stderr)
     assert len(lines) == 1 and expect in lines[0], done.stderr
     assert snapshot(fx, tmp_path) == before
+
+
+def test_no_wal_or_shm_is_left_after_commands(fx, tmp_path, capsys):
+    """A sweep, an export and a fit of its store leave the store alone: no ``-wal``/``-shm`` beside it."""
+    from qidlab.cli import main
+
+    assert not list(fx.glob("*.db-*"))  # after the fixture's sweep
+    assert main(["export", str(fx / "tiny.db"), "--out", str(tmp_path / "x.csv")]) == 0
+    assert main(["fit", str(fx / "tiny.db"), "--law", "ouyang2024", "--holdout", ""]) in (0, 2)
+    assert main(["store", "merge", str(fx / "tiny.db"), "--out", str(tmp_path / "m.db")]) == 0
+    capsys.readouterr()
+    assert not list(fx.glob("*.db-*")) and not list(tmp_path.glob("*.db-*"))
