@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 import qidlab.sweep.run as sweep_run
+from qidlab.quantize.config import Reference16
 from qidlab.sweep import load_study, run_study
 
 STUDY = """
@@ -146,8 +147,8 @@ def swept(tmp_path, monkeypatch, capsys):
     summary = run_study(study, progress=True)
     assert (summary.measured, summary.failed) == (len(PINNED), [])
     (line,) = capsys.readouterr().err.splitlines()  # not a terminal: one line per checkpoint
-    results = line.split("] m1/step10: ", 1)[1].rsplit("  (elapsed ", 1)[0].split("; ")
-    labels = [r.rsplit(" qid ", 1)[0].rsplit(" loss ", 1)[0] for r in results]
+    assert line.startswith(f"[{len(PINNED)}/{len(PINNED)}] m1/step10: 16-bit loss 2.000; {len(PINNED) - 1} quantized")
+    labels = [sweep_run._label(cfg, study) for cfg in (Reference16(), *study.methods)]
     return study, _rows(tmp_path / "s.db"), labels
 
 

@@ -51,13 +51,18 @@ def test_a_log_gets_one_line_per_checkpoint(tmp_path):
     log = io.StringIO()
     meter = Progress(plan, 1, stream=log)
     for ref, configs in plan:
-        for cfg in configs:
-            label = job_label(cfg.to_dict())
-            meter.measured(ref, cfg.method, f"{label} loss 3.000" if cfg.method == "none" else f"{label} qid 0.1")
+        for qid, cfg in zip((None, 0.25, 0.5), configs):
+            label = "16-bit" if cfg.method == "none" else f"{cfg.method} 4-bit"
+            if qid is None:
+                meter.measured(ref, cfg.method, f"{label} loss 3.000")
+            else:
+                meter.measured(ref, cfg.method, f"{label} qid {qid}", qid=qid, label=label)
         meter.checkpoint_done(ref)
     meter.close()
     lines = log.getvalue().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("[3/6] small/step4: 16-bit loss 3.000; rtn 4-bit")
+    assert len(lines) == 2
+    assert lines[0].startswith("[3/6] small/step4: 16-bit loss 3.000; 2 quantized, qid 0.2500 to 0.5000 "
+                               "(largest: gptq 4-bit)  (elapsed ")
     assert "ETA" in lines[0] and "none-bits=16" not in log.getvalue() and "\r" not in log.getvalue()
 
 

@@ -86,7 +86,7 @@ def run_demo(out_dir, *, scale: DemoScale = FULL, threads: int | None = None, re
     twin = f" + a BitNet b1.58 twin of {scale.bitnet_twin_of}" if scale.bitnet_twin_of else ""
     log(f"==> 3/6 training {len(scale.models) + bool(twin)} models: {len(scale.models)} sizes{twin}; "
         f"{scale.steps} steps, {scale.steps * scale.batch_size * scale.seq_len:,} tokens each"
-        + (f" ({threads} torch threads)" if threads else ""))
+        + (f" ({threads} torch thread{'s' if threads != 1 else ''})" if threads else ""))
     suite_dir = train_demo_suite(out, scale, threads, log)
     log("==> 4/6 sweep: RTN and GPTQ at " + "/".join(map(str, scale.bits)) + f" bits on {len(texts['eval'])} eval sets")
     store, sweep = sweep_demo_study(out, suite_dir, texts, scale, threads)

@@ -59,7 +59,8 @@ class Progress:
         self.done = 0
         self.done_weight = 0.0
         self.t0 = time.monotonic()
-        self.results: list[str] = []
+        self.losses: list[str] = []  # this checkpoint's 16-bit losses, as shown
+        self.qids: list[tuple[float, str]] = []  # this checkpoint's (qid, label)
 
     @staticmethod
     def _key(ref) -> tuple:
@@ -75,8 +76,10 @@ class Progress:
     def _head(self) -> str:
         return f"[{self.done}/{self.total}]"
 
-    def measured(self, ref, method: str, text: str, *, failed: bool = False, jobs: int = 1) -> None:
-        """``jobs`` measurements of ``ref`` by ``method`` are done (or failed); ``text`` says what came out."""
+    def measured(self, ref, method: str, text: str, *, failed: bool = False, jobs: int = 1,
+                 qid: float | None = None, label: str = "") -> None:
+        """``jobs`` measurements of ``ref`` by ``method`` are done (or failed); ``text`` says what came
+        out, ``qid`` and ``label`` feed the checkpoint's line in a log."""
         self.done += jobs
         self.done_weight += self.size.get(self._key(ref), 1.0) * method_cost(method) * jobs
         if not self.enabled:
@@ -86,18 +89,27 @@ class Progress:
             self._clear()
             print(f"{self._head()} {where} {text}", file=self.stream, flush=True)
             return
-        self.results.append(text)
+        if qid is None:
+            self.losses.append(text)
+        else:
+            self.qids.append((qid, label))
         if self.tty:
             line = f"{self._head()} {where} {text}  ({self._eta()})"
             width = 160
             print(f"\r\033[K{line[:width]}", end="", file=self.stream, flush=True)
 
     def checkpoint_done(self, ref) -> None:
-        """The end of ``ref``: in a log, its one line (what was measured, the progress, the ETA)."""
-        if self.enabled and not self.tty and self.results:
-            print(f"{self._head()} {ref.model}/step{ref.step}: {'; '.join(self.results)}  ({self._eta()})",
+        """The end of ``ref``: in a log, its one line: the 16-bit loss, how many quantized configs, the
+        range of QiD and the config with the largest; the progress and the ETA."""
+        if self.enabled and not self.tty and (self.losses or self.qids):
+            parts = self.losses[:1] + ([f"+{len(self.losses) - 1} more eval sets"] if len(self.losses) > 1 else [])
+            if self.qids:
+                top = max(self.qids, key=lambda q: q[0] if q[0] == q[0] else float("-inf"))
+                low = min(q for q, _ in self.qids)
+                parts.append(f"{len(self.qids)} quantized, qid {low:.4f} to {top[0]:.4f} (largest: {top[1]})")
+            print(f"{self._head()} {ref.model}/step{ref.step}: {'; '.join(parts)}  ({self._eta()})",
                   file=self.stream, flush=True)
-        self.results = []
+        self.losses, self.qids = [], []
 
     def close(self) -> None:
         """End the terminal's updating line."""

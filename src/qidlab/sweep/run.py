@@ -393,8 +393,10 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             summary.skipped += 1
         else:
             summary.measured += 1
-        meter.measured(ref, item.config.method, f"{shown} loss {item.loss16:.3f}" if item.config.method == "none"
-                       else f"{shown} qid {item.qid:.4f}")
+        if item.config.method == "none":
+            meter.measured(ref, "none", f"{shown} loss {item.loss16:.3f}")
+        else:
+            meter.measured(ref, item.config.method, f"{shown} qid {item.qid:.4f}", qid=item.qid, label=shown)
 
 
 def _label(cfg: QuantConfig, study: Study) -> str:
