@@ -9,6 +9,8 @@ TRUTH = {
     "ouyang2024-tokens": {"b": 1e-6, "beta": 0.53},
     "ouyang2024-size": {"a": 50.0, "alpha": 0.23},
     "ouyang2024-bits": {"c": 30.0, "gamma": 5.5},
+    # qidlab's own variant (not published): no constants to take
+    "qidlab-interaction": {"k": 0.02, "alpha": 0.25, "beta": 0.3, "gamma": -3.0, "eta": 0.25},
 }
 
 #: Small study designs so that every law's fit stays fast in CI.

@@ -232,7 +232,7 @@ OK_SET = ["--set", "n_params=7B", "tokens=1T", "bits=4"]
 
 LAW_CASES = [
     C(["laws", "nosuch"], "unknown law 'nosuch'", id="laws-unknown"),
-    C(["fit", "{fx}/t.csv"], "the following arguments are required: --law", id="fit-no-law"),
+    C(["fit", "{fx}/t.csv"], "needs --law LAW", id="fit-no-law"),
     C(["fit", "{fx}/t.csv", "--law", "ouyang2042"], "did you mean", id="fit-law-typo"),
     C(["fit", "{fx}/t.csv", *LAW, "--by", "nosuch"], "nosuch", id="fit-by-unknown"),
     C(["fit", "{fx}/missing.csv", *LAW], "missing.csv", id="fit-missing-file"),

@@ -103,7 +103,8 @@ def test_laws_json_lists_every_law(capsys):
     for d in doc["laws"]:
         assert isinstance(d["formula"], str) and d["formula"], d["name"]
         assert d["params"] and all({"name", "bounds"} <= set(p) for p in d["params"]), d["name"]
-        assert d["published"], f"{d['name']} has no published constants"
+        if not d["citation"].startswith("qidlab's own variant"):
+            assert d["published"], f"{d['name']} has no published constants"
         for pub in d["published"].values():
             assert pub["source"] and isinstance(pub["values"], dict) and pub["values"]
             param_names = {p["name"] for p in d["params"]}

@@ -28,7 +28,7 @@ def coverage(name: str, seeds: int = SEEDS, replicates: int = 100) -> dict[str, 
     hits = {k: 0 for k in truth}
     for seed in range(seeds):
         data = simulate(name, truth, frame, noise=NOISE, seed=seed)
-        (fit,) = fit_law(data, name, bootstrap=replicates, seed=1000 + seed, holdout=())
+        (fit,) = fit_law(data, name, bootstrap=replicates, seed=1000 + seed, resample="points", holdout=())
         for k, v in truth.items():
             lo, hi = fit.ci95[k]
             hits[k] += lo <= v <= hi

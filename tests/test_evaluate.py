@@ -189,7 +189,8 @@ def test_scores_count_tokens_and_bytes(ckpt, eval_set, scores16):
     assert scores16.n_tokens.tolist() == expected_tokens
     assert scores16.n_bytes.tolist() == [len(d.encode()) for d in eval_set.docs]
     assert (scores16.nll_sum > 0).all() and scores16.n_ref_tokens is None
-    assert scores16.settings == {"max_length": 128, "stride": 64, "bos": True, "eval_set_hash": eval_set.content_hash}
+    assert scores16.settings == {"max_length": 128, "stride": 64, "bos": True, "prefix": "bos", "windows": "sliding",
+                                 "eval_set_hash": eval_set.content_hash}
     doc = eval_set.docs[5]
     ids = _ids(tok, doc)
     assert len(ids) <= 128

@@ -98,7 +98,7 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate(table1):
 def test_group_bootstrap_resamples_whole_model_sizes():
     law = get_law("ouyang2024")
     frame = simulate(law, law.default_constants(), design(law), noise=0.02, seed=2)
-    (points,) = fit_law(frame, law, bootstrap=200, seed=0, holdout=())
+    (points,) = fit_law(frame, law, bootstrap=200, seed=0, resample="points", holdout=())
     (groups,) = fit_law(frame, law, bootstrap=200, seed=0, resample="n_params", holdout=())
     assert groups.bootstrap["resample"] == "n_params"
     width = lambda f: f.ci95["alpha"][1] - f.ci95["alpha"][0]  # noqa: E731

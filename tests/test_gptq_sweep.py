@@ -10,7 +10,7 @@ from test_sweep import STUDY, _copy_study, suite  # noqa: F401  (the module-scop
 
 from qidlab.errors import QidlabError
 from qidlab.store import Store, merge_stores, read_canonical
-from qidlab.store.db import SCHEMA_VERSION
+from qidlab.store.db import SCHEMA_VERSION, canonical_query
 from qidlab.sweep import load_study, run_study
 from qidlab.sweep.run import measurement_config
 
@@ -66,9 +66,13 @@ def test_the_study_chooses_hessian_precision_and_failure_policy(suite, tmp_path,
 
 
 def _as_version_1(path):
-    """A store as qidlab wrote it before schema version 2 (no quantization_json column)."""
+    """A store as qidlab wrote it before schema version 2 (no quantization_json column, nor the
+    checkpoints' run of version 3)."""
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP VIEW canonical")
         conn.execute("ALTER TABLE measurements DROP COLUMN quantization_json")
+        conn.execute("ALTER TABLE checkpoints DROP COLUMN run")
+        conn.execute("CREATE VIEW canonical AS " + canonical_query().replace(", c.run", ""))
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     return path
 
@@ -84,7 +88,7 @@ def test_a_store_of_schema_1_is_migrated_when_written_and_merged_as_it_is(tmp_pa
     with Store(old) as store:  # opened for writing: migrated in place
         version = store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         columns = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
-    assert version == SCHEMA_VERSION == "2" and "quantization_json" in columns
+    assert version == SCHEMA_VERSION == "3" and "quantization_json" in columns
     assert len(read_canonical(old)) == rows
 
 
@@ -93,7 +97,7 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
     before = db.read_bytes()
-    with pytest.raises(QidlabError, match="store schema version 9, this qidlab reads 1 to 2"):
+    with pytest.raises(QidlabError, match="store schema version 9, this qidlab reads 1 to 3"):
         Store(db)
     with pytest.raises(QidlabError, match="store schema version 9"):
         merge_stores([db], tmp_path / "m.db")

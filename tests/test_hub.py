@@ -117,6 +117,7 @@ def test_study_over_two_repos_and_three_revisions_sweeps_offline(hub_source, hub
     assert sorted(set(table["suite"])) == list(REPOS)
     assert sorted(set(table["model"])) == ["neox-a", "neox-b"]
     assert (table["tokens"] == table["step"] * TOKENS_PER_STEP).all()
+    assert (table["path"] == "hf://" + table["suite"] + "@step" + table["step"].astype(str)).all()  # in exports
     with sqlite3.connect(study.store) as conn:
         rows = conn.execute("SELECT suite, model, step, path, tokens FROM checkpoints").fetchall()
     assert sorted(rows) == [(repo, repo.rpartition("/")[2], s, f"hf://{repo}@step{s}", s * TOKENS_PER_STEP)
@@ -297,3 +298,30 @@ def test_online_checks_name_a_missing_revision_and_size_the_download(hub_source,
     sizes = {(c["suite"], c["step"]): (c["cached"], c["download_bytes"]) for c in doc["checkpoints"]}
     assert sizes[("tiny-org/neox-b", 90)] == (False, 10**9 + 600)  # no pickle, no README
     assert sizes[("tiny-org/neox-b", 20)][0] is True
+    # allow_pickle: pickled weights only where a revision has no safetensors (never both downloaded)
+    path.write_text(path.read_text().replace("allow_pickle = false", "allow_pickle = true"))
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {c["download_bytes"] for c in doc["checkpoints"] if c["step"] == 90} == {10**9 + 600}
+    files[1] = SimpleNamespace(rfilename="README.bin", size=5)  # now pickles only
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {c["download_bytes"] for c in doc["checkpoints"] if c["step"] == 90} == {2 * 10**9 + 600}
+
+
+def test_load_checkpoint_reads_a_hub_location(hub_source, hub_cache, one_thread):
+    """``load_checkpoint("hf://REPO@REVISION")`` and a Hub ``CheckpointRef`` resolve through the cache:
+    the same weights (content hash) as the folder they were cached from, the step from the revision."""
+    from qidlab.checkpoints import load_checkpoint
+    from qidlab.checkpoints.hub import hub_refs, step_revisions
+
+    local = load_checkpoint(hub_source / "suite" / "neox-a" / "step40")
+    ckpt = load_checkpoint("hf://tiny-org/neox-a@step40")
+    assert ckpt.content_hash == local.content_hash and ckpt.step == 40
+    assert ckpt.path.parent.name == "snapshots" and ckpt.path.is_relative_to(hub_cache)
+    ref = hub_refs(["tiny-org/neox-b"], step_revisions("step{step}", [60], TOKENS_PER_STEP))[0]
+    other = load_checkpoint(ref)
+    assert (other.step, other.tokens) == (60, 60 * TOKENS_PER_STEP)
+    assert other.content_hash == load_checkpoint(hub_source / "suite" / "neox-b" / "step60").content_hash
+    with pytest.raises(QidlabError, match="revision 'step99' is not in the offline cache"):
+        load_checkpoint("hf://tiny-org/neox-a@step99")

@@ -23,7 +23,10 @@ def test_every_required_law_is_registered():
 def test_law_is_documented(name):
     law = get_law(name)
     assert law.formula and law.citation and law.quantity in ("qid", "loss")
-    assert law.published, "every built-in law carries its published constants"
+    if law.citation.startswith("qidlab's own variant"):
+        assert not law.published, "qidlab's own variants are not published laws"
+    else:
+        assert law.published, "every built-in law carries its published constants"
     for key, pub in law.published.items():
         assert pub.source
         assert set(pub.values) <= set(law.param_names), key

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 from html.parser import HTMLParser
 
@@ -97,8 +98,60 @@ def test_table1_comes_from_the_fitted_law(report):
     params, _ = law_params("ouyang2024", fit=json.loads((out / "fit-ouyang2024.json").read_text()))
     for n, bits, qid in ((1e9, 2.0, 0.2), (70e9, 3.0, 0.4), (405e9, 4.0, 0.5)):
         cell = token_grid("ouyang2024", params, [n], [bits], [qid]).tokens_trillion[0]
-        assert f"<td class=num>{number(float(cell))}</td>" in html
+        # the value, a mark where it extrapolates (N <= 1B fitted), its 95% interval below
+        assert re.search(f"<td class=num>{re.escape(number(float(cell)))}{' ⚠' if n > 2e9 else '( ⚠)?'}<br>\\[", html)
     assert "<td class=num>17.35</td>" in html  # the paper's printed 70B, 4-bit, QiD 0.2 cell
+
+
+def _cli_json(capsys, *argv):
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_table1_intervals_and_marks_are_those_of_qidlab_table1(report, capsys):
+    out, doc = report
+    cli = _cli_json(capsys, "table1", "--law", "ouyang2024", "--fit", str(out / "fit-ouyang2024.json"),
+                    "--sizes", "1B,7B,70B,405B", "--bits", "2,3,4", "--qid", "0.2,0.3,0.4,0.5")
+    expected = {(r["n_params"], r["bits"], r["qid"]): r for r in cli["rows"]}
+    assert len(doc["table1"]["rows"]) == len(expected) == 48
+    for row in doc["table1"]["rows"]:
+        same = expected[(row["n_params"], row["bits"], row["qid"])]
+        assert row["interval"] == pytest.approx(same["interval"], rel=1e-12)
+        assert row["extrapolation"] == same["extrapolation"]
+    assert doc["table1"]["warnings"] == cli["warnings"] and cli["warnings"]
+    html = (out / "report.html").read_text()
+    assert all(h_escape(w) in html for w in cli["warnings"])
+
+
+def h_escape(text):
+    import html
+
+    return html.escape(text)
+
+
+def test_fig1_crossings_carry_intervals_marks_and_the_vocabulary_note(report):
+    out, doc = report
+    fig1 = doc["fig1"]
+    seven_2bit = next(c for c in fig1["crossings"] if c["n_params"] == 7e9 and c["bits"] == 2.0)
+    lo, hi = seven_2bit["interval"]
+    assert lo < seven_2bit["tokens_worse_than_random"] < hi
+    # every size of Fig. 1 (7B-405B) lies far above the fitted 10M-1B
+    assert all("n_params" in [e["variable"] for e in c["extrapolation"]] for c in fig1["crossings"])
+    assert "4096" in fig1["random_level_note"] and "Llama-3" in fig1["random_level_note"]
+    html = (out / "report.html").read_text()
+    assert 'id="fig1"' in html and "Llama-3" in html
+
+
+def test_model_choice_is_qidlab_fit_compare(report, capsys):
+    out, doc = report
+    cli = _cli_json(capsys, "fit", str(out.parent / "study.db"), "--compare", "--where", "eval_set=web",
+                    "method=gptq")
+    assert doc["model_choice"]["summary"] == cli["summary"]
+    assert [s["label"] for s in doc["model_choice"]["slices"]] == [s["label"] for s in cli["slices"]]
+    assert len(cli["slices"]) == 5  # four sizes, then the latest D of each
+    html = (out / "report.html").read_text()
+    assert 'id="model-choice"' in html and f"chosen: {cli['chosen']}" in html
 
 
 def test_the_report_states_its_provenance(report):

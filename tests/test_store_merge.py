@@ -324,7 +324,7 @@ def test_a_bad_destination_or_option_is_refused(tmp_path):
         merge_stores([good], tmp_path / "m.db", on_conflict="newest")
     with Store(tmp_path / "old.db") as s, s.conn:
         s.conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    with pytest.raises(QidlabError, match="store schema version 0, this qidlab reads 1 to 2"):
+    with pytest.raises(QidlabError, match="store schema version 0, this qidlab reads 1 to 3"):
         merge_stores([tmp_path / "old.db"], tmp_path / "m.db")
     assert not (tmp_path / "m.db").exists()
 

@@ -96,3 +96,40 @@ def test_the_report_returns_what_report_json_holds(tmp_path):
     assert report.path == tmp_path / "out" / "report.html" and report.path.is_file()
     assert report.summary == json.loads((tmp_path / "out" / "report.json").read_text())
     assert report.summary["figures"] and report.summary["eval_set"] == "web"
+
+
+def _as_version_2(path):
+    """A store as qidlab wrote it before schema version 3 (no checkpoints.run, the view without it)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP VIEW canonical")
+        conn.execute("ALTER TABLE checkpoints DROP COLUMN run")
+        conn.execute("CREATE VIEW canonical AS " + canonical_query().replace(", c.run", ""))
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    return path
+
+
+def test_runs_are_stored_exported_and_migrated_from_version_2(tmp_path):
+    from qidlab.store import merge_stores
+
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        es = store.eval_set_id(name="web", content_hash="e", n_docs=2, source={})
+        for run in ("seed0", "seed1"):
+            ck = store.checkpoint_id(suite="s", model=f"m-{run}", step=64, path="/x", n_params=1000,
+                                     n_params_total=1500, tokens=64, content_hash=run, run=run)
+            store.add_measurement(_measurement(ck, es))
+    assert sorted(read_canonical(db)["run"]) == ["seed0", "seed1"]
+    old = tmp_path / "old.db"
+    old.write_bytes(db.read_bytes())
+    _as_version_2(old)
+    # an older store is read as it is (no migration), with this version's columns: run is NULL there
+    assert read_canonical(old)["run"].isna().all()
+    merged = tmp_path / "merged.db"
+    merge_stores([old, db], merged)  # a version-2 source merges into a version-3 store
+    assert read_canonical(merged)["run"].isna().sum() == 2  # the old store's checkpoints come first, run NULL
+    with Store(old) as store:  # opened for writing: migrated in place, the view made again
+        version = store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert version == "3"
+    assert read_canonical(old)["run"].isna().all() and len(read_canonical(old)) == 2

@@ -81,7 +81,9 @@ def test_sweep_command_reports_a_bad_study_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("scoring,message", [
-    ("unit = 'nats_per_word'", "unit must be one of"),
+    ("unit = 'nats_per_char'", "unit must be one of"),
+    ("prefix = 'start'", "prefix must be one of"),
+    ("windows = 'disjoint'\nstride = 8", "stride applies to sliding windows only"),
     ("unit = 'nats_per_ref_token'", "needs reference_tokenizer"),
     ("window = 3", "unknown key"),
 ])

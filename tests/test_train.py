@@ -204,6 +204,59 @@ def test_data_only_prepares_the_shared_token_file_and_trains_nothing(trained, wo
     assert sorted(p.name for p in suite_dir.iterdir()) == ["_data"]
 
 
+def test_the_scoring_prefix_is_a_token_every_model_trained_on(trained, workdir):
+    """BOS = EOS (qidlab.train.data): the scorer's default prefix, the tokenizer's BOS, is <|eos|>, which
+    precedes every training document, so its embedding row moves from its initial value like the
+    other rows; the <|bos|> row (id 0), the prefix of suites made before, stays where it was."""
+    from qidlab.checkpoints import read_manifest
+    from qidlab.evaluate.score import prefix_token
+
+    suite = workdir / "run1" / "tiny"
+    data = json.loads((suite / "_data" / "data.json").read_text())
+    assert read_manifest(suite)["bos_is_eos"] is True and data["bos_is_eos"] is True
+    tokens = np.memmap(suite / "_data" / "tokens.bin", dtype=data["dtype"], mode="r")
+    seen = np.unique(np.asarray(tokens)).tolist()
+    for model in ("h32-l1", "h64-l2"):
+        ckpt = load_checkpoint(suite / model / "step40")
+        tok = ckpt.tokenizer
+        assert tok.bos_token_id == tok.eos_token_id == 1 == ckpt.model.config.bos_token_id
+        assert tok.convert_ids_to_tokens(0) == "<|bos|>"  # ids unchanged: <|bos|> is kept, unused
+        prefix = prefix_token(tok, None)
+        assert prefix == tok.eos_token_id
+        key = "gpt_neox.embed_in.weight"
+        change = (_weights(suite / model / "step40")[key] - _weights(suite / model / "step0")[key]).norm(dim=1)
+        median = float(change[seen].median())  # rows of the tokens in the training data (most bytes never occur)
+        assert median > 0 and float(change[prefix]) > 0.5 * median
+        assert float(change[0]) < 0.05 * median  # a never-seen row moves only by weight decay
+
+
+def test_a_suite_made_before_bos_is_eos_keeps_its_tokenizer(trained, workdir):
+    """Data prepared before BOS = EOS (no ``bos_is_eos`` in data.json, <|bos|> as BOS) is reused as it
+    is, and the manifest then says bos_is_eos = false: the suite stays one convention."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from qidlab.checkpoints import read_manifest
+    from qidlab.train.data import prepare_data
+    from qidlab.train.loop import _write_suite_manifest
+
+    old = workdir / "old-suite" / "tiny"
+    shutil.copytree(workdir / "run1" / "tiny" / "_data", old / "_data")
+    info = json.loads((old / "_data" / "data.json").read_text())
+    for key in ("bos_is_eos", "bos_token_id"):
+        info.pop(key)
+    (old / "_data" / "data.json").write_text(json.dumps(info))
+    tok = AutoTokenizer.from_pretrained(str(old / "_data" / "tokenizer"), local_files_only=True)
+    tok.bos_token = "<|bos|>"
+    tok.save_pretrained(old / "_data" / "tokenizer")
+    config = load_suite_config(write_suite(workdir))
+    data = prepare_data(config, old)
+    assert data.tokenizer.bos_token_id == 0 != data.tokenizer.eos_token_id
+    _write_suite_manifest(config, old, {"h32-l1": 1, "h64-l2": 2}, {}, data.tokenizer)
+    assert read_manifest(old)["bos_is_eos"] is False
+
+
 class Interrupt(Exception):
     pass
 

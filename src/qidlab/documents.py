@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from qidlab.errors import QidlabError
+from qidlab.hubdata import DatasetSource, dataset_documents
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -90,7 +91,8 @@ def _from_jsonl(path: Path, text_field: str) -> list[str]:
         except json.JSONDecodeError as exc:
             raise QidlabError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict) or text_field not in record:
-            raise QidlabError(f"{path}:{lineno}: no field {text_field!r} (set text_field= to choose another)")
+            raise QidlabError(f"{path}:{lineno}: no field {text_field!r} (set `text_field` to choose another)",
+                              params=("text_field",))
         value = record[text_field]
         if value is None:
             continue
@@ -110,7 +112,7 @@ def _from_parquet(path: Path, text_field: str) -> list[str]:
         raise QidlabError(f"{path}: not a readable Parquet file ({exc})") from None
     if text_field not in schema.names:
         raise QidlabError(f"{path}: no column {text_field!r} (columns: {', '.join(schema.names)}; "
-                          "set text_field= to choose another)")
+                          "set `text_field` to choose another)", params=("text_field",))
     column = pq.read_table(path, columns=[text_field]).column(text_field)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise QidlabError(f"{path}: column {text_field!r} is {column.type}, not text")
@@ -237,31 +239,72 @@ def tokenizer_fingerprint(tokenizer) -> str | None:
 @dataclass(frozen=True)
 class CalibrationSpec:
     """Where GPTQ/AWQ calibration windows come from: ``n_samples`` windows of ``seq_len`` tokens,
-    drawn with ``seed`` from the documents of ``source`` (any path ``read_path`` reads)."""
+    drawn with ``seed`` from the documents of ``source``: any path ``read_path`` reads (JSONL/Parquet:
+    field ``text_field``), or a ``DatasetSource`` (a ``datasets`` data set, its own text field) of which
+    ``n_docs`` documents are taken first (the seeded sample an eval set takes; all when None and not
+    streaming)."""
 
-    source: Path
+    source: Path | DatasetSource
     n_samples: int = 128
     seq_len: int = 512
     seed: int = 0
-
+    text_field: str = "text"
+    n_docs: int | None = None
 
 #: How ``calibration_ids`` draws its windows; part of a calibrated measurement's identity, so rows of
 #: an older sampler (which tokenised the whole source as one text) are never taken for this one's.
 CALIBRATION_SAMPLER = "seeded-documents-v2"
 
 
-def calibration_identity(source: Path) -> str:
+def calibration_identity(source) -> str:
     """The calibration text's content hash (``docs_hash``), so that the same job run from another
-    folder, or merged from another store, is the same measurement. Cached per file version."""
-    path = Path(source)
+    folder, or merged from another store, is the same measurement. ``source``: a path, or a
+    ``CalibrationSpec`` (its source read with its text field, a data set sampled). Cached per file
+    version."""
+    spec = source if isinstance(source, CalibrationSpec) else CalibrationSpec(Path(source))
+    return _hash_of(_docs_key(spec))
+
+
+def _docs_key(spec: CalibrationSpec) -> tuple:
+    """What the calibration documents of ``spec`` depend on: the data set and its sample, or the
+    file (resolved path, version) and text field."""
+    if isinstance(spec.source, DatasetSource):
+        return ("dataset", spec.source, spec.n_docs, spec.seed)
+    path = Path(spec.source)
     if not path.exists():
         raise QidlabError(f"calibration source does not exist: {path}")
-    return _docs_hash_of(str(path.resolve()), *_version(path))
+    return ("file", str(path.resolve()), *_version(path), spec.text_field)
 
 
 @functools.lru_cache(maxsize=32)
-def _docs_hash_of(path: str, _mtime_ns: int, _size: int) -> str:
-    return "sha256:" + docs_hash(_calibration_docs(path, _mtime_ns, _size))
+def _hash_of(key: tuple) -> str:
+    return "sha256:" + docs_hash(_docs_of(key))
+
+
+def _spec_docs(spec: CalibrationSpec) -> list[str]:
+    return _docs_of(_docs_key(spec))
+
+
+@functools.lru_cache(maxsize=4)
+def _docs_of(key: tuple) -> list[str]:
+    """The non-blank calibration documents a ``_docs_key`` names: all of a file's, in order; a data
+    set's seeded sample of ``n_docs`` (as ``load_eval_set`` takes it; all when None)."""
+    if key[0] == "file":
+        _, path, _mtime_ns, _size, text_field = key
+        return drop_short(read_path(Path(path), text_field)[1], 1, path)
+    _, src, n_docs, seed = key
+    if src.streaming:
+        return dataset_documents(src, n_docs=n_docs, seed=seed)
+    return seeded_sample(drop_short(dataset_documents(src), 1, src.label), n_docs, seed)
+
+
+def seeded_sample(docs: list[str], n_docs: int | None, seed: int) -> list[str]:
+    """``n_docs`` of ``docs`` in their order, chosen by ``numpy.random.default_rng(seed).choice(len(docs),
+    n_docs, replace=False)``; all of them when there are not more than ``n_docs`` (or it is None)."""
+    if n_docs is None or len(docs) <= n_docs:
+        return list(docs)
+    keep = np.sort(np.random.default_rng(seed).choice(len(docs), size=n_docs, replace=False))
+    return [docs[i] for i in keep]
 
 
 def calibration_ids(tokenizer, spec: CalibrationSpec, cache: dict | None = None):
@@ -272,7 +315,7 @@ def calibration_ids(tokenizer, spec: CalibrationSpec, cache: dict | None = None)
     fingerprint = None if cache is None else tokenizer_fingerprint(tokenizer)
     if fingerprint is None:
         return _draw_calibration(tokenizer, spec)
-    key = (fingerprint, spec, _version(spec.source))
+    key = (fingerprint, spec, _docs_key(spec))
     if key not in cache:
         cache[key] = _draw_calibration(tokenizer, spec)
     return cache[key].clone()
@@ -284,7 +327,7 @@ def _draw_calibration(tokenizer, spec: CalibrationSpec):
     (a 100 MB training split is not); then ``n_samples`` seeded windows of ``seq_len`` tokens."""
     import torch
 
-    docs = _calibration_docs(str(Path(spec.source).resolve()), *_version(spec.source))
+    docs = _spec_docs(spec)
     rng = np.random.default_rng(spec.seed)
     order = rng.permutation(len(docs))
     need, chars = 2 * spec.n_samples * spec.seq_len, 0
@@ -300,8 +343,8 @@ def _draw_calibration(tokenizer, spec: CalibrationSpec):
         if len(ids) >= need or len(taken) == len(docs):
             break
     if len(ids) <= spec.seq_len:
-        raise QidlabError(f"calibration text {spec.source} has {len(ids)} tokens; need more than "
-                          f"seq_len={spec.seq_len}")
+        where = getattr(spec.source, "label", spec.source)
+        raise QidlabError(f"calibration text {where} has {len(ids)} tokens; need more than seq_len={spec.seq_len}")
     starts = rng.integers(0, len(ids) - spec.seq_len, size=spec.n_samples)
     return torch.tensor([ids[s : s + spec.seq_len] for s in starts], dtype=torch.long)
 
@@ -310,9 +353,3 @@ def _version(source) -> tuple[int, int]:
     """(mtime in ns, size in bytes) of a file: a cache key that changes when the file does."""
     st = Path(source).stat()
     return st.st_mtime_ns, st.st_size
-
-
-@functools.lru_cache(maxsize=4)
-def _calibration_docs(path: str, _mtime_ns: int, _size: int) -> list[str]:
-    """The non-blank documents of the calibration source ``path`` (resolved), all of them, in order."""
-    return drop_short(read_path(Path(path))[1], 1, path)

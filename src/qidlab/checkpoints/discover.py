@@ -4,6 +4,8 @@ A suite root may carry a manifest, ``qidlab-suite.toml`` (or ``qidlab-suite.json
 
     suite = "pythia"                  # optional; default: the folder's name
     tokens_per_step = 2097152         # D = step * tokens_per_step (Pythia: 1024 x 2048)
+    bos_is_eos = true                 # optional: the tokenizer's BOS is its EOS (qidlab.train.data);
+                                      #   false: a BOS the models never saw in training
 
     [tokens]                          # optional explicit D per checkpoint, "<model>/step<N>"
     "pythia-70m/step1000" = 2097152000
@@ -12,6 +14,8 @@ A suite root may carry a manifest, ``qidlab-suite.toml`` (or ``qidlab-suite.json
     tokens_per_step = 2097152         # overrides the suite's
     tokens = { step1000 = 2097152000 }
     family = "pythia"                 # any other key is kept in CheckpointRef.info
+    run = "seed1"                     # which training run of the model (the store's checkpoints.run):
+                                      # a fit's bootstrap draws each run of a model as a cluster
 
 Tokens D of a checkpoint, first found wins: the ``tokens`` of the checkpoint folder's own
 ``qidlab.json``; the manifest's explicit ``tokens`` (per model, then suite-wide); ``step *
@@ -27,14 +31,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qidlab.checkpoints.load import read_metadata
+from qidlab.checkpoints.metadata import read_metadata
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table
 
 MANIFEST_NAMES = ("qidlab-suite.toml", "qidlab-suite.json")
 _STEP_DIR = re.compile(r"^step(\d+)$")
 # the manifest's top-level keys (their values are checked below, with messages of their own)
-MANIFEST_KEYS = {"suite": Key(), "tokens_per_step": Key(), "tokens": Key(), "models": Key()}
+MANIFEST_KEYS = {"suite": Key(), "tokens_per_step": Key(), "tokens": Key(), "models": Key(),
+                 "bos_is_eos": Key("bool")}
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,15 @@ def _step_key(key: str, where: str, table: str) -> int:
 
 
 def read_manifest(suite_root: str | Path) -> dict:
-    """The suite manifest, validated: ``{"suite", "tokens_per_step", "tokens", "models"}``.
+    """The suite manifest, validated: ``{"suite", "tokens_per_step", "tokens", "models", "bos_is_eos"}``
+    (``bos_is_eos``: None when the manifest does not say).
 
     ``tokens`` maps ``(model, step)`` to D; ``models`` maps a model name to
     ``{"tokens_per_step", "tokens": {step: D}, "info": {...}}``. No manifest: an empty one.
     """
     root = Path(suite_root)
     found = [root / n for n in MANIFEST_NAMES if (root / n).is_file()]
-    out = {"suite": None, "tokens_per_step": None, "tokens": {}, "models": {}, "file": None}
+    out = {"suite": None, "tokens_per_step": None, "tokens": {}, "models": {}, "file": None, "bos_is_eos": None}
     if not found:
         return out
     if len(found) > 1:
@@ -98,6 +104,7 @@ def read_manifest(suite_root: str | Path) -> dict:
         raise QidlabError(f"{where}: expected a table/object at the top level")
     check_table(raw, MANIFEST_KEYS, where, "the suite manifest")
     out["file"] = path
+    out["bos_is_eos"] = raw.get("bos_is_eos")
     if "suite" in raw:
         if not isinstance(raw["suite"], str) or not raw["suite"]:
             raise QidlabError(f"{where}: key 'suite' must be a non-empty string, got {raw['suite']!r}")

@@ -57,6 +57,12 @@ def allow_patterns(allow_pickle: bool) -> list[str]:
     return [*ALLOW_PATTERNS, *(PICKLE_PATTERNS if allow_pickle else ())]
 
 
+def weight_patterns(names, allow_pickle: bool) -> list[str]:
+    """The patterns to download from a revision holding files ``names``: pickled weights only when
+    allowed and the revision has no safetensors (a revision with both is not downloaded twice)."""
+    return allow_patterns(allow_pickle and not any(n.endswith(".safetensors") for n in names))
+
+
 def step_revisions(template: str, steps, tokens_per_step: int | None) -> list[Revision]:
     """Pythia's form: revision ``template.format(step=s)`` per step, D = s x ``tokens_per_step`` (tokens)."""
     if "{step}" not in template:
@@ -94,6 +100,12 @@ def _tokens(name: str, pattern, unit: float, step: int, tokens_per_step: int | N
     return int(round(float(m.group(1)) * unit))
 
 
+def revision_step(revision: str | None) -> int | None:
+    """The step a revision's name gives (``step<N>`` anywhere in it), else None."""
+    m = _STEP.search(revision or "")
+    return int(m.group(1)) if m else None
+
+
 def hub_refs(repos, revisions: list[Revision]) -> list[CheckpointRef]:
     """One ``CheckpointRef`` per repo x revision: suite = repo id, model = repo name, ``path`` None until
     ``resolve`` (``ref.location`` is ``hf://REPO@REVISION``). No network."""
@@ -129,7 +141,13 @@ def resolve(repo: str, revision: str | None, *, allow_pickle: bool = False, quie
         print(f"hub: {repo}@{revision or 'main'} (only files not yet cached are downloaded)", file=sys.stderr,
               flush=True)
     try:
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(allow_pickle)))
+        patterns = allow_patterns(allow_pickle)
+        if allow_pickle and not is_offline():  # pickles only where the revision has no safetensors
+            from huggingface_hub import HfApi
+
+            info = HfApi().model_info(repo, revision=revision)
+            patterns = weight_patterns([s.rfilename for s in info.siblings or []], allow_pickle)
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=patterns))
     except Exception as exc:
         raise hub_error(exc, repo, revision) from None
 
@@ -215,8 +233,9 @@ def download_sizes(ref: CheckpointRef, *, allow_pickle: bool = False) -> tuple[b
         info = HfApi().model_info(ref.repo, revision=ref.revision, files_metadata=True)
     except Exception as exc:
         raise hub_error(exc, ref.repo, ref.revision) from None
-    files = filter_repo_objects(info.siblings or [], allow_patterns=allow_patterns(allow_pickle),
-                                key=lambda s: s.rfilename)
+    siblings = info.siblings or []
+    patterns = weight_patterns([s.rfilename for s in siblings], allow_pickle)
+    files = filter_repo_objects(siblings, allow_patterns=patterns, key=lambda s: s.rfilename)
     return False, sum(s.size or 0 for s in files)
 
 

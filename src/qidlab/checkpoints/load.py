@@ -1,4 +1,5 @@
-"""Load one Hugging Face checkpoint folder, safely, with N, D and a content hash."""
+"""Load one Hugging Face checkpoint folder (or a Hub revision, ``hf://REPO@REVISION``), safely, with N,
+D and a content hash."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qidlab.checkpoints import hub
+from qidlab.checkpoints.metadata import read_metadata
 from qidlab.checkpoints.params import count_params
 from qidlab.errors import QidlabError
 from qidlab.torchenv import quiet_transformers
@@ -19,7 +22,6 @@ PICKLE_GLOBS = ("*.bin", "*.pt", "*.pth")
 #: Files a transformers Trainer leaves beside the weights: never weights, never loaded.
 TRAINER_STATE = re.compile(r"^(training_args\.bin|optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth)$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-METADATA_FILE = "qidlab.json"  # written by qidlab's trainer: {"tokens": D, "step": ...}
 _STEP_DIR = re.compile(r"^step(\d+)$")
 
 
@@ -83,24 +85,6 @@ def _check_safetensors(files: list[Path]) -> None:
                 fh.keys()
         except Exception as exc:  # SafetensorError, OSError
             raise QidlabError(f"corrupt or truncated safetensors file {f}: {exc}") from None
-
-
-def read_metadata(folder: Path) -> dict:
-    """The checkpoint folder's ``qidlab.json`` (``{"tokens": D, "step": N, ...}``), checked; {} when absent."""
-    meta_path = folder / METADATA_FILE
-    if not meta_path.is_file():
-        return {}
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QidlabError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise QidlabError(f"{meta_path}: expected a JSON object")
-    for key in ("tokens", "step"):
-        value = meta.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise QidlabError(f"{meta_path}: key {key!r} must be a non-negative integer, got {value!r}")
-    return meta
 
 
 def _load_pickle_model(folder: Path, files: list[Path], config, dtype):
@@ -197,8 +181,11 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
                     pickle_hint: str = PICKLE_HINT) -> Checkpoint:
     """Load a Hugging Face causal-LM folder (``config.json`` + weights [+ tokenizer]).
 
-    ``path`` is a folder or a ``CheckpointRef`` from ``discover`` (its ``tokens`` and ``step``
-    are used unless the folder's ``qidlab.json`` gives them). Weights must be safetensors;
+    ``path`` is a folder, a ``CheckpointRef`` from ``discover`` or ``hub.hub_refs`` (its ``tokens``
+    and ``step`` are used unless the folder's ``qidlab.json`` gives them), or a Hub location
+    ``hf://REPO@REVISION`` (``hf://REPO``: main), resolved into the Hugging Face cache by
+    ``hub.resolve`` (downloaded when missing; offline, from the cache) with its step read from a
+    ``step<N>`` in the revision's name. Weights must be safetensors;
     pickled weights (``pytorch_model.bin``, ``*.pt``) are refused unless ``allow_pickle=True``,
     and even then are read with ``torch.load(weights_only=True)`` (the refusal says how to allow them:
     ``pickle_hint``). ``dtype`` defaults to
@@ -211,7 +198,13 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
     """
     ref_tokens = ref_step = None
     if hasattr(path, "path") and hasattr(path, "tokens"):  # a CheckpointRef
+        if path.path is None and getattr(path, "repo", None):  # a Hub ref not yet resolved
+            path = hub.resolve_ref(path, allow_pickle=allow_pickle)
         ref_tokens, ref_step, path = path.tokens, path.step, path.path
+    elif isinstance(path, str) and path.startswith(hub.HUB_PREFIX):
+        repo, revision = hub.parse_location(path)
+        ref_step = hub.revision_step(revision)
+        path = hub.resolve(repo, revision, allow_pickle=allow_pickle)
     folder, config_dict, fmt, files = check_checkpoint(path, allow_pickle=allow_pickle, pickle_hint=pickle_hint)
     meta = read_metadata(folder)
 

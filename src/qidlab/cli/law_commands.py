@@ -19,11 +19,24 @@ from ..laws.analysis import (
     optimal_format,
     projection,
     quantized_loss,
+    random_level_note,
     token_grid,
     training_level,
 )
-from ..laws.fit import fit_document, fit_law, pooled_columns
+from ..laws.compare import compare_laws
+from ..laws.fit import fit_document, fit_law, pooled_columns, resampling
 from ..laws.solve import law_params, params_for, predict_point, solve
+from ..laws.uncertainty import (
+    interval_text,
+    min_bits_many,
+    predict_many,
+    projection_intervals,
+    solve_many,
+    source_for,
+    sources_for,
+    token_grid_intervals,
+    uncertainty,
+)
 from ..output import count, dump_json, fit_cautions, size
 from .args import assignments, emit, library_names, named_number, number, numbers
 
@@ -46,7 +59,8 @@ def _common(p: argparse.ArgumentParser, law_required: bool = True) -> None:
     p.add_argument("--set", dest="sets", nargs="+", action="extend", metavar="VAR=VALUE",
                    help="input values, canonical names (n_params, tokens, bits, group_size, exp_bits, "
                    "man_bits, block_size); sizes may carry K/M/B/T")
-    p.add_argument("--fit", help="a `qidlab fit --json` file to take parameters from (default: published)")
+    p.add_argument("--fit", help="a `qidlab fit --out` file to take parameters from (default: published); fitted "
+                   "with --bootstrap B, predictions get a 95%% interval over the replicates")
     p.add_argument("--constants", help="which published constant set (default: the law's first)")
     p.add_argument("--json", action="store_true", help="print a JSON document")
     library_names(p, values="sets", known="sets")
@@ -85,6 +99,17 @@ def _setup(args):
     return values, law, params, source, _law_inputs(law, values)
 
 
+def _source(args, values):
+    """(--set values) -> (law, ``uncertainty.Source``, the law's inputs among the values)."""
+    law = get_law(args.law)
+    return law, source_for(law, constants=args.constants, fit=args.fit, values=values), _law_inputs(law, values)
+
+
+def _with_uncertainty(text: str, u: dict) -> str:
+    """A prediction's text, its interval (or why none) and its warnings, one line each."""
+    return "\n".join([text, "  " + interval_text(u), *("  " + w for w in u["warnings"])])
+
+
 # ---------------------------------------------------------------------------
 def _laws(sub):
     p = sub.add_parser("laws", help="list every registered law with formula, parameters, constants")
@@ -117,14 +142,22 @@ def _fit(sub):
     p.add_argument("data", nargs="?", help="table file, store .db, data set folder, or bundled name "
                    "(ouyang2024-table1, chinchilla-epoch, a measured data set; default: the shipped measured "
                    "data set, qidlab.data.DEFAULT)")
-    p.add_argument("--law", required=True, help="law name (see `qidlab laws`), e.g. ouyang2024")
+    p.add_argument("--law", help="the law to fit (see `qidlab laws`); not with --compare")
+    p.add_argument("--compare", action="store_true",
+                   help="instead of one fit: out-of-sample error of every QiD law family (unified, per-bit, "
+                   "kumar-exp, interaction), each size and each size's latest D held out in turn")
     p.add_argument("--by", help="fit one law per group of these columns (comma-separated), e.g. bits")
     p.add_argument("--where", nargs="+", action="extend", metavar="COLUMN=V1,V2",
                    help="fit only the rows whose COLUMN is one of the values, e.g. suite=en method=gptq "
                    "tokens>=4e6 (>=, <= and > < also work for numeric columns)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for 95%% CIs")
-    p.add_argument("--resample", default="points",
-                   help="'points' or a column whose groups are resampled whole (e.g. n_params)")
+    p.add_argument("--resample", default="auto",
+                   help="what the bootstrap draws: 'auto' (default: whole models, suite+model (+run), or n_params "
+                   "when no model column, when a model has several points; else points), 'points', or column(s) "
+                   "whose groups are resampled whole (e.g. n_params)")
+    p.add_argument("--weights", default="none", choices=("none", "ci"),
+                   help="'ci': weight each point by the inverse variance of log target from its measured 95%% CI "
+                   "(delta method); default none")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: %(default)s)")
     p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K points with the highest target")
     p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss)")
@@ -147,6 +180,10 @@ def _fit(sub):
 
 
 def run_fit(args):
+    if args.compare:
+        return run_compare(args)
+    if not args.law:
+        raise QidlabError("qidlab fit needs --law LAW (or --compare)")
     law = get_law(args.law)
     if args.out:
         check_writable(args.out)  # before the work
@@ -163,13 +200,14 @@ def run_fit(args):
     holdout = tuple(c.strip() for c in args.holdout.split(",") if c.strip())
     if args.holdout != HOLDOUT:  # the default's columns may be missing: the law's own check names them
         _known_columns(frame, holdout, "--holdout")
-    if args.resample != "points":
-        _known_columns(frame, (args.resample,), "--resample", also=("points",))
+    if args.resample not in ("auto", "points"):
+        _known_columns(frame, [c.strip() for c in args.resample.split(",") if c.strip()], "--resample",
+                       also=("auto", "points"))
     pooled = pooled_columns(frame, by)
     if pooled:
         print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one fit "
               "(choose with --where or --by)", file=sys.stderr)
-    options = dict(bootstrap=args.bootstrap, resample=args.resample, seed=args.seed,
+    options = dict(bootstrap=args.bootstrap, resample=args.resample, weights=args.weights, seed=args.seed,
                    drop_highest=args.drop_highest, target=args.target, method=args.method,
                    huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
                    grid=_grid(law, args.grid), screen=not args.all_starts,
@@ -180,7 +218,10 @@ def run_fit(args):
                              "where": where, **({"primary": primary} if primary else {})})
     if args.out:
         write_text(args.out, dump_json(doc) + "\n")
-    emit(args, doc, _fit_text(law, fits))
+    text = _fit_text(law, fits)
+    if not args.bootstrap:
+        text += f"\nno 95% CIs: --bootstrap B adds them, resampling {_resample_hint(frame, args.resample)}"
+    emit(args, doc, text)
 
 
 def _primary_slice(name: str, where: list[str], by: list[str] | None) -> list[str]:
@@ -207,6 +248,87 @@ def _value(column: str, value: float) -> str:
     return size(value) if column in ("n_params", "n_params_total", "tokens") else f"{value:.4g}"
 
 
+def _resample_hint(frame, resample: str) -> str:
+    """What ``--bootstrap`` would draw from ``frame`` (all groups together), in words."""
+    if resample != "auto":
+        return "points" if resample == "points" else f"whole groups of {resample}"
+    codes, cols = resampling(frame, "auto")
+    if codes is None:
+        return "points (no model with several points)"
+    return f"whole models ({'+'.join(cols)}: {int(codes.max()) + 1} of them; --resample points to draw points)"
+
+
+def _bound_text(law, name, value) -> str:
+    lo, hi = law.param(name).bounds
+    side = "lower" if abs(value - lo) <= abs(value - hi) else "upper"
+    bound = lo if side == "lower" else hi
+    return f"   AT ITS {side.upper()} BOUND {bound:g} (the data push it out of range: not an estimate)"
+
+
+def _resampling_text(info) -> str:
+    """One line: what the bootstrap resampled and which interval it gives."""
+    if info.get("resample") == "points":
+        what = "points (independent)"
+    else:
+        what = f"{info.get('clusters', '?')} clusters ({info['resample']}) whole"
+    interval = {"bca": "BCa, small-sample widened", "percentile": "percentile"}.get(info.get("interval"),
+                                                                                  info.get("interval"))
+    text = f"bootstrap: {info['replicates']} replicates resampling {what}; {interval} 95% intervals"
+    if info.get("failed"):
+        text += f"; {info['failed']} replicate(s) failed"
+    return text + (f"\n  warning: {info['warning']}" if info.get("warning") else "")
+
+
+def run_compare(args):
+    """``qidlab fit --compare``: ``laws.compare.compare_laws`` on the selected rows."""
+    if args.law or args.by:
+        raise QidlabError("--compare fits every QiD law family itself: leave out --law and --by")
+    name = args.data or data.DEFAULT
+    path = data.resolve(name)
+    frame = data.load(name, where=args.where or ())
+    pooled = pooled_columns(frame)
+    if pooled:
+        print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one comparison "
+              "(choose with --where)", file=sys.stderr)
+    doc = compare_laws(frame)
+    doc["data"] = {"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame)),
+                   "where": list(args.where or ())}
+    doc["provenance"] = provenance.record()
+    if args.out:
+        write_text(Path(args.out), dump_json(doc) + "\n")
+    emit(args, doc, compare_text(doc))
+
+
+def compare_text(doc) -> str:
+    """The out-of-sample table: one row per held-out slice, one column per family (rmse of
+    ln(predicted / measured QiD)), then the summary."""
+    names = [f["name"] for f in doc["families"]]
+    width = max(12, *(len(n) + 2 for n in names))
+    lines = [f"out-of-sample error: {doc['metric']}",
+             f"{'held out':<24}{'n':>5}" + "".join(f"{n:>{width}}" for n in names)]
+    for row in doc["slices"]:
+        cells = []
+        for n in names:
+            e = row["errors"][n]
+            cells.append(f"{e['rmse_log']:>{width}.4f}" if "rmse_log" in e else f"{'n/a':>{width}}")
+        lines.append(f"{row['label']:<24}{row['n_test']:>5}" + "".join(cells))
+    lines.append("")
+    lines.append("summary (best first): family, parameters, mean and worst error over slices, slices won")
+    for srow in doc["summary"]:
+        mean = "n/a" if srow["mean_rmse_log"] is None else f"{srow['mean_rmse_log']:.4f}"
+        worst = "n/a" if srow["worst_rmse_log"] is None else f"{srow['worst_rmse_log']:.4f}"
+        missed = f", {srow['missed']} slice(s) not predicted" if srow["missed"] else ""
+        lines.append(f"  {srow['family']:<12} {srow['n_params']:>3} params  mean {mean}  worst {worst}  "
+                     f"won {srow['wins']}{missed}")
+    for row in doc["slices"]:
+        for n in names:
+            if "error" in row["errors"][n]:
+                lines.append(f"  {row['label']}, {n}: {row['errors'][n]['error']}")
+    lines.append(f"best: {doc['best']}; chosen: {doc['chosen']} (fewest parameters within "
+                 f"{doc['parsimony']:.0%} of the best mean error)")
+    return "\n".join(lines)
+
+
 def _grid(law, items):
     grid = {}
     for name, text in assignments(items, "--grid").items():
@@ -220,18 +342,25 @@ def _fit_text(law, fits) -> str:
     lines = [f"{law.name}: {law.formula}"]
     for f in fits:
         head = f"group {f.group}" if f.group else "all data"
-        lines.append(f"\n{head}: n = {f.n} ({f.method}; target {f.target})")
+        weighted = "; weighted by measured CIs" if f.weights == "ci" else ""
+        lines.append(f"\n{head}: n = {f.n} ({f.method}; target {f.target}{weighted})")
         for name, value in f.params.items():
             if value is None:
                 lines.append(f"  {name:>10} = folded  ({f.folded[name]})")
                 continue
             ci = f.ci95.get(name) if f.ci95 else None
             ci_text = f"   95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-            lines.append(f"  {name:>10} = {value:.6g}{ci_text}")
+            bound = _bound_text(law, name, value) if name in f.at_bound else ""
+            lines.append(f"  {name:>10} = {value:.6g}{ci_text}{bound}")
+        if f.bootstrap:
+            lines.append("  " + _resampling_text(f.bootstrap))
         m = f.metrics
         r2 = (f"{m['r2_log']:.4f}" if math.isfinite(m["r2_log"])
               else f"n/a (every {f.target} is the same: nothing to explain)")
         lines.append(f"  fit: rmse(log) {m['rmse_log']:.4g}, R2(log) {r2}, mean |rel err| {m['mape']:.3g}%")
+        if f.ranges:
+            lines.append("  fitted range: " + ", ".join(f"{k} {lo:.4g} to {hi:.4g}" for k, (lo, hi) in f.ranges.items())
+                         + " (predictions beyond it are flagged)")
         lines += [f"  {line}" for line in fit_cautions(f.n, f.params, f.ci95)]
         if f.n_missing:
             lines.append(f"  {count(f.n_missing, 'point')} with {f.target} empty (NaN): dropped")
@@ -255,15 +384,22 @@ def _predict(sub):
 
 
 def run_predict(args):
-    values, law, params, source, inputs = _setup(args)
-    y = predict_point(law, params, inputs)
-    doc: dict[str, Any] = {"law": law.name, "inputs": inputs, law.quantity: y, "params": params, "source": source}
-    text = f"{law.quantity} = {y:.6g}   ({law.name}; {source})"
+    values = _values(args)
+    law, src, inputs = _source(args, values)
+    y = predict_point(law, src.params, inputs)
+    reps = predict_many(src, inputs)[:, 0] if src.no_interval is None else None
+    u = uncertainty(src, reps, inputs)
+    doc: dict[str, Any] = {"law": law.name, "inputs": inputs, law.quantity: y, "params": src.params,
+                           "source": src.source, **u}
+    text = _with_uncertainty(f"{law.quantity} = {y:.6g}   ({law.name}; {src.source})", u)
     loss = quantized_loss(law, y, values)
     if loss:
         doc.update(loss)
         text += (f"\nloss16 = {loss['loss16']:.6g} ({loss['loss16_source']}); "
                  f"loss = loss16 + qid = {loss['loss']:.6g}")
+        if u["interval"] is not None:
+            doc["loss_interval"] = [loss["loss16"] + u["interval"][0], loss["loss16"] + u["interval"][1]]
+            text += f" (95% interval of loss16 + qid [{doc['loss_interval'][0]:.6g}, {doc['loss_interval'][1]:.6g}])"
     emit(args, doc, text)
 
 
@@ -284,11 +420,15 @@ def _target(law, text: str) -> float:
 
 
 def run_solve(args):
-    _, law, params, source, known = _setup(args)
+    law, src, known = _source(args, _values(args))
     target = _target(law, args.target)
-    value = solve(law, params, known, target, args.var)
-    doc = {"law": law.name, args.var: value, "target": {law.quantity: target}, "inputs": known, "source": source}
-    emit(args, doc, f"{args.var} = {value:.6g} for {law.quantity} = {target:g}   ({law.name}; {source})")
+    value = solve(law, src.params, known, target, args.var)
+    reps = solve_many(src, known, target, args.var) if src.no_interval is None else None
+    u = uncertainty(src, reps, {**known, args.var: value})
+    doc = {"law": law.name, args.var: value, "target": {law.quantity: target}, "inputs": known, "source": src.source,
+           **u}
+    emit(args, doc, _with_uncertainty(f"{args.var} = {value:.6g} for {law.quantity} = {target:g}   "
+                                      f"({law.name}; {src.source})", u))
 
 
 # ---------------------------------------------------------------------------
@@ -310,14 +450,32 @@ def _picker(args, fixed_values):
 def run_table1(args):
     values = _values(args)
     fixed = {k: v for k, v in values.items() if k not in ("n_params", "bits")}
+    numeric = {k: v for k, v in fixed.items() if isinstance(v, float)}
     grid = token_grid(args.law, _picker(args, values), numbers(args.sizes, "--sizes"), numbers(args.bits, "--bits"),
-                      numbers(args.qid, "--qid"), **{k: v for k, v in fixed.items() if isinstance(v, float)})
+                      numbers(args.qid, "--qid"), **numeric)
+    grid, warnings = token_grid_intervals(_sources(args, values), grid, **numeric)
     wide = grid.pivot_table(index="n_params", columns=["qid", "bits"], values="tokens_trillion")
     wide.index = [size(n) for n in wide.index]  # 7B as the user wrote it, not 7.000000e+09
     wide.index.name = "n_params"
-    emit(args, {"law": args.law, "rows": grid.to_dict(orient="records")},
-         "tokens (trillions) to reach each QiD, by model size (rows) and (QiD, bits) (columns)\n"
-         + wide.to_string(float_format=lambda v: f"{v:.4f}"))
+    text = ("tokens (trillions) to reach each QiD, by model size (rows) and (QiD, bits) (columns)\n"
+            + wide.to_string(float_format=lambda v: f"{v:.4f}"))
+    if grid.interval.notna().any():
+        spans = grid.assign(span=[_span(i, 1e12) for i in grid.interval])
+        text += ("\n\n95% intervals (trillions; percentile over the fit's bootstrap replicates)\n"
+                 + spans.pivot(index="n_params", columns=["qid", "bits"], values="span").to_string())
+    else:
+        text += "\n" + grid.interval_note.iloc[0]
+    text += "".join("\n" + w for w in warnings)
+    emit(args, {"law": args.law, "rows": grid.to_dict(orient="records"), "warnings": warnings}, text)
+
+
+def _span(interval, unit: float = 1.0) -> str:
+    return "—" if interval is None else f"[{interval[0] / unit:.4g}, {interval[1] / unit:.4g}]"
+
+
+def _sources(args, fixed_values):
+    """``uncertainty.Source`` per row: the fit group matching the row when a fit file is given."""
+    return sources_for(args.law, constants=args.constants, fit=args.fit, values=fixed_values)
 
 
 def _project(sub):
@@ -341,21 +499,36 @@ def run_project(args):
         raise QidlabError("--points must be at least 2")
     if args.vocab_size < 2:
         raise QidlabError("--vocab-size must be at least 2")
+    max_tokens = number(args.max_tokens)
     curves, crossings = projection(args.law, _picker(args, values), numbers(args.sizes, "--sizes"),
                                    numbers(args.bits, "--bits"),
-                                   max_tokens=number(args.max_tokens), points=args.points,
+                                   max_tokens=max_tokens, points=args.points,
                                    vocab_size=args.vocab_size)
+    kaplan = get_law("kaplan")
+    curves, crossings, warnings = projection_intervals(_sources(args, values), curves, crossings,
+                                                       loss16_params=kaplan.default_constants(), max_tokens=max_tokens)
+    vocab_note = random_level_note(args.vocab_size)
+    if vocab_note:
+        warnings.append("note: " + vocab_note)
     if args.csv:
         with open_atomic(args.csv) as fh:
             curves.to_csv(fh, index=False)
     end = curves[curves.tokens == curves.tokens.max()]
-    text = [f"at {size(number(args.max_tokens))} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
+    text = [f"at {size(max_tokens)} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
     for _, r in end.iterrows():
-        cross = crossings[(crossings.n_params == r.n_params) & (crossings.bits == r.bits)].tokens_worse_than_random.iloc[0]
+        c = crossings[(crossings.n_params == r.n_params) & (crossings.bits == r.bits)].iloc[0]
+        cross = c.tokens_worse_than_random
         note = f"; worse than random from {size(cross, 3)} tokens" if cross == cross and cross is not None else ""
-        text.append(f"  N={size(r.n_params)} P={r.bits:g}: qid {r.qid:.4g}, loss {r.loss:.4g}{note}")
+        if c.interval is not None:
+            note += f" (95% interval {_span(c.interval)})"
+        qid_span = f" [{r.qid_lo:.4g}, {r.qid_hi:.4g}]" if r.qid_lo == r.qid_lo else ""
+        text.append(f"  N={size(r.n_params)} P={r.bits:g}: qid {r.qid:.4g}{qid_span}, loss {r.loss:.4g}{note}")
+    if crossings.interval.isna().all():
+        text.append(crossings.interval_note.iloc[0])
+    text += warnings
     emit(args, {"law": args.law, "curves": curves.to_dict(orient="records"),
-                "crossings": crossings.to_dict(orient="records")}, "\n".join(text))
+                "crossings": crossings.to_dict(orient="records"), "warnings": warnings,
+                "random_level_note": vocab_note}, "\n".join(text))
 
 
 def _training_level(sub):
@@ -366,15 +539,18 @@ def _training_level(sub):
 
 
 def run_training_level(args):
-    _, law, params, source, known = _setup(args)
+    law, src, known = _source(args, _values(args))
     for need in ("n_params", "bits"):
         if need not in known:
             raise QidlabError(f"training-level needs --set {need}=...")
     other = {k: v for k, v in known.items() if k not in ("n_params", "bits", "tokens")}
-    out = training_level(law, params, known["n_params"], known["bits"], args.qid, **other)
-    emit(args, {"law": law.name, **out, "qid": args.qid, "inputs": known, "source": source},
-         f"behaves as if trained on {size(out['tokens'])} tokens = {out['tokens_per_param']:.3g} tokens/parameter "
-         f"({out['chinchilla_multiple']:.3g}x Chinchilla-optimal)")
+    out = training_level(law, src.params, known["n_params"], known["bits"], args.qid, **other)
+    given = {k: v for k, v in known.items() if k != "tokens"}
+    reps = solve_many(src, given, args.qid, "tokens") if src.no_interval is None else None
+    u = uncertainty(src, reps, {**given, "tokens": out["tokens"]})
+    emit(args, {"law": law.name, **out, "qid": args.qid, "inputs": known, "source": src.source, **u},
+         _with_uncertainty(f"behaves as if trained on {size(out['tokens'])} tokens = {out['tokens_per_param']:.3g} "
+                           f"tokens/parameter ({out['chinchilla_multiple']:.3g}x Chinchilla-optimal)", u))
 
 
 def _min_bits(sub):
@@ -385,11 +561,15 @@ def _min_bits(sub):
 
 
 def run_min_bits(args):
-    _, law, params, source, known = _setup(args)
-    out = min_bits(law, params, known, args.budget)
+    law, src, known = _source(args, _values(args))
+    out = min_bits(law, src.params, known, args.budget)
+    reps = min_bits_many(src, known, args.budget) if src.no_interval is None else None
+    u = uncertainty(src, reps, {**known, "bits": out["bits"]})
+    if u["interval"] is not None:  # integer bit widths: the interval's ends are too
+        u["interval"] = [float(math.floor(u["interval"][0])), float(math.ceil(u["interval"][1]))]
     exact = f" (exact crossing {out['bits_exact']:.3f})" if out["bits_exact"] else ""
-    emit(args, {"law": law.name, **out, "budget": args.budget, "inputs": known, "source": source},
-         f"bits = {out['bits']:g}{exact} keeps qid <= {args.budget:g}")
+    emit(args, {"law": law.name, **out, "budget": args.budget, "inputs": known, "source": src.source, **u},
+         _with_uncertainty(f"bits = {out['bits']:g}{exact} keeps qid <= {args.budget:g}", u))
 
 
 def _critical(sub):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..errors import QidlabError
 from ..files import check_writable, open_atomic
-from ..store import drop_models, merge_stores, publish_dataset, read_canonical
-from ..sweep import SlurmExecutor, load_study, plan_study, run_study
 from ..output import count as _count
+from ..store import drop_models, merge_stores, publish_dataset, read_canonical
+from ..sweep import SlurmExecutor, load_study, plan_study, preset_names, run_study, write_preset
 from ..torchenv import THREADS_HELP, idle_cores, require_measure, torch_threads
 from .args import assignments, emit, library_names, positive_int
 
@@ -51,6 +51,16 @@ def register(sub) -> None:
                    "method, see qidlab/sweep/progress.py)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_sweep)
+
+    p = sub.add_parser("study", help="write a published study as a study file (qidlab study init ouyang2024 --out "
+                       "study.toml), to read, edit and run with qidlab sweep")
+    group = p.add_subparsers(dest="study_command", metavar="ACTION", required=True, parser_class=type(p))
+    q = group.add_parser("init", help=f"write a preset study file (presets: {', '.join(preset_names())})")
+    q.add_argument("name", metavar="PRESET", help=f"the preset: {', '.join(preset_names())}")
+    q.add_argument("--out", required=True, help="the study file to write (refused if it exists, unless --force)")
+    q.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=run_study_init)
 
     p = sub.add_parser("export", help="the store's canonical measurement table as CSV or Parquet")
     p.add_argument("store", help="a qidlab store (.db)")
@@ -115,6 +125,13 @@ def run_sweep(args):
     return 1 if summary.failed else 0
 
 
+def run_study_init(args):
+    out = write_preset(args.name, args.out, force=args.force)
+    emit(args, {"preset": args.name, "out": str(out)},
+         f"wrote {out} (preset {args.name}): check it, then `qidlab sweep {out} --dry-run` lists what would be "
+         f"measured and downloaded")
+
+
 def _dry_run(args, plan) -> int:
     """Print ``plan`` (a ``DryRun``): one line per checkpoint, then the totals and the download."""
     todo = sum(c.todo for c in plan.checkpoints)
@@ -133,9 +150,11 @@ def _dry_run(args, plan) -> int:
         unknown = sum(c.download_bytes is None for c in hub)
         lines.append(f"download: {len(hub)} revisions, {_size(known)}"
                      + (f" + {unknown} of size unknown offline" if unknown else ""))
+    lines += [f"not available here (fetched when the sweep runs online, or needed first): {u}"
+              for u in plan.unavailable]
     doc = {"checkpoints": [dataclasses.asdict(c) for c in plan.checkpoints], "configs": plan.configs,
            "eval_sets": plan.eval_sets, "store": plan.store, "total": plan.total, "to_measure": todo,
-           "offline": plan.offline}
+           "offline": plan.offline, "unavailable": plan.unavailable}
     emit(args, doc, "\n".join(lines))
     return 0
 

@@ -89,4 +89,7 @@ def run_report(args):
     skipped = summary["skipped"]
     text = [f"wrote {path}: {len(summary['figures'])} figures, {len(summary['fits'])} fit documents"]
     text += [f"  skipped {name}: {why}" for name, why in skipped.items()]
+    choice = summary.get("model_choice")
+    if choice:
+        text.append(f"  QiD law out of sample: lowest error {choice['best']}, chosen {choice['chosen']} (report: Model choice)")
     emit(args, {"report": str(path), **summary}, "\n".join(text))

@@ -1,15 +1,15 @@
 """Evaluation sets: a fixed, seeded sample of documents from a text file, folder, JSONL, Parquet
-or the eval split of a corpus folder (read by ``qidlab.documents``)."""
+or the eval split of a corpus folder (read by ``qidlab.documents``), or from a ``datasets`` data set
+(``qidlab.hubdata.DatasetSource``: a Hub dataset, or parquet/json/text files read by ``datasets``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from qidlab.documents import docs_hash, drop_short, read_path
+from qidlab.documents import docs_hash, drop_short, read_path, seeded_sample
 from qidlab.errors import QidlabError
+from qidlab.hubdata import DatasetSource, dataset_documents
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str
 
     ``source``: a text file (documents separated by blank lines), a folder (each file one
     document, recursive, sorted paths), ``*.jsonl``/``*.ndjson`` (field ``text_field``),
-    ``*.parquet`` (column ``text_field``), a corpus folder from ``qidlab corpus build`` (one
+    ``*.parquet`` (column ``text_field``), a ``DatasetSource`` (its own ``text_field``; streaming: the
+    sample is drawn while streaming, ``hubdata.dataset_documents``, and ``n_available`` is the number
+    taken, ``complete`` False), a corpus folder from ``qidlab corpus build`` (one
     holding ``manifest.json``: its eval split), or a list of strings; ``.gz`` files are
     decompressed. Documents whose stripped text has
     fewer than ``min_chars`` characters are dropped first. When more than ``n_docs`` remain, the
@@ -67,6 +69,8 @@ def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str
             raise QidlabError("an in-memory eval set must be a list of strings")
         raw, desc = list(source), {"kind": "memory"}
         default_name = "memory"
+    elif isinstance(source, DatasetSource):
+        return _from_dataset(source, n_docs=n_docs, seed=seed, name=name, min_chars=min_chars, max_chars=max_chars)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -76,15 +80,35 @@ def load_eval_set(source, *, n_docs: int | None = 1000, seed: int = 0, name: str
         if kind in ("jsonl", "parquet"):
             desc["text_field"] = text_field
         default_name = path.stem if path.is_file() else path.name
-    available = drop_short(raw, min_chars, desc.get("path", "the given list"))
-    if n_docs is not None and len(available) > n_docs:
-        keep = np.sort(np.random.default_rng(seed).choice(len(available), size=n_docs, replace=False))
-        docs = [available[i] for i in keep]
-    else:
-        docs = available
+    return _sample(raw, desc, n_docs=n_docs, seed=seed, name=name or default_name, min_chars=min_chars,
+                   max_chars=max_chars)
+
+
+def _sample(raw: list[str], desc: dict, *, n_docs, seed, name, min_chars, max_chars) -> EvalSet:
+    """The seeded sample of ``raw`` (see ``load_eval_set``)."""
+    available = drop_short(raw, min_chars, desc.get("path", desc.get("dataset", "the given list")))
+    docs = seeded_sample(available, n_docs, seed)
     if max_chars is not None:
         docs = [truncate(d, max_chars) for d in docs]
         desc["max_chars"] = max_chars
     desc.update({"n_requested": n_docs, "seed": seed, "min_chars": min_chars, "n_available": len(available)})
-    return EvalSet(name=name or default_name, docs=docs, content_hash=docs_hash(docs), source=desc,
+    return EvalSet(name=name, docs=docs, content_hash=docs_hash(docs), source=desc,
                    n_docs=len(docs), n_available=len(available), complete=len(docs) == len(available))
+
+
+def _from_dataset(src: DatasetSource, *, n_docs, seed, name, min_chars, max_chars) -> EvalSet:
+    """A ``datasets`` source: loaded and sampled as a local file is, or sampled while streaming."""
+    default = src.dataset.rpartition("/")[2]
+    if not src.streaming:
+        return _sample(dataset_documents(src), src.describe(), n_docs=n_docs, seed=seed, name=name or default,
+                       min_chars=min_chars, max_chars=max_chars)
+    docs = dataset_documents(src, n_docs=n_docs, seed=seed, min_chars=min_chars)
+    if not docs:
+        raise QidlabError(f"no documents in dataset {src.label} (after dropping those under {min_chars} characters)")
+    desc = src.describe()
+    if max_chars is not None:
+        docs = [truncate(d, max_chars) for d in docs]
+        desc["max_chars"] = max_chars
+    desc.update({"n_requested": n_docs, "seed": seed, "min_chars": min_chars, "n_available": None})
+    return EvalSet(name=name or default, docs=docs, content_hash=docs_hash(docs), source=desc, n_docs=len(docs),
+                   n_available=len(docs), complete=False)

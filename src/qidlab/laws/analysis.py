@@ -25,6 +25,8 @@ from .solve import evaluate, predict_point, solve
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 #: GPT-NeoX-20B / Pythia tokenizer size; ln of it is the loss of a uniform guess.
 PYTHIA_VOCAB = 50277
+#: Llama-3's tokenizer size: Ouyang 2024 counts every loss and QiD per Llama-3 8B token (App. A.1).
+LLAMA3_VOCAB = 128256
 
 ParamsFor = Callable[[Mapping[str, float]], Mapping[str, float]]
 
@@ -82,6 +84,16 @@ def projection(
             crossings.append({"n_params": n, "bits": b, "random_loss": random_level,
                               "tokens_worse_than_random": _crossing(law, p, k16, known, random_level, max_tokens)})
     return pd.DataFrame(curves), pd.DataFrame(crossings)
+
+
+def random_level_note(vocab_size: int) -> str | None:
+    """Why a worse-than-random level ln(``vocab_size``) is not the paper's (None when it is):
+    Ouyang 2024 counts losses per Llama-3 token, so its level is ln(128256) = 11.76 nats."""
+    if int(vocab_size) == LLAMA3_VOCAB:
+        return None
+    return (f"worse than random here is ln({int(vocab_size)}) = {math.log(vocab_size):.2f} nats per token of a "
+            f"{int(vocab_size)}-token vocabulary; the paper counts losses per Llama-3 token (V = {LLAMA3_VOCAB}, "
+            f"ln V = {math.log(LLAMA3_VOCAB):.2f}): this level and its crossings are not the paper's")
 
 
 def _crossing(law, p, k16, known, level, max_tokens):

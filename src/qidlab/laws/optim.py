@@ -16,20 +16,42 @@ def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     return deriv * (r - 0.5 * deriv), deriv
 
 
-def weighted_lstsq(A: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Least squares theta for A @ theta ~ y, one solution per row of ``weights`` (B, n).
+def weighted_lstsq(A: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+                   lower: np.ndarray | None = None, upper: np.ndarray | None = None) -> np.ndarray:
+    """Least squares theta for A @ theta ~ y inside the box [lower, upper] (None: no box), one
+    solution per row of ``weights`` (B, n).
 
-    Returns (k,) without weights, else (B, k); a singular replicate gives NaNs."""
+    Returns (k,) without weights, else (B, k); a singular replicate gives NaNs. The
+    unconstrained solution is kept when it lies inside the box; otherwise the box-constrained
+    optimum (scipy's bounded-variable least squares, exact for this convex problem)."""
     if weights is None:
-        return np.linalg.lstsq(A, y, rcond=None)[0]
-    out = np.full((weights.shape[0], A.shape[1]), np.nan)
-    for b, w in enumerate(weights):
-        sw = np.sqrt(w)[:, None]
-        Aw = A * sw
-        if np.linalg.matrix_rank(Aw) < A.shape[1]:
-            continue
-        out[b] = np.linalg.lstsq(Aw, y * sw[:, 0], rcond=None)[0]
+        return _bounded_lstsq(A, y, lower, upper)
+    B, (n, k) = weights.shape[0], A.shape
+    out = np.full((B, k), np.nan)
+    chunk = max(1, 4_000_000 // max(n * k, 1))  # bound the (chunk, n, k) stack
+    for start in range(0, B, chunk):
+        sw = np.sqrt(weights[start:start + chunk])  # (c, n)
+        Q, R = np.linalg.qr(sw[:, :, None] * A)  # batched thin QR: (c, n, k), (c, k, k)
+        diag = np.abs(np.diagonal(R, axis1=1, axis2=2))
+        full_rank = diag.min(axis=1) > 1e-10 * np.maximum(diag.max(axis=1), 1e-300)
+        rhs = np.einsum("cnk,cn->ck", Q, sw * y)
+        with np.errstate(all="ignore"):
+            x = np.linalg.solve(np.where(full_rank[:, None, None], R, np.eye(k)), rhs[..., None])[..., 0]
+        for j in np.flatnonzero(full_rank):
+            xj = x[j]
+            if lower is not None and not (np.all(xj >= lower) and np.all(xj <= upper)):
+                xj = _bounded_lstsq(A * sw[j][:, None], y * sw[j], lower, upper)
+            out[start + j] = xj
     return out
+
+
+def _bounded_lstsq(A, y, lower, upper):
+    x = np.linalg.lstsq(A, y, rcond=None)[0]
+    if lower is None or (np.all(x >= lower) and np.all(x <= upper)):
+        return x
+    from scipy.optimize import lsq_linear
+
+    return np.clip(lsq_linear(A, y, bounds=(lower, upper), method="bvls").x, lower, upper)
 
 
 @dataclass

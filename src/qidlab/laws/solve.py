@@ -192,6 +192,15 @@ def params_for(
 
 
 def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
+    chosen, source = chosen_fit(law, fit, values)
+    params = {k: _num(v) for k, v in chosen.all_params().items()}
+    return params, f"fit: {source} group {chosen.group}"
+
+
+def chosen_fit(law: Law | str, fit, values: Mapping[str, Any]) -> tuple[FitResult, str]:
+    """The fitted group of ``fit`` (a ``qidlab fit --json`` document or its path) whose group
+    values match ``values``, and a name for the document."""
+    law = get_law(law)
     source = str(fit) if not isinstance(fit, Mapping) else "fit document"
     if not isinstance(fit, Mapping):
         try:
@@ -211,9 +220,7 @@ def _from_fit(law: Law, fit, values) -> tuple[dict[str, float], str]:
             f"{source}: {len(match)} fitted groups match the inputs; choose one with `values` "
             f"{' '.join(k + '=...' for k in keys)} (groups: {groups})", params=("values",)
         )
-    chosen = match[0]
-    params = {k: _num(v) for k, v in chosen.all_params().items()}
-    return params, f"fit: {source} group {chosen.group}"
+    return match[0], source
 
 
 def _same(given, group_value) -> bool:

@@ -11,8 +11,10 @@ import numpy as np
 from ..errors import QidlabError
 from ..laws import get_law
 from ..laws.analysis import projection as project
+from ..laws.analysis import random_level_note
 from ..laws.fit import fit_law
 from ..laws.solve import evaluate
+from ..laws.uncertainty import projection_intervals, sources_for
 from .fits import loss16_fit
 from .settings import hold_settings
 from .style import (
@@ -136,9 +138,10 @@ def kaplan_params(study) -> tuple[dict[str, float], str]:
         return get_law("kaplan").default_constants(), "kaplan, Ouyang 2024 Fig. 7 constants"
 
 
-def projection(study):
-    """Fig. 1: QiD of the fitted ouyang2024 law up to ``max_tokens`` for ``sizes`` and ``bits``;
-    grey where loss16 + QiD exceeds ln(V), the loss of a uniform guess."""
+def projection_data(study):
+    """Fig. 1 as data: ``analysis.projection``'s curves and crossings of the fitted ouyang2024 law
+    with the 95% intervals and extrapolation marks of ``uncertainty.projection_intervals``, the
+    warnings, ln(V), V and where loss16 comes from. The report's Fig. 1 table reads the same."""
     fit = fitted(study, "ouyang2024", "Fig. 1")
     o = study.options
     loss16, source = kaplan_params(study)
@@ -147,20 +150,48 @@ def projection(study):
     start = min(1e9, float(study.frame.tokens.min()))  # from the study's smallest D when below 1B
     curves, crossings = project("ouyang2024", fit.params, o.sizes, bits, min_tokens=start, max_tokens=o.max_tokens,
                                 loss16_params=loss16, vocab_size=vocab)
-    random = math.log(vocab)
+    curves, crossings, warnings = projection_intervals(sources_for("ouyang2024", fit=fit.document), curves,
+                                                       crossings, loss16_params=loss16, max_tokens=o.max_tokens)
+    return {"curves": curves, "crossings": crossings, "warnings": warnings, "bits": bits, "vocab": vocab,
+            "random": math.log(vocab), "loss16_source": source, "vocab_note": random_level_note(vocab),
+            "ranges": fit.results[0].ranges if len(fit.results) == 1 else None}
+
+
+def projection(study):
+    """Fig. 1: QiD of the fitted ouyang2024 law up to ``max_tokens`` for ``sizes`` and ``bits``;
+    grey where loss16 + QiD exceeds ln(V), the loss of a uniform guess; a band per curve, its 95%
+    interval over the fit's bootstrap replicates; dashed where D lies more than 2x beyond the
+    fitted range (or N or P outside it), with the fitted N range named in a panel that lies outside."""
+    o = study.options
+    data = projection_data(study)
+    curves, crossings, bits, random = data["curves"], data["crossings"], data["bits"], data["random"]
     qid = curves.qid[curves.qid > 0]
     ylim = (max(float(qid.min()) / 2, 1e-6), max(float(qid.max()), random) * 2)
     fig, axes = new_figure(len(o.sizes), sharey=True, dpi=o.dpi)
     for ax, n in zip(axes, o.sizes):
         _projection_panel(ax, curves[curves.n_params == n], crossings[crossings.n_params == n], bits, random, ylim)
         ax.axvline(study.frame.tokens.max(), ls=":", color="0.3", label="largest D measured")
-        label(ax, "tokens", "qid", title=value_text("n_params", n))
+        label(ax, "tokens", "qid", title=value_text("n_params", n) + _outside_n(data["ranges"], n))
         ax.set_ylim(*ylim)
     axes[0].legend(fontsize=7, loc="upper left")
+    band = ("band: 95% bootstrap interval; dashed: extrapolated (N or D more than 2x outside the fitted range)"
+            if curves.qid_lo.notna().any() else "no interval (fit without bootstrap replicates)")
+    vocab = (f" Note: ln V of this study's {data['vocab']}-token vocabulary, not the paper's Llama-3 tokens."
+             if data["vocab_note"] else "")
     suptitle(fig, f"Fig. 1 — fitted ouyang2024 projected to {size_text(o.max_tokens)} tokens. Grey: worse than "
-                  f"random, loss16 + QiD > ln({vocab}) = {random:.2f} nats (loss16: {source}); x: where a curve "
-                  "enters it")
+                  f"random, loss16 + QiD > ln({data['vocab']}) = {random:.2f} nats (loss16: {data['loss16_source']}); "
+                  f"x: where a curve enters it; {band}.{vocab}")
     return fig
+
+
+def _outside_n(ranges, n: float) -> str:
+    """' (extrapolated: fitted N 12.8K-224K)' when N lies more than 2x outside the fitted range."""
+    if not ranges or "n_params" not in ranges:
+        return ""
+    lo, hi = ranges["n_params"]
+    if lo / 2 <= n <= 2 * hi:
+        return ""
+    return f" (extrapolated: fitted N {size_text(lo)}–{size_text(hi)})"
 
 
 BIT_COLOURS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")
@@ -175,7 +206,15 @@ def _projection_panel(ax, curves, crossings, bits, random: float, ylim) -> None:
     ax.fill_between(first.tokens, threshold, ylim[1], color="0.8", label="worse than random")
     for b in bits:
         rows = curves[curves.bits == b]
-        ax.plot(rows.tokens, rows.qid, color=colour.get(b), label=f"{b:g}-bit")
+        inside, outside = rows[~rows.extrapolated.astype(bool)], rows[rows.extrapolated.astype(bool)]
+        if len(inside):
+            ax.plot(inside.tokens, inside.qid, color=colour.get(b), label=f"{b:g}-bit")
+        if len(outside):  # dashed from the last point inside, so the curve stays joined
+            joined = rows[rows.tokens >= (inside.tokens.max() if len(inside) else 0)]
+            ax.plot(joined.tokens, joined.qid, color=colour.get(b), ls="--",
+                    label=None if len(inside) else f"{b:g}-bit (extrapolated)")
+        if rows.qid_lo.notna().any():
+            ax.fill_between(rows.tokens, rows.qid_lo, rows.qid_hi, color=colour.get(b), alpha=0.18, lw=0)
         cross = crossings[crossings.bits == b].tokens_worse_than_random.iloc[0]
         if cross is not None and cross == cross:
             y = np.interp(math.log(cross), np.log(first.tokens), threshold)

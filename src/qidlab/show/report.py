@@ -4,10 +4,14 @@
 resource, no script): the study's provenance (store, suites, eval sets, methods, library
 versions and code revisions of the measurements and of the report), every law of QiD and of
 the 16-bit loss the study can fit, side by side (parameters with 95% bootstrap intervals,
-fit quality, leave-largest-N / leave-latest-D error, the published constants), the paper's
-Table 1 from the fitted law beside the published one, and the figures (``qidlab.show.figures``),
-with the ones the study lacks data for listed with the reason. Next to it: each fit's
-``qidlab fit --json`` document (``fit-<law>.json``) and ``report.json`` (what the page holds).
+fit quality, leave-largest-N / leave-latest-D error, the published constants), the out-of-sample
+choice between QiD law families (``qidlab fit --compare``: every size and each size's latest D
+held out), the paper's Table 1 from the fitted law (95% intervals over the bootstrap replicates,
+extrapolated cells marked) beside the published one, Fig. 1's crossings with their intervals, and
+the figures (``qidlab.show.figures``), with the ones the study lacks data for listed with the
+reason. Next to it: each fit's ``qidlab fit --json`` document (``fit-<law>.json``) and
+``report.json`` (what the page holds, with Table 1's cells, Fig. 1's crossings and the model
+choice as data).
 
 Bad input (no such store, no measurements, an unknown eval set or method) fails before any
 file is written; each file is written to a temporary name and renamed.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,11 +31,15 @@ from ..errors import QidlabError
 from ..files import write_text
 from ..laws import get_law
 from ..laws.analysis import token_grid
+from ..laws.compare import compare_laws
+from ..laws.uncertainty import grid_warnings, sources_for, token_grid_intervals
 from ..output import dump_json
 from . import html as h
 from .diagnostics import holdout_errors
 from .figures import list_figures, make_figure
 from .fits import fit_all
+from .fitted import projection_data
+from .settings import hold_settings
 from .study import ShowOptions, Study, load_study
 from .style import size_text
 
@@ -66,15 +75,19 @@ def render(study: Study) -> dict[str, str]:
     """The report's files by name: report.html, report.json, fit-<law>.json."""
     fits, problems = fit_all(study)
     drawn, skipped = _figures(study)
-    parts = [_summary(study), _provenance(study), _laws(study, fits, problems), _table1(study, fits),
-             _published(fits), _figure_section(drawn, skipped)]
-    nav = [("summary", "Summary"), ("provenance", "Provenance"), ("laws", "Fitted laws"), ("table1", "Table 1"),
+    predictions: dict[str, Any] = {}
+    parts = [_summary(study), _provenance(study), _laws(study, fits, problems), _model_choice(study, predictions),
+             _table1(study, fits, predictions), _fig1_table(study, predictions), _published(fits),
+             _figure_section(drawn, skipped)]
+    nav = [("summary", "Summary"), ("provenance", "Provenance"), ("laws", "Fitted laws"),
+           ("model-choice", "Model choice"), ("table1", "Table 1"), ("fig1", "Fig. 1 crossings"),
            ("published", "Published constants"), ("figures", "Figures")]
     files = {f"fit-{name}.json": dump_json(fit.document) + "\n" for name, fit in fits.items()}
     summary = {"store": study.source, "suite": study.suite, "eval_set": study.eval_set, "method": study.method,
                "figures": [spec.name for spec, _ in drawn],
                "skipped": {spec.name: why for spec, why in skipped},
-               "fits": sorted(files), "laws_not_fitted": problems, "provenance": _report_provenance()}
+               "fits": sorted(files), "laws_not_fitted": problems, **predictions,
+               "provenance": _report_provenance()}
     files[SUMMARY] = dump_json(summary) + "\n"
     files[REPORT] = h.page(f"qidlab report: {Path(study.source['path']).name}", parts, nav)
     return files
@@ -251,11 +264,38 @@ def _param_lines(fit) -> h.Raw:
         elif len(fit.results) == 1:
             ci = (fit.results[0].ci95 or {}).get(p)
             interval = f" [{h.number(ci[0])}, {h.number(ci[1])}]" if ci else ""
-            out.append(f"{p} = {h.number(values[0])}{interval}{pub}")
+            out.append(f"{p} = {h.number(values[0])}{interval}{pub}{_bound_note(fit, p)}")
         else:
             out.append(f"{p}: median {h.number(_median(values))}, range {h.number(min(values))} to "
-                       f"{h.number(max(values))} over {len(values)} fits{pub}")
+                       f"{h.number(max(values))} over {len(values)} fits{pub}{_bound_note(fit, p)}")
+    out += _resampling_notes(fit)
     return h.lines(out)
+
+
+def _bound_note(fit, p: str) -> str:
+    """" · AT A BOUND" when the fit (or how many of its groups) ended on ``p``'s declared bound."""
+    hits = sum(p in getattr(r, "at_bound", []) for r in fit.results)
+    if not hits:
+        return ""
+    lo, hi = fit.law.param(p).bounds
+    where = "" if len(fit.results) == 1 else f" in {hits} of {len(fit.results)} fits"
+    return f" · AT A DECLARED BOUND ({h.number(lo)} or {h.number(hi)}){where}: not an estimate"
+
+
+def _resampling_notes(fit) -> list[str]:
+    """What the bootstrap resampled (once per distinct description), and its warnings."""
+    out: list[str] = []
+    for r in fit.results:
+        b = r.bootstrap or {}
+        if not b:
+            continue
+        what = ("points" if b.get("resample") == "points" else
+                f"{b.get('clusters')} clusters ({b['resample']}) whole, BCa widened")
+        for line in (f"CIs: {b['replicates']} replicates resampling {what}",
+                     *([f"warning: {b['warning']}"] if b.get("warning") else [])):
+            if line not in out:
+                out.append(line)
+    return out
 
 
 def _median(values) -> float:
@@ -285,17 +325,21 @@ def _extrapolation(fit) -> h.Raw:
 # Table 1 and published constants
 
 
-def _table1(study: Study, fits: dict) -> h.Raw:
+def _table1(study: Study, fits: dict, predictions: dict) -> h.Raw:
     if "ouyang2024" not in fits:
         return h.section("table1", "Table 1", h.paragraph("Not computed: ouyang2024 could not be fitted."))
     o = study.options
     bits = tuple(o.bits or sorted(fits["ouyang2024"].data.bits.unique()))
-    fitted = _token_table(fits["ouyang2024"].params({}), o.table_sizes, bits, o.table_qids)
+    fitted, rows, warnings = _fitted_token_table(fits["ouyang2024"], o.table_sizes, bits, o.table_qids)
+    predictions["table1"] = {"rows": rows, "warnings": warnings}
     published = _token_table(get_law("ouyang2024").default_constants(), o.table_sizes, bits, o.table_qids)
     note = ("Training tokens, in trillions, at which the law predicts each QiD (nats/token) for each model size N and "
-            "bit width P, as the paper's Table 1. '—': not reached for D up to 1e20 tokens.")
+            "bit width P, as the paper's Table 1. '—': not reached for D up to 1e20 tokens. Below each fitted value: "
+            "its 95% interval over the fit's bootstrap replicates; '⚠': the cell extrapolates (N or D more than 2x "
+            "outside the fitted range, or P outside the fitted bit widths). The published constants have no interval.")
     return h.section("table1", "Table 1: tokens to reach a QiD", h.paragraph(note, "note"),
                      h.Raw("<h3>From the fitted ouyang2024 law</h3>"), fitted,
+                     *(h.paragraph(w, "note") for w in warnings),
                      h.Raw("<h3>From the published unified constants (Eq. 8)</h3>"), published,
                      h.Raw("<h3>The paper's Table 1 as printed</h3>"), _paper_table1(),
                      h.paragraph(get_law("ouyang2024").note, "note"))
@@ -316,6 +360,36 @@ def _token_table(params: dict, sizes, bits, qids) -> h.Raw:
     return _wide_table(rows, bits, qids)
 
 
+def _fitted_token_table(fit, sizes, bits, qids) -> tuple[h.Raw, list[dict], list[str]]:
+    """Table 1 from a fitted ouyang2024 law: each cell the tokens (trillions), its 95% interval
+    (``uncertainty.token_grid_intervals``) and a mark where it extrapolates; the cells as rows
+    (report.json) and the grid's warnings."""
+    pick = sources_for("ouyang2024", fit=fit.document)
+    params = fit.params({})
+    table_rows, records, items = [], [], []
+    for n in sizes:
+        row = [size_text(n)]
+        for q in qids:
+            for b in bits:
+                try:
+                    grid = token_grid("ouyang2024", params, [n], [b], [q])
+                except QidlabError:
+                    row.append("—")
+                    continue
+                grid, _ = token_grid_intervals(pick, grid)
+                cell = grid.iloc[0]
+                items.append((pick({"n_params": float(n), "bits": float(b)}), cell.extrapolation))
+                mark = " ⚠" if cell.extrapolation else ""
+                span = (f"[{h.number(cell.interval[0] / 1e12, 3)}, {h.number(cell.interval[1] / 1e12, 3)}]"
+                        if cell.interval is not None else "")
+                row.append(h.lines([h.number(float(cell.tokens_trillion)) + mark] + ([span] if span else [])))
+                records.append({"n_params": float(n), "bits": float(b), "qid": float(q), "tokens": float(cell.tokens),
+                                "interval": cell.interval, "interval_note": cell.interval_note,
+                                "extrapolation": cell.extrapolation})
+        table_rows.append(row)
+    return _wide_table(table_rows, bits, qids), records, grid_warnings(items)
+
+
 def _wide_table(rows, bits, qids) -> h.Raw:
     top = "<tr><th></th>" + "".join(f'<th colspan="{len(bits)}">QiD = {q:g}</th>' for q in qids) + "</tr>"
     header = ["N"] + [f"{b:g} bits" for _ in qids for b in bits]
@@ -329,6 +403,79 @@ def _paper_table1() -> h.Raw:
     rows = [[size_text(n)] + [h.number(cells[(n, q, b)]) for q in qids for b in bits]
             for n in sorted(paper.n_params.unique())]
     return _wide_table(rows, bits, qids)
+
+
+def _fig1_table(study: Study, predictions: dict) -> h.Raw:
+    """Fig. 1's crossings: where loss16 + QiD of the fitted law passes ln(V), with the 95%
+    interval and the extrapolation of each, and the vocabulary note."""
+    try:
+        data = projection_data(study)
+    except QidlabError as exc:
+        return h.section("fig1", "Fig. 1: tokens to worse than random", h.paragraph(f"Not computed: {exc}"))
+    rows, records = [], []
+    for _, c in data["crossings"].iterrows():
+        t = c.tokens_worse_than_random
+        cross = "not within the projection" if t is None or t != t else h.number(t)
+        span = _crossing_span(c.interval) if c.interval is not None else c.interval_note
+        flagged = ", ".join(e["variable"] for e in c.extrapolation) if c.extrapolation else (
+            "range unknown" if c.extrapolation is None else "no")
+        rows.append([size_text(c.n_params), f"{c.bits:g}", cross, span, flagged])
+        records.append({"n_params": float(c.n_params), "bits": float(c.bits), "tokens_worse_than_random": t,
+                        "interval": c.interval, "extrapolation": c.extrapolation})
+    predictions["fig1"] = {"crossings": records, "warnings": data["warnings"], "random_level_note": data["vocab_note"]}
+    note = (f"Tokens D at which the fitted ouyang2024 QiD plus loss16 ({data['loss16_source']}) exceeds "
+            f"ln({data['vocab']}) = {data['random']:.2f} nats, the loss of a uniform guess (Fig. 1's grey area), "
+            "with its 95% interval over the bootstrap replicates ('beyond': some replicates never cross within the "
+            "projection) and the variables that extrapolate at the crossing.")
+    extra = [h.paragraph(w, "note") for w in data["warnings"]]
+    if data["vocab_note"]:
+        extra.append(h.paragraph("Note: " + data["vocab_note"], "note"))
+    return h.section("fig1", "Fig. 1: tokens to worse than random", h.paragraph(note, "note"),
+                     h.table(["N", "bits", "worse than random from D", "95% interval", "extrapolated"], rows,
+                             numeric=(2,)), *extra)
+
+
+def _crossing_span(interval) -> str:
+    lo, hi = interval
+    if not math.isfinite(lo):
+        return "every replicate beyond the projection"
+    return f"[{h.number(lo)}, {h.number(hi) if math.isfinite(hi) else 'beyond'}]"
+
+
+def _model_choice(study: Study, predictions: dict) -> h.Raw:
+    """``laws.compare.compare_laws`` on the primary slice: one row per held-out slice, one column
+    per QiD law family, the out-of-sample rmse of ln(predicted / measured QiD); then the summary."""
+    data, held = hold_settings(study.primary, keep=("n_params", "tokens", "bits"))
+    try:
+        doc = compare_laws(data)
+    except QidlabError as exc:
+        return h.section("model-choice", "Model choice (out of sample)", h.paragraph(f"Not computed: {exc}"))
+    predictions["model_choice"] = doc
+    names = [f["name"] for f in doc["families"]]
+    rows = []
+    for s in doc["slices"]:
+        scored = {n: e["rmse_log"] for n, e in s["errors"].items() if "rmse_log" in e}
+        best = min(scored, key=scored.get) if scored else None
+        cells = [h.Raw(f"<b>{h.number(scored[n])}</b>") if n == best
+                 else (h.number(scored[n]) if n in scored else "n/a") for n in names]
+        rows.append([s["label"], s["n_test"], *cells])
+    by_name = {r["family"]: r for r in doc["summary"]}
+    rows.append([h.Raw("<b>mean over slices</b>"), ""] + [h.number(by_name[n]["mean_rmse_log"]) for n in names])
+    rows.append(["slices won", ""] + [by_name[n]["wins"] for n in names])
+    rows.append(["fitted parameters", ""] + [by_name[n]["n_params"] for n in names])
+    held_text = (", settings held at " + ", ".join(f"{k} = {v:g}" for k, v in held.items())) if held else ""
+    note = (f"Each QiD law family refitted without one slice and scored on it: every model size N in turn, then the "
+            f"latest D of every size. Error: {h.esc(doc['metric'])} (bold: the best of the row). Method "
+            f"{h.esc(study.method)}, eval set {h.esc(study.eval_set)}{h.esc(held_text)}. "
+            "<code>qidlab fit DATA --compare</code> prints the same.")
+    families = h.lines(f"{f['name']}: {f['formula']}" + (" (fitted per bit width)" if f["by"] else "")
+                       for f in doc["families"])
+    verdict = (f"Lowest mean error: {doc['best']}; chosen: {doc['chosen']} (the family with the fewest parameters "
+               f"within {doc['parsimony']:.0%} of the lowest mean error).")
+    return h.section("model-choice", "Model choice (out of sample)", h.paragraph(h.Raw(note), "note"),
+                     h.paragraph(families, "note"),
+                     h.table(["held out", "points", *names], rows, numeric=range(1, len(names) + 2)),
+                     h.paragraph(verdict))
 
 
 def _published(fits: dict) -> h.Raw:

@@ -116,12 +116,14 @@ class Study:
         return result
 
     def loss16_points(self) -> "pd.DataFrame":
-        """One row per checkpoint of the primary eval set: n_params, tokens, loss16 (nats/token)."""
+        """One row per checkpoint of the primary eval set: n_params, tokens, loss16 (nats/token), and
+        the columns that name its model (suite, model, run: a fit's bootstrap draws models whole)."""
         if "loss16" not in self.frame.columns or self.frame.loss16.isna().all():
             raise QidlabError("the measurements have no 16-bit loss (loss16)")
         rows = self.frame[(self.frame.eval_set == self.eval_set) & self.frame.loss16.notna()]
         key = [c for c in ("suite", "model", "step") if c in rows.columns] or ["n_params", "tokens"]
-        return rows.drop_duplicates(key)[["n_params", "tokens", "loss16"]].reset_index(drop=True)
+        names = [c for c in ("suite", "model", "run") if c in rows.columns]
+        return rows.drop_duplicates(key)[["n_params", "tokens", "loss16", *names]].reset_index(drop=True)
 
     def vocab_size(self) -> tuple[int, str]:
         """V of the uniform-guess loss ln(V), and where it comes from."""

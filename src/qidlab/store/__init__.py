@@ -84,9 +84,10 @@ class Store:
 
     # -- checkpoints and eval sets (idempotent) ---------------------------------
     def checkpoint_id(self, *, suite: str, model: str, step: int, path: str, n_params: int,
-                      n_params_total: int, tokens: int, content_hash: str) -> int:
+                      n_params_total: int, tokens: int, content_hash: str, run: str | None = None) -> int:
         """The id of this checkpoint's row, inserting it on first sight. A checkpoint seen
-        again with different content is an error (the suite changed under the study)."""
+        again with different content is an error (the suite changed under the study). ``run``
+        names the training run (seed) when a model was trained more than once (None: one run)."""
         row = self.conn.execute("SELECT id, content_hash FROM checkpoints WHERE suite=? AND model=? AND step=?",
                                 (suite, model, step)).fetchone()
         if row:
@@ -97,7 +98,8 @@ class Store:
         with self.conn:
             return insert(self.conn, "checkpoints", {
                 "suite": suite, "model": model, "step": int(step), "path": str(path), "n_params": int(n_params),
-                "n_params_total": int(n_params_total), "tokens": int(tokens), "content_hash": content_hash})
+                "n_params_total": int(n_params_total), "tokens": int(tokens), "content_hash": content_hash,
+                "run": run})
 
     def eval_set_id(self, *, name: str, content_hash: str, n_docs: int, source: Mapping[str, Any]) -> int:
         row = self.conn.execute("SELECT id FROM eval_sets WHERE content_hash=?", (content_hash,)).fetchone()

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import contextmanager
 from functools import cache
@@ -23,11 +24,14 @@ from typing import Any, Iterator, Mapping
 
 from ..errors import QidlabError
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: How a store of an older schema version becomes this one: statements per version, run in order
 #: by ``connect``. A column added this way is NULL in the rows measured before it existed.
 MIGRATIONS: dict[str, tuple[str, ...]] = {
     "1": ("ALTER TABLE measurements ADD COLUMN quantization_json TEXT",),  # 1 -> 2: issue 14
+    # 2 -> 3 (issue 16): the training run (seed) of a checkpoint, so that repeated trainings of one model
+    # are clusters of their own in a fit's bootstrap; the canonical view is dropped and made again with it
+    "2": ("ALTER TABLE checkpoints ADD COLUMN run TEXT", "DROP VIEW IF EXISTS canonical"),
 }
 _VIEW = "CREATE VIEW IF NOT EXISTS canonical AS\n"
 
@@ -51,12 +55,15 @@ def columns() -> dict[str, tuple[str, ...]]:
         conn.close()
 
 
-def canonical_query(*extra: str) -> str:
+def canonical_query(*extra: str, absent: tuple[str, ...] = ()) -> str:
     """The SELECT of the ``canonical`` view (``schema.sql``), with the measurement columns
-    ``extra`` after the view's own."""
+    ``extra`` after the view's own; the checkpoint columns ``absent`` (a store of an older version,
+    read as it is) come out as NULL."""
     text = schema()
     body = text[text.index(_VIEW) + len(_VIEW):].rstrip().rstrip(";")
     selected, sep, rest = body.partition("\nFROM ")
+    for column in absent:
+        selected = re.sub(rf"\bc\.{column}\b", f"NULL AS {column}", selected)
     return selected + "".join(f", m.{c}" for c in extra) + sep + rest
 
 

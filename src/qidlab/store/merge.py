@@ -213,9 +213,10 @@ def _merge_checkpoints(conn, names: _Names) -> tuple[int, int]:
     new = conn.execute(
         "SELECT s.suite, s.model, s.step FROM src.checkpoints s WHERE NOT EXISTS (SELECT 1 FROM main.checkpoints c "
         "WHERE c.suite = s.suite AND c.model = s.model AND c.step = s.step)").fetchall()
+    run = "s.run" if "run" in {r[1] for r in conn.execute("PRAGMA src.table_info(checkpoints)")} else "NULL"
     conn.execute(
-        "INSERT INTO main.checkpoints(suite, model, step, path, n_params, n_params_total, tokens, content_hash) "
-        "SELECT s.suite, s.model, s.step, s.path, s.n_params, s.n_params_total, s.tokens, s.content_hash "
+        "INSERT INTO main.checkpoints(suite, model, step, path, n_params, n_params_total, tokens, content_hash, run) "
+        f"SELECT s.suite, s.model, s.step, s.path, s.n_params, s.n_params_total, s.tokens, s.content_hash, {run} "
         "FROM src.checkpoints s WHERE NOT EXISTS (SELECT 1 FROM main.checkpoints c WHERE c.suite = s.suite "
         "AND c.model = s.model AND c.step = s.step) ORDER BY s.id")
     conn.execute("CREATE TEMP TABLE ck_map(src_id INTEGER PRIMARY KEY, dst_id INTEGER NOT NULL)")

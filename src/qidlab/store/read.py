@@ -1,7 +1,8 @@
 """A store's tables as DataFrames (pandas is imported by the functions that need it).
 
 ``read_canonical(path)`` is the canonical table of the data contract (the ``canonical`` view:
-N in non-embedding parameters, D in tokens, losses and QiD in nats per token).
+N in non-embedding parameters, D in tokens, losses and QiD in nats per token, and the checkpoint's
+``path``: its folder, or ``hf://REPO@REVISION`` for a Hub checkpoint).
 ``describe_store(path)`` gives where the measurements come from: ``checkpoints`` (suite, model,
 step, path, N, total parameters, D, content hash), ``eval_sets`` (name, content hash, documents,
 source), ``methods`` (measurements and distinct configs per method, the 16-bit reference 'none'
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from ..errors import QidlabError
-from .db import read_only, refuse_newer
+from .db import canonical_query, columns, read_only, refuse_newer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,11 @@ def read_canonical(path: str | Path) -> "pd.DataFrame":
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             if "canonical" not in names:
                 raise QidlabError(f"{path}: not a qidlab store (no 'canonical' view)")
-            return frames(conn, {"canonical": "SELECT * FROM canonical"})["canonical"]
+            # the view's SELECT as this qidlab writes it: a store made before a column joined the view
+            # (``path``: the checkpoint's folder or hf://REPO@REVISION) is read with it too
+            have = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+            absent = tuple(c for c in columns()["checkpoints"] if c not in have)
+            return frames(conn, {"canonical": canonical_query(absent=absent)})["canonical"]
     except sqlite3.DatabaseError as exc:
         raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
 

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   n_params_total INTEGER NOT NULL CHECK (n_params_total >= n_params),
   tokens         INTEGER NOT NULL CHECK (tokens >= 0),          -- D seen by this checkpoint
   content_hash   TEXT NOT NULL,
+  run            TEXT,                                          -- which training run (seed) of the model; NULL: one run
   UNIQUE (suite, model, step)
 );
 
@@ -76,7 +77,7 @@ CREATE TABLE IF NOT EXISTS fits (
 CREATE VIEW IF NOT EXISTS canonical AS
 SELECT c.n_params, c.n_params_total, c.tokens, m.bits, m.group_size, m.exp_bits, m.man_bits,
        m.block_size, m.method, m.loss16, m.loss, m.qid, m.qid_ci_low, m.qid_ci_high,
-       e.name AS eval_set, c.suite, c.model, c.step
+       e.name AS eval_set, c.suite, c.model, c.step, c.run, c.path
 FROM measurements m
 JOIN checkpoints c ON c.id = m.checkpoint_id
 JOIN eval_sets e ON e.id = m.eval_set_id

@@ -20,6 +20,7 @@ from .. import documents, provenance, quantize
 from ..checkpoints import check_checkpoint, discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError, did_you_mean
+from ..hubdata import DatasetSource, NotCached
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..store import Measurement, Store, config_hash, stored_jobs
@@ -68,7 +69,7 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
     """Everything that defines a measurement besides checkpoint and eval set (hashed for resume).
     ``cfg``: a config, or a method's config as ``to_dict()`` writes it."""
     cfg = cfg if isinstance(cfg, QuantConfig) else config_from_dict(cfg)
-    scoring = dict(study.scoring)
+    scoring = scoring_identity(study.scoring)
     if "reference_tokenizer" in scoring:  # the file's content, not where it lies
         scoring["reference_tokenizer"] = _file_identity(study.path.parent / scoring["reference_tokenizer"])
     out = {"quantization": cfg.to_dict(), "scoring": scoring}
@@ -76,9 +77,33 @@ def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[
         out["hessian_precision"] = study.hessian_precision
     if cfg.needs_calibration and study.calibration is not None:
         c = study.calibration
-        out["calibration"] = {"content_hash": calibration_identity(c.source), "n_samples": c.n_samples,
+        out["calibration"] = {"content_hash": calibration_identity(c), "n_samples": c.n_samples,
                               "seq_len": c.seq_len, "seed": c.seed, "sampler": CALIBRATION_SAMPLER}
     return out
+
+
+#: Scoring options that, set to these values, score what a study without them scores: left out of
+#: the identity, so stores measured before the options existed still match.
+SCORING_DEFAULTS = {"prefix": "bos", "windows": "sliding"}
+
+
+def scoring_identity(scoring: dict[str, Any]) -> dict[str, Any]:
+    """The ``[scoring]`` options as a measurement's identity holds them: as written, less
+    ``SCORING_DEFAULTS``. (``prefix = "bos"`` is what an unset prefix scores wherever it can run:
+    the tokenizer has a BOS. ``"eos"`` and ``"none"`` enter even where they happen to score the same,
+    BOS = EOS or no BOS: a re-measurement at worst, never two scorings under one identity.)"""
+    return {k: v for k, v in scoring.items() if SCORING_DEFAULTS.get(k, object()) != v}
+
+
+def score_options(scoring: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """``prefix`` and ``windows`` for ``evaluate.score`` from the ``[scoring]`` options. An unset
+    prefix is BOS when the tokenizer has one, else ``"none"`` (the first token unscored), as qidlab
+    scored before the option existed, so a study's numbers keep their identity; lm-evaluation-harness
+    prefixes EOS instead: ``prefix = "eos"``."""
+    prefix = scoring.get("prefix")
+    if prefix is None:
+        prefix = "bos" if getattr(tokenizer, "bos_token_id", None) is not None else "none"
+    return {"prefix": prefix, "windows": scoring.get("windows", "sliding")}
 
 
 def _file_identity(path: Path) -> str:
@@ -136,6 +161,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                          content_hash=ckpt.content_hash, device=provenance.device_name(device))
     model, tok = ckpt.model, ckpt.tokenizer
     scoring = {k: v for k, v in study.scoring.items() if k in ("max_length", "stride", "batch_size")}
+    scoring.update(score_options(study.scoring, tok))
     if "reference_tokenizer" in study.scoring:
         scoring["reference_tokenizer"] = str(study.path.parent / study.scoring["reference_tokenizer"])
     unit = study.scoring.get("unit", "nats_per_token")
@@ -245,7 +271,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     summary = Summary()
     with Store(study.store) as store:
         es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
-                                             source={"path": str(spec.source), "n_docs": spec.n_docs, "seed": spec.seed})
+                                             source=_eval_source(spec))
                   for es, spec in zip(eval_sets, study.eval_sets)}
         plan = []
         for ref in refs:
@@ -262,6 +288,14 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
         finally:
             meter.close()
     return summary
+
+
+def _eval_source(spec) -> dict:
+    """What the store records as an eval set's source: its path (or data set), n_docs, seed."""
+    where = spec.source.describe() if isinstance(spec.source, DatasetSource) else {"path": str(spec.source)}
+    if spec.text_field != "text":
+        where["text_field"] = spec.text_field
+    return {**where, "n_docs": spec.n_docs, "seed": spec.seed}
 
 
 @dataclass
@@ -288,6 +322,7 @@ class DryRun:
     eval_sets: list[str]
     store: str
     offline: bool = False
+    unavailable: list[str] = field(default_factory=list)  # inputs not to be had here (offline, not cached)
 
     @property
     def total(self) -> int:
@@ -297,29 +332,61 @@ class DryRun:
 def plan_study(study: Study) -> DryRun:
     """What ``run_study(study)`` would measure, writing nothing (no store is created): every checkpoint
     x config (16-bit + the study's) x eval set, how many the store already holds, and for Hub
-    checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached)."""
+    checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached).
+    Inputs that cannot be had here (offline: a data set not cached, a reference tokenizer file not yet
+    fetched) are listed in ``unavailable`` instead of stopping the plan; the measurements that depend on
+    them count as not stored."""
     refs = study_refs(study, check=not (study.hub is not None and hub.is_offline()))
-    eval_sets, configs, hashes = _jobs(study)
+    unavailable: list[str] = []
+    eval_sets = [_planned(lambda e=e: _eval_set(e), unavailable) for e in study.eval_sets]
+    configs = [Reference16(), *study.methods]
+    if study.calibration is not None and any(c.needs_calibration for c in configs):
+        _planned(lambda: calibration_identity(study.calibration), unavailable, "[calibration]: ")
+    tokenizer = study.scoring.get("reference_tokenizer")
+    if tokenizer is not None and not (study.path.parent / tokenizer).is_file():
+        unavailable.append(f"reference tokenizer {study.path.parent / tokenizer}: not found (fetch it, or point "
+                           f"[scoring] reference_tokenizer at a local tokenizers JSON)")
+        hashes = [None] * len(configs)
+    else:
+        hashes = [_planned(lambda c=c: config_hash(measurement_config(c, study)), unavailable) for c in configs]
+    known = [(es.content_hash, h) for es in eval_sets if es is not None for h in hashes if h is not None]
     stored = stored_jobs(study.store)
     rows = []
     for ref in refs:
         done = stored.get((ref.suite, ref.model, ref.step), set())
-        n = sum((es.content_hash, h) in done for h in hashes for es in eval_sets)
+        n = sum(job in done for job in known)
         cached, size = (hub.download_sizes(ref, allow_pickle=study.allow_pickle) if ref.repo
                         else (None, None))
         rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
                                       len(hashes) * len(eval_sets) - n, cached, size))
     return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
-                  offline=study.hub is not None and hub.is_offline())
+                  offline=study.hub is not None and hub.is_offline(), unavailable=list(dict.fromkeys(unavailable)))
+
+
+def _planned(make, unavailable: list[str], what: str = ""):
+    """``make()``, or None with the reason added to ``unavailable`` when its input is not cached offline."""
+    try:
+        return make()
+    except NotCached as exc:
+        unavailable.append(what + str(exc))
+        return None
 
 
 def _jobs(study: Study) -> tuple[list, list[QuantConfig], list[str]]:
     """The study's eval sets (loaded), its configs (the 16-bit reference first) and their
     measurement hashes (which checks the configs' input files up front)."""
-    eval_sets = [load_eval_set(e.source, n_docs=e.n_docs, seed=e.seed, name=e.name, max_chars=e.max_chars)
-                 for e in study.eval_sets]
+    eval_sets = [_eval_set(e) for e in study.eval_sets]
     configs = [Reference16(), *study.methods]
     return eval_sets, configs, [config_hash(measurement_config(c, study)) for c in configs]
+
+
+def _eval_set(spec):
+    """The eval set of a study's ``EvalSpec``; an error names it."""
+    try:
+        return load_eval_set(spec.source, n_docs=spec.n_docs, seed=spec.seed, name=spec.name,
+                             max_chars=spec.max_chars, text_field=spec.text_field)
+    except QidlabError as exc:
+        raise type(exc)(f"eval set {spec.name!r}: {exc}", params=exc.params) from None
 
 
 def coarse_to_fine(refs: list) -> list:
@@ -370,7 +437,8 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
                 raise QidlabError(f"{ref.location}: tokens seen (D) unknown: give tokens_per_step in the suite manifest")
             ckpt_id = store.checkpoint_id(suite=ref.suite, model=ref.model, step=ref.step, path=ref.location,
                                           n_params=item.n_params, n_params_total=item.n_params_total,
-                                          tokens=int(tokens), content_hash=item.content_hash)
+                                          tokens=int(tokens), content_hash=item.content_hash,
+                                          run=None if ref.info.get("run") is None else str(ref.info["run"]))
             if item.device:
                 store.record_device(item.device)
             continue

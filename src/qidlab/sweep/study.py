@@ -39,13 +39,43 @@
     [[eval_sets]]
     name = "heldout"
     source = "eval.txt"                # file, folder, JSONL or Parquet
+    text_field = "text"                # JSONL / Parquet: the field holding the text
     n_docs = 1000
     seed = 0
     max_chars = 4000                   # optional: cut each document to its first 4000 characters
 
+    or a data set read by Hugging Face ``datasets`` (instead of source; qidlab.hubdata, needs the
+    ``hub`` extra; honours HF_DATASETS_CACHE, HF_DATASETS_OFFLINE=1 / HF_HUB_OFFLINE=1, HF_TOKEN):
+
+    [[eval_sets]]
+    name = "refinedweb"
+    dataset = "tiiuae/falcon-refinedweb"   # a Hub dataset id; or "parquet" / "json" / "text" with data_files
+    split = "train"
+    text_field = "content"
+    n_docs = 1000
+    seed = 0
+    streaming = true                   # a seeded sample without downloading the whole set: the shards'
+                                       #   order shuffled with seed, then n_docs drawn from a buffer of
+                                       #   shuffle_buffer (10000) documents (qidlab.hubdata)
+
+    WikiText-2 in its document level form, as lm-evaluation-harness's wikitext task reads it (its test
+    split, 62 Wikipedia articles, field "page"; the harness detokenizes before scoring, qidlab scores the
+    raw page):
+
+    [[eval_sets]]
+    name = "wikitext2"
+    dataset = "EleutherAI/wikitext_document_level"
+    config = "wikitext-2-raw-v1"
+    split = "test"
+    text_field = "page"
+    n_docs = 62
+
+    Local files through ``datasets``: dataset = "parquet", data_files = ["eval/*.parquet"] (relative
+    to the study file).
+
     [calibration]                      # for GPTQ / AWQ
-    source = "train.txt"
-    n_samples = 128
+    source = "train.txt"               # or dataset = ... as in [[eval_sets]] (then n_docs documents
+    n_samples = 128                    #   are sampled first, with seed; streaming needs n_docs)
     seq_len = 512
     seed = 0
 
@@ -57,8 +87,17 @@
     [scoring]
     max_length = 2048                  # context; longer documents are scored in windows
     bootstrap = 1000                   # paired bootstrap replicates for the QiD CI
-    unit = "nats_per_token"            # or "bits_per_byte", "nats_per_ref_token" (the paper's:
+    unit = "nats_per_token"            # or "bits_per_byte", "nats_per_word" (log of lm-eval's word
+                                       #   perplexity), "nats_per_ref_token" (the paper's:
     reference_tokenizer = "llama3.json"  #  nats per Llama-3 token; needs this tokenizers JSON)
+    prefix = "bos"                     # what the first document token is predicted from: "bos", "eos"
+                                       #   (lm-eval's when the tokenizer has no BOS) or "none" (left
+                                       #   unscored); unset: BOS, or "none" without a BOS, as always
+    windows = "sliding"                # longer documents: "sliding" (overlapping, stride = max_length/2
+                                       #   unless stride = ...) or "disjoint" (lm-eval's loglikelihood_rolling)
+
+    The scoring options enter a measurement's identity as written, except ``prefix = "bos"`` and
+    ``windows = "sliding"``, which score what a study without them scores (``sweep.run.measurement_config``).
 """
 
 from __future__ import annotations
@@ -71,11 +110,14 @@ from typing import Any
 from ..checkpoints.hub import HubSource, named_revisions, step_revisions
 from ..documents import CalibrationSpec
 from ..errors import QidlabError
+from ..evaluate.score import PREFIXES, WINDOWS
+from ..evaluate.score import UNITS as SCORE_UNITS
+from ..hubdata import DatasetSource
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
 from ..tomlfile import Key, check_table, read_toml
 
 SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
-UNITS = ("nats_per_token", "bits_per_byte", "nats_per_ref_token")
+UNITS = SCORE_UNITS  # nats_per_token, bits_per_byte, nats_per_ref_token, nats_per_word
 
 # one schema per table (the [[methods]] tables are checked by quantize.config.config_from_dict)
 STUDY_KEYS = {"name": Key("str"), "store": Key("str"), "device": Key("str"),
@@ -87,21 +129,28 @@ CHECKPOINT_KEYS = {"root": Key("str"), "models": Key("list", items="str"),
                    "repos": Key(), "revision": Key(), "revisions": Key(), "tokens_per_step": Key(),
                    "tokens_from_revision": Key(), "tokens_unit": Key(), "allow_pickle": Key("bool"),
                    "keep": Key()}
-EVAL_SET_KEYS = {"name": Key("str", required=True), "source": Key("str", required=True),
-                 "n_docs": Key("int", min=1), "seed": Key("int", min=0), "max_chars": Key("int", min=1)}
-CALIBRATION_KEYS = {"source": Key("str", required=True), "n_samples": Key("int", min=1),
-                    "seq_len": Key("int", min=1), "seed": Key("int", min=0)}
+#: the keys of a ``datasets`` source, in [[eval_sets]] and [calibration] (instead of ``source``)
+DATASET_KEYS = {"dataset": Key("str"), "config": Key("str"), "split": Key("str"), "data_files": Key(),
+                "streaming": Key("bool"), "shuffle_buffer": Key("int", min=1)}
+EVAL_SET_KEYS = {"name": Key("str", required=True), "source": Key("str"), "text_field": Key("str"),
+                 "n_docs": Key("int", min=1), "seed": Key("int", min=0), "max_chars": Key("int", min=1),
+                 **DATASET_KEYS}
+CALIBRATION_KEYS = {"source": Key("str"), "text_field": Key("str"), "n_samples": Key("int", min=1),
+                    "seq_len": Key("int", min=1), "seed": Key("int", min=0), "n_docs": Key("int", min=1),
+                    **DATASET_KEYS}
 SCORING_KEYS = {"max_length": Key("int", min=1), "stride": Key("int", min=1), "batch_size": Key("int", min=1),
-                "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str")}
+                "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str"),
+                "prefix": Key(choices=PREFIXES), "windows": Key(choices=WINDOWS)}
 
 
 @dataclass(frozen=True)
 class EvalSpec:
     name: str
-    source: Path
+    source: Path | DatasetSource  # a local file or folder, or a ``datasets`` data set
     n_docs: int = 1000
     seed: int = 0
     max_chars: int | None = None  # cut each document to its first max_chars characters
+    text_field: str = "text"  # a local JSONL / Parquet source: the field holding the text
 
 
 @dataclass(frozen=True)
@@ -138,7 +187,7 @@ def load_study(path: str | Path) -> Study:
     hub = _hub(ckpts, path)
     evals = raw.get("eval_sets")
     if not isinstance(evals, list) or not evals:
-        raise QidlabError(f"{path}: needs at least one [[eval_sets]] with name and source")
+        raise QidlabError(f"{path}: needs at least one [[eval_sets]] with name and source (or dataset)")
     methods = raw.get("methods")
     if not isinstance(methods, list) or not methods:
         raise QidlabError(f"{path}: needs at least one [[methods]] entry")
@@ -231,6 +280,8 @@ def _scoring(s, path) -> dict[str, Any]:
     unit = s.get("unit", "nats_per_token")
     if unit == "nats_per_ref_token" and "reference_tokenizer" not in s:
         raise QidlabError(f"{path}: [scoring] unit nats_per_ref_token needs reference_tokenizer (a tokenizers JSON)")
+    if s.get("windows") == "disjoint" and "stride" in s:
+        raise QidlabError(f"{path}: [scoring] stride applies to sliding windows only; disjoint windows do not overlap")
     return dict(s)
 
 
@@ -242,26 +293,49 @@ def _table(raw, key, path) -> dict:
 
 
 def _eval_spec(e, where, path, i) -> EvalSpec:
-    if not isinstance(e, dict) or "name" not in e or "source" not in e:
-        raise QidlabError(f"{path}: eval_sets[{i}] needs 'name' and 'source'")
+    if not isinstance(e, dict) or "name" not in e:
+        raise QidlabError(f"{path}: eval_sets[{i}] needs 'name' and 'source' (or 'dataset')")
     check_table(e, EVAL_SET_KEYS, path, f"eval_sets[{i}]")
-    try:
-        return EvalSpec(name=str(e["name"]), source=where / str(e["source"]), n_docs=int(e.get("n_docs", 1000)),
-                        seed=int(e.get("seed", 0)),
-                        max_chars=int(e["max_chars"]) if "max_chars" in e else None)
-    except (TypeError, ValueError) as exc:
-        raise QidlabError(f"{path}: eval_sets[{i}]: {exc}") from None
+    source = _text_source(e, where, path, f"eval_sets[{i}]")
+    return EvalSpec(name=e["name"], source=source, n_docs=e.get("n_docs", 1000), seed=e.get("seed", 0),
+                    max_chars=e.get("max_chars"), text_field=e.get("text_field", "text"))
 
 
 def _calibration(c, where, path) -> CalibrationSpec:
-    if not isinstance(c, dict) or "source" not in c:
-        raise QidlabError(f"{path}: [calibration] needs 'source'")
+    if not isinstance(c, dict):
+        raise QidlabError(f"{path}: [calibration] must be a table with 'source' (or 'dataset')")
     check_table(c, CALIBRATION_KEYS, path, "[calibration]")
+    source = _text_source(c, where, path, "[calibration]")
+    if "n_docs" in c and not isinstance(source, DatasetSource):
+        raise QidlabError(f"{path}: [calibration] n_docs only with 'dataset' (a local source is read whole)")
+    return CalibrationSpec(source=source, n_samples=c.get("n_samples", 128), seq_len=c.get("seq_len", 512),
+                           seed=c.get("seed", 0), text_field=c.get("text_field", "text"), n_docs=c.get("n_docs"))
+
+
+def _text_source(t: dict, where: Path, path, what: str) -> Path | DatasetSource:
+    """The documents of an [[eval_sets]] or [calibration] table: ``source`` (a local path) or
+    ``dataset`` (a ``DatasetSource``; ``data_files`` relative to the study file)."""
+    if ("source" in t) == ("dataset" in t):
+        raise QidlabError(f"{path}: {what} needs either 'source' (a local file or folder) or 'dataset' (a Hub "
+                          f"dataset id, or \"parquet\" / \"json\" / \"text\" with data_files)")
+    if "source" in t:
+        extra = sorted(set(t) & set(DATASET_KEYS))
+        if extra:
+            raise QidlabError(f"{path}: {what} {', '.join(extra)} only with 'dataset', not with 'source'")
+        return where / t["source"]
+    files = t.get("data_files", [])
+    files = [files] if isinstance(files, str) else files
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise QidlabError(f"{path}: {what} data_files must be a path or a list of paths")
+    files = tuple(f if "://" in f else str(where / f) for f in files)
+    if t.get("streaming") and "n_docs" not in t and what == "[calibration]":
+        raise QidlabError(f"{path}: {what} streaming needs n_docs (how many documents to take)")
     try:
-        return CalibrationSpec(source=where / str(c["source"]), n_samples=int(c.get("n_samples", 128)),
-                               seq_len=int(c.get("seq_len", 512)), seed=int(c.get("seed", 0)))
-    except (TypeError, ValueError) as exc:
-        raise QidlabError(f"{path}: [calibration]: {exc}") from None
+        return DatasetSource(dataset=t["dataset"], split=t.get("split", "train"), text_field=t.get("text_field", "text"),
+                             config=t.get("config"), data_files=files, streaming=t.get("streaming", False),
+                             shuffle_buffer=t.get("shuffle_buffer", 10_000))
+    except QidlabError as exc:
+        raise QidlabError(f"{path}: {what}: {exc}", params=exc.params) from None
 
 
 def _methods(entries: list, path) -> dict[str, Any]:

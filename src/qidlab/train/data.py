@@ -2,11 +2,23 @@
 
 Files, under ``<out>/<suite>/_data/``::
 
-    tokenizer/      a PreTrainedTokenizerFast (special tokens <|bos|> 0, <|eos|> 1, <|pad|> 2 when trained here)
+    tokenizer/      a PreTrainedTokenizerFast (special tokens <|bos|> 0, <|eos|> 1, <|pad|> 2 when trained here),
+                    whose BOS is <|eos|> (``bos_token_id`` 1): BOS = EOS, below
     tokens.bin      the train split as one memory-mapped array (uint16, or uint32 above 65,535 tokens):
                     the documents in ``document_order(n_docs, seed)``, each followed by <|eos|>
     data.json       what they were made from (corpus hash, tokenizer, seed) and counts; a later run with
                     the same key reuses the files
+
+BOS = EOS, as Pythia's tokenizer has it. Training reads ``doc <|eos|> doc <|eos|> ...``, so every
+document but the first follows <|eos|>; the scorer (``qidlab.evaluate.score``) prepends the
+tokenizer's BOS to each eval document, which is then exactly the context a document starts from in
+training, and lm-evaluation-harness's rolling loglikelihood (BOS, else EOS) scores the same way.
+The alternative, a <|bos|> before every training document, was not taken: it adds a token per
+document to D whose prediction (after <|eos|>) is trivial, lowering the training loss without
+learning anything, and departs from the Pythia suites the paper measured. The <|bos|> token stays
+in the vocabulary (ids are unchanged) but is never used. Suites made before this (``data.json``
+without ``bos_is_eos``) keep their tokenizer, whose <|bos|> their models never saw: a later run
+reuses it, so a suite is never half one convention and half the other.
 
 Batches (pure, ``batch_indices``): the token array is cut into ``n_seqs = n_tokens // seq_len``
 sequences; step ``s`` takes global sequence numbers ``s * batch_size + b``; number ``g`` is
@@ -140,6 +152,7 @@ def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
         tokenizer = train_tokenizer(docs, config.vocab_size)
     else:
         tokenizer = tokenizer_from_file(config.tokenizer_path)
+    tokenizer.bos_token = tokenizer.eos_token  # BOS = EOS (module docstring)
     tokenizer.save_pretrained(folder / "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)  # as loaders see it
     eos = tokenizer.eos_token_id
@@ -155,7 +168,8 @@ def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
                 fh.write(ids.tobytes())
                 n_tokens += len(ids)
     info = {"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n_tokens, "n_docs": len(docs),
-            "vocab_size": len(tokenizer), "eos_token_id": eos,
+            "vocab_size": len(tokenizer), "eos_token_id": eos, "bos_token_id": tokenizer.bos_token_id,
+            "bos_is_eos": tokenizer.bos_token_id == eos,
             "document_order_sha256": _sha256_bytes(order.astype(np.int64).tobytes()),
             "corpus": str(config.corpus), "corpus_licenses": manifest.licenses}
     write_json(info_path, info)

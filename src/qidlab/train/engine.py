@@ -19,7 +19,7 @@ from qidlab.errors import QidlabError
 
 BETAS = (0.9, 0.95)  # AdamW, as Pythia
 EPS = 1e-8
-SPECIAL_IDS = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}  # qidlab.train.data's BPE
+SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 2}  # qidlab.train.data's BPE: BOS = EOS
 
 
 def resolve_device(name: str = "auto"):

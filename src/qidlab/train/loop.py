@@ -2,7 +2,9 @@
 
 Layout written under ``<out>/<suite>/``::
 
-    qidlab-suite.toml            suite name, tokens_per_step, per-model sizes (qidlab.checkpoints.discover);
+    qidlab-suite.toml            suite name, tokens_per_step, bos_is_eos (true: the tokenizer's BOS is its EOS,
+                                 a token every model saw; false: an untrained <|bos|>, suites from before
+                                 qidlab.train.data's BOS = EOS), per-model sizes (qidlab.checkpoints.discover);
                                  low-bit models also precision = "...", twin = "...", qat = { bits, a_bits, ... }
     _data/                       tokenizer, token file, data.json (qidlab.train.data)
     <model>/step<N>/             config.json, model.safetensors, tokenizer, qidlab.json
@@ -51,8 +53,10 @@ from qidlab.train.speed import flops_per_token, mfu, peak_flops
 STATE_FILE = "trainer_state.pt"
 STATS_FILE = "train-stats.json"
 SUITE_MANIFEST = "qidlab-suite.toml"
-def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, sweeps: dict) -> None:
-    lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}", ""]
+def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, sweeps: dict, tokenizer) -> None:
+    bos_is_eos = tokenizer.bos_token_id is not None and tokenizer.bos_token_id == tokenizer.eos_token_id
+    lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}",
+             f"bos_is_eos = {json.dumps(bos_is_eos)}", ""]
     for m in config.models:
         lines += [f"[models.{json.dumps(m.name)}]", f"hidden = {m.hidden}", f"layers = {m.layers}",
                   f"heads = {m.heads}", f"intermediate = {m.intermediate}", f"lr = {m.lr!r}",
@@ -113,7 +117,7 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
                                   per_octave=config.per_octave)
     n_params = {m.name: count_params(build_model(m, len(data.tokenizer), config.seq_len, config.seed,
                                                  data.tokenizer))[0] for m in config.models}
-    _write_suite_manifest(config, suite_dir, n_params, sweeps)
+    _write_suite_manifest(config, suite_dir, n_params, sweeps, data.tokenizer)
     paths = []
     with torch_threads(threads):
         for spec in config.models:

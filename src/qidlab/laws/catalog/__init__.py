@@ -1,3 +1,4 @@
-"""The published laws, one module per paper. Importing this package registers them."""
+"""The published laws, one module per paper, and qidlab's own variants (variants.py, not published).
+Importing this package registers them."""
 
-from . import chen, chinchilla, frantar, kumar, ouyang, sun  # noqa: F401
+from . import chen, chinchilla, frantar, kumar, ouyang, sun, variants  # noqa: F401

@@ -53,7 +53,12 @@ LAW = register_law(
                 "Besiroglu et al. 2024, Chinchilla Scaling: A replication attempt (refit on Fig. 4 data, "
                 "5 highest losses dropped)",
                 {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658},
-                note="bootstrap standard errors 0.03, 124.58, 1293.23, 0.02, 0.02 (4,000 resamples)",
+                verified=False,
+                note="unverified: not one fit. E is that of a plain Huber Approach-3 fit of these 240 points "
+                "(qidlab's gives E = 1.81722), the others are not (it gives A = 477.8, B = 2143, alpha = 0.3473, "
+                "beta = 0.3672): E from Epoch's Huber fit, the rest from its likelihood fit (issue 16); "
+                "Epoch's paper is not among the project's sources. Bootstrap standard errors as printed: "
+                "0.03, 124.58, 1293.23, 0.02, 0.02 (4,000 resamples)",
             ),
         },
         citation="Hoffmann et al. 2022; Besiroglu et al. 2024",

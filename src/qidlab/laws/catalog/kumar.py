@@ -39,8 +39,10 @@ PTQ = register_law(
             "kumar2024-tab2": Published(
                 f"{PAPER}, App. K Table 2",
                 {"C_T": 0.0598, "gamma_D": 0.5068, "gamma_N": 0.3439, "gamma_post": 0.5907},
-                note="the row label of gamma_post is garbled in the source text; read as gamma_post "
-                "as by two independent implementations",
+                verified=False,
+                note="unverified: the paper is not among the project's sources; the form is checked against a "
+                "secondary summary, the constants come from a compilation whose source row for gamma_post is "
+                "garbled (read as gamma_post, as two implementations do, but not checked)",
             )
         },
         citation=PAPER,
@@ -118,9 +120,10 @@ QAT = register_law(
                 f"{PAPER}, App. K Table 2 (alpha = beta tied)",
                 {"A": 4.299e3, "alpha": 0.4965, "B": 1.806e4, "beta": 0.4965, "E": 2.7648,
                  "gamma_w": 2.6745, "gamma_a": 2.2102, "gamma_kv": 0.9578},
-                note="the paper's fitted forms carry offsets (n_w = 0.3037, n_a = 1.4072, n_kv = 2.4185, "
-                "b = 1.1277) that the main-text formula omits; this main-text form will not reproduce "
-                "their figures exactly",
+                verified=False,
+                note="unverified for this form: the constants were fitted with offsets (n_w = 0.3037, "
+                "n_a = 1.4072, n_kv = 2.4185, b = 1.1277) that the main-text formula (this law) leaves out, "
+                "so with this formula they are not the paper's fit and will not reproduce its figures",
             )
         },
         citation=PAPER,
