@@ -210,7 +210,7 @@ def sweep_demo_study(out: Path, suite_dir: Path, texts: dict, scale: DemoScale, 
     with torch_threads(threads):
         summary = run_study(study)
     if summary.failed:
-        raise QidlabError(f"the demo sweep had {len(summary.failed)} failed measurement(s): {summary.failed[0]}")
+        raise QidlabError(f"the demo sweep had {len(summary.failed)} failed measurement{'s' if len(summary.failed) != 1 else ''}: {summary.failed[0]}")
     return study.store.resolve(), summary
 
 

@@ -200,7 +200,7 @@ def run_fit(args):
     holdout = tuple(c.strip() for c in args.holdout.split(",") if c.strip())
     if args.holdout != HOLDOUT:  # the default's columns may be missing: the law's own check names them
         _known_columns(frame, holdout, "--holdout")
-    if args.resample not in ("auto", "points"):
+    if args.resample not in ("auto", "points") and not args.bootstrap:  # with --bootstrap the fit checks it
         _known_columns(frame, [c.strip() for c in args.resample.split(",") if c.strip()], "--resample",
                        also=("auto", "points"))
     pooled = pooled_columns(frame, by)
