@@ -107,4 +107,7 @@ def test_a_fit_with_too_few_points_or_an_estimate_outside_its_ci_is_flagged():
     assert few.startswith("warning: 4 points for 3 free parameters")
     assert fit_cautions(5, params, {"alpha": [0.1, 0.3]}) == []
     (outside,) = fit_cautions(5, params, {"alpha": [0.1, 0.3], "beta": [0.51, 0.6]})
-    assert "the estimate of beta lies outside its percentile bootstrap CI" in outside
+    assert "the estimate of beta lies outside its bootstrap CI" in outside
+    assert fit_cautions(5, params, {"beta": [0.5 + 1e-12, 0.5 + 1e-12]}) == []  # a CI of one value
+    (both,) = fit_cautions(5, params, {"alpha": [0.3, 0.4], "beta": [0.51, 0.6]})
+    assert "the estimates of alpha, beta lie outside their bootstrap CI" in both

@@ -44,12 +44,18 @@ def fit_cautions(n: int, params: dict, ci95: dict | None) -> list[str]:
     if n < len(free) + 2:
         out.append(f"warning: {count(n, 'point')} for {count(len(free), 'free parameter')} (fewer than parameters + 2): "
                    "the fit is (nearly) exact, its CIs mean little")
-    outside = [k for k, (lo, hi) in (ci95 or {}).items()
-               if params.get(k) is not None and not lo <= params[k] <= hi]
+    outside = [k for k, (lo, hi) in (ci95 or {}).items() if params.get(k) is not None
+               and not lo - _slack(lo, hi) <= params[k] <= hi + _slack(lo, hi)]
     if outside:
-        out.append(f"note: the estimate of {', '.join(outside)} lies outside its percentile bootstrap CI (a skewed "
-                   "bootstrap distribution: too few points, or a flat fit)")
+        what = (f"the estimate of {outside[0]} lies outside its" if len(outside) == 1
+                else f"the estimates of {', '.join(outside)} lie outside their")
+        out.append(f"note: {what} bootstrap CI (a skewed bootstrap distribution: too few points, or a flat fit)")
     return out
+
+
+def _slack(lo: float, hi: float) -> float:
+    """Rounding room at a CI's ends (a CI of one value: the estimate and its replicates equal)."""
+    return 1e-9 * max(abs(lo), abs(hi), 1e-300)
 
 
 #: Size suffixes, as ``tables.parse_number`` reads them (7B = 7e9).
