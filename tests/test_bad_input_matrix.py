@@ -516,3 +516,22 @@ def test_no_wal_or_shm_is_left_after_commands(fx, tmp_path, capsys):
     assert main(["store", "merge", str(fx / "tiny.db"), "--out", str(tmp_path / "m.db")]) == 0
     capsys.readouterr()
     assert not list(fx.glob("*.db-*")) and not list(tmp_path.glob("*.db-*"))
+
+
+def test_a_step_folder_without_config_json_gets_a_note(fx, tmp_path, capsys):
+    """Defect 13: a suite's step folder without config.json was skipped with no notice."""
+    from qidlab.checkpoints import discover
+
+    shutil.copytree(fx / "suite", tmp_path / "suite")
+    (tmp_path / "suite" / "m1" / "step8").mkdir()  # e.g. a copy cut short
+    capsys.readouterr()
+    refs = discover(tmp_path / "suite")
+    assert [r.step for r in refs] == [0, 4]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"qidlab: note: {tmp_path / 'suite' / 'm1' / 'step8'} has no config.json: skipped"]
+
+
+def test_idle_cores_is_between_one_and_the_usable_cores():
+    from qidlab.torchenv import idle_cores
+
+    assert 1 <= idle_cores() <= len(os.sched_getaffinity(0))
