@@ -11,8 +11,9 @@
 #
 # Each suite's tokenizer and token file are made once first (`qidlab train --data-only`); then every
 # model runs as its own pipeline, all at once: `qidlab train --models M` then, unless the study is
-# '-' (train only, e.g. a BitNet model read from its training log), `qidlab sweep --models M` into
-# the model's own store. Small models leave a GPU mostly idle, so side by side they share it.
+# '-' (train only, e.g. a BitNet model read from its training log), `qidlab sweep --models M ...` into
+# the model's own store (M and the folders of its seed runs, cooldown branches and weight averages,
+# `qidlab.train.folders_of`, when the suite asks for them: train/branches.py). Small models leave a GPU mostly idle, so side by side they share it.
 # At DEADLINE seconds after the start (default 540) every pipeline still running is stopped
 # (SIGTERM: a sweep keeps every measurement it committed); then the stores are merged, and $OUT
 # gets what can come back from a GPU machine (at most 8 files of at most 16 MiB):
@@ -51,7 +52,10 @@ pipeline() {  # SUITE STUDY MODEL: train, then measure, each within the time lef
     log "trained $name"
     [ "$study" = - ] && return
     [ "$(left)" -gt 0 ] || { log "no time left to measure $name"; return; }
-    timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models "$model" \
+    local folders  # the model's main run and, where the suite asks, its seed runs, cooldown branches, averages
+    folders=$(python -c 'import sys; from qidlab.train import folders_of, load_suite_config as load
+c = load(sys.argv[1]); print(*folders_of(next(m for m in c.models if m.name == sys.argv[2]), c.seed))' "$suite" "$model")
+    timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models $folders \
         --store "$work/stores/$name.db" --quiet --json > "$work/logs/sweep-$name.json" \
         2> "$work/logs/sweep-$name.err" || log "sweep $name stopped (exit $?)"
     log "measured $name"

@@ -257,7 +257,7 @@ def test_skip_drops_the_measurements_of_a_conflicting_checkpoint(tmp_path):
     summary = merge_stores([a, b], out, on_conflict="skip")
     src = summary.sources[1]
     assert len(src.conflicts) == 2 + 1  # two checkpoints and the eval set
-    assert src.added == {"checkpoints": 0, "eval_sets": 0, "measurements": 0, "doc_losses": 0, "fits": 0}
+    assert src.added == {"checkpoints": 0, "eval_sets": 0, "measurements": 0, "doc_losses": 0, "fits": 0, "task_results": 0}
     assert src.skipped_measurements == 2 * 3
     assert dump(out)["measurements"] == dump(a)["measurements"]
 

@@ -99,12 +99,14 @@ def test_the_report_returns_what_report_json_holds(tmp_path):
 
 
 def _as_version_2(path):
-    """A store as qidlab wrote it before schema version 3 (no checkpoints.run, the view without it)."""
+    """A store as qidlab wrote it before schema version 3 (no checkpoints.run, the view without it,
+    no task_results)."""
     import sqlite3
 
     with sqlite3.connect(path) as conn:
         conn.execute("DROP VIEW canonical")
         conn.execute("ALTER TABLE checkpoints DROP COLUMN run")
+        conn.execute("DROP TABLE task_results")
         conn.execute("CREATE VIEW canonical AS " + canonical_query().replace(", c.run", ""))
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     return path

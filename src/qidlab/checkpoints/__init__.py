@@ -5,6 +5,8 @@
 * ``load_checkpoint(path_or_ref)`` -> ``Checkpoint``: model, tokenizer, N, D, content hash;
 * ``load_suite(root)``: ``load_checkpoint`` over ``discover(root)``, one at a time;
 * ``count_params(model)`` -> ``(n_params_nonembedding, n_params_total)``;
+* ``trajectory_info(folder)``: run checkpoint, cooldown branch end or weight average, and which run
+  (``trajectory.py``, from the folder's ``qidlab.json``);
 * ``suites.py``: suite folders as a store remembers them (from stored checkpoint paths), their
   manifests as they are, and the vocabulary size of their checkpoints' config.json.
 
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from qidlab.checkpoints.discover import CheckpointRef, discover, read_manifest
 from qidlab.checkpoints.load import Checkpoint, check_checkpoint, content_hash, load_checkpoint
 from qidlab.checkpoints.params import count_params
+from qidlab.checkpoints.trajectory import trajectory_info
 
 
 def load_suite(root, **load_kw) -> Iterator[Checkpoint]:
@@ -29,5 +32,5 @@ def load_suite(root, **load_kw) -> Iterator[Checkpoint]:
         yield load_checkpoint(ref, **load_kw)
 
 
-__all__ = ["Checkpoint", "CheckpointRef", "check_checkpoint", "content_hash", "count_params", "discover", "load_checkpoint",
-           "load_suite", "read_manifest"]
+__all__ = ["Checkpoint", "CheckpointRef", "check_checkpoint", "content_hash", "count_params", "discover",
+           "load_checkpoint", "load_suite", "read_manifest", "trajectory_info"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ class Checkpoint:
     content_hash: str
     config: dict = field(repr=False)
     weight_format: str = "safetensors"  # or "pickle"
+    #: a checkpoint quantized by another tool: ``{"tool": quant_method, "config": quantization_config}``
+    #: as its config.json says (None: an ordinary float checkpoint)
+    quantization: dict | None = None
 
 
 def content_hash(folder: str | Path, weight_files: list[Path] | None = None) -> str:
@@ -217,9 +221,11 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         if fmt == "safetensors":
-            with quiet_transformers():
+            with quiet_transformers(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*quantization_config.*")
                 model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, local_files_only=True,
-                                                             use_safetensors=True, dtype=dtype)
+                                                             use_safetensors=True, dtype=dtype,
+                                                             **_quantized_load(config_dict))
         else:
             model = _load_pickle_model(folder, files, config, dtype)
     except QidlabError:
@@ -243,4 +249,32 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
         step = int(m.group(1))
     return Checkpoint(model=model, tokenizer=tokenizer, path=folder, n_params=n_params, n_params_total=n_total,
                       tokens=meta.get("tokens", ref_tokens), step=step,
-                      content_hash=content_hash(folder, files), config=config_dict, weight_format=fmt)
+                      content_hash=content_hash(folder, files), config=config_dict, weight_format=fmt,
+                      quantization=quantization_of(config_dict))
+
+
+def quantization_of(config_dict: dict) -> dict | None:
+    """``{"tool": ..., "config": ...}`` of a checkpoint quantized elsewhere, from config.json's
+    ``quantization_config`` (compressed-tensors / llm-compressor, GPTQ, AWQ, bitsandbytes); else None."""
+    qc = config_dict.get("quantization_config")
+    if not isinstance(qc, dict):
+        return None
+    return {"tool": str(qc.get("quant_method", "unknown")), "config": qc}
+
+
+def _quantized_load(config_dict: dict) -> dict:
+    """Extra ``from_pretrained`` arguments for a quantized folder. compressed-tensors 0.20.1 writes an
+    asymmetric ``pack-quantized`` zero point packed (rows / (32 / bits)) but builds the module to load
+    it into unpacked, so transformers refuses the size; such a folder is loaded with
+    ``dequantize=True`` (the same dequantized weights, dense from the start)."""
+    qc = config_dict.get("quantization_config")
+    if not isinstance(qc, dict) or qc.get("quant_method") != "compressed-tensors":
+        return {}
+    groups = (qc.get("config_groups") or {}).values()
+    asym = any(isinstance(g, dict) and isinstance(g.get("weights"), dict) and g["weights"].get("symmetric") is False
+               and (g.get("format") or qc.get("format")) == "pack-quantized" for g in groups)
+    if not asym:
+        return {}
+    from transformers import CompressedTensorsConfig
+
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}

@@ -160,7 +160,8 @@ def _fit(sub):
                    "(delta method); default none")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: %(default)s)")
     p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K points with the highest target")
-    p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss)")
+    p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss), or task:NAME:METRIC: "
+                   "a store's lm-evaluation-harness metric as its drop from 16 bits (positive = worse)")
     p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"),
                    help="loss of the fit in log space: least squares, Huber, or the law's default (auto)")
     p.add_argument("--huber-delta", type=float, default=1e-3,
@@ -191,8 +192,12 @@ def run_fit(args):
     path = data.resolve(name)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     where = list(args.where or ())
-    primary = [] if args.data else _primary_slice(name, where, by)
-    frame = data.load(name, where=where + primary)  # rows selected before N and D are checked
+    task = bool(args.target and args.target.startswith(data.TASK_TARGET))
+    primary = [] if args.data or task else _primary_slice(name, where, by)
+    if task:  # a downstream task's drop from 16 bits
+        frame = data.load_task_target(name, args.target, where=where)
+    else:
+        frame = data.load(name, where=where + primary)  # rows selected before N and D are checked
     if not args.data:
         print(f"qidlab fit: no input given: read the shipped data set {name} ({path}), "
               + (f"its primary slice {' '.join(primary)}" if primary else "all of it")

@@ -118,7 +118,7 @@ def run_sweep(args):
     else:
         summary = run_study(study, executor=executor, address=args.address, progress=not args.quiet)
     doc = {"study": study.name, "store": str(study.store), "measured": summary.measured,
-           "skipped": summary.skipped, "failed": summary.failed}
+           "skipped": summary.skipped, "failed": summary.failed, "task_results": summary.task_results}
     text = (f"{study.name}: {summary.measured} measured, {summary.skipped} already in {study.store}, "
             f"{len(summary.failed)} failed" + "".join(f"\n  failed: {f}" for f in summary.failed))
     emit(args, doc, text)

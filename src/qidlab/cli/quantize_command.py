@@ -1,9 +1,11 @@
 """``qidlab quantize CHECKPOINT --method ... --out DIR``: write a quantized checkpoint.
 
-DIR is an ordinary Hugging Face folder (config, tokenizer, ``model.safetensors`` holding the
-dequantized weights), so transformers and qidlab load it like any other; beside it,
-``quantized-codes.safetensors`` holds the integer codes, scales and zero points (RTN, GPTQ, AWQ)
-and ``qidlab-quantization.json`` the config, per-layer errors and provenance."""
+``--format fake`` (the default): DIR is an ordinary Hugging Face folder (config, tokenizer,
+``model.safetensors`` holding the dequantized weights), so transformers and qidlab load it like any
+other; beside it, ``quantized-codes.safetensors`` holds the integer codes, scales and zero points
+(RTN, GPTQ, AWQ). ``--format compressed-tensors``: llm-compressor's ``pack-quantized`` folder, which
+transformers and vLLM load as a quantized model (``qidlab.quantize.formats``). Either way
+``qidlab-quantization.json`` holds the config, per-layer errors and provenance."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from ..errors import QidlabError
 from ..files import building, check_writable
 from ..output import dump_json
 from ..quantize.config import config_from_dict
+from ..quantize.formats import FORMATS, check_format, save_quantized
 from ..torchenv import quiet_transformers, require_measure
 from .args import assignments, emit
 
@@ -32,7 +35,8 @@ def register(sub) -> None:
                    "does not exist), downloaded into the Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN)")
     p.add_argument("--revision", help="the Hub revision of a repo id (a branch, tag or commit, e.g. step1000; "
                    "default main)")
-    p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary")
+    p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary, or a plug-in's "
+                   "(register_method, or a qidlab.methods entry point of an installed package)")
     for name in OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, help=OPTION_HELP[name])
     p.add_argument("--calibration", help="text file/folder/JSONL/Parquet for GPTQ and AWQ")
@@ -43,6 +47,9 @@ def register(sub) -> None:
                    help="any other field of the method's config, as in a study file: e.g. backend=autoawq "
                         "duo_scaling=true clip=true, symmetric=false, act_order=true")
     p.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin/.pt) weights, weights_only")
+    p.add_argument("--format", default="fake", choices=FORMATS,
+                   help="fake: dequantized float weights + qidlab's integer codes (default); compressed-tensors: "
+                        "pack-quantized int32 words, as llm-compressor writes (RTN, GPTQ; AWQ with its scales folded)")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_quantize)
@@ -69,6 +76,7 @@ def run_quantize(args):
     extra = {k: _toml_value(v) for k, v in assignments(args.set).items()}
     cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None},
                             **extra})
+    check_format(cfg, args.format)  # before loading or quantizing anything
     folder, source = _source(args)
     check_checkpoint(folder, allow_pickle=args.allow_pickle, pickle_hint=PICKLE_HINT)
     ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle, pickle_hint=PICKLE_HINT)
@@ -79,7 +87,7 @@ def run_quantize(args):
         spec = CalibrationSpec(Path(args.calibration), args.n_samples, args.seq_len, args.seed)
         calib = calibration_ids(ckpt.tokenizer, spec)
     report = quantize_(ckpt.model, cfg, calibration=calib)
-    _save(out, ckpt, report, provenance.record(), source)
+    _save(out, ckpt, report, provenance.record(), source, args.format)
     doc = {"checkpoint": source or str(args.checkpoint), "out": str(out), **report.to_dict()}
     emit(args, doc, f"{cfg.key()}: {len(report.modules)} linears quantized, mean relative weight error "
          f"{report.mean_rel_error:.4g}; wrote {out}")
@@ -96,11 +104,11 @@ def _source(args) -> tuple[str, str | None]:
     return str(folder), f"{hub.HUB_PREFIX}{args.checkpoint}@{args.revision or 'main'}"
 
 
-def _save(out: Path, ckpt, report, prov, source: str | None) -> None:
+def _save(out: Path, ckpt, report, prov, source: str | None, fmt: str = "fake") -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
     try:
         with building(out) as tmp, quiet_transformers():
-            _write(tmp, ckpt, report, prov, source)
+            _write(tmp, ckpt, report, prov, source, fmt)
     except (OSError, QidlabError):
         raise
     except Exception as exc:  # safetensors reports a full disk as SafetensorError ("I/O error: ...")
@@ -108,20 +116,12 @@ def _save(out: Path, ckpt, report, prov, source: str | None) -> None:
         raise QidlabError(f"{out}: cannot write the quantized checkpoint ({first})") from None
 
 
-def _write(tmp: Path, ckpt, report, prov, source: str | None) -> None:
+def _write(tmp: Path, ckpt, report, prov, source: str | None, fmt: str) -> None:
     """The quantized checkpoint's files, into the folder ``tmp`` (``_save`` swaps it in)."""
-    from safetensors.torch import save_file
-
-    from ..quantize.api import quantized_state
-
-    ckpt.model.save_pretrained(tmp)
+    save_quantized(ckpt.model, report, tmp, fmt)
     if ckpt.tokenizer is not None:
         ckpt.tokenizer.save_pretrained(tmp)
-    if report.config.integer_codes:
-        state = quantized_state(ckpt.model, report)
-        codes = {k: v.contiguous() for k, v in state.items() if ".weight_" in k}
-        save_file(codes, str(tmp / "quantized-codes.safetensors"), metadata={"config": report.config.key()})
-    meta = {"source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
+    meta = {"format": fmt, "source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
             "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
     (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
 

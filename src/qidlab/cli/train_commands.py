@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..corpus import build_corpus
-from ..train import load_suite_config, train_suite
+from ..train import folders_of, load_suite_config, train_suite
 from ..train.loop import STATS_FILE
 from ..train.lr_sweep import SWEEP_FILE
 from ..files import check_writable
@@ -74,7 +74,8 @@ def run_train(args):
     paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=threads, device=args.device, compile=args.compile,
                         peak_tflops=args.peak_tflops, lr_sweep=args.lr_sweep, log=log)
     suite_dir = Path(args.out) / config.name
-    stats = [json.loads(f.read_text()) for m in config.models if (f := suite_dir / m.name / STATS_FILE).is_file()]
+    stats = [json.loads(f.read_text()) for m in config.models for name in folders_of(m, config.seed)
+             if (f := suite_dir / name / STATS_FILE).is_file()]
     doc = {"suite": config.name, "out": str(suite_dir), "tokens_per_step": config.tokens_per_step,
            "checkpoints": [str(p) for p in paths], "models": stats}
     if args.lr_sweep or (args.lr_sweep is None and config.lr_sweep):  # the sweeps done so far (--models: some)

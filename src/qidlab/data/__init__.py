@@ -23,7 +23,8 @@ from pathlib import Path
 from .. import provenance
 from ..dataset_format import BUNDLED, MANIFEST
 from ..errors import QidlabError
-from ..tables import read_table
+from ..store import read_task_table
+from ..tables import SQLITE_SUFFIXES, read_table, validate
 
 #: The default input of ``qidlab fit`` / ``qidlab report`` / ``qidlab plot``: the measured data
 #: set that ships with qidlab: the GPU campaign's (issue 6; docs/findings.md).
@@ -115,6 +116,36 @@ def load(name_or_path: str, *, where=()):
     if folder is not None:
         _check_hash(file, manifest(folder)["files"]["measurements"].get("sha256"))
     return read_table(file, where=where)
+
+
+TASK_TARGET = "task:"
+
+
+def load_task_target(name_or_path: str, target: str, *, where=()):
+    """The downstream-task results of a store as a table to fit: ``target`` is
+    ``task:NAME:METRIC`` (an lm_eval task and metric as stored, e.g. ``task:hellaswag:acc_norm``);
+    one row per checkpoint x config, the canonical columns (N, D, bits, method, ...) plus a column
+    named ``target`` holding the degradation from 16 bits, positive when the quantized model is
+    worse (value16 - value for a metric where higher is better or lm_eval does not say, value -
+    value16 for one where lower is better): the
+    task analogue of QiD, so QiD laws fit it (``qidlab fit STORE --law ... --target task:NAME:METRIC``)."""
+    parts = target.split(":", 2)
+    if len(parts) != 3 or parts[0] + ":" != TASK_TARGET or not parts[1] or not parts[2]:
+        raise QidlabError(f"a task target is task:NAME:METRIC (e.g. task:hellaswag:acc), not {target!r}",
+                          params=("target",))
+    _, task, metric = parts
+    file = resolve(name_or_path)
+    if file.suffix.lower() not in SQLITE_SUFFIXES:
+        raise QidlabError(f"{file}: task results are read from a qidlab store (.db), not a table file")
+    table = read_task_table(file)
+    rows = table[(table.task == task) & (table.metric == metric)].copy()
+    if rows.empty:
+        have = sorted({f"task:{t}:{m}" for t, m in zip(table.task, table.metric)})
+        raise QidlabError(f"{file}: no task results for {target}" + (f" (stored: {', '.join(have)})" if have
+                                                                      else " (the store has no task results)"))
+    worse = rows["value16"] - rows["value"]
+    rows[target] = worse.where(rows["higher_is_better"].fillna(1).astype(float) == 1, -worse)
+    return validate(rows.drop(columns=["task", "metric"]), source=str(file), where=where)
 
 
 def _check_hash(file: Path, expected: str | None) -> None:

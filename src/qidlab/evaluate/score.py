@@ -220,8 +220,12 @@ def _context_length(model, max_length):
 def _body_and_head(model):
     """``(body, head)`` whose composition gives ``model``'s logits, for a causal LM of
     ``PLAIN_HEAD_TYPES`` (transformers' ``base_model`` and ``get_output_embeddings()``); None for
-    any other model, which ``score`` then runs whole."""
+    any other model, which ``score`` then runs whole. A model with forward hooks of its own runs whole
+    too: the body would skip them (compressed-tensors decompresses a loaded quantized model in a
+    pre-hook on the model's first forward, without which its linears have no ``weight``)."""
     if getattr(getattr(model, "config", None), "model_type", None) not in PLAIN_HEAD_TYPES:
+        return None
+    if model._forward_pre_hooks or model._forward_hooks:
         return None
     body = getattr(model, "base_model", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None

@@ -2,7 +2,9 @@
 
 Weight-only fake quantization of a causal LM's linears, in place; the method is chosen by the
 config type (``RTNConfig``, ``GPTQConfig``, ``AWQConfig``, ``NF4Config``, ``FP4Config``,
-``FPConfig``, ``TernaryConfig``). Pure grid math is in ``qidlab.quantize.grids``.
+``FPConfig``, ``TernaryConfig``), or by a plug-in's: ``register_method(name, ConfigClass, fn)``,
+or an installed package's ``qidlab.methods`` entry point (docs/plugins.md). Pure grid math is in
+``qidlab.quantize.grids``.
 
 The configs import without torch; everything else (``quantize_``, ``collect_hessians``, ...)
 loads torch on first use.
@@ -10,7 +12,8 @@ loads torch on first use.
 
 from qidlab.quantize.config import (METHODS, AWQConfig, FP4Config, FPConfig, GPTQConfig,
                                     NF4Config, QuantConfig, RTNConfig, TernaryConfig,
-                                    config_from_dict)
+                                    config_from_dict, get_method, method_class, register_method,
+                                    registered_methods)
 
 _LAZY = {
     "quantize_": "api", "QuantizeReport": "api", "ModuleReport": "api",
@@ -18,11 +21,12 @@ _LAZY = {
     "collect_hessians": "gptq", "gptq_quantize_layer": "gptq", "HessianAccumulator": "gptq",
     "awq_quantize_layer": "awq", "grids": None,
     "gptq_layer": "gptq", "gptq_shared_blockwise": "gptq_blockwise", "SharedGPTQ": "gptq_blockwise",
-    "snapshot_weights": "gptq_blockwise", "snapshot_state": "gptq_blockwise", "restore_weights": "gptq_blockwise",
+    "select_linears": "model", "snapshot_weights": "gptq_blockwise", "snapshot_state": "gptq_blockwise", "restore_weights": "gptq_blockwise",
 }
 
 __all__ = ["QuantConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "NF4Config", "FP4Config",
-           "FPConfig", "TernaryConfig", "config_from_dict", "METHODS", *_LAZY]
+           "FPConfig", "TernaryConfig", "config_from_dict", "METHODS",
+           "register_method", "get_method", "method_class", "registered_methods", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -20,8 +20,8 @@ from torch import nn
 from qidlab.errors import QidlabError
 from qidlab.quantize import grids
 from qidlab.quantize.awq import awq_scaled_weight
-from qidlab.quantize.config import (METHODS, AWQConfig, FP4Config, FPConfig, GPTQConfig, NF4Config,
-                                    QuantConfig, RTNConfig, TernaryConfig)
+from qidlab.quantize.config import (METHODS, AWQConfig, GPTQConfig, QuantConfig, RTNConfig, get_method,
+                                    registered_methods)
 from qidlab.quantize.gptq import (block_pass, collect_hessians, gptq_quantize_layer,
                                   gptq_quantize_layer_bits)
 from qidlab.quantize.model import (batches, capture_block_inputs, check_calibration,
@@ -53,6 +53,11 @@ class QuantizeReport:
     n_calibration_tokens: int | None = None
     qparams: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
+    def replace(self, name: str, module: nn.Linear, new: torch.Tensor, **qparams: torch.Tensor) -> None:
+        """Write ``new`` into ``module.weight`` (linear ``name``) and record its relative error and
+        any grid tensors (``scale``, ``zero``): what a quantizer, built-in or plug-in, calls per linear."""
+        _replace(self, name, module, new, **qparams)
+
     @property
     def mean_rel_error(self) -> float:
         return sum(m.rel_error for m in self.modules) / max(len(self.modules), 1)
@@ -75,10 +80,7 @@ def quantize_(model: nn.Module, config: QuantConfig, calibration: torch.Tensor |
     batches of ``batch_size`` samples. ``hessians``: precomputed ``collect_hessians`` output
     for ``GPTQConfig(shared_hessian=True)`` (then no calibration pass is needed).
     """
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        raise QidlabError(f"quantize_ needs a quantization config (one of "
-                          f"{', '.join(c.__name__ for c in _HANDLERS)}), got {type(config).__name__}")
+    handler = _quantizer(config)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise QidlabError(f"batch_size must be a positive integer, got {batch_size!r}")
     if hessians is not None and not (isinstance(config, GPTQConfig) and config.shared_hessian):
@@ -350,16 +352,26 @@ def _codebook4(config, w: torch.Tensor, ours: Callable) -> torch.Tensor:
     return bnb.dequantize_4bit(packed, state).reshape(w.shape).to(w.dtype)
 
 
-_HANDLERS: dict[type, Callable] = {
-    RTNConfig: _weight_only(_rtn),
-    GPTQConfig: _gptq,
-    AWQConfig: _awq,
-    NF4Config: _weight_only(lambda c, w: (_codebook4(c, w, grids.fake_quantize_nf4), {})),
-    FP4Config: _weight_only(lambda c, w: (_codebook4(c, w, grids.fake_quantize_fp4), {})),
-    FPConfig: _weight_only(
-        lambda c, w: (grids.fake_quantize_fp(w, c.exp_bits, c.man_bits, c.block_size), {})),
-    TernaryConfig: _weight_only(lambda c, w: (grids.fake_quantize_ternary(w, c.group_size), {})),
-}
+# the built-in quantizers, registered by name in qidlab.quantize.config (register_method)
+_quantize_rtn = _weight_only(_rtn)
+_quantize_gptq = _gptq
+_quantize_awq = _awq
+_quantize_nf4 = _weight_only(lambda c, w: (_codebook4(c, w, grids.fake_quantize_nf4), {}))
+_quantize_fp4 = _weight_only(lambda c, w: (_codebook4(c, w, grids.fake_quantize_fp4), {}))
+_quantize_fp = _weight_only(lambda c, w: (grids.fake_quantize_fp(w, c.exp_bits, c.man_bits, c.block_size), {}))
+_quantize_ternary = _weight_only(lambda c, w: (grids.fake_quantize_ternary(w, c.group_size), {}))
+
+
+def _quantizer(config) -> Callable:
+    """The registered quantizer of ``config``'s method (a built-in or a plug-in)."""
+    if not isinstance(config, QuantConfig) or not config.rounds_weights:
+        known = ", ".join(m.config_class.__name__ for m in registered_methods().values())
+        raise QidlabError(f"quantize_ needs a quantization config (one of {known}), got {type(config).__name__}")
+    method = get_method(config.method)
+    if method.config_class is not type(config):
+        raise QidlabError(f"method {config.method!r} is registered with {method.config_class.__name__}, "
+                          f"not {type(config).__name__}")
+    return method.quantizer()
 
 
 # ---- export ------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from qidlab.errors import QidlabError, did_you_mean
 __all__ = [
     "QuantConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "NF4Config", "FP4Config",
     "FPConfig", "TernaryConfig", "Reference16", "config_from_dict", "METHODS", "PER_CHANNEL",
-    "parse_group_size",
+    "parse_group_size", "register_method", "method_class", "get_method", "registered_methods",
+    "Method", "ENTRY_POINT_GROUP",
 ]
 
 INT_BITS = range(2, 9)  # integer grids: 2..8 bits (codes fit in int8)
@@ -347,15 +348,13 @@ METHODS: dict[str, type[QuantConfig]] = {
 
 
 def config_from_dict(d: dict[str, Any]) -> QuantConfig:
-    """Rebuild a config from ``to_dict()`` output; unknown methods or fields are one error."""
+    """Rebuild a config from ``to_dict()`` output; unknown methods or fields are one error. The
+    method is looked up in the registry (``method_class``): a built-in, a ``register_method``
+    plug-in, or one an installed package declares under the ``qidlab.methods`` entry points."""
     if not isinstance(d, dict) or "method" not in d:
-        raise QidlabError(f"a quantization config needs a 'method' (one of {', '.join(METHODS)})")
+        raise QidlabError(f"a quantization config needs a 'method' (one of {', '.join(_REGISTRY)})")
     d = dict(d)
-    name = d.pop("method")
-    cls = METHODS.get(str(name).lower()) if isinstance(name, str) else None
-    if cls is None:
-        hint = did_you_mean(name, METHODS, n=1, cutoff=0.6, form=" (did you mean '{}'?)")
-        raise QidlabError(f"unknown quantization method {name!r}{hint}; known: {', '.join(METHODS)}")
+    cls = method_class(d.pop("method"))
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - allowed)
     if unknown:
@@ -367,4 +366,151 @@ def config_from_dict(d: dict[str, Any]) -> QuantConfig:
                if f.name not in d and f.default is dataclasses.MISSING]
     if missing:
         raise QidlabError(f"method '{cls.method}' needs {', '.join(missing)}")
-    return cls(**d)
+    try:
+        return cls(**d)
+    except QidlabError:
+        raise
+    except (TypeError, ValueError) as exc:  # a plug-in's own validation, in one line
+        raise QidlabError(f"method '{cls.method}': {exc}") from None
+
+
+# ---- the method registry ------------------------------------------------------------------
+#
+# A method is a name, a config class (a frozen dataclass deriving from QuantConfig, whose
+# ``method`` ClassVar is the name and whose capability ClassVars say what it needs) and a
+# quantizer ``fn(model, config, calibration, report, **options)`` that rounds the linears
+# ``select_linears(model, config.modules)`` in place, recording each with
+# ``report.replace(name, module, new_weight)`` (options: ``hessians``, ``batch_size``; accept
+# ``**_``). ``fn`` may be an object reference "package.module:function", imported on first use
+# (the built-ins' live in qidlab.quantize.api, which loads torch).
+
+ENTRY_POINT_GROUP = "qidlab.methods"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered quantization method; ``origin``: "qidlab" (built-in), a distribution
+    (entry point) or "register_method"."""
+
+    name: str
+    config_class: type
+    fn: Any  # a callable, or an object reference "module:attr" resolved by ``quantizer``
+    origin: str = "register_method"
+
+    def quantizer(self):
+        """The quantizer function (an object reference imported now)."""
+        if callable(self.fn):
+            return self.fn
+        import importlib
+
+        module, _, attr = str(self.fn).partition(":")
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+_REGISTRY: dict[str, Method] = {}
+_ENTRY_POINTS_LOADED: set[str] = set()  # names whose entry point was tried in this process
+
+
+def register_method(name: str, config_class: type, fn, *, origin: str = "register_method") -> Method:
+    """Make ``name`` a quantization method that studies, ``quantize_`` and ``qidlab quantize`` take.
+
+    ``config_class``: a frozen dataclass deriving from ``QuantConfig``, with ``method = name``
+    (a ClassVar) and either a ``bits`` field or a ``w_bits`` property (bits per weight, which the
+    store records); its ClassVars ``needs_calibration`` (the sweep gives it calibration token ids),
+    ``integer_codes`` and ``rounds_weights`` are read as for the built-ins. ``fn``: the quantizer
+    (see above) or its object reference "module:function". Registering the same pair again does
+    nothing; a name already taken (a built-in or another plug-in) is one error."""
+    have = _REGISTRY.get(name)
+    if have is not None:
+        if have.config_class is config_class and have.fn == fn:
+            return have
+        owner = "a built-in method" if have.origin == "qidlab" else f"registered by {have.origin}"
+        what = getattr(config_class, "__qualname__", repr(config_class))
+        raise QidlabError(f"quantization method {name!r} is {owner}; choose another name for {what} ({origin})")
+    _check_method(name, config_class, fn, origin)
+    method = Method(name, config_class, fn, origin)
+    _REGISTRY[name] = method
+    return method
+
+
+def _check_method(name, cls, fn, origin) -> None:
+    """One line for a plug-in that lacks what qidlab needs of a method."""
+    where = f"plug-in method {name!r} ({origin})"
+    if not isinstance(name, str) or not name or name != name.lower() or name == Reference16.method:
+        raise QidlabError(f"{where}: the name must be a non-empty lower-case string other than 'none'")
+    if not (isinstance(cls, type) and issubclass(cls, QuantConfig) and dataclasses.is_dataclass(cls)):
+        raise QidlabError(f"{where}: the config class must be a dataclass deriving from "
+                          f"qidlab.quantize.QuantConfig, got {cls!r}")
+    if not cls.__dataclass_params__.frozen:
+        raise QidlabError(f"{where}: {cls.__name__} must be frozen (@dataclass(frozen=True)): a config is "
+                          "a measurement's identity")
+    if cls.method != name:
+        raise QidlabError(f"{where}: {cls.__name__}.method is {cls.method!r}; set method: ClassVar[str] = {name!r}")
+    has_bits = any(f.name == "bits" for f in dataclasses.fields(cls)) or cls.w_bits is not QuantConfig.w_bits
+    if not has_bits:
+        raise QidlabError(f"{where}: {cls.__name__} needs a 'bits' field or a w_bits property (bits per "
+                          "weight, stored with every measurement)")
+    for cap in ("needs_calibration", "integer_codes", "supports_qat", "rounds_weights"):
+        if not isinstance(getattr(cls, cap), bool):
+            raise QidlabError(f"{where}: {cls.__name__}.{cap} must be True or False")
+    if origin != "qidlab" and (cls.supports_qat or not cls.rounds_weights):
+        raise QidlabError(f"{where}: {cls.__name__} may not declare supports_qat or rounds_weights = False "
+                          "(QAT rounds through qidlab's own grids; only the 16-bit reference rounds nothing)")
+    if not (callable(fn) or (isinstance(fn, str) and ":" in fn)):
+        raise QidlabError(f"{where}: the quantizer must be a function or a 'module:function' reference, got {fn!r}")
+
+
+def method_class(name: Any) -> type[QuantConfig]:
+    """The config class of method ``name`` (case-insensitive); a name not registered is looked
+    up among the installed packages' ``qidlab.methods`` entry points, else one error."""
+    return get_method(name).config_class
+
+
+def get_method(name: Any) -> Method:
+    """The registered ``Method`` called ``name`` (entry points loaded on a miss)."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _REGISTRY and isinstance(key, str):
+        _load_entry_point(key)
+    if key not in _REGISTRY:
+        hint = did_you_mean(name, _REGISTRY, n=1, cutoff=0.6, form=" (did you mean '{}'?)")
+        raise QidlabError(f"unknown quantization method {name!r}{hint}; known: {', '.join(_REGISTRY)} "
+                          f"(plug-ins: installed packages' {ENTRY_POINT_GROUP!r} entry points)")
+    return _REGISTRY[key]
+
+
+def registered_methods() -> dict[str, Method]:
+    """Every method registered so far (built-ins first; entry points are loaded only on a miss)."""
+    return dict(_REGISTRY)
+
+
+def _load_entry_point(name: str) -> None:
+    """Register the ``qidlab.methods`` entry point called ``name`` if an installed package declares
+    one: it names a ``(ConfigClass, fn)`` pair (or a module that calls ``register_method`` itself)."""
+    if name in _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED.add(name)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        dist = getattr(ep.dist, "name", None) or "an installed package"
+        origin = f"entry point {ep.name} = {ep.value} of {dist}"
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in: one line, whatever it raised (and again next time)
+            _ENTRY_POINTS_LOADED.discard(name)
+            raise QidlabError(f"quantization method {name!r}: {origin} failed to import "
+                              f"({type(exc).__name__}: {exc})") from None
+        if name in _REGISTRY:  # the module registered itself on import
+            return
+        if not (isinstance(obj, tuple) and len(obj) == 2):
+            raise QidlabError(f"quantization method {name!r}: {origin} names {type(obj).__name__}, "
+                              "not a (ConfigClass, fn) pair")
+        register_method(name, obj[0], obj[1], origin=origin)
+        return
+
+
+for _cls in METHODS.values():  # the built-ins register through the same door as plug-ins
+    register_method(_cls.method, _cls, f"qidlab.quantize.api:_quantize_{_cls.method}", origin="qidlab")

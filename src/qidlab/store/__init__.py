@@ -28,9 +28,9 @@ from .db import SCHEMA_VERSION, close as close_connection, connect, insert, read
 from .drop import drop_models
 from .merge import MergeSummary, merge_stores
 from .publish import Published, publish_dataset, publish_store
-from .read import describe_store, read_canonical
+from .read import describe_store, read_canonical, read_task_table
 
-__all__ = ["Measurement", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect", "stored_jobs",
+__all__ = ["Measurement", "TaskMeasurement", "read_task_table", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect", "stored_jobs",
            "describe_store", "drop_models", "merge_stores", "publish_dataset", "publish_store", "read_canonical"]
 
 
@@ -64,6 +64,31 @@ class Measurement:
     man_bits: int | None = None
     block_size: int | None = None
     quantization: Mapping[str, Any] | None = None  # what the quantizer reported (GPTQ: damping per layer)
+
+
+@dataclass(frozen=True)
+class TaskMeasurement:
+    """One row of ``task_results``: an lm-evaluation-harness metric of a checkpoint, 16-bit
+    (method 'none') or quantized; ``value16`` is the 16-bit model's value of the same metric and
+    ``delta = value - value16`` is stored with it."""
+
+    checkpoint_id: int
+    task: str
+    metric: str
+    method: str
+    bits: float
+    config: Mapping[str, Any]
+    value: float
+    stderr: float | None
+    value16: float
+    higher_is_better: bool | None
+    n_docs: int | None
+    versions: Mapping[str, str]
+    code_revision: str
+    group_size: int | None = None
+    exp_bits: int | None = None
+    man_bits: int | None = None
+    block_size: int | None = None
 
 
 class Store:
@@ -139,6 +164,32 @@ class Store:
                 return None
             raise
 
+    # -- downstream tasks -------------------------------------------------------------
+    def tasks_measured(self, *, suite: str, model: str, step: int) -> set[tuple[str, str]]:
+        """(task, config_hash) pairs with a ``task_results`` row for checkpoint ``suite/model/step``."""
+        rows = self.conn.execute("SELECT t.task, t.config_hash FROM task_results t "
+                                 "JOIN checkpoints c ON c.id = t.checkpoint_id "
+                                 "WHERE c.suite = ? AND c.model = ? AND c.step = ?", (suite, model, int(step)))
+        return {(a, b) for a, b in rows}
+
+    def add_task_result(self, t: TaskMeasurement) -> int | None:
+        """Insert one task metric (one transaction); None when it is stored already."""
+        row = {"checkpoint_id": t.checkpoint_id, "task": t.task, "metric": t.metric, "method": t.method,
+               "bits": float(t.bits), "group_size": t.group_size, "exp_bits": t.exp_bits, "man_bits": t.man_bits,
+               "block_size": t.block_size, "config_json": json.dumps(t.config, sort_keys=True, default=str),
+               "config_hash": config_hash(t.config), "value": float(t.value), "stderr": t.stderr,
+               "value16": float(t.value16), "delta": float(t.value) - float(t.value16),
+               "higher_is_better": None if t.higher_is_better is None else int(bool(t.higher_is_better)),
+               "n_docs": t.n_docs, "versions_json": json.dumps(dict(t.versions), sort_keys=True),
+               "code_revision": t.code_revision}
+        try:
+            with self.conn:
+                return insert(self.conn, "task_results", row)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                return None
+            raise
+
     def record_device(self, device: str) -> None:
         """Add ``device`` (what measured, e.g. "cuda: NVIDIA H100 80GB HBM3") to meta ``devices``."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'devices'").fetchone()
@@ -149,7 +200,7 @@ class Store:
                                   (json.dumps(devices + [device], sort_keys=True),))
 
     def count(self, table: str = "measurements") -> int:
-        if table not in ("measurements", "checkpoints", "eval_sets", "doc_losses", "fits"):
+        if table not in ("measurements", "checkpoints", "eval_sets", "doc_losses", "fits", "task_results"):
             raise QidlabError(f"no table {table!r} in the store")
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 

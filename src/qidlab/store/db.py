@@ -25,14 +25,6 @@ from typing import Any, Iterator, Mapping
 from ..errors import QidlabError
 
 SCHEMA_VERSION = "3"
-#: How a store of an older schema version becomes this one: statements per version, run in order
-#: by ``connect``. A column added this way is NULL in the rows measured before it existed.
-MIGRATIONS: dict[str, tuple[str, ...]] = {
-    "1": ("ALTER TABLE measurements ADD COLUMN quantization_json TEXT",),  # 1 -> 2: issue 14
-    # 2 -> 3 (issue 16): the training run (seed) of a checkpoint, so that repeated trainings of one model
-    # are clusters of their own in a fit's bootstrap; the canonical view is dropped and made again with it
-    "2": ("ALTER TABLE checkpoints ADD COLUMN run TEXT", "DROP VIEW IF EXISTS canonical"),
-}
 _VIEW = "CREATE VIEW IF NOT EXISTS canonical AS\n"
 
 
@@ -40,6 +32,26 @@ _VIEW = "CREATE VIEW IF NOT EXISTS canonical AS\n"
 def schema() -> str:
     """The text of ``schema.sql``."""
     return resources.files(__package__).joinpath("schema.sql").read_text()
+
+
+def table_statement(table: str) -> str:
+    """The ``CREATE TABLE IF NOT EXISTS table (...)`` statement of ``schema.sql`` (for a migration
+    that adds a whole table, so its columns are written once)."""
+    text = schema()
+    start = text.index(f"CREATE TABLE IF NOT EXISTS {table} (")
+    return text[start:text.index("\n);", start) + 3]
+
+
+#: How a store of an older schema version becomes this one: statements per version, run in order
+#: by ``connect``. A column added this way is NULL in the rows measured before it existed.
+MIGRATIONS: dict[str, tuple[str, ...]] = {
+    "1": ("ALTER TABLE measurements ADD COLUMN quantization_json TEXT",),  # 1 -> 2: issue 14
+    # 2 -> 3: the training run (seed) of a checkpoint, so that repeated trainings of one model are
+    # clusters of their own in a fit's bootstrap (issue 16; the canonical view is dropped and made
+    # again with it), and lm-evaluation-harness task results (issue 15)
+    "2": ("ALTER TABLE checkpoints ADD COLUMN run TEXT", "DROP VIEW IF EXISTS canonical",
+          table_statement("task_results")),
+}
 
 
 @cache
@@ -177,6 +189,15 @@ def added_columns(version: str) -> dict[str, set[str]]:
     return out
 
 
+def added_tables(version: str) -> set[str]:
+    """Tables that a store of schema ``version`` lacks and its migration would create."""
+    out: set[str] = set()
+    while version in MIGRATIONS:
+        out |= {s.split()[5] for s in MIGRATIONS[version] if s.startswith("CREATE TABLE IF NOT EXISTS ")}
+        version = str(int(version) + 1)
+    return out
+
+
 @contextmanager
 def read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection to the SQLite file ``path`` (nothing is created), closed on exit."""
@@ -221,8 +242,11 @@ def _schema_problem(conn: sqlite3.Connection) -> str | None:
     if version is not None and version != SCHEMA_VERSION and version not in MIGRATIONS:
         return f"store schema version {version}, this qidlab reads {readable()}"
     later = added_columns(version) if version is not None else {}
+    new_tables = added_tables(version) if version is not None else set()
     for table, names in columns().items():
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if not have and table in new_tables:
+            continue
         if not have:
             return f"not a qidlab store (no table {table!r})"
         missing = [c for c in names if c not in have and c not in later.get(table, ())]

@@ -46,7 +46,7 @@ from ..errors import QidlabError
 from .db import check_store, close, columns, connect, meta_json, set_meta
 
 ON_CONFLICT = ("error", "skip")
-TABLES = ("checkpoints", "eval_sets", "measurements", "doc_losses", "fits")
+TABLES = ("checkpoints", "eval_sets", "measurements", "doc_losses", "fits", "task_results")
 #: Measurement columns that must agree between two rows of the same key.
 VALUES = ("method", "bits", "group_size", "exp_bits", "man_bits", "block_size", "config_json", "loss16", "loss",
           "qid", "qid_ci_low", "qid_ci_high", "n_tokens")
@@ -176,6 +176,8 @@ def _merge_rows(conn, result: SourceSummary, on_conflict: str, names: _Names) ->
     _stop_or_note(_measurement_conflicts(conn, names), result, on_conflict)
     _merge_measurements(conn, result, names)
     result.added["fits"], result.present["fits"] = _merge_fits(conn)
+    _stop_or_note(_task_conflicts(conn, names), result, on_conflict)
+    result.added["task_results"], result.present["task_results"] = _merge_tasks(conn)
 
 
 def _stop_or_note(conflicts: list[str], result: SourceSummary, on_conflict: str) -> None:
@@ -336,6 +338,48 @@ def _differing_keys(configs: list, prefix: str = "") -> list[str]:
     for key in keys:
         out += _differing_keys([c.get(key) for c in configs], f"{prefix}{key}.")
     return out
+
+
+# -- downstream task results (schema 3) -------------------------------------------
+
+#: task_results columns that must agree between two rows of the same key.
+TASK_VALUES = ("method", "bits", "group_size", "exp_bits", "man_bits", "block_size", "config_json", "value",
+               "stderr", "value16", "delta", "higher_is_better", "n_docs")
+_TASK_MAPPED = "FROM src.task_results s JOIN temp.ck_map k ON k.src_id = s.checkpoint_id"
+_TASK_KEY = ("t.checkpoint_id = k.dst_id AND t.task = s.task AND t.metric = s.metric "
+             "AND t.config_hash = s.config_hash")
+
+
+def _source_has_tasks(conn) -> bool:
+    """Whether the source has a task_results table (a store of schema 1 or 2 has none)."""
+    return conn.execute("SELECT 1 FROM src.sqlite_master WHERE name = 'task_results'").fetchone() is not None
+
+
+def _task_conflicts(conn, names: _Names) -> list[str]:
+    if not _source_has_tasks(conn):
+        return []
+    differs = " OR ".join(f"t.{c} IS NOT s.{c}" for c in TASK_VALUES)
+    rows = conn.execute(
+        f"SELECT c.suite, c.model, c.step, s.task, s.metric, s.config_hash, s.value, t.value {_TASK_MAPPED} "
+        f"JOIN main.task_results t ON {_TASK_KEY} JOIN main.checkpoints c ON c.id = k.dst_id "
+        f"WHERE {differs} ORDER BY s.id").fetchall()
+    return [f"task result {suite}/{model}/step{step} {task} {metric} (config {chash}): {value!r} in {names.src}, "
+            f"{other!r} in {names.of(('t', suite, model, step, task, metric, chash))}"
+            for suite, model, step, task, metric, chash, value, other in rows]
+
+
+def _merge_tasks(conn) -> tuple[int, int]:
+    """Copy the source's task results whose (checkpoint, task, metric, config) the destination lacks;
+    (added, already present)."""
+    if not _source_has_tasks(conn):
+        return 0, 0
+    present = _count(conn, f"SELECT COUNT(*) {_TASK_MAPPED} JOIN main.task_results t ON {_TASK_KEY} AND "
+                           + " AND ".join(f"t.{c} IS s.{c}" for c in TASK_VALUES))
+    copied = [c for c in columns()["task_results"] if c not in ("id", "checkpoint_id")]
+    cur = conn.execute(f"INSERT INTO main.task_results(checkpoint_id, {', '.join(copied)}) "
+                       f"SELECT k.dst_id, {', '.join('s.' + c for c in copied)} {_TASK_MAPPED} "
+                       f"WHERE NOT EXISTS (SELECT 1 FROM main.task_results t WHERE {_TASK_KEY}) ORDER BY s.id")
+    return cur.rowcount, present
 
 
 # -- fits and meta ----------------------------------------------------------------

@@ -51,6 +51,34 @@ def read_canonical(path: str | Path) -> "pd.DataFrame":
         raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
 
 
+#: ``task_results`` with the checkpoint's N and D, for ``read_task_table``.
+TASK_QUERY = ("SELECT c.n_params, c.n_params_total, c.tokens, t.bits, t.group_size, t.exp_bits, t.man_bits, "
+              "t.block_size, t.method, t.task, t.metric, t.value, t.stderr, t.value16, t.delta, t.higher_is_better, "
+              "t.n_docs, c.suite, c.model, c.step FROM task_results t JOIN checkpoints c ON c.id = t.checkpoint_id "
+              "WHERE t.method != 'none'")
+
+
+def read_task_table(path: str | Path) -> "pd.DataFrame":
+    """The store's downstream-task results of quantized models (``task_results`` with N and D of
+    each checkpoint): one row per checkpoint x config x task x metric; ``delta`` = value -
+    value16. A store written before schema version 3 has none (an empty frame)."""
+    path = Path(path)
+    try:
+        with read_only(path) as conn:
+            refuse_newer(conn, path)
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "checkpoints" not in names:
+                raise QidlabError(f"{path}: not a qidlab store (no 'checkpoints' table)")
+            if "task_results" not in names:
+                import pandas as pd
+
+                return pd.DataFrame(columns=[c.strip().split()[-1].split(".")[-1]
+                                             for c in TASK_QUERY[7:TASK_QUERY.index(" FROM ")].split(",")])
+            return frames(conn, {"tasks": TASK_QUERY})["tasks"]
+    except sqlite3.DatabaseError as exc:
+        raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
+
+
 def describe_store(path: str | Path) -> dict[str, "pd.DataFrame"]:
     """The store's ``checkpoints``, ``eval_sets``, ``methods`` and ``runs`` (module docstring)."""
     import pandas as pd

@@ -73,6 +73,32 @@ CREATE TABLE IF NOT EXISTS fits (
   code_revision TEXT NOT NULL
 );
 
+-- downstream tasks (lm-evaluation-harness) of the 16-bit and each quantized model: one row per
+-- checkpoint x config x task x metric; delta = value - value16 is the task analogue of QiD
+CREATE TABLE IF NOT EXISTS task_results (
+  id            INTEGER PRIMARY KEY,
+  checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+  task          TEXT NOT NULL,               -- lm_eval task (or subtask) name
+  metric        TEXT NOT NULL,               -- e.g. acc, acc_norm; "metric,filter" unless the filter is none
+  method        TEXT NOT NULL,               -- 'none' for the 16-bit model
+  bits          REAL NOT NULL,
+  group_size    INTEGER,
+  exp_bits      INTEGER,
+  man_bits      INTEGER,
+  block_size    INTEGER,
+  config_json   TEXT NOT NULL,               -- quantization (+ calibration) and the task's identity
+  config_hash   TEXT NOT NULL,
+  value         REAL NOT NULL,
+  stderr        REAL,
+  value16       REAL NOT NULL,               -- the 16-bit model's value of the same task and metric
+  delta         REAL NOT NULL,               -- value - value16
+  higher_is_better INTEGER,                  -- 1, 0, or NULL when lm_eval does not say
+  n_docs        INTEGER,
+  versions_json TEXT NOT NULL,
+  code_revision TEXT NOT NULL,
+  UNIQUE (checkpoint_id, task, metric, config_hash)
+);
+
 -- the canonical table of the data contract (docs/architecture.md)
 CREATE VIEW IF NOT EXISTS canonical AS
 SELECT c.n_params, c.n_params_total, c.tokens, m.bits, m.group_size, m.exp_bits, m.man_bits,

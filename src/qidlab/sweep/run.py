@@ -22,13 +22,18 @@ from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identi
 from ..errors import QidlabError, did_you_mean
 from ..hubdata import DatasetSource, NotCached
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
+from ..files import building
+from ..output import dump_json
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
+from ..quantize.formats import save_quantized
 from ..store import Measurement, Store, config_hash, stored_jobs
 from ..torchenv import require_measure
+from .external import ExternalConfig, check_paired, paired
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
 from .progress import Progress
 from .study import Study, job_label
+from .tasks import TaskResult, check_tasks, reference_scores, task_identity, task_measurement, task_results
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Summary:
     measured: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    task_results: int = 0  # [[tasks]] metrics written (task_results rows)
 
 
 def measurement_config(cfg: QuantConfig | dict[str, Any], study: Study) -> dict[str, Any]:
@@ -168,6 +174,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
     n_boot = int(study.scoring.get("bootstrap", 1000))
     state16 = quantize.snapshot_state(model)  # host memory (pinned on CUDA), not a second device copy
     ref_scores = {es.name: score(model, tok, es, **scoring) for es in eval_sets}
+    ref_tasks = reference_scores(model, tok, study.tasks) if study.tasks else {}
     calib = None
     siblings: dict = {}  # shared-Hessian GPTQ: the weights of every bit width of a config, from one pass
     for cfg in configs:
@@ -177,18 +184,23 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
                 loss16 = s.loss(unit)
                 yield Result(cfg, es.name, loss16, loss16, 0.0, (0.0, 0.0), int(s.n_tokens.sum()),
                              (s.nll_sum, s.n_tokens, s.n_bytes))
+            yield from task_results(cfg, model, tok, study.tasks, ref_tasks)
             continue
         try:
             if cfg.needs_calibration:
                 if study.calibration is None:
                     raise QidlabError(f"method {cfg.method} needs a [calibration] section in the study")
                 calib = calib if calib is not None else calibration_ids(tok, study.calibration)
+            if isinstance(cfg, ExternalConfig):
+                yield from _measure_external(cfg, tok, eval_sets, ref_scores, scoring, unit, n_boot, device)
+                continue
             model.load_state_dict(state16)
             report = None
             if _blockwise(cfg):
                 report = _shared_gptq(model, cfg, configs, calib, study, siblings)
             else:
-                quantize.quantize_(model, cfg, calibration=calib if cfg.needs_calibration else None)
+                done = quantize.quantize_(model, cfg, calibration=calib if cfg.needs_calibration else None)
+                report = _keep(model, tok, done, cfg, path, study)
             for es in eval_sets:
                 sq = score(model, tok, es, **scoring)
                 s16 = ref_scores[es.name]
@@ -199,11 +211,59 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
             detail = str(exc) if isinstance(exc, QidlabError) else traceback.format_exc(limit=3)
             for es in eval_sets:
                 yield Result(cfg, es.name, error=f"{type(exc).__name__}: {detail}")
+            continue
+        yield from task_results(cfg, model, tok, study.tasks, ref_tasks)  # on the quantized weights
     with torch.no_grad():
         model.load_state_dict(state16)
     if study.hub is not None and not study.hub.keep and path.startswith(hub.HUB_PREFIX):
         del ckpt, model, state16
         hub.forget(folder)
+
+
+def _measure_external(cfg: ExternalConfig, tok, eval_sets, ref_scores, scoring, unit, n_boot, device) -> Iterator:
+    """Results of a folder quantized elsewhere, scored with the 16-bit checkpoint's tokenizer against its scores."""
+    ext = load_checkpoint(cfg.path, device=device)
+    rows = ext.model.get_input_embeddings().weight.shape[0]
+    if tok is not None and len(tok) > rows:
+        raise QidlabError(f"{cfg.path}: its embedding has {rows} rows, fewer than the 16-bit checkpoint's "
+                          f"{len(tok)} tokens: not made from that checkpoint")
+    report = {"tool": cfg.tool, "path": cfg.path, "n_params_loaded": ext.n_params}
+    for es in eval_sets:
+        sq = score(ext.model, tok, es, **scoring)
+        s16 = ref_scores[es.name]
+        qid, lo, hi = paired_bootstrap_qid(s16, sq, n_boot=n_boot, seed=0, unit=unit)
+        yield Result(cfg, es.name, s16.loss(unit), sq.loss(unit), qid, (lo, hi), int(sq.n_tokens.sum()),
+                     (sq.nll_sum, sq.n_tokens, sq.n_bytes), quantization=report)
+    del ext
+
+
+def _keep(model, tok, report, cfg: QuantConfig, path: str, study: Study) -> dict | None:
+    """``[output]``: save the quantized model as ``<dir>/<model>/step<N>/<job label>/`` in the study's
+    format (Hub checkpoints: ``<dir>/<repo name>/<revision>/<job label>/``; a folder already there is
+    kept: a resumed sweep writes nothing twice). A model the format cannot hold (AWQ scales with no
+    layer to fold into) is measured all the same: ``{"output": "not kept: why"}`` goes into the row's
+    quantization report; None otherwise."""
+    if study.output is None:
+        return None
+    if path.startswith(hub.HUB_PREFIX):
+        repo, revision = hub.parse_location(path)
+        model_dir, step_dir = repo.rsplit("/", 1)[-1], revision
+    else:
+        model_dir, step_dir = Path(path).parent.name, Path(path).name
+    out = study.output.dir / model_dir / step_dir / _label(cfg, study)
+    if out.exists():
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with building(out) as tmp:
+            save_quantized(model, report, tmp, study.output.format)
+            if tok is not None:
+                tok.save_pretrained(tmp)
+            doc = {"format": study.output.format, "source": path, "quantization": report.to_dict()}
+            (tmp / "qidlab-quantization.json").write_text(dump_json(doc) + "\n")
+    except QidlabError as exc:
+        return {"output": f"not kept: {exc}"}
+    return None
 
 
 def _local_folder(path: str, study: Study) -> str:
@@ -266,6 +326,8 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     if executor == "local":  # Ray and Slurm measure on their workers
         require_measure("measuring (a local sweep)")
     refs = study_refs(study)
+    check_tasks(study.tasks)
+    check_paired(study.quantized, refs)
     eval_sets, configs, hashes = _jobs(study)
     check_local_checkpoints(refs, study)
     summary = Summary()
@@ -275,8 +337,12 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
                   for es, spec in zip(eval_sets, study.eval_sets)}
         plan = []
         for ref in refs:
-            todo = _todo(store, ref, configs, hashes, es_ids)
-            summary.skipped += (len(configs) - len(todo)) * len(eval_sets)
+            mine, mine_hashes = _with_paired(ref, configs, hashes, study)
+            task_hashes = _task_hashes(configs, study)  # [[tasks]] run on the study's own configs
+            if task_hashes:
+                task_hashes += [[] for _ in mine[len(configs):]]
+            todo = _todo(store, ref, mine, mine_hashes, es_ids, task_hashes)
+            summary.skipped += (len(mine) - len(todo)) * len(eval_sets)
             if todo:
                 plan.append((ref, todo))
         meter = Progress(plan, len(eval_sets), enabled=progress)
@@ -325,8 +391,8 @@ class DryRun:
     unavailable: list[str] = field(default_factory=list)  # inputs not to be had here (offline, not cached)
 
     @property
-    def total(self) -> int:
-        return len(self.checkpoints) * len(self.configs) * len(self.eval_sets)
+    def total(self) -> int:  # per checkpoint: [[quantized]] folders pair with one checkpoint each
+        return sum(c.stored + c.todo for c in self.checkpoints)
 
 
 def plan_study(study: Study) -> DryRun:
@@ -349,18 +415,19 @@ def plan_study(study: Study) -> DryRun:
         hashes = [None] * len(configs)
     else:
         hashes = [_planned(lambda c=c: config_hash(measurement_config(c, study)), unavailable) for c in configs]
-    known = [(es.content_hash, h) for es in eval_sets if es is not None for h in hashes if h is not None]
     stored = stored_jobs(study.store)
     rows = []
     for ref in refs:
         done = stored.get((ref.suite, ref.model, ref.step), set())
-        n = sum(job in done for job in known)
+        _, mine = _with_paired(ref, configs, hashes, study)
+        n = sum((es.content_hash, h) in done for es in eval_sets if es is not None for h in mine if h is not None)
         cached, size = (hub.download_sizes(ref, allow_pickle=study.allow_pickle) if ref.repo
                         else (None, None))
         rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
-                                      len(hashes) * len(eval_sets) - n, cached, size))
-    return DryRun(rows, [_label(c, study) for c in configs], [e.name for e in study.eval_sets], str(study.store),
-                  offline=study.hub is not None and hub.is_offline(), unavailable=list(dict.fromkeys(unavailable)))
+                                      len(mine) * len(eval_sets) - n, cached, size))
+    return DryRun(rows, [_label(c, study) for c in [*configs, *study.quantized]], [e.name for e in study.eval_sets],
+                  str(study.store), offline=study.hub is not None and hub.is_offline(),
+                  unavailable=list(dict.fromkeys(unavailable)))
 
 
 def _planned(make, unavailable: list[str], what: str = ""):
@@ -389,6 +456,12 @@ def _eval_set(spec):
         raise type(exc)(f"eval set {spec.name!r}: {exc}", params=exc.params) from None
 
 
+def _with_paired(ref, configs: list, hashes: list, study: Study) -> tuple[list, list]:
+    """The study's configs and hashes, plus the [[quantized]] folders made from checkpoint ``ref``."""
+    mine = paired(study.quantized, ref)
+    return configs + mine, hashes + [config_hash(measurement_config(c, study)) for c in mine]
+
+
 def coarse_to_fine(refs: list) -> list:
     """``refs`` model by model (in first-seen order), each model's checkpoints coarse to fine: the
     last and the first step, then the middle one, then the middles of the halves, ... So a sweep
@@ -412,9 +485,21 @@ def coarse_to_fine(refs: list) -> list:
     return out
 
 
-def _todo(store: Store, ref, configs, hashes, es_ids) -> list[QuantConfig]:
+def _todo(store: Store, ref, configs, hashes, es_ids, task_hashes=None) -> list[QuantConfig]:
+    """The configs of ``ref`` with an eval set, or a [[tasks]] entry (``task_hashes``: per config,
+    the identity hash of each task), not yet in the store."""
     done = store.measured(suite=ref.suite, model=ref.model, step=ref.step)
-    return [c for c, h in zip(configs, hashes) if not all((i, h) in done for i in es_ids.values())]
+    tasks_done = {h for _, h in store.tasks_measured(suite=ref.suite, model=ref.model, step=ref.step)} if task_hashes else set()
+    return [c for i, (c, h) in enumerate(zip(configs, hashes))
+            if not all((e, h) in done for e in es_ids.values())
+            or (task_hashes and not all(t in tasks_done for t in task_hashes[i]))]
+
+
+def _task_hashes(configs: list[QuantConfig], study: Study) -> list[list[str]] | None:
+    """Per config, the identity hash of its row of each [[tasks]] entry (None: the study has none)."""
+    if not study.tasks:
+        return None
+    return [[config_hash(task_identity(measurement_config(c, study), t)) for t in study.tasks] for c in configs]
 
 
 def _write(store: Store, ref, stream, study: Study, es_ids, summary: Summary, meter) -> None:
@@ -442,6 +527,9 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             if item.device:
                 store.record_device(item.device)
             continue
+        if isinstance(item, TaskResult):
+            _write_task(store, ckpt_id, ref, item, study, versions, revision, summary)
+            continue
         label = f"{ref.model}/step{ref.step} {_label(item.config, study)} {item.eval_set}"
         shown = _label(item.config, study) + (f" {item.eval_set}" if len(es_ids) > 1 else "")
         if item.error:
@@ -465,6 +553,18 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             meter.measured(ref, "none", f"{shown} loss {item.loss16:.3f}")
         else:
             meter.measured(ref, item.config.method, f"{shown} qid {item.qid:.4f}", qid=item.qid, label=shown)
+
+
+def _write_task(store: Store, ckpt_id, ref, item: TaskResult, study: Study, versions, revision, summary) -> None:
+    """One [[tasks]] metric as a ``task_results`` row (a failed task is reported)."""
+    label = f"{ref.model}/step{ref.step} {_label(item.config, study)} task {item.spec}"
+    if item.error:
+        summary.failed.append(f"{label}: {item.error}")
+        return
+    spec = next(t for t in study.tasks if t.name == item.spec)
+    identity = task_identity(measurement_config(item.config, study), spec)
+    if store.add_task_result(task_measurement(item, ckpt_id, identity, versions, revision)) is not None:
+        summary.task_results += 1
 
 
 def _label(cfg: QuantConfig, study: Study) -> str:

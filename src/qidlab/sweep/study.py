@@ -84,6 +84,14 @@
     bits = [2, 3, 4]
     group_size = [128]                 # "channel" = one scale per output channel
 
+    [[tasks]]                          # optional: lm-evaluation-harness tasks (the `tasks` extra) run on the
+    name = "hellaswag"                 #   16-bit and each quantized model in memory; stored in task_results
+    include = "tasks"                  # optional: a folder of task YAML files (lm_eval include_path)
+    num_fewshot = 0                    # optional; default: the task's
+    limit = 500                        # optional: the first 500 documents
+    metrics = ["acc", "acc_norm"]      # optional; default: every metric the task reports
+    batch_size = 8
+
     [scoring]
     max_length = 2048                  # context; longer documents are scored in windows
     bootstrap = 1000                   # paired bootstrap replicates for the QiD CI
@@ -98,10 +106,20 @@
 
     The scoring options enter a measurement's identity as written, except ``prefix = "bos"`` and
     ``windows = "sliding"``, which score what a study without them scores (``sweep.run.measurement_config``).
+
+    [output]                           # optional: keep every quantized model the sweep measured
+    format = "compressed-tensors"      # or "fake" (qidlab's dequantized weights + integer codes)
+    dir = "quantized"                  # <dir>/<model>/step<N>/<job label>/, relative to the study file
+
+    [[quantized]]                      # optional: checkpoints quantized elsewhere (sweep/external.py)
+    path = "w4-gptq"                   # a folder with quantization_config in config.json
+    model = "m1"                       # paired with this 16-bit checkpoint of [checkpoints]
+    step = 128
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,11 +130,14 @@ from ..documents import CalibrationSpec
 from ..errors import QidlabError
 from ..evaluate.score import PREFIXES, WINDOWS
 from ..evaluate.score import UNITS as SCORE_UNITS
+from ..evaluate.tasks import TaskSpec
 from ..hubdata import DatasetSource
 from ..quantize.config import QuantConfig, config_from_dict, parse_group_size
+from ..quantize.formats import FORMATS, check_format
 from ..tomlfile import Key, check_table, read_toml
+from .external import ExternalConfig, parse_quantized
 
-SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring"}
+SECTIONS = {"study", "checkpoints", "eval_sets", "calibration", "methods", "scoring", "tasks", "output", "quantized"}
 UNITS = SCORE_UNITS  # nats_per_token, bits_per_byte, nats_per_ref_token, nats_per_word
 
 # one schema per table (the [[methods]] tables are checked by quantize.config.config_from_dict)
@@ -138,6 +159,9 @@ EVAL_SET_KEYS = {"name": Key("str", required=True), "source": Key("str"), "text_
 CALIBRATION_KEYS = {"source": Key("str"), "text_field": Key("str"), "n_samples": Key("int", min=1),
                     "seq_len": Key("int", min=1), "seed": Key("int", min=0), "n_docs": Key("int", min=1),
                     **DATASET_KEYS}
+TASK_KEYS = {"name": Key("str", required=True), "include": Key("str"), "num_fewshot": Key("int", min=0),
+             "limit": Key("int", min=1), "metrics": Key("list", items="str"), "batch_size": Key("int", min=1)}
+OUTPUT_KEYS = {"format": Key(choices=FORMATS, required=True), "dir": Key("str", required=True)}
 SCORING_KEYS = {"max_length": Key("int", min=1), "stride": Key("int", min=1), "batch_size": Key("int", min=1),
                 "bootstrap": Key("int", min=0), "unit": Key(choices=UNITS), "reference_tokenizer": Key("str"),
                 "prefix": Key(choices=PREFIXES), "windows": Key(choices=WINDOWS)}
@@ -171,6 +195,18 @@ class Study:
     labels: dict[QuantConfig, str] = field(default_factory=dict)  # progress label, as the file spells it
     hub: HubSource | None = None  # [checkpoints] repos = [...]: Hub repos x revisions
     allow_pickle: bool = False  # [checkpoints] allow_pickle: pickle-only checkpoints load (weights_only)
+    tasks: tuple[TaskSpec, ...] = ()  # [[tasks]]: lm-evaluation-harness tasks on the 16-bit and each quantized model
+    output: OutputSpec | None = None  # [output]: keep each quantized model measured, in this format
+    quantized: tuple[ExternalConfig, ...] = ()  # [[quantized]]: folders quantized elsewhere, paired
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """``[output]``: where (``dir``) and how (``format``: fake, compressed-tensors) the sweep keeps
+    each quantized model it measured."""
+
+    format: str
+    dir: Path
 
 
 def load_study(path: str | Path) -> Study:
@@ -192,7 +228,7 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(methods, list) or not methods:
         raise QidlabError(f"{path}: needs at least one [[methods]] entry")
     calib = raw.get("calibration")
-    return Study(
+    parsed = Study(
         name=str(study.get("name", path.stem)),
         path=path,
         store=where / str(study.get("store", f"{path.stem}.db")),
@@ -208,7 +244,45 @@ def load_study(path: str | Path) -> Study:
         **_methods(methods, path),
         calibration=_calibration(calib, where, path) if calib is not None else None,
         scoring=_scoring(raw.get("scoring", {}), path),
+        tasks=_tasks(raw.get("tasks", []), where, path),
     )
+    quantized = parse_quantized(raw.get("quantized"), where, path)
+    labels = {**parsed.labels, **{x: f"external-{x.label or x.tool}-{Path(x.path).name}" for x in quantized}}
+    return dataclasses.replace(parsed, output=_output(raw.get("output"), where, path, parsed.methods),
+                               quantized=quantized, labels=labels)
+
+
+def _output(table, where: Path, path, methods) -> OutputSpec | None:
+    """The ``[output]`` table, checked against the study's methods (the format must store each)."""
+    if table is None:
+        return None
+    check_table(table, OUTPUT_KEYS, path, "[output]")
+    fmt = table["format"]
+    for cfg in methods:
+        try:
+            check_format(cfg, fmt)
+        except QidlabError as exc:
+            raise QidlabError(f"{path}: [output] {exc}") from None
+        if getattr(cfg, "shared_hessian", False):
+            raise QidlabError(f"{path}: [output] keeps models quantized one config at a time: shared_hessian "
+                              f"GPTQ computes every bit width in one pass and is not kept")
+    return OutputSpec(format=fmt, dir=where / table["dir"])
+
+
+def _tasks(entries, where, path) -> tuple[TaskSpec, ...]:
+    """The [[tasks]] tables (lm-evaluation-harness tasks; ``include`` relative to the study file)."""
+    if not isinstance(entries, list):
+        raise QidlabError(f"{path}: tasks must be [[tasks]] tables")
+    out = []
+    for i, t in enumerate(entries):
+        check_table(t, TASK_KEYS, path, f"tasks[{i}]")
+        out.append(TaskSpec(name=t["name"], include=where / t["include"] if "include" in t else None,
+                            num_fewshot=t.get("num_fewshot"), limit=t.get("limit"),
+                            metrics=tuple(t["metrics"]) if "metrics" in t else None,
+                            batch_size=t.get("batch_size", 8)))
+    if len({t.name for t in out}) != len(out):
+        raise QidlabError(f"{path}: a task is named twice in [[tasks]]")
+    return tuple(out)
 
 
 #: [checkpoints] keys of a local suite folder; the others of CHECKPOINT_KEYS name Hub checkpoints.

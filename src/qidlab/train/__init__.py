@@ -6,6 +6,8 @@
   CPU or CUDA (``engine.py``), 16-bit or low-bit (``precision.py``, ``lowbit.py``), optionally after a
   per-model learning-rate sweep (``lr_sweep.py``);
 * ``load_suite_config(path)`` -> ``SuiteConfig`` (the suite file is documented in ``config.py``);
+  ``folders_of(model_spec)``: the folders its training writes (main run, seed runs, cooldown
+  branches, weight averages: ``branches.py``, ``averaging.py``);
 * pure pieces: ``lr_multiplier``, ``checkpoint_steps`` (``schedule.py``), ``document_order``,
   ``batch_indices`` (``data.py``), ``change_summary`` (``dynamics.py``), ``flops_per_token``
   (``speed.py``), ``parse_qat`` / ``QATSpec`` (``precision.py``).
@@ -13,7 +15,7 @@
 Importing this package does not import torch or transformers; training does.
 """
 
-from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
+from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, folders_of, load_suite_config
 from qidlab.train.data import batch_indices, document_order
 from qidlab.train.dynamics import change_summary
 from qidlab.train.loop import train_suite
@@ -23,5 +25,5 @@ from qidlab.train.schedule import SCHEDULES, checkpoint_steps, lr_multiplier
 from qidlab.train.speed import flops_per_token
 
 __all__ = ["SCHEDULES", "LRSweep", "ModelSpec", "QATSpec", "SuiteConfig", "batch_indices", "change_summary",
-           "check_fits", "checkpoint_steps", "document_order", "flops_per_token", "load_suite_config",
+           "check_fits", "checkpoint_steps", "folders_of", "document_order", "flops_per_token", "load_suite_config",
            "lr_multiplier", "parse_qat", "train_suite"]

@@ -30,8 +30,13 @@
     heads = 4
     lr = 3e-3                          # peak learning rate of this size
     intermediate = 256                 # optional; default 4 * hidden
+    lr_of = "h64-l2"                   # instead of lr: that model's lr (after its lr sweep) x lr_factor,
+    lr_factor = 0.5                    #   not swept itself (the same size at another peak lr)
     twin = "h64-l2-bf16"               # low-bit models: the 16-bit model of the same shape they compare with
     precision = "bitnet-b1.58"         # low-bit training: this shorthand, or a [models.qat] table (precision.py)
+    seeds = [1, 2]                     # optional: more runs with these seeds (init and data order; branches.py)
+    branches = { points = 5, first = 64, fraction = 0.15, average = 5 }   # optional: cooldown branches and
+                                       #   weight averages from the stable phase (wsd/constant; branches.py)
 
 Every problem is one ``QidlabError`` naming the file and key. That the corpus is large enough
 (``steps * batch_size * seq_len`` <= ``epochs`` * the train tokens) is checked once the corpus is
@@ -48,7 +53,8 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table, read_toml
-from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep
+from qidlab.train.branches import Branch, BranchSpec, model_folders, parse_branches, parse_seeds, plan_branches
+from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep, resolve_lr_of
 from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
 
@@ -68,7 +74,10 @@ CHECKPOINT_KEYS = {"log_spaced_until": Key("int", min=0), "every": Key("int", mi
 MODEL_KEYS = {"name": Key("str", required=True), "hidden": Key("int", min=1, required=True),
               "layers": Key("int", min=1, required=True), "heads": Key("int", min=1, required=True),
               "lr": Key("number", min=0, above=True), "intermediate": Key("int", min=1), "twin": Key(),
-              "precision": Key(), "qat": Key()}
+              "precision": Key(), "qat": Key(), "seeds": Key(), "branches": Key(),
+              "lr_of": Key("str"), "lr_factor": Key("number", min=0, above=True)}
+# ModelSpec fields that add trajectories beside the main run without changing it: not in model_hash
+TRAJECTORY_FIELDS = ("seeds", "branch_spec", "branches", "lr_of")  # lr_of: the lr it gives is hashed
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -83,6 +92,10 @@ class ModelSpec:
     intermediate: int  # MLP width
     twin: str | None = None  # the 16-bit model of the same shape this low-bit model compares with
     qat: QATSpec | None = None  # low-bit training (precision.py); None: 16-bit
+    seeds: tuple[int, ...] = ()  # more runs of this model with these seeds (branches.py)
+    branch_spec: BranchSpec | None = None  # its branches table, as written
+    branches: tuple[Branch, ...] = ()  # the branch points planned from it (branches.plan_branches)
+    lr_of: tuple[str, float] | None = None  # (model, factor): lr = that model's lr x factor, not swept
 
     @property
     def precision(self) -> str | None:
@@ -135,7 +148,8 @@ class SuiteConfig:
                if k not in ("name", "path", "models", "corpus", "tokenizer_path", *RUN_KEYS)}
         if doc["per_octave"] == 1:  # the default: absent, so hashes of older suites stay what they were
             del doc["per_octave"]
-        doc["model"] = {k: v for k, v in asdict(model).items() if k not in ("name", "twin", "qat")}
+        doc["model"] = {k: v for k, v in asdict(model).items()
+                        if k not in ("name", "twin", "qat", *TRAJECTORY_FIELDS)}
         if model.qat is not None:  # absent for 16-bit models, so their hashes stay what they were
             doc["model"]["qat"] = model.qat.to_dict()
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -179,14 +193,19 @@ def load_suite_config(path) -> SuiteConfig:
     models = raw.get("models")
     if not isinstance(models, list) or not models:
         raise QidlabError(f"{path}: needs at least one [[models]] entry (name, hidden, layers, heads, lr)")
+    seed = s.get("seed", 0)
     specs = tuple(_model(m, path, i) for i, m in enumerate(models))
+    specs = tuple(_trajectories(m, path, seed=seed, schedule=schedule, steps=steps, warmup=warmup,
+                                decay_fraction=float(s.get("decay_fraction", 0.2)), raw=models[i])
+                  for i, m in enumerate(specs))
     names = [m.name for m in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
-    specs = _resolve_twins(specs, path)
+    specs = resolve_lr_of(_resolve_twins(specs, path), path)
+    _check_folders(specs, path)
     return SuiteConfig(
-        name=name, path=path, corpus=path.parent / s["corpus"], seed=s.get("seed", 0),
+        name=name, path=path, corpus=path.parent / s["corpus"], seed=seed,
         vocab_size=vocab_size, tokenizer_path=tokenizer_path, seq_len=s["seq_len"], batch_size=s["batch_size"],
         steps=steps, schedule=schedule, warmup=warmup, min_lr_ratio=float(s.get("min_lr_ratio", 0.1)),
         decay_fraction=float(s.get("decay_fraction", 0.2)), epochs=float(s.get("epochs", 1)),
@@ -220,11 +239,53 @@ def _model(m, path, i) -> ModelSpec:
     if twin is not None and (not isinstance(twin, str) or qat is None):
         raise QidlabError(f"{where} twin must name the 16-bit model of a low-bit model (one with precision or "
                           f"[models.qat]), got twin = {twin!r}")
-    if "lr" not in m and not (qat is not None and qat.preset and twin):
-        raise QidlabError(f"{where} needs 'lr' (only precision = \"bitnet-b1.58\" with a twin may leave it out)")
-    lr = float(m["lr"]) if "lr" in m else None  # None: from the twin
-    return ModelSpec(name=name, hidden=hidden, layers=m["layers"], heads=heads, lr=lr,
+    lr_of = _lr_of(m, where)
+    if "lr" not in m and lr_of is None and not (qat is not None and qat.preset and twin):
+        raise QidlabError(f"{where} needs 'lr' (only precision = \"bitnet-b1.58\" with a twin, or lr_of with "
+                          "lr_factor, may leave it out)")
+    lr = float(m["lr"]) if "lr" in m else None  # None: from the twin or lr_of
+    return ModelSpec(name=name, hidden=hidden, layers=m["layers"], heads=heads, lr=lr, lr_of=lr_of,
                      intermediate=m.get("intermediate", 4 * hidden), twin=twin, qat=qat)
+
+
+def _trajectories(m: ModelSpec, path, *, seed: int, schedule: str, steps: int, warmup: int, decay_fraction: float,
+                  raw: dict) -> ModelSpec:
+    """``m`` with its ``seeds`` and planned ``branches`` (``branches.py``), checked against the schedule."""
+    where = f"{path}: model {m.name!r}"
+    seeds = parse_seeds(raw["seeds"], seed, where) if "seeds" in raw else ()
+    if "branches" not in raw:
+        return replace(m, seeds=seeds)
+    spec = parse_branches(raw["branches"], where)
+    planned = plan_branches(spec, schedule=schedule, steps=steps, warmup=warmup, decay_fraction=decay_fraction,
+                            where=where)
+    return replace(m, seeds=seeds, branch_spec=spec, branches=planned)
+
+
+def folders_of(m: ModelSpec, seed: int = 0) -> list[str]:
+    """Every folder model ``m``'s training writes (``branches.model_folders``); the main run's first."""
+    return model_folders(m.name, seed, m.seeds, m.branches, m.branch_spec.average if m.branch_spec else 0)
+
+
+def _check_folders(specs: tuple[ModelSpec, ...], path) -> None:
+    """No two trajectories (main runs, seed runs, branches, averages) share a folder."""
+    seen = {}
+    for m in specs:
+        for f in folders_of(m):
+            if f in seen:
+                raise QidlabError(f"{path}: models {seen[f]!r} and {m.name!r} both write the folder {f!r} "
+                                  "(seed runs are <model>-seed<S>, branches <run>-cool<step>, averages <run>-lawa<k>); "
+                                  "rename one")
+            seen[f] = m.name
+
+
+def _lr_of(m: dict, where: str) -> tuple[str, float] | None:
+    """``(model, factor)`` of ``lr_of`` and ``lr_factor``: this model's peak lr is that model's (after
+    its lr sweep, if any) times the factor, and it is not swept itself (``lr_sweep.sweep_suite``)."""
+    if "lr_of" not in m and "lr_factor" not in m:
+        return None
+    if "lr_of" not in m or "lr_factor" not in m or "lr" in m or not isinstance(m["lr_of"], str):
+        raise QidlabError(f"{where} lr_of (another model's name) and lr_factor go together, instead of lr")
+    return m["lr_of"], float(m["lr_factor"])
 
 
 def _resolve_twins(specs: tuple[ModelSpec, ...], path) -> tuple[ModelSpec, ...]:

@@ -15,6 +15,11 @@ Layout written under ``<out>/<suite>/``::
     <model>/lr-sweep.json        with an lr sweep: the held-out loss of each learning rate tried (lr_sweep.py)
     <model>/train-stats.json     steps and tokens trained, seconds, tokens/s and MFU of the last call that trained
                                  (device, autocast, compile; not deterministic; a finished model's is left as is)
+    <model>-seed<S>/             a seed run (``seeds``), laid out like <model>/
+    <run>-cool<b>/step<b+L>/     a cooldown branch's end (``branches``), with its own trainer state and logs
+    <run>-lawa<k>/step<b>/       the weight average at branch point b
+    <run>/_lawa/, <run>/_branches/   the run's weights at the averaged steps and its whole state at branch
+                                 points, which the averages and branches are made from (branches.py)
 
 ``qidlab.json`` of ``step<N>``: ``tokens`` (= N * batch_size * seq_len, D), ``step``,
 ``tokens_per_step``, ``seed``, ``peak_lr``, ``lr`` (what update N uses), ``lr_schedule``,
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 
 from dataclasses import replace
 from pathlib import Path
@@ -41,18 +47,25 @@ from qidlab.checkpoints.params import count_params
 from qidlab.errors import QidlabError, did_you_mean
 from qidlab.files import building, open_atomic, write_json, write_text
 from qidlab.torchenv import quiet_transformers, require_measure, torch_threads
+from qidlab.train.averaging import SNAPSHOTS, write_average, write_snapshot
+from qidlab.train.branches import (Trajectory, average_folder, branch_point_meta, run_sequences, trajectories, trajectory_hash,
+                                   trajectory_meta)
 from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
 from qidlab.train.engine import Clock, build_model, device_name, make_optimizer, make_update, resolve_device
 from qidlab.train.lr_sweep import SWEEP_FILE, LRSweep, sweep_suite
 from qidlab.train.records import DYNAMICS_FILE, LOG_FILE, DynamicsLog, TrainLog
-from qidlab.train.schedule import checkpoint_steps, lr_multiplier
+from qidlab.train.schedule import branch_multiplier, checkpoint_steps, lr_multiplier
 from qidlab.train.speed import flops_per_token, mfu, peak_flops
 
 STATE_FILE = "trainer_state.pt"
 STATS_FILE = "train-stats.json"
 SUITE_MANIFEST = "qidlab-suite.toml"
+BRANCH_STATES = "_branches"  # a run's whole state at its branch points, which its branches start from
+RESUME_POINTS = 4  # a branch keeps its state (weights included) this many times on the way, to resume from
+
+
 def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, sweeps: dict, tokenizer) -> None:
     bos_is_eos = tokenizer.bos_token_id is not None and tokenizer.bos_token_id == tokenizer.eos_token_id
     lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}",
@@ -66,10 +79,34 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
             lines += [f"precision = {json.dumps(m.precision)}", f"qat = {{ {columns} }}"]
         if m.twin is not None:
             lines += [f"twin = {json.dumps(m.twin)}"]
+        if m.lr_of is not None:  # lr above: the reference's (swept) lr x the factor
+            lines += [f"lr_of = {json.dumps(m.lr_of[0])}", f"lr_factor = {m.lr_of[1]!r}"]
         if m.name in sweeps:  # TOML writes inf and nan as Python's repr does
             lines += ["lr_sweep = { " + ", ".join(f"{k} = {v!r}" for k, v in sweeps[m.name].items()) + " }"]
-        lines += [""]
+        lines += [""] + _trajectory_entries(config, m, n_params[m.name])
     write_text(suite_dir / SUITE_MANIFEST, "\n".join(lines))
+
+
+def _trajectory_entries(config: SuiteConfig, m: ModelSpec, n_params: int) -> list[str]:
+    """Manifest entries of a model's other folders (``branches.py``): its shape and N, plus ``kind``
+    ("run" | "branch" | "average"), ``base_model``, ``run`` and, for branches and averages, ``base``
+    (the run's folder) and ``branch_from`` (the branch point's step)."""
+    shape = [f"hidden = {m.hidden}", f"layers = {m.layers}", f"heads = {m.heads}",
+             f"intermediate = {m.intermediate}", f"lr = {m.lr!r}", f"n_params = {n_params}",
+             f"base_model = {json.dumps(m.name)}"]
+    out = []
+    k = m.branch_spec.average if m.branch_spec else 0
+    for t in trajectories(m.name, config.seed, m.seeds, m.branches):
+        run = [f"run = {json.dumps(t.run)}"] if t.run else []
+        if t.branch is None and t.run is not None:
+            out += [f"[models.{json.dumps(t.folder)}]", *shape, 'kind = "run"', *run, ""]
+        if t.branch is not None:
+            out += [f"[models.{json.dumps(t.folder)}]", *shape, 'kind = "branch"', *run,
+                    f"base = {json.dumps(t.base)}", f"branch_from = {t.branch.start}", ""]
+            if k and t.branch is m.branches[-1]:
+                out += [f"[models.{json.dumps(average_folder(t.base, k))}]", *shape, 'kind = "average"', *run,
+                        f"base = {json.dumps(t.base)}", f"average_k = {k}", ""]
+    return out
 
 
 def train_suite(config_path, out_dir, *, threads: int | None = None, device: str | None = None,
@@ -140,7 +177,8 @@ def _chosen(config: SuiteConfig, models) -> set[str]:
 
 def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
     """The trainer state of an interrupted run (its weights loaded into ``model`` unless it reached
-    ``steps``: a finished model is not loaded), or None."""
+    ``steps``: a finished model is not loaded), or None. A branch's state between its checkpoints
+    carries the weights itself (``model``)."""
     import torch
     from transformers import GPTNeoXForCausalLM
 
@@ -155,6 +193,9 @@ def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
                           "or delete it", params=("out_dir", "lr_sweep"))
     if int(state["step"]) >= steps:
         return state
+    if "model" in state:
+        model.load_state_dict(state["model"])
+        return state
     folder = model_dir / f"step{int(state['step'])}"
     try:  # transformers renames some tensors when saving (GPT-NeoX: lm_head -> embed_out); it maps them back
         with quiet_transformers():
@@ -166,9 +207,9 @@ def _resume(spec: ModelSpec, model, model_dir: Path, mhash: str, steps: int):
     return state
 
 
-def _meta_common(config: SuiteConfig, spec: ModelSpec, data, mhash: str, device) -> dict:
+def _meta_common(config: SuiteConfig, spec: ModelSpec, data, mhash: str, device, traj: Trajectory) -> dict:
     meta = {"suite": config.name, "model": spec.name, "tokens_per_step": config.tokens_per_step,
-            "seed": config.seed, "peak_lr": spec.lr, "lr_schedule": config.schedule_dict(),
+            "seed": traj.seed, "peak_lr": spec.lr, "lr_schedule": config.schedule_dict(),
             "model_hash": mhash, "data": {k: data.info[k] for k in ("document_order_sha256", "n_tokens")}
             | {"corpus_train_sha256": data.info["key"]["corpus_train_sha256"]},
             "generator": "qidlab.train"}
@@ -176,53 +217,154 @@ def _meta_common(config: SuiteConfig, spec: ModelSpec, data, mhash: str, device)
         meta["device"] = {"type": device.type, "autocast": "bfloat16"}
     if spec.qat is not None:  # the weights saved are the latent ones; this says how the forward rounded them
         meta |= {"precision": spec.precision, "qat": spec.qat.to_dict(), "twin": spec.twin}
+    meta |= trajectory_meta(config, spec, traj)
     return meta
 
 
 def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, run: dict, on_step, log):
+    """Every trajectory of ``spec`` (``branches.py``): its main run (as ever), its seed runs, and each
+    run's weight averages and cooldown branches; returns every checkpoint folder, in that order."""
+    paths = []
+    for traj in trajectories(spec.name, config.seed, spec.seeds, spec.branches):
+        if traj.branch is not None and spec.branch_spec.average:
+            paths.append(write_average(config, spec, traj, suite_dir, data, log))
+        steps = list(save_steps) if traj.branch is None else [traj.branch.end]
+        if traj.branch is None:
+            steps = sorted(set(steps) | {b.start for b in spec.branches})
+        paths += _train_trajectory(config, spec, traj, data, suite_dir, steps, run, on_step, log)
+    return paths
+
+
+def _start(config: SuiteConfig, spec: ModelSpec, traj: Trajectory, suite_dir: Path, model, mhash: str):
+    """(first update, trainer state or None) of a trajectory, its weights loaded into ``model``: resumed
+    from its own state, or a branch from its run's checkpoint and optimizer state at the branch point."""
     import torch
 
-    model_dir = suite_dir / spec.name
-    mhash = config.model_hash(spec)
+    model_dir = suite_dir / traj.folder
+    state = _resume(spec, model, model_dir, mhash, _end(config, traj))
+    if state is not None or traj.branch is None:
+        return (0 if state is None else int(state["step"])), state
+    b = traj.branch.start
+    kept = suite_dir / traj.base / BRANCH_STATES / f"step{b}.pt"
+    if not kept.is_file():
+        raise QidlabError(f"cannot branch {traj.folder}: {kept} is missing (the run {traj.base} passed step {b} "
+                          "before this branch was asked for; train it again in a new `out_dir`)")
+    state = torch.load(kept, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return b, state
+
+
+def _end(config: SuiteConfig, traj: Trajectory) -> int:
+    return config.steps if traj.branch is None else traj.branch.end
+
+
+def _lr_at(config: SuiteConfig, spec: ModelSpec, traj: Trajectory):
+    """``lr(step)``: the peak lr times the suite's schedule, or a branch's decay to 0."""
+    if traj.branch is None:
+        mult = config.schedule_dict()
+        return lambda step: spec.lr * lr_multiplier(step, **mult)
+    b = traj.branch
+    return lambda step: spec.lr * branch_multiplier(step, start=b.start, length=b.length)
+
+
+def _batch_at(config: SuiteConfig, data, traj: Trajectory):
+    """``batch(step)``: the suite's batches, or a seed run's own order of the same sequences (each row
+    read through ``data.batch`` as the first pass's sequence of that number)."""
+    if not traj.shuffled:
+        return lambda step: data.batch(step, config.batch_size, config.seq_len, config.seed)
+    import torch
+
+    n_seqs = data.n_tokens // config.seq_len
+
+    def batch(step):
+        rows = run_sequences(step, config.batch_size, n_seqs, traj.seed)
+        return torch.cat([data.batch(int(i), 1, config.seq_len, config.seed) for i in rows])
+
+    return batch
+
+
+def _train_trajectory(config: SuiteConfig, spec: ModelSpec, traj: Trajectory, data, suite_dir: Path, save_steps,
+                      run: dict, on_step, log):
+    import torch
+
+    model_dir = suite_dir / traj.folder
+    mhash = trajectory_hash(config.model_hash(spec), traj)
     device = run["device"]
-    model = build_model(spec, len(data.tokenizer), config.seq_len, config.seed, data.tokenizer)
-    state = _resume(spec, model, model_dir, mhash, config.steps)
-    start = 0 if state is None else int(state["step"])
-    if start >= config.steps:
+    end = _end(config, traj)
+    model = build_model(spec, len(data.tokenizer), config.seq_len, traj.seed, data.tokenizer)
+    start, state = _start(config, spec, traj, suite_dir, model, mhash)
+    if start >= end:
         if log:
-            log(f"{spec.name}: already trained ({config.steps} steps)")
+            log(f"{traj.folder}: already trained ({end} steps)")
         return [model_dir / f"step{s}" for s in save_steps]
+    model_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     opt = make_optimizer(model, spec.lr, config.weight_decay, device)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        if log:
-            log(f"{spec.name}: resuming from step {start}")
+        if log and start > (0 if traj.branch is None else traj.branch.start):
+            log(f"{traj.folder}: resuming from step {start}")
     model.train()
-    meta_common = _meta_common(config, spec, data, mhash, device)
-    mult = config.schedule_dict()
+    meta_common = _meta_common(config, spec, data, mhash, device, traj)
+    lr_at = _lr_at(config, spec, traj)
+    points = {b.start: b for b in spec.branches} if traj.branch is None else {}
     if start == 0:
-        _save(model, opt, data.tokenizer, model_dir, 0, None, meta_common, spec, mult)
-    dynamics = _Dynamics(DynamicsLog(model_dir / DYNAMICS_FILE, spec.name, start), model, start,
+        _save(model, opt, data.tokenizer, model_dir, 0, None, meta_common, lr_at(0))
+    dynamics = _Dynamics(DynamicsLog(model_dir / DYNAMICS_FILE, traj.folder, start), model, start,
                          config.tokens_per_step)
 
     def checkpoint(step, loss):
         dynamics.record(step)  # before the trainer state, which marks the step as done
-        _save(model, opt, data.tokenizer, model_dir, step, loss, meta_common, spec, mult)
+        extra = branch_point_meta(spec, traj, points[step]) if step in points else {}
+        _save(model, opt, data.tokenizer, model_dir, step, loss, meta_common | extra, lr_at(step))
 
+    keeper = _keeper(spec, traj, model, opt, model_dir, mhash)
     update = make_update(model, opt, device, grad_clip=config.grad_clip, compile=config.compile)
     clock = Clock(device)
     with TrainLog(model_dir / LOG_FILE, start) as train_log:
-        trained, last_loss = _run_updates(config, spec, data, update, start, mult, set(save_steps), train_log,
-                                          clock, on_step, checkpoint)
-    stats = _stats(config, spec, model, start, trained, clock, last_loss, run)
+        trained, last_loss = _run_updates(config, traj, _batch_at(config, data, traj), update, start, end, lr_at,
+                                          set(save_steps), train_log, clock, on_step, checkpoint, keeper)
+    stats = _stats(config, spec, model, start, trained, clock, last_loss, run) | {"model": traj.folder}
     write_json(model_dir / STATS_FILE, stats)
     if log:
         mfu = f", MFU {stats['mfu']:.1%}" if stats["mfu"] is not None else ""
-        log(f"{spec.name}: {trained} steps, {stats['tokens_trained']:,} tokens, {stats['tokens_per_s'] or 0:,.0f} "
+        log(f"{traj.folder}: {trained} steps, {stats['tokens_trained']:,} tokens, {stats['tokens_per_s'] or 0:,.0f} "
             f"tokens/s{mfu} ({stats['device']}, {stats['threads']} threads)")
     return [model_dir / f"step{s}" for s in save_steps]
+
+
+def _keeper(spec: ModelSpec, traj: Trajectory, model, opt, model_dir: Path, mhash: str):
+    """``(steps, keep)``: ``keep(step)`` is called after the updates that reach ``steps``, before any
+    checkpoint of that step. A run keeps its weights at the averaged steps
+    (``_lawa/step<N>.safetensors``) and its weights, optimizer state and RNG at branch points
+    (``_branches/step<N>.pt``), which its branches start from; a branch keeps its whole state (weights
+    included) at a few steps between its start and end, to resume from."""
+    if traj.branch is not None:
+        b = traj.branch
+        every = max(1, math.ceil(b.length / RESUME_POINTS))
+        return set(range(b.start + every, b.end, every)), lambda step: _write_state(model_dir / STATE_FILE, step,
+                                                                                   mhash, opt, model)
+    averaged = {s for b in spec.branches for s in b.average_steps}
+    points = {b.start for b in spec.branches}
+
+    def keep(step):
+        if step in averaged:
+            write_snapshot(model, model_dir / SNAPSHOTS / f"step{step}.safetensors")
+        if step in points:
+            _write_state(model_dir / BRANCH_STATES / f"step{step}.pt", step, mhash, opt, model)
+
+    return averaged | points, keep
+
+
+def _write_state(path: Path, step: int, mhash: str, opt, model) -> None:
+    import torch
+
+    state = {"step": step, "model_hash": mhash, "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open_atomic(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def _stats(config: SuiteConfig, spec: ModelSpec, model, start: int, trained: int, clock: Clock, last_loss,
@@ -283,19 +425,21 @@ class _PendingRows:
         self.log.flush()
 
 
-def _run_updates(config: SuiteConfig, spec: ModelSpec, data, update, start: int, mult: dict, save_steps: set,
-                 train_log: TrainLog, clock: Clock, on_step, checkpoint) -> tuple[int, float | None]:
-    """Updates ``start`` .. ``steps - 1``: a log row at every ``log_every``-th and every checkpoint step,
-    ``checkpoint(step, loss)`` at checkpoint steps; returns (updates done, last loss). ``clock``
-    times the updates alone."""
+def _run_updates(config: SuiteConfig, traj: Trajectory, batch_at, update, start: int, end: int, lr_at,
+                 save_steps: set, train_log: TrainLog, clock: Clock, on_step, checkpoint,
+                 keeper) -> tuple[int, float | None]:
+    """Updates ``start`` .. ``end - 1``: a log row at every ``log_every``-th and every checkpoint step,
+    ``keep(step)`` after the updates of ``keeper = (steps, keep)``, then ``checkpoint(step, loss)`` at
+    checkpoint steps; returns (updates done, last loss). ``clock`` times the updates alone."""
+    keep_steps, keep = keeper
     pending = _PendingRows(train_log)
     trained, loss = 0, None
     window, n_window = None, 0  # summed losses (a device tensor) since the last log row
     clock.start()
     try:
-        for step in range(start, config.steps):
-            lr = spec.lr * lr_multiplier(step, **mult)
-            batch = data.batch(step, config.batch_size, config.seq_len, config.seed)  # (B, T), on the CPU
+        for step in range(start, end):
+            lr = lr_at(step)
+            batch = batch_at(step)  # (B, T), on the CPU
             loss = update(batch, lr)
             trained += 1
             if trained == 1:  # the first update of a call (CUDA start-up, torch.compile) is timed apart
@@ -304,11 +448,16 @@ def _run_updates(config: SuiteConfig, spec: ModelSpec, data, update, start: int,
                 clock.start()
             window, n_window = (loss.double() if window is None else window + loss), n_window + 1
             if on_step is not None:
-                on_step({"model": spec.name, "step": step, "loss": float(loss), "lr": lr, "batch": batch})
+                on_step({"model": traj.folder, "step": step, "loss": float(loss), "lr": lr, "batch": batch})
             done = step + 1
-            if done % config.log_every == 0 or done in save_steps or done == config.steps:
+            if done % config.log_every == 0 or done in save_steps or done == end:
                 pending.add(done, done * config.tokens_per_step, window / n_window, lr)
                 window, n_window = None, 0
+            if done in keep_steps:
+                clock.stop()
+                pending.write()  # before the state it may write, as at checkpoints
+                keep(done)
+                clock.start()
             if done in save_steps:
                 clock.stop()
                 pending.write()  # before the trainer state: a resume never finds rows missing
@@ -323,7 +472,7 @@ def _run_updates(config: SuiteConfig, spec: ModelSpec, data, update, start: int,
     return trained, None if loss is None else float(loss)
 
 
-def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: dict, spec, mult) -> None:
+def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: dict, lr: float) -> None:
     """Write ``step<step>/`` (atomically, by renaming a finished temporary folder), then the trainer state."""
     import torch
 
@@ -332,7 +481,7 @@ def _save(model, opt, tokenizer, model_dir: Path, step: int, loss, meta_common: 
             model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
         meta = {"tokens": step * meta_common["tokens_per_step"], "step": step,
-                "lr": spec.lr * lr_multiplier(step, **mult), "train_loss": loss, **meta_common}
+                "lr": lr, "train_loss": loss, **meta_common}
         (tmp / "qidlab.json").write_text(json.dumps(meta, indent=1) + "\n")
     state = {"step": step, "model_hash": meta_common["model_hash"], "optimizer": opt.state_dict(),
              "torch_rng": torch.get_rng_state()}

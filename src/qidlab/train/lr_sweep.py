@@ -11,10 +11,13 @@ model's seeded initialisation, on the first ``steps`` batches of the suite's dat
 suite's schedule shape compressed to ``steps`` (warmup scaled alike); then the mean cross-entropy
 (nats/token) on the next ``eval_batches`` batches of the data order, which the short runs did not
 see (held out). The lowest held-out loss wins (a diverged run counts as infinite; ties go to the
-smaller rate). The full run then trains with it; the suite manifest's ``[models."NAME"]`` records
+smaller rate). A model with ``lr_of`` is not swept: it takes its reference's chosen rate times its
+``lr_factor`` (the same size at other peak rates, all else fixed). The full run then trains with it; the suite manifest's ``[models."NAME"]`` records
 ``lr`` (the chosen rate) and ``lr_sweep = { base_lr, lrs, heldout_loss, chosen, steps, eval_batches }``.
 
-Each model's result is kept in ``<model>/lr-sweep.json`` (with what it was computed from) and
+Each model's result is kept in ``<model>/lr-sweep.json`` (with what it was computed from, and
+``chosen_at_edge``: true when the rate chosen is the grid's smallest or largest, so the optimum was
+not bracketed; a log line says so too) and
 reused by a later call with the same settings, so an interrupted suite does not sweep again.
 """
 
@@ -144,8 +147,18 @@ def sweep_model(config, spec, data, sweep: LRSweep, device, model_dir, log=None)
     result = {"base_lr": spec.lr, "lrs": key["lrs"], "heldout_loss": losses, "chosen": pick(key["lrs"], losses),
               "steps": steps, "eval_batches": sweep.eval_batches}
     model_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"key": key, "result": result})
+    edge = at_edge(key["lrs"], result["chosen"])
+    write_json(path, {"key": key, "result": result, "chosen_at_edge": edge})
+    if log and edge:
+        log(f"{spec.name}: the lr sweep chose {result['chosen']:g}, the edge of its grid: the optimum is not "
+            "bracketed (widen factors or lrs)")
     return result
+
+
+def at_edge(lrs: list[float], chosen: float) -> bool:
+    """Whether ``chosen`` is the smallest or largest rate tried (the sweep did not bracket the optimum);
+    a grid of one or two rates always is."""
+    return len(lrs) < 3 or chosen in (min(lrs), max(lrs))
 
 
 def sweep_suite(config, data, device, suite_dir, log=None, only=None):
@@ -155,9 +168,27 @@ def sweep_suite(config, data, device, suite_dir, log=None, only=None):
     sweep = config.lr_sweep or LRSweep()
     results, models = {}, []
     for spec in config.models:
-        if only is not None and spec.name not in only:
+        if (only is not None and spec.name not in only) or spec.lr_of is not None:
             models.append(spec)
             continue
         results[spec.name] = sweep_model(config, spec, data, sweep, device, suite_dir / spec.name, log)
         models.append(replace(spec, lr=results[spec.name]["chosen"]))
-    return replace(config, models=tuple(models)), results
+    return replace(config, models=resolve_lr_of(tuple(models), config.path)), results
+
+
+def resolve_lr_of(specs: tuple[ModelSpec, ...], path) -> tuple[ModelSpec, ...]:
+    """Give every model with ``lr_of`` its reference's lr times its factor; the reference must be another
+    model of the suite, of the same shape, without ``lr_of`` itself (one learning rate, scaled, with
+    everything else equal: the learning-rate magnitude study)."""
+    by_name = {m.name: m for m in specs}
+    out = []
+    for m in specs:
+        if m.lr_of is not None:
+            ref = by_name.get(m.lr_of[0])
+            shape = ("hidden", "layers", "heads", "intermediate")
+            if ref is None or ref is m or ref.lr_of is not None or any(getattr(m, k) != getattr(ref, k) for k in shape):
+                raise QidlabError(f"{path}: model {m.name!r} lr_of {m.lr_of[0]!r} must be another model of the suite, "
+                                  "of the same shape, with an lr of its own")
+            m = replace(m, lr=ref.lr * m.lr_of[1])
+        out.append(m)
+    return tuple(out)

@@ -51,3 +51,19 @@ def checkpoint_steps(steps: int, *, log_spaced_until: int = 512, every: int = 10
         j += 1
     out.update(range(every, steps + 1, every))
     return sorted(out)
+
+
+def branch_multiplier(step: int, *, start: int, length: int) -> float:
+    """A cooldown branch (``branches.py``): update ``step`` of a branch that leaves the stable phase at
+    checkpoint ``start`` and decays linearly to 0 over ``length`` updates: ``1 - (step - start) / length``
+    (1 at ``step = start``, 0 at ``step = start + length``, the branch's end, which no update uses)."""
+    return max(0.0, 1.0 - (step - start) / length)
+
+
+def log_spaced(first: int, last: int, n: int) -> list[int]:
+    """``n`` integer steps from ``first`` to ``last`` (inclusive), spaced evenly in log(step), rounded;
+    fewer when rounding makes two equal."""
+    if n == 1 or first == last:
+        return [last]
+    ratio = (last / first) ** (1.0 / (n - 1))
+    return sorted({round(first * ratio ** i) for i in range(n)} | {last})
