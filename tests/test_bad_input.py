@@ -207,7 +207,7 @@ def test_fit_reports_empty_targets_like_non_positive_ones(capsys, tmp_path):
     assert fit["n_missing"] == 2 and fit["n_nonpositive"] == 1 and fit["n"] == 27 - 3
     assert main(["fit", str(path), "--law", "ouyang2024"]) == 0
     out = capsys.readouterr().out
-    assert "2 point(s) with qid empty (NaN): dropped" in out and "1 point(s) with qid <= 0" in out
+    assert "2 points with qid empty (NaN): dropped" in out and "1 point with qid <= 0" in out
     empty = _fit_csv(tmp_path, lambda i, q: float("nan"))
     assert "qid is empty (NaN) in all 27 rows" in one_error_line(capsys, "fit", str(empty), "--law", "ouyang2024")
 

@@ -82,7 +82,7 @@ def test_split_is_seeded_and_disjoint():
     ({"recipe": "debian"}, "unknown corpus recipe 'debian'"),
     ({"recipe": "files", "files": ["/nonexistent/x.jsonl"]}, "source does not exist"),
     ({"recipe": "files"}, "needs at least one path"),
-    ({"recipe": "stdlib", "eval_fraction": 1.5}, r"eval_fraction must be in \[0, 1\]"),
+    ({"recipe": "stdlib", "eval_fraction": 1.5}, r"`eval_fraction` must be in \[0, 1\]"),
     ({"recipe": "brown", "files": ["x.txt"]}, "recipe 'brown' takes no paths"),
 ])
 def test_a_source_that_cannot_be_had_is_one_clear_error(tmp_path, kwargs, match):

@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 import qidlab.sweep.run as sweep_run
+from qidlab.quantize.config import Reference16
 from qidlab.sweep import load_study, run_study
 
 STUDY = """
@@ -81,10 +82,15 @@ group_size = ["channel", 64]
 
 
 def _setup(folder):
-    """A study whose one checkpoint is a bare folder (the executor is faked: nothing is loaded)."""
+    """A study whose one checkpoint is a bare folder, config and one tensor (the executor is faked: nothing
+    is loaded)."""
     step = folder / "suite" / "m1" / "step10"
     step.mkdir(parents=True)
     (step / "config.json").write_text("{}")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(1, dtype=np.float32)}, str(step / "model.safetensors"))  # checked before a sweep
     (folder / "suite" / "qidlab-suite.toml").write_text("tokens_per_step = 100\n")
     (folder / "eval.txt").write_text("one document\n\nanother document\n\na third one\n")
     (folder / "train.txt").write_text("def f():\n    return 1\n\n\nclass A:\n    pass\n")
@@ -109,26 +115,26 @@ def _rows(db) -> list[list]:
 
 
 PINNED = [  # (progress label, method, bits, group_size, exp_bits, man_bits, block_size, config_hash)
-    ('none-bits=16', 'none', 16.0, None, None, None, None, '0fd3e02c80e76427'),
-    ('rtn-bits=2-group_size=None', 'rtn', 2.0, None, None, None, None, 'd17169318b57da03'),
-    ('rtn-bits=2-group_size=32', 'rtn', 2.0, 32, None, None, None, 'd14f2f0d345afe06'),
-    ('rtn-bits=4-group_size=None', 'rtn', 4.0, None, None, None, None, '0c1773cabab41542'),
-    ('rtn-bits=4-group_size=32', 'rtn', 4.0, 32, None, None, None, 'b9f08783847b715c'),
-    ('rtn-bits=3-modules=*.mlp.*-symmetric=False', 'rtn', 3.0, None, None, None, None, '7cd5aee0841c705f'),
-    ('gptq-bits=3-group_size=None-shared_hessian=True', 'gptq', 3.0, None, None, None, None, 'b4afc1bba97219e4'),
-    ('gptq-bits=3-group_size=None-shared_hessian=False', 'gptq', 3.0, None, None, None, None, 'af9f71f337bd4b03'),
-    ('gptq-bits=4-group_size=None-shared_hessian=True', 'gptq', 4.0, None, None, None, None, 'b818b5da9fe9658b'),
-    ('gptq-bits=4-group_size=None-shared_hessian=False', 'gptq', 4.0, None, None, None, None, 'ffa5c85f37a4b169'),
-    ('gptq-act_order=True-bits=2-damp=0.05-group_size=64-static_groups=True', 'gptq', 2.0, 64, None, None, None,
+    ('16-bit', 'none', 16.0, None, None, None, None, '0fd3e02c80e76427'),
+    ('rtn 2-bit per-channel', 'rtn', 2.0, None, None, None, None, 'd17169318b57da03'),
+    ('rtn 2-bit g32', 'rtn', 2.0, 32, None, None, None, 'd14f2f0d345afe06'),
+    ('rtn 4-bit per-channel', 'rtn', 4.0, None, None, None, None, '0c1773cabab41542'),
+    ('rtn 4-bit g32', 'rtn', 4.0, 32, None, None, None, 'b9f08783847b715c'),
+    ('rtn 3-bit modules *.mlp.* no symmetric', 'rtn', 3.0, None, None, None, None, '7cd5aee0841c705f'),
+    ('gptq 3-bit per-channel shared_hessian', 'gptq', 3.0, None, None, None, None, 'b4afc1bba97219e4'),
+    ('gptq 3-bit per-channel no shared_hessian', 'gptq', 3.0, None, None, None, None, 'af9f71f337bd4b03'),
+    ('gptq 4-bit per-channel shared_hessian', 'gptq', 4.0, None, None, None, None, 'b818b5da9fe9658b'),
+    ('gptq 4-bit per-channel no shared_hessian', 'gptq', 4.0, None, None, None, None, 'ffa5c85f37a4b169'),
+    ('gptq 2-bit g64 act_order damp 0.05 static_groups', 'gptq', 2.0, 64, None, None, None,
      'e29df0d0fec4f975'),
-    ('awq-bits=4-duo_scaling=True-group_size=32', 'awq', 4.0, 32, None, None, None, 'd4bc6d087d42b9dd'),
-    ('awq-bits=4-duo_scaling=True-group_size=None', 'awq', 4.0, None, None, None, None, '588b01aa95144dbc'),
-    ('nf4-block_size=32', 'nf4', 4.0, None, None, None, 32, 'c73a5e07931a4545'),
+    ('awq 4-bit g32 duo_scaling', 'awq', 4.0, 32, None, None, None, 'd4bc6d087d42b9dd'),
+    ('awq 4-bit per-channel duo_scaling', 'awq', 4.0, None, None, None, None, '588b01aa95144dbc'),
+    ('nf4 block 32', 'nf4', 4.0, None, None, None, 32, 'c73a5e07931a4545'),
     ('fp4', 'fp4', 4.0, None, None, None, 64, '7bf980235a358247'),
-    ('fp-block_size=32-exp_bits=2-man_bits=1', 'fp', 4.0, None, 2, 1, 32, 'dbf4792953178666'),
-    ('fp-block_size=64-exp_bits=2-man_bits=1', 'fp', 4.0, None, 2, 1, 64, '20dba419062b911d'),
-    ('ternary-group_size=None', 'ternary', 1.584962500721156, None, None, None, None, '2c7f1112052c71a9'),
-    ('ternary-group_size=64', 'ternary', 1.584962500721156, 64, None, None, None, '3c9e39ccc3e4fd9f'),
+    ('fp e2m1 block 32', 'fp', 4.0, None, 2, 1, 32, 'dbf4792953178666'),
+    ('fp e2m1 block 64', 'fp', 4.0, None, 2, 1, 64, '20dba419062b911d'),
+    ('ternary per-channel', 'ternary', 1.584962500721156, None, None, None, None, '2c7f1112052c71a9'),
+    ('ternary g64', 'ternary', 1.584962500721156, 64, None, None, None, '3c9e39ccc3e4fd9f'),
 ]
 
 
@@ -140,8 +146,9 @@ def swept(tmp_path, monkeypatch, capsys):
     study = load_study(tmp_path / "study.toml")
     summary = run_study(study, progress=True)
     assert (summary.measured, summary.failed) == (len(PINNED), [])
-    lines = capsys.readouterr().err.splitlines()
-    labels = [line.split("] m1/step10 ", 1)[1].split(" heldout: ")[0] for line in lines]
+    (line,) = capsys.readouterr().err.splitlines()  # not a terminal: one line per checkpoint
+    assert line.startswith(f"[{len(PINNED)}/{len(PINNED)}] m1/step10: 16-bit loss 2.000; {len(PINNED) - 1} quantized")
+    labels = [sweep_run._label(cfg, study) for cfg in (Reference16(), *study.methods)]
     return study, _rows(tmp_path / "s.db"), labels
 
 

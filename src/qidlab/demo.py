@@ -23,6 +23,7 @@ from .errors import QidlabError
 from .evaluate import load_eval_set
 from .files import write_text
 from .laws.fit import fit_law
+from .output import fit_cautions
 from .quantize.config import PER_CHANNEL
 from .show import ShowOptions, build_report
 from .store import read_canonical
@@ -82,8 +83,10 @@ def run_demo(out_dir, *, scale: DemoScale = FULL, threads: int | None = None, re
     corpus = build_demo_corpus(out)
     log("==> 2/6 eval and calibration texts")
     texts = write_texts(out, corpus, scale)
-    log(f"==> 3/6 training {len(scale.models)} sizes x {scale.steps} steps "
-        f"({scale.steps * scale.batch_size * scale.seq_len:,} tokens each)")
+    twin = f" + a BitNet b1.58 twin of {scale.bitnet_twin_of}" if scale.bitnet_twin_of else ""
+    log(f"==> 3/6 training {len(scale.models) + bool(twin)} models: {len(scale.models)} sizes{twin}; "
+        f"{scale.steps} steps, {scale.steps * scale.batch_size * scale.seq_len:,} tokens each"
+        + (f" ({threads} torch thread{'s' if threads != 1 else ''})" if threads else ""))
     suite_dir = train_demo_suite(out, scale, threads, log)
     log("==> 4/6 sweep: RTN and GPTQ at " + "/".join(map(str, scale.bits)) + f" bits on {len(texts['eval'])} eval sets")
     store, sweep = sweep_demo_study(out, suite_dir, texts, scale, threads)
@@ -207,7 +210,7 @@ def sweep_demo_study(out: Path, suite_dir: Path, texts: dict, scale: DemoScale, 
     with torch_threads(threads):
         summary = run_study(study)
     if summary.failed:
-        raise QidlabError(f"the demo sweep had {len(summary.failed)} failed measurement(s): {summary.failed[0]}")
+        raise QidlabError(f"the demo sweep had {len(summary.failed)} failed measurement{'s' if len(summary.failed) != 1 else ''}: {summary.failed[0]}")
     return study.store.resolve(), summary
 
 
@@ -245,10 +248,11 @@ def summary_lines(summary: dict) -> list[str]:
             value, c = params.get(name), ci.get(name)
             shown = "folded" if value is None else f"{value:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
             cells.append(f"{name} {shown} (paper {paper})")
-        lines.append(f"  {fit['group'].get('method', '?'):>5} ({fit['n']} points, {fit['n_nonpositive']} with QiD <= 0 "
+        lines.append(f"  {fit['group'].get('method', '?'):>5} ({fit['n']} point{'s' if fit['n'] != 1 else ''}, {fit['n_nonpositive']} with QiD <= 0 "
                      f"dropped): " + "; ".join(cells))
         readings = [_reading(n, ci.get(n)) for n in PAPER_EXPONENTS if params.get(n) is not None]
         lines.append("        " + "; ".join(readings) + ".")
+        lines += [f"        {line}" for line in fit_cautions(fit["n"], params, ci)]
     if "report" in summary:
         lines.append(f"report: {summary['report']}")
     return lines

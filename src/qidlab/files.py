@@ -15,12 +15,15 @@ What other libraries write into a folder being built gets the same modes before 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
 import shutil
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from .errors import QidlabError
 
 
 def _sibling(target: Path, tag: str) -> Path:
@@ -39,9 +42,37 @@ def open_atomic(path, mode: str = "w", encoding: str | None = "utf-8") -> Iterat
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write (disk full): name the file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+def check_writable(path, *, folder: bool = False) -> Path:
+    """``path`` as a ``Path`` once it is known that it can be written, before any work is done; a
+    ``QidlabError`` naming it otherwise. A file (``folder`` false) needs an existing folder that
+    takes a new file and must not be a folder itself; a folder (``folder`` true) may not be a file,
+    and its nearest existing ancestor must be a folder that takes a new folder. Each is tried
+    with an empty temporary sibling, created and removed (what the OS refuses, for any user)."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise QidlabError(f"{path}: a file, not a folder")
+        parent = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+        if not parent.is_dir():
+            raise QidlabError(f"{path}: {parent} is a file, not a folder")
+    else:
+        if path.is_dir():
+            raise QidlabError(f"{path}: cannot be written ({os.strerror(errno.EISDIR)}: a folder, not a file)")
+        parent = path.parent
+    probe = _sibling(parent / "probe", "writable")
+    try:
+        probe.mkdir() if folder else os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise QidlabError(f"{path}: cannot be written ({exc.strerror})") from None
+    probe.rmdir() if folder else probe.unlink()
+    return path
 
 
 def write_text(path, text: str) -> None:

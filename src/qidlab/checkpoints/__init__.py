@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from qidlab.checkpoints.discover import CheckpointRef, discover, read_manifest
-from qidlab.checkpoints.load import Checkpoint, content_hash, load_checkpoint
+from qidlab.checkpoints.load import Checkpoint, check_checkpoint, content_hash, load_checkpoint
 from qidlab.checkpoints.params import count_params
 from qidlab.checkpoints.trajectory import trajectory_info
 
@@ -32,5 +32,5 @@ def load_suite(root, **load_kw) -> Iterator[Checkpoint]:
         yield load_checkpoint(ref, **load_kw)
 
 
-__all__ = ["Checkpoint", "CheckpointRef", "content_hash", "count_params", "discover", "load_checkpoint",
-           "load_suite", "read_manifest", "trajectory_info"]
+__all__ = ["Checkpoint", "CheckpointRef", "check_checkpoint", "content_hash", "count_params", "discover",
+           "load_checkpoint", "load_suite", "read_manifest", "trajectory_info"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +155,11 @@ def _discover_suite(root: Path) -> list[CheckpointRef]:
     suite = manifest["suite"] or root.resolve().name
     refs = []
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        steps = [(int(m.group(1)), d) for d in model_dir.iterdir()
-                 if (m := _STEP_DIR.match(d.name)) and _is_checkpoint(d)]
+        steps = [(int(m.group(1)), d) for d in model_dir.iterdir() if (m := _STEP_DIR.match(d.name))]
+        for _, d in steps:
+            if d.is_dir() and not _is_checkpoint(d):  # e.g. a step being written by hand, or a copy cut short
+                print(f"qidlab: note: {d} has no config.json: skipped", file=sys.stderr, flush=True)
+        steps = [(step, d) for step, d in steps if _is_checkpoint(d)]
         per_model = manifest["models"].get(model_dir.name, {"tokens_per_step": None, "tokens": {}, "info": {}})
         for step, d in sorted(steps):
             tokens, source = _folder_tokens(d), "qidlab.json"

@@ -145,7 +145,44 @@ def _load_tokenizer(folder: Path):
         raise QidlabError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from None
 
 
-def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str = "cpu") -> Checkpoint:
+PICKLE_HINT = "pass allow_pickle=True"
+
+
+def check_checkpoint(path, *, allow_pickle: bool = False, pickle_hint: str = PICKLE_HINT):
+    """What can be checked of a checkpoint folder without torch, before any work: the folder,
+    ``config.json`` (parsed), the weight format and files (safetensors headers opened; pickled weights
+    refused unless ``allow_pickle``, the refusal saying how to allow them: ``pickle_hint``, e.g. a
+    command's flag or a study key), ``qidlab.json``. Returns (folder, config dict, format, weight files);
+    a ``QidlabError`` with a one-line message otherwise."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise QidlabError(f"checkpoint path does not exist: {folder}")
+    if not folder.is_dir():
+        raise QidlabError(f"checkpoint path is not a folder: {folder}")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise QidlabError(f"{folder} has no config.json: not a Hugging Face checkpoint folder")
+    try:
+        config_dict = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise QidlabError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(config_dict, dict):
+        raise QidlabError(f"{config_path}: expected a JSON object")
+    fmt, files = _weight_files(folder)
+    if fmt == "none":
+        raise QidlabError(f"{folder} has no weight files (*.safetensors, or pickled *.bin/*.pt)")
+    if fmt == "pickle" and not allow_pickle:
+        names = ", ".join(f.name for f in files[:3])
+        raise QidlabError(f"{folder} holds only pickled weights ({names}); convert them to safetensors, "
+                          f"or {pickle_hint} to load them with torch.load(weights_only=True)")
+    if fmt == "safetensors":
+        _check_safetensors(files)
+    read_metadata(folder)
+    return folder, config_dict, fmt, files
+
+
+def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str = "cpu",
+                    pickle_hint: str = PICKLE_HINT) -> Checkpoint:
     """Load a Hugging Face causal-LM folder (``config.json`` + weights [+ tokenizer]).
 
     ``path`` is a folder, a ``CheckpointRef`` from ``discover`` or ``hub.hub_refs`` (its ``tokens``
@@ -154,7 +191,8 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
     ``hub.resolve`` (downloaded when missing; offline, from the cache) with its step read from a
     ``step<N>`` in the revision's name. Weights must be safetensors;
     pickled weights (``pytorch_model.bin``, ``*.pt``) are refused unless ``allow_pickle=True``,
-    and even then are read with ``torch.load(weights_only=True)``. ``dtype`` defaults to
+    and even then are read with ``torch.load(weights_only=True)`` (the refusal says how to allow them:
+    ``pickle_hint``). ``dtype`` defaults to
     float32 on CPU and bfloat16 on CUDA. Every problem (missing folder or ``config.json``,
     corrupt or truncated safetensors, NaN/inf weights, a tokenizer larger than the embedding)
     raises ``QidlabError`` with a one-line message.
@@ -171,28 +209,7 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
         repo, revision = hub.parse_location(path)
         ref_step = hub.revision_step(revision)
         path = hub.resolve(repo, revision, allow_pickle=allow_pickle)
-    folder = Path(path).expanduser()
-    if not folder.exists():
-        raise QidlabError(f"checkpoint path does not exist: {folder}")
-    if not folder.is_dir():
-        raise QidlabError(f"checkpoint path is not a folder: {folder}")
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise QidlabError(f"{folder} has no config.json: not a Hugging Face checkpoint folder")
-    try:
-        config_dict = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QidlabError(f"{config_path}: not valid JSON ({exc})") from None
-
-    fmt, files = _weight_files(folder)
-    if fmt == "none":
-        raise QidlabError(f"{folder} has no weight files (*.safetensors, or pickled *.bin/*.pt)")
-    if fmt == "pickle" and not allow_pickle:
-        names = ", ".join(f.name for f in files[:3])
-        raise QidlabError(f"{folder} holds only pickled weights ({names}); convert them to safetensors, "
-                          "or pass allow_pickle=True to load them with torch.load(weights_only=True)")
-    if fmt == "safetensors":
-        _check_safetensors(files)
+    folder, config_dict, fmt, files = check_checkpoint(path, allow_pickle=allow_pickle, pickle_hint=pickle_hint)
     meta = read_metadata(folder)
 
     import torch

@@ -42,7 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     show_commands.register(sub)
     demo.register(sub)
     tour.register(sub)
+    _describe(parser)
     return parser
+
+
+JSON_HELP = "print the result as one JSON document (progress and notes go to stderr)"
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's help line is also its page's description (``qidlab fit --help``), and each
+    ``--json`` says what it does (tests/test_cli_help.py checks that every option has help)."""
+    for action in parser._actions:
+        if "--json" in action.option_strings and not action.help:
+            action.help = JSON_HELP
+        if isinstance(action, argparse._SubParsersAction):
+            action.help = action.help or "one of:"
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = helps[name][0].upper() + helps[name][1:] + "."
+                _describe(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

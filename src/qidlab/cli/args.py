@@ -18,6 +18,17 @@ def number(text: str) -> float:
     return parse_number(text)
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse's errors call this type "positive_int")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
+    return value
+
+
 def named_number(name: str, text: str) -> float:
     try:
         return number(text)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from ..demo import SCALES, run_demo
-from .args import emit
+from ..torchenv import THREADS_HELP, idle_cores
+from .args import emit, positive_int
 
 
 def register(sub) -> None:
@@ -13,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="qidlab-demo", help="output folder; a second run reuses it (default: %(default)s)")
     p.add_argument("--scale", choices=("full", "smoke"), default="full",
                    help="full: ~8 minutes on 2 CPU cores; smoke: seconds, to check the wiring (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     p.add_argument("--no-report", action="store_true", help="stop after the fits")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
     p.set_defaults(run=run_demo_command)
@@ -21,5 +22,5 @@ def register(sub) -> None:
 
 def run_demo_command(args):
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
-    summary = run_demo(args.out, scale=SCALES[args.scale], threads=args.threads, report=not args.no_report, log=log)
+    summary = run_demo(args.out, scale=SCALES[args.scale], threads=args.threads or idle_cores(), report=not args.no_report, log=log)
     emit(args, summary, "") if args.json else None

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import data, provenance
-from ..errors import QidlabError
-from ..files import write_text
+from ..errors import QidlabError, did_you_mean
+from ..files import check_writable, open_atomic, write_text
 from ..laws import get_law, list_laws
 from ..laws.analysis import (
     critical_tokens,
@@ -37,7 +37,7 @@ from ..laws.uncertainty import (
     token_grid_intervals,
     uncertainty,
 )
-from ..output import dump_json
+from ..output import count, dump_json, fit_cautions, size
 from .args import assignments, emit, library_names, named_number, number, numbers
 
 
@@ -134,6 +134,9 @@ def run_laws(args):
 
 
 # ---------------------------------------------------------------------------
+HOLDOUT = "n_params,tokens"
+
+
 def _fit(sub):
     p = sub.add_parser("fit", help="fit a law to measurements (CSV, Parquet, SQLite store, or a bundled name)")
     p.add_argument("data", nargs="?", help="table file, store .db, data set folder, or bundled name "
@@ -155,12 +158,14 @@ def _fit(sub):
     p.add_argument("--weights", default="none", choices=("none", "ci"),
                    help="'ci': weight each point by the inverse variance of log target from its measured 95%% CI "
                    "(delta method); default none")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: %(default)s)")
     p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K points with the highest target")
     p.add_argument("--target", help="column to fit (default: the law's, e.g. qid or loss), or task:NAME:METRIC: "
                    "a store's lm-evaluation-harness metric as its drop from 16 bits (positive = worse)")
-    p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"))
-    p.add_argument("--huber-delta", type=float, default=1e-3)
+    p.add_argument("--method", default="auto", choices=("auto", "lstsq", "huber"),
+                   help="loss of the fit in log space: least squares, Huber, or the law's default (auto)")
+    p.add_argument("--huber-delta", type=float, default=1e-3,
+                   help="Huber's delta in log space (--method huber; default: %(default)s)")
     p.add_argument("--grid", nargs="+", action="extend", metavar="PARAM=V1,V2,...",
                    help="Approach-3 start values for a parameter, in fit space (log of log-scale coefficients)")
     p.add_argument("--all-starts", action="store_true",
@@ -168,7 +173,7 @@ def _fit(sub):
     p.add_argument("--nonpositive", default="drop", choices=("drop", "floor"),
                    help="what to do with target <= 0 (QiD noise): drop the points or floor them")
     p.add_argument("--floor", type=float, default=1e-4, help="value (nats) for --nonpositive floor")
-    p.add_argument("--holdout", default="n_params,tokens",
+    p.add_argument("--holdout", default=HOLDOUT,
                    help="columns whose largest value is held out to test extrapolation ('' for none)")
     p.add_argument("--out", help="also write the JSON document here")
     p.add_argument("--json", action="store_true")
@@ -181,13 +186,28 @@ def run_fit(args):
     if not args.law:
         raise QidlabError("qidlab fit needs --law LAW (or --compare)")
     law = get_law(args.law)
+    if args.out:
+        check_writable(args.out)  # before the work
     name = args.data or data.DEFAULT
     path = data.resolve(name)
-    if args.target and args.target.startswith(data.TASK_TARGET):  # a downstream task's drop from 16 bits
-        frame = data.load_task_target(name, args.target, where=args.where or ())
-    else:
-        frame = data.load(name, where=args.where or ())  # rows selected before N and D are checked
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    where = list(args.where or ())
+    task = bool(args.target and args.target.startswith(data.TASK_TARGET))
+    primary = [] if args.data or task else _primary_slice(name, where, by)
+    if task:  # a downstream task's drop from 16 bits
+        frame = data.load_task_target(name, args.target, where=where)
+    else:
+        frame = data.load(name, where=where + primary)  # rows selected before N and D are checked
+    if not args.data:
+        print(f"qidlab fit: no input given: read the shipped data set {name} ({path}), "
+              + (f"its primary slice {' '.join(primary)}" if primary else "all of it")
+              + f": {count(len(frame), 'row')} (choose others with --where, or give a table)", file=sys.stderr)
+    holdout = tuple(c.strip() for c in args.holdout.split(",") if c.strip())
+    if args.holdout != HOLDOUT:  # the default's columns may be missing: the law's own check names them
+        _known_columns(frame, holdout, "--holdout")
+    if args.resample not in ("auto", "points") and not args.bootstrap:  # with --bootstrap the fit checks it
+        _known_columns(frame, [c.strip() for c in args.resample.split(",") if c.strip()], "--resample",
+                       also=("auto", "points"))
     pooled = pooled_columns(frame, by)
     if pooled:
         print(f"qidlab fit: pooling {', '.join(f'{n} {c} values' for c, n in pooled.items())} into one fit "
@@ -196,17 +216,41 @@ def run_fit(args):
                    drop_highest=args.drop_highest, target=args.target, method=args.method,
                    huber_delta=args.huber_delta, nonpositive=args.nonpositive, floor=args.floor,
                    grid=_grid(law, args.grid), screen=not args.all_starts,
-                   holdout=tuple(c.strip() for c in args.holdout.split(",") if c.strip()))
+                   holdout=holdout)
     fits = fit_law(frame, law, by=by, **options)
     doc = fit_document(law, fits, by=by, options=options,
                        data={"path": str(path), "sha256": provenance.file_sha256(path), "rows": int(len(frame)),
-                             "where": list(args.where or ())})
+                             "where": where, **({"primary": primary} if primary else {})})
     if args.out:
-        Path(args.out).write_text(dump_json(doc) + "\n")
+        write_text(args.out, dump_json(doc) + "\n")
     text = _fit_text(law, fits)
     if not args.bootstrap:
         text += f"\nno 95% CIs: --bootstrap B adds them, resampling {_resample_hint(frame, args.resample)}"
     emit(args, doc, text)
+
+
+def _primary_slice(name: str, where: list[str], by: list[str] | None) -> list[str]:
+    """The data set's primary slice (its manifest's ``primary``: suite, eval set, method) as
+    ``--where`` items, for the columns that neither ``where`` nor ``by`` names: what ``plot`` and
+    ``report`` draw by default."""
+    primary = data.manifest(name).get("primary") or {} if data.dataset_dir(name) else {}
+    named = {w.split("=")[0].rstrip("<>!").strip() for w in where} | set(by or ())
+    named |= {w.split(op)[0].strip() for w in where for op in ("<", ">") if op in w}
+    return [f"{column}={value}" for column, value in sorted(primary.items()) if column not in named]
+
+
+def _known_columns(frame, names, flag: str, also: tuple[str, ...] = ()) -> None:
+    """``QidlabError`` for a name among ``names`` that is no column of ``frame`` (nor one of ``also``)."""
+    for name in names:
+        if name not in frame.columns:
+            known = [*also, *map(str, frame.columns)]
+            raise QidlabError(f"{flag}: no column {name!r} in the data" + did_you_mean(name, known)
+                              + f" (columns: {', '.join(map(str, frame.columns))})")
+
+
+def _value(column: str, value: float) -> str:
+    """A held-out value: counts (N, D) as 7B or 1.5T, anything else with 4 significant digits."""
+    return size(value) if column in ("n_params", "n_params_total", "tokens") else f"{value:.4g}"
 
 
 def _resample_hint(frame, resample: str) -> str:
@@ -322,14 +366,17 @@ def _fit_text(law, fits) -> str:
         if f.ranges:
             lines.append("  fitted range: " + ", ".join(f"{k} {lo:.4g} to {hi:.4g}" for k, (lo, hi) in f.ranges.items())
                          + " (predictions beyond it are flagged)")
+        lines += [f"  {line}" for line in fit_cautions(f.n, f.params, f.ci95)]
         if f.n_missing:
-            lines.append(f"  {f.n_missing} point(s) with {f.target} empty (NaN): dropped")
+            lines.append(f"  {count(f.n_missing, 'point')} with {f.target} empty (NaN): dropped")
         if f.n_nonpositive:
-            lines.append(f"  {f.n_nonpositive} point(s) with {f.target} <= 0: policy '{f.nonpositive_policy}'")
+            lines.append(f"  {count(f.n_nonpositive, 'point')} with {f.target} <= 0: policy '{f.nonpositive_policy}'")
         if f.dropped_highest:
-            lines.append(f"  dropped the {f.dropped_highest} highest-{f.target} point(s)")
+            lines.append(f"  dropped the {f.dropped_highest} highest-{f.target} "
+                         + ("point" if f.dropped_highest == 1 else "points"))
         for h in f.holdout:
-            lines.append(f"  held out largest {h['held_out']} ({h['value']:.4g}, {h['n_test']} points): "
+            lines.append(f"  held out largest {h['held_out']} ({_value(h['held_out'], h['value'])}, "
+                         f"{count(h['n_test'], 'point')}): "
                          f"mean |rel err| {h['mape']:.3g}%, max {h['max_ape']:.3g}%")
     return "\n".join(lines)
 
@@ -394,8 +441,9 @@ def _table1(sub):
     p = sub.add_parser("table1", help="Ouyang Table 1 for any law: tokens to reach each QiD")
     _common(p)
     p.add_argument("--sizes", default="1B,7B,70B,405B", help="model sizes N (comma-separated)")
-    p.add_argument("--bits", default="2,3,4")
-    p.add_argument("--qid", default="0.2,0.3,0.4,0.5")
+    p.add_argument("--bits", default="2,3,4", help="bit widths P (comma-separated; default: %(default)s)")
+    p.add_argument("--qid", default="0.2,0.3,0.4,0.5",
+                   help="QiD targets, nats/token (comma-separated; default: %(default)s)")
     p.set_defaults(run=run_table1)
 
 
@@ -412,6 +460,8 @@ def run_table1(args):
                       numbers(args.qid, "--qid"), **numeric)
     grid, warnings = token_grid_intervals(_sources(args, values), grid, **numeric)
     wide = grid.pivot_table(index="n_params", columns=["qid", "bits"], values="tokens_trillion")
+    wide.index = [size(n) for n in wide.index]  # 7B as the user wrote it, not 7.000000e+09
+    wide.index.name = "n_params"
     text = ("tokens (trillions) to reach each QiD, by model size (rows) and (QiD, bits) (columns)\n"
             + wide.to_string(float_format=lambda v: f"{v:.4f}"))
     if grid.interval.notna().any():
@@ -436,16 +486,19 @@ def _sources(args, fixed_values):
 def _project(sub):
     p = sub.add_parser("project", help="Ouyang Fig. 1 as data: QiD and loss up to 100T tokens")
     _common(p)
-    p.add_argument("--sizes", default="7B,70B,405B")
-    p.add_argument("--bits", default="2,3,4")
-    p.add_argument("--max-tokens", default="100T")
-    p.add_argument("--points", type=int, default=41)
+    p.add_argument("--sizes", default="7B,70B,405B",
+                   help="model sizes N, non-embedding parameters (comma-separated, K/M/B/T; default: %(default)s)")
+    p.add_argument("--bits", default="2,3,4", help="bit widths P (comma-separated; default: %(default)s)")
+    p.add_argument("--max-tokens", default="100T", help="training tokens D the curves reach (default: %(default)s)")
+    p.add_argument("--points", type=int, default=41, help="points per curve, log-spaced in D (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=50277, help="ln of it is the worse-than-random loss")
     p.add_argument("--csv", help="write the curves here")
     p.set_defaults(run=run_project)
 
 
 def run_project(args):
+    if args.csv:
+        check_writable(args.csv)
     values = _values(args)
     if args.points < 2:
         raise QidlabError("--points must be at least 2")
@@ -463,17 +516,18 @@ def run_project(args):
     if vocab_note:
         warnings.append("note: " + vocab_note)
     if args.csv:
-        curves.to_csv(args.csv, index=False)
+        with open_atomic(args.csv) as fh:
+            curves.to_csv(fh, index=False)
     end = curves[curves.tokens == curves.tokens.max()]
-    text = [f"at {max_tokens:.3g} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
+    text = [f"at {size(max_tokens)} tokens (worse than random above loss {crossings.random_loss.iloc[0]:.3f}):"]
     for _, r in end.iterrows():
         c = crossings[(crossings.n_params == r.n_params) & (crossings.bits == r.bits)].iloc[0]
         cross = c.tokens_worse_than_random
-        note = f"; worse than random from {cross:.3g} tokens" if cross == cross and cross is not None else ""
+        note = f"; worse than random from {size(cross, 3)} tokens" if cross == cross and cross is not None else ""
         if c.interval is not None:
             note += f" (95% interval {_span(c.interval)})"
         qid_span = f" [{r.qid_lo:.4g}, {r.qid_hi:.4g}]" if r.qid_lo == r.qid_lo else ""
-        text.append(f"  N={r.n_params:.3g} P={r.bits:g}: qid {r.qid:.4g}{qid_span}, loss {r.loss:.4g}{note}")
+        text.append(f"  N={size(r.n_params)} P={r.bits:g}: qid {r.qid:.4g}{qid_span}, loss {r.loss:.4g}{note}")
     if crossings.interval.isna().all():
         text.append(crossings.interval_note.iloc[0])
     text += warnings
@@ -500,7 +554,7 @@ def run_training_level(args):
     reps = solve_many(src, given, args.qid, "tokens") if src.no_interval is None else None
     u = uncertainty(src, reps, {**given, "tokens": out["tokens"]})
     emit(args, {"law": law.name, **out, "qid": args.qid, "inputs": known, "source": src.source, **u},
-         _with_uncertainty(f"behaves as if trained on {out['tokens']:.4g} tokens = {out['tokens_per_param']:.3g} "
+         _with_uncertainty(f"behaves as if trained on {size(out['tokens'])} tokens = {out['tokens_per_param']:.3g} "
                            f"tokens/parameter ({out['chinchilla_multiple']:.3g}x Chinchilla-optimal)", u))
 
 
@@ -533,13 +587,13 @@ def run_critical(args):
     _, law, params, source, known = _setup(args)
     d = critical_tokens(law.name, params, known)
     emit(args, {"law": law.name, "tokens": d, "inputs": known, "source": source},
-         f"critical tokens D_crit = {d:.4g} ({d / 1e12:.4g}T)")
+         f"critical tokens D_crit = {size(d)}")
 
 
 def _optimal(sub):
     p = sub.add_parser("optimal-format", help="Sun 2025: best exponent/mantissa split for a bit width")
     _common(p)
-    p.add_argument("--bits", required=True, type=int)
+    p.add_argument("--bits", required=True, type=int, help="total bits of the floating-point format (>= 3)")
     p.set_defaults(run=run_optimal)
 
 

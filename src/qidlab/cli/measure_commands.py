@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 from ..errors import QidlabError
+from ..files import check_writable, open_atomic
+from ..output import count as _count
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
 from ..sweep import SlurmExecutor, load_study, plan_study, preset_names, run_study, write_preset
-from .args import assignments, emit, library_names
+from ..torchenv import THREADS_HELP, idle_cores, require_measure, torch_threads
+from .args import assignments, emit, library_names, positive_int
 
 
 def register(sub) -> None:
@@ -41,7 +45,10 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be measured (checkpoints x configs x eval sets, how many already in the "
                    "store) and, for Hub checkpoints, what must be downloaded and its size; writes nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--threads", type=positive_int, help="--executor local: " + THREADS_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress lines (default: one updating line on a "
+                   "terminal, one line per checkpoint in a log; the ETA weighs what remains by model size and "
+                   "method, see qidlab/sweep/progress.py)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_sweep)
 
@@ -57,8 +64,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="the store's canonical measurement table as CSV or Parquet")
     p.add_argument("store", help="a qidlab store (.db)")
-    p.add_argument("--format", default="csv", choices=("csv", "parquet"))
+    p.add_argument("--format", default="csv", choices=("csv", "parquet"), help="file format (default: %(default)s)")
     p.add_argument("--out", help="output file (default: stdout for CSV)")
+    p.add_argument("--json", action="store_true", help="without --out: the rows as a JSON document; with --out: "
+                   "what was written, as JSON")
     p.set_defaults(run=run_export)
 
     p = sub.add_parser("store", help="merge stores; drop models; publish a store as a data set loadable by name")
@@ -101,7 +110,13 @@ def run_sweep(args):
         study = dataclasses.replace(study, store=Path(args.store))
     if args.dry_run:
         return _dry_run(args, plan_study(study))
-    summary = run_study(study, executor=_executor(args), address=args.address, progress=not args.quiet)
+    executor = _executor(args)
+    if executor == "local":
+        require_measure("measuring (a local sweep)")
+        with torch_threads(args.threads or idle_cores()):
+            summary = run_study(study, executor=executor, address=args.address, progress=not args.quiet)
+    else:
+        summary = run_study(study, executor=executor, address=args.address, progress=not args.quiet)
     doc = {"study": study.name, "store": str(study.store), "measured": summary.measured,
            "skipped": summary.skipped, "failed": summary.failed, "task_results": summary.task_results}
     text = (f"{study.name}: {summary.measured} measured, {summary.skipped} already in {study.store}, "
@@ -187,15 +202,25 @@ def _executor(args):
 def run_export(args):
     if not Path(args.store).exists():
         raise QidlabError(f"{args.store}: no such store")
+    if args.format == "parquet" and not args.out:
+        raise QidlabError("--format parquet needs --out FILE")
+    if args.out:
+        check_writable(args.out)  # before the store is read
     table = read_canonical(args.store)
     if args.format == "parquet":
-        if not args.out:
-            raise QidlabError("--format parquet needs --out FILE")
-        table.to_parquet(args.out, index=False)
+        with open_atomic(args.out, "wb") as fh:
+            table.to_parquet(fh, index=False)
     elif args.out:
-        table.to_csv(args.out, index=False)
+        with open_atomic(args.out) as fh:
+            table.to_csv(fh, index=False)
+    elif args.json:
+        emit(args, {"store": str(args.store), "rows": json.loads(table.to_json(orient="records"))}, "")
+        return
     else:
         print(table.to_csv(index=False), end="")
+        return
+    emit(args, {"store": str(args.store), "out": str(args.out), "format": args.format, "rows": len(table)},
+         f"wrote {args.out}: {_count(len(table), 'measurement')} ({args.format})")
 
 
 def run_store_merge(args):
@@ -225,6 +250,7 @@ def run_store_drop(args):
 
 
 def run_store_publish(args):
+    check_writable(args.out, folder=True)
     published = publish_dataset(args.store, args.name, args.out, description=args.description, suites=args.suite,
                                 doc_losses=args.doc_losses, primary=assignments(args.primary, "--primary"))
     folder, manifest = published.folder, published.manifest

@@ -12,17 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import provenance
-from ..checkpoints import hub, load_checkpoint
+from ..checkpoints import check_checkpoint, hub, load_checkpoint
 from ..documents import CalibrationSpec, calibration_ids
 from ..errors import QidlabError
-from ..files import building
+from ..files import building, check_writable
 from ..output import dump_json
 from ..quantize.config import config_from_dict
 from ..quantize.formats import FORMATS, check_format, save_quantized
-from ..torchenv import require_measure
+from ..torchenv import quiet_transformers, require_measure
 from .args import assignments, emit
 
+PICKLE_HINT = "pass --allow-pickle"
 OPTIONS = ("bits", "group_size", "block_size", "exp_bits", "man_bits")
+OPTION_HELP = {"bits": "bits per weight", "group_size": "weights sharing one scale (rtn, gptq, awq; default: "
+               "per channel)", "block_size": "weights per absmax block (nf4, fp4)",
+               "exp_bits": "exponent bits (fp)", "man_bits": "mantissa bits (fp)"}
 
 
 def register(sub) -> None:
@@ -34,11 +38,11 @@ def register(sub) -> None:
     p.add_argument("--method", required=True, help="rtn, gptq, awq, nf4, fp4, fp, ternary, or a plug-in's "
                    "(register_method, or a qidlab.methods entry point of an installed package)")
     for name in OPTIONS:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, help=OPTION_HELP[name])
     p.add_argument("--calibration", help="text file/folder/JSONL/Parquet for GPTQ and AWQ")
-    p.add_argument("--n-samples", type=int, default=128)
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-samples", type=int, default=128, help="calibration sequences (default: %(default)s)")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sequence (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="any other field of the method's config, as in a study file: e.g. backend=autoawq "
                         "duo_scaling=true clip=true, symmetric=false, act_order=true")
@@ -66,14 +70,16 @@ def run_quantize(args):
     from ..quantize.api import quantize_  # torch
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         raise QidlabError(f"{out} exists and is not empty")
+    check_writable(out, folder=True)  # before the work
     extra = {k: _toml_value(v) for k, v in assignments(args.set).items()}
     cfg = config_from_dict({"method": args.method, **{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None},
                             **extra})
     check_format(cfg, args.format)  # before loading or quantizing anything
     folder, source = _source(args)
-    ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle)
+    check_checkpoint(folder, allow_pickle=args.allow_pickle, pickle_hint=PICKLE_HINT)
+    ckpt = load_checkpoint(folder, allow_pickle=args.allow_pickle, pickle_hint=PICKLE_HINT)
     calib = None
     if cfg.needs_calibration:
         if not args.calibration:
@@ -100,12 +106,23 @@ def _source(args) -> tuple[str, str | None]:
 
 def _save(out: Path, ckpt, report, prov, source: str | None, fmt: str = "fake") -> None:
     """Write everything into a temporary sibling folder, then rename: no half-written checkpoint."""
-    with building(out) as tmp:
-        save_quantized(ckpt.model, report, tmp, fmt)
-        if ckpt.tokenizer is not None:
-            ckpt.tokenizer.save_pretrained(tmp)
-        meta = {"format": fmt, "source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
-                "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
-        (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
+    try:
+        with building(out) as tmp, quiet_transformers():
+            _write(tmp, ckpt, report, prov, source, fmt)
+    except (OSError, QidlabError):
+        raise
+    except Exception as exc:  # safetensors reports a full disk as SafetensorError ("I/O error: ...")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise QidlabError(f"{out}: cannot write the quantized checkpoint ({first})") from None
+
+
+def _write(tmp: Path, ckpt, report, prov, source: str | None, fmt: str) -> None:
+    """The quantized checkpoint's files, into the folder ``tmp`` (``_save`` swaps it in)."""
+    save_quantized(ckpt.model, report, tmp, fmt)
+    if ckpt.tokenizer is not None:
+        ckpt.tokenizer.save_pretrained(tmp)
+    meta = {"format": fmt, "source": source or str(ckpt.path), "source_hash": ckpt.content_hash, "n_params": ckpt.n_params,
+            "tokens": ckpt.tokens, "quantization": report.to_dict(), "provenance": prov}
+    (tmp / "qidlab-quantization.json").write_text(dump_json(meta) + "\n")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..data import DEFAULT
 from ..errors import QidlabError
+from ..files import check_writable
 from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
 from ..show.report import build_report
 from ..show.study import ShowOptions, load_study
@@ -38,12 +39,12 @@ def _options(p) -> None:
     p.add_argument("--eval-set", help="eval set the laws are fitted on (default: the most measured)")
     p.add_argument("--method", help="quantization method the laws are fitted on (default: the most measured)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap replicates for 95%% CIs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
     p.add_argument("--sizes", default="7B,70B,405B", help="model sizes N of Fig. 1 (default: %(default)s)")
     p.add_argument("--bits", help="bit widths of Fig. 1 and Table 1 (default: the study's)")
     p.add_argument("--max-tokens", default="100T", help="D up to which Fig. 1 projects (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, help="V of the uniform-guess loss ln(V) (default: the checkpoints')")
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--dpi", type=int, default=100, help="resolution of raster figures (default: %(default)s)")
     p.add_argument("--json", action="store_true")
     library_names(p, suites="suite", suite="only_suite")
 
@@ -71,6 +72,7 @@ def run_plot(args):
         raise QidlabError("plot needs NAME STORE --out FILE (or --list; STORE defaults to the shipped data set)")
     get_figure(args.name)
     check_output(args.out)
+    check_writable(args.out)  # before the figure is drawn
     options = _show_options(args)
     study = load_study(_input(args), suites=args.suite, options=options)
     path = save_figure(make_figure(args.name, study), args.out, dpi=options.dpi)
@@ -81,6 +83,7 @@ def run_plot(args):
 
 
 def run_report(args):
+    check_writable(args.out, folder=True)
     report = build_report(_input(args), args.out, suites=args.suite, options=_show_options(args))
     path, summary = report.path, report.summary
     skipped = summary["skipped"]

@@ -13,7 +13,7 @@ from ..laws import get_law, list_laws
 from ..laws.analysis import critical_tokens, grid_errors, optimal_format, projection, token_grid
 from ..laws.fit import fit_law
 from ..laws.solve import params_for
-from ..output import dump_json
+from ..output import dump_json, size
 from .args import emit
 
 
@@ -84,7 +84,7 @@ def run_tour(args):
     summary["projection_at_100T"] = at_end[["n_params", "bits", "qid", "loss"]].to_dict(orient="records")
     if not quiet:
         for _, r in at_end.iterrows():
-            print(f"    N={r.n_params:.3g} {r.bits:g}-bit: QiD {r.qid:.3g} nats, loss {r.loss:.3g}"
+            print(f"    N={size(r.n_params)} {r.bits:g}-bit: QiD {r.qid:.3g} nats, loss {r.loss:.3g}"
                   + ("  (worse than random)" if r.worse_than_random else ""))
         print(f"\nWrote {out}/ouyang2024-table1-fit.json and {out}/projection.csv")
         print("What it means: Table 1 follows a separate power law per bit width (exponents beta ~0.52 at 2 bits,"

@@ -11,7 +11,9 @@ from ..corpus import build_corpus
 from ..train import folders_of, load_suite_config, train_suite
 from ..train.loop import STATS_FILE
 from ..train.lr_sweep import SWEEP_FILE
-from .args import emit, library_names
+from ..files import check_writable
+from ..torchenv import THREADS_HELP, idle_cores
+from .args import emit, library_names, positive_int
 
 
 def register(sub) -> None:
@@ -24,7 +26,7 @@ def register(sub) -> None:
                                   "brown (the Brown corpus) and shakespeare (Shakespeare and Milton)")
     b.add_argument("--out", required=True, help="output folder (train.jsonl, eval.jsonl, manifest.json)")
     b.add_argument("--files", nargs="+", metavar="PATH", help="recipe files: text files, folders, JSONL, Parquet")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the train/eval split (default: %(default)s)")
     b.add_argument("--eval-fraction", type=float, help="held-out share (default 0.05; 1 for brown, shakespeare)")
     b.add_argument("--compress", action="store_true", help="write train.jsonl.gz and eval.jsonl.gz")
     b.add_argument("--cache", metavar="DIR", help="where fetched sources are kept "
@@ -35,7 +37,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a suite of models (Pythia-style checkpoints; resumes an interrupted run)")
     p.add_argument("suite", help="suite file (TOML; see qidlab/train/config.py)")
     p.add_argument("--out", required=True, help="output folder; the suite goes to OUT/<suite name>/")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite file's, else auto)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the forward pass")
     p.add_argument("--peak-tflops", type=float, help="accelerator peak (dense bf16) for MFU, if not known by name")
@@ -52,6 +54,7 @@ def register(sub) -> None:
 
 
 def run_corpus_build(args):
+    check_writable(args.out, folder=True)
     log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     m = build_corpus(args.recipe, args.out, files=args.files, seed=args.seed, eval_fraction=args.eval_fraction,
                      compress=args.compress, cache=args.cache, log=log)
@@ -65,8 +68,10 @@ def run_corpus_build(args):
 
 def run_train(args):
     config = load_suite_config(args.suite)
+    check_writable(args.out, folder=True)
     log = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=args.threads, device=args.device, compile=args.compile,
+    threads = args.threads or idle_cores()
+    paths = train_suite(config, args.out, models=args.models, data_only=args.data_only, threads=threads, device=args.device, compile=args.compile,
                         peak_tflops=args.peak_tflops, lr_sweep=args.lr_sweep, log=log)
     suite_dir = Path(args.out) / config.name
     stats = [json.loads(f.read_text()) for m in config.models for name in folders_of(m, config.seed)

@@ -107,7 +107,7 @@ def _check_args(recipe: str, out_dir, seed, eval_fraction) -> tuple[Path, float]
     if eval_fraction is None:
         eval_fraction = default_eval_fraction(recipe)
     if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) or not 0 <= eval_fraction <= 1:
-        raise QidlabError(f"eval_fraction must be in [0, 1], got {eval_fraction!r}")
+        raise QidlabError(f"`eval_fraction` must be in [0, 1], got {eval_fraction!r}", params=("eval_fraction",))
     return Path(out_dir).expanduser(), float(eval_fraction)
 
 

@@ -26,6 +26,7 @@ from ..errors import QidlabError
 from ..laws import get_law, list_laws
 from ..laws.fit import fit_document, fit_law
 from ..laws.solve import evaluate, law_params
+from ..output import count
 from .settings import SETTINGS, hold_settings
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def fittable_groups(data: "pd.DataFrame", law: "Law", by) -> tuple["pd.DataFrame
         else:
             group = dict(zip(by, key if isinstance(key, tuple) else (key,)))
             left_out.append({"group": {k: float(v) for k, v in group.items()},
-                             "why": f"{len(usable)} point(s) with qid > 0, too few to fit {law.name}"})
+                             "why": f"{count(len(usable), 'point')} with qid > 0, too few to fit {law.name}"})
     if not keep:
         raise QidlabError(f"{law.name}: no group of {', '.join(by)} has enough points with qid > 0 to fit")
     import pandas as pd

@@ -33,7 +33,7 @@ from ..laws import get_law
 from ..laws.analysis import token_grid
 from ..laws.compare import compare_laws
 from ..laws.uncertainty import grid_warnings, sources_for, token_grid_intervals
-from ..output import dump_json
+from ..output import count, dump_json
 from . import html as h
 from .diagnostics import holdout_errors
 from .figures import list_figures, make_figure
@@ -159,7 +159,8 @@ def _summary(study: Study) -> h.Raw:
             f"methods {', '.join(sorted(f.method.unique()))}. Laws are fitted to eval set {study.eval_set!r} and "
             f"method {study.method!r}; losses and QiD in nats per token.")
     dropped = study.source.get("rows_without_tokens")
-    note = f" {dropped} measurement(s) of checkpoints with D = 0 are left out." if dropped else ""
+    note = (f" {count(dropped, 'measurement')} of checkpoints with D = 0 {'is' if dropped == 1 else 'are'} left out."
+            if dropped else "")
     others = study.source.get("rows_other_suites")
     if others:
         note += (f" Suite {study.suite!r} only; left out: " + ", ".join(f"{k} ({v} measurements)" for k, v in others.items())
@@ -249,7 +250,7 @@ def _fitted_to(fit) -> h.Raw:
     if fit.by:
         what.append(f"{len(fit.results)} fits, one per ({', '.join(fit.by)})")
     if d.get("groups_left_out"):
-        what.append(f"{len(d['groups_left_out'])} group(s) left out (too few points with QiD > 0)")
+        what.append(f"{count(len(d['groups_left_out']), 'group')} left out (too few points with QiD > 0)")
     return h.lines(what)
 
 

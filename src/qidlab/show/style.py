@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import QidlabError
+from ..output import count as counted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,7 +85,7 @@ def note_hidden(ax, count: int, what: str = "QiD <= 0") -> None:
     """Say in the panel's title how many points a log axis cannot show."""
     if count:
         title = ax.get_title()
-        ax.set_title(f"{title}{chr(10) if title else ''}({count} point(s) with {what} not shown)", fontsize=9)
+        ax.set_title(f"{title}{chr(10) if title else ''}({counted(count, 'point')} with {what} not shown)", fontsize=9)
 
 
 def label(ax, x: str, y: str, *, logx: bool = True, logy: bool = True, title: str | None = None) -> None:

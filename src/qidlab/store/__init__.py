@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import QidlabError
-from .db import SCHEMA_VERSION, connect, insert, read_only
+from .db import SCHEMA_VERSION, close as close_connection, connect, insert, read_only
 from .drop import drop_models
 from .merge import MergeSummary, merge_stores
 from .publish import Published, publish_dataset, publish_store
@@ -99,7 +99,7 @@ class Store:
         self.conn = connect(self.path)
 
     def close(self) -> None:
-        self.conn.close()
+        close_connection(self.conn)
 
     def __enter__(self) -> "Store":
         return self

@@ -81,26 +81,63 @@ def canonical_query(*extra: str, absent: tuple[str, ...] = ()) -> str:
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open the store at ``path``, creating its tables on first use; a ``QidlabError`` for a file
-    that is not an SQLite database or a store that cannot be opened for writing."""
+    that is not an SQLite database, an SQLite database of something else (tables, none of them
+    qidlab's), or a store that cannot be opened for writing. A store this call created and could not
+    finish (disk full) is removed with its ``-wal`` and ``-shm``: no store without tables is left."""
     if Path(path).is_dir():
         raise QidlabError(f"{path}: a folder, not a store file")
+    new = not Path(path).exists()
     conn = None
     try:
         conn = sqlite3.connect(str(path), timeout=60)
         conn.execute("PRAGMA foreign_keys = ON")
         version = _version(conn)
-        if version is not None and version != SCHEMA_VERSION:
+        if version is None:
+            _refuse_foreign(conn, path)
+        elif version != SCHEMA_VERSION:
             _migrate(conn, path, version)
         conn.executescript(schema())
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         conn.commit()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, QidlabError) as exc:
         if conn is not None:
             conn.close()
+        if new:
+            _remove(path)
+        if isinstance(exc, QidlabError):
+            raise
         if isinstance(exc, sqlite3.OperationalError):  # unwritable folder or file, locked, disk full
             raise QidlabError(f"{path}: cannot open the store for writing ({exc})") from None
         raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
     return conn
+
+
+def close(conn: sqlite3.Connection) -> None:
+    """Close a writing connection and leave no ``-wal``/``-shm`` beside the store: its WAL is
+    checkpointed and the file put back in rollback mode, so that readers (``read_only``) create
+    none either; the next ``connect`` turns WAL on again. While another connection holds the
+    store, the switch is left to the last one (no waiting)."""
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode = DELETE")
+    except sqlite3.DatabaseError:
+        pass
+    conn.close()
+
+
+def _remove(path) -> None:
+    """Remove the store file ``path`` and its ``-wal``/``-shm`` (a store this process just created)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path) -> None:
+    """``QidlabError`` for an SQLite file whose tables are not a qidlab store's (no ``meta`` table)."""
+    tables = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if tables:
+        shown = ", ".join(tables[:5]) + (" ..." if len(tables) > 5 else "")
+        raise QidlabError(f"{path}: not a qidlab store (an SQLite file with other tables: {shown})")
 
 
 def _version(conn: sqlite3.Connection) -> str | None:

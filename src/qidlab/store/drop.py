@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import QidlabError
-from .db import check_store, connect, meta_json, set_meta
+from .db import check_store, close, connect, meta_json, read_only, set_meta
 
 TABLES = ("doc_losses", "measurements", "checkpoints")
 
@@ -27,16 +27,17 @@ def drop_models(db: str | Path, suite: str, models: Sequence[str]) -> dict[str, 
     check_store(path)  # missing, damaged or not a qidlab store: refused before anything is opened for writing
     if not models:
         raise QidlabError("drop: name at least one model")
+    with read_only(path) as conn:  # checked before the store is opened for writing
+        present = {m for (m,) in conn.execute("SELECT DISTINCT model FROM checkpoints WHERE suite = ?", (suite,))}
+    missing = sorted(set(models) - present)
+    if missing:
+        have = ", ".join(sorted(present)) or "none: the store has no suite of that name"
+        raise QidlabError(f"{path}: suite {suite!r} has no model(s) {', '.join(missing)} (it has: {have})")
     conn = connect(path)
     try:
-        present = {m for (m,) in conn.execute("SELECT DISTINCT model FROM checkpoints WHERE suite = ?", (suite,))}
-        missing = sorted(set(models) - present)
-        if missing:
-            have = ", ".join(sorted(present)) or "none: the store has no suite of that name"
-            raise QidlabError(f"{path}: suite {suite!r} has no model(s) {', '.join(missing)} (it has: {have})")
         return _delete(conn, suite, sorted(set(models)))
     finally:
-        conn.close()
+        close(conn)
 
 
 def _delete(conn, suite: str, models: list[str]) -> dict[str, int]:

@@ -43,7 +43,7 @@ from typing import Sequence
 
 from .. import provenance
 from ..errors import QidlabError
-from .db import check_store, columns, connect, meta_json, set_meta
+from .db import check_store, close, columns, connect, meta_json, set_meta
 
 ON_CONFLICT = ("error", "skip")
 TABLES = ("checkpoints", "eval_sets", "measurements", "doc_losses", "fits", "task_results")
@@ -119,7 +119,7 @@ def merge_stores(sources: Sequence[str | Path], dest: str | Path, *, on_conflict
 
 
 def _open_dest(dest: Path) -> sqlite3.Connection:
-    connect(dest).close()  # creates the schema on first use
+    close(connect(dest))  # creates the schema on first use
     conn = sqlite3.connect(dest.resolve().as_uri(), uri=True, timeout=60, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
     return conn

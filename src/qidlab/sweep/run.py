@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import documents, provenance, quantize
-from ..checkpoints import discover, hub, load_checkpoint
+from ..checkpoints import check_checkpoint, discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
-from ..errors import QidlabError
+from ..errors import QidlabError, did_you_mean
 from ..hubdata import DatasetSource, NotCached
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
 from ..files import building
@@ -31,6 +31,7 @@ from ..torchenv import require_measure
 from .external import ExternalConfig, check_paired, paired
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
+from .progress import Progress
 from .study import Study, job_label
 from .tasks import TaskResult, check_tasks, reference_scores, task_identity, task_measurement, task_results
 
@@ -161,7 +162,7 @@ def measure_checkpoint(path: str, eval_sets: list, configs: list[QuantConfig], s
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = _local_folder(path, study)
-    ckpt = load_checkpoint(folder, device=device, allow_pickle=study.allow_pickle)
+    ckpt = load_checkpoint(folder, device=device, allow_pickle=study.allow_pickle, pickle_hint=STUDY_PICKLE_HINT)
     yield CheckpointInfo(n_params=ckpt.n_params, n_params_total=ckpt.n_params_total, tokens=ckpt.tokens,
                          content_hash=ckpt.content_hash, device=provenance.device_name(device))
     model, tok = ckpt.model, ckpt.tokenizer
@@ -288,10 +289,35 @@ def study_refs(study: Study, *, check: bool = True) -> list:
         if check:
             refs = hub.check_available(refs, allow_pickle=study.allow_pickle)
     else:
-        refs = [r for r in discover(study.checkpoint_root) if chosen(r)]
+        found = discover(study.checkpoint_root)
+        refs = [r for r in found if chosen(r)]
+        _name_unknown_models(study, found)
     if not refs:
         raise QidlabError(f"no checkpoints under {study.checkpoint_root or 'the study repos'} match the study")
     return coarse_to_fine(refs)
+
+
+def _name_unknown_models(study: Study, found: list) -> None:
+    """``QidlabError`` naming the study's (or ``--models``') models that the suite folder lacks."""
+    have = sorted({r.model for r in found})
+    missing = [m for m in study.models or () if m not in have]
+    if missing:
+        hint = did_you_mean(missing[0], have) if len(missing) == 1 else ""
+        raise QidlabError(f"no model(s) {', '.join(missing)} under {study.checkpoint_root}"
+                          f"{hint or ' (it has: ' + ', '.join(have) + ')'}")
+
+
+#: How a study allows pickled weights (the refusal of a pickle-only checkpoint says it).
+STUDY_PICKLE_HINT = "set `[checkpoints] allow_pickle = true` in the study file"
+
+
+def check_local_checkpoints(refs: list, study: Study) -> None:
+    """Check each local checkpoint folder before anything is measured or written (``config.json``,
+    weight files, pickle policy: ``checkpoints.check_checkpoint``): a corrupt or refused checkpoint
+    is one error up front, not a failed job after the others have run."""
+    for ref in refs:
+        if not str(ref.location).startswith(hub.HUB_PREFIX):
+            check_checkpoint(ref.location, allow_pickle=study.allow_pickle, pickle_hint=STUDY_PICKLE_HINT)
 
 
 def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address: str | None = None,
@@ -303,6 +329,7 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
     check_tasks(study.tasks)
     check_paired(study.quantized, refs)
     eval_sets, configs, hashes = _jobs(study)
+    check_local_checkpoints(refs, study)
     summary = Summary()
     with Store(study.store) as store:
         es_ids = {es.name: store.eval_set_id(name=es.name, content_hash=es.content_hash, n_docs=len(es.docs),
@@ -318,11 +345,14 @@ def run_study(study: Study, *, executor: str | SlurmExecutor = "local", address:
             summary.skipped += (len(mine) - len(todo)) * len(eval_sets)
             if todo:
                 plan.append((ref, todo))
-        total = sum(len(todo) * len(eval_sets) for _, todo in plan)
-        meter = _Progress(total, enabled=progress)
+        meter = Progress(plan, len(eval_sets), enabled=progress)
         streams = _execute(plan, eval_sets, study, executor, address)
-        for ref, stream in streams:
-            _write(store, ref, stream, study, es_ids, summary, meter)
+        try:
+            for ref, stream in streams:
+                _write(store, ref, stream, study, es_ids, summary, meter)
+                meter.checkpoint_done(ref)
+        finally:
+            meter.close()
     return summary
 
 
@@ -479,7 +509,7 @@ def _write(store: Store, ref, stream, study: Study, es_ids, summary: Summary, me
     except Exception as exc:  # e.g. a corrupt checkpoint: report it, go on with the others
         detail = str(exc) if isinstance(exc, QidlabError) else f"{type(exc).__name__}: {exc}"
         summary.failed.append(f"{ref.model}/step{ref.step}: {detail}")
-        meter.tick(f"{ref.model}/step{ref.step}: FAILED ({detail})")
+        meter.measured(ref, "none", f"FAILED ({detail})", failed=True, jobs=0)
 
 
 def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Summary, meter) -> None:
@@ -501,9 +531,10 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             _write_task(store, ckpt_id, ref, item, study, versions, revision, summary)
             continue
         label = f"{ref.model}/step{ref.step} {_label(item.config, study)} {item.eval_set}"
+        shown = _label(item.config, study) + (f" {item.eval_set}" if len(es_ids) > 1 else "")
         if item.error:
             summary.failed.append(f"{label}: {item.error}")
-            meter.tick(f"{label}: FAILED")
+            meter.measured(ref, item.config.method, f"{shown}: FAILED ({item.error})", failed=True)
             continue
         nll, ntok, nbytes = item.docs
         cols = item.config.columns()
@@ -518,7 +549,10 @@ def _write_results(store: Store, ref, stream, study: Study, es_ids, summary: Sum
             summary.skipped += 1
         else:
             summary.measured += 1
-        meter.tick(f"{label}: qid {item.qid:.4f}")
+        if item.config.method == "none":
+            meter.measured(ref, "none", f"{shown} loss {item.loss16:.3f}")
+        else:
+            meter.measured(ref, item.config.method, f"{shown} qid {item.qid:.4f}", qid=item.qid, label=shown)
 
 
 def _write_task(store: Store, ckpt_id, ref, item: TaskResult, study: Study, versions, revision, summary) -> None:
@@ -551,18 +585,3 @@ def _execute(plan, eval_sets, study, executor, address):
     if callable(executor):
         return executor(plan, eval_sets, study, measure=measure_checkpoint, sweep=run_study)
     raise QidlabError(f"unknown executor {executor!r} (use local, ray or slurm)")
-
-
-class _Progress:
-    """A one-line progress meter with ETA on stderr."""
-
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.monotonic()
-
-    def tick(self, text: str) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.t0
-        eta = elapsed / self.done * (self.total - self.done)
-        print(f"[{self.done}/{self.total}] {text}  (elapsed {elapsed:.0f}s, ETA {eta:.0f}s)", file=sys.stderr, flush=True)

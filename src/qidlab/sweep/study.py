@@ -439,7 +439,23 @@ def _expand(entry, path, i) -> list[tuple[QuantConfig, str]]:
 
 
 def job_label(spelling: dict[str, Any]) -> str:
-    """A job's label in the sweep's progress lines: the method, then ``key=value`` of the keys
-    given, sorted (``rtn-bits=4-group_size=None``)."""
-    return "-".join(f"{v}" if k == "method" else f"{k}={v}"
-                    for k, v in sorted(spelling.items(), key=lambda kv: kv[0] != "method"))
+    """A job's label in the sweep's progress lines, from the keys the study gave: the method, its
+    bits, its grouping, then the other keys sorted, e.g. ``rtn 4-bit g32``, ``gptq 3-bit per-channel
+    shared_hessian``, ``fp e2m1 block 32``; the 16-bit reference is ``16-bit``."""
+    rest = dict(spelling)
+    method = rest.pop("method")
+    if method == "none":
+        return "16-bit"
+    parts = [str(method)]
+    if "bits" in rest:
+        parts.append(f"{rest.pop('bits')}-bit")
+    if "group_size" in rest:
+        group = rest.pop("group_size")
+        parts.append("per-channel" if group is None or group == "channel" else f"g{group}")
+    if "exp_bits" in rest and "man_bits" in rest:
+        parts.append(f"e{rest.pop('exp_bits')}m{rest.pop('man_bits')}")
+    if "block_size" in rest:
+        parts.append(f"block {rest.pop('block_size')}")
+    for key, value in sorted(rest.items()):
+        parts.append(key if value is True else f"no {key}" if value is False else f"{key} {value}")
+    return " ".join(parts)
