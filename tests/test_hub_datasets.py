@@ -291,8 +291,8 @@ def test_the_paper_preset_expands_offline_to_the_papers_study(tmp_path, capsys, 
     assert all(sorted(c["step"] for c in ckpts if c["suite"] == r) == PAPER_STEPS for r in PYTHIA)
     assert all(c["tokens"] == c["step"] * 1024 * 2048 and c["cached"] is False and c["download_bytes"] is None
                for c in ckpts)
-    assert [c.split("-")[:2] for c in doc["configs"]] == [["none", "bits=16"], ["gptq", "bits=2"], ["gptq", "bits=3"],
-                                                           ["gptq", "bits=4"]]
+    assert [c.split()[:2] for c in doc["configs"]] == [["16-bit"], ["gptq", "2-bit"], ["gptq", "3-bit"],
+                                                        ["gptq", "4-bit"]]
     assert doc["eval_sets"] == ["refinedweb"]
     assert any("tiiuae/falcon-refinedweb: streaming reads the Hub" in u for u in doc["unavailable"])
     assert any(u.startswith("reference tokenizer") for u in doc["unavailable"])
