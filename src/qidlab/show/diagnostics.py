@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import QidlabError
 from .fits import fit_all
-from .style import OUTSIDE, FigureUnavailable, bit_ticks, label, levels, new_figure, suptitle
+from .style import OUTSIDE, FigureUnavailable, bit_ticks, label, levels, new_figure, readable, suptitle
 
 #: The QiD laws with all three of N, D and P (their residuals are comparable).
 UNIFIED_QID_LAWS = ("ouyang2024", "kumar2024-ptq")
@@ -32,12 +32,13 @@ def residuals(study):
         raise FigureUnavailable("residuals need a fit of ouyang2024 or kumar2024-ptq; neither could be fitted")
     fig, axes = new_figure(3, sharey=True, dpi=study.options.dpi)
     markers = dict(zip(UNIFIED_QID_LAWS, "os"))
+    colour = {name: readable(f"C{i}") for i, name in enumerate(UNIFIED_QID_LAWS)}
     for name, fit in fits.items():
         data = fit.data[fit.data.qid > 0]
         r = np.log(data.qid.to_numpy() / fit.predict(data))
         for ax, x in zip(axes, ("tokens", "n_params", "bits")):
             jitter = np.exp(0.02 * (list(fits).index(name) - 0.5)) if x == "bits" else 1.0
-            ax.plot(data[x] * jitter, r, markers[name], ms=3.5, alpha=0.7,
+            ax.plot(data[x] * jitter, r, markers[name], ms=3.5, alpha=0.7, color=colour[name],
                     label=f"{name} (rms {np.sqrt(np.mean(r**2)):.3f})")
     for ax, x in zip(axes, ("tokens", "n_params", "bits")):
         ax.axhline(0, color="0.3", lw=1)
