@@ -89,7 +89,7 @@ def test_a_gap_in_the_papers_figure_numbers_is_explained(report):
     gaps = [n for n in range(min(numbers), max(numbers)) if n not in numbers]
     assert gaps == [13]
     for n in gaps:
-        assert f"Fig. {n}" in NOT_REDRAWN and f"Fig. {n} is not here: " in page
+        assert f"Fig. {n}" in NOT_REDRAWN and f"The paper&#x27;s Fig. {n} is not redrawn: " in page
 
 
 def test_the_laws_table_and_the_holdout_figure_show_the_same_statistic(report):

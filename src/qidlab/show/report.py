@@ -138,7 +138,7 @@ def _figure_section(drawn, skipped) -> h.Raw:
         parts.append(h.Raw(f'<figure id="{h.esc(spec.name)}">{h.image(png, spec.caption)}<figcaption>'
                            f"<b>{h.esc(spec.name)}</b>{h.esc(paper)}: {h.esc(spec.caption)}. "
                            f"<code>qidlab plot {h.esc(spec.name)} DB --out FILE.png</code></figcaption></figure>"))
-    parts += [h.paragraph(f"{name} is not here: {why}.", "note") for name, why in NOT_REDRAWN.items()]
+    parts += [h.paragraph(f"The paper's {name} is not redrawn: {why}.", "note") for name, why in NOT_REDRAWN.items()]
     if skipped:
         items = "".join(f"<li><b>{h.esc(s.name)}</b> ({h.esc(s.paper or 'new')}): {h.esc(why)}</li>"
                         for s, why in skipped)
