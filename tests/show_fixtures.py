@@ -69,15 +69,15 @@ def write_train_log(model_dir: Path, *, low_bit: bool, steps: int = 400) -> Path
     return path
 
 
-def write_weight_dynamics(model_dir: Path) -> Path:
-    """``weight-dynamics.json``: histograms of log10|w_step - w_prev| whose centre moves down
-    as training goes on (the paper's Fig. 12)."""
-    edges = np.linspace(-8.0, 0.0, 33)
+def write_weight_dynamics(model_dir: Path, steps=STEPS, edges=(-8.0, 0.0, 33), width: float = 0.6) -> Path:
+    """``weight-dynamics.json``: histograms of log10|w_step - w_prev| (bins ``edges``: first,
+    last, count) of spread ``width`` whose centre moves down as training goes on (the paper's Fig. 12)."""
+    edges = np.linspace(*edges)
     centres = (edges[:-1] + edges[1:]) / 2
     entries, prev = [], 0
-    for step in STEPS:
-        centre = -2.0 - 1.5 * np.log10(step / STEPS[0])
-        counts = np.round(1e4 * np.exp(-0.5 * ((centres - centre) / 0.6) ** 2)).astype(int)
+    for step in steps:
+        centre = -2.0 - 1.5 * np.log10(step / steps[0])
+        counts = np.round(1e4 * np.exp(-0.5 * ((centres - centre) / width) ** 2)).astype(int)
         rms = 10.0 ** (centre + 0.3)
         entries.append({"step": step, "tokens": step * TOKENS_PER_STEP, "prev_step": prev,
                         "log10_edges": [float(e) for e in edges], "counts": [int(c) for c in counts],

@@ -297,3 +297,167 @@ def test_plot_list_and_usage(capsys):
     assert "plot needs NAME STORE --out FILE" in capsys.readouterr().err
     assert main(["plot", "fig13", "x.db", "--out", "x.png"]) == 2
     assert "no figure 'fig13'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# read as a researcher would (issue 18): ticks, limits, colours, legends, notes
+
+
+@pytest.fixture(scope="module")
+def narrow(study):
+    """Less than a decade of D and of N: where a log axis shows at most one power of ten."""
+    f = study.frame
+    keep = (f.step >= 10000) & (f.n_params <= sorted(f.n_params.unique())[1])
+    return Study.from_frame(f[keep], suites=study.suite_dirs, options=ShowOptions(bootstrap=8))
+
+
+def _labelled_ticks(axis) -> list[str]:
+    """The non-empty tick labels drawn within the axis' view interval."""
+    lo, hi = sorted(axis.get_view_interval())
+    index = 0 if axis.axis_name == "x" else 1
+    return [t.get_text() for t in axis.get_ticklabels(which="both")
+            if t.get_text() and t.get_visible() and lo * (1 - 1e-9) <= t.get_position()[index] <= hi * (1 + 1e-9)]
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_every_log_axis_has_at_least_three_labelled_ticks(narrow, name):
+    try:
+        fig = make_figure(name, narrow)
+    except FigureUnavailable as exc:
+        assert name == "fig8" and "two eval sets" not in str(exc), exc  # only what the narrow slice cannot fit
+        pytest.skip(str(exc))
+    fig.draw_without_rendering()
+    checked = 0
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            shows = any(t.label1.get_visible() or t.label2.get_visible() for t in axis.get_major_ticks())
+            if ax.get_visible() and axis.get_scale() == "log" and shows:  # (a shared axis shows its labels once)
+                assert len(_labelled_ticks(axis)) >= 3, (name, ax.get_title(), _labelled_ticks(axis))
+                checked += 1
+    assert checked or name in ("holdout", "exponent-ci") or not any(a.get_xscale() == "log" for a in fig.axes)
+
+
+def _wide_cis(study):
+    """The study with some 95% CIs reaching to 0 or below (QiD not told apart from 0)."""
+    f = study.frame.copy()
+    low = f.index[::7]
+    f.loc[low, "qid_ci_low"] = -f.loc[low, "qid"]
+    return Study.from_frame(f, suites=study.suite_dirs, options=ShowOptions(bootstrap=0)), f.loc[low]
+
+
+@pytest.mark.parametrize("name", ["fig3", "fig6", "fig8", "fig9"])
+def test_qid_limits_come_from_the_points_and_clipped_whiskers_are_marked(study, name):
+    wide, _ = _wide_cis(study)
+    fig = make_figure(name, wide)
+    ax = fig.axes[0]  # its y-axis is shared by the other QiD panels
+    bottom, top = ax.get_ylim()
+    drawn = np.concatenate([np.asarray(line.get_ydata(), float) for a in fig.axes[:3] for c in a.containers
+                            if hasattr(c, "has_yerr") for line in c.lines[:1]])
+    assert bottom >= drawn[drawn > 0].min() / 3.01 and top <= drawn.max() * 2.51  # the points, not their CIs
+    whiskers = [seg for c in ax.containers if hasattr(c, "has_yerr") for bars in c.lines[2] for seg in bars.get_segments()]
+    assert whiskers and min(s[:, 1].min() for s in whiskers) >= bottom * (1 - 1e-9)
+    arrows = sum(len(line.get_xdata()) for line in ax.get_lines() if line.get_marker() == "v")
+    assert arrows >= 1  # every whisker cut at the bottom is marked
+    assert arrows == sum(np.isclose(s[:, 1].min(), bottom) for s in whiskers)
+
+
+def _data_colours(fig):
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if len(line.get_xdata()) and line.get_visible():
+                yield line.get_color()
+        legend = ax.get_legend()
+        for handle in (legend.legend_handles if legend else []):
+            if hasattr(handle, "get_color"):
+                yield handle.get_color()
+
+
+def test_palettes_are_readable_on_white(study):
+    from qidlab.show.style import colours, contrast
+
+    for cmap in ("viridis", "plasma"):
+        assert min(contrast(c) for c in colours([2.0, 3.0, 4.0, 5.0, 6.0, 8.0], cmap).values()) >= 3.0
+    for name in ("fig1", "fig2", "fig3", "fig7", "fig8", "fig9", "fig10", "fig12", "fig14", "residuals"):
+        worst = min(contrast(c) for c in _data_colours(make_figure(name, study)))
+        assert worst >= 3.0, (name, worst)
+
+
+def _covered_points(fig) -> int:
+    """How many plotted data vertices lie under a legend of the figure (display coordinates)."""
+    fig.draw_without_rendering()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    boxes = [legend.get_window_extent() for legend in legends]
+    covered = 0
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if not len(line.get_xdata()) or line.get_transform() != ax.transData:
+                continue
+            xy = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float))
+            covered += sum(int(box.contains(x, y)) for box in boxes for x, y in xy)
+    return covered
+
+
+@pytest.mark.parametrize("name", ["fig2", "fig3", "fig6", "fig7", "fig8", "fig9", "residuals"])
+def test_legends_cover_no_data(study, name):
+    assert _covered_points(make_figure(name, study)) == 0
+
+
+def test_fig12_many_checkpoints_keep_the_data_visible(tmp_path, study):
+    """8 models x 16 checkpoint pairs over histogram bins far wider than the changes."""
+    suite = sf.write_suite(tmp_path, twins=False)
+    steps = tuple(int(s) for s in np.geomspace(100, 95000, 16))
+    for i in range(8):
+        sf.write_weight_dynamics(suite / f"m{i}", steps=steps, edges=(-14.0, 2.0, 65), width=0.4)
+    fig = make_figure("fig12", Study.from_frame(study.frame, suites=[suite], options=ShowOptions(bootstrap=0)))
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    histograms, summary = panels[:-1], panels[-1]
+    for ax in histograms:
+        assert ax.get_legend() is None and len(ax.get_lines()) == 16  # colour is D, on the colour bar
+        lo, hi = ax.get_xlim()
+        used = [line.get_xdata()[np.asarray(line.get_ydata()) >= 1e-3] for line in ax.get_lines()]
+        used = np.concatenate(used)
+        assert (used.max() - used.min()) / (hi - lo) >= 0.7  # no wide empty x-range
+    assert len(summary.get_legend().get_texts()) == 8 + 2  # a colour per model, a style per statistic
+    assert _covered_points(fig) == 0
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+
+
+def test_fig11_has_several_legible_contours_per_panel(study):
+    fig = make_figure("fig11", study)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for ax in panels:
+        (contours,) = [c for c in ax.collections if hasattr(c, "allsegs")]
+        drawn = [level for level, segs in zip(contours.levels, contours.allsegs) if any(len(s) for s in segs)]
+        assert len(drawn) >= 3, (ax.get_title(), drawn)
+        labels = [t for t in ax.texts if t.get_text() and t.get_text()[0].isdigit()]
+        assert labels and all(t.get_path_effects() for t in labels)  # outlined: legible on dark and bright cells
+
+
+def test_fig9_says_why_its_exponents_differ_from_the_table(study):
+    fig = make_figure("fig9", study)
+    beta = study.fit("ouyang2024").results[0].all_params()["beta"]
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "4-bit points alone" in title and f"beta {beta:.3f}" in title
+    assert "differ" in FIGURES["fig9"].caption
+
+
+def test_holdout_bars_are_the_median_over_a_grouped_laws_fits(study):
+    fig = make_figure("holdout", study)
+    (ax,) = fig.axes
+    fit = study.fit("ouyang2024-tokens")
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    (at,) = [i for i, n in enumerate(names) if n.startswith("ouyang2024-tokens")]
+    assert f"median of {len(fit.results)} fits" in names[at]
+    heights = {round(b.get_x() + b.get_width() / 2): b.get_height() for b in ax.containers[0]}
+    assert heights[at] == pytest.approx(np.median([r.metrics["mape"] for r in fit.results]))
+    assert "median" in fig.get_suptitle()
+
+
+def test_exponent_markers_lie_inside_the_axes(study):
+    fig = make_figure("exponent-ci", study)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        lo, hi = ax.get_xlim()
+        xs = np.concatenate([np.asarray(line.get_xdata(), float) for line in ax.get_lines()])
+        assert ((xs - lo) / (hi - lo)).min() >= 0.06 and ((hi - xs) / (hi - lo)).min() >= 0.06, ax.get_title()

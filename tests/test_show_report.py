@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 from html.parser import HTMLParser
 
 import pytest
@@ -78,6 +79,28 @@ def test_the_report_holds_every_figure_as_an_embedded_png(report):
     external = [a.get("src") or a.get("href") for _, a in tags
                 if (a.get("src") or a.get("href") or "").split(":")[0] in ("http", "https", "file", "//")]
     assert external == []
+
+
+def test_a_gap_in_the_papers_figure_numbers_is_explained(report):
+    from qidlab.show.figures import NOT_REDRAWN
+
+    page = (report[0] / "report.html").read_text()
+    numbers = {int(re.match(r"Fig\. (\d+)", s.paper).group(1)) for s in FIGURES.values() if s.paper}
+    gaps = [n for n in range(min(numbers), max(numbers)) if n not in numbers]
+    assert gaps == [13]
+    for n in gaps:
+        assert f"Fig. {n}" in NOT_REDRAWN and f"The paper&#x27;s Fig. {n} is not redrawn: " in page
+
+
+def test_the_laws_table_and_the_holdout_figure_show_the_same_statistic(report):
+    out, _ = report
+    page = (out / "report.html").read_text()
+    fit = json.loads((out / "fit-ouyang2024-tokens.json").read_text())
+    errors = [h["mape"] for f in fit["fits"] for h in f["holdout"] if h["held_out"] == "tokens"]
+    assert len(errors) > 1  # a grouped law: one hold-out error per group, summed up by their median
+    assert f"latest D left out: median {statistics.median(errors):.3g}%" in page
+    assert "median over the law&#x27;s per-group fits" in page and "holdout figure" in page
+    assert "the median over its fits" in FIGURES["holdout"].caption
 
 
 def test_the_fit_documents_are_written_next_to_it_and_read_back(report):

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import QidlabError
 from .fits import fit_all
-from .style import FigureUnavailable, bit_ticks, label, levels, new_figure, suptitle
+from .style import OUTSIDE, FigureUnavailable, bit_ticks, label, levels, new_figure, readable, suptitle
 
 #: The QiD laws with all three of N, D and P (their residuals are comparable).
 UNIFIED_QID_LAWS = ("ouyang2024", "kumar2024-ptq")
@@ -32,19 +32,20 @@ def residuals(study):
         raise FigureUnavailable("residuals need a fit of ouyang2024 or kumar2024-ptq; neither could be fitted")
     fig, axes = new_figure(3, sharey=True, dpi=study.options.dpi)
     markers = dict(zip(UNIFIED_QID_LAWS, "os"))
+    colour = {name: readable(f"C{i}") for i, name in enumerate(UNIFIED_QID_LAWS)}
     for name, fit in fits.items():
         data = fit.data[fit.data.qid > 0]
         r = np.log(data.qid.to_numpy() / fit.predict(data))
         for ax, x in zip(axes, ("tokens", "n_params", "bits")):
             jitter = np.exp(0.02 * (list(fits).index(name) - 0.5)) if x == "bits" else 1.0
-            ax.plot(data[x] * jitter, r, markers[name], ms=3.5, alpha=0.7,
+            ax.plot(data[x] * jitter, r, markers[name], ms=3.5, alpha=0.7, color=colour[name],
                     label=f"{name} (rms {np.sqrt(np.mean(r**2)):.3f})")
     for ax, x in zip(axes, ("tokens", "n_params", "bits")):
         ax.axhline(0, color="0.3", lw=1)
         label(ax, x, "residual", logy=False)
         ax.set_ylabel("ln(measured / predicted QiD)")
     bit_ticks(axes[2], levels(study.primary.bits))
-    axes[0].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, **OUTSIDE)
     suptitle(fig, f"Residuals of the unified QiD laws in log space ({study.method}, {study.eval_set}); a trend "
                   "means the form misses something")
     return fig
@@ -88,6 +89,7 @@ def exponent_ci(study):
                 ax.plot([published[param]], [y], "x", color="C3", ms=8)
         ax.set_yticks(range(len(rows)), [r[0] for r in rows])
         ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlim(*_padded([v for r in rows for v in r[1:4]] + [published[r[0]] for r in rows if r[0] in published]))
         grouped = "" if len(fit.results) == 1 else f" ({len(fit.results)} groups)"
         ax.set_title(f"{name}{grouped}", fontsize=9)
         ax.set_xlabel("fitted value")
@@ -97,14 +99,26 @@ def exponent_ci(study):
     return fig
 
 
+#: How a grouped law's errors are summed up, here and in the report's tables (one statistic in both).
+OVER_GROUPS = "median over the law's per-group fits"
+
+
+def _padded(values, share: float = 0.08) -> tuple[float, float]:
+    """An axis range around ``values`` with ``share`` of their span (at least 0.05) on each side,
+    so that no marker at the extremes is cut by the axes."""
+    lo, hi = float(min(values)), float(max(values))
+    pad = max(share * (hi - lo), 0.05 * max(abs(lo), abs(hi), 1e-3))
+    return lo - pad, hi + pad
+
+
 def holdout_errors(fit) -> dict[str, float]:
-    """Mean |relative error| (%) on the held-out points, per held-out column, averaged over groups;
-    plus the in-sample mean |relative error| under "fit"."""
-    out = {"fit": float(np.mean([r.metrics["mape"] for r in fit.results]))}
+    """Mean |relative error| (%) over the held-out points, per held-out column, plus the in-sample
+    one under "fit"; a grouped law's: the median over its groups (``OVER_GROUPS``)."""
+    out = {"fit": float(np.median([r.metrics["mape"] for r in fit.results]))}
     for column in HELD_OUT:
         errors = [h["mape"] for r in fit.results for h in r.holdout if h["held_out"] == column]
         if errors:
-            out[column] = float(np.mean(errors))
+            out[column] = float(np.median(errors))
     return out
 
 
@@ -122,10 +136,13 @@ def holdout(study):
         ys = [e[key] for e in errors.values() if key in e]
         bars = ax.bar(xs, ys, width=width, label=name)
         ax.bar_label(bars, fmt="%.2g", fontsize=6)
-    ax.set_xticks(range(len(errors)), list(errors), rotation=20, ha="right", fontsize=8)
+    fits = study_fits(study)
+    names = [n if len(fits[n].results) == 1 else f"{n}\n(median of {len(fits[n].results)} fits)" for n in errors]
+    ax.set_xticks(range(len(errors)), names, rotation=20, ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("mean |relative error| of the prediction [%]")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    suptitle(fig, "Extrapolation: each law refitted without the largest N or the latest D, error on those points")
+    suptitle(fig, "Extrapolation: each law refitted without the largest N or the latest D, mean |relative error| "
+                  f"on those points (grouped laws: {OVER_GROUPS}, as in the report's table)")
     return fig

@@ -18,6 +18,7 @@ from ..laws.uncertainty import projection_intervals, sources_for
 from .fits import loss16_fit
 from .settings import hold_settings
 from .style import (
+    CLIPPED,
     FigureUnavailable,
     bit_ticks,
     colours,
@@ -28,6 +29,7 @@ from .style import (
     note_hidden,
     points,
     positive,
+    qid_limits,
     size_text,
     suptitle,
     value_text,
@@ -71,12 +73,13 @@ def _qid_panels(study, law: str, x: str, panel: str, hue: str, figure: str, *, m
     frame = fit.data
     panels, hues = levels(frame[panel], max_panels), levels(frame[hue], max_hues)
     colour = colours(hues)
+    limits = qid_limits(frame.qid)
     fig, axes = new_figure(len(panels), sharey=True, dpi=study.options.dpi)
     for ax, value in zip(axes, panels):
         sub = frame[frame[panel] == value]
         shown, hidden = positive(sub, "qid")
         for h in hues:
-            points(ax, shown[shown[hue] == h], x, colour[h])
+            points(ax, shown[shown[hue] == h], x, colour[h], limits=limits)
             grid = _grid(sub[x], x)
             curve = _curve(fit, {panel: value, hue: h}, x, grid)
             if curve is not None:
@@ -85,16 +88,10 @@ def _qid_panels(study, law: str, x: str, panel: str, hue: str, figure: str, *, m
         note_hidden(ax, hidden)
         if x == "bits":
             bit_ticks(ax, levels(frame.bits))
-    axes[0].set_ylim(*_qid_range(frame))
-    legend(axes[0], colour, hue, {"measured (95% CI)": {"marker": "o", "ls": ""}, f"fitted {law}": {"ls": "-"}})
+    axes[0].set_ylim(*limits)
+    legend(axes[-1], colour, hue, {"measured (95% CI)": {"marker": "o", "ls": ""}, f"fitted {law}": {"ls": "-"},
+                                   CLIPPED: {"marker": "v", "ls": ""}}, outside=True)
     return fig, fit
-
-
-def _qid_range(frame) -> tuple[float, float]:
-    """A log QiD axis around the positive measurements (a CI reaching down to 0 is cut off there)."""
-    shown = frame.qid[frame.qid > 0]
-    top = frame.qid_ci_high.max() if "qid_ci_high" in frame and frame.qid_ci_high.notna().any() else shown.max()
-    return float(shown.min()) / 3, float(max(top, shown.max())) * 1.5
 
 
 def qid_vs_tokens(study):
@@ -194,7 +191,7 @@ def _outside_n(ranges, n: float) -> str:
     return f" (extrapolated: fitted N {size_text(lo)}–{size_text(hi)})"
 
 
-BIT_COLOURS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")
+BIT_COLOURS = ("#d62728", "#c85a00", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")
 
 
 def _projection_panel(ax, curves, crossings, bits, random: float, ylim) -> None:
@@ -241,7 +238,8 @@ def predicted_loss(study):
             l16 = evaluate(lfit.law, lfit.params({}), {"n_params": n, "tokens": grid})
             ax.plot(grid, l16 + _curve(qfit, {"n_params": n, "bits": p}, "tokens", grid), color=colour[n])
         label(ax, "tokens", "loss", logy=False, title=f"{p:g}-bit ({study.method})")
-    legend(axes[0], colour, "n_params", {"measured": {"marker": "o", "ls": ""}, "predicted": {"ls": "-"}})
+    legend(axes[-1], colour, "n_params", {"measured": {"marker": "o", "ls": ""}, "predicted": {"ls": "-"}},
+           outside=True)
     suptitle(fig, f"Fig. 7 — quantized loss = loss16 ({lfit.law.name} fit) + QiD (ouyang2024 fit)")
     return fig
 
@@ -252,14 +250,28 @@ def methods(study):
     per, p = _methods_at_one_bit_width(study)
     sizes = levels(study.frame.n_params)
     colour = colours(sizes)
-    fig, axes = new_figure(len(per), sharey=True, dpi=study.options.dpi)
+    limits = qid_limits(np.concatenate([d.qid.to_numpy(dtype=float) for d in per.values()]))
+    fig, axes = new_figure(len(per), sharey=True, height=4.4, dpi=study.options.dpi)
     for ax, (m, data) in zip(axes, per.items()):
-        _method_panel(ax, data, p, colour)
+        _method_panel(ax, data, p, colour, limits)
         ax.set_title(f"{m}: {ax.get_title()}", fontsize=9)
-    legend(axes[0], colour, "n_params")
-    suptitle(fig, f"Fig. 9 — QiD by quantization method at {p:g} bits (ouyang2024 fitted per method; "
-                  f"k' = k / P^gamma)")
+    axes[0].set_ylim(*limits)
+    legend(axes[-1], colour, "n_params", {CLIPPED: {"marker": "v", "ls": ""}}, outside=True)
+    suptitle(fig, f"Fig. 9 — QiD by quantization method at {p:g} bits only (ouyang2024 fitted per method to its "
+                  f"{p:g}-bit points; k' = k / P^gamma). {methods_note(study, p)}")
     return fig
+
+
+def methods_note(study, bits: float) -> str:
+    """Why Fig. 9's exponents differ from the fitted-laws table's: the data they are fitted to."""
+    try:
+        params = study.fit("ouyang2024").results[0].all_params()
+        unified = (f"the table's ouyang2024 ({study.method}, every bit width): alpha {params['alpha']:.3f}, "
+                   f"beta {params['beta']:.3f}")
+    except QidlabError:
+        unified = "the table's ouyang2024 is fitted to every bit width"
+    return (f"These alpha and beta come from the {bits:g}-bit points alone, where QiD is smallest and noisiest, "
+            f"so they need not match {unified}.")
 
 
 def _methods_at_one_bit_width(study):
@@ -277,7 +289,7 @@ def _methods_at_one_bit_width(study):
     return {m: f[f.bits == p] for m, f in per.items()}, p
 
 
-def _method_panel(ax, data, bits: float, colour) -> None:
+def _method_panel(ax, data, bits: float, colour, limits) -> None:
     shown, hidden = positive(data, "qid")
     try:
         (fit,) = fit_law(data, "ouyang2024", holdout=())
@@ -287,7 +299,7 @@ def _method_panel(ax, data, bits: float, colour) -> None:
         params, what = None, f"not fitted: {exc}"
     grid = _grid(data.tokens, "tokens")
     for n, c in colour.items():
-        points(ax, shown[shown.n_params == n], "tokens", c)
+        points(ax, shown[shown.n_params == n], "tokens", c, limits=limits)
         if params is not None:
             ax.plot(grid, evaluate("ouyang2024", params, {"n_params": n, "tokens": grid, "bits": bits}), color=c)
     label(ax, "tokens", "qid", title=what)

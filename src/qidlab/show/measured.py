@@ -9,6 +9,7 @@ from ..errors import QidlabError
 from ..laws.solve import evaluate
 from .settings import hold_settings
 from .style import (
+    CLIPPED,
     FigureUnavailable,
     colours,
     label,
@@ -19,6 +20,7 @@ from .style import (
     note_hidden,
     points,
     positive,
+    qid_limits,
     suptitle,
     value_text,
 )
@@ -38,7 +40,8 @@ def loss_vs_tokens(study):
             ax.plot(rows.tokens, rows.loss16, "-", color=colour[n])
             ax.plot(rows.tokens, rows.loss, "--o", ms=3, color=colour[n])
         label(ax, "tokens", "loss", logy=False, title=f"{p:g}-bit ({study.method}) vs 16-bit")
-    legend(axes[0], colour, "n_params", {"16-bit": {"ls": "-"}, "quantized": {"ls": "--", "marker": "o", "ms": 3}})
+    legend(axes[-1], colour, "n_params", {"16-bit": {"ls": "-"}, "quantized": {"ls": "--", "marker": "o", "ms": 3}},
+           outside=True)
     suptitle(fig, f"Fig. 2 — loss vs training tokens, 16-bit and quantized (eval set {study.eval_set})")
     return fig
 
@@ -63,15 +66,18 @@ def _largest_model(ax, frame, names, primary) -> None:
     largest = frame.n_params.max()
     sub, hidden = positive(frame[frame.n_params == largest], "qid")
     colour = colours(levels(sub.bits), "plasma")
-    markers = dict(zip(names, "osD^v<>"))
+    markers = dict(zip(names, "osD^<>p"))
+    limits = qid_limits(sub.qid)
     for name in names:
         for p, c in colour.items():
             rows = sub[(sub.eval_set == name) & (sub.bits == p)].sort_values("tokens")
-            points(ax, rows, "tokens", c, fmt=f"{markers[name]}-" if name == primary else f"{markers[name]}--")
+            points(ax, rows, "tokens", c, fmt=f"{markers[name]}-" if name == primary else f"{markers[name]}--",
+                   limits=limits)
     label(ax, "tokens", "qid", title=f"largest model, {value_text('n_params', largest)}")
+    ax.set_ylim(*limits)
     note_hidden(ax, hidden)
     styles = {n: {"marker": markers[n], "ls": "-" if n == primary else "--"} for n in names}
-    legend(ax, colour, "bits", styles)
+    legend(ax, colour, "bits", {**styles, CLIPPED: {"marker": "v", "ls": ""}}, outside=True)
 
 
 def _paired(ax, frame, names, primary) -> None:
@@ -135,15 +141,44 @@ def _edges(values) -> np.ndarray:
 
 
 def _contours(ax, study, bits, tokens, sizes, norm) -> None:
+    """Contours of the fitted ouyang2024 QiD (nats/token) at 1, 2, 5 x 10^k levels chosen from
+    the range the law takes in this panel; white lines and labels with a black outline, legible
+    over dark and bright cells alike."""
     try:
         fit = study.fit("ouyang2024")
     except QidlabError:
         return
+    from matplotlib import patheffects
+
     (d0, *_, d1), (n0, *_, n1) = _edges(tokens), _edges(sizes)
     D, N = np.meshgrid(np.geomspace(d0, d1, 60), np.geomspace(n0, n1, 60))
     Q = evaluate(fit.law, fit.params({}), {"n_params": N.ravel(), "tokens": D.ravel(), "bits": bits})
-    steps = np.geomspace(norm.vmin, norm.vmax, 6)[1:-1]
-    lines = ax.contour(D, N, Q.reshape(D.shape), levels=steps, colors="white", linewidths=0.8)
-    ax.clabel(lines, fmt=lambda v: f"{v:.2g}", fontsize=7)
-    ax.text(0.02, 0.98, "contours: fitted ouyang2024", transform=ax.transAxes, va="top", fontsize=7, color="white")
+    steps = contour_levels(Q)
+    if not steps:
+        return
+    outline = [patheffects.withStroke(linewidth=2.2, foreground="black")]
+    lines = ax.contour(D, N, Q.reshape(D.shape), levels=steps, colors="white", linewidths=0.9)
+    lines.set(path_effects=outline)
+    for text in ax.clabel(lines, fmt=lambda v: f"{v:.2g}", fontsize=7):
+        text.set(color="white", path_effects=outline)
+    ax.text(0.02, 0.98, "contours: fitted ouyang2024", transform=ax.transAxes, va="top", fontsize=7, color="white",
+            path_effects=outline)
+
+
+def contour_levels(values, least: int = 3, most: int = 7) -> list[float]:
+    """Levels m x 10^k (m in 1, 2, 5, or finer) strictly inside the range of the positive
+    ``values``: ``least`` to ``most`` of them when the range allows, spread evenly over it."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return []
+    lo, hi = float(values.min()), float(values.max())
+    for subs in ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0, 7.0), tuple(np.arange(1.0, 10.0, 0.5))):
+        first, last = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+        found = [m * 10.0**e for e in range(first, last + 1) for m in subs if lo < m * 10.0**e < hi]
+        if len(found) >= least:
+            break
+    if len(found) > most:
+        found = [found[i] for i in np.unique(np.round(np.linspace(0, len(found) - 1, most)).astype(int))]
+    return found
 

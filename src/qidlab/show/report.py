@@ -35,8 +35,8 @@ from ..laws.compare import compare_laws
 from ..laws.uncertainty import grid_warnings, sources_for, token_grid_intervals
 from ..output import count, dump_json
 from . import html as h
-from .diagnostics import holdout_errors
-from .figures import list_figures, make_figure
+from .diagnostics import OVER_GROUPS, holdout_errors
+from .figures import NOT_REDRAWN, list_figures, make_figure
 from .fits import fit_all
 from .fitted import projection_data
 from .settings import hold_settings
@@ -138,6 +138,7 @@ def _figure_section(drawn, skipped) -> h.Raw:
         parts.append(h.Raw(f'<figure id="{h.esc(spec.name)}">{h.image(png, spec.caption)}<figcaption>'
                            f"<b>{h.esc(spec.name)}</b>{h.esc(paper)}: {h.esc(spec.caption)}. "
                            f"<code>qidlab plot {h.esc(spec.name)} DB --out FILE.png</code></figcaption></figure>"))
+    parts += [h.paragraph(f"The paper's {name} is not redrawn: {why}.", "note") for name, why in NOT_REDRAWN.items()]
     if skipped:
         items = "".join(f"<li><b>{h.esc(s.name)}</b> ({h.esc(s.paper or 'new')}): {h.esc(why)}</li>"
                         for s, why in skipped)
@@ -222,8 +223,10 @@ def _laws(study: Study, fits: dict, problems: dict) -> h.Raw:
               "extrapolation: mean |rel. error|"]
     groups = [("QiD laws", [n for n, f in fits.items() if f.law.quantity == "qid"]),
               ("16-bit loss laws", [n for n, f in fits.items() if f.law.quantity != "qid"])]
-    parts = [h.paragraph("Each law is refitted without the largest N and without the latest D; the error is that "
-                         "of its prediction on the points left out (qidlab.laws.fit, hold-out).", "note")]
+    parts = [h.paragraph("Each law is refitted without the largest N and without the latest D; the error is the mean "
+                         "|relative error| of its prediction on the points left out (qidlab.laws.fit, hold-out). A "
+                         f"law fitted per group shows the {OVER_GROUPS} ('median'), here and in the holdout "
+                         "figure.", "note")]
     for title, names in groups:
         if names:
             parts += [h.Raw(f"<h3>{h.esc(title)}</h3>"), h.table(header, [_law_row(fits[n]) for n in names])]
@@ -316,9 +319,11 @@ def _quality(fit) -> h.Raw:
 
 
 def _extrapolation(fit) -> h.Raw:
+    """The hold-out errors of the holdout figure: one fit's, or the median over a grouped law's fits."""
     errors = holdout_errors(fit)
     names = {"n_params": "largest N left out", "tokens": "latest D left out"}
-    out = [f"{names[k]}: {v:.3g}%" for k, v in errors.items() if k in names]
+    prefix = "median " if len(fit.results) > 1 else ""
+    out = [f"{names[k]}: {prefix}{v:.3g}%" for k, v in errors.items() if k in names]
     return h.lines(out or ["— (fewer than three values of N and of D)"])
 
 

@@ -65,14 +65,55 @@ def levels(values, limit: int | None = None) -> list[float]:
     return [distinct[i] for i in idx]
 
 
+#: Least contrast ratio (WCAG 2) of a line or marker colour against the white background.
+MIN_CONTRAST = 3.0
+
+
+def luminance(colour) -> float:
+    """Relative luminance (WCAG 2) of a matplotlib colour: 0 black, 1 white."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.asarray(to_rgb(colour))
+    linear = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return float(linear @ [0.2126, 0.7152, 0.0722])
+
+
+def contrast(colour, background="white") -> float:
+    """Contrast ratio (WCAG 2) of ``colour`` against ``background``: 1 (none) to 21."""
+    a, b = sorted((luminance(colour), luminance(background)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def readable(colour, least: float = MIN_CONTRAST) -> tuple:
+    """``colour`` darkened (same hue) until its contrast against white is at least ``least``."""
+    from matplotlib.colors import to_rgba
+
+    rgba = np.asarray(to_rgba(colour))
+    for _ in range(40):
+        if contrast(rgba[:3]) >= least + 0.05:
+            break
+        rgba[:3] *= 0.93
+    return tuple(float(c) for c in rgba)
+
+
+def readable_cmap(cmap: str = "viridis", top: float = 0.9):
+    """Colour map ``cmap`` from 0 to ``top``, each colour darkened to be readable on white."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    scale = colormaps[cmap]
+    return ListedColormap([readable(scale(x)) for x in np.linspace(0, top, 64)], name=f"{cmap}-readable")
+
+
 def colours(values: Sequence[float], cmap: str = "viridis") -> dict[float, tuple]:
-    """An ordered colour per value (dark = smallest)."""
+    """An ordered colour per value (dark = smallest), each readable on white (contrast >= 3:1:
+    the light end of the colour map, yellow, is darkened to olive/ochre)."""
     from matplotlib import colormaps
 
     ordered = sorted(values)
     scale = colormaps[cmap]
     span = max(len(ordered) - 1, 1)
-    return {v: scale(0.9 * i / span) for i, v in enumerate(ordered)}
+    return {v: readable(scale(0.9 * i / span)) for i, v in enumerate(ordered)}
 
 
 def positive(frame: "pd.DataFrame", column: str) -> tuple["pd.DataFrame", int]:
@@ -111,13 +152,17 @@ def need_columns(frame: "pd.DataFrame", columns: Sequence[str], figure: str) -> 
         raise FigureUnavailable(f"{figure} needs {', '.join(missing)}, which the measurements lack")
 
 
-def legend(ax, colour: dict, column: str, styles: dict | None = None, **kwargs) -> None:
-    """A legend of the colour per value of ``column`` plus line styles (name -> Line2D kwargs)."""
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}  # right of the axes
+
+
+def legend(ax, colour: dict, column: str, styles: dict | None = None, *, outside: bool = False, **kwargs) -> None:
+    """A legend of the colour per value of ``column`` plus line styles (name -> Line2D kwargs);
+    ``outside``: to the right of ``ax``, where it covers no data."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=c, marker="o", ms=4, label=value_text(column, v)) for v, c in colour.items()]
     handles += [Line2D([], [], label=name, **{"color": "0.3", **kw}) for name, kw in (styles or {}).items()]
-    ax.legend(handles=handles, fontsize=7, **kwargs)
+    ax.legend(handles=handles, fontsize=7, **({**OUTSIDE, **kwargs} if outside else kwargs))
 
 
 def suptitle(fig, text: str) -> None:
@@ -128,15 +173,90 @@ def suptitle(fig, text: str) -> None:
     fig.suptitle("\n".join(textwrap.wrap(text, width)), fontsize=11)
 
 
-def points(ax, frame: "pd.DataFrame", x: str, colour, y: str = "qid", **kwargs) -> None:
-    """Measured points, with their 95% CI as error bars when the rows carry one (qid_ci_low/high)."""
+CLIPPED = "CI beyond the axis (arrow)"  # legend entry of a whisker cut at the axis limit
+
+
+def qid_limits(qid) -> tuple[float, float]:
+    """A log QiD axis (nats/token) from the positive measured points themselves, not their CIs:
+    a factor 3 below the smallest and 2.5 above the largest."""
+    qid = np.asarray(qid, dtype=float)
+    shown = qid[qid > 0]
+    if not len(shown):
+        raise FigureUnavailable("no point with QiD > 0 to draw on a log axis")
+    return float(shown.min()) / 3, float(shown.max()) * 2.5
+
+
+def points(ax, frame: "pd.DataFrame", x: str, colour, y: str = "qid", limits: tuple[float, float] | None = None,
+           **kwargs) -> None:
+    """Measured points, with their 95% CI as error bars when the rows carry one (qid_ci_low/high).
+    With ``limits`` (the y-axis range): a whisker reaching beyond it (a CI down to 0 or below
+    included) stops at the limit, marked by an arrow there."""
     yerr = None
+    ys = frame[y].to_numpy(dtype=float)
     if y == "qid" and {"qid_ci_low", "qid_ci_high"} <= set(frame.columns) and frame.qid_ci_low.notna().any():
-        low = np.clip((frame.qid - frame.qid_ci_low).to_numpy(dtype=float), 0, None)
-        high = np.clip((frame.qid_ci_high - frame.qid).to_numpy(dtype=float), 0, None)
-        yerr = np.nan_to_num(np.vstack([np.minimum(low, 0.999 * frame.qid.to_numpy()), high]))
+        low_end = frame.qid_ci_low.to_numpy(dtype=float)
+        high_end = frame.qid_ci_high.to_numpy(dtype=float)
+        if limits is not None:
+            below, above = ~(low_end > limits[0]), high_end > limits[1]
+            low_end = np.where(below, limits[0], low_end)
+            high_end = np.where(above, limits[1], high_end)
+            xs = frame[x].to_numpy(dtype=float)
+            ax.plot(xs[below], np.full(below.sum(), limits[0] * 1.25), "v", ms=5, color=colour)
+            ax.plot(xs[above], np.full(above.sum(), limits[1] / 1.25), "^", ms=5, color=colour)
+        low = np.clip(ys - low_end, 0, None)
+        high = np.clip(high_end - ys, 0, None)
+        yerr = np.nan_to_num(np.vstack([np.minimum(low, 0.999 * ys), high]))
     ax.errorbar(frame[x], frame[y], yerr=yerr, fmt=kwargs.pop("fmt", "o"), ms=3.5, color=colour, elinewidth=0.8,
                 capsize=0, **kwargs)
+
+
+def tidy(fig, least: int = 3) -> None:
+    """Every log axis of ``fig`` with at least ``least`` labelled ticks (after its limits are
+    set): an axis spanning fewer than ``least`` powers of ten is labelled at 1, 2, 5 (or more)
+    times them, and its other ticks are left unlabelled. Fixed ticks (bit widths) are kept."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                _label_log_axis(axis, least)
+
+
+SUBS = ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0), tuple(range(1, 10)))
+
+
+def _label_log_axis(axis, least: int) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    if isinstance(axis.get_major_locator(), FixedLocator):
+        return
+    lo, hi = sorted(axis.get_view_interval())
+    if not (lo > 0 and np.isfinite(hi)):
+        return
+    for subs in SUBS:
+        ticks = _log_ticks(lo, hi, subs)
+        if len(ticks) >= least:
+            break
+    if subs == (1.0,):
+        return
+    axis.set_major_locator(LogLocator(subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_text(v, lo, hi)))
+    axis.set_minor_locator(LogLocator(subs=tuple(s for s in range(1, 10) if s not in subs)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _log_ticks(lo: float, hi: float, subs) -> list[float]:
+    """The values m x 10^e (m in ``subs``) within [lo, hi]."""
+    first, last = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    return [m * 10.0**e for e in range(first, last + 1) for m in subs if lo <= m * 10.0**e <= hi * (1 + 1e-9)]
+
+
+def _tick_text(value: float, lo: float, hi: float) -> str:
+    """'0.02' on an axis within 1e-3 to 1e4, else '2×10⁶' (mathtext)."""
+    if 1e-3 <= lo and hi < 1e4:
+        return f"{value:g}"
+    exponent = int(np.floor(np.log10(value) + 1e-9))
+    mantissa = round(value / 10.0**exponent)
+    head = "" if mantissa == 1 else rf"{mantissa:g}\times"
+    return rf"${head}10^{{{exponent}}}$"
 
 
 def bit_ticks(ax, bits) -> None:

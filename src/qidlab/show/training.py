@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .style import FigureUnavailable, colours, label, new_figure, size_text, suptitle
+from .style import OUTSIDE, FigureUnavailable, label, new_figure, readable, readable_cmap, suptitle
 from .suitefiles import read_train_log, read_weight_dynamics, twins, weight_dynamics_files
 
 MAX_HISTOGRAM_PANELS = 3
@@ -17,7 +17,8 @@ def _where(study) -> str:
 
 def weight_changes(study):
     """Fig. 12: histograms of log10|w_step - w_prev| per checkpoint (a panel per model, up to
-    three), and the rms and mean |change| against D for every model."""
+    three; colour: D of the later checkpoint, on a colour bar), and the rms and mean |change|
+    against D for every model (legend to the right, off the data)."""
     files = weight_dynamics_files(study.suite_dirs)
     if not files:
         raise FigureUnavailable(f"Fig. 12 needs weight-dynamics.json in the model folders of the suites "
@@ -26,40 +27,65 @@ def weight_changes(study):
     shown = [docs[i] for i in np.unique(np.linspace(0, len(docs) - 1, min(len(docs), MAX_HISTOGRAM_PANELS))
                                         .round().astype(int))]
     fig, axes = new_figure(len(shown) + 1, dpi=study.options.dpi)
+    mapped = _token_colours(shown)
     for ax, doc in zip(axes, shown):
-        _histograms(ax, doc)
+        _histograms(ax, doc, mapped)
+    fig.colorbar(mapped, ax=axes[:-1], label="D of the later checkpoint [tokens]", location="bottom", shrink=0.5,
+                 aspect=40)
     _summary(axes[-1], docs)
     suptitle(fig, "Fig. 12 — weight changes between consecutive checkpoints (linear weights of the blocks)")
     return fig
 
 
-def _histograms(ax, doc) -> None:
+#: Share of the weights below which a histogram bin counts as empty (the x-range is cut to the rest).
+VISIBLE_SHARE = 1e-3
+
+
+def _token_colours(docs):
+    """A colour scale over log D of every checkpoint of ``docs`` (readable on white)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LogNorm
+
+    tokens = [e["tokens"] for d in docs for e in d["checkpoints"] if e["tokens"] > 0]
+    lo, hi = (min(tokens), max(tokens)) if tokens else (1.0, 10.0)
+    return ScalarMappable(LogNorm(lo, hi if hi > lo else lo * 10), readable_cmap("viridis"))
+
+
+def _histograms(ax, doc, mapped) -> None:
     entries = sorted(doc["checkpoints"], key=lambda e: e["step"])
-    colour = colours(range(len(entries)))
-    for i, e in enumerate(entries):
+    used = []
+    for e in entries:
         edges, counts = np.asarray(e["log10_edges"]), np.asarray(e["counts"], dtype=float)
         share = counts / max(counts.sum(), 1.0)
-        ax.plot((edges[:-1] + edges[1:]) / 2, share, color=colour[i],
-                label=f"step {e['prev_step']}→{e['step']} (D = {size_text(e['tokens'])})")
+        centres = (edges[:-1] + edges[1:]) / 2
+        ax.plot(centres, share, color=mapped.to_rgba(max(e["tokens"], mapped.norm.vmin)), lw=1.1)
+        used += [edges[:-1][share >= VISIBLE_SHARE].min(), edges[1:][share >= VISIBLE_SHARE].max()] \
+            if (share >= VISIBLE_SHARE).any() else []
+    if used:
+        ax.set_xlim(min(used), max(used))
     ax.set_xlabel("log10 |w(step) − w(previous step)|")
     ax.set_ylabel("share of weights")
-    ax.set_title(f"{doc['model']}", fontsize=10)
+    ax.set_title(f"{doc['model']} ({len(entries)} checkpoint pairs)", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6)
 
 
 def _summary(ax, docs) -> None:
-    colour = colours(range(len(docs)), "tab10")
+    colour = {i: readable(f"C{i % 10}") for i in range(len(docs))}
     for i, doc in enumerate(docs):
         entries = sorted(doc["checkpoints"], key=lambda e: e["tokens"])
         tokens = [e["tokens"] for e in entries if e["tokens"] > 0]
         rms = [e["rms"] for e in entries if e["tokens"] > 0]
         mean_abs = [e["mean_abs"] for e in entries if e["tokens"] > 0]
-        ax.plot(tokens, rms, "o-", ms=3, color=colour[i], label=f"{doc['model']} rms")
-        ax.plot(tokens, mean_abs, "s--", ms=3, color=colour[i], alpha=0.7, label=f"{doc['model']} mean |Δw|")
+        ax.plot(tokens, rms, "o-", ms=3, color=colour[i])
+        ax.plot(tokens, mean_abs, "s--", ms=3, color=colour[i], alpha=0.7)
     label(ax, "tokens", "change", title="size of the change vs training tokens")
     ax.set_ylabel("|w(step) − w(previous step)|")
-    ax.legend(fontsize=6)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour[i], label=doc["model"]) for i, doc in enumerate(docs)]
+    handles += [Line2D([], [], color="0.3", marker="o", ms=3, label="rms"),
+                Line2D([], [], color="0.3", marker="s", ms=3, ls="--", label="mean |Δw|")]
+    ax.legend(handles=handles, fontsize=6, ncols=1 + len(handles) // 12, **OUTSIDE)
 
 
 def low_bit_training(study):
