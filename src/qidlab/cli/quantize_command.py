@@ -49,7 +49,8 @@ def register(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin/.pt) weights, weights_only")
     p.add_argument("--format", default="fake", choices=FORMATS,
                    help="fake: dequantized float weights + qidlab's integer codes (default); compressed-tensors: "
-                        "pack-quantized int32 words, as llm-compressor writes (RTN, GPTQ; AWQ with its scales folded)")
+                        "pack-quantized int32 words, as llm-compressor writes (RTN, GPTQ; AWQ with its scales folded); "
+                        "bitsandbytes: NF4/FP4 as transformers saves a load_in_4bit model")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_quantize)
