@@ -160,6 +160,10 @@ def _to_linear4bit(bnb, mods: dict, name: str, cfg, dtype) -> None:
     import torch
 
     old = mods[name]
+    if old.in_features % cfg.block_size:
+        raise QidlabError(f"{name}: block size {cfg.block_size} does not divide its input width {old.in_features}; "
+                          f"bitsandbytes' CPU dequantization (0.50) decodes blocks that cross rows wrongly: "
+                          f"use a block size dividing {old.in_features}")
     w = old.weight.detach().float()
     new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=old.bias is not None, compute_dtype=dtype,
                             compress_statistics=False, quant_type=cfg.method, quant_storage=torch.uint8, device="meta")
