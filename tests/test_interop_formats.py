@@ -471,3 +471,28 @@ def test_a_study_measures_a_bitsandbytes_folder_as_its_own_nf4(suite, tmp_path, 
         (row,) = store.conn.execute("SELECT config_json FROM measurements WHERE method = 'bitsandbytes'").fetchall()
     cfg = json.loads(row[0])["quantization"]
     assert cfg["tool"] == "bitsandbytes" and cfg["tool_config"]["bnb_4bit_quant_type"] == "nf4"
+
+
+def test_a_bf16_model_in_bitsandbytes_form_dequantizes_to_its_bf16_weights(suite, tmp_path, one_thread):
+    """A GPU sweep's NF4 weights are q * absmax rounded to bf16; bitsandbytes, given them in float32,
+    takes the rounded block maximum as absmax and finds the same codes, so its dequantized weights
+    round back to the very bf16 weights and the bf16 logits agree."""
+    bnb = pytest.importorskip("bitsandbytes")
+    pytest.importorskip("accelerate")
+    from qidlab.quantize import NF4Config, quantize_
+    from qidlab.quantize.formats import save_quantized
+
+    ckpt = load_checkpoint(suite / "llama", dtype=torch.bfloat16)
+    report = quantize_(ckpt.model, NF4Config())
+    (tmp_path / "bnb").mkdir()
+    save_quantized(ckpt.model, report, tmp_path / "bnb", "bitsandbytes")
+    assert json.loads((tmp_path / "bnb" / "config.json").read_text())["quantization_config"]["bnb_4bit_compute_dtype"] == "bfloat16"
+    loaded = load_checkpoint(tmp_path / "bnb", dtype=torch.bfloat16)
+    for rec in report.modules:
+        w = loaded.model.get_submodule(rec.name).weight
+        back = bnb.functional.dequantize_4bit(w.data, w.quant_state).to(torch.bfloat16)
+        assert torch.equal(back, ckpt.model.get_submodule(rec.name).weight)
+    ids = torch.randint(3, 300, (2, 24), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fake, got = ckpt.model(ids).logits.float(), loaded.model(ids).logits.float()
+    assert float((got - fake).abs().max()) <= 1e-6 * float(fake.abs().max())

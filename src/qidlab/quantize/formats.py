@@ -172,7 +172,10 @@ def _to_linear4bit(bnb, mods: dict, name: str, cfg, dtype) -> None:
     if old.bias is not None:
         new.bias = torch.nn.Parameter(old.bias.detach().clone(), requires_grad=False)
     back = bnb.functional.dequantize_4bit(new.weight.data, new.weight.quant_state).float().reshape(w.shape)
-    if float((back - w).abs().max()) > 1e-6 * float(w.abs().max()):
+    # float32: exact up to rounding; a bf16/fp16 model's weights are q*absmax rounded to its dtype, and
+    # bitsandbytes' absmax is then that rounded block maximum: within 2 of the dtype's spacings
+    rel = 1e-6 if old.weight.dtype == torch.float32 else 2 * torch.finfo(old.weight.dtype).eps
+    if float((back - w).abs().max()) > rel * float(w.abs().max()):
         raise QidlabError(f"{name}: its weights are not on bitsandbytes' {cfg.method} grid with block size "
                           f"{cfg.block_size} (bitsandbytes' codes would change them)")
     parent, _, leaf = name.rpartition(".")
