@@ -4,7 +4,9 @@
 ``model.safetensors`` holding the dequantized weights), so transformers and qidlab load it like any
 other; beside it, ``quantized-codes.safetensors`` holds the integer codes, scales and zero points
 (RTN, GPTQ, AWQ). ``--format compressed-tensors``: llm-compressor's ``pack-quantized`` folder, which
-transformers and vLLM load as a quantized model (``qidlab.quantize.formats``). Either way
+transformers and vLLM load as a quantized model (``qidlab.quantize.formats``). ``--format
+bitsandbytes`` (nf4, fp4): bitsandbytes' 4-bit serialisation, as transformers saves a ``load_in_4bit``
+model. Every way
 ``qidlab-quantization.json`` holds the config, per-layer errors and provenance."""
 
 from __future__ import annotations
