@@ -136,7 +136,7 @@ def save_bitsandbytes(model, report, folder: Path) -> None:
         import bitsandbytes as bnb
         from transformers import BitsAndBytesConfig
     except ImportError:
-        raise QidlabError("format bitsandbytes needs bitsandbytes: pip install -c constraints.txt bitsandbytes") from None
+        raise QidlabError("format bitsandbytes needs bitsandbytes: pip install -c constraints.txt 'qidlab[interop]'") from None
     cfg = report.config
     check_format(cfg, "bitsandbytes")
     import torch
