@@ -456,9 +456,9 @@ def test_a_study_measures_a_bitsandbytes_folder_as_its_own_nf4(suite, tmp_path, 
     checkpoint (the same weights), N the 16-bit model's, and the tool's config is in the row."""
     pytest.importorskip("bitsandbytes")
     pytest.importorskip("accelerate")
-    assert _quantize([_neox(suite), "--method", "nf4"], tmp_path / "bnb-nf4", "bitsandbytes") == 0
+    assert _quantize([_neox(suite), "--method", "nf4", "--block-size", "32"], tmp_path / "bnb-nf4", "bitsandbytes") == 0
     text = (STUDY.replace("SUITE", str(suite / "suite")).replace("EVAL", str(suite / "eval.txt"))
-            .replace('method = "rtn"\nbits = 4\ngroup_size = 32', 'method = "nf4"')
+            .replace('method = "rtn"\nbits = 4\ngroup_size = 32', 'method = "nf4"\nblock_size = 32')
             + '\n[[quantized]]\npath = "bnb-nf4"\nmodel = "m64"\nstep = 60\n')
     (tmp_path / "study.toml").write_text(text)
     summary = run_study(load_study(tmp_path / "study.toml"), progress=False)
@@ -467,6 +467,7 @@ def test_a_study_measures_a_bitsandbytes_folder_as_its_own_nf4(suite, tmp_path, 
     assert table.loc["bitsandbytes", "loss"] == pytest.approx(table.loc["nf4", "loss"], rel=1e-9)
     assert table.loc["bitsandbytes", "n_params"] == table.loc["nf4", "n_params"] == load_checkpoint(_neox(suite)).n_params
     assert table.loc["bitsandbytes", "bits"] == 4
+    assert table.loc["bitsandbytes", "group_size"] == 32  # from the weights' quant_state (the config has no block size)
     with Store(tmp_path / "s.db") as store:
         (row,) = store.conn.execute("SELECT config_json FROM measurements WHERE method = 'bitsandbytes'").fetchall()
     cfg = json.loads(row[0])["quantization"]
