@@ -67,7 +67,7 @@ def test_the_table_is_the_canonical_view_and_the_manifest_describes_it(study, pu
     assert files["measurements"]["sha256"] == file_sha256(published / "measurements.parquet")
     assert files["measurements"]["rows"] == m["counts"]["measurements"] == len(want) == 240
     assert m["counts"] == {"measurements": 240, "references": 0, "checkpoints": 20, "suites": 1, "models": 4,
-                           "eval_sets": 2, "doc_losses": 240 * 4}
+                           "eval_sets": 2, "doc_losses": 240 * 4, "task_results": 0}
     assert [e["name"] for e in m["eval_sets"]] == ["web", "wiki"] and m["eval_sets"][0]["source"] == {"path": "web.txt"}
     assert {x["method"]: x["bits"] for x in m["methods"]} == {"gptq": [2.0, 3.0, 4.0], "rtn": [2.0, 3.0, 4.0]}
     assert {c["config_hash"] for c in m["configs"]} == set(table.config_hash)

@@ -265,3 +265,98 @@ def test_task_results_merge_once_and_conflicts_are_named(tmp_path):
     skipped = merge_stores([b], dest, on_conflict="skip")
     assert len(skipped.sources[0].conflicts) == 1 and skipped.total()["task_results"] == 0
     assert len(read_task_table(dest)) == 27
+
+
+# ---- published data sets and the dry run --------------------------------------------------
+
+
+def _with_measurements(path):
+    """The law store of ``_law_store`` plus one QiD measurement per checkpoint (publish needs some)."""
+    from qidlab.store import Measurement
+
+    _law_store(path)
+    with Store(path) as store:
+        es = store.eval_set_id(name="heldout", content_hash="e1", n_docs=2, source={"path": "x"})
+        for (cid,) in store.conn.execute("SELECT id FROM checkpoints ORDER BY id").fetchall():
+            store.add_measurement(Measurement(
+                checkpoint_id=cid, eval_set_id=es, method="rtn", bits=4, config={"method": "rtn", "bits": 4},
+                loss16=3.0, loss=3.1, qid=0.1, qid_ci=None, n_tokens=20, versions={"qidlab": "test"},
+                code_revision="test", doc_nll=[31.0, 31.0], doc_tokens=[10, 10], doc_bytes=[40, 40]))
+    return path
+
+
+def test_publish_writes_the_task_results_and_fit_reads_them(tmp_path, capsys):
+    import pandas as pd
+
+    from qidlab.store import publish_dataset
+
+    db = _with_measurements(tmp_path / "t.db")
+    assert main(["store", "publish", str(db), "--name", "withtasks", "--out", str(tmp_path / "ds")]) == 0
+    assert "27 task results" in capsys.readouterr().out
+    folder = tmp_path / "ds" / "withtasks"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = manifest["files"]["tasks"]
+    assert entry["path"] == "tasks.parquet" and entry["rows"] == 27 and manifest["counts"]["task_results"] == 27
+    assert manifest["tasks"] == [{"task": "toy", "metric": "acc", "rows": 27, "methods": ["rtn"], "higher_is_better": True}]
+    assert {c["config"]["quantization"]["bits"] for c in manifest["task_configs"]} == {2, 3, 4}
+    published = pd.read_parquet(folder / "tasks.parquet")
+    stored = read_task_table(db)
+    key = ["n_params", "tokens", "bits"]
+    both = published.merge(stored, on=key, suffixes=("", "_db"))
+    assert len(both) == 27 and set(published.method) == {"rtn"}  # the 16-bit rows live on as value16
+    for col in ("value", "stderr", "value16", "delta", "n_docs"):
+        np.testing.assert_array_equal(both[col], both[col + "_db"])
+    assert published.config_hash.str.len().eq(16).all()
+    # a law fitted to the data set is the one fitted to the store
+    fits = []
+    for source in (str(db), str(folder)):
+        assert main(["fit", source, "--law", "ouyang2024", "--target", "task:toy:acc", "--holdout", "", "--json"]) == 0
+        fits.append(json.loads(capsys.readouterr().out)["fits"][0]["params"])
+    assert fits[0] == pytest.approx(fits[1], rel=1e-9)
+    # the published file is checked against its manifest
+    published.assign(value=published.value + 0.01).to_parquet(folder / "tasks.parquet", index=False)
+    assert main(["fit", str(folder), "--law", "ouyang2024", "--target", "task:toy:acc"]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
+    # a store without task results: no file, and the manifest says why
+    plain = tmp_path / "plain.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(plain) as dst:
+        src.backup(dst)
+    with sqlite3.connect(plain) as conn:
+        conn.execute("DELETE FROM task_results")
+    out = publish_dataset(plain, "plain", tmp_path / "ds")
+    assert out.manifest["files"]["tasks"]["path"] is None and "no task results" in out.manifest["files"]["tasks"]["reason"]
+    assert not (out.folder / "tasks.parquet").exists() and out.manifest["tasks"] == []
+    assert main(["fit", str(out.folder), "--law", "ouyang2024", "--target", "task:toy:acc"]) == 2
+    assert "has no task results" in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_tasks_that_would_run(setup, capsys, monkeypatch):
+    _lm_eval()
+    root, _ = setup
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    study = root / "study.toml"
+    dry = root / "dry.toml"  # its own store: the other tests' sweep does not change what is to do
+    dry.write_text(study.read_text().replace('store = "tasks.db"', 'store = "dry.db"'))
+    assert main(["sweep", str(dry), "--dry-run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [t.split(" ")[0] for t in doc["tasks"]] == ["toy_mc", "toy_ll"] and "include" in doc["tasks"][0]
+    (ck,) = doc["checkpoints"]
+    assert (ck["tasks_todo"], ck["tasks_stored"]) == (6, 0) and doc["tasks_to_run"] == 6  # 3 models x 2 tasks
+    assert not (root / "dry.db").exists()
+    assert main(["sweep", str(dry), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "tasks: 6 to run, 0 stored" in text and "6 runs to do): toy_mc" in text
+    # after a sweep of one task, its runs are stored and the other's are left
+    from qidlab.sweep import load_study, run_study
+
+    one = root / "one.toml"
+    one.write_text(dry.read_text().split("[[tasks]]\nname = \"toy_ll\"")[0] + "[scoring]\nbootstrap = 20\n")
+    run_study(load_study(one), progress=False)
+    assert main(["sweep", str(dry), "--dry-run", "--json"]) == 0
+    (ck,) = json.loads(capsys.readouterr().out)["checkpoints"]
+    assert (ck["tasks_todo"], ck["tasks_stored"]) == (3, 3) and ck["todo"] == 0
+    # an unknown task is refused by the dry run as by the sweep
+    bad = root / "bad.toml"
+    bad.write_text(dry.read_text().replace('name = "toy_ll"', 'name = "toy_nope"'))
+    assert main(["sweep", str(bad), "--dry-run"]) == 2
+    assert "toy_nope" in capsys.readouterr().err

@@ -235,6 +235,7 @@ def load_checkpoint(path, *, allow_pickle: bool = False, dtype=None, device: str
         raise QidlabError(f"{folder}: transformers cannot load it ({type(exc).__name__}: {first})") from None
     model.to(device)
     model.eval()
+    bnb_exact_cpu(model)
     _check_finite(model, folder)
 
     tokenizer = _load_tokenizer(folder)
@@ -260,6 +261,19 @@ def quantization_of(config_dict: dict) -> dict | None:
     if not isinstance(qc, dict):
         return None
     return {"tool": str(qc.get("quant_method", "unknown")), "config": qc}
+
+
+def bnb_exact_cpu(model) -> int:
+    """Make bitsandbytes' ``Linear4bit`` layers of ``model`` compute in their compute dtype on the CPU:
+    on a CPU with AVX512-BF16, bitsandbytes (0.50) repacks the weights at the first inference call and
+    multiplies in bfloat16 with bfloat16 absmax, whatever ``bnb_4bit_compute_dtype`` says
+    (docs/interop.md). Returns the number of layers switched; call before the first forward."""
+    n = 0
+    for mod in model.modules():
+        if hasattr(mod, "support_avx512bf16_for_cpu"):
+            mod.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def _quantized_load(config_dict: dict) -> dict:

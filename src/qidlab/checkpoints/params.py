@@ -15,7 +15,8 @@ def count_params(model) -> tuple[int, int]:
     A linear that compressed-tensors quantized (it carries a ``quantization_scheme``) counts the
     weights it stands for, ``weight_shape``'s product while packed, and its bias: never the packed
     int32 words, scales, zero points or shapes (``dense_counts``), so a quantized model has the N of
-    its 16-bit original.
+    its 16-bit original. Likewise bitsandbytes' 4-bit weights (``Params4bit``: two codes per uint8)
+    count their ``quant_state.shape``'s product.
 
     Works for any model exposing ``get_input_embeddings``/``get_output_embeddings``
     (GPTNeoXForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, ...).
@@ -42,11 +43,16 @@ _PACKED = "weight_packed"
 def dense_counts(model) -> dict[int, int]:
     """``{id(parameter): weights it stands for}`` for the parameters of compressed-tensors' quantized
     modules: ``weight_packed`` counts ``prod(weight_shape)``, ``weight`` and ``bias`` their size, every
-    other parameter of the module (scales, zero points, shapes, g_idx) 0. Empty for other models."""
+    other parameter of the module (scales, zero points, shapes, g_idx) 0; bitsandbytes' packed 4-bit
+    ``weight`` (its absmax live in its ``quant_state``, no parameter) counts ``prod(quant_state.shape)``.
+    Empty for other models."""
     import math
 
     out: dict[int, int] = {}
     for mod in model.modules():
+        qs = getattr(getattr(mod, "weight", None), "quant_state", None)
+        if getattr(qs, "shape", None) is not None:
+            out[id(mod.weight)] = math.prod(int(d) for d in qs.shape)
         if getattr(mod, "quantization_scheme", None) is None:
             continue
         for name, p in mod.named_parameters(recurse=False):

@@ -143,18 +143,24 @@ def _dry_run(args, plan) -> int:
         if c.cached is not None:
             size = _size(c.download_bytes) if c.download_bytes is not None else "size unknown offline"
             where += f" (cached, {size})" if c.cached else f" (to download, {size})"
-        lines.append(f"  {c.suite} step {c.step} D={c.tokens}: {c.todo} to measure, {c.stored} stored; {where}")
+        tasks = f"; tasks: {c.tasks_todo} to run, {c.tasks_stored} stored" if plan.tasks else ""
+        lines.append(f"  {c.suite} step {c.step} D={c.tokens}: {c.todo} to measure, {c.stored} stored{tasks}; {where}")
     hub = [c for c in plan.checkpoints if c.cached is False and c.todo]
     if hub:
         known = sum(c.download_bytes or 0 for c in hub)
         unknown = sum(c.download_bytes is None for c in hub)
         lines.append(f"download: {len(hub)} revisions, {_size(known)}"
                      + (f" + {unknown} of size unknown offline" if unknown else ""))
+    if plan.tasks:
+        runs = sum(c.tasks_todo for c in plan.checkpoints)
+        lines.append(f"tasks (lm-evaluation-harness, on the 16-bit model and each of the study's configs; "
+                     f"{runs} runs to do): " + "; ".join(plan.tasks))
     lines += [f"not available here (fetched when the sweep runs online, or needed first): {u}"
               for u in plan.unavailable]
     doc = {"checkpoints": [dataclasses.asdict(c) for c in plan.checkpoints], "configs": plan.configs,
            "eval_sets": plan.eval_sets, "store": plan.store, "total": plan.total, "to_measure": todo,
-           "offline": plan.offline, "unavailable": plan.unavailable}
+           "offline": plan.offline, "unavailable": plan.unavailable, "tasks": plan.tasks,
+           "tasks_to_run": sum(c.tasks_todo for c in plan.checkpoints)}
     emit(args, doc, "\n".join(lines))
     return 0
 
@@ -259,6 +265,8 @@ def run_store_publish(args):
     text = (f"wrote {folder}: {files['measurements']['rows']} measurements ({files['measurements']['bytes']} bytes), "
             + (f"{docs['rows']} per-document losses ({docs['bytes']} bytes)" if docs.get("path")
                else f"per-document losses not shipped ({docs.get('reason', 'left out')})"))
+    if files["tasks"].get("path"):
+        text += f", {files['tasks']['rows']} task results ({files['tasks']['bytes']} bytes)"
     if manifest["duplicate_settings"]:
         text += (f"\nwarning: {len(manifest['duplicate_settings'])} settings measured under several configs, e.g. "
                  f"{manifest['duplicate_settings'][0]}")

@@ -4,7 +4,9 @@
 ``model.safetensors`` holding the dequantized weights), so transformers and qidlab load it like any
 other; beside it, ``quantized-codes.safetensors`` holds the integer codes, scales and zero points
 (RTN, GPTQ, AWQ). ``--format compressed-tensors``: llm-compressor's ``pack-quantized`` folder, which
-transformers and vLLM load as a quantized model (``qidlab.quantize.formats``). Either way
+transformers and vLLM load as a quantized model (``qidlab.quantize.formats``). ``--format
+bitsandbytes`` (nf4, fp4): bitsandbytes' 4-bit serialisation, as transformers saves a ``load_in_4bit``
+model. Every way
 ``qidlab-quantization.json`` holds the config, per-layer errors and provenance."""
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def register(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin/.pt) weights, weights_only")
     p.add_argument("--format", default="fake", choices=FORMATS,
                    help="fake: dequantized float weights + qidlab's integer codes (default); compressed-tensors: "
-                        "pack-quantized int32 words, as llm-compressor writes (RTN, GPTQ; AWQ with its scales folded)")
+                        "pack-quantized int32 words, as llm-compressor writes (RTN, GPTQ; AWQ with its scales folded); "
+                        "bitsandbytes: NF4/FP4 as transformers saves a load_in_4bit model")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_quantize)

@@ -128,16 +128,14 @@ def load_task_target(name_or_path: str, target: str, *, where=()):
     named ``target`` holding the degradation from 16 bits, positive when the quantized model is
     worse (value16 - value for a metric where higher is better or lm_eval does not say, value -
     value16 for one where lower is better): the
-    task analogue of QiD, so QiD laws fit it (``qidlab fit STORE --law ... --target task:NAME:METRIC``)."""
+    task analogue of QiD, so QiD laws fit it (``qidlab fit STORE --law ... --target task:NAME:METRIC``).
+    A published data set's ``tasks.parquet`` (``qidlab store publish``) is read the same way."""
     parts = target.split(":", 2)
     if len(parts) != 3 or parts[0] + ":" != TASK_TARGET or not parts[1] or not parts[2]:
         raise QidlabError(f"a task target is task:NAME:METRIC (e.g. task:hellaswag:acc), not {target!r}",
                           params=("target",))
     _, task, metric = parts
-    file = resolve(name_or_path)
-    if file.suffix.lower() not in SQLITE_SUFFIXES:
-        raise QidlabError(f"{file}: task results are read from a qidlab store (.db), not a table file")
-    table = read_task_table(file)
+    file, table = _task_table(name_or_path)
     rows = table[(table.task == task) & (table.metric == metric)].copy()
     if rows.empty:
         have = sorted({f"task:{t}:{m}" for t, m in zip(table.task, table.metric)})
@@ -146,6 +144,26 @@ def load_task_target(name_or_path: str, target: str, *, where=()):
     worse = rows["value16"] - rows["value"]
     rows[target] = worse.where(rows["higher_is_better"].fillna(1).astype(float) == 1, -worse)
     return validate(rows.drop(columns=["task", "metric"]), source=str(file), where=where)
+
+
+def _task_table(name_or_path: str):
+    """(file, the task results as ``read_task_table`` gives them) of a store or a published data set."""
+    folder = dataset_dir(name_or_path)
+    if folder is not None:
+        entry = manifest(folder)["files"].get("tasks") or {}
+        if not entry.get("path"):
+            raise QidlabError(f"{folder}: the data set has no task results "
+                              f"({entry.get('reason', 'published before task results were')})")
+        file = folder / entry["path"]
+        _check_hash(file, entry.get("sha256"))
+        import pandas as pd
+
+        return file, pd.read_parquet(file)
+    file = resolve(name_or_path)
+    if file.suffix.lower() not in SQLITE_SUFFIXES:
+        raise QidlabError(f"{file}: task results are read from a qidlab store (.db) or a published data set, "
+                          f"not a table file")
+    return file, read_task_table(file)
 
 
 def _check_hash(file: Path, expected: str | None) -> None:

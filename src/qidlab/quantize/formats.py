@@ -15,7 +15,18 @@ input channels): exact, as the rounded matrix Q(W*s) is stored and the producer'
 by s. A linear whose producer cannot take them (an activation function sits between, or the
 producer also feeds a linear with other scales) is refused, naming it.
 
-The written folder's logits equal the fake-quantized model's (tests/test_interop_formats.py).
+``bitsandbytes``: NF4/FP4 in bitsandbytes' own serialisation, as transformers saves a model loaded
+with ``BitsAndBytesConfig(load_in_4bit=True)``: per quantized linear the packed uint8 codes
+(``weight``), float32 ``weight.absmax`` (one per block), ``weight.quant_map`` and
+``weight.quant_state.bitsandbytes__<type>`` (shape, blocksize, dtype); ``quantization_config`` with
+``quant_method: bitsandbytes``, ``load_in_4bit``, ``bnb_4bit_quant_type``, compute dtype = the model's,
+no double quantization (qidlab's absmax are not quantized), ``llm_int8_skip_modules`` = every linear
+left unquantized. Codes come from bitsandbytes' own ``quantize_4bit`` of the fake-quantized weights,
+and its ``dequantize_4bit`` is checked to give them back.
+
+The written folder's logits equal the fake-quantized model's (tests/test_interop_formats.py; for
+bitsandbytes on a CPU with AVX512-BF16, only with its bf16 CPU kernel off, as
+``qidlab.checkpoints.load_checkpoint`` loads it: ``bnb_exact_cpu``).
 """
 
 from __future__ import annotations
@@ -26,8 +37,9 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 
-FORMATS = ("fake", "compressed-tensors")
+FORMATS = ("fake", "compressed-tensors", "bitsandbytes")
 CT_METHODS = ("rtn", "gptq", "awq")  # the integer grids compressed-tensors' pack-quantized stores
+BNB_METHODS = ("nf4", "fp4")  # bitsandbytes' 4-bit codebooks (its quant_type)
 # (this module imports torch only inside its functions: study files check formats without it)
 
 #: Per model type: (regex of a quantized linear, template of the module producing its input).
@@ -48,6 +60,9 @@ def check_format(config, fmt: str) -> None:
     if fmt == "compressed-tensors" and config.method not in CT_METHODS:
         raise QidlabError(f"format compressed-tensors stores integer grids ({', '.join(CT_METHODS)}), "
                           f"not '{config.method}'; use format fake")
+    if fmt == "bitsandbytes" and config.method not in BNB_METHODS:
+        raise QidlabError(f"format bitsandbytes stores its 4-bit codebooks ({', '.join(BNB_METHODS)}), "
+                          f"not '{config.method}'; use format fake")
 
 
 def save_quantized(model, report, folder: Path, fmt: str = "fake") -> None:
@@ -57,6 +72,8 @@ def save_quantized(model, report, folder: Path, fmt: str = "fake") -> None:
     check_format(report.config, fmt)
     if fmt == "fake":
         _save_fake(model, report, folder)
+    elif fmt == "bitsandbytes":
+        save_bitsandbytes(model, report, folder)
     else:
         save_compressed_tensors(model, report, folder)
 
@@ -111,6 +128,59 @@ def save_compressed_tensors(model, report, folder: Path) -> None:
     work.save_pretrained(folder)
     compressor.update_config(str(folder))
     del work
+
+
+def save_bitsandbytes(model, report, folder: Path) -> None:
+    """bitsandbytes' 4-bit serialisation of a model quantized by NF4 or FP4 (see module doc)."""
+    try:
+        import bitsandbytes as bnb
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise QidlabError("format bitsandbytes needs bitsandbytes: pip install -c constraints.txt 'qidlab[interop]'") from None
+    cfg = report.config
+    check_format(cfg, "bitsandbytes")
+    import torch
+
+    work = _host_copy(model)
+    mods = dict(work.named_modules())
+    dtype = next(work.parameters()).dtype
+    for rec in report.modules:
+        _to_linear4bit(bnb, mods, rec.name, cfg, dtype)
+    skip = [n for n, m in work.named_modules() if isinstance(m, torch.nn.Linear) and not isinstance(m, bnb.nn.Linear4bit)]
+    work.config.quantization_config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=cfg.method, bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=False, bnb_4bit_quant_storage=torch.uint8, llm_int8_skip_modules=skip)
+    work.save_pretrained(folder)
+    del work
+
+
+def _to_linear4bit(bnb, mods: dict, name: str, cfg, dtype) -> None:
+    """Replace linear ``name`` (its weights fake-quantized to the codebook) by bitsandbytes'
+    ``Linear4bit``, quantized by bitsandbytes itself; check its dequantized weights are qidlab's."""
+    import torch
+
+    old = mods[name]
+    if old.in_features % cfg.block_size:
+        raise QidlabError(f"{name}: block size {cfg.block_size} does not divide its input width {old.in_features}; "
+                          f"bitsandbytes' CPU dequantization (0.50) decodes blocks that cross rows wrongly: "
+                          f"use a block size dividing {old.in_features}")
+    w = old.weight.detach().float()
+    new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=old.bias is not None, compute_dtype=dtype,
+                            compress_statistics=False, quant_type=cfg.method, quant_storage=torch.uint8, device="meta")
+    new.weight = bnb.nn.Params4bit(w.clone(), requires_grad=False, blocksize=cfg.block_size, compress_statistics=False,
+                                   quant_type=cfg.method, quant_storage=torch.uint8, module=new).to("cpu")
+    if old.bias is not None:
+        new.bias = torch.nn.Parameter(old.bias.detach().clone(), requires_grad=False)
+    back = bnb.functional.dequantize_4bit(new.weight.data, new.weight.quant_state).float().reshape(w.shape)
+    # float32: exact up to rounding; a bf16/fp16 model's weights are q*absmax rounded to its dtype, and
+    # bitsandbytes' absmax is then that rounded block maximum: within 2 of the dtype's spacings
+    rel = 1e-6 if old.weight.dtype == torch.float32 else 2 * torch.finfo(old.weight.dtype).eps
+    if float((back - w).abs().max()) > rel * float(w.abs().max()):
+        raise QidlabError(f"{name}: its weights are not on bitsandbytes' {cfg.method} grid with block size "
+                          f"{cfg.block_size} (bitsandbytes' codes would change them)")
+    parent, _, leaf = name.rpartition(".")
+    setattr(mods[parent] if parent else mods[""], leaf, new)
+    mods[name] = new
 
 
 def _host_copy(model):

@@ -31,6 +31,7 @@ from .publish import Published, publish_dataset, publish_store
 from .read import describe_store, read_canonical, read_task_table
 
 __all__ = ["Measurement", "TaskMeasurement", "read_task_table", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect", "stored_jobs",
+           "stored_task_jobs",
            "describe_store", "drop_models", "merge_stores", "publish_dataset", "publish_store", "read_canonical"]
 
 
@@ -216,6 +217,23 @@ def stored_jobs(path: str | Path) -> dict[tuple[str, str, int], set[tuple[str, s
                             "JOIN checkpoints c ON c.id = m.checkpoint_id JOIN eval_sets e ON e.id = m.eval_set_id")
         for suite, model, step, eval_hash, cfg_hash in rows:
             out.setdefault((suite, model, int(step)), set()).add((eval_hash, cfg_hash))
+    return out
+
+
+def stored_task_jobs(path: str | Path) -> dict[tuple[str, str, int], set[str]]:
+    """The ``task_results`` a store holds, read without writing: ``(suite, model, step)`` -> the
+    config hashes (a config's identity with its task's) of its rows. Empty for a missing store or one
+    written before schema version 3."""
+    if not Path(path).is_file():
+        return {}
+    out: dict[tuple[str, str, int], set[str]] = {}
+    with read_only(path) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'task_results'").fetchone():
+            return {}
+        rows = conn.execute("SELECT c.suite, c.model, c.step, t.config_hash FROM task_results t "
+                            "JOIN checkpoints c ON c.id = t.checkpoint_id")
+        for suite, model, step, cfg_hash in rows:
+            out.setdefault((suite, model, int(step)), set()).add(cfg_hash)
     return out
 
 

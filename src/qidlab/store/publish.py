@@ -12,6 +12,12 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   they are shipped when their file is at most ``DOC_LOSSES_MAX_BYTES`` (2 MiB), so that a
   shipped data set stays a few MB; ``"always"`` / ``"never"`` decide outright. The manifest
   says how many rows there were and why they are absent when they are.
+* ``tasks.parquet``: the downstream-task results (the ``task_results`` table of a study's ``[[tasks]]``,
+  lm-evaluation-harness) of the quantized models, one row per checkpoint x config x task x metric:
+  N, D and the method's columns as in the measurements, ``task``, ``metric``, ``value``, ``stderr``,
+  ``value16`` (the 16-bit model's), ``delta`` = value - value16, ``higher_is_better``, ``n_docs``,
+  ``config_hash``; written when the store has such rows (the manifest's ``files.tasks`` says why not
+  otherwise), and read by ``qidlab fit NAME --target task:TASK:METRIC``.
 * ``manifest.json``: name, description, units, files (rows, bytes, sha256), counts, suites (from
   the checkpoints table, with each suite's ``qidlab-suite.toml`` / ``.json`` manifest and vocabulary
   size where the suite folder is found: ``qidlab.checkpoints.suites``), checkpoints, eval sets (name, content hash, documents,
@@ -46,6 +52,7 @@ from .read import QUERIES, frames
 
 MEASUREMENTS = "measurements.parquet"
 DOC_LOSSES = "doc_losses.parquet"
+TASKS = "tasks.parquet"
 DOC_LOSSES_MAX_BYTES = 2 * 1024 * 1024
 DOC_LOSSES_CHOICES = ("auto", "always", "never")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -54,12 +61,22 @@ UNITS = {"n_params": "non-embedding parameters (N)", "n_params_total": "all para
          "loss16": "nats per token (16-bit model)", "loss": "nats per token (quantized model)",
          "qid": "nats per token, loss - loss16", "nll_sum": "nats, summed over a document's tokens"}
 SORT = ["suite", "model", "step", "eval_set", "method", "bits", "config_hash"]
+TASK_SORT = ["suite", "model", "step", "task", "metric", "method", "bits", "config_hash"]
 
 _DOC_LOSSES = (
     "SELECT c.suite, c.model, c.step, e.name AS eval_set, m.config_hash, d.doc_index, d.nll_sum, d.n_tokens, "
     "d.n_bytes FROM doc_losses d JOIN measurements m ON m.id = d.measurement_id "
     "JOIN checkpoints c ON c.id = m.checkpoint_id JOIN eval_sets e ON e.id = m.eval_set_id "
     "ORDER BY c.suite, c.model, c.step, e.name, m.config_hash, d.doc_index")
+
+#: ``task_results`` of the quantized models (the 16-bit values are every row's ``value16``), N and D joined.
+_TASKS = ("SELECT c.n_params, c.n_params_total, c.tokens, t.bits, t.group_size, t.exp_bits, t.man_bits, t.block_size, "
+          "t.method, t.task, t.metric, t.value, t.stderr, t.value16, t.delta, t.higher_is_better, t.n_docs, "
+          "c.suite, c.model, c.step, t.config_hash FROM task_results t "
+          "JOIN checkpoints c ON c.id = t.checkpoint_id WHERE t.method != 'none'")
+_TASK_CONFIGS = ("SELECT config_hash, method, task, MIN(config_json) AS config_json, COUNT(*) AS rows "
+                 "FROM task_results WHERE method != 'none' GROUP BY config_hash, method, task "
+                 "ORDER BY task, method, config_hash")
 
 
 @dataclass(frozen=True)
@@ -125,12 +142,25 @@ def _read(conn) -> dict[str, Any]:
         "configs": "SELECT config_hash, method, MIN(config_json) AS config_json, COUNT(*) AS measurements "
                    "FROM measurements GROUP BY config_hash, method ORDER BY method, config_hash"})
     tables["measurements"] = tables["measurements"].sort_values(SORT, kind="stable").reset_index(drop=True)
+    tables.update(_read_tasks(conn))
     return {
         **tables,
         "meta": dict(conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()),
         "duplicates": duplicate_settings(conn),
         "references": int(conn.execute("SELECT COUNT(*) FROM measurements WHERE method = 'none'").fetchone()[0]),
     }
+
+
+def _read_tasks(conn) -> dict[str, Any]:
+    """``tasks`` and ``task_configs`` frames; empty for a store without ``task_results`` (before schema 3)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'task_results'").fetchone():
+        out = frames(conn, {"tasks": _TASKS, "task_configs": _TASK_CONFIGS})
+        out["tasks"] = out["tasks"].sort_values(TASK_SORT, kind="stable").reset_index(drop=True)
+        return out
+    import pandas as pd
+
+    return {"tasks": pd.DataFrame(), "task_configs": pd.DataFrame(columns=["config_hash", "method", "task",
+                                                                            "config_json", "rows"])}
 
 
 # ---------------------------------------------------------------------------
@@ -154,6 +184,9 @@ def _write_tables(folder: Path, tables: dict, doc_losses: str) -> dict[str, dict
     else:
         entry["reason"] = "left out on request"
     files["doc_losses"] = entry
+    tasks = tables["tasks"]
+    files["tasks"] = (_parquet(tasks, folder / TASKS) if len(tasks) else
+                      {"path": None, "rows": 0, "reason": "the store has no task results of quantized models"})
     return files
 
 
@@ -182,7 +215,8 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
         "format": FORMAT, "name": name, "description": description, "units": UNITS, "files": files,
         "counts": {"measurements": int(len(m)), "references": tables["references"], "checkpoints": int(len(ck)),
                    "suites": int(ck.suite.nunique()), "models": int(len(ck.groupby(["suite", "model"]))),
-                   "eval_sets": int(len(tables["eval_sets"])), "doc_losses": files["doc_losses"]["rows"]},
+                   "eval_sets": int(len(tables["eval_sets"])), "doc_losses": files["doc_losses"]["rows"],
+                   "task_results": files["tasks"]["rows"]},
         "duplicate_settings": tables["duplicates"],
         "suites": [_suite_entry(s, rows, suite_dirs.get(s, [])) for s, rows in ck.groupby("suite", sort=True)],
         "checkpoints": _records(ck),
@@ -191,6 +225,9 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
         "methods": _methods(m, tables["configs"]),
         "configs": [{"config_hash": r.config_hash, "method": r.method, "measurements": int(r.measurements),
                      "config": _json(r.config_json)} for r in tables["configs"].itertuples()],
+        "tasks": _tasks(tables["tasks"]),
+        "task_configs": [{"config_hash": r.config_hash, "method": r.method, "task": r.task, "rows": int(r.rows),
+                          "config": _json(r.config_json)} for r in tables["task_configs"].itertuples()],
         "runs": [{"code_revision": r.code_revision, "versions": _json(r.versions_json),
                   "measurements": int(r.measurements)} for r in tables["runs"].itertuples()],
         "code_revisions": sorted(set(tables["runs"].code_revision)),
@@ -227,6 +264,18 @@ def _methods(m, configs) -> list[dict]:
         out.append({"method": method, "measurements": int(len(rows)),
                     "configs": int((configs.method == method).sum()),
                     "bits": sorted(float(b) for b in rows.bits.unique())})
+    return out
+
+
+def _tasks(rows) -> list[dict]:
+    """Per task and metric: rows, methods, whether higher is better (None: lm_eval does not say)."""
+    out = []
+    if rows.empty:
+        return out
+    for (task, metric), r in rows.groupby(["task", "metric"], sort=True):
+        hib = r.higher_is_better.dropna().unique()
+        out.append({"task": task, "metric": metric, "rows": int(len(r)), "methods": sorted(set(r.method)),
+                    "higher_is_better": bool(hib[0]) if len(hib) == 1 else None})
     return out
 
 

@@ -84,6 +84,8 @@ def _one(e, where: Path, path, i: int) -> ExternalConfig:
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise QidlabError(f"{path}: quantized[{i}]: {folder} has no *.safetensors weights")
+    if qc.get("quant_method") == "bitsandbytes" and qc.get("load_in_4bit"):
+        group = bnb_blocksize(weights) or group
     return ExternalConfig(path=str(folder), model=e["model"], step=int(e["step"]), tool=str(qc.get("quant_method", "")),
                           label=e.get("label", ""), tool_config=json.dumps(qc, sort_keys=True),
                           content_hash=content_hash(folder, weights), bits=float(bits), group_size=group)
@@ -106,6 +108,30 @@ def describe(qc: dict) -> tuple[int | None, int | None]:
         if qc.get("load_in_8bit"):
             return 8, None
     return None, None
+
+
+def bnb_blocksize(files) -> int | None:
+    """The block size of a bitsandbytes 4-bit folder: transformers' config has none; each weight's
+    ``*.quant_state.bitsandbytes__<type>`` entry (a JSON document stored as uint8) has it. Read from the
+    first safetensors header that holds one, without torch; None when none does."""
+    import struct
+
+    for file in files:
+        with open(file, "rb") as f:
+            try:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            except (struct.error, ValueError):
+                return None
+            key = next((k for k in header if ".quant_state.bitsandbytes__" in k), None)
+            if key is not None:
+                start, end = header[key]["data_offsets"]
+                f.seek(8 + n + start)
+                try:
+                    return int(json.loads(f.read(end - start))["blocksize"])
+                except (ValueError, KeyError, TypeError):
+                    return None
+    return None
 
 
 def paired(externals, ref) -> list[ExternalConfig]:

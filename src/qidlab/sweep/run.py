@@ -26,7 +26,7 @@ from ..files import building
 from ..output import dump_json
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..quantize.formats import save_quantized
-from ..store import Measurement, Store, config_hash, stored_jobs
+from ..store import Measurement, Store, config_hash, stored_jobs, stored_task_jobs
 from ..torchenv import require_measure
 from .external import ExternalConfig, check_paired, paired
 from .ray_executor import run_on_ray
@@ -377,6 +377,8 @@ class PlannedCheckpoint:
     todo: int  # measurements left
     cached: bool | None = None  # Hub: whether the cache holds the revision (None: a local folder)
     download_bytes: int | None = None  # Hub: bytes on disk when cached, to download when not (None: unknown offline)
+    tasks_stored: int = 0  # [[tasks]] runs (config x task) whose rows the store holds
+    tasks_todo: int = 0  # [[tasks]] runs left (the 16-bit model and each of the study's configs)
 
 
 @dataclass
@@ -389,6 +391,7 @@ class DryRun:
     store: str
     offline: bool = False
     unavailable: list[str] = field(default_factory=list)  # inputs not to be had here (offline, not cached)
+    tasks: list[str] = field(default_factory=list)  # the [[tasks]] that would run, described
 
     @property
     def total(self) -> int:  # per checkpoint: [[quantized]] folders pair with one checkpoint each
@@ -401,8 +404,10 @@ def plan_study(study: Study) -> DryRun:
     checkpoints whether the cache holds them and their size (bytes; unknown offline when not cached).
     Inputs that cannot be had here (offline: a data set not cached, a reference tokenizer file not yet
     fetched) are listed in ``unavailable`` instead of stopping the plan; the measurements that depend on
-    them count as not stored."""
+    them count as not stored. ``[[tasks]]`` are checked as the sweep checks them (lm_eval installed, every
+    task known) and listed, with the runs (config x task) stored and left per checkpoint."""
     refs = study_refs(study, check=not (study.hub is not None and hub.is_offline()))
+    check_tasks(study.tasks)
     unavailable: list[str] = []
     eval_sets = [_planned(lambda e=e: _eval_set(e), unavailable) for e in study.eval_sets]
     configs = [Reference16(), *study.methods]
@@ -415,7 +420,8 @@ def plan_study(study: Study) -> DryRun:
         hashes = [None] * len(configs)
     else:
         hashes = [_planned(lambda c=c: config_hash(measurement_config(c, study)), unavailable) for c in configs]
-    stored = stored_jobs(study.store)
+    task_hashes = (_planned(lambda: _task_hashes(configs, study), unavailable, "[[tasks]]: ") or []) if study.tasks else []
+    stored, stored_tasks = stored_jobs(study.store), stored_task_jobs(study.store)
     rows = []
     for ref in refs:
         done = stored.get((ref.suite, ref.model, ref.step), set())
@@ -423,11 +429,23 @@ def plan_study(study: Study) -> DryRun:
         n = sum((es.content_hash, h) in done for es in eval_sets if es is not None for h in mine if h is not None)
         cached, size = (hub.download_sizes(ref, allow_pickle=study.allow_pickle) if ref.repo
                         else (None, None))
+        t_done = stored_tasks.get((ref.suite, ref.model, ref.step), set())
+        nt = sum(h in t_done for per_config in task_hashes for h in per_config)
         rows.append(PlannedCheckpoint(ref.suite, ref.model, ref.step, ref.tokens, ref.location, n,
-                                      len(mine) * len(eval_sets) - n, cached, size))
+                                      len(mine) * len(eval_sets) - n, cached, size,
+                                      nt, len(configs) * len(study.tasks) - nt))
     return DryRun(rows, [_label(c, study) for c in [*configs, *study.quantized]], [e.name for e in study.eval_sets],
                   str(study.store), offline=study.hub is not None and hub.is_offline(),
-                  unavailable=list(dict.fromkeys(unavailable)))
+                  unavailable=list(dict.fromkeys(unavailable)), tasks=[_describe_task(t) for t in study.tasks])
+
+
+def _describe_task(spec) -> str:
+    """A ``[[tasks]]`` table in one phrase: its name and the options given."""
+    opts = [f"{k} {v}" for k, v in (("include", spec.include), ("num_fewshot", spec.num_fewshot),
+                                    ("limit", spec.limit)) if v is not None]
+    if spec.metrics is not None:
+        opts.append("metrics " + ", ".join(spec.metrics))
+    return spec.name + (f" ({'; '.join(opts)})" if opts else "")
 
 
 def _planned(make, unavailable: list[str], what: str = ""):
