@@ -143,3 +143,17 @@ def test_files_qidlab_writes_get_the_umask_permissions(mask, umask, synthetic, t
     for root in (tmp_path / "work" / "corpus", suite, tmp_path / "q", tmp_path / "report", published):
         assert _wrong(root, mask) == {}, root
     assert stat.S_IMODE(figure.stat().st_mode) == 0o666 & ~mask
+
+
+def test_read_json_object_names_the_file_in_one_line(tmp_path):
+    from qidlab.errors import QidlabError
+    from qidlab.files import read_json_object
+
+    good = tmp_path / "good.json"
+    good.write_text('{"a": 1}')
+    assert read_json_object(good) == {"a": 1}
+    for name, text, problem in (("bad.json", "{not json", "not valid JSON"), ("list.json", "[1, 2]", "expected a JSON object")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(QidlabError, match=problem) as err:
+            read_json_object(tmp_path / name)
+        assert name in str(err.value) and "\n" not in str(err.value)

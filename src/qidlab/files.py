@@ -92,6 +92,18 @@ def write_json(path, doc: Any, **dumps) -> None:
     write_text(path, json.dumps(doc, **{"indent": 1, **dumps}) + "\n")
 
 
+def read_json_object(path) -> dict:
+    """The JSON object in the file at ``path``; a one-line ``QidlabError`` naming the file when it is
+    not valid JSON or not an object (the counterpart of ``write_json`` for config-like files)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise QidlabError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise QidlabError(f"{path}: expected a JSON object")
+    return doc
+
+
 def new_dir(parent, prefix: str) -> Path:
     """A new empty folder ``<parent>/<prefix><pid>-<random>`` (``parent`` made if needed)."""
     parent = Path(parent)

@@ -4,7 +4,6 @@ D and a content hash."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from qidlab.checkpoints import hub
 from qidlab.checkpoints.metadata import read_metadata
 from qidlab.checkpoints.params import count_params
 from qidlab.errors import QidlabError
+from qidlab.files import read_json_object
 from qidlab.torchenv import quiet_transformers
 
 #: Files whose bytes are the checkpoint's weights, by format.
@@ -162,12 +162,7 @@ def check_checkpoint(path, *, allow_pickle: bool = False, pickle_hint: str = PIC
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise QidlabError(f"{folder} has no config.json: not a Hugging Face checkpoint folder")
-    try:
-        config_dict = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QidlabError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(config_dict, dict):
-        raise QidlabError(f"{config_path}: expected a JSON object")
+    config_dict = read_json_object(config_path)
     fmt, files = _weight_files(folder)
     if fmt == "none":
         raise QidlabError(f"{folder} has no weight files (*.safetensors, or pickled *.bin/*.pt)")

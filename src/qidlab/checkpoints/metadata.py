@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qidlab.errors import QidlabError
+from qidlab.files import read_json_object
 
 METADATA_FILE = "qidlab.json"  # written by qidlab's trainer: {"tokens": D, "step": ...}
 
@@ -15,12 +15,7 @@ def read_metadata(folder: Path) -> dict:
     meta_path = folder / METADATA_FILE
     if not meta_path.is_file():
         return {}
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QidlabError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise QidlabError(f"{meta_path}: expected a JSON object")
+    meta = read_json_object(meta_path)
     for key in ("tokens", "step"):
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from ..checkpoints.load import content_hash
 from ..errors import QidlabError
+from ..files import read_json_object
 from ..quantize.config import QuantConfig
 from ..tomlfile import Key, check_table
 
@@ -72,10 +73,7 @@ def _one(e, where: Path, path, i: int) -> ExternalConfig:
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
         raise QidlabError(f"{path}: quantized[{i}]: {folder} has no config.json")
-    try:
-        qc = json.loads(cfg_file.read_text()).get("quantization_config")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QidlabError(f"{cfg_file}: not valid JSON ({exc})") from None
+    qc = read_json_object(cfg_file).get("quantization_config")
     if not isinstance(qc, dict):
         raise QidlabError(f"{path}: quantized[{i}]: {cfg_file} has no quantization_config (not a quantized checkpoint)")
     bits, group = describe(qc)
