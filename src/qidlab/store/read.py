@@ -13,8 +13,9 @@ the ones ``publish.py`` writes into a data set's manifest.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from ..errors import QidlabError
 from .db import canonical_query, columns, read_only, refuse_newer
@@ -33,22 +34,30 @@ QUERIES = {
 }
 
 
-def read_canonical(path: str | Path) -> "pd.DataFrame":
-    """The store's measurements as a DataFrame of canonical columns."""
-    path = Path(path)
+@contextmanager
+def _reading(path: Path, needs: str, what: str) -> Iterator[tuple[sqlite3.Connection, set[str]]]:
+    """A read-only connection to the store at ``path`` and the names of its tables and views; one
+    ``QidlabError`` line for a newer schema, a store without ``needs`` (a ``what``: "view" or
+    "table"), or a file SQLite cannot read."""
     try:
         with read_only(path) as conn:
             refuse_newer(conn, path)
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "canonical" not in names:
-                raise QidlabError(f"{path}: not a qidlab store (no 'canonical' view)")
-            # the view's SELECT as this qidlab writes it: a store made before a column joined the view
-            # (``path``: the checkpoint's folder or hf://REPO@REVISION) is read with it too
-            have = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
-            absent = tuple(c for c in columns()["checkpoints"] if c not in have)
-            return frames(conn, {"canonical": canonical_query(absent=absent)})["canonical"]
+            if needs not in names:
+                raise QidlabError(f"{path}: not a qidlab store (no {needs!r} {what})")
+            yield conn, names
     except sqlite3.DatabaseError as exc:
         raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
+
+
+def read_canonical(path: str | Path) -> "pd.DataFrame":
+    """The store's measurements as a DataFrame of canonical columns."""
+    with _reading(Path(path), "canonical", "view") as (conn, _):
+        # the view's SELECT as this qidlab writes it: a store made before a column joined the view
+        # (``run``, ``path``) is read with it too, the column NULL
+        have = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+        absent = tuple(c for c in columns()["checkpoints"] if c not in have)
+        return frames(conn, {"canonical": canonical_query(absent=absent)})["canonical"]
 
 
 #: ``task_results`` with the checkpoint's N and D, for ``read_task_table``.
@@ -62,21 +71,13 @@ def read_task_table(path: str | Path) -> "pd.DataFrame":
     """The store's downstream-task results of quantized models (``task_results`` with N and D of
     each checkpoint): one row per checkpoint x config x task x metric; ``delta`` = value -
     value16. A store written before schema version 3 has none (an empty frame)."""
-    path = Path(path)
-    try:
-        with read_only(path) as conn:
-            refuse_newer(conn, path)
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "checkpoints" not in names:
-                raise QidlabError(f"{path}: not a qidlab store (no 'checkpoints' table)")
-            if "task_results" not in names:
-                import pandas as pd
+    with _reading(Path(path), "checkpoints", "table") as (conn, names):
+        if "task_results" not in names:
+            import pandas as pd
 
-                return pd.DataFrame(columns=[c.strip().split()[-1].split(".")[-1]
-                                             for c in TASK_QUERY[7:TASK_QUERY.index(" FROM ")].split(",")])
-            return frames(conn, {"tasks": TASK_QUERY})["tasks"]
-    except sqlite3.DatabaseError as exc:
-        raise QidlabError(f"{path}: not a readable SQLite store ({exc})") from None
+            return pd.DataFrame(columns=[c.strip().split()[-1].split(".")[-1]
+                                         for c in TASK_QUERY[7:TASK_QUERY.index(" FROM ")].split(",")])
+        return frames(conn, {"tasks": TASK_QUERY})["tasks"]
 
 
 def describe_store(path: str | Path) -> dict[str, "pd.DataFrame"]:
