@@ -9,8 +9,6 @@ skipped, so after a crash the same command finishes the study with no lost and n
 
 from __future__ import annotations
 
-import sys
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +18,27 @@ from .. import documents, provenance, quantize
 from ..checkpoints import check_checkpoint, discover, hub, load_checkpoint
 from ..documents import CALIBRATION_SAMPLER, CalibrationSpec, calibration_identity
 from ..errors import QidlabError, did_you_mean
-from ..hubdata import DatasetSource, NotCached
 from ..evaluate import load_eval_set, paired_bootstrap_qid, score
+from ..evaluate.tasks import check_tasks
 from ..files import building
+from ..hubdata import DatasetSource, NotCached
 from ..output import dump_json
 from ..quantize.config import QuantConfig, Reference16, config_from_dict
 from ..quantize.formats import save_quantized
 from ..store import Measurement, Store, config_hash, stored_jobs, stored_task_jobs
 from ..torchenv import require_measure
 from .external import ExternalConfig, check_paired, paired
+from .progress import Progress
 from .ray_executor import run_on_ray
 from .slurm_executor import SlurmExecutor
-from .progress import Progress
 from .study import Study, job_label
-from .tasks import TaskResult, check_tasks, reference_scores, task_identity, task_measurement, task_results
+from .tasks import (
+    TaskResult,
+    reference_scores,
+    task_identity,
+    task_measurement,
+    task_results,
+)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from ..errors import QidlabError
-from ..evaluate.tasks import TaskScore, TaskSpec, check_tasks, run_tasks
+from ..evaluate.tasks import TaskScore, TaskSpec, run_tasks
 from ..quantize.config import QuantConfig
 from ..store import TaskMeasurement
 

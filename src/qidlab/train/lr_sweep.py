@@ -26,12 +26,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table
 from qidlab.files import write_json
 from qidlab.train.engine import autocast, build_model, make_optimizer, make_update, to_device
 from qidlab.train.schedule import lr_multiplier
+
+if TYPE_CHECKING:
+    from qidlab.train.config import ModelSpec
 
 SWEEP_FILE = "lr-sweep.json"
 DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # a log2 grid around the model's lr
