@@ -18,7 +18,7 @@
 # (SIGTERM: a sweep keeps every measurement it committed); then the stores are merged, and $OUT
 # gets what can come back from a GPU machine (at most 8 files of at most 16 MiB):
 # store-measurements.db (the merged store without per-document losses: every QiD with its CI),
-# store.db.gz.part-NN (the whole store gzipped in 15 MB parts, when 3 parts or fewer:
+# store.db.gz.part-NN (the whole store of the plan's models, gzipped in 15 MB parts, when up to 4 fit:
 # `cat store.db.gz.part-* | gunzip > store.db`; ~13 MB gzipped per 1,000 measurements of
 # ~1,150 documents), suites.tar.gz (the suites' small files: train-log.csv,
 # weight-dynamics.json, train-stats.json, manifests) and logs.tar.gz.
@@ -95,15 +95,25 @@ done
 wait
 log "pipelines done"
 
-stores=("$work"/stores/*.db)
-if [ -e "${stores[0]}" ]; then
+stores=()  # this plan's models only: a warm machine's earlier calls have returned theirs already
+for line in "${lines[@]}"; do
+    read -r suite _ models <<< "$line"
+    for model in $models; do
+        db="$work/stores/$(basename "$suite" .toml)-$model.db"; [ -e "$db" ] && stores+=("$db")
+    done
+done
+if [ "${#stores[@]}" -gt 0 ]; then
     rm -f "$work/store.db"
     qidlab store merge "${stores[@]}" --out "$work/store.db" || echo "job.sh: merge failed" >&2
     slim "$work/store.db" "$out/store-measurements.db"
-    gzip -1 -c "$work/store.db" | split -b 15M -d - "$out/store.db.gz.part-"
+    gzip -6 -c "$work/store.db" | split -b 15M -d - "$out/store.db.gz.part-"
     parts=("$out"/store.db.gz.part-*)
-    if [ "${#parts[@]}" -gt 3 ]; then  # only 8 files of at most 16 MiB come back from a GPU job
-        echo "job.sh: the whole store is ${#parts[@]} x 15 MB gzipped: not returned; store-measurements.db is" >&2
+    # 8 files of at most 16 MiB, 64 MiB together, come back from a GPU job: 3 of them are the slim store,
+    # suites.tar.gz and logs.tar.gz, one is left for the caller's own log ($OUT/job-*.txt)
+    room=$(( (60 * 1024 * 1024 - $(stat -c %s "$out/store-measurements.db")) / (15 * 1024 * 1024) ))
+    [ "$room" -gt 4 ] && room=4
+    if [ "${#parts[@]}" -gt "$room" ]; then
+        echo "job.sh: the whole store is ${#parts[@]} x 15 MB gzipped (room for $room): not returned; store-measurements.db is" >&2
         rm -f "${parts[@]}"
     fi
 fi
