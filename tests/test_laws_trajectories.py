@@ -164,3 +164,12 @@ def test_missing_columns_and_empty_frames_are_one_line_errors(neutral):
     assert "\n" not in str(e.value)
     with pytest.raises(QidlabError, match="empty"):
         T.cooldown_ratios(neutral.iloc[:0])
+
+
+def test_decay_coefficient_ci_excludes_zero_with_an_effect_and_covers_it_without(decayed, neutral):
+    for frame, delta in ((decayed, 0.5), (neutral, 0.0)):
+        out = T.form_coefficients(frame, n_boot=200).set_index(["bits", "term"])
+        for bits in (2.0, 3.0):
+            d = out.loc[(bits, "decay")]
+            assert d.value == pytest.approx(delta, abs=0.06) and d.lo < delta < d.hi and d.clusters == len(SIZES)
+            assert out.loc[(bits, "logN")].value == pytest.approx(ALPHA, abs=0.06)

@@ -410,3 +410,25 @@ def _form_row(key: dict, protocol: str, errs: pd.DataFrame, forms: Sequence[Form
     same = all(abs(row[f"diff_{f.name}"]) < 1e-12 and row[f"hi_{f.name}"] - row[f"lo_{f.name}"] < 1e-12 for f in forms[1:])
     row["winner"] = "same fit" if same else best if separated else "tie"
     return row
+
+
+def form_coefficients(frame: pd.DataFrame, form: Form = FORMS[1], min_tokens: float = 4e6,
+                      by: Sequence[str] = SLICE, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per slice: ``form``'s coefficients fitted on every ``law_points`` row with QiD > 0 (a term
+    constant over the slice left out), each with a 95% CI from resampling clusters and refitting.
+    Columns: the slice, term, value, lo, hi, n, clusters (``decay``'s value is delta: QiD x
+    exp(delta) at a fully decayed lr, equal D and N)."""
+    points, out = law_points(frame, min_tokens), []
+    for key, s in slices(points[points.qid > 0], by):
+        hat = fit_params(form, s)
+        codes, g = _cluster_codes(s.cluster)
+        members = [np.flatnonzero(codes == k) for k in range(g)]
+        reps = {t: [] for t in hat}
+        for draw in (_draws(g, n_boot, seed) if g > 1 else []):
+            rep = fit_params(form, s.iloc[np.concatenate([members[k] for k in draw])])
+            for t in hat:
+                reps[t].append(rep.get(t, np.nan))
+        for t, v in hat.items():
+            lo, hi = _percentile(np.asarray(reps[t], float)) if g > 1 else (np.nan, np.nan)
+            out.append({**key, "term": t, "value": v, "lo": lo, "hi": hi, "n": len(s), "clusters": g})
+    return pd.DataFrame(out)
