@@ -225,7 +225,7 @@ def forms(frame: pd.DataFrame) -> None:
     print("\nFitted on all points of the slice (GPTQ, 2+3 bits):\n")
     for ev in EVAL_SETS:
         r = rows[(rows.method == "gptq") & (rows.eval_set == ev)]
-        for f in T.FORMS:
+        for f in T.FORMS if len(r) else ():
             p = T.fit_params(f, r)
             print(f"- {ev} {f.name}: " + ", ".join(f"{k} {v:+.3f}" for k, v in p.items()) + f" (n = {len(r)})")
 

@@ -4,7 +4,10 @@ checkpoints, cooldown branches, LAWA averages, a 2x peak-lr arm, cosine run ends
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +32,7 @@ def _qid(rng, tokens, n, bits, decay, delta, noise):
 def _row(arm, seed, suite, kind, step, n, bits, qid, schedule="constant", decay=0.0, decay_tokens=0.0, branch_from=np.nan,
          peak=1e-3, model=None):
     return {"suite": suite, "model": model or arm, "step": step, "tokens": step * TPS, "n_params": int(n), "bits": float(bits),
-            "method": "gptq", "eval_set": "heldout", "qid": qid, "loss16": 3.0 - 0.1 * math.log(step * TPS / 1e6),
+            "method": "gptq", "eval_set": "debian-en-heldout", "qid": qid, "loss16": 3.0 - 0.1 * math.log(step * TPS / 1e6),
             "kind": kind, "trajectory": arm, "arm": arm, "seed": seed, "schedule": schedule, "peak_lr": peak,
             "decay": decay, "decay_tokens": decay_tokens, "branch_from": branch_from}
 
@@ -173,3 +176,30 @@ def test_decay_coefficient_ci_excludes_zero_with_an_effect_and_covers_it_without
             d = out.loc[(bits, "decay")]
             assert d.value == pytest.approx(delta, abs=0.06) and d.lo < delta < d.hi and d.clusters == len(SIZES)
             assert out.loc[(bits, "logN")].value == pytest.approx(ALPHA, abs=0.06)
+
+
+def _findings2():
+    spec = importlib.util.spec_from_file_location("findings2", Path(__file__).resolve().parents[1] / "campaign" / "findings2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_findings2_prints_every_section_from_a_frame_file(decayed, tmp_path, capsys):
+    path = tmp_path / "frame.parquet"
+    decayed.to_parquet(path)
+    _findings2().main(["findings2.py", str(path)])
+    out = capsys.readouterr().out
+    for heading in ("## a.", "## b.", "## c.", "## d.", "## e.", "## f.", "2 and 3 bits pooled", "delta [95% CI]"):
+        assert heading in out, heading
+    beta = T.constant_beta(decayed, 4e6, 2000, 0).set_index("bits").loc[2.0]
+    assert f"| gptq | 2 | debian-en-heldout | {beta.beta:.3f} [{beta.lo:.3f}, {beta.hi:.3f}] |" in out
+    two_x = re.search(r"\| gptq \| 2 \| debian-en-heldout \| run \| - \| ([\d.]+) \(", out)  # no 0.5x arm here
+    assert float(two_x.group(1)) == pytest.approx(LR2X_FACTOR, rel=0.1)
+
+
+def test_findings2_refuses_a_frame_without_trajectory_columns(decayed, tmp_path):
+    path = tmp_path / "frame.parquet"
+    decayed.drop(columns=["kind"]).to_parquet(path)
+    with pytest.raises(QidlabError, match="kind"):
+        _findings2().main(["findings2.py", str(path)])

@@ -329,6 +329,8 @@ def fit_predict(form: Form, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarr
 def fit_params(form: Form, rows: pd.DataFrame) -> dict[str, float]:
     """The fitted coefficients of ``form`` on ``rows`` (QiD > 0): ``{term: theta}`` in log units
     (logD's is beta, logN's alpha, logP's gamma, decay's delta), terms constant over rows left out."""
+    if len(rows) == 0:
+        raise QidlabError(f"no points to fit the form {form.name!r} on")
     X = _terms(rows)
     use = [t for t in form.terms if np.ptp(X[t]) > 1e-12]
     A = np.column_stack([np.ones(len(rows))] + [X[t] for t in use])
