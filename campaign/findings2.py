@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from qidlab import data
+from qidlab.errors import QidlabError
 from qidlab.laws import trajectories as T
 
 DEFAULT = "qidlab-gpu-2027"
@@ -256,4 +257,8 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    try:
+        main(sys.argv)
+    except QidlabError as e:  # one line, as the CLI prints it
+        print(f"findings2: {e}", file=sys.stderr)
+        sys.exit(2)
