@@ -1,0 +1,264 @@
+"""The numbers of docs/findings.md's Campaign 2 section (issue 17): does QiD grow with training tokens
+or with learning-rate decay?
+
+    PYTHONPATH=src .venv/bin/python campaign/findings2.py [DATASET] > campaign/results/2026-12-04-c2-s2/findings2.txt
+
+DATASET: a data set name or folder, or a Parquet/CSV file of the same frame (default
+``qidlab-gpu-2027``); it needs the trajectory columns of ``qidlab.train.trajectories`` (kind,
+trajectory, arm, seed, schedule, peak_lr, lr, decay, decay_tokens, branch_from). Step-0 checkpoints
+(D = 0) are left out. Prints markdown tables from ``qidlab.laws.trajectories``: GPTQ first (both eval
+sets), RTN/AWQ/NF4 compactly. Bootstrap resamples clusters = (size arm, seed), with a fixed seed, so
+the output is reproducible. Units: D training tokens, N non-embedding parameters, QiD and losses in
+bits per byte (ratios and exponents are unit-free).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from qidlab import data
+from qidlab.errors import QidlabError
+from qidlab.laws import trajectories as T
+
+DEFAULT = "qidlab-gpu-2027"
+MIN_TOKENS = 4e6  # past the early transient (step >= 245 of 16,384 tokens)
+N_BOOT, N_BOOT_FORMS, SEED = 2000, 1000, 0
+HEADLINE = (("gptq", 2.0), ("gptq", 3.0))
+EVAL_SETS = ("debian-en-heldout", "brown")
+
+
+def load(name: str) -> pd.DataFrame:
+    """The frame with D > 0 (a data set's checks apply to the rest)."""
+    return data.load(name, where=["tokens>0"])
+
+
+def ci(d, key: str = "gm", fmt: str = "{:.3f}") -> str:
+    lo, hi = d["lo"], d["hi"]
+    if not np.isfinite(d[key]):
+        return "-"
+    return fmt.format(d[key]) + (f" [{fmt.format(lo)}, {fmt.format(hi)}]" if np.isfinite(lo) else " [no CI]")
+
+
+def method_order(frame: pd.DataFrame) -> pd.DataFrame:
+    order = {"gptq": 0, "rtn": 1, "awq": 2, "nf4": 3}
+    return frame.assign(_o=frame.method.map(order)).sort_values(["_o", "eval_set", "bits"], ascending=[True, False, True])
+
+
+def label(r) -> str:
+    return f"| {r['method']} | {int(r['bits'])} | {r['eval_set']} |"
+
+
+def header(frame: pd.DataFrame, name: str) -> None:
+    print(f"# Campaign 2 findings numbers from {name}: {len(frame)} QiD measurements (D > 0)\n")
+    sizes = frame[T.is_base_arm(frame.arm)].groupby("arm").n_params.first().sort_values()
+    print("sizes (N):", ", ".join(f"{a} {n / 1e6:.2f}M" for a, n in sizes.items()))
+    print("kinds:", frame.kind.value_counts().to_dict(), "| suites:", frame.suite.value_counts().to_dict(),
+          "| seeds:", sorted(frame.seed.unique().tolist()))
+    print("QiD <= 0 per bits:", frame[frame.qid <= 0].groupby("bits").size().to_dict(), "of",
+          frame.groupby("bits").size().to_dict())
+
+
+def beta_table(frame: pd.DataFrame) -> None:
+    print(f"\n## a. QiD vs D at constant lr: beta_const (log QiD on log D, D >= {MIN_TOKENS:.3g}, fixed effect per run)\n")
+    print("| method | bits | eval set | beta_const [95% cluster CI] | n | clusters | dropped (QiD <= 0) |")
+    print("|---|---:|---|---|---:|---:|---:|")
+    out = method_order(T.constant_beta(frame, MIN_TOKENS, N_BOOT, SEED))
+    for _, r in out.iterrows():
+        print(f"{label(r)} {ci({'gm': r.beta, 'lo': r.lo, 'hi': r.hi})} | {r.n} | {r.clusters} | {r.dropped} |")
+
+
+def ratio_table(table: pd.DataFrame, ratios: dict[str, str], title: str) -> None:
+    base = table[T.is_base_arm(table.arm)]
+    if base.empty:
+        print(f"\n{title}\n\n(no rows)")
+        return
+    sums = {k: T.summarize_ratio(base, col, n_boot=N_BOOT, seed=SEED).set_index(list(T.SLICE)) for k, col in ratios.items()}
+    first = next(iter(sums.values()))
+    print(f"\n{title}\n")
+    print("| method | bits | eval set | " + " | ".join(f"{k} [95% cluster CI]" for k in ratios) + " | n | clusters | dropped |")
+    print("|---|---:|---|" + "---|" * len(ratios) + "---:|---:|---:|")
+    for _, r in method_order(first.reset_index()).iterrows():
+        key = tuple(r[c] for c in T.SLICE)
+        cells = " | ".join(ci(s.loc[key]) for s in sums.values())
+        print(f"{label(r)} {cells} | {r.n} | {r.clusters} | {r.dropped} |")
+
+
+def per_point(table: pd.DataFrame, col: str, title: str) -> None:
+    base = table[T.is_base_arm(table.arm)]
+    rows = base[base.method.isin(["gptq"]) & base.bits.isin([2.0, 3.0])]
+    s = T.summarize_ratio(rows, col, by=(*T.SLICE, "branch_from"), n_boot=N_BOOT, seed=SEED)
+    print(f"\n{title}\n")
+    points = sorted(s.branch_from.unique())
+    print("| method | bits | eval set | " + " | ".join(f"b = {int(b)}" for b in points) + " |")
+    print("|---|---:|---|" + "---|" * len(points))
+    for key, g in T.slices(s):
+        g = g.set_index("branch_from")
+        print(f"{label(key)} " + " | ".join(ci(g.loc[b]) for b in points) + " |")
+
+
+def cooldown(frame: pd.DataFrame) -> pd.DataFrame:
+    cr = T.cooldown_ratios(frame)
+    ratio_table(cr, {"after / const-lr at equal D": "ratio_equal_d", "after / branch point": "ratio_before"},
+                "## b. Cooldown branches: QiD at the branch end over the constant-lr run (interpolated log-log at "
+                "the same D) and over the branch point (geometric means over 9 sizes x 5 branch points)")
+    late = cr[cr.branch_from * 16384 >= MIN_TOKENS]
+    ratio_table(late, {"after / const-lr at equal D": "ratio_equal_d", "after / branch point": "ratio_before"},
+                f"### b. The same, branch points past the early transient only (D at b >= {MIN_TOKENS:.3g}: b = 466, 889, 1695)")
+    per_point(cr, "ratio_equal_d", "### b. after / const-lr at equal D, per branch point b (geometric mean over 9 sizes)")
+    per_point(cr, "ratio_before", "### b. after / branch point, per branch point b")
+    base = cr[T.is_base_arm(cr.arm) & (cr.method == "gptq") & (cr.bits == 2)]
+    print("\n16-bit loss at the branch end minus the constant-lr run's at equal D (bits/byte), per b "
+          "(median over sizes; GPTQ rows, loss16 is shared by methods):\n")
+    print("| eval set | " + " | ".join(f"b = {b}" for b in sorted(base.branch_from.unique())) + " |")
+    print("|---|" + "---:|" * base.branch_from.nunique())
+    for ev in EVAL_SETS:
+        d = base[base.eval_set == ev].assign(diff=lambda x: x.loss16_after - x.loss16_equal_d)
+        print(f"| {ev} | " + " | ".join(f"{v:+.3f}" for v in d.groupby("branch_from")["diff"].median()) + " |")
+    return cr
+
+
+def lr_arms(frame: pd.DataFrame) -> None:
+    lr = T.lr_arm_ratios(frame)
+    print("\n## c. Peak lr: QiD of h384-l4 at 0.5x and 2x its swept peak lr over the 1x run at the same checkpoint "
+          f"(one size, one seed: no cluster CI; geometric mean, min-max over checkpoints; runs D >= {MIN_TOKENS:.3g})\n")
+    print("| method | bits | eval set | kind | 0.5x: gm (min-max) | 2x: gm (min-max) | n per arm |")
+    print("|---|---:|---|---|---|---|---:|")
+    lr = lr[(lr.kind != "run") | (lr.tokens >= MIN_TOKENS)]
+    for _, r in method_order(lr.drop_duplicates(list(T.SLICE))).iterrows():
+        s = lr[(lr.method == r.method) & (lr.bits == r.bits) & (lr.eval_set == r.eval_set)]
+        for kind in ("run", "branch", "average"):
+            cells = []
+            for m in (0.5, 2.0):
+                v = s[(s.kind == kind) & np.isclose(s.multiplier, m) & (s.ratio > 0)].ratio
+                cells.append(f"{np.exp(np.log(v).mean()):.2f} ({v.min():.2f}-{v.max():.2f})" if len(v) else "-")
+            print(f"{label(r)} {kind} | {cells[0]} | {cells[1]} | {len(s[(s.kind == kind) & np.isclose(s.multiplier, 2.0)])} |")
+    print("\nPer checkpoint, GPTQ 2 bits, debian-en-heldout (ratio to 1x; branch ends listed by their branch point):\n")
+    s = lr[(lr.method == "gptq") & (lr.bits == 2) & (lr.eval_set == "debian-en-heldout")]
+    print("| kind | step | D (M) | 0.5x | 2x |")
+    print("|---|---:|---:|---:|---:|")
+    for (kind, step), g in s.groupby(["kind", "step"]):
+        r = {m: g[np.isclose(g.multiplier, m)].ratio for m in (0.5, 2.0)}
+        print(f"| {kind} | {step} | {g.tokens.iloc[0] / 1e6:.1f} | " + " | ".join(f"{v.iloc[0]:.2f}" if len(v) else "-" for v in r.values()) + " |")
+    lr_loss16(frame)
+
+
+def lr_loss16(frame: pd.DataFrame) -> None:
+    f = frame[(frame.n_params == frame[frame.arm.str.contains("lr2x")].n_params.max()) & (frame.method == "gptq")
+              & (frame.bits == 2) & (frame.schedule == "constant")]
+    print("\n16-bit loss (bits/byte) of the three h384-l4 arms at the run's end (step 1950) and the last branch end:\n")
+    print("| eval set | kind | step | " + " | ".join(sorted(f.arm.unique())) + " |")
+    print("|---|---|---:|" + "---:|" * f.arm.nunique())
+    for ev in EVAL_SETS:
+        for kind, step in (("run", 1950), ("branch", 1949)):
+            g = f[(f.eval_set == ev) & (f.kind == kind) & (f.step == step)].set_index("arm").loss16
+            print(f"| {ev} | {kind} | {step} | " + " | ".join(f"{g.get(a, np.nan):.3f}" for a in sorted(f.arm.unique())) + " |")
+
+
+def averaging(frame: pd.DataFrame) -> None:
+    av = T.averaging_ratios(frame)
+    ratio_table(av, {"LAWA / run at b": "ratio"},
+                "## d. Weight averaging: QiD of the LAWA average (k = 5 over the last 10% of steps before b) over the "
+                "run's checkpoint at b (geometric mean over 9 sizes x 5 branch points)")
+    per_point(av, "ratio", "### d. LAWA / run at b, per branch point b")
+    base = av[T.is_base_arm(av.arm) & (av.method == "gptq") & (av.bits == 2)]
+    print("\n16-bit loss of the average minus the run's at b (bits/byte; median over sizes):\n")
+    for ev in EVAL_SETS:
+        d = base[base.eval_set == ev].assign(diff=lambda x: x.loss16_avg - x.loss16_run)
+        print(f"- {ev}: " + ", ".join(f"b={b}: {v:+.3f}" for b, v in d.groupby("branch_from")["diff"].median().items()))
+
+
+def cosine(frame: pd.DataFrame) -> None:
+    cos = T.cosine_ratios(frame)
+    ratio_table(cos, {"cosine end / const-lr at equal D": "ratio_const", "cosine end / nearest branch end": "ratio_branch"},
+                "## e. Cosine runs (to 10% of peak; ends at 488, 975, 1950 updates; 5 smallest sizes): QiD at the end")
+    print("\nPer run, GPTQ 2 bits (QiD and 16-bit loss in bits/byte; nearest branch end: b = 466 -> 536, 889 -> 1022, "
+          "1695 -> 1949):\n")
+    print("| eval set | arm | end step | QiD cos | QiD const | QiD branch | loss16 cos | loss16 const | loss16 branch |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    s = cos[(cos.method == "gptq") & (cos.bits == 2)].sort_values(["eval_set", "arm", "step"], ascending=[False, True, True])
+    for _, r in s.iterrows():
+        print(f"| {r.eval_set} | {r.arm} | {r.step} | {r.qid_cos:.4f} | {r.qid_const:.4f} | {r.qid_branch:.4f} | "
+              f"{r.loss16_cos:.3f} | {r.loss16_const:.3f} | {r.loss16_branch:.3f} |")
+    d = s.assign(diff=s.loss16_cos - s.loss16_const)
+    ends = d[d.step == d.step.max()]
+    print("\nAt the 1950-update ends, loss16(cosine) - loss16(const-lr) (bits/byte) by size, with D/N (tokens per "
+          "non-embedding parameter):", "; ".join(
+              f"{r.eval_set} {r.arm} (D/N {r.tokens / frame[frame.arm == r.arm].n_params.iloc[0]:.0f}): {r['diff']:+.3f}"
+              for _, r in ends.iterrows()))
+    print("\nloss16(cosine end) - loss16(const-lr at equal D), median over the 5 sizes (bits/byte):",
+          ", ".join(f"{ev} {st}: {v:+.3f}" for (ev, st), v in d.groupby(["eval_set", "step"])["diff"].median().items()))
+
+
+def forms_table(frame: pd.DataFrame, by, title: str) -> None:
+    out = T.compare_forms(frame, MIN_TOKENS, by=by, n_boot=N_BOOT_FORMS, seed=SEED)
+    names = [f.name for f in T.FORMS]
+    print(f"\n{title}\n")
+    print("| method | bits | eval set | protocol | n | " + " | ".join(f"med abs log err {n}" for n in names)
+          + " | bias (mean log err) " + " / ".join(names) + " | " + " | ".join(f"ouyang - {n} [95% CI]" for n in names[1:])
+          + " | winner |")
+    print("|---|---:|---|---|---:|" + "---:|" * len(names) + "---|" * len(names) + "---|")
+    out = out.assign(bits=out.get("bits", "2+3"))
+    order = {"gptq": 0, "rtn": 1, "awq": 2, "nf4": 3}
+    out = out.assign(_o=out.method.map(order)).sort_values(["_o", "eval_set", "bits", "protocol"], ascending=[True, False, True, False])
+    for _, r in out.iterrows():
+        meds = " | ".join(f"{r[f'med_{n}']:.3f}" for n in names)
+        bias = " / ".join(f"{r[f'bias_{n}']:+.3f}" for n in names)
+        diffs = " | ".join(ci({"gm": r[f"diff_{n}"], "lo": r[f"lo_{n}"], "hi": r[f"hi_{n}"]}, fmt="{:+.3f}") for n in names[1:])
+        bits = r.bits if isinstance(r.bits, str) else int(r.bits)
+        print(f"| {r.method} | {bits} | {r.eval_set} | {r.protocol} | {r.n} | {meds} | {bias} | {diffs} | {r.winner} |")
+
+
+def forms(frame: pd.DataFrame) -> None:
+    print("\n## f. Law forms held out: log QiD = c + beta log D - alpha log N - gamma log P [+ delta decay "
+          "[+ eta decay_tokens/D]], least squares on logs of QiD > 0, D >= "
+          f"{MIN_TOKENS:.3g}; targets: branch ends and cosine ends. loso = fit on the other sizes (all kinds but "
+          "averages), predict the held-out size; const = fit on the constant-lr runs of all sizes (decay is 0 "
+          "there, so the decay-aware forms reduce to Ouyang's: 'same fit'). Errors in natural log of "
+          "predicted/measured; a positive difference means the decay-aware form predicts better.")
+    forms_table(frame[frame.bits < 16], T.SLICE, "### f. Per slice (one bit width: the log P term drops)")
+    deltas(frame)
+    pooled = frame[frame.bits.isin([2.0, 3.0]) & (frame.method != "nf4")]
+    forms_table(pooled, ("method", "eval_set"), "### f. 2 and 3 bits pooled (gamma fitted)")
+    rows = pooled[T.is_base_arm(pooled.arm) & (pooled.kind != "average") & (pooled.tokens >= MIN_TOKENS) & (pooled.qid > 0)]
+    print("\nFitted on all points of the slice (GPTQ, 2+3 bits):\n")
+    for ev in EVAL_SETS:
+        r = rows[(rows.method == "gptq") & (rows.eval_set == ev)]
+        for f in T.FORMS if len(r) else ():
+            p = T.fit_params(f, r)
+            print(f"- {ev} {f.name}: " + ", ".join(f"{k} {v:+.3f}" for k, v in p.items()) + f" (n = {len(r)})")
+
+
+def deltas(frame: pd.DataFrame) -> None:
+    out = T.form_coefficients(frame, T.FORMS[1], MIN_TOKENS, n_boot=N_BOOT_FORMS, seed=SEED)
+    print("\n### f. The decay-aware form fitted on every point (runs, branch ends, cosine checkpoints; D >= "
+          f"{MIN_TOKENS:.3g}): delta (QiD x exp(delta) at a fully decayed lr, equal D and N) and beta, 95% cluster CIs\n")
+    print("| method | bits | eval set | delta [95% CI] | exp(delta) | beta [95% CI] | alpha [95% CI] | n |")
+    print("|---|---:|---|---|---:|---|---|---:|")
+    wide = out.set_index([*T.SLICE, "term"])
+    for _, r in method_order(out[out.term == "decay"]).iterrows():
+        k = tuple(r[c] for c in T.SLICE)
+        cell = lambda t: ci({"gm": wide.loc[(*k, t)].value, "lo": wide.loc[(*k, t)].lo, "hi": wide.loc[(*k, t)].hi}, fmt="{:+.3f}")
+        print(f"{label(r)} {cell('decay')} | {np.exp(r.value):.2f} | {cell('logD')} | {cell('logN')} | {r.n} |")
+
+
+def main(argv) -> None:
+    name = argv[1] if len(argv) > 1 else DEFAULT
+    frame = T.check_frame(load(name))
+    header(frame, name)
+    beta_table(frame)
+    cooldown(frame)
+    lr_arms(frame)
+    averaging(frame)
+    cosine(frame)
+    forms(frame)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv)
+    except QidlabError as e:  # one line, as the CLI prints it
+        print(f"findings2: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,436 @@
+"""Tokens or learning-rate decay? QiD along training trajectories (issue 17; Catalan-Tatjer et al.
+2025, arXiv 2510.06213), from a measurement frame with the columns of
+``qidlab.train.trajectories.COLUMNS`` (kind run|branch|average, trajectory, arm, seed, schedule,
+peak_lr, lr, decay, decay_tokens, branch_from).
+
+Per slice (method, bits, eval_set):
+
+* ``constant_beta``      exponent of QiD in D along constant-lr runs, a fixed effect per trajectory;
+* ``cooldown_ratios``    each cooldown branch end vs the constant-lr run at the same D and at its
+                         branch point;
+* ``lr_arm_ratios``      QiD of the peak-lr variants of one size over the base lr's, point by point;
+* ``averaging_ratios``   LAWA average at a branch point over the run's checkpoint there;
+* ``cosine_ratios``      a cosine run's end vs the constant-lr run at the same D and the nearest
+                         cooldown branch end;
+* ``compare_forms``      Ouyang's log-linear form vs decay-aware forms, held out by size.
+
+Units: D (``tokens``) training tokens, N (``n_params``) non-embedding parameters, P (``bits``) bits
+per weight; QiD and losses in the frame's unit (nats/token or bits/byte: ratios and exponents do not
+depend on it). Log fits use only points with QiD > 0 and report how many they dropped. Cluster
+bootstraps resample clusters = (arm, seed): each size's trajectory of one seed with its branches,
+averages and cosine runs (same initialisation and data order); with seeds in the frame each seed is
+its own cluster. Pure: frames in, frames out (no files).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import QidlabError
+
+SLICE = ("method", "bits", "eval_set")
+NEEDED = ("suite", "model", "step", "tokens", "n_params", "bits", "method", "eval_set", "qid", "loss16", "kind",
+          "trajectory", "arm", "seed", "schedule", "peak_lr", "decay", "decay_tokens", "branch_from")
+RUN_KEY = ("suite", "trajectory", "seed")  # one trained run (its branches and averages share it)
+_VARIANT = re.compile(r"-lr[0-9.]+x$")  # an arm at a multiple of its size's swept peak lr (h384-l4-lr2x)
+
+
+def check_frame(frame: pd.DataFrame, needed: Sequence[str] = NEEDED) -> pd.DataFrame:
+    """``frame`` if it has every column of ``needed``; else one QidlabError naming the missing ones."""
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise QidlabError(f"the trajectory analysis needs column(s) {', '.join(missing)} "
+                          "(qidlab.train.trajectories.with_trajectories adds kind, trajectory, arm, ...)")
+    if frame.empty:
+        raise QidlabError("the trajectory analysis got an empty frame")
+    return frame
+
+
+def is_base_arm(arms: pd.Series) -> pd.Series:
+    """True for an arm at its size's swept peak lr (not named ``<size>-lr<m>x``)."""
+    return ~arms.astype(str).str.contains(_VARIANT)
+
+
+def cluster_labels(frame: pd.DataFrame) -> pd.Series:
+    """The bootstrap cluster of each row: ``arm|seed`` (a size's trajectory of one seed)."""
+    return frame["arm"].astype(str) + "|seed" + frame["seed"].astype(str)
+
+
+def slices(frame: pd.DataFrame, by: Sequence[str] = SLICE):
+    """``(key dict, rows)`` per slice, in sorted order."""
+    for key, rows in frame.groupby(list(by), sort=True):
+        yield dict(zip(by, key if isinstance(key, tuple) else (key,))), rows
+
+
+# ---------------------------------------------------------------- cluster bootstrap
+
+def _cluster_codes(clusters) -> tuple[np.ndarray, int]:
+    codes, uniques = pd.factorize(pd.Series(clusters).astype(str), sort=True)
+    return codes, len(uniques)
+
+
+def _draws(n_clusters: int, n_boot: int, seed: int) -> np.ndarray:
+    """``n_boot`` x ``n_clusters`` cluster indices drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, n_clusters, size=(n_boot, n_clusters))
+
+
+def _percentile(reps: np.ndarray) -> tuple[float, float]:
+    reps = reps[np.isfinite(reps)]
+    return (float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))) if reps.size else (np.nan, np.nan)
+
+
+def geo_mean_ci(ratios, clusters, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Geometric mean of positive ``ratios`` with a 95% percentile CI from resampling ``clusters``
+    (one label per ratio); non-positive or NaN ratios are dropped and counted. Keys: gm, lo, hi, n,
+    clusters, dropped. One cluster gives no CI (lo = hi = NaN)."""
+    r = np.asarray(ratios, float)
+    ok = np.isfinite(r) & (r > 0)
+    out = {"gm": np.nan, "lo": np.nan, "hi": np.nan, "n": int(ok.sum()), "clusters": 0, "dropped": int((~ok).sum())}
+    if not ok.any():
+        return out
+    codes, g = _cluster_codes(np.asarray(clusters)[ok])
+    logs = np.log(r[ok])
+    sums, counts = np.bincount(codes, logs, g), np.bincount(codes, minlength=g).astype(float)
+    out.update(gm=float(np.exp(logs.mean())), clusters=g)
+    if g > 1:
+        idx = _draws(g, n_boot, seed)
+        out["lo"], out["hi"] = np.exp(_percentile(sums[idx].sum(1) / counts[idx].sum(1)))
+    return out
+
+
+# ---------------------------------------------------------------- a. QiD vs D at constant lr
+
+def constant_runs(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.DataFrame:
+    """Checkpoints of the constant-lr main runs at the swept lr (kind run, schedule constant, base
+    arms) with D >= ``min_tokens`` tokens."""
+    f = frame
+    return f[(f.kind == "run") & (f.schedule == "constant") & is_base_arm(f.arm) & (f.tokens >= min_tokens)]
+
+
+def fe_slope(logx: np.ndarray, logy: np.ndarray, groups, clusters, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Slope of ``logy`` on ``logx`` with a fixed effect per group (both demeaned within a group), and
+    its 95% CI from resampling ``clusters`` (groups nest in clusters). Keys: slope, lo, hi, n, clusters."""
+    d = pd.DataFrame({"x": logx, "y": logy, "g": pd.Series(groups).astype(str).values})
+    xc = d.x - d.groupby("g").x.transform("mean")
+    yc = d.y - d.groupby("g").y.transform("mean")
+    codes, g = _cluster_codes(clusters)
+    sxy, sxx = np.bincount(codes, xc * yc, g), np.bincount(codes, xc * xc, g)
+    out = {"slope": float(sxy.sum() / sxx.sum()) if sxx.sum() > 0 else np.nan, "lo": np.nan, "hi": np.nan,
+           "n": len(d), "clusters": g}
+    if g > 1:
+        idx = _draws(g, n_boot, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["lo"], out["hi"] = _percentile(sxy[idx].sum(1) / sxx[idx].sum(1))
+    return out
+
+
+def constant_beta(frame: pd.DataFrame, min_tokens: float = 4e6, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per slice: beta_const, the exponent of QiD in D (log QiD on log D, tokens) over constant-lr
+    run checkpoints with D >= ``min_tokens``, a fixed effect per run, CI by cluster bootstrap.
+    Columns: the slice, beta, lo, hi, n, clusters, dropped (checkpoints with QiD <= 0)."""
+    rows = constant_runs(check_frame(frame), min_tokens)
+    out = []
+    for key, s in slices(rows):
+        pos = s[s.qid > 0]
+        fit = fe_slope(np.log(pos.tokens.to_numpy(float)), np.log(pos.qid.to_numpy()),
+                       pos[list(RUN_KEY)].astype(str).agg("/".join, axis=1), cluster_labels(pos), n_boot, seed)
+        out.append({**key, "beta": fit["slope"], "lo": fit["lo"], "hi": fit["hi"], "n": fit["n"],
+                    "clusters": fit["clusters"], "dropped": len(s) - len(pos)})
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- b. cooldown branches
+
+def interp_loglog(x: np.ndarray, y: np.ndarray, at: float) -> float:
+    """``y`` at ``at``, linear in log x and log y between the two neighbouring points of ``x`` (at an
+    existing x, its y); NaN outside the range of x or where a neighbour's y <= 0."""
+    order = np.argsort(x)
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    if at < x[0] or at > x[-1] or at <= 0:
+        return np.nan
+    hit = np.flatnonzero(x == at)
+    if hit.size:
+        return float(y[hit[0]])
+    i = int(np.searchsorted(x, at))
+    (x0, x1), (y0, y1) = x[i - 1:i + 1], y[i - 1:i + 1]
+    if y0 <= 0 or y1 <= 0 or x0 <= 0:
+        return np.nan
+    t = (np.log(at) - np.log(x0)) / (np.log(x1) - np.log(x0))
+    return float(np.exp(np.log(y0) + t * (np.log(y1) - np.log(y0))))
+
+
+def _runs_by_key(frame: pd.DataFrame) -> dict:
+    """``{(suite, trajectory, seed, method, bits, eval_set): run checkpoints sorted by step}``."""
+    runs = frame[frame.kind == "run"].sort_values("step")
+    return {k: g for k, g in runs.groupby(list(RUN_KEY) + list(SLICE), sort=False)}
+
+
+def _key(row) -> tuple:
+    return tuple(row[c] for c in RUN_KEY + SLICE)
+
+
+def _at_step(run: pd.DataFrame, step: float, column: str = "qid") -> float:
+    hit = run[run.step == step]
+    return float(hit[column].iloc[0]) if len(hit) else np.nan
+
+
+def cooldown_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cooldown branch end: its QiD (``qid_after``), the run's QiD interpolated log-log
+    at the branch end's D (``qid_equal_d``) and at the branch point (``qid_before``), their ratios
+    ``ratio_equal_d`` = after / equal-D and ``ratio_before`` = after / before, and the same for the
+    16-bit loss (``loss16_after``, ``loss16_equal_d``: linear in log D)."""
+    frame = check_frame(frame)
+    runs, out = _runs_by_key(frame), []
+    for _, b in frame[frame.kind == "branch"].iterrows():
+        run = runs.get(_key(b))
+        if run is None:
+            continue
+        x = run.tokens.to_numpy(float)
+        eq = interp_loglog(x, run.qid.to_numpy(float), float(b.tokens))
+        l16 = interp_loglog(x, run.loss16.to_numpy(float), float(b.tokens))
+        before = _at_step(run, b.branch_from)
+        out.append({**{c: b[c] for c in RUN_KEY + SLICE}, "arm": b.arm, "cluster": f"{b.arm}|seed{b.seed}",
+                    "n_params": b.n_params, "branch_from": int(b.branch_from), "tokens": b.tokens,
+                    "qid_after": b.qid, "qid_equal_d": eq, "qid_before": before,
+                    "ratio_equal_d": b.qid / eq, "ratio_before": b.qid / before,
+                    "loss16_after": b.loss16, "loss16_equal_d": l16})
+    return pd.DataFrame(out)
+
+
+def summarize_ratio(table: pd.DataFrame, ratio: str, by: Sequence[str] = SLICE, n_boot: int = 2000,
+                    seed: int = 0) -> pd.DataFrame:
+    """Per group of ``by``: geometric mean of ``table[ratio]`` with its cluster-bootstrap CI over
+    ``table.cluster`` (``geo_mean_ci``); ratios with a non-positive side are dropped and counted."""
+    out = []
+    for key, s in slices(table, by):
+        out.append({**key, **geo_mean_ci(s[ratio].to_numpy(float), s.cluster.to_numpy(), n_boot, seed)})
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- c. peak lr
+
+def lr_multiplier_of(frame: pd.DataFrame) -> pd.Series:
+    """Each row's peak lr over the peak lr of its size's base arm (same n_params, base arm, constant
+    schedule): 1 for base arms, e.g. 0.5 or 2 for ``h384-l4-lr0.5x`` / ``-lr2x``."""
+    base = frame[is_base_arm(frame.arm) & (frame.schedule == "constant")].groupby("n_params").peak_lr.first()
+    return frame.peak_lr / frame.n_params.map(base)
+
+
+def lr_arm_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per checkpoint of a peak-lr variant arm (run checkpoints, branch ends, averages):
+    its QiD over the base arm's at the same size, kind, step (and branch point), seed and slice.
+    Columns: slice, kind, multiplier, step, tokens, branch_from, qid, qid_base, ratio."""
+    f = check_frame(frame)
+    f = f[f.schedule == "constant"].assign(multiplier=lr_multiplier_of(f[f.schedule == "constant"]))
+    keys = ["n_params", "seed", "kind", "step", "branch_from", *SLICE]
+    base = f[is_base_arm(f.arm)][keys + ["qid"]].rename(columns={"qid": "qid_base"})
+    variant = f[~is_base_arm(f.arm)].copy()
+    variant["branch_from"], base["branch_from"] = variant.branch_from.fillna(-1), base.branch_from.fillna(-1)
+    m = variant.merge(base, on=keys, how="inner")
+    m["ratio"] = m.qid / m.qid_base
+    cols = [*SLICE, "arm", "seed", "kind", "multiplier", "step", "tokens", "branch_from", "qid", "qid_base", "ratio"]
+    return m[cols].sort_values([*SLICE, "multiplier", "kind", "step"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- d. weight averaging
+
+def averaging_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per LAWA average: its QiD over the run's checkpoint at the branch point it ends at
+    (``ratio`` = averaged / not), and both 16-bit losses."""
+    frame = check_frame(frame)
+    runs, out = _runs_by_key(frame), []
+    for _, a in frame[frame.kind == "average"].iterrows():
+        run = runs.get(_key(a))
+        if run is None:
+            continue
+        q, l16 = _at_step(run, a.branch_from), _at_step(run, a.branch_from, "loss16")
+        out.append({**{c: a[c] for c in RUN_KEY + SLICE}, "arm": a.arm, "cluster": f"{a.arm}|seed{a.seed}",
+                    "branch_from": int(a.branch_from), "tokens": a.tokens, "qid_avg": a.qid, "qid_run": q,
+                    "ratio": a.qid / q, "loss16_avg": a.loss16, "loss16_run": l16})
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- e. cosine runs
+
+def cosine_ends(frame: pd.DataFrame) -> pd.DataFrame:
+    """The last checkpoint of every cosine run (its largest step per suite, trajectory, seed)."""
+    cos = frame[(frame.kind == "run") & (frame.schedule == "cosine")]
+    last = cos.groupby(list(RUN_KEY)).step.transform("max")
+    return cos[cos.step == last]
+
+
+def cosine_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cosine run end: its QiD over the constant-lr run of the same arm and seed,
+    interpolated log-log at the same D (``ratio_const``), and over the cooldown branch end of that
+    run nearest in log D (``ratio_branch``, its D in ``branch_tokens``); 16-bit losses beside."""
+    f = check_frame(frame)
+    const = f[(f.kind == "run") & (f.schedule == "constant")]
+    runs = {k: g.sort_values("step") for k, g in const.groupby(["arm", "seed", *SLICE])}
+    branches = {k: g for k, g in f[(f.kind == "branch") & (f.schedule == "constant")].groupby(["arm", "seed", *SLICE])}
+    out = []
+    for _, c in cosine_ends(f).iterrows():
+        k = (c.arm, c.seed, *(c[s] for s in SLICE))
+        run, br = runs.get(k), branches.get(k)
+        if run is None:
+            continue
+        x = run.tokens.to_numpy(float)
+        q_const = interp_loglog(x, run.qid.to_numpy(float), float(c.tokens))
+        near = br.iloc[int(np.argmin(np.abs(np.log(br.tokens.to_numpy(float) / c.tokens))))] if br is not None else None
+        out.append({**{s: c[s] for s in SLICE}, "suite": c.suite, "arm": c.arm, "seed": c.seed,
+                    "cluster": f"{c.arm}|seed{c.seed}", "step": c.step, "tokens": c.tokens, "qid_cos": c.qid,
+                    "qid_const": q_const, "ratio_const": c.qid / q_const,
+                    "branch_tokens": near.tokens if near is not None else np.nan,
+                    "qid_branch": near.qid if near is not None else np.nan,
+                    "ratio_branch": c.qid / near.qid if near is not None else np.nan,
+                    "loss16_cos": c.loss16, "loss16_const": interp_loglog(x, run.loss16.to_numpy(float), float(c.tokens)),
+                    "loss16_branch": near.loss16 if near is not None else np.nan})
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- f. law forms, held out
+
+@dataclass(frozen=True)
+class Form:
+    """A log-linear QiD form: log QiD = c + sum_j theta_j * term_j(frame), fitted by least squares."""
+
+    name: str
+    terms: tuple[str, ...]
+
+
+def _terms(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The candidate regressors: log D (tokens), -log N, -log P, decay (1 - lr/peak past warmup, 0..1)
+    and decay_share (tokens trained while the lr decayed over D)."""
+    d = frame.tokens.to_numpy(float)
+    return {"logD": np.log(d), "logN": -np.log(frame.n_params.to_numpy(float)), "logP": -np.log(frame.bits.to_numpy(float)),
+            "decay": frame.decay.to_numpy(float), "decay_share": frame.decay_tokens.to_numpy(float) / d}
+
+
+FORMS = (Form("ouyang", ("logD", "logN", "logP")),
+         Form("ouyang+decay", ("logD", "logN", "logP", "decay")),
+         Form("ouyang+decay+share", ("logD", "logN", "logP", "decay", "decay_share")))
+
+
+def fit_predict(form: Form, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """Predicted log QiD of ``test`` from ``form`` fitted by least squares on log QiD of ``train``
+    (QiD > 0); a term constant over ``train`` (e.g. log P within one bit width) is left out."""
+    tr, te = _terms(train), _terms(test)
+    use = [t for t in form.terms if np.ptp(tr[t]) > 1e-12]
+    A = np.column_stack([np.ones(len(train))] + [tr[t] for t in use])
+    theta, *_ = np.linalg.lstsq(A, np.log(train.qid.to_numpy(float)), rcond=None)
+    B = np.column_stack([np.ones(len(test))] + [te[t] for t in use])
+    return B @ theta
+
+
+def fit_params(form: Form, rows: pd.DataFrame) -> dict[str, float]:
+    """The fitted coefficients of ``form`` on ``rows`` (QiD > 0): ``{term: theta}`` in log units
+    (logD's is beta, logN's alpha, logP's gamma, decay's delta), terms constant over rows left out."""
+    if len(rows) == 0:
+        raise QidlabError(f"no points to fit the form {form.name!r} on")
+    X = _terms(rows)
+    use = [t for t in form.terms if np.ptp(X[t]) > 1e-12]
+    A = np.column_stack([np.ones(len(rows))] + [X[t] for t in use])
+    theta, *_ = np.linalg.lstsq(A, np.log(rows.qid.to_numpy(float)), rcond=None)
+    return {"const": float(theta[0]), **{t: float(v) for t, v in zip(use, theta[1:])}}
+
+
+def law_points(frame: pd.DataFrame, min_tokens: float = 4e6) -> pd.DataFrame:
+    """The points a law comparison uses: base-arm constant-lr run checkpoints, cooldown branch ends
+    and cosine run checkpoints with D >= ``min_tokens`` (averages and peak-lr variants left out),
+    with a ``target`` flag on branch ends and cosine ends and the ``cluster`` label."""
+    f = check_frame(frame)
+    f = f[is_base_arm(f.arm) & (f.kind != "average") & (f.tokens >= min_tokens)]
+    ends = cosine_ends(f).index
+    return f.assign(target=(f.kind == "branch") | f.index.isin(ends), cluster=cluster_labels(f))
+
+
+def _protocol_predictions(points: pd.DataFrame, forms: Sequence[Form], protocol: str) -> pd.DataFrame:
+    """Log errors (predicted - measured log QiD) of each form on the target points: ``loso`` fits on
+    every other cluster's points; ``const`` fits on constant-lr runs only (all clusters)."""
+    pos = points[points.qid > 0]
+    tests = pos[pos.target]
+    pieces = []
+    for cluster, test in tests.groupby("cluster"):
+        train = pos[pos.cluster != cluster] if protocol == "loso" else pos[(pos.kind == "run") & (pos.schedule == "constant")]
+        if len(train) == 0:
+            continue
+        errs = {f.name: fit_predict(f, train, test) - np.log(test.qid.to_numpy(float)) for f in forms}
+        pieces.append(pd.DataFrame({"cluster": cluster, "kind": np.where(test.kind == "branch", "branch", "cosine"), **errs}))
+    return pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
+
+
+def _median_diff_ci(errs: pd.DataFrame, a: str, b: str, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """median|err_a| - median|err_b| and its 95% CI from resampling clusters."""
+    codes, g = _cluster_codes(errs.cluster)
+    ea, eb = np.abs(errs[a].to_numpy()), np.abs(errs[b].to_numpy())
+    hat = float(np.median(ea) - np.median(eb))
+    if g < 2:
+        return hat, np.nan, np.nan
+    members = [np.flatnonzero(codes == k) for k in range(g)]
+    reps = np.empty(n_boot)
+    for i, draw in enumerate(_draws(g, n_boot, seed)):
+        idx = np.concatenate([members[k] for k in draw])
+        reps[i] = np.median(ea[idx]) - np.median(eb[idx])
+    return (hat, *_percentile(reps))
+
+
+def compare_forms(frame: pd.DataFrame, min_tokens: float = 4e6, forms: Sequence[Form] = FORMS,
+                  protocols: Sequence[str] = ("loso", "const"), by: Sequence[str] = SLICE,
+                  n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per slice and protocol: each form's median |log error| (natural log of predicted/measured QiD)
+    and mean log error (bias) on held-out branch ends and cosine ends (``law_points``), and the
+    difference of median |log error| of the first form minus each other form with its cluster-
+    bootstrap CI (> 0: the other form predicts better). ``winner``: the form with the smallest median,
+    "tie" when the CI of that difference against the first form includes 0, "same fit" when the
+    forms' extra terms are constant over the training rows (protocol ``const``: no decay there)."""
+    points, out = law_points(frame, min_tokens), []
+    for key, s in slices(points, by):
+        for protocol in protocols:
+            errs = _protocol_predictions(s, forms, protocol)
+            if errs.empty:
+                continue
+            out.append(_form_row(key, protocol, errs, forms, (~(s.qid > 0)).sum(), n_boot, seed))
+    return pd.DataFrame(out)
+
+
+def _form_row(key: dict, protocol: str, errs: pd.DataFrame, forms: Sequence[Form], dropped: int,
+              n_boot: int, seed: int) -> dict:
+    row = {**key, "protocol": protocol, "n": len(errs), "clusters": errs.cluster.nunique(), "dropped": int(dropped)}
+    first = forms[0].name
+    for f in forms:
+        row[f"med_{f.name}"] = float(np.median(np.abs(errs[f.name])))
+        row[f"bias_{f.name}"] = float(errs[f.name].mean())
+    best = min(forms, key=lambda f: row[f"med_{f.name}"]).name
+    for f in forms[1:]:
+        row[f"diff_{f.name}"], row[f"lo_{f.name}"], row[f"hi_{f.name}"] = _median_diff_ci(errs, first, f.name, n_boot, seed)
+    separated = best == first and all(row[f"lo_{f.name}"] < 0 and row[f"hi_{f.name}"] < 0 for f in forms[1:])
+    separated = separated or (best != first and row[f"lo_{best}"] > 0)
+    same = all(abs(row[f"diff_{f.name}"]) < 1e-12 and row[f"hi_{f.name}"] - row[f"lo_{f.name}"] < 1e-12 for f in forms[1:])
+    row["winner"] = "same fit" if same else best if separated else "tie"
+    return row
+
+
+def form_coefficients(frame: pd.DataFrame, form: Form = FORMS[1], min_tokens: float = 4e6,
+                      by: Sequence[str] = SLICE, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per slice: ``form``'s coefficients fitted on every ``law_points`` row with QiD > 0 (a term
+    constant over the slice left out), each with a 95% CI from resampling clusters and refitting.
+    Columns: the slice, term, value, lo, hi, n, clusters (``decay``'s value is delta: QiD x
+    exp(delta) at a fully decayed lr, equal D and N)."""
+    points, out = law_points(frame, min_tokens), []
+    for key, s in slices(points[points.qid > 0], by):
+        hat = fit_params(form, s)
+        codes, g = _cluster_codes(s.cluster)
+        members = [np.flatnonzero(codes == k) for k in range(g)]
+        reps = {t: [] for t in hat}
+        for draw in (_draws(g, n_boot, seed) if g > 1 else []):
+            rep = fit_params(form, s.iloc[np.concatenate([members[k] for k in draw])])
+            for t in hat:
+                reps[t].append(rep.get(t, np.nan))
+        for t, v in hat.items():
+            lo, hi = _percentile(np.asarray(reps[t], float)) if g > 1 else (np.nan, np.nan)
+            out.append({**key, "term": t, "value": v, "lo": lo, "hi": hi, "n": len(s), "clusters": g})
+    return pd.DataFrame(out)

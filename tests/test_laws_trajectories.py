@@ -1,0 +1,205 @@
+"""laws/trajectories.py on synthetic trajectories with a known truth: QiD = k D^beta N^-alpha
+P^-gamma exp(delta * decay) times log-normal noise, laid out like Campaign 2 (constant-lr runs with
+checkpoints, cooldown branches, LAWA averages, a 2x peak-lr arm, cosine run ends)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qidlab.errors import QidlabError
+from qidlab.laws import trajectories as T
+
+TPS = 16384  # tokens per update
+STEPS = [128, 244, 256, 466, 512, 889, 1024, 1695, 1950]
+BRANCHES = [128, 244, 466, 889, 1695]
+SIZES = {"s1": 2e5, "s2": 6e5, "s3": 1.6e6, "s4": 3.2e6, "s5": 7e6, "s6": 1.3e7, "s7": 1.9e7}
+BETA, ALPHA, GAMMA, K = 0.9, 0.3, 4.0, 1e-2
+AVERAGE_FACTOR, LR2X_FACTOR = 0.8, 1.5
+
+
+def _qid(rng, tokens, n, bits, decay, delta, noise):
+    law = K * (tokens / 1e6) ** BETA * (n / 1e6) ** -ALPHA * (bits / 2) ** -GAMMA * math.exp(delta * decay)
+    return law * math.exp(rng.normal(0, noise))
+
+
+def _row(arm, seed, suite, kind, step, n, bits, qid, schedule="constant", decay=0.0, decay_tokens=0.0, branch_from=np.nan,
+         peak=1e-3, model=None):
+    return {"suite": suite, "model": model or arm, "step": step, "tokens": step * TPS, "n_params": int(n), "bits": float(bits),
+            "method": "gptq", "eval_set": "debian-en-heldout", "qid": qid, "loss16": 3.0 - 0.1 * math.log(step * TPS / 1e6),
+            "kind": kind, "trajectory": arm, "arm": arm, "seed": seed, "schedule": schedule, "peak_lr": peak,
+            "decay": decay, "decay_tokens": decay_tokens, "branch_from": branch_from}
+
+
+def _trajectory(rng, arm, n, seed, bits, delta, noise, peak=1e-3, factor=1.0):
+    rows = []
+    for s in STEPS:
+        rows.append(_row(arm, seed, "c", "run", s, n, bits, factor * _qid(rng, s * TPS, n, bits, 0, delta, noise), peak=peak))
+    for b in BRANCHES:
+        end = b + round(0.15 * b)
+        rows.append(_row(arm, seed, "c", "branch", end, n, bits, factor * _qid(rng, end * TPS, n, bits, 1, delta, noise),
+                         decay=1.0, decay_tokens=(end - b) * TPS, branch_from=b, peak=peak, model=f"{arm}-cool{b}"))
+        run_q = next(r["qid"] for r in rows if r["kind"] == "run" and r["step"] == b)
+        rows.append(_row(arm, seed, "c", "average", b, n, bits, AVERAGE_FACTOR * run_q, branch_from=b, peak=peak,
+                         model=f"{arm}-lawa5"))
+    return rows
+
+
+def _cosine(rng, arm, n, seed, bits, delta, noise):
+    return [_row(arm, seed, f"cos{s}", "run", s, n, bits, _qid(rng, s * TPS, n, bits, 0.9, delta, noise), schedule="cosine",
+                 decay=0.9, decay_tokens=(s - 100) * TPS) for s in (488, 975, 1950)]
+
+
+def synthetic(delta: float, noise: float = 0.05, seeds=(0,), rng_seed: int = 0) -> pd.DataFrame:
+    """A Campaign-2-shaped frame whose QiD follows the known law with decay effect ``delta``."""
+    rng, rows = np.random.default_rng(rng_seed), []
+    for bits in (2, 3):
+        for seed in seeds:
+            for arm, n in SIZES.items():
+                rows += _trajectory(rng, arm, n, seed, bits, delta, noise) + _cosine(rng, arm, n, seed, bits, delta, noise)
+            rows += _trajectory(rng, "s5-lr2x", SIZES["s5"], seed, bits, delta, noise, peak=2e-3, factor=LR2X_FACTOR)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def decayed():
+    return synthetic(delta=0.5)
+
+
+@pytest.fixture(scope="module")
+def neutral():
+    return synthetic(delta=0.0)
+
+
+def test_constant_lr_exponent_is_recovered_within_its_cluster_ci(decayed):
+    out = T.constant_beta(decayed, min_tokens=4e6, n_boot=500)
+    assert len(out) == 2 and (out.clusters == len(SIZES)).all() and (out.dropped == 0).all()
+    for r in out.itertuples():
+        assert r.beta == pytest.approx(BETA, abs=0.06) and r.lo < BETA < r.hi and r.hi - r.lo < 0.3
+
+
+def test_cooldown_ratio_at_equal_d_recovers_the_decay_effect_and_covers_one_without_it(decayed, neutral):
+    with_decay = T.summarize_ratio(T.cooldown_ratios(decayed), "ratio_equal_d", n_boot=500)
+    for r in with_decay.itertuples():
+        assert r.gm == pytest.approx(math.exp(0.5), rel=0.05) and r.lo > 1.3 and r.n == len(SIZES) * 5 + 5
+    without = T.summarize_ratio(T.cooldown_ratios(neutral), "ratio_equal_d", n_boot=500)
+    for r in without.itertuples():
+        assert r.lo < 1 < r.hi and r.gm == pytest.approx(1, abs=0.05)
+
+
+def test_after_over_before_carries_the_tokens_the_branch_added(neutral):
+    cr = T.cooldown_ratios(neutral)
+    expected = 1.15 ** BETA  # no decay effect: only the 15% more tokens
+    assert T.geo_mean_ci(cr.ratio_before, cr.cluster)["gm"] == pytest.approx(expected, rel=0.05)
+    per_point = T.summarize_ratio(cr, "ratio_equal_d", by=("bits", "branch_from"), n_boot=200)
+    assert len(per_point) == 2 * len(BRANCHES) and (per_point.clusters == len(SIZES) + 1).all()
+
+
+def test_interpolation_is_exact_on_a_power_law_and_nan_outside():
+    x = np.array([1e6, 4e6, 1.6e7])
+    y = 0.01 * (x / 1e6) ** 0.7
+    assert T.interp_loglog(x, y, 2.5e6) == pytest.approx(0.01 * 2.5 ** 0.7)
+    assert T.interp_loglog(x, y, 4e6) == pytest.approx(y[1])
+    assert math.isnan(T.interp_loglog(x, y, 2e7)) and math.isnan(T.interp_loglog(x, np.array([0.01, -1, 1]), 2e6))
+
+
+def test_peak_lr_arm_averaging_and_cosine_ratios_recover_their_factors(decayed):
+    lr = T.lr_arm_ratios(decayed)
+    assert set(lr.kind) == {"run", "branch", "average"} and (lr.multiplier == 2).all()
+    assert np.exp(np.log(lr.ratio).mean()) == pytest.approx(LR2X_FACTOR, rel=0.05)
+    av = T.averaging_ratios(decayed)
+    assert len(av) == 2 * (len(SIZES) + 1) * len(BRANCHES) and np.allclose(av.ratio, AVERAGE_FACTOR)
+    cos = T.cosine_ratios(decayed)
+    assert len(cos) == 2 * len(SIZES) * 3
+    # the cosine end (decay 0.9) over the constant run at the same D, and over the nearest branch end (decay 1)
+    assert T.geo_mean_ci(cos.ratio_const, cos.cluster)["gm"] == pytest.approx(math.exp(0.45), rel=0.06)
+    assert set(cos.branch_tokens / TPS) <= {b + round(0.15 * b) for b in BRANCHES}
+
+
+def test_decay_aware_form_wins_held_out_when_decay_matters(decayed):
+    out = T.compare_forms(decayed, min_tokens=4e6, n_boot=300)
+    loso = out[out.protocol == "loso"]
+    assert len(loso) == 2 and set(loso.winner) <= {"ouyang+decay", "ouyang+decay+share"}
+    assert (loso["med_ouyang+decay"] < loso.med_ouyang).all() and (loso["lo_ouyang+decay"] > 0).all()
+    const = out[out.protocol == "const"]
+    assert (const.winner == "same fit").all() and (const.bias_ouyang < -0.2).all()  # D^beta alone under-predicts decayed ends
+    fit = T.fit_params(T.FORMS[1], decayed[(decayed.bits == 2) & T.is_base_arm(decayed.arm) & (decayed.kind != "average")])
+    assert fit["decay"] == pytest.approx(0.5, abs=0.06) and fit["logD"] == pytest.approx(BETA, abs=0.06)
+
+
+def test_forms_tie_held_out_without_a_decay_effect(neutral):
+    out = T.compare_forms(neutral, min_tokens=4e6, n_boot=300)
+    loso = out[out.protocol == "loso"]
+    assert (loso.winner == "tie").all() and (loso["lo_ouyang+decay"] < 0).all() and (loso["hi_ouyang+decay"] > 0).all()
+
+
+def test_pooled_bits_fit_the_bits_exponent(decayed):
+    out = T.compare_forms(decayed, min_tokens=4e6, by=("method", "eval_set"), protocols=("loso",), n_boot=100)
+    assert len(out) == 1 and out.n.iloc[0] == 2 * len(SIZES) * (4 + 3)  # branch ends from 466 on, 3 cosine ends
+    rows = decayed[T.is_base_arm(decayed.arm) & (decayed.kind != "average")]
+    assert T.fit_params(T.FORMS[1], rows)["logP"] == pytest.approx(GAMMA, abs=0.2)
+
+
+def test_seeds_are_clusters_of_their_own():
+    frame = synthetic(delta=0.0, seeds=(0, 1))
+    out = T.constant_beta(frame, n_boot=100)
+    assert (out.clusters == 2 * len(SIZES)).all()
+
+
+def test_non_positive_qid_is_dropped_and_counted(neutral):
+    frame = neutral.copy()
+    runs = frame.index[(frame.kind == "run") & (frame.schedule == "constant") & (frame.step == 1024) & (frame.bits == 3)
+                       & T.is_base_arm(frame.arm)]  # the 2x arm is not in the constant-lr exponent
+    frame.loc[runs, "qid"] = -1e-4
+    out = T.constant_beta(frame, n_boot=50).set_index("bits")
+    assert out.loc[3.0, "dropped"] == len(runs) and out.loc[2.0, "dropped"] == 0
+
+
+def test_missing_columns_and_empty_frames_are_one_line_errors(neutral):
+    with pytest.raises(QidlabError, match="decay_tokens, branch_from") as e:
+        T.constant_beta(neutral.drop(columns=["decay_tokens", "branch_from"]))
+    assert "\n" not in str(e.value)
+    with pytest.raises(QidlabError, match="empty"):
+        T.cooldown_ratios(neutral.iloc[:0])
+
+
+def test_decay_coefficient_ci_excludes_zero_with_an_effect_and_covers_it_without(decayed, neutral):
+    for frame, delta in ((decayed, 0.5), (neutral, 0.0)):
+        out = T.form_coefficients(frame, n_boot=200).set_index(["bits", "term"])
+        for bits in (2.0, 3.0):
+            d = out.loc[(bits, "decay")]
+            assert d.value == pytest.approx(delta, abs=0.06) and d.lo < delta < d.hi and d.clusters == len(SIZES)
+            assert out.loc[(bits, "logN")].value == pytest.approx(ALPHA, abs=0.06)
+
+
+def _findings2():
+    spec = importlib.util.spec_from_file_location("findings2", Path(__file__).resolve().parents[1] / "campaign" / "findings2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_findings2_prints_every_section_from_a_frame_file(decayed, tmp_path, capsys):
+    path = tmp_path / "frame.parquet"
+    decayed.to_parquet(path)
+    _findings2().main(["findings2.py", str(path)])
+    out = capsys.readouterr().out
+    for heading in ("## a.", "## b.", "## c.", "## d.", "## e.", "## f.", "2 and 3 bits pooled", "delta [95% CI]"):
+        assert heading in out, heading
+    beta = T.constant_beta(decayed, 4e6, 2000, 0).set_index("bits").loc[2.0]
+    assert f"| gptq | 2 | debian-en-heldout | {beta.beta:.3f} [{beta.lo:.3f}, {beta.hi:.3f}] |" in out
+    two_x = re.search(r"\| gptq \| 2 \| debian-en-heldout \| run \| - \| ([\d.]+) \(", out)  # no 0.5x arm here
+    assert float(two_x.group(1)) == pytest.approx(LR2X_FACTOR, rel=0.1)
+
+
+def test_findings2_refuses_a_frame_without_trajectory_columns(decayed, tmp_path):
+    path = tmp_path / "frame.parquet"
+    decayed.drop(columns=["kind"]).to_parquet(path)
+    with pytest.raises(QidlabError, match="kind"):
+        _findings2().main(["findings2.py", str(path)])
