@@ -15,6 +15,9 @@ writes ``<out>/qidlab-gpu-2027/`` (manifest.json, measurements.parquet) from fil
   peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from);
 * the job logs (wall time, measurements per call) and the whole stores' sha256 files.
 
+The main runs' step-0 checkpoints (D = 0: random initialisation) are left out of the table
+(``keep_untrained=False``; the manifest's ``left_out`` lists them): a data set's table needs D > 0.
+
 The manifest's own entries (``fields``): status, sizes, seeds, branches, averaging, cosine_runs,
 peak_lr_arms, prefix_policy, unit, calls, whole_stores. Everything is read from those files; the
 only facts written here are the calls' file names (``CALLS``). The same files and code give the same
@@ -88,7 +91,8 @@ DESCRIPTION = (
     "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
     "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
     "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from say "
-    "where it sits in its training (tokens vs learning-rate decay). Per-document losses are not "
+    "where it sits in its training (tokens vs learning-rate decay). The runs' step-0 checkpoints (D = 0) "
+    "are left out (manifest: left_out). Per-document losses are not "
     "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
 
 
@@ -117,6 +121,7 @@ def build(out: Path) -> Path:
         db = tmp / f"{NAME}.db"
         merge_stores(STORES, db)
         table = read_canonical(db)
+        table = table[table.tokens > 0]  # step 0 (D = 0, random initialisation) is left out: keep_untrained below
         columns = trajectory_columns(table, {s: (suites[s][0], schedules[s][0], schedules[s][1]) for s in suites})
         fields = design(table, columns, suites, schedules)
         folders = suite_folders(tmp / "suites")
@@ -124,7 +129,8 @@ def build(out: Path) -> Path:
         os.chdir(tmp)  # the stored checkpoint paths (campaign/work/suites/...) must not find a local folder
         try:
             published = publish_dataset(db, NAME, out, description=DESCRIPTION, suites=folders, primary=PRIMARY,
-                                        columns=columns, column_meanings=MEANINGS, fields=fields)
+                                        columns=columns, column_meanings=MEANINGS, fields=fields,
+                                        keep_untrained=False)
         finally:
             os.chdir(cwd)
     check_unit(published)

@@ -168,6 +168,25 @@ def test_the_units_say_the_unit_the_measurements_were_scored_in(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_checkpoints_of_no_tokens_can_be_left_out_so_that_the_set_loads(tmp_path, monkeypatch):
+    db = tmp_path / "zero.db"
+    with Store(db) as store:
+        eid = store.eval_set_id(name="web", content_hash="h", n_docs=4, source={"path": "web.txt"})
+        for step, tokens in ((0, 0), (10, 10_000)):
+            cid = store.checkpoint_id(suite="u", model="m", step=step, path="/nonexistent", n_params=1000,
+                                      n_params_total=1200, tokens=tokens, content_hash=f"c{step}")
+            store.add_measurement(sf._measurement(cid, eid, "rtn", 3, 2.0, 0.1))
+    monkeypatch.setenv(qidlab.data.ENV, str(tmp_path / "sets"))
+    publish_store(db, "all", tmp_path / "sets")
+    with pytest.raises(QidlabError, match="column 'tokens', row 1: 0 must be > 0"):
+        qidlab.data.load("all")
+    m = _manifest(publish_store(db, "trained", tmp_path / "sets", keep_untrained=False))
+    assert m["left_out"]["rows"] == {"measurements": 1, "doc_losses": 4, "tasks": 0}
+    assert m["left_out"]["checkpoints"] == ["u/m/step0"] and m["counts"]["measurements"] == 1
+    assert list(qidlab.data.load("trained").step) == [10]
+    assert set(pd.read_parquet(tmp_path / "sets" / "trained" / "doc_losses.parquet").step) == {10}
+
+
 def _columns(db):
     """Extra per-checkpoint columns of the synthetic store: one row per measured checkpoint."""
     ck = read_canonical(db)[["suite", "model", "step"]].drop_duplicates().reset_index(drop=True)

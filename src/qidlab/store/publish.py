@@ -104,18 +104,19 @@ def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description
                   suites: Sequence[str | Path] = (), doc_losses: str = "auto",
                   primary: Mapping[str, str] | None = None, columns=None,
                   column_meanings: Mapping[str, str] | None = None,
-                  fields: Mapping[str, Any] | None = None) -> Path:
+                  fields: Mapping[str, Any] | None = None, keep_untrained: bool = True) -> Path:
     """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder
     (``publish_dataset`` says the arguments)."""
     return publish_dataset(db, name, out_dir, description=description, suites=suites, doc_losses=doc_losses,
-                           primary=primary, columns=columns, column_meanings=column_meanings, fields=fields).folder
+                           primary=primary, columns=columns, column_meanings=column_meanings, fields=fields,
+                           keep_untrained=keep_untrained).folder
 
 
 def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, description: str = "",
                     suites: Sequence[str | Path] = (), doc_losses: str = "auto",
                     primary: Mapping[str, str] | None = None, columns=None,
                     column_meanings: Mapping[str, str] | None = None,
-                    fields: Mapping[str, Any] | None = None) -> Published:
+                    fields: Mapping[str, Any] | None = None, keep_untrained: bool = True) -> Published:
     """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder and
     the manifest written. ``suites``: suite folders besides those found from the stored checkpoint
     paths. ``primary``: the slice (``suite``, ``eval_set``, ``method``) the figures and the report
@@ -124,8 +125,10 @@ def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, descripti
     (suite, model, step), exactly one row per measured checkpoint, joined onto
     ``measurements.parquet``; ``column_meanings``: each extra column's meaning and unit (required
     for every one), recorded in the manifest's ``units``. ``fields``: more top-level manifest
-    entries (JSON values), none of the names publishing writes itself. Without ``columns`` and
-    ``fields`` the files are those of earlier versions, byte for byte."""
+    entries (JSON values), none of the names publishing writes itself. ``keep_untrained=False``
+    leaves out the rows of checkpoints with D = 0 tokens (step 0: random initialisation), which a
+    data set's table cannot hold (``qidlab.tables``: D > 0), recorded in the manifest's
+    ``left_out``. With none of these the files are those of earlier versions, byte for byte."""
     _check_name(name)
     if doc_losses not in DOC_LOSSES_CHOICES:
         raise QidlabError(f"doc_losses must be one of {', '.join(DOC_LOSSES_CHOICES)}, not {doc_losses!r}")
@@ -135,6 +138,8 @@ def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, descripti
         raise QidlabError(f"{target}: exists and is not a qidlab data set (no {MANIFEST}); not replacing it")
     with read_only(db) as conn:
         tables = _read(conn)
+    if not keep_untrained:
+        tables["left_out"] = _leave_out_untrained(tables)
     if tables["measurements"].empty:
         raise QidlabError(f"{db}: the store has no QiD measurements to publish")
     suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
@@ -265,13 +270,34 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
         "published_with": tables["published_with"],
         "primary": tables["primary"],
         **({"columns": {k: v for k, v in tables["columns"].items() if k != "meanings"}} if "columns" in tables else {}),
+        **({"left_out": tables["left_out"]} if "left_out" in tables else {}),
     }
+
+
+def _leave_out_untrained(tables: dict) -> dict[str, Any]:
+    """Drop the rows of checkpoints with D = 0 from the measurements, per-document losses and task
+    results (in place); return the manifest's ``left_out`` entry."""
+    keys = ["suite", "model", "step"]
+    ck = tables["checkpoints"]
+    untrained = ck[ck.tokens <= 0][keys]
+    counts = {}
+    for name in ("measurements", "doc_losses", "tasks"):
+        frame = tables[name]
+        if frame.empty:
+            counts[name] = 0
+            continue
+        hit = frame[keys].merge(untrained, on=keys, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+        counts[name] = int(hit.sum())
+        tables[name] = frame[~hit].reset_index(drop=True)
+    return {"rows": counts, "checkpoints": [f"{r.suite}/{r.model}/step{r.step}" for r in untrained.itertuples()],
+            "why": "checkpoints with D = 0 tokens (random initialisation): a data set's table needs D > 0 "
+                   "(qidlab.tables); the store keeps them"}
 
 
 #: The top-level entries ``build_manifest`` writes (``columns`` only with ``columns=``).
 WRITTEN = ("format", "name", "description", "units", "files", "counts", "duplicate_settings", "suites",
            "checkpoints", "eval_sets", "methods", "configs", "tasks", "task_configs", "runs", "code_revisions",
-           "devices", "store", "published_with", "primary", "columns")
+           "devices", "store", "published_with", "primary", "columns", "left_out")
 
 
 def _check_fields(fields: dict) -> None:
