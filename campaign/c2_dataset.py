@@ -100,13 +100,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="src/qidlab/data", help="folder to write NAME/ into (default: %(default)s)")
     args = parser.parse_args(argv)
-    os.chdir(ROOT)  # the merged store records its sources' paths as given: relative to the repository
     out = Path(args.out).resolve()
+    cwd = Path.cwd()
+    os.chdir(ROOT)  # the merged store records its sources' paths as given: relative to the repository
     try:
         folder = build(out)
     except QidlabError as exc:
         print(f"c2_dataset: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        os.chdir(cwd)
     sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
     print(f"{folder}: " + ", ".join(f"{n} {b:,} bytes" for n, b in sizes.items()))
     return 0
