@@ -27,7 +27,6 @@ data set, byte for byte (no timestamps; the merged store is deterministic).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -40,10 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from qidlab.errors import QidlabError  # noqa: E402
-from qidlab.store import merge_stores, publish_dataset, read_canonical  # noqa: E402
-from qidlab.train.config import load_suite_config  # noqa: E402
-from qidlab.train.trajectories import MEANINGS, trajectory_columns  # noqa: E402
+from qidlab.errors import QidlabError
+from qidlab.store import merge_stores, publish_dataset, read_canonical
+from qidlab.train.config import load_suite_config
+from qidlab.train.trajectories import MEANINGS, trajectory_columns
 
 NAME = "qidlab-gpu-2027"
 S1, S2 = "campaign/results/2026-12-04-c2-s1", "campaign/results/2026-12-04-c2-s2"
@@ -228,8 +227,8 @@ def status(config) -> dict:
         "complete": False,
         "measured": "every size's constant-lr run with its 5 cooldown branches and 5 LAWA averages, h384-l4's "
                     "0.5x and 2x peak-lr arms, the cosine runs of the 5 smallest sizes: all seed 0",
-        "pending": [f"the seed runs (seeds {sorted({s for v in planned.values() for s in v})} of "
-                    f"{', '.join(planned)}, each with its branches and averages): still to be trained and measured",
+        "pending": [(f"the seed runs (seeds {sorted({s for v in planned.values() for s in v})} of "
+                     f"{', '.join(planned)}, each with its branches and averages): still to be trained and measured"),
                     "the analysis (docs/findings.md: tokens vs learning-rate decay, clustered CIs by seed and model)"],
         "default": "qidlab-gpu-2026 stays qidlab's default data set (qidlab.data.DEFAULT) until this one is "
                    "complete; neither is marked superseded yet",
@@ -423,7 +422,7 @@ def _branch_sums() -> dict[str, str] | None:
     """The whole-stores branch's SHA256SUMS, if this checkout has the branch."""
     try:
         text = subprocess.run(["git", "show", f"{WHOLE_STORES_BRANCH}:SHA256SUMS"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=30)
+                              check=False, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     if text.returncode != 0:

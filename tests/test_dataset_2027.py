@@ -109,7 +109,7 @@ def test_prefix_policy_eval_sets_methods_and_suite_manifests(manifest):
     found = {s["suite"]: s["manifests"] for s in manifest["suites"]}
     committed = ROOT / "campaign/results/2026-12-04-c2-s2/manifests"
     assert [x["folder"] for x in found["c2-en"]] == ["c2-en-s1", "c2-en-s2", "c2-en-s3"]
-    for suite, entries in found.items():
+    for entries in found.values():
         for e in entries:
             assert e["sha256"] == file_sha256(committed / f"{e['folder']}.toml") and e["content"]["bos_is_eos"] is True
 

@@ -7,8 +7,9 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   ``[scoring] unit`` says otherwise, e.g. bits per byte; the manifest's ``units`` say which) plus
   ``config_hash``, sorted by suite, model, step, eval set, method, bits, config; and, when
   ``columns=`` is given, its extra per-checkpoint columns joined on (suite, model, step) (e.g.
-  ``qidlab.train.trajectories``' kind, lr reached, decay), each described in the manifest. Parquet, not CSV: typed columns (integers stay integers, empty cells
-  stay NULL), floats stored exactly, a few times smaller, and pyarrow is already a dependency.
+  ``qidlab.train.trajectories``' kind, lr reached, decay), each described in the manifest.
+  Parquet, not CSV: typed columns (integers stay integers, empty cells stay NULL), floats stored
+  exactly, a few times smaller, and pyarrow is already a dependency.
 * ``doc_losses.parquet``: per-document losses (suite, model, step, eval_set, config_hash,
   doc_index, nll_sum in nats, n_tokens, n_bytes) of every measurement, the 16-bit references
   included (the other half of each paired bootstrap), *only if small*: with ``doc_losses="auto"``
@@ -22,16 +23,18 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   ``config_hash``; written when the store has such rows (the manifest's ``files.tasks`` says why not
   otherwise), and read by ``qidlab fit NAME --target task:TASK:METRIC``.
 * ``manifest.json``: name, description, units (every column's meaning and unit, the extra
-  columns' included; ``columns``: which columns were joined on, present only with ``columns=``), files (rows, bytes, sha256), counts, suites (from
+  columns' included; ``columns``: which were joined on, only with ``columns=``), files (rows,
+  bytes, sha256), counts, suites (from
   the checkpoints table, with each suite's ``qidlab-suite.toml`` / ``.json`` manifest and vocabulary
   size where the suite folder is found: ``qidlab.checkpoints.suites``), checkpoints, eval sets (name, content hash, documents,
   source), methods and their configs (config JSON by hash), the library versions and code
   revisions the rows were measured with, the devices recorded, the store's ``merged_from``
   and ``dropped`` records (``qidlab.store.drop``: models whose rows were deleted before a retrained
   model's were merged), settings measured under several configs (``qidlab.store.merge``: each such point is
-  in the table more than once), the code that published it, and the caller's own entries (``fields=``: e.g. a campaign's design and
-status; they may not replace the entries above). No timestamps: the same store published by the same
-  code gives the same files.
+  in the table more than once), the code that published it, ``left_out`` (with
+  ``keep_untrained=False``: the rows of D = 0 checkpoints left out), and the caller's own entries
+  (``fields=``: e.g. a campaign's design and status; they may not replace the entries above). No
+  timestamps: the same store published by the same code gives the same files.
 
 Everything is written into a temporary folder next to the target and renamed into place; an
 existing target is replaced only if it is a data set (has a manifest). ``publish_dataset`` returns
@@ -344,7 +347,8 @@ def join_columns(measurements, columns, meanings: dict[str, str]):
     import pandas as pd
 
     if not isinstance(columns, pd.DataFrame):
-        raise QidlabError(f"columns: a pandas DataFrame keyed by {', '.join(COLUMN_KEYS)}, not {type(columns).__name__}")
+        raise QidlabError(f"columns: a pandas DataFrame keyed by {', '.join(COLUMN_KEYS)}, "
+                          f"not {type(columns).__name__}")
     keys = list(COLUMN_KEYS)
     missing = [k for k in keys if k not in columns.columns]
     extra = [str(c) for c in columns.columns if c not in keys]

@@ -40,7 +40,8 @@ MEANINGS = {
     "kind": "what the checkpoint is: run (a training run's), branch (a cooldown branch's end) or average "
             "(LAWA weight average at a branch point)",
     "trajectory": "the run folder the checkpoint belongs to (a branch's or average's base run)",
-    "arm": "the suite file's model entry: a size or a size's peak-lr variant (seed runs, branches and averages share it)",
+    "arm": "the suite file's model entry: a size or a size's peak-lr variant (seed runs, branches and "
+           "averages share it)",
     "seed": "the run's seed (initialisation and data order)",
     "schedule": "the run's learning-rate schedule (constant, cosine or wsd), also for its branches and averages",
     "peak_lr": "the run's peak learning rate",
