@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ from qidlab.cli import main
 from qidlab.errors import QidlabError
 from qidlab.provenance import file_sha256
 from qidlab.show.study import ShowOptions, load_study
-from qidlab.store import Store, publish_store, read_canonical
+from qidlab.store import Store, publish_dataset, publish_store, read_canonical
 from qidlab.store import publish as publish_module
 
 SORT = ["suite", "model", "step", "eval_set", "method", "bits"]
@@ -127,6 +128,115 @@ def test_bad_input_is_one_error_and_writes_nothing(study, tmp_path, capsys):
     Store(tmp_path / "empty.db").close()
     with pytest.raises(QidlabError, match="no QiD measurements to publish"):
         publish_store(tmp_path / "empty.db", "e", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_columns_or_fields_the_files_are_what_earlier_versions_wrote(study, tmp_path):
+    """The shipped qidlab-gpu-2026 manifest was written before ``columns=`` and ``fields=`` existed:
+    a store in nats per token published without them has the same entries and the same units."""
+    db, _ = study
+    m = _manifest(publish_store(db, "plain", tmp_path))
+    old = qidlab.data.manifest("qidlab-gpu-2026")
+    assert set(m) - set(old) == {"tasks", "task_configs"}  # added with task results, before columns=
+    assert set(old) <= set(m) and "columns" not in m
+    assert m["units"] == old["units"] == publish_module.UNITS
+    table = pd.read_parquet(tmp_path / "plain" / "measurements.parquet")
+    assert list(table.columns) == [*read_canonical(db).columns, "config_hash"]
+
+
+def _unit_store(db, units):
+    """A store of one measurement per checkpoint, each scored in the given ``[scoring] unit``."""
+    with Store(db) as store:
+        eid = store.eval_set_id(name="web", content_hash="h", n_docs=4, source={"path": "web.txt"})
+        for i, unit in enumerate(units):
+            cid = store.checkpoint_id(suite="u", model=f"m{i}", step=10, path="/nonexistent", n_params=1000,
+                                      n_params_total=1200, tokens=10_000, content_hash=f"c{i}")
+            m = sf._measurement(cid, eid, "rtn", 3, 2.0, 0.1)
+            config = {**m.config, "scoring": {"unit": unit}} if unit else m.config
+            store.add_measurement(replace(m, config=config))
+    return db
+
+
+def test_the_units_say_the_unit_the_measurements_were_scored_in(tmp_path):
+    m = _manifest(publish_store(_unit_store(tmp_path / "bpb.db", ["bits_per_byte"] * 2), "bpb", tmp_path))
+    assert m["units"]["qid"] == "bits per byte, loss - loss16" and m["units"]["loss16"].startswith("bits per byte")
+    assert m["units"]["nll_sum"] == publish_module.UNITS["nll_sum"]  # per-document sums stay nats
+    explicit = _manifest(publish_store(_unit_store(tmp_path / "npt.db", ["nats_per_token", None]), "npt", tmp_path))
+    assert explicit["units"] == publish_module.UNITS
+    with pytest.raises(QidlabError, match=r"several units \(bits_per_byte, nats_per_token\)"):
+        publish_store(_unit_store(tmp_path / "mixed.db", ["bits_per_byte", None]), "mixed", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoints_of_no_tokens_can_be_left_out_so_that_the_set_loads(tmp_path, monkeypatch):
+    db = tmp_path / "zero.db"
+    with Store(db) as store:
+        eid = store.eval_set_id(name="web", content_hash="h", n_docs=4, source={"path": "web.txt"})
+        for step, tokens in ((0, 0), (10, 10_000)):
+            cid = store.checkpoint_id(suite="u", model="m", step=step, path="/nonexistent", n_params=1000,
+                                      n_params_total=1200, tokens=tokens, content_hash=f"c{step}")
+            store.add_measurement(sf._measurement(cid, eid, "rtn", 3, 2.0, 0.1))
+    monkeypatch.setenv(qidlab.data.ENV, str(tmp_path / "sets"))
+    publish_store(db, "all", tmp_path / "sets")
+    with pytest.raises(QidlabError, match="column 'tokens', row 1: 0 must be > 0"):
+        qidlab.data.load("all")
+    m = _manifest(publish_store(db, "trained", tmp_path / "sets", keep_untrained=False))
+    assert m["left_out"]["rows"] == {"measurements": 1, "doc_losses": 4, "tasks": 0}
+    assert m["left_out"]["checkpoints"] == ["u/m/step0"] and m["counts"]["measurements"] == 1
+    assert list(qidlab.data.load("trained").step) == [10]
+    assert set(pd.read_parquet(tmp_path / "sets" / "trained" / "doc_losses.parquet").step) == {10}
+
+
+def _columns(db):
+    """Extra per-checkpoint columns of the synthetic store: one row per measured checkpoint."""
+    ck = read_canonical(db)[["suite", "model", "step"]].drop_duplicates().reset_index(drop=True)
+    return ck.assign(lr=ck.step * 1e-6, kind=[f"k-{m}" for m in ck.model])
+
+
+MEANINGS = {"lr": "learning rate of the last update", "kind": "a label"}
+
+
+def test_extra_columns_are_joined_per_checkpoint_and_described(study, tmp_path, monkeypatch):
+    db, _ = study
+    cols = _columns(db).sample(frac=1, random_state=0)  # any row order
+    published = publish_dataset(db, "cols", tmp_path, columns=cols, column_meanings=MEANINGS,
+                                fields={"status": "partial", "design": {"sizes": 4}})
+    table = pd.read_parquet(published.folder / "measurements.parquet")
+    plain = pd.read_parquet(publish_store(db, "plain", tmp_path) / "measurements.parquet")
+    pd.testing.assert_frame_equal(table.drop(columns=["lr", "kind"]), plain)  # same rows, same order
+    assert list(table.columns[-2:]) == ["lr", "kind"]
+    assert (table.lr == table.step * 1e-6).all() and (table.kind == "k-" + table.model).all()
+    m = published.manifest
+    assert m["units"]["lr"] == MEANINGS["lr"] and m["units"]["kind"] == "a label"
+    assert m["columns"] == {"joined_on": ["suite", "model", "step"], "extra": ["lr", "kind"], "checkpoints": 20}
+    assert m["status"] == "partial" and m["design"] == {"sizes": 4}
+    assert set(m) - {"status", "design"} <= set(publish_module.WRITTEN)
+    assert m["files"]["measurements"]["sha256"] == file_sha256(published.folder / "measurements.parquet")
+    monkeypatch.setenv(qidlab.data.ENV, str(tmp_path))
+    loaded = qidlab.data.load("cols")
+    assert {"lr", "kind"} <= set(loaded.columns) and len(loaded) == 240
+
+
+def test_bad_extra_columns_are_one_error_and_write_nothing(study, tmp_path, capsys):
+    db, _ = study
+    cols = _columns(db)
+    stray = pd.DataFrame([{"suite": "synth", "model": "m9", "step": 1000, "lr": 0.1, "kind": "x"}])
+    cases = [
+        (pd.concat([cols, cols.iloc[:1]]), MEANINGS, "2 rows share their keys, e.g. suite 'synth', model 'm0'"),
+        (pd.concat([cols, stray]), MEANINGS, "1 rows match no measured checkpoint, e.g. suite 'synth', model 'm9'"),
+        (cols.iloc[1:], MEANINGS, "no row for 1 measured checkpoints"),
+        (cols, {"lr": "rate"}, "no meaning given for 'kind'"),
+        (cols, {**MEANINGS, "decay": "?"}, "'decay' is not an extra column"),
+        (cols.assign(tokens=1), {**MEANINGS, "tokens": "D"}, "'tokens' is already a column of the measurements"),
+        (cols.drop(columns="step"), MEANINGS, "needs the key columns suite, model, step"),
+        (cols.assign(step=cols.step + 0.5), MEANINGS, "is not an integer"),
+    ]
+    for frame, meanings, problem in cases:
+        with pytest.raises(QidlabError, match=re.escape(problem)) as err:
+            publish_dataset(db, "bad", tmp_path / "out", columns=frame, column_meanings=meanings)
+        assert "\n" not in str(err.value)
+    with pytest.raises(QidlabError, match="'units' is written by publishing itself"):
+        publish_dataset(db, "bad", tmp_path / "out", fields={"units": {}})
     assert not (tmp_path / "out").exists()
 
 

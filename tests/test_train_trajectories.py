@@ -11,7 +11,7 @@ import pytest
 
 from qidlab.errors import QidlabError
 from qidlab.train.schedule import lr_multiplier
-from qidlab.train.trajectories import COLUMNS, trajectory_columns, with_trajectories
+from qidlab.train.trajectories import COLUMNS, MEANINGS, trajectory_columns, with_trajectories
 
 SCHED = {"schedule": "constant", "steps": 64, "warmup": 4, "min_lr_ratio": 0.1, "decay_fraction": 0.2}
 MANIFEST = {
@@ -106,3 +106,7 @@ branches = {{ at = [8, 16], fraction = 0.25, average = 2, average_span = 0.5 }}
     assert kinds["average"] == {"h32-l1-lawa2", "h32-l1-seed1-lawa2"}
     assert set(out["seed"]) == {0, 1} and set(out["arm"]) == {"h32-l1"}
     assert (out.loc[out.kind == "branch", "lr"] == 0).all()
+
+
+def test_every_column_has_its_meaning_in_words():
+    assert set(MEANINGS) == set(COLUMNS) and all(len(MEANINGS[c]) > 10 for c in COLUMNS)

@@ -3,9 +3,13 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
 
 * ``measurements.parquet``: the canonical table (the store's ``canonical`` view: every QiD
   measurement, the 16-bit references left out; N non-embedding parameters, D tokens, losses
-  and QiD in nats per token) plus ``config_hash``, sorted by suite, model, step, eval set,
-  method, bits, config. Parquet, not CSV: typed columns (integers stay integers, empty cells
-  stay NULL), floats stored exactly, a few times smaller, and pyarrow is already a dependency.
+  and QiD in the unit the measurements were scored in: nats per token unless their config's
+  ``[scoring] unit`` says otherwise, e.g. bits per byte; the manifest's ``units`` say which) plus
+  ``config_hash``, sorted by suite, model, step, eval set, method, bits, config; and, when
+  ``columns=`` is given, its extra per-checkpoint columns joined on (suite, model, step) (e.g.
+  ``qidlab.train.trajectories``' kind, lr reached, decay), each described in the manifest.
+  Parquet, not CSV: typed columns (integers stay integers, empty cells stay NULL), floats stored
+  exactly, a few times smaller, and pyarrow is already a dependency.
 * ``doc_losses.parquet``: per-document losses (suite, model, step, eval_set, config_hash,
   doc_index, nll_sum in nats, n_tokens, n_bytes) of every measurement, the 16-bit references
   included (the other half of each paired bootstrap), *only if small*: with ``doc_losses="auto"``
@@ -18,15 +22,19 @@ the form ``qidlab.data`` loads by name (``qidlab fit NAME``, ``qidlab report NAM
   ``value16`` (the 16-bit model's), ``delta`` = value - value16, ``higher_is_better``, ``n_docs``,
   ``config_hash``; written when the store has such rows (the manifest's ``files.tasks`` says why not
   otherwise), and read by ``qidlab fit NAME --target task:TASK:METRIC``.
-* ``manifest.json``: name, description, units, files (rows, bytes, sha256), counts, suites (from
+* ``manifest.json``: name, description, units (every column's meaning and unit, the extra
+  columns' included; ``columns``: which were joined on, only with ``columns=``), files (rows,
+  bytes, sha256), counts, suites (from
   the checkpoints table, with each suite's ``qidlab-suite.toml`` / ``.json`` manifest and vocabulary
   size where the suite folder is found: ``qidlab.checkpoints.suites``), checkpoints, eval sets (name, content hash, documents,
   source), methods and their configs (config JSON by hash), the library versions and code
   revisions the rows were measured with, the devices recorded, the store's ``merged_from``
   and ``dropped`` records (``qidlab.store.drop``: models whose rows were deleted before a retrained
   model's were merged), settings measured under several configs (``qidlab.store.merge``: each such point is
-  in the table more than once), and the code that published it. No timestamps: the same store published by the same
-  code gives the same files.
+  in the table more than once), the code that published it, ``left_out`` (with
+  ``keep_untrained=False``: the rows of D = 0 checkpoints left out), and the caller's own entries
+  (``fields=``: e.g. a campaign's design and status; they may not replace the entries above). No
+  timestamps: the same store published by the same code gives the same files.
 
 Everything is written into a temporary folder next to the target and renamed into place; an
 existing target is replaced only if it is a data set (has a manifest). ``publish_dataset`` returns
@@ -60,6 +68,13 @@ UNITS = {"n_params": "non-embedding parameters (N)", "n_params_total": "all para
          "tokens": "training tokens seen by the checkpoint (D)", "bits": "weight bit width (P)",
          "loss16": "nats per token (16-bit model)", "loss": "nats per token (quantized model)",
          "qid": "nats per token, loss - loss16", "nll_sum": "nats, summed over a document's tokens"}
+#: The words of each ``[scoring] unit`` (``qidlab.evaluate.score.UNITS``) in ``units``; the default first.
+LOSS_UNITS = {"nats_per_token": "nats per token", "bits_per_byte": "bits per byte",
+              "nats_per_ref_token": "nats per token of the reference tokenizer",
+              "nats_per_word": "nats per word (lm-evaluation-harness's words)"}
+DEFAULT_LOSS_UNIT = "nats_per_token"
+#: The columns an extra per-checkpoint table (``columns=``) is joined on.
+COLUMN_KEYS = ("suite", "model", "step")
 SORT = ["suite", "model", "step", "eval_set", "method", "bits", "config_hash"]
 TASK_SORT = ["suite", "model", "step", "task", "metric", "method", "bits", "config_hash"]
 
@@ -90,21 +105,33 @@ class Published:
 
 def publish_store(db: str | Path, name: str, out_dir: str | Path, *, description: str = "",
                   suites: Sequence[str | Path] = (), doc_losses: str = "auto",
-                  primary: Mapping[str, str] | None = None) -> Path:
+                  primary: Mapping[str, str] | None = None, columns=None,
+                  column_meanings: Mapping[str, str] | None = None,
+                  fields: Mapping[str, Any] | None = None, keep_untrained: bool = True) -> Path:
     """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder
     (``publish_dataset`` says the arguments)."""
     return publish_dataset(db, name, out_dir, description=description, suites=suites, doc_losses=doc_losses,
-                           primary=primary).folder
+                           primary=primary, columns=columns, column_meanings=column_meanings, fields=fields,
+                           keep_untrained=keep_untrained).folder
 
 
 def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, description: str = "",
                     suites: Sequence[str | Path] = (), doc_losses: str = "auto",
-                    primary: Mapping[str, str] | None = None) -> Published:
+                    primary: Mapping[str, str] | None = None, columns=None,
+                    column_meanings: Mapping[str, str] | None = None,
+                    fields: Mapping[str, Any] | None = None, keep_untrained: bool = True) -> Published:
     """Write the store ``db`` as data set ``name`` into ``out_dir/name/``; return that folder and
     the manifest written. ``suites``: suite folders besides those found from the stored checkpoint
     paths. ``primary``: the slice (``suite``, ``eval_set``, ``method``) the figures and the report
     draw by default, recorded in the manifest; each value must occur in the measurements (of that
-    suite)."""
+    suite). ``columns``: a pandas frame of extra per-checkpoint columns keyed by ``COLUMN_KEYS``
+    (suite, model, step), exactly one row per measured checkpoint, joined onto
+    ``measurements.parquet``; ``column_meanings``: each extra column's meaning and unit (required
+    for every one), recorded in the manifest's ``units``. ``fields``: more top-level manifest
+    entries (JSON values), none of the names publishing writes itself. ``keep_untrained=False``
+    leaves out the rows of checkpoints with D = 0 tokens (step 0: random initialisation), which a
+    data set's table cannot hold (``qidlab.tables``: D > 0), recorded in the manifest's
+    ``left_out``. With none of these the files are those of earlier versions, byte for byte."""
     _check_name(name)
     if doc_losses not in DOC_LOSSES_CHOICES:
         raise QidlabError(f"doc_losses must be one of {', '.join(DOC_LOSSES_CHOICES)}, not {doc_losses!r}")
@@ -114,14 +141,22 @@ def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, descripti
         raise QidlabError(f"{target}: exists and is not a qidlab data set (no {MANIFEST}); not replacing it")
     with read_only(db) as conn:
         tables = _read(conn)
+    if not keep_untrained:
+        tables["left_out"] = _leave_out_untrained(tables)
     if tables["measurements"].empty:
         raise QidlabError(f"{db}: the store has no QiD measurements to publish")
     suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
     tables["primary"] = _check_primary(dict(primary or {}), tables["measurements"], db)
+    tables["units"] = units_of(tables["configs"], db)
+    _check_fields(dict(fields or {}))
+    if columns is not None:
+        tables["measurements"], tables["columns"] = join_columns(tables["measurements"], columns,
+                                                                 dict(column_meanings or {}))
+        tables["units"] = {**tables["units"], **tables["columns"]["meanings"]}
     tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
     with building(target) as tmp:  # an old data set there is replaced only once the new one is complete
         files = _write_tables(tmp, tables, doc_losses)
-        manifest = build_manifest(name, description, db, tables, files, suite_dirs)
+        manifest = _with_fields(build_manifest(name, description, db, tables, files, suite_dirs), dict(fields or {}))
         text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
         (tmp / MANIFEST).write_text(text)
     return Published(folder=target, manifest=json.loads(text))
@@ -212,7 +247,8 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
     m, ck = tables["measurements"], tables["checkpoints"]
     meta = tables["meta"]
     return {
-        "format": FORMAT, "name": name, "description": description, "units": UNITS, "files": files,
+        "format": FORMAT, "name": name, "description": description, "units": tables.get("units", UNITS),
+        "files": files,
         "counts": {"measurements": int(len(m)), "references": tables["references"], "checkpoints": int(len(ck)),
                    "suites": int(ck.suite.nunique()), "models": int(len(ck.groupby(["suite", "model"]))),
                    "eval_sets": int(len(tables["eval_sets"])), "doc_losses": files["doc_losses"]["rows"],
@@ -236,7 +272,138 @@ def build_manifest(name: str, description: str, db: Path, tables: dict, files: d
                   "merged_from": _json(meta.get("merged_from", "[]")), "dropped": _json(meta.get("dropped", "[]"))},
         "published_with": tables["published_with"],
         "primary": tables["primary"],
+        **({"columns": {k: v for k, v in tables["columns"].items() if k != "meanings"}} if "columns" in tables else {}),
+        **({"left_out": tables["left_out"]} if "left_out" in tables else {}),
     }
+
+
+def _leave_out_untrained(tables: dict) -> dict[str, Any]:
+    """Drop the rows of checkpoints with D = 0 from the measurements, per-document losses and task
+    results (in place); return the manifest's ``left_out`` entry."""
+    keys = ["suite", "model", "step"]
+    ck = tables["checkpoints"]
+    untrained = ck[ck.tokens <= 0][keys]
+    counts = {}
+    for name in ("measurements", "doc_losses", "tasks"):
+        frame = tables[name]
+        if frame.empty:
+            counts[name] = 0
+            continue
+        hit = frame[keys].merge(untrained, on=keys, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+        counts[name] = int(hit.sum())
+        tables[name] = frame[~hit].reset_index(drop=True)
+    return {"rows": counts, "checkpoints": [f"{r.suite}/{r.model}/step{r.step}" for r in untrained.itertuples()],
+            "why": "checkpoints with D = 0 tokens (random initialisation): a data set's table needs D > 0 "
+                   "(qidlab.tables); the store keeps them"}
+
+
+#: The top-level entries ``build_manifest`` writes (``columns`` only with ``columns=``).
+WRITTEN = ("format", "name", "description", "units", "files", "counts", "duplicate_settings", "suites",
+           "checkpoints", "eval_sets", "methods", "configs", "tasks", "task_configs", "runs", "code_revisions",
+           "devices", "store", "published_with", "primary", "columns", "left_out")
+
+
+def _check_fields(fields: dict) -> None:
+    """A caller's ``fields`` may not replace an entry publishing writes."""
+    taken = sorted(set(fields) & set(WRITTEN))
+    if taken:
+        raise QidlabError(f"fields: {taken[0]!r} is written by publishing itself (choose another name)")
+
+
+def _with_fields(manifest: dict, fields: dict) -> dict:
+    """``manifest`` and the caller's ``fields`` (``_check_fields``)."""
+    _check_fields(fields)
+    return {**manifest, **fields}
+
+
+def units_of(configs, db: Path) -> dict[str, str]:
+    """``UNITS`` in the unit the measurements were scored in: every config's ``[scoring] unit``
+    (``config_json``; absent = nats per token). Several units in one store are an error: their QiD
+    would not be comparable in one table."""
+    found = sorted({_scoring_unit(text) for text in configs.config_json})
+    if len(found) > 1:
+        raise QidlabError(f"{db}: measurements scored in several units ({', '.join(found)}); "
+                          "publish one unit per data set")
+    unit = found[0] if found else DEFAULT_LOSS_UNIT
+    if unit == DEFAULT_LOSS_UNIT:
+        return dict(UNITS)
+    words = LOSS_UNITS.get(unit, unit.replace("_", " "))
+    return {**UNITS, "loss16": f"{words} (16-bit model)", "loss": f"{words} (quantized model)",
+            "qid": f"{words}, loss - loss16"}
+
+
+def _scoring_unit(config_json) -> str:
+    config = _json(config_json)
+    scoring = config.get("scoring") if isinstance(config, dict) else None
+    unit = scoring.get("unit") if isinstance(scoring, dict) else None
+    return str(unit) if unit else DEFAULT_LOSS_UNIT
+
+
+def join_columns(measurements, columns, meanings: dict[str, str]):
+    """``(measurements with the extra columns joined on COLUMN_KEYS, the manifest's columns entry)``.
+    One ``QidlabError`` for: a frame without the keys or without extra columns, an extra column
+    the table already has or without a meaning, a meaning of no column, a non-integer step,
+    duplicate keys, a row of no measured checkpoint, a measured checkpoint without a row."""
+    import pandas as pd
+
+    if not isinstance(columns, pd.DataFrame):
+        raise QidlabError(f"columns: a pandas DataFrame keyed by {', '.join(COLUMN_KEYS)}, "
+                          f"not {type(columns).__name__}")
+    keys = list(COLUMN_KEYS)
+    missing = [k for k in keys if k not in columns.columns]
+    extra = [str(c) for c in columns.columns if c not in keys]
+    if missing or not extra:
+        raise QidlabError(f"columns: needs the key columns {', '.join(keys)} and at least one more "
+                          f"(have: {', '.join(map(str, columns.columns))})")
+    _check_meanings(extra, meanings, measurements)
+    frame = _keyed(columns, keys)
+    frame = frame[keys + extra]
+    have = measurements[keys].drop_duplicates()
+    found = have.merge(frame[keys], on=keys, how="outer", indicator=True)
+    unmatched = found[found["_merge"] == "right_only"]
+    if len(unmatched):
+        raise QidlabError(f"columns: {len(unmatched)} rows match no measured checkpoint, e.g. "
+                          f"{_key_text(unmatched.iloc[0])}")
+    lacking = found[found["_merge"] == "left_only"]
+    if len(lacking):
+        raise QidlabError(f"columns: no row for {len(lacking)} measured checkpoints, e.g. {_key_text(lacking.iloc[0])}")
+    joined = measurements.merge(frame, on=keys, how="left", validate="many_to_one")
+    entry = {"joined_on": keys, "extra": extra, "checkpoints": int(len(frame)),
+             "meanings": {c: meanings[c] for c in extra}}
+    return joined, entry
+
+
+def _check_meanings(extra: list[str], meanings: dict[str, str], measurements) -> None:
+    clash = [c for c in extra if c in measurements.columns]
+    if clash:
+        raise QidlabError(f"columns: {clash[0]!r} is already a column of the measurements (rename it)")
+    undescribed = [c for c in extra if not str(meanings.get(c) or "").strip()]
+    if undescribed:
+        raise QidlabError(f"columns: no meaning given for {undescribed[0]!r} (column_meanings: "
+                          "each extra column's meaning and unit)")
+    unknown = sorted(set(meanings) - set(extra))
+    if unknown:
+        raise QidlabError(f"column_meanings: {unknown[0]!r} is not an extra column (have: {', '.join(extra)})")
+
+
+def _keyed(columns, keys: list[str]):
+    """``columns`` with an integer ``step``; duplicate keys are an error."""
+    import pandas as pd
+
+    frame = columns.reset_index(drop=True)
+    steps = pd.to_numeric(frame["step"], errors="coerce")
+    bad = steps.isna() | (steps != steps.round())
+    if bad.any():
+        raise QidlabError(f"columns: step {frame['step'][bad].iloc[0]!r} is not an integer")
+    frame = frame.assign(step=steps.astype("int64"), suite=frame["suite"].astype(str), model=frame["model"].astype(str))
+    dup = frame.duplicated(keys, keep=False)
+    if dup.any():
+        raise QidlabError(f"columns: {int(dup.sum())} rows share their keys, e.g. {_key_text(frame[dup].iloc[0])}")
+    return frame
+
+
+def _key_text(row) -> str:
+    return f"suite {row['suite']!r}, model {row['model']!r}, step {int(row['step'])}"
 
 
 PRIMARY_KEYS = ("suite", "eval_set", "method")

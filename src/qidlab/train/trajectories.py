@@ -35,6 +35,23 @@ from qidlab.train.schedule import lr_multiplier
 COLUMNS = ("kind", "trajectory", "arm", "seed", "schedule", "peak_lr", "lr", "lr_fraction", "decay",
            "decay_tokens", "branch_from")
 KEYS = ("suite", "model", "step")
+#: Each of ``COLUMNS`` in words, with its unit (a published data set's manifest records them).
+MEANINGS = {
+    "kind": "what the checkpoint is: run (a training run's), branch (a cooldown branch's end) or average "
+            "(LAWA weight average at a branch point)",
+    "trajectory": "the run folder the checkpoint belongs to (a branch's or average's base run)",
+    "arm": "the suite file's model entry: a size or a size's peak-lr variant (seed runs, branches and "
+           "averages share it)",
+    "seed": "the run's seed (initialisation and data order)",
+    "schedule": "the run's learning-rate schedule (constant, cosine or wsd), also for its branches and averages",
+    "peak_lr": "the run's peak learning rate",
+    "lr": "learning rate of the last update before the checkpoint (0 at a branch's end and at step 0)",
+    "lr_fraction": "lr / peak_lr",
+    "decay": "how far the rate had decayed: 1 - lr_fraction past the warmup, 0 before it",
+    "decay_tokens": "training tokens seen while the rate decayed (a branch: since it left its run; a cosine run: "
+                    "since the warmup ended; constant runs and averages: 0)",
+    "branch_from": "the run's step a branch left or an average ends at (NaN for runs)",
+}
 _SEED = re.compile(r"^seed(\d+)$")
 
 

@@ -1,0 +1,434 @@
+"""Campaign 2's data set ``qidlab-gpu-2027`` (issue 17), a partial release: every GPU measurement of
+Campaign 2 so far (2026-12-04, one H200), with each checkpoint's place in its training as columns.
+
+    PYTHONPATH=src .venv/bin/python campaign/c2_dataset.py [--out src/qidlab/data]
+
+writes ``<out>/qidlab-gpu-2027/`` (manifest.json, measurements.parquet) from files committed here:
+
+* the three slim stores (QiD with 95% paired-bootstrap CIs, no per-document losses) of
+  ``campaign/results/2026-12-04-c2-s{1,2}/``, merged (``qidlab store merge``, in this order);
+* the suite manifests the trainer wrote (``.../2026-12-04-c2-s2/manifests/``: three partial ones of
+  suite ``c2-en``, one per call that trained, whose ``[models.*]`` tables are united, and one per
+  cosine suite), given to publishing as suite folders (each a ``qidlab-suite.toml``, recorded with
+  its sha256), and with the suite files' schedules (``load_suite_config(...).schedule_dict()``) turned
+  into per-checkpoint columns (``qidlab.train.trajectories``: kind, trajectory, arm, seed, schedule,
+  peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from);
+* the job logs (wall time, measurements per call) and the whole stores' sha256 files.
+
+The main runs' step-0 checkpoints (D = 0: random initialisation) are left out of the table
+(``keep_untrained=False``; the manifest's ``left_out`` lists them): a data set's table needs D > 0.
+
+The manifest's own entries (``fields``): status, sizes, seeds, branches, averaging, cosine_runs,
+peak_lr_arms, prefix_policy, unit, calls, whole_stores. Everything is read from those files; the
+only facts written here are the calls' file names (``CALLS``). The same files and code give the same
+data set, byte for byte (no timestamps; the merged store is deterministic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from qidlab.errors import QidlabError
+from qidlab.store import merge_stores, publish_dataset, read_canonical
+from qidlab.train.config import load_suite_config
+from qidlab.train.trajectories import MEANINGS, trajectory_columns
+
+NAME = "qidlab-gpu-2027"
+S1, S2 = "campaign/results/2026-12-04-c2-s1", "campaign/results/2026-12-04-c2-s2"
+STORES = [f"{S1}/store-measurements.db", f"{S2}/store-measurements.db", f"{S2}/store-measurements-cos.db"]
+MANIFESTS = {"c2-en": [f"{S2}/manifests/c2-en-s1.toml", f"{S2}/manifests/c2-en-s2.toml",
+                       f"{S2}/manifests/c2-en-s3.toml"],
+             **{f"c2-en-cos{n}": [f"{S2}/manifests/c2-en-cos{n}.toml"] for n in (1950, 975, 488)}}
+#: Each suite's schedule: the suite file (c2-en: the full design; the calls' own files, checked equal below).
+SUITE_FILES = {"c2-en": "campaign/campaign2-en-suite.toml",
+               **{f"c2-en-cos{n}": f"campaign/campaign2-en-cos{n}-suite.toml" for n in (1950, 975, 488)}}
+CALL_SUITE_FILES = [f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)]
+STUDY = "campaign/campaign2-en-study.toml"
+PRIMARY = {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq"}
+WHOLE_STORES_BRANCH = "campaign2-stores"
+#: The GPU calls (one H200, 2026-12-04, each <= 10 minutes, on one warm machine per session).
+CALLS = [
+    {"session": 1, "call": 1, "plan": "campaign/campaign2-s1.plan", "job_log": f"{S1}/job-s1.txt",
+     "logs": f"{S1}/logs-call1.tar.gz", "suites": f"{S1}/suites-call1.tar.gz",
+     "whole_store": "came back (2 gzip parts) but is not in the repository: its sha256 in "
+                    f"{S1}/call1-whole-store.sha256"},
+    {"session": 1, "call": 2, "plan": "campaign/campaign2-s2.plan", "job_log": f"{S1}/job-s2.txt",
+     "logs": f"{S1}/logs-call2.tar.gz", "suites": f"{S1}/suites-call2.tar.gz", "slim_store": STORES[0],
+     "whole_store": "did not come back (4 parts, over the 8 files a call returns)"},
+    {"session": 2, "call": 1, "plan": "campaign/campaign2-s3.plan", "job_log": f"{S2}/job-s3a.txt",
+     "logs": f"{S2}/logs-call1.tar.gz", "whole_store": "contained in call 3's (the warm machine's store grew)"},
+    {"session": 2, "call": 2, "plan": "campaign/campaign2-s3.plan", "job_log": f"{S2}/job-s3b.txt",
+     "logs": f"{S2}/logs-call2.tar.gz", "whole_store": "contained in call 3's (the warm machine's store grew)"},
+    {"session": 2, "call": 3, "plan": "campaign/campaign2-s3.plan", "job_log": f"{S2}/job-s3c.txt",
+     "logs": f"{S2}/logs-call3.tar.gz", "suites": f"{S2}/suites-s3.tar.gz", "slim_store": STORES[1],
+     "whole_store": f"c2-s2-call3-s3-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 2, "call": 4, "plan": "campaign/campaign2-cos-s1.plan", "job_log": f"{S2}/job-cos1.txt",
+     "logs": f"{S2}/logs-cos.tar.gz", "suites": f"{S2}/suites-cos.tar.gz", "slim_store": STORES[2],
+     "whole_store": f"c2-s2-call4-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+]
+DESCRIPTION = (
+    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200), a PARTIAL release (the seed runs are "
+    "still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
+    "trained by qidlab from scratch on the Debian English documentation mix (31.95M tokens, one pass, "
+    "BOS = EOS, a trained prefix), each size's peak lr chosen by a 5-rate sweep that brackets it. Per "
+    "size: a constant-lr main run (1,950 updates after 100 warmup), 5 cooldown branches from its "
+    "stable phase (steps 128, 244, 466, 889, 1695; lr linearly to 0 over 15% more tokens) and a LAWA "
+    "average (k = 5 over the last 10% of the steps) at each branch point; h384-l4 also at 0.5x and 2x "
+    "its peak lr; cosine runs (to 10%) of 1,950, 975 and 488 updates for the 5 smallest sizes. "
+    "Quantized weight-only with GPTQ, RTN, AWQ (2/3/4 bits, group 128) and NF4 (block 128), fake-"
+    "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
+    "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
+    "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from say "
+    "where it sits in its training (tokens vs learning-rate decay). The runs' step-0 checkpoints (D = 0) "
+    "are left out (manifest: left_out). Per-document losses are not "
+    "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="src/qidlab/data", help="folder to write NAME/ into (default: %(default)s)")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    cwd = Path.cwd()
+    os.chdir(ROOT)  # the merged store records its sources' paths as given: relative to the repository
+    try:
+        folder = build(out)
+    except QidlabError as exc:
+        print(f"c2_dataset: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        os.chdir(cwd)
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
+    print(f"{folder}: " + ", ".join(f"{n} {b:,} bytes" for n, b in sizes.items()))
+    return 0
+
+
+def build(out: Path) -> Path:
+    """Merge, add the trajectory columns, publish; return the data set's folder."""
+    suites = {suite: united(paths) for suite, paths in MANIFESTS.items()}
+    schedules = {suite: schedule_of(suite) for suite in suites}
+    with tempfile.TemporaryDirectory(prefix="c2-dataset-") as tmp:
+        tmp = Path(tmp)
+        db = tmp / f"{NAME}.db"
+        merge_stores(STORES, db)
+        table = read_canonical(db)
+        table = table[table.tokens > 0]  # step 0 (D = 0, random initialisation) is left out: keep_untrained below
+        columns = trajectory_columns(table, {s: (suites[s][0], schedules[s][0], schedules[s][1]) for s in suites})
+        fields = design(table, columns, suites, schedules)
+        folders = suite_folders(tmp / "suites")
+        cwd = Path.cwd()
+        os.chdir(tmp)  # the stored checkpoint paths (campaign/work/suites/...) must not find a local folder
+        try:
+            published = publish_dataset(db, NAME, out, description=DESCRIPTION, suites=folders, primary=PRIMARY,
+                                        columns=columns, column_meanings=MEANINGS, fields=fields,
+                                        keep_untrained=False)
+        finally:
+            os.chdir(cwd)
+    check_unit(published)
+    return published.folder
+
+
+def check_unit(published) -> None:
+    """Every measurement's config says the study's unit, and the manifest's units say it in words."""
+    declared = tomllib.loads(Path(STUDY).read_text())["scoring"]["unit"]
+    found = {(c["config"].get("scoring") or {}).get("unit") for c in published.manifest["configs"]}
+    if found != {declared} or not published.manifest["units"]["qid"].startswith("bits per byte"):
+        shutil.rmtree(published.folder)
+        raise QidlabError(f"the measurements' units {sorted(map(str, found))} are not {STUDY}'s {declared!r} "
+                          f"alone, or the manifest's units say {published.manifest['units']['qid']!r}; removed")
+
+
+# ---------------------------------------------------------------------------
+# suites
+
+
+def united(paths: list[str]) -> tuple[dict, dict]:
+    """``(manifest, repeated)``: the partial manifests of one suite as one (top-level keys equal; a
+    folder named by several keeps its first entry) and, per folder whose later entries differ, those."""
+    docs = [tomllib.loads(Path(p).read_text()) for p in paths]
+    top = [{k: v for k, v in d.items() if k != "models"} for d in docs]
+    if any(t != top[0] for t in top):
+        raise QidlabError(f"{', '.join(paths)}: the partial manifests disagree outside [models.*]")
+    models: dict = {}
+    repeated: dict = {}
+    for path, doc in zip(paths, docs):
+        for folder, entry in doc["models"].items():
+            if folder not in models:
+                models[folder] = entry
+            elif entry != models[folder]:
+                repeated.setdefault(folder, []).append({"manifest": path, "entry": entry})
+    return {**top[0], "models": models}, repeated
+
+
+def schedule_of(suite: str) -> tuple[dict, int]:
+    """``(schedule_dict, seed)`` of a suite file; for c2-en, each call's own suite file must agree."""
+    config = load_suite_config(SUITE_FILES[suite])
+    if config.name != suite:
+        raise QidlabError(f"{SUITE_FILES[suite]}: suite {config.name!r}, expected {suite!r}")
+    if suite == "c2-en":
+        for path in CALL_SUITE_FILES:
+            other = load_suite_config(path)
+            if (other.name, other.schedule_dict(), other.seed) != (suite, config.schedule_dict(), config.seed):
+                raise QidlabError(f"{path}: its schedule or seed differs from {SUITE_FILES[suite]}'s")
+    return config.schedule_dict(), config.seed
+
+
+def suite_folders(root: Path) -> list[Path]:
+    """One folder per committed manifest (``<suite>`` or ``c2-en-s<i>``) holding it as
+    ``qidlab-suite.toml`` (the same bytes, so the same sha256), for publishing's ``suites=``."""
+    out = []
+    for paths in MANIFESTS.values():
+        for path in paths:
+            folder = root / Path(path).stem
+            folder.mkdir(parents=True)
+            shutil.copyfile(path, folder / "qidlab-suite.toml")
+            out.append(folder)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the manifest's own entries
+
+
+def design(table, columns, suites: dict, schedules: dict) -> dict:
+    """The manifest's entries about Campaign 2's design and state (module docstring)."""
+    main, repeated = suites["c2-en"]
+    config = load_suite_config(SUITE_FILES["c2-en"])
+    return {
+        "status": status(config),
+        "sizes": sizes(main, repeated, table),
+        "seeds": seeds(config, columns),
+        "branches": branches(config, main, table),
+        "averaging": averaging(config, main, table),
+        "cosine_runs": cosine_runs(suites, schedules, table),
+        "peak_lr_arms": peak_lr_arms(main),
+        "prefix_policy": prefix_policy(suites),
+        "unit": unit(),
+        "calls": calls(),
+        "whole_stores": whole_stores(),
+    }
+
+
+def status(config) -> dict:
+    planned = {m.name: list(m.seeds) for m in config.models if m.seeds}
+    return {
+        "release": "partial",
+        "complete": False,
+        "measured": "every size's constant-lr run with its 5 cooldown branches and 5 LAWA averages, h384-l4's "
+                    "0.5x and 2x peak-lr arms, the cosine runs of the 5 smallest sizes: all seed 0",
+        "pending": [(f"the seed runs (seeds {sorted({s for v in planned.values() for s in v})} of "
+                     f"{', '.join(planned)}, each with its branches and averages): still to be trained and measured"),
+                    "the analysis (docs/findings.md: tokens vs learning-rate decay, clustered CIs by seed and model)"],
+        "default": "qidlab-gpu-2026 stays qidlab's default data set (qidlab.data.DEFAULT) until this one is "
+                   "complete; neither is marked superseded yet",
+    }
+
+
+def sizes(main: dict, repeated: dict, table) -> list[dict]:
+    """Per size (a main run that is not a peak-lr variant): shape, N, the peak lr and its sweep."""
+    totals = table.groupby("model").n_params_total.first()
+    trained = trained_in()
+    out = []
+    for name, m in main["models"].items():
+        if m.get("kind", "run") != "run" or "lr_of" in m or "run" in m:
+            continue
+        sweep = m.get("lr_sweep") or {}
+        lrs = list(sweep.get("lrs", []))
+        chosen = sweep.get("chosen")
+        entry = {"model": name, "hidden": m["hidden"], "layers": m["layers"], "heads": m["heads"],
+                 "intermediate": m["intermediate"], "n_params": int(m["n_params"]),
+                 "n_params_total": int(totals[name]), "peak_lr": float(m["lr"]),
+                 "lr_sweep": {**sweep, "bracketed": bool(lrs) and chosen in lrs[1:-1]},
+                 "trained_in": trained.get(name)}
+        if chosen != m["lr"]:
+            raise QidlabError(f"{name}: peak lr {m['lr']} is not its sweep's choice {chosen}")
+        if name in repeated:
+            entry["lr_sweep_repeated"] = [{"manifest": r["manifest"], "lr_sweep": r["entry"].get("lr_sweep")}
+                                          for r in repeated[name]]
+        out.append(entry)
+    return sorted(out, key=lambda e: e["n_params"])
+
+
+def trained_in() -> dict[str, str]:
+    """Model -> "session S call C" of the first call whose plan names it."""
+    out: dict[str, str] = {}
+    for call in CALLS:
+        for model in plan_models(call["plan"]):
+            out.setdefault(model, f"session {call['session']} call {call['call']} ({call['plan']})")
+    return out
+
+
+def plan_lines(plan: str) -> list[dict]:
+    """A plan file's lines: suite file, study file, models (``campaign/job.sh``)."""
+    words = [line.split() for line in Path(plan).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [{"suite_file": w[0], "study": w[1], "models": w[2:]} for w in words]
+
+
+def plan_models(plan: str) -> list[str]:
+    return [model for line in plan_lines(plan) for model in line["models"]]
+
+
+def seeds(config, columns) -> dict:
+    planned = {m.name: list(m.seeds) for m in config.models if m.seeds}
+    return {"measured": sorted(int(s) for s in columns.seed.unique()),
+            "suite_seed": config.seed,
+            "planned": {name: [config.seed, *s] for name, s in planned.items()},
+            "note": "only seed 0 (the suite's: initialisation and data order) is measured so far; the seed runs "
+                    "(run = seed<S>, folders <model>-seed<S>) are still to be trained and measured"}
+
+
+def branches(config, main: dict, table) -> dict:
+    """The cooldown branches as planned by the suite file, checked against the manifests and measured."""
+    plans = {m.name: m for m in config.models if m.branches}
+    points = sorted({int(e["branch_from"]) for e in main["models"].values() if e.get("kind") == "branch"})
+    spec = next(iter(plans.values())).branch_spec
+    planned = next(iter(plans.values())).branches
+    if points != [b.start for b in planned] or any(p.branches != planned for p in plans.values()):
+        raise QidlabError(f"{SUITE_FILES['c2-en']}: branch points differ between models or from the manifests")
+    ends = table[table.model.str.contains("-cool")]
+    return {"points": points, "fraction": spec.fraction, "lengths": [b.length for b in planned],
+            "ends": [b.end for b in planned], "tokens_per_step": int(main["tokens_per_step"]),
+            "lr": "decays linearly from the run's peak lr to 0 over the branch (lr 0 at its end)",
+            "from": "every constant-lr main run (each size and each peak-lr arm), from the run's checkpoint at "
+                    "the branch point (weights and optimizer state), on the run's own next batches",
+            "folders": "<run>-cool<point>/step<end>",
+            "measured_checkpoints": int(len(ends[["model", "step"]].drop_duplicates()))}
+
+
+def averaging(config, main: dict, table) -> dict:
+    spec = next(m for m in config.models if m.branches).branch_spec
+    ks = sorted({int(e["average_k"]) for e in main["models"].values() if e.get("kind") == "average"})
+    if ks != [spec.average]:
+        raise QidlabError(f"averages of k = {ks} in the manifests; the suite file says {spec.average}")
+    planned = next(m for m in config.models if m.branches).branches
+    avgs = table[table.model.str.contains("-lawa")]
+    return {"method": "LAWA (Kaddour 2022): the float32 mean of a run's weights, saved in the model's dtype",
+            "k": spec.average, "span": spec.average_span,
+            "where": "at each branch point of every run: the last k stable-phase snapshots, spaced over the last "
+                     f"{spec.average_span:.0%} of the steps to the point",
+            "steps": {str(b.start): list(b.average_steps) for b in planned},
+            "folders": f"<run>-lawa{spec.average}/step<point>",
+            "measured_checkpoints": int(len(avgs[["model", "step"]].drop_duplicates()))}
+
+
+def cosine_runs(suites: dict, schedules: dict, table) -> dict:
+    out = {}
+    for suite, (manifest, _) in suites.items():
+        schedule = schedules[suite][0]
+        if schedule["schedule"] != "cosine":
+            continue
+        rows = table[table.suite == suite]
+        out[suite] = {"steps": schedule["steps"], "tokens": schedule["steps"] * int(manifest["tokens_per_step"]),
+                      "warmup": schedule["warmup"], "min_lr_ratio": schedule["min_lr_ratio"],
+                      "models": sorted(manifest["models"], key=lambda m: manifest["models"][m]["n_params"]),
+                      "peak_lr": {m: e["lr"] for m, e in manifest["models"].items()},
+                      "measured_steps": sorted(int(s) for s in rows.step.unique())}
+    return {"suites": out, "note": "cosine decay to 10% of the peak lr, the same data, seed, batch, warmup and "
+                                   "peak lr as each size's constant-lr run in c2-en (session 1's swept rate, "
+                                   "not swept again); measured where the constant-lr run has a checkpoint at "
+                                   "the same D, and at the end"}
+
+
+def peak_lr_arms(main: dict) -> dict:
+    variants = {n: e for n, e in main["models"].items() if "lr_of" in e and e.get("kind", "run") == "run"}
+    bases = sorted({e["lr_of"] for e in variants.values()})
+    if len(bases) != 1:
+        raise QidlabError(f"peak-lr variants of {bases}: expected one size")
+    base = bases[0]
+    arms = [{"model": base, "factor": 1.0, "peak_lr": float(main["models"][base]["lr"])}]
+    arms += [{"model": n, "factor": float(e["lr_factor"]), "peak_lr": float(e["lr"])} for n, e in variants.items()]
+    return {"size": base, "arms": sorted(arms, key=lambda a: a["factor"]),
+            "note": "all else fixed (data, seed, schedule, branches, averages); the variants' rates are the swept "
+                    "rate times the factor, not swept themselves"}
+
+
+def prefix_policy(suites: dict) -> dict:
+    flags = {suite: manifest.get("bos_is_eos") for suite, (manifest, _) in suites.items()}
+    if set(flags.values()) != {True}:
+        raise QidlabError(f"bos_is_eos is not true in every suite manifest: {flags}")
+    return {"bos_is_eos": True, "suites": sorted(flags),
+            "text": "the tokenizer's BOS is its EOS (qidlab.train.data): training reads doc <|eos|> doc <|eos|> ..., "
+                    "and the scorer prepends BOS (= EOS) to each eval document, the context a document starts from "
+                    "in training: a trained prefix (the 2026 set was scored after a <|bos|> its models never saw)"}
+
+
+def unit() -> dict:
+    study = tomllib.loads(Path(STUDY).read_text())
+    declared = study["scoring"]["unit"]
+    return {"loss": declared, "words": "bits per byte (nats summed over a document / ln 2 / its UTF-8 bytes; "
+                                       "ratios of sums over documents)",
+            "source": f"[scoring] unit in {STUDY}, in every measurement's config_json (the manifest's configs)",
+            "columns": ["loss16", "loss", "qid", "qid_ci_low", "qid_ci_high"],
+            "comparison": "qidlab-gpu-2026 is in nats per token; for one tokenizer and eval set the two differ by a "
+                          "constant factor (tokens / bytes / ln 2), so exponents in N and D are unit-free"}
+
+
+def calls() -> list[dict]:
+    out = []
+    for call in CALLS:
+        text = Path(call["job_log"]).read_text()
+        done = re.search(r"\[(\d+)s\] job done", text)
+        store = re.findall(r"\+(\d+) measurements from \d+ stores", text)
+        swept = "learning rates chosen" in text
+        out.append({**call, "device": "one NVIDIA H200", "date": "2026-12-04",
+                    "command": f"{'LR_SWEEP=1 ' if swept else ''}bash campaign/job.sh {call['plan']}",
+                    "runs": plan_lines(call["plan"]), "wall_s": int(done.group(1)) if done else None,
+                    "store_measurements_after": int(store[-1]) if store else None})
+    return out
+
+
+def whole_stores() -> dict:
+    kept = _sums(Path(f"{S2}/whole-stores.sha256"))
+    on_branch = _branch_sums()
+    if on_branch is not None and on_branch != kept:
+        raise QidlabError(f"{S2}/whole-stores.sha256 and {WHOLE_STORES_BRANCH}:SHA256SUMS differ")
+    call1 = _sums(Path(f"{S1}/call1-whole-store.sha256"))
+    s1_models = [m for c in CALLS[:2] for m in plan_models(c["plan"])]
+    return {
+        "where": f"git branch {WHOLE_STORES_BRANCH} of the qidlab repository (README.md and SHA256SUMS there), "
+                 "not in the main tree; each file a gzipped qidlab store (schema 3) with per-document losses",
+        "files": [{"file": "c2-s2-call3-s3-whole.db.gz", "sha256": kept["c2-s2-call3-s3-whole.db.gz"],
+                   "covers": "session 2 calls 1-3: " + ", ".join(plan_models(CALLS[4]["plan"])) +
+                             " (main runs, 5 branches, 5 LAWA averages each)"},
+                  {"file": "c2-s2-call4-cos-whole.db.gz", "sha256": kept["c2-s2-call4-cos-whole.db.gz"],
+                   "covers": "session 2 call 4: the cosine runs"}],
+        "not_kept": [{"what": "session 1 call 1's whole store (" + ", ".join(plan_models(CALLS[0]["plan"])) + ")",
+                      "parts": call1, "status": "came back, not committed (it would have passed the 64 MiB a call "
+                                                "carries); only its sha256 is known"}],
+        "missing": [{"what": "session 1 call 2's whole store (" + ", ".join(s1_models) + ", merged on the warm "
+                             "machine)", "status": "did not come back (over the 8 files a call returns)"}],
+        "per_document_losses_missing_for": s1_models,
+        "note": "the 6 sizes of session 1 have QiD and CIs here but no per-document losses in the repository: "
+                "re-measure them when their CIs must be recomputed",
+    }
+
+
+def _sums(path: Path) -> dict[str, str]:
+    return {name: digest for digest, name in (line.split() for line in path.read_text().splitlines() if line.strip())}
+
+
+def _branch_sums() -> dict[str, str] | None:
+    """The whole-stores branch's SHA256SUMS, if this checkout has the branch."""
+    try:
+        text = subprocess.run(["git", "show", f"{WHOLE_STORES_BRANCH}:SHA256SUMS"], cwd=ROOT, capture_output=True,
+                              check=False, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if text.returncode != 0:
+        return None
+    return {name: digest for digest, name in (line.split() for line in text.stdout.splitlines() if line.strip())}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
