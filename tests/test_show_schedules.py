@@ -1,6 +1,6 @@
 """The figures of where a checkpoint sits in its training (qidlab.show.schedules): cooldown,
 peak-lr and averaging, drawn from a synthetic frame with the trajectory columns of
-qidlab.train.trajectories (two sizes, cooldown branches, LAWA averages, a size at two peak lrs,
+qidlab.train.trajectories (two sizes, cooldown branches, LAWA averages, a size at three peak lrs,
 a cosine suite), and skipped with their reason on measurements without those columns.
 
 Units: N non-embedding parameters, D tokens, QiD in the frame's unit (here bits per byte)."""
@@ -14,8 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+
+from show_fixtures import BRANCH_FROM, RUN_STEPS, trajectory_frame  # noqa: E402
+from show_fixtures import TOKENS_PER_STEP_RUNS as TOKENS_PER_STEP  # noqa: E402
+from show_fixtures import TRAJECTORY_SIZES as SIZES  # noqa: E402
+from show_fixtures import trajectory_qid as _qid  # noqa: E402
 
 from qidlab.show.figures import FIGURES, make_figure  # noqa: E402
 from qidlab.show.report import render  # noqa: E402
@@ -24,50 +28,6 @@ from qidlab.show.study import ShowOptions, Study, load_study  # noqa: E402
 from qidlab.show.style import FigureUnavailable  # noqa: E402
 
 NEW = ("cooldown", "peak-lr", "averaging")
-SIZES = {"a": 1e6, "b": 4e6}
-RUN_STEPS = (100, 200, 400, 800, 1600)
-BRANCH_FROM = (200, 400, 800)
-TOKENS_PER_STEP = 1000
-
-
-def _qid(n, tokens, bits, shift=1.0):
-    return shift * 0.05 * (tokens / 1e6) ** 0.5 / (n / 1e6) ** 0.2 / bits**3
-
-
-def _rows(arm, n, lr, *, suite="s", schedule="constant", kind="run", model=None, steps=RUN_STEPS, branch_from=None,
-          shift=1.0):
-    out = []
-    for step in steps:
-        tokens = step * TOKENS_PER_STEP
-        for bits in (2.0, 3.0, 4.0):
-            q = _qid(n, tokens, bits, shift * (1 + lr * 100))
-            out.append({"suite": suite, "model": model or arm, "step": step, "n_params": n, "tokens": tokens,
-                        "bits": bits, "method": "gptq", "eval_set": "web", "qid": q, "qid_ci_low": 0.9 * q,
-                        "qid_ci_high": 1.1 * q, "loss16": 3.0, "loss": 3.0 + q, "unit": "bits_per_byte",
-                        "kind": kind, "trajectory": arm, "arm": arm, "seed": 0, "schedule": schedule,
-                        "peak_lr": lr, "lr": 0.0 if kind == "branch" else lr,
-                        "branch_from": float(branch_from) if branch_from is not None else np.nan})
-    return out
-
-
-def _arm(arm, n, lr):
-    """A constant-lr run, a cooldown branch from each of BRANCH_FROM (15% more steps, lower QiD) and a
-    LAWA k=5 average at each branch point (a little lower still)."""
-    rows = _rows(arm, n, lr)
-    for b in BRANCH_FROM:
-        rows += _rows(arm, n, lr, kind="branch", model=f"{arm}-cool{b}", steps=(int(b * 1.15),), branch_from=b,
-                      shift=0.6)
-        rows += _rows(arm, n, lr, kind="average", model=f"{arm}-lawa5", steps=(b,), branch_from=b, shift=0.8)
-    return rows
-
-
-def trajectory_frame(*, lr_variants: bool = True, cosine: bool = True) -> pd.DataFrame:
-    rows = _arm("a", SIZES["a"], 1e-3) + _arm("b", SIZES["b"], 1e-3)
-    if lr_variants:
-        rows += _arm("b-lr2x", SIZES["b"], 2e-3)
-    if cosine:
-        rows += _rows("a", SIZES["a"], 1e-3, suite="s-cos", schedule="cosine", steps=(100, 400, 1200))
-    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +52,7 @@ def test_cooldown_draws_each_branch_end_joined_to_its_branch_point(study):
     assert len(panels) == len(SIZES)
     frame = study.frame[study.frame.bits == 3.0]
     for ax, (arm, n) in zip(panels, SIZES.items()):
-        assert arm in ax.get_title() and "lr2x" not in ax.get_title()  # the main arm, not the variant
+        assert arm in ax.get_title() and "-lr" not in ax.get_title()  # the main arm, not the variant
         mine = frame[frame.arm == arm]
         ends = _points(ax, "branch-end")
         branches = mine[mine.kind == "branch"].sort_values("tokens")
@@ -113,10 +73,10 @@ def test_peak_lr_draws_the_size_with_several_peak_lrs(study):
     fig = make_figure("peak-lr", study)
     left, right = fig.axes[:2]
     assert "4M" in left.get_title()
-    assert len(_line(left, "run")) == 2  # b and b-lr2x
-    assert len(_points(left, "branch-end")) == 2 * len(BRANCH_FROM)
+    assert len(_line(left, "run")) == 3  # b, b-lr0.5x, b-lr2x
+    assert len(_points(left, "branch-end")) == 3 * len(BRANCH_FROM)
     last = _points(right, "last-run")
-    assert sorted(last[:, 0]) == [1e-3, 2e-3]
+    assert sorted(last[:, 0]) == [5e-4, 1e-3, 2e-3]
     for lr, q in last:
         assert q == pytest.approx(_qid(4e6, RUN_STEPS[-1] * TOKENS_PER_STEP, 3.0, 1 + lr * 100))
     assert right.get_xlabel() == "peak learning rate" and right.get_ylabel() == "QiD [bits/byte]"
@@ -126,14 +86,14 @@ def test_averaging_pairs_each_average_with_the_run_at_its_branch_point(study):
     fig = make_figure("averaging", study)
     left, right = fig.axes[:2]
     drawn = _points(left, "average")
-    assert len(drawn) == 3 * len(BRANCH_FROM)  # a, b, b-lr2x
+    assert len(drawn) == 4 * len(BRANCH_FROM)  # a, b, b-lr0.5x, b-lr2x
     pairs = branch_pairs(study.frame[study.frame.bits == 3.0], "average")
     assert sorted(drawn.tolist()) == sorted(pairs[["qid_before", "qid"]].to_numpy(float).tolist())
     assert np.allclose(drawn[:, 1] / drawn[:, 0], 0.8)
     (identity,) = _line(left, "y=x")
     assert list(identity.get_xdata()) == list(identity.get_ydata())
     assert left.get_xscale() == left.get_yscale() == "log"
-    assert len(_line(right, "ratio")) == 3  # one per run: the variant does not zig-zag with its size's run
+    assert len(_line(right, "ratio")) == 4  # one per run: the variant does not zig-zag with its size's run
     assert np.allclose(_points(right, "ratio")[:, 1], 0.8)
     assert "LAWA k = 5" in fig.get_suptitle().replace("\n", " ")
 

@@ -284,6 +284,6 @@ def _average_ratio(ax, pairs, colour) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(TOKENS)
-    ax.set_ylabel("QiD of the average / QiD of the run")
+    ax.set_ylabel("QiD ratio: average / run")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title("ratio vs training tokens D", fontsize=10)
