@@ -3,29 +3,25 @@ peak-lr and averaging, drawn from a synthetic frame with the trajectory columns 
 qidlab.train.trajectories (two sizes, cooldown branches, LAWA averages, a size at three peak lrs,
 a cosine suite), and skipped with their reason on measurements without those columns.
 
-Units: N non-embedding parameters, D tokens, QiD in the frame's unit (here bits per byte)."""
+Figures are plain matplotlib Figures (no pyplot), rendered with Agg. Units: N non-embedding
+parameters, D tokens, QiD in the frame's unit (here bits per byte)."""
 
 from __future__ import annotations
 
 import json
 
-import matplotlib
+import numpy as np
+import pytest
+from show_fixtures import BRANCH_FROM, RUN_STEPS, trajectory_frame
+from show_fixtures import TOKENS_PER_STEP_RUNS as TOKENS_PER_STEP
+from show_fixtures import TRAJECTORY_SIZES as SIZES
+from show_fixtures import trajectory_qid as _qid
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from show_fixtures import BRANCH_FROM, RUN_STEPS, trajectory_frame  # noqa: E402
-from show_fixtures import TOKENS_PER_STEP_RUNS as TOKENS_PER_STEP  # noqa: E402
-from show_fixtures import TRAJECTORY_SIZES as SIZES  # noqa: E402
-from show_fixtures import trajectory_qid as _qid  # noqa: E402
-
-from qidlab.show.figures import FIGURES, make_figure  # noqa: E402
-from qidlab.show.report import render  # noqa: E402
-from qidlab.show.schedules import branch_pairs, qid_label  # noqa: E402
-from qidlab.show.study import ShowOptions, Study, load_study  # noqa: E402
-from qidlab.show.style import FigureUnavailable  # noqa: E402
+from qidlab.show.figures import FIGURES, make_figure
+from qidlab.show.report import render
+from qidlab.show.schedules import branch_pairs, qid_label
+from qidlab.show.study import ShowOptions, Study, load_study
+from qidlab.show.style import FigureUnavailable
 
 NEW = ("cooldown", "peak-lr", "averaging")
 
