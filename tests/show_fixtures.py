@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from qidlab.laws.simulate import design, simulate
 from qidlab.store import Measurement, Store
@@ -127,3 +128,55 @@ def _measurement(cid, eid, method, bits, loss16, qid):
                        qid=qid, qid_ci=(qid * 0.9, qid * 1.1), n_tokens=400, versions={"qidlab": "0.1.0",
                        "torch": "2.13.0"}, code_revision="abc1234", doc_nll=[loss * 100] * 4,
                        doc_tokens=[100] * 4, doc_bytes=[400] * 4, group_size=128)
+
+
+# ---------------------------------------------------------------------------
+# a frame with the trajectory columns of qidlab.train.trajectories (issue 17): two sizes with
+# constant-lr runs, cooldown branches and LAWA averages, one size also at half and twice its peak lr, and a
+# cosine suite; QiD in bits per byte (a ``unit`` column)
+
+TRAJECTORY_SIZES = {"a": 1e6, "b": 4e6}
+RUN_STEPS = (100, 200, 400, 800, 1600)
+BRANCH_FROM = (200, 400, 800)
+TOKENS_PER_STEP_RUNS = 1000
+
+
+def trajectory_qid(n, tokens, bits, shift=1.0):
+    return shift * 0.05 * (tokens / 1e6) ** 0.5 / (n / 1e6) ** 0.2 / bits**3
+
+
+def _rows(arm, n, lr, *, suite="s", schedule="constant", kind="run", model=None, steps=RUN_STEPS, branch_from=None,
+          shift=1.0):
+    out = []
+    for step in steps:
+        tokens = step * TOKENS_PER_STEP_RUNS
+        for bits in (2.0, 3.0, 4.0):
+            q = trajectory_qid(n, tokens, bits, shift * (1 + lr * 100))
+            out.append({"suite": suite, "model": model or arm, "step": step, "n_params": n, "tokens": tokens,
+                        "bits": bits, "method": "gptq", "eval_set": "web", "qid": q, "qid_ci_low": 0.9 * q,
+                        "qid_ci_high": 1.1 * q, "loss16": 3.0, "loss": 3.0 + q, "unit": "bits_per_byte",
+                        "kind": kind, "trajectory": arm, "arm": arm, "seed": 0, "schedule": schedule,
+                        "peak_lr": lr, "lr": 0.0 if kind == "branch" else lr,
+                        "branch_from": float(branch_from) if branch_from is not None else np.nan})
+    return out
+
+
+def _arm(arm, n, lr):
+    """A constant-lr run, a cooldown branch from each of BRANCH_FROM (15% more steps, lower QiD) and a
+    LAWA k=5 average at each branch point (a little lower still)."""
+    rows = _rows(arm, n, lr)
+    for b in BRANCH_FROM:
+        rows += _rows(arm, n, lr, kind="branch", model=f"{arm}-cool{b}", steps=(int(b * 1.15),), branch_from=b,
+                      shift=0.6)
+        rows += _rows(arm, n, lr, kind="average", model=f"{arm}-lawa5", steps=(b,), branch_from=b, shift=0.8)
+    return rows
+
+
+def trajectory_frame(*, lr_variants: bool = True, cosine: bool = True) -> pd.DataFrame:
+    rows = _arm("a", TRAJECTORY_SIZES["a"], 1e-3) + _arm("b", TRAJECTORY_SIZES["b"], 1e-3)
+    if lr_variants:
+        rows += _arm("b-lr2x", TRAJECTORY_SIZES["b"], 2e-3)
+        rows += _arm("b-lr0.5x", TRAJECTORY_SIZES["b"], 5e-4)
+    if cosine:
+        rows += _rows("a", TRAJECTORY_SIZES["a"], 1e-3, suite="s-cos", schedule="cosine", steps=(100, 400, 1200))
+    return pd.DataFrame(rows)

@@ -30,6 +30,8 @@ from qidlab.store import Store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+#: Figures drawn from the trajectory columns (qidlab.show.schedules), which the synthetic store lacks.
+SCHEDULES = ("cooldown", "peak-lr", "averaging")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking")
 
 
@@ -67,11 +69,12 @@ def _tags(html: str) -> list[tuple[str, dict]]:
 
 def test_the_report_holds_every_figure_as_an_embedded_png(report):
     out, doc = report
-    assert doc["report"] == str(out / "report.html") and doc["skipped"] == {}
-    assert doc["figures"] == list(FIGURES)
+    assert doc["report"] == str(out / "report.html")
+    assert set(doc["skipped"]) == set(SCHEDULES)  # the synthetic store has no trajectory columns
+    assert doc["figures"] == [f for f in FIGURES if f not in SCHEDULES]
     tags = _tags((out / "report.html").read_text())
     images = [attrs["src"] for tag, attrs in tags if tag == "img"]
-    assert len(images) == len(FIGURES)
+    assert len(images) == len(FIGURES) - len(SCHEDULES)
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
@@ -190,10 +193,11 @@ def test_figures_without_data_are_listed_with_the_reason(tmp_path):
     frame = load_study(db).frame.drop(columns=["loss16", "loss"])
     files = render(Study.from_frame(frame, options=ShowOptions(bootstrap=0, dpi=40), source=str(db)))
     skipped = json.loads(files["report.json"])["skipped"]
-    assert set(skipped) == {"fig2", "fig7", "fig8", "fig9", "fig12", "fig14", "exponent-ci"}
+    assert set(skipped) == {"fig2", "fig7", "fig8", "fig9", "fig12", "fig14", "exponent-ci", *SCHEDULES}
     assert "two eval sets" in skipped["fig8"] and "loss16" in skipped["fig2"]
-    assert "Figures skipped (7)" in files["report.html"]
-    assert files["report.html"].count("<img ") == len(FIGURES) - 7
+    assert "trajectory columns" in skipped["cooldown"]
+    assert "Figures skipped (10)" in files["report.html"]
+    assert files["report.html"].count("<img ") == len(FIGURES) - 10
 
 
 def test_bad_input_writes_nothing(tmp_path, capsys):
@@ -261,7 +265,7 @@ def test_the_report_renders_in_headless_chromium(browser_paths, report, tmp_path
     browser = _open_browser(chromium, driver)
     try:
         browser.get((out / "report.html").as_uri())
-        assert browser.execute_script("return document.images.length") == len(FIGURES)
+        assert browser.execute_script("return document.images.length") == len(FIGURES) - len(SCHEDULES)
         assert _broken_images(browser) == []
         assert _console_errors(browser) == []
         shot = tmp_path / "report.png"

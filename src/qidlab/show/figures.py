@@ -69,6 +69,15 @@ FIGURES: dict[str, FigureSpec] = {f.name: f for f in (
     FigureSpec("holdout", "", "extrapolation error of each law: refitted without the largest N or the latest D, "
                "mean |relative error| on the held-out points (a grouped law: the median over its fits, as in the "
                "fitted-laws table)", "diagnostics:holdout"),
+    FigureSpec("cooldown", "", "QiD before and after a cooldown at equal D: per size, the constant-lr run vs D "
+               "(line), each cooldown branch's end (square, the lr decayed to 0) joined to the run checkpoint it "
+               "left (open circle), cosine runs dotted with their end a cross; 95% CIs as bars (needs the "
+               "trajectory columns of qidlab.train.trajectories)", "schedules:cooldown"),
+    FigureSpec("peak-lr", "", "QiD of one size trained at several peak learning rates: runs vs D (lines) and "
+               "cooldown ends (squares), and QiD at the last D vs the peak lr", "schedules:peak_lr"),
+    FigureSpec("averaging", "", "QiD of the weight average (LAWA) of the last checkpoints before each branch point "
+               "against the run checkpoint at the same D (y = x dashed), and their ratio vs D",
+               "schedules:averaging"),
 )}
 
 #: The paper's figures not redrawn, and why (the report says so where its numbering skips them).

@@ -82,6 +82,7 @@ class Study:
     suite_dirs: tuple[Path, ...]
     store_info: dict[str, Any]  # eval sets, methods, versions and code revisions of the rows
     suite: str | None = None  # the suite drawn (None: the rows name none)
+    other_suites: "pd.DataFrame | None" = None  # the rows of the suites not drawn (figures may mark them)
     _fits: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -184,6 +185,8 @@ def _load_dataset(name: str, suites, options: ShowOptions) -> Study:
     vocab = {s.get("vocab_size") for s in doc.get("suites", [])} - {None}
     if len(vocab) == 1:
         info["vocab_size"] = vocab.pop()
+    if isinstance(doc.get("units"), dict):
+        info["units"] = doc["units"]
     info = {k: v for k, v in info.items() if not isinstance(v, pd.DataFrame) or len(v)}
     source = {"path": str(folder), "dataset": doc.get("name", folder.name), "sha256": provenance.file_sha256(file)}
     return _assemble(frame, options, source, checkpoints, info, suites)
@@ -199,7 +202,7 @@ def _assemble(frame, options: ShowOptions, source: dict, checkpoints, store_info
     if not usable.any():
         raise QidlabError(f"{where}: every measurement is of a checkpoint with D = 0 tokens")
     frame = validate(frame[usable].reset_index(drop=True), source=where)
-    suite, frame, other = _one_suite(frame, options.suite)
+    suite, frame, other, rest = _one_suite(frame, options.suite)
     source = {**source, "rows": int(len(frame)), "rows_without_tokens": int((~usable).sum()), **other}
     eval_set = _choose(frame, "eval_set", options.eval_set, "--eval-set")
     method = _choose(frame[frame.eval_set == eval_set], "method", options.method, "--method")
@@ -207,21 +210,22 @@ def _assemble(frame, options: ShowOptions, source: dict, checkpoints, store_info
         checkpoints = checkpoints[checkpoints.suite == suite]
     return Study(frame=frame, options=options, eval_set=eval_set, method=method, source=source,
                  checkpoints=checkpoints, suite_dirs=_suite_dirs(checkpoints, suites), store_info=store_info,
-                 suite=suite)
+                 suite=suite, other_suites=rest)
 
 
 def _one_suite(frame, given: str | None):
-    """(suite, its rows, what was left out) — (None, frame, {}) for rows of one suite or none named."""
+    """(suite, its rows, what was left out, the rows left out) — (None, frame, {}, None) for rows of
+    one suite or none named."""
     if "suite" not in frame.columns or frame.suite.isna().all():
         if given is not None:
             raise QidlabError(f"--only-suite {given!r}: the measurements name no suites")
-        return None, frame, {}
+        return None, frame, {}, None
     if frame.suite.nunique() == 1 and given is None:
-        return str(frame.suite.iloc[0]), frame, {}
+        return str(frame.suite.iloc[0]), frame, {}, None
     suite = _choose(frame, "suite", given, "--only-suite")
     keep = frame.suite == suite
     left = {str(k): int(v) for k, v in frame[~keep].suite.value_counts().sort_index().items()}
-    return suite, frame[keep].reset_index(drop=True), {"rows_other_suites": left}
+    return suite, frame[keep].reset_index(drop=True), {"rows_other_suites": left}, frame[~keep].reset_index(drop=True)
 
 
 def _choose(frame, column: str, given: str | None, flag: str) -> str:
