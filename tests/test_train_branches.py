@@ -414,3 +414,38 @@ def test_main_run_false_refuses_an_lr_sweep_before_writing_anything(workdir, tmp
     with pytest.raises(QidlabError, match="an lr sweep.*main_run = false"):
         train_suite(plain, tmp_path / "out", lr_sweep=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_campaign2_seeds_suite_hashes_its_models_like_their_measured_main_runs():
+    """campaign/campaign2-en-seeds-suite.toml: seeds 1 and 2 of 4 sizes without their main runs; each
+    model's hash (so its seed runs' hashes) equals the one its main run's lr sweep recorded on the GPU
+    (lr-sweep.json in the sessions' suites tarballs), whose chosen rate is the lr given; the plans
+    cover every model once, with no lr sweep."""
+    import tarfile
+
+    config = load_suite_config(REPO / "campaign" / "campaign2-en-seeds-suite.toml")
+    assert config.lr_sweep is None and len(config.models) >= 4
+    assert all(not m.main_run and m.seeds == (1, 2) and len(m.branches) == 5 for m in config.models)
+    sweeps = {}
+    for tar in ("2026-12-04-c2-s1/suites-call1.tar.gz", "2026-12-04-c2-s1/suites-call2.tar.gz",
+                "2026-12-04-c2-s2/suites-s3.tar.gz"):
+        with tarfile.open(REPO / "campaign" / "results" / tar) as t:
+            for member in t.getmembers():
+                parts = Path(member.name).parts
+                if parts[-1] == "lr-sweep.json" and parts[-3] == "c2-en":
+                    sweeps[parts[-2]] = json.load(t.extractfile(member))
+    for m in config.models:
+        assert sweeps[m.name]["key"]["model_hash"] == config.model_hash(m), m.name
+        assert sweeps[m.name]["result"]["chosen"] == sweeps[m.name]["result"]["base_lr"] == m.lr, m.name
+        assert not any(f == m.name or f.startswith(f"{m.name}-cool") or f.startswith(f"{m.name}-lawa")
+                       for f in folders_of(m, config.seed)), m.name
+    planned = []
+    for plan in ("campaign2-seeds-s1.plan", "campaign2-seeds-s2.plan"):
+        text = (REPO / "campaign" / plan).read_text()
+        assert "DEADLINE=530 bash campaign/job.sh" in text and "LR_SWEEP=1" not in text
+        for line in text.splitlines():
+            if line.strip() and not line.startswith("#"):
+                suite, study, *models = line.split()
+                assert suite == "campaign/campaign2-en-seeds-suite.toml" and study == "campaign/campaign2-en-study.toml"
+                planned += models
+    assert sorted(planned) == sorted(m.name for m in config.models)
