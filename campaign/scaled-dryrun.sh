@@ -4,8 +4,9 @@
 # branches from step 8 (LAWA span 0.25), an lr sweep of 6 updates, 6 documents per eval set,
 # 4 calibration samples of 64 tokens, max_length 64, 20 bootstrap replicates, and absolute paths;
 # sizes, schedule, branch and average counts, methods, eval sets and unit stay as written. Then runs
-# campaign/job.sh on the copies (CPU, no compile, LR_SWEEP=1). Works for suites written like
-# campaign2-en-s1-suite.toml (the sed patterns match its lines).
+# campaign/job.sh on the copies (CPU, no compile; LR_SWEEP=1 when a suite of the plan has an lr_sweep
+# table, else 0 as on the GPU, e.g. campaign2-seeds-s1.plan; the env's LR_SWEEP wins). Works for
+# suites written like campaign2-en-s1-suite.toml (the sed patterns match its lines).
 #
 #   bash campaign/scaled-dryrun.sh campaign/campaign2-s1.plan /tmp/c2dry    # ~7 min on one busy core
 set -euo pipefail
@@ -26,5 +27,6 @@ grep -v '^\s*\(#\|$\)' "$plan" | while read -r suite study models; do
         "$study" > "$t"
     echo "$s $t $models" >> "$dir/plan"
 done
-OUT=$dir/out WORK=$dir/work DEVICE=cpu COMPILE=0 THREADS=1 LR_SWEEP=1 DEADLINE=${DEADLINE:-1800} \
+sweep=0; grep -q '^lr_sweep = ' $(awk '{print $1}' "$dir/plan") && sweep=1
+OUT=$dir/out WORK=$dir/work DEVICE=cpu COMPILE=0 THREADS=1 LR_SWEEP=${LR_SWEEP:-$sweep} DEADLINE=${DEADLINE:-1800} \
     bash campaign/job.sh "$dir/plan"

@@ -122,6 +122,8 @@ def test_a_seed_runs_order_is_a_permutation_of_the_same_sequences():
     ("branches = { at = [8], points = 2 }", "not both"),
     ("branches = { at = [8], average = 1 }", "at least 2"),
     ("lr_factor = 2.0", "go together"),
+    ("main_run = false", "main_run = false needs seeds"),
+    ("main_run = 0\nseeds = [1]", "main_run"),
 ])
 def test_bad_branch_and_seed_tables_are_one_clear_error(tmp_path, extra, match):
     with pytest.raises(QidlabError, match=match):
@@ -357,3 +359,93 @@ def test_a_run_interrupted_between_snapshots_gives_the_same_average_and_branch(t
     for folder in ("h32-l1-lawa3/step16", "h32-l1-cool16/step18", "h32-l1-cool32/step37"):
         a, b = _weights(suite / folder), _weights(out / "c2" / folder)
         assert all(bool((a[k] == b[k]).all()) for k in a), folder
+
+
+# ---- main_run = false: the seed runs of a model whose main run was trained before, elsewhere -------
+
+def _files(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+
+
+def test_main_run_false_trains_the_seed_runs_alone_bit_identical_to_beside_the_main_run(trained, workdir):
+    """The seed run, its branches and its average, trained without the main run, equal (weights,
+    qidlab.json, trainer-state hash) those the ``trained`` suite made beside its main run; no folder
+    or manifest entry of the main run."""
+    import torch
+
+    suite, _, _ = trained
+    path = write(workdir, f"seeds = [1]\nmain_run = false\n{BRANCHES}", "seedsonly.toml")
+    config, full = load_suite_config(path), load_suite_config(write(workdir, f"seeds = [1]\n{BRANCHES}", "full.toml"))
+    spec = config.models[0]
+    assert config.model_hash(spec) == full.model_hash(full.models[0]) and not spec.main_run
+    assert folders_of(spec) == [f for f in folders_of(full.models[0]) if f.startswith("h32-l1-seed1")] == [
+        "h32-l1-seed1", "h32-l1-seed1-cool8", "h32-l1-seed1-cool16", "h32-l1-seed1-cool32", "h32-l1-seed1-lawa3"]
+    with single_thread():
+        paths = train_suite(path, workdir / "seedsonly", threads=1)
+    out = workdir / "seedsonly" / "c2"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "_data") == sorted(folders_of(spec))
+    assert {p.parent.name for p in paths} == set(folders_of(spec))
+    for folder in folders_of(spec):
+        assert sorted(_files(out / folder)) == sorted(_files(suite / folder)), folder
+        for rel, p in _files(out / folder).items():
+            if rel.endswith((".safetensors", "qidlab.json", "config.json", "train-log.csv")):
+                assert p.read_bytes() == (suite / folder / rel).read_bytes(), f"{folder}/{rel}"
+        if (out / folder / "trainer_state.pt").is_file():
+            a, b = (torch.load(r / folder / "trainer_state.pt", weights_only=True)["model_hash"] for r in (out, suite))
+            assert a == b
+    manifest = read_manifest(out)["models"]
+    assert set(manifest) == set(folders_of(spec))  # the main run's folders are not claimed
+    assert manifest["h32-l1-seed1"]["info"].items() >= {"kind": "run", "run": "seed1", "base_model": "h32-l1",
+                                                        "lr": 3e-3}.items()
+    assert manifest["h32-l1-seed1-lawa3"]["info"].items() >= {"kind": "average", "run": "seed1",
+                                                              "base": "h32-l1-seed1"}.items()
+    refs = discover(out)
+    assert {r.model for r in refs} == set(folders_of(spec)) and {r.info["run"] for r in refs} == {"seed1"}
+
+
+def test_main_run_false_refuses_an_lr_sweep_before_writing_anything(workdir, tmp_path):
+    text = write(tmp_path, f"seeds = [1]\nmain_run = false\n{BRANCHES}").read_text()
+    swept = tmp_path / "swept.toml"
+    swept.write_text(text.replace("checkpoints =", "lr_sweep = { factors = [0.5, 1, 2] }\ncheckpoints ="))
+    with pytest.raises(QidlabError, match="main_run = false.*main run's lr.*--no-lr-sweep"):
+        load_suite_config(swept)
+    plain = tmp_path / "suite.toml"
+    plain.write_text(text.replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))
+    with pytest.raises(QidlabError, match="an lr sweep.*main_run = false"):
+        train_suite(plain, tmp_path / "out", lr_sweep=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_campaign2_seeds_suite_hashes_its_models_like_their_measured_main_runs():
+    """campaign/campaign2-en-seeds-suite.toml: seeds 1 and 2 of 4 sizes without their main runs; each
+    model's hash (so its seed runs' hashes) equals the one its main run's lr sweep recorded on the GPU
+    (lr-sweep.json in the sessions' suites tarballs), whose chosen rate is the lr given; the plans
+    cover every model once, with no lr sweep."""
+    import tarfile
+
+    config = load_suite_config(REPO / "campaign" / "campaign2-en-seeds-suite.toml")
+    assert config.lr_sweep is None and len(config.models) >= 4
+    assert all(not m.main_run and m.seeds == (1, 2) and len(m.branches) == 5 for m in config.models)
+    sweeps = {}
+    for tar in ("2026-12-04-c2-s1/suites-call1.tar.gz", "2026-12-04-c2-s1/suites-call2.tar.gz",
+                "2026-12-04-c2-s2/suites-s3.tar.gz"):
+        with tarfile.open(REPO / "campaign" / "results" / tar) as t:
+            for member in t.getmembers():
+                parts = Path(member.name).parts
+                if parts[-1] == "lr-sweep.json" and parts[-3] == "c2-en":
+                    sweeps[parts[-2]] = json.load(t.extractfile(member))
+    for m in config.models:
+        assert sweeps[m.name]["key"]["model_hash"] == config.model_hash(m), m.name
+        assert sweeps[m.name]["result"]["chosen"] == sweeps[m.name]["result"]["base_lr"] == m.lr, m.name
+        assert not any(f == m.name or f.startswith(f"{m.name}-cool") or f.startswith(f"{m.name}-lawa")
+                       for f in folders_of(m, config.seed)), m.name
+    planned = []
+    for plan in ("campaign2-seeds-s1.plan", "campaign2-seeds-s2.plan"):
+        text = (REPO / "campaign" / plan).read_text()
+        assert "DEADLINE=530 bash campaign/job.sh" in text and "LR_SWEEP=1" not in text
+        for line in text.splitlines():
+            if line.strip() and not line.startswith("#"):
+                suite, study, *models = line.split()
+                assert suite == "campaign/campaign2-en-seeds-suite.toml" and study == "campaign/campaign2-en-study.toml"
+                planned += models
+    assert sorted(planned) == sorted(m.name for m in config.models)

@@ -21,6 +21,12 @@ checkpoint of every trajectory of the model (main run and seed runs), and:
   to ``b``), saved in the model's dtype as the checkpoint ``<trajectory>-lawa<k>/step<b>/``
   (D = b tokens_per_step). ``average = 0`` writes none.
 
+``main_run = false`` (with ``seeds``) trains the seed runs, their branches and averages only: for a
+model whose main run was trained before, elsewhere (a GPU run is not reproducible bit for bit, so
+training it again would give another model under the same (suite, model, step)). A seed run's
+weights and hash do not depend on it: its initialisation, data order and updates never read the
+main run.
+
 Each folder's ``qidlab.json`` says what it is (``trajectory``: ``{"kind": "run" | "branch" |
 "average", ...}``) and, for a seed run and everything made from it, ``run`` ("seed1"); the main run's
 folders have no ``run`` (today's identity) and, at branch points only, ``branch_point``.
@@ -164,9 +170,11 @@ def _average_steps(b: int, k: int, span: float) -> tuple[int, ...]:
     return tuple(steps)
 
 
-def trajectories(model: str, seed: int, seeds: tuple[int, ...], branches: tuple[Branch, ...]) -> list[Trajectory]:
-    """Every trajectory of a model, runs first (main, then seed runs), each followed by its branches."""
-    runs = [Trajectory(model, model, None, seed, False)]
+def trajectories(model: str, seed: int, seeds: tuple[int, ...], branches: tuple[Branch, ...],
+                 main_run: bool = True) -> list[Trajectory]:
+    """Every trajectory of a model, runs first (main, then seed runs), each followed by its branches;
+    ``main_run`` False: the seed runs and theirs only (the main run trained elsewhere, before)."""
+    runs = [Trajectory(model, model, None, seed, False)] if main_run else []
     runs += [Trajectory(f"{model}-seed{s}", model, f"seed{s}", s, True) for s in seeds]
     out = []
     for r in runs:
@@ -177,12 +185,13 @@ def trajectories(model: str, seed: int, seeds: tuple[int, ...], branches: tuple[
 
 
 def model_folders(model: str, seed: int, seeds: tuple[int, ...], branches: tuple[Branch, ...],
-                  average: int) -> list[str]:
+                  average: int, main_run: bool = True) -> list[str]:
     """Every folder a model's training writes under the suite folder: its runs, their branches and,
-    with ``average`` k > 0 and branches, their ``-lawa<k>`` folders; the main run's first."""
-    out = [t.folder for t in trajectories(model, seed, seeds, branches)]
+    with ``average`` k > 0 and branches, their ``-lawa<k>`` folders; the main run's first (none of
+    the main run's with ``main_run`` False)."""
+    out = [t.folder for t in trajectories(model, seed, seeds, branches, main_run)]
     if branches and average:
-        out += [average_folder(t.folder, average) for t in trajectories(model, seed, seeds, ()) if t.branch is None]
+        out += [average_folder(t.folder, average) for t in trajectories(model, seed, seeds, (), main_run)]
     return out
 
 

@@ -35,6 +35,14 @@
     twin = "h64-l2-bf16"               # low-bit models: the 16-bit model of the same shape they compare with
     precision = "bitnet-b1.58"         # low-bit training: this shorthand, or a [models.qat] table (precision.py)
     seeds = [1, 2]                     # optional: more runs with these seeds (init and data order; branches.py)
+    main_run = false                   # optional (default true): train only the seed runs (with their branches
+                                       #   and averages), not the main run: for a model whose main run was
+                                       #   trained before, elsewhere (GPU runs are not reproducible bit for
+                                       #   bit: a second main run would be another model under the same
+                                       #   (suite, model, step)). Needs seeds; lr is the main run's (the rate
+                                       #   its lr sweep chose), so the suite takes no lr sweep (lr_sweep
+                                       #   table or --lr-sweep: refused). The seed runs' weights and hashes
+                                       #   are the same as beside the main run.
     branches = { points = 5, first = 64, fraction = 0.15, average = 5 }   # optional: cooldown branches and
                                        #   weight averages from the stable phase (wsd/constant; branches.py)
 
@@ -75,9 +83,9 @@ MODEL_KEYS = {"name": Key("str", required=True), "hidden": Key("int", min=1, req
               "layers": Key("int", min=1, required=True), "heads": Key("int", min=1, required=True),
               "lr": Key("number", min=0, above=True), "intermediate": Key("int", min=1), "twin": Key(),
               "precision": Key(), "qat": Key(), "seeds": Key(), "branches": Key(),
-              "lr_of": Key("str"), "lr_factor": Key("number", min=0, above=True)}
+              "lr_of": Key("str"), "lr_factor": Key("number", min=0, above=True), "main_run": Key("bool")}
 # ModelSpec fields that add trajectories beside the main run without changing it: not in model_hash
-TRAJECTORY_FIELDS = ("seeds", "branch_spec", "branches", "lr_of")  # lr_of: the lr it gives is hashed
+TRAJECTORY_FIELDS = ("seeds", "branch_spec", "branches", "lr_of", "main_run")  # lr_of: the lr it gives is hashed
 DEFAULT_VOCAB = 8192
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -96,6 +104,7 @@ class ModelSpec:
     branch_spec: BranchSpec | None = None  # its branches table, as written
     branches: tuple[Branch, ...] = ()  # the branch points planned from it (branches.plan_branches)
     lr_of: tuple[str, float] | None = None  # (model, factor): lr = that model's lr x factor, not swept
+    main_run: bool = True  # False: only the seed runs (and their branches, averages) are trained
 
     @property
     def precision(self) -> str | None:
@@ -204,6 +213,8 @@ def load_suite_config(path) -> SuiteConfig:
         raise QidlabError(f"{path}: model name {dup[0]!r} is used twice")
     specs = resolve_lr_of(_resolve_twins(specs, path), path)
     _check_folders(specs, path)
+    if "lr_sweep" in s:
+        check_no_sweep(specs, f"{path}: [suite] lr_sweep")
     return SuiteConfig(
         name=name, path=path, corpus=path.parent / s["corpus"], seed=seed,
         vocab_size=vocab_size, tokenizer_path=tokenizer_path, seq_len=s["seq_len"], batch_size=s["batch_size"],
@@ -253,6 +264,11 @@ def _trajectories(m: ModelSpec, path, *, seed: int, schedule: str, steps: int, w
     """``m`` with its ``seeds`` and planned ``branches`` (``branches.py``), checked against the schedule."""
     where = f"{path}: model {m.name!r}"
     seeds = parse_seeds(raw["seeds"], seed, where) if "seeds" in raw else ()
+    main_run = raw.get("main_run", True)
+    if not main_run and not seeds:
+        raise QidlabError(f"{where} main_run = false needs seeds (the runs it trains instead of the main run), "
+                          "e.g. seeds = [1, 2]")
+    m = replace(m, main_run=main_run)
     if "branches" not in raw:
         return replace(m, seeds=seeds)
     spec = parse_branches(raw["branches"], where)
@@ -262,8 +278,19 @@ def _trajectories(m: ModelSpec, path, *, seed: int, schedule: str, steps: int, w
 
 
 def folders_of(m: ModelSpec, seed: int = 0) -> list[str]:
-    """Every folder model ``m``'s training writes (``branches.model_folders``); the main run's first."""
-    return model_folders(m.name, seed, m.seeds, m.branches, m.branch_spec.average if m.branch_spec else 0)
+    """Every folder model ``m``'s training writes (``branches.model_folders``); the main run's first
+    (with ``main_run = false``: the seed runs' folders only)."""
+    return model_folders(m.name, seed, m.seeds, m.branches, m.branch_spec.average if m.branch_spec else 0,
+                         m.main_run)
+
+
+def check_no_sweep(specs: tuple[ModelSpec, ...], what: str) -> None:
+    """``QidlabError`` when a model has ``main_run = false``: its seed runs train at the lr given, the
+    one its main run was trained at, which a new lr sweep could change."""
+    off = [m.name for m in specs if not m.main_run]
+    if off:
+        raise QidlabError(f"{what}: model {off[0]!r} has main_run = false, so its seed runs must train at its "
+                          "main run's lr (given as lr), not at a new lr sweep's; drop the sweep (--no-lr-sweep)")
 
 
 def _check_folders(specs: tuple[ModelSpec, ...], path) -> None:

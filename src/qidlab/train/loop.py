@@ -15,7 +15,8 @@ Layout written under ``<out>/<suite>/``::
     <model>/lr-sweep.json        with an lr sweep: the held-out loss of each learning rate tried (lr_sweep.py)
     <model>/train-stats.json     steps and tokens trained, seconds, tokens/s and MFU of the last call that trained
                                  (device, autocast, compile; not deterministic; a finished model's is left as is)
-    <model>-seed<S>/             a seed run (``seeds``), laid out like <model>/
+    <model>-seed<S>/             a seed run (``seeds``), laid out like <model>/ (``main_run = false``: these
+                                 without <model>/, whose main run was trained before, elsewhere)
     <run>-cool<b>/step<b+L>/     a cooldown branch's end (``branches``), with its own trainer state and logs
     <run>-lawa<k>/step<b>/       the weight average at branch point b
     <run>/_lawa/, <run>/_branches/   the run's weights at the averaged steps and its whole state at branch
@@ -50,7 +51,7 @@ from qidlab.torchenv import quiet_transformers, require_measure, torch_threads
 from qidlab.train.averaging import SNAPSHOTS, write_average, write_snapshot
 from qidlab.train.branches import (Trajectory, average_folder, branch_point_meta, run_sequences, trajectories, trajectory_hash,
                                    trajectory_meta)
-from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, load_suite_config
+from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, check_no_sweep, load_suite_config
 from qidlab.train.data import prepare_data
 from qidlab.train.dynamics import change_summary
 from qidlab.train.engine import Clock, build_model, device_name, make_optimizer, make_update, resolve_device
@@ -71,6 +72,9 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
     lines = [f"suite = {json.dumps(config.name)}", f"tokens_per_step = {config.tokens_per_step}",
              f"bos_is_eos = {json.dumps(bos_is_eos)}", ""]
     for m in config.models:
+        if not m.main_run:  # its main run's folders are not this suite folder's: no entry claims them
+            lines += _trajectory_entries(config, m, n_params[m.name])
+            continue
         lines += [f"[models.{json.dumps(m.name)}]", f"hidden = {m.hidden}", f"layers = {m.layers}",
                   f"heads = {m.heads}", f"intermediate = {m.intermediate}", f"lr = {m.lr!r}",
                   f"n_params = {n_params[m.name]}"]
@@ -90,13 +94,14 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
 def _trajectory_entries(config: SuiteConfig, m: ModelSpec, n_params: int) -> list[str]:
     """Manifest entries of a model's other folders (``branches.py``): its shape and N, plus ``kind``
     ("run" | "branch" | "average"), ``base_model``, ``run`` and, for branches and averages, ``base``
-    (the run's folder) and ``branch_from`` (the branch point's step)."""
+    (the run's folder) and ``branch_from`` (the branch point's step). With ``main_run = false``, the
+    seed runs' alone (``base_model`` still names the model)."""
     shape = [f"hidden = {m.hidden}", f"layers = {m.layers}", f"heads = {m.heads}",
              f"intermediate = {m.intermediate}", f"lr = {m.lr!r}", f"n_params = {n_params}",
              f"base_model = {json.dumps(m.name)}"]
     out = []
     k = m.branch_spec.average if m.branch_spec else 0
-    for t in trajectories(m.name, config.seed, m.seeds, m.branches):
+    for t in trajectories(m.name, config.seed, m.seeds, m.branches, m.main_run):
         run = [f"run = {json.dumps(t.run)}"] if t.run else []
         if t.branch is None and t.run is not None:
             out += [f"[models.{json.dumps(t.folder)}]", *shape, 'kind = "run"', *run, ""]
@@ -136,6 +141,8 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     config = replace(config, device=config.device if device is None else device,
                      compile=config.compile if compile is None else bool(compile),
                      lr_sweep=None if lr_sweep is False else (config.lr_sweep or (LRSweep() if lr_sweep else None)))
+    if config.lr_sweep is not None:
+        check_no_sweep(config.models, f"{config.path}: an lr sweep (lr_sweep or --lr-sweep)")
     run = {"device": resolve_device(config.device), "peak_tflops": peak_tflops}
     if peak_tflops is not None:
         peak_flops(None, peak_tflops)  # a bad override fails before any training
@@ -222,10 +229,11 @@ def _meta_common(config: SuiteConfig, spec: ModelSpec, data, mhash: str, device,
 
 
 def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, run: dict, on_step, log):
-    """Every trajectory of ``spec`` (``branches.py``): its main run (as ever), its seed runs, and each
-    run's weight averages and cooldown branches; returns every checkpoint folder, in that order."""
+    """Every trajectory of ``spec`` (``branches.py``): its main run (as ever; not with ``main_run =
+    false``), its seed runs, and each run's weight averages and cooldown branches; returns every
+    checkpoint folder, in that order."""
     paths = []
-    for traj in trajectories(spec.name, config.seed, spec.seeds, spec.branches):
+    for traj in trajectories(spec.name, config.seed, spec.seeds, spec.branches, spec.main_run):
         if traj.branch is not None and spec.branch_spec.average:
             paths.append(write_average(config, spec, traj, suite_dir, data, log))
         steps = list(save_steps) if traj.branch is None else [traj.branch.end]
