@@ -12,7 +12,7 @@
 # Each suite's tokenizer and token file are made once first (`qidlab train --data-only`); then every
 # model runs as its own pipeline, all at once: `qidlab train --models M` then, unless the study is
 # '-' (train only, e.g. a BitNet model read from its training log), `qidlab sweep --models M ...` into
-# the model's own store (M and the folders of its seed runs, cooldown branches and weight averages,
+# the model's own store (one sweep process and store per run: the main run's and each seed run's, side by side) (M and the folders of its seed runs, cooldown branches and weight averages,
 # `qidlab.train.folders_of`, when the suite asks for them: train/branches.py). Small models leave a GPU mostly idle, so side by side they share it.
 # At DEADLINE seconds after the start (default 540) every pipeline still running is stopped
 # (SIGTERM: a sweep keeps every measurement it committed); then the stores are merged, and $OUT
@@ -52,12 +52,23 @@ pipeline() {  # SUITE STUDY MODEL: train, then measure, each within the time lef
     log "trained $name"
     [ "$study" = - ] && return
     [ "$(left)" -gt 0 ] || { log "no time left to measure $name"; return; }
-    local folders  # the model's main run and, where the suite asks, its seed runs, cooldown branches, averages
-    folders=$(python -c 'import sys; from qidlab.train import folders_of, load_suite_config as load
-c = load(sys.argv[1]); print(*folders_of(next(m for m in c.models if m.name == sys.argv[2]), c.seed))' "$suite" "$model")
-    timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models $folders \
-        --store "$work/stores/$name.db" --quiet --json > "$work/logs/sweep-$name.json" \
-        2> "$work/logs/sweep-$name.err" || log "sweep $name stopped (exit $?)"
+    local groups  # the model's main run and, where the suite asks, its seed runs, cooldown branches and
+    # averages, one line per run ("TAG FOLDER ..."; TAG "main" or "seed<S>"): each run is measured by its
+    # own sweep process into its own store, side by side (a model's seed runs would otherwise queue)
+    groups=$(python -c 'import re, sys; from qidlab.train import folders_of, load_suite_config as load
+c = load(sys.argv[1]); name = sys.argv[2]; runs = {}
+for f in folders_of(next(m for m in c.models if m.name == name), c.seed):
+    s = re.match(re.escape(name) + r"-(seed\d+)(-|$)", f)
+    runs.setdefault(s.group(1) if s else "main", []).append(f)
+print("\n".join(" ".join([tag, *fs]) for tag, fs in runs.items()))' "$suite" "$model")
+    local tag folders db
+    while read -r tag folders; do
+        db=$name; [ "$tag" = main ] || db=$name-$tag
+        timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models $folders \
+            --store "$work/stores/$db.db" --quiet --json > "$work/logs/sweep-$db.json" \
+            2> "$work/logs/sweep-$db.err" || log "sweep $db stopped (exit $?)" &
+    done <<< "$groups"
+    wait
     log "measured $name"
 }
 
@@ -99,7 +110,9 @@ stores=()  # this plan's models only: a warm machine's earlier calls have return
 for line in "${lines[@]}"; do
     read -r suite _ models <<< "$line"
     for model in $models; do
-        db="$work/stores/$(basename "$suite" .toml)-$model.db"; [ -e "$db" ] && stores+=("$db")
+        for db in "$work/stores/$(basename "$suite" .toml)-$model.db" "$work/stores/$(basename "$suite" .toml)-$model"-seed*.db; do
+            [ -e "$db" ] && stores+=("$db")
+        done
     done
 done
 if [ "${#stores[@]}" -gt 0 ]; then

@@ -288,6 +288,8 @@ def test_campaign2_dry_run_trains_and_measures_branches_averages_seeds_and_lr_va
     run = subprocess.run(["bash", "campaign/job.sh", "campaign/campaign2-dryrun.plan"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and "job done" in run.stdout, run.stderr[-2000:] + run.stdout[-2000:]
+    stores = sorted(p.name for p in (tmp_path / "campaign" / "work" / "stores").glob("*.db"))
+    assert stores == sorted(f"campaign2-dryrun-suite-{m}.db" for m in ("h32-l1", "h32-l1-lr2x", "h32-l1-seed1"))  # a sweep per run
     con = sqlite3.connect(tmp_path / "campaign" / "work" / "store.db")
     rows = con.execute("SELECT c.model, c.step, c.tokens, c.path, m.method FROM measurements m "
                        "JOIN checkpoints c ON c.id = m.checkpoint_id").fetchall()
