@@ -12,7 +12,7 @@ writes ``<out>/qidlab-gpu-2027/`` (manifest.json, measurements.parquet) from fil
   cosine suite), given to publishing as suite folders (each a ``qidlab-suite.toml``, recorded with
   its sha256), and with the suite files' schedules (``load_suite_config(...).schedule_dict()``) turned
   into per-checkpoint columns (``qidlab.train.trajectories``: kind, trajectory, arm, seed, schedule,
-  peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from);
+  peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, lr_factor);
 * the job logs (wall time, measurements per call) and the whole stores' sha256 files.
 
 The main runs' step-0 checkpoints (D = 0: random initialisation) are left out of the table
@@ -55,7 +55,9 @@ SUITE_FILES = {"c2-en": "campaign/campaign2-en-suite.toml",
                **{f"c2-en-cos{n}": f"campaign/campaign2-en-cos{n}-suite.toml" for n in (1950, 975, 488)}}
 CALL_SUITE_FILES = [f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)]
 STUDY = "campaign/campaign2-en-study.toml"
-PRIMARY = {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq"}
+#: The slice the report draws; ``where``: the rows its laws and the paper's figures use, each size's
+#: constant-lr runs at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms).
+PRIMARY = {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq", "where": ["kind=run", "lr_factor=1"]}
 WHOLE_STORES_BRANCH = "campaign2-stores"
 #: The GPU calls (one H200, 2026-12-04, each <= 10 minutes, on one warm machine per session).
 CALLS = [
@@ -89,9 +91,10 @@ DESCRIPTION = (
     "Quantized weight-only with GPTQ, RTN, AWQ (2/3/4 bits, group 128) and NF4 (block 128), fake-"
     "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
     "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
-    "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from say "
-    "where it sits in its training (tokens vs learning-rate decay). The runs' step-0 checkpoints (D = 0) "
-    "are left out (manifest: left_out). Per-document losses are not "
+    "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, "
+    "lr_factor say where it sits in its training (tokens vs learning-rate decay). The laws and the "
+    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr "
+    "(primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
     "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
 
 

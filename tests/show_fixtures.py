@@ -103,8 +103,9 @@ def measurements(noise: float = 0.03, seed: int = 0):
 
 
 def write_store(db: Path, suite: Path | None, *, eval_sets=("web", "wiki"), methods=("gptq", "rtn"),
-                seed: int = 0) -> Path:
-    """A store of the synthetic study: every row of ``measurements()`` per eval set and method."""
+                seed: int = 0, unit: str | None = None) -> Path:
+    """A store of the synthetic study: every row of ``measurements()`` per eval set and method;
+    ``unit``: the ``[scoring] unit`` its configs name (None: none, nats per token)."""
     frame = measurements(seed=seed)
     with Store(db) as store:
         eids = {name: store.eval_set_id(name=name, content_hash=f"hash-{name}", n_docs=4,
@@ -117,14 +118,15 @@ def write_store(db: Path, suite: Path | None, *, eval_sets=("web", "wiki"), meth
             for name, eid in eids.items():
                 for method in methods:
                     qid = row.qid * METHOD_FACTOR[method] * EVAL_FACTOR[name]
-                    store.add_measurement(_measurement(cid, eid, method, row.bits, row.loss16, qid))
+                    store.add_measurement(_measurement(cid, eid, method, row.bits, row.loss16, qid, unit))
     return db
 
 
-def _measurement(cid, eid, method, bits, loss16, qid):
+def _measurement(cid, eid, method, bits, loss16, qid, unit=None):
     loss = loss16 + qid
+    config = {"method": method, "bits": bits, "group_size": 128, **({"scoring": {"unit": unit}} if unit else {})}
     return Measurement(checkpoint_id=cid, eval_set_id=eid, method=method, bits=float(bits),
-                       config={"method": method, "bits": bits, "group_size": 128}, loss16=loss16, loss=loss,
+                       config=config, loss16=loss16, loss=loss,
                        qid=qid, qid_ci=(qid * 0.9, qid * 1.1), n_tokens=400, versions={"qidlab": "0.1.0",
                        "torch": "2.13.0"}, code_revision="abc1234", doc_nll=[loss * 100] * 4,
                        doc_tokens=[100] * 4, doc_bytes=[400] * 4, group_size=128)
@@ -156,7 +158,7 @@ def _rows(arm, n, lr, *, suite="s", schedule="constant", kind="run", model=None,
                         "bits": bits, "method": "gptq", "eval_set": "web", "qid": q, "qid_ci_low": 0.9 * q,
                         "qid_ci_high": 1.1 * q, "loss16": 3.0, "loss": 3.0 + q, "unit": "bits_per_byte",
                         "kind": kind, "trajectory": arm, "arm": arm, "seed": 0, "schedule": schedule,
-                        "peak_lr": lr, "lr": 0.0 if kind == "branch" else lr,
+                        "peak_lr": lr, "lr": 0.0 if kind == "branch" else lr, "lr_factor": lr / 1e-3,
                         "branch_from": float(branch_from) if branch_from is not None else np.nan})
     return out
 

@@ -101,6 +101,19 @@ def test_cosine_runs_and_peak_lr_arms(table, manifest):
         assert arm["peak_lr"] == pytest.approx(arm["factor"] * arms["arms"][1]["peak_lr"])
 
 
+def test_the_primary_rows_are_the_reference_lr_runs(table, manifest):
+    primary = manifest["primary"]
+    assert primary == {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq",
+                       "where": ["kind=run", "lr_factor=1"]}
+    rows = qidlab.data.load(NAME, where=[f"{k}={primary[k]}" for k in ("suite", "eval_set", "method")]
+                            + primary["where"])
+    assert set(rows.kind) == {"run"} and set(rows.schedule) == {"constant"}
+    assert set(rows.model) == {s["model"] for s in manifest["sizes"]}  # one reference-lr run per size
+    assert set(table[table.lr_factor != 1].arm) == {"h384-l4-lr0.5x", "h384-l4-lr2x"}
+    assert {a["model"]: a["factor"] for a in manifest["peak_lr_arms"]["arms"]} == \
+        table[table.arm.str.startswith("h384-l4")].groupby("arm").lr_factor.first().to_dict()
+
+
 def test_prefix_policy_eval_sets_methods_and_suite_manifests(manifest):
     assert manifest["prefix_policy"]["bos_is_eos"] is True
     assert {e["name"] for e in manifest["eval_sets"]} == {"debian-en-heldout", "brown"}
@@ -141,5 +154,5 @@ def test_the_script_rebuilds_it(tmp_path, manifest):
     again = json.loads((rebuilt / "manifest.json").read_text())
     drop = ("published_with",)  # the code revision and library versions of whoever rebuilds it
     assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in manifest.items() if k not in drop}
-    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (6420, 32)
+    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (6420, 21 + len(COLUMNS))
     assert Path.cwd() == cwd  # the script went back to the caller's folder

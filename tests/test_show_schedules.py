@@ -126,7 +126,8 @@ def test_the_qid_axis_takes_a_data_sets_unit(tmp_path):
     assert qid_label(study) == "QiD [bits/byte]"
     assert make_figure("averaging", study).axes[0].get_ylabel() == "QiD [bits/byte] of the weight average"
     bare = trajectory_frame(cosine=False).drop(columns=["unit"])
-    assert qid_label(Study.from_frame(bare)) == "QiD"
+    assert qid_label(Study.from_frame(bare)) == "QiD [nats/token]"  # the data contract's unit when none is named
+    assert qid_label(Study.from_frame(bare, unit="bits_per_byte")) == "QiD [bits/byte]"
 
 
 def test_the_report_draws_them_or_lists_them_skipped():

@@ -22,7 +22,7 @@ from qidlab.cli import main
 from qidlab.errors import QidlabError
 from qidlab.provenance import file_sha256
 from qidlab.show.study import ShowOptions, load_study
-from qidlab.store import Store, publish_dataset, publish_store, read_canonical
+from qidlab.store import Store, publish_dataset, publish_store, read_canonical, read_loss_unit
 from qidlab.store import publish as publish_module
 
 SORT = ["suite", "model", "step", "eval_set", "method", "bits"]
@@ -168,6 +168,13 @@ def test_the_units_say_the_unit_the_measurements_were_scored_in(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_stores_unit_is_read_as_publishing_reads_it(tmp_path):
+    assert read_loss_unit(_unit_store(tmp_path / "bpb.db", ["bits_per_byte"] * 2)) == "bits_per_byte"
+    assert read_loss_unit(_unit_store(tmp_path / "npt.db", ["nats_per_token", None])) == "nats_per_token"
+    with pytest.raises(QidlabError, match=r"mixed.db: measurements scored in several units"):
+        read_loss_unit(_unit_store(tmp_path / "mixed.db", ["bits_per_byte", None]))
+
+
 def test_checkpoints_of_no_tokens_can_be_left_out_so_that_the_set_loads(tmp_path, monkeypatch):
     db = tmp_path / "zero.db"
     with Store(db) as store:
@@ -215,6 +222,26 @@ def test_extra_columns_are_joined_per_checkpoint_and_described(study, tmp_path, 
     monkeypatch.setenv(qidlab.data.ENV, str(tmp_path))
     loaded = qidlab.data.load("cols")
     assert {"lr", "kind"} <= set(loaded.columns) and len(loaded) == 240
+
+
+def test_a_primary_where_names_the_rows_of_the_laws_on_any_column(study, tmp_path, monkeypatch):
+    db, _ = study
+    where = ["kind=k-m0,k-m1", "lr>=0.01"]
+    m = publish_dataset(db, "w", tmp_path, columns=_columns(db), column_meanings=MEANINGS,
+                        primary={"method": "gptq", "where": where}).manifest
+    assert m["primary"] == {"method": "gptq", "where": where}
+    monkeypatch.setenv(qidlab.data.ENV, str(tmp_path))
+    study = load_study("w", options=ShowOptions(bootstrap=0))
+    assert study.where == tuple(where) and set(study.frame.model) == {"m0", "m1"}
+    kept = study.all_rows.kind.isin(["k-m0", "k-m1"]) & (study.all_rows.lr >= 0.01)
+    assert (study.frame.lr >= 0.01).all() and len(study.frame) == kept.sum() < len(study.all_rows)
+    assert set(study.all_rows.model) == {"m0", "m1", "m2", "m3"}  # what the schedule figures see
+    for bad, problem in (("kind=k-m0", "a list of conditions"), (["kind~1"], "expects COLUMN=V1,V2"),
+                         (["size=1"], "no column 'size' in the table")):
+        with pytest.raises(QidlabError, match=re.escape(f"primary where") + ".*" + re.escape(problem)):
+            publish_dataset(db, "bad", tmp_path / "bad", columns=_columns(db), column_meanings=MEANINGS,
+                            primary={"where": bad})
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_extra_columns_are_one_error_and_write_nothing(study, tmp_path, capsys):

@@ -24,6 +24,7 @@ MANIFEST = {
                           "branch_from": 8},
         "m-lawa3": {"lr": 0.002, "base_model": "m", "kind": "average", "base": "m", "average_k": 3},
         "m-lr2x": {"lr": 0.004, "lr_of": "m", "lr_factor": 2.0},
+        "m-lr2x-cool8": {"lr": 0.004, "base_model": "m-lr2x", "kind": "branch", "base": "m-lr2x", "branch_from": 8},
     },
 }
 
@@ -47,6 +48,17 @@ def test_runs_branches_averages_and_seeds_get_their_columns():
     assert by["m-seed1-cool8", 9].seed == 1 and by["m-seed1-cool8", 9].trajectory == "m-seed1"
     assert by["m-lawa3", 8].kind == "average" and by["m-lawa3", 8].branch_from == 8 and by["m-lawa3", 8].decay == 0
     assert by["m-lr2x", 32].peak_lr == 0.004 and by["m-lr2x", 32].arm == "m-lr2x"
+
+
+def test_lr_factor_marks_the_reference_lr_arm_and_its_branches_share_it():
+    rows = [("s", "m", 32, 0.1), ("s", "m-seed1", 32, 0.1), ("s", "m-cool8", 9, 0.1), ("s", "m-lawa3", 8, 0.1),
+            ("s", "m-lr2x", 32, 0.1), ("s", "m-lr2x-cool8", 9, 0.1)]
+    out = trajectory_columns(_frame(rows), {"s": (MANIFEST, SCHED, 0)}).set_index("model")
+    assert out.lr_factor.to_dict() == {"m": 1.0, "m-seed1": 1.0, "m-cool8": 1.0, "m-lawa3": 1.0, "m-lr2x": 2.0,
+                                       "m-lr2x-cool8": 2.0}
+    bad = {**MANIFEST, "models": {"m-lr2x": {"lr": 0.004, "lr_of": "m"}}}
+    with pytest.raises(QidlabError, match="lr_of 'm' without lr_factor"):
+        trajectory_columns(_frame([("s", "m-lr2x", 1, 0.0)]), {"s": (bad, SCHED, 0)})
 
 
 def test_a_cosine_run_decays_from_the_end_of_its_warmup():
@@ -96,6 +108,14 @@ heads = 2
 lr = 0.003
 seeds = [1]
 branches = {{ at = [8, 16], fraction = 0.25, average = 2, average_span = 0.5 }}
+
+[[models]]
+name = "h32-l1-lr2x"
+hidden = 32
+layers = 1
+heads = 2
+lr_of = "h32-l1"
+lr_factor = 2.0
 ''')
     paths = train_suite(suite, tmp_path / "out", threads=1, device="cpu")
     manifest = tomllib.loads((tmp_path / "out" / "t" / "qidlab-suite.toml").read_text())
@@ -104,8 +124,11 @@ branches = {{ at = [8, 16], fraction = 0.25, average = 2, average_span = 0.5 }}
     kinds = out.groupby("kind")["model"].agg(set).to_dict()
     assert kinds["branch"] == {"h32-l1-cool8", "h32-l1-cool16", "h32-l1-seed1-cool8", "h32-l1-seed1-cool16"}
     assert kinds["average"] == {"h32-l1-lawa2", "h32-l1-seed1-lawa2"}
-    assert set(out["seed"]) == {0, 1} and set(out["arm"]) == {"h32-l1"}
+    assert set(out["seed"]) == {0, 1} and set(out["arm"]) == {"h32-l1", "h32-l1-lr2x"}
     assert (out.loc[out.kind == "branch", "lr"] == 0).all()
+    factor = out.groupby("arm").lr_factor.agg(set).to_dict()
+    assert factor == {"h32-l1": {1.0}, "h32-l1-lr2x": {2.0}}
+    assert set(out.loc[out.arm == "h32-l1-lr2x", "peak_lr"]) == {0.006}
 
 
 def test_every_column_has_its_meaning_in_words():

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from .dataset_format import split_condition
 from .errors import QidlabError
 from .store import read_canonical
 
@@ -153,12 +154,11 @@ def select_rows(frame: "pd.DataFrame", where: Iterable[str]) -> "pd.DataFrame":
 def _condition(frame: "pd.DataFrame", item: str) -> "pd.Series":
     """The boolean mask of one ``where`` condition."""
     import operator
-    import re
 
-    match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(>=|<=|>|<|=)(.*)", item)
-    column, op, text = (match.group(1), match.group(2), match.group(3).strip()) if match else ("", "", "")
-    if not match or not text:
+    parts = split_condition(item)
+    if parts is None:
         raise QidlabError(f"`where` expects COLUMN=V1,V2 or COLUMN>=X, got {item!r}", params=("where",))
+    column, op, text = parts
     if column not in frame.columns:
         raise QidlabError(f"`where` {item!r}: no column {column!r} (have: {', '.join(map(str, frame.columns))})",
                           params=("where",))

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import data, provenance
 from ..errors import QidlabError, did_you_mean
+from ..dataset_format import split_condition
 from ..files import check_writable, open_atomic, write_text
 from ..laws import get_law, list_laws
 from ..laws.analysis import (
@@ -230,13 +231,15 @@ def run_fit(args):
 
 
 def _primary_slice(name: str, where: list[str], by: list[str] | None) -> list[str]:
-    """The data set's primary slice (its manifest's ``primary``: suite, eval set, method) as
-    ``--where`` items, for the columns that neither ``where`` nor ``by`` names: what ``plot`` and
-    ``report`` draw by default."""
-    primary = data.manifest(name).get("primary") or {} if data.dataset_dir(name) else {}
+    """The data set's primary slice (its manifest's ``primary``: suite, eval set, method, and its
+    ``where`` conditions) as ``--where`` items, for the columns that neither ``where`` nor ``by``
+    names: what ``plot`` and ``report`` draw and fit by default."""
+    primary = dict(data.manifest(name).get("primary") or {} if data.dataset_dir(name) else {})
+    conditions = list(primary.pop("where", None) or ())
     named = {w.split("=")[0].rstrip("<>!").strip() for w in where} | set(by or ())
     named |= {w.split(op)[0].strip() for w in where for op in ("<", ">") if op in w}
-    return [f"{column}={value}" for column, value in sorted(primary.items()) if column not in named]
+    items = [f"{column}={value}" for column, value in sorted(primary.items()) if column not in named]
+    return items + [c for c in conditions if (split_condition(c) or ("",))[0] not in named]
 
 
 def _known_columns(frame, names, flag: str, also: tuple[str, ...] = ()) -> None:

@@ -32,7 +32,8 @@ class FigureSpec:
 
 FIGURES: dict[str, FigureSpec] = {f.name: f for f in (
     FigureSpec("fig1", "Fig. 1", "QiD projected to 100T training tokens for chosen sizes and bit widths (fitted "
-               "ouyang2024); grey: QiD large enough that loss16 + QiD exceeds the uniform-guess loss ln(V); bands: "
+               "ouyang2024); grey: QiD large enough that loss16 + QiD exceeds the uniform-guess loss ln(V) (losses in nats "
+               "per token only); bands: "
                "95% intervals over the bootstrap replicates; dashed: N or D more than 2x outside the fitted range",
                "fitted:projection"),
     FigureSpec("fig2", "Fig. 2", "loss of the 16-bit and the quantized models vs training tokens, per size",

@@ -58,7 +58,7 @@ class LawFit:
         return law_params(self.law, fit=self.document, values=values)[0]
 
     def predict(self, frame: "pd.DataFrame") -> np.ndarray:
-        """The law's quantity (nats/token) for each row of ``frame``; NaN where no group matches."""
+        """The law's quantity (the study's unit) for each row of ``frame``; NaN where no group matches."""
         out = np.full(len(frame), np.nan)
         for result in self.results:
             mask = np.ones(len(frame), dtype=bool)

@@ -1,6 +1,9 @@
 """Figures of fitted laws: Fig. 1 (100T projection), Fig. 3-6 (single-factor and unified QiD
 laws), Fig. 7 (predicted quantized loss), Fig. 9 (methods), Fig. 10 (measured vs predicted).
-QiD and losses in nats per token, N non-embedding parameters, D training tokens, P bits."""
+QiD and losses in the study's unit (``Study.unit``), N non-embedding parameters, D training tokens,
+P bits. The uniform-guess loss ln(V) of Fig. 1 is in nats per token: with losses in another unit
+(bits per byte, ...) Fig. 1 draws the projected QiD without it (no conversion is known: it needs the
+eval set's bytes per token)."""
 
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ def _qid_panels(study, law: str, x: str, panel: str, hue: str, figure: str, *, m
             curve = _curve(fit, {panel: value, hue: h}, x, grid)
             if curve is not None:
                 ax.plot(grid, curve, color=colour[h], lw=1.2)
-        label(ax, x, "qid", title=value_text(panel, value))
+        label(ax, x, "qid", title=value_text(panel, value), unit=study.unit_text)
         note_hidden(ax, hidden)
         if x == "bits":
             bit_ticks(ax, levels(frame.bits))
@@ -138,7 +141,9 @@ def kaplan_params(study) -> tuple[dict[str, float], str]:
 def projection_data(study):
     """Fig. 1 as data: ``analysis.projection``'s curves and crossings of the fitted ouyang2024 law
     with the 95% intervals and extrapolation marks of ``uncertainty.projection_intervals``, the
-    warnings, ln(V), V and where loss16 comes from. The report's Fig. 1 table reads the same."""
+    warnings, ln(V), V and where loss16 comes from. The report's Fig. 1 table reads the same.
+    With losses not in nats per token, ``random`` is None and ``random_missing`` says why: ln(V)
+    and the crossings are left out rather than compared with losses of another unit."""
     fit = fitted(study, "ouyang2024", "Fig. 1")
     o = study.options
     loss16, source = kaplan_params(study)
@@ -149,9 +154,18 @@ def projection_data(study):
                                 loss16_params=loss16, vocab_size=vocab)
     curves, crossings, warnings = projection_intervals(sources_for("ouyang2024", fit=fit.document), curves,
                                                        crossings, loss16_params=loss16, max_tokens=o.max_tokens)
+    missing = None if study.nats_per_token else random_missing(study)
     return {"curves": curves, "crossings": crossings, "warnings": warnings, "bits": bits, "vocab": vocab,
-            "random": math.log(vocab), "loss16_source": source, "vocab_note": random_level_note(vocab),
+            "random": None if missing else math.log(vocab), "random_missing": missing, "loss16_source": source,
+            "vocab_note": None if missing else random_level_note(vocab),
             "ranges": fit.results[0].ranges if len(fit.results) == 1 else None}
+
+
+def random_missing(study) -> str:
+    """Why Fig. 1 has no worse-than-random level for a study whose losses are not in nats per token."""
+    return (f"the losses are in {study.unit_words}, and the uniform-guess loss ln(V) is in nats per token; "
+            "converting it needs the eval set's bytes per token, which the measurements do not carry, so the "
+            "worse-than-random area and its crossings are left out")
 
 
 def projection(study):
@@ -163,18 +177,23 @@ def projection(study):
     data = projection_data(study)
     curves, crossings, bits, random = data["curves"], data["crossings"], data["bits"], data["random"]
     qid = curves.qid[curves.qid > 0]
-    ylim = (max(float(qid.min()) / 2, 1e-6), max(float(qid.max()), random) * 2)
+    ylim = (max(float(qid.min()) / 2, 1e-6), max(float(qid.max()), random or 0.0) * 2)
     fig, axes = new_figure(len(o.sizes), sharey=True, dpi=o.dpi)
     for ax, n in zip(axes, o.sizes):
         _projection_panel(ax, curves[curves.n_params == n], crossings[crossings.n_params == n], bits, random, ylim)
         ax.axvline(study.frame.tokens.max(), ls=":", color="0.3", label="largest D measured")
-        label(ax, "tokens", "qid", title=value_text("n_params", n) + _outside_n(data["ranges"], n))
+        label(ax, "tokens", "qid", title=value_text("n_params", n) + _outside_n(data["ranges"], n),
+              unit=study.unit_text)
         ax.set_ylim(*ylim)
     axes[0].legend(fontsize=7, loc="upper left")
     band = ("band: 95% bootstrap interval; dashed: extrapolated (N or D more than 2x outside the fitted range)"
             if curves.qid_lo.notna().any() else "no interval (fit without bootstrap replicates)")
     vocab = (f" Note: ln V of this study's {data['vocab']}-token vocabulary, not the paper's Llama-3 tokens."
              if data["vocab_note"] else "")
+    if random is None:
+        suptitle(fig, f"Fig. 1 — fitted ouyang2024 projected to {size_text(o.max_tokens)} tokens; {band}. "
+                      f"No worse-than-random area: {data['random_missing']}.")
+        return fig
     suptitle(fig, f"Fig. 1 — fitted ouyang2024 projected to {size_text(o.max_tokens)} tokens. Grey: worse than "
                   f"random, loss16 + QiD > ln({data['vocab']}) = {random:.2f} nats (loss16: {data['loss16_source']}); "
                   f"x: where a curve enters it; {band}.{vocab}")
@@ -196,11 +215,12 @@ BIT_COLOURS = ("#d62728", "#c85a00", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")
 
 def _projection_panel(ax, curves, crossings, bits, random: float, ylim) -> None:
     """One size of Fig. 1: the band above ln(V) - loss16(D), a QiD curve per bit width, and an x
-    where each curve enters the band."""
+    where each curve enters the band (no band and no x when ``random`` is None)."""
     colour = dict(zip(bits, BIT_COLOURS))
     first = curves[curves.bits == bits[0]]
-    threshold = np.clip(random - first.loss16.to_numpy(), *ylim)
-    ax.fill_between(first.tokens, threshold, ylim[1], color="0.8", label="worse than random")
+    if random is not None:
+        threshold = np.clip(random - first.loss16.to_numpy(), *ylim)
+        ax.fill_between(first.tokens, threshold, ylim[1], color="0.8", label="worse than random")
     for b in bits:
         rows = curves[curves.bits == b]
         inside, outside = rows[~rows.extrapolated.astype(bool)], rows[rows.extrapolated.astype(bool)]
@@ -213,7 +233,7 @@ def _projection_panel(ax, curves, crossings, bits, random: float, ylim) -> None:
         if rows.qid_lo.notna().any():
             ax.fill_between(rows.tokens, rows.qid_lo, rows.qid_hi, color=colour.get(b), alpha=0.18, lw=0)
         cross = crossings[crossings.bits == b].tokens_worse_than_random.iloc[0]
-        if cross is not None and cross == cross:
+        if random is not None and cross is not None and cross == cross:
             y = np.interp(math.log(cross), np.log(first.tokens), threshold)
             ax.plot([cross], [y], "x", color=colour.get(b), ms=8)
 
@@ -237,7 +257,7 @@ def predicted_loss(study):
             grid = _grid(rows.tokens, "tokens")
             l16 = evaluate(lfit.law, lfit.params({}), {"n_params": n, "tokens": grid})
             ax.plot(grid, l16 + _curve(qfit, {"n_params": n, "bits": p}, "tokens", grid), color=colour[n])
-        label(ax, "tokens", "loss", logy=False, title=f"{p:g}-bit ({study.method})")
+        label(ax, "tokens", "loss", logy=False, title=f"{p:g}-bit ({study.method})", unit=study.unit_text)
     legend(axes[-1], colour, "n_params", {"measured": {"marker": "o", "ls": ""}, "predicted": {"ls": "-"}},
            outside=True)
     suptitle(fig, f"Fig. 7 — quantized loss = loss16 ({lfit.law.name} fit) + QiD (ouyang2024 fit)")
@@ -253,7 +273,7 @@ def methods(study):
     limits = qid_limits(np.concatenate([d.qid.to_numpy(dtype=float) for d in per.values()]))
     fig, axes = new_figure(len(per), sharey=True, height=4.4, dpi=study.options.dpi)
     for ax, (m, data) in zip(axes, per.items()):
-        _method_panel(ax, data, p, colour, limits)
+        _method_panel(ax, data, p, colour, limits, study.unit_text)
         ax.set_title(f"{m}: {ax.get_title()}", fontsize=9)
     axes[0].set_ylim(*limits)
     legend(axes[-1], colour, "n_params", {CLIPPED: {"marker": "v", "ls": ""}}, outside=True)
@@ -289,7 +309,7 @@ def _methods_at_one_bit_width(study):
     return {m: f[f.bits == p] for m, f in per.items()}, p
 
 
-def _method_panel(ax, data, bits: float, colour, limits) -> None:
+def _method_panel(ax, data, bits: float, colour, limits, unit: str) -> None:
     shown, hidden = positive(data, "qid")
     try:
         (fit,) = fit_law(data, "ouyang2024", holdout=())
@@ -302,7 +322,7 @@ def _method_panel(ax, data, bits: float, colour, limits) -> None:
         points(ax, shown[shown.n_params == n], "tokens", c, limits=limits)
         if params is not None:
             ax.plot(grid, evaluate("ouyang2024", params, {"n_params": n, "tokens": grid, "bits": bits}), color=c)
-    label(ax, "tokens", "qid", title=what)
+    label(ax, "tokens", "qid", title=what, unit=unit)
     note_hidden(ax, hidden)
 
 
@@ -318,9 +338,9 @@ def actual_vs_predicted(study):
         ax.plot(rows.predicted, rows.qid, "o", ms=4, color=c, alpha=0.85)
     lo, hi = shown[["qid", "predicted"]].min().min(), shown[["qid", "predicted"]].max().max()
     ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, label="measured = predicted")
-    label(ax, "qid", "qid")
-    ax.set_xlabel("predicted QiD, fitted ouyang2024 [nats/token]")
-    ax.set_ylabel("measured QiD [nats/token]")
+    label(ax, "qid", "qid", unit=study.unit_text)
+    ax.set_xlabel(f"predicted QiD, fitted ouyang2024 [{study.unit_text}]")
+    ax.set_ylabel(f"measured QiD [{study.unit_text}]")
     note_hidden(ax, hidden)
     legend(ax, colour, "bits", {"measured = predicted": {"color": "0.4"}})
     m = fit.results[0].metrics

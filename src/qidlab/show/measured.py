@@ -1,5 +1,6 @@
 """Figures of the measurements themselves: Fig. 2 (loss vs tokens), Fig. 8 (two eval sets),
-Fig. 11 (QiD over N x D). Losses and QiD in nats per token, N non-embedding parameters, D tokens."""
+Fig. 11 (QiD over N x D). Losses and QiD in the study's unit (``Study.unit``), N non-embedding
+parameters, D tokens."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def loss_vs_tokens(study):
             rows = sub[sub.n_params == n].sort_values("tokens")
             ax.plot(rows.tokens, rows.loss16, "-", color=colour[n])
             ax.plot(rows.tokens, rows.loss, "--o", ms=3, color=colour[n])
-        label(ax, "tokens", "loss", logy=False, title=f"{p:g}-bit ({study.method}) vs 16-bit")
+        label(ax, "tokens", "loss", logy=False, title=f"{p:g}-bit ({study.method}) vs 16-bit", unit=study.unit_text)
     legend(axes[-1], colour, "n_params", {"16-bit": {"ls": "-"}, "quantized": {"ls": "--", "marker": "o", "ms": 3}},
            outside=True)
     suptitle(fig, f"Fig. 2 — loss vs training tokens, 16-bit and quantized (eval set {study.eval_set})")
@@ -56,13 +57,13 @@ def eval_sets(study):
                                 f"one ({names[0]})")
     frame, _ = hold_settings(frame)
     fig, (left, right) = new_figure(2, dpi=study.options.dpi)
-    _largest_model(left, frame, names, study.eval_set)
-    _paired(right, frame, names, study.eval_set)
+    _largest_model(left, frame, names, study.eval_set, study.unit_text)
+    _paired(right, frame, names, study.eval_set, study.unit_text)
     suptitle(fig, f"Fig. 8 — QiD on {len(names)} eval sets ({study.method})")
     return fig
 
 
-def _largest_model(ax, frame, names, primary) -> None:
+def _largest_model(ax, frame, names, primary, unit: str) -> None:
     largest = frame.n_params.max()
     sub, hidden = positive(frame[frame.n_params == largest], "qid")
     colour = colours(levels(sub.bits), "plasma")
@@ -73,14 +74,14 @@ def _largest_model(ax, frame, names, primary) -> None:
             rows = sub[(sub.eval_set == name) & (sub.bits == p)].sort_values("tokens")
             points(ax, rows, "tokens", c, fmt=f"{markers[name]}-" if name == primary else f"{markers[name]}--",
                    limits=limits)
-    label(ax, "tokens", "qid", title=f"largest model, {value_text('n_params', largest)}")
+    label(ax, "tokens", "qid", title=f"largest model, {value_text('n_params', largest)}", unit=unit)
     ax.set_ylim(*limits)
     note_hidden(ax, hidden)
     styles = {n: {"marker": markers[n], "ls": "-" if n == primary else "--"} for n in names}
     legend(ax, colour, "bits", {**styles, CLIPPED: {"marker": "v", "ls": ""}}, outside=True)
 
 
-def _paired(ax, frame, names, primary) -> None:
+def _paired(ax, frame, names, primary, unit: str) -> None:
     keys = [c for c in ("suite", "model", "step", "n_params", "tokens", "bits") if c in frame.columns]
     base = frame[frame.eval_set == primary][keys + ["qid"]]
     lo, hi = np.inf, -np.inf
@@ -97,9 +98,9 @@ def _paired(ax, frame, names, primary) -> None:
     if not np.isfinite(lo):
         raise FigureUnavailable("Fig. 8: no checkpoint and bit width was measured on two eval sets")
     ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, label="same QiD")
-    label(ax, "qid", "qid", logx=False, logy=False, title="same checkpoint and bit width")
-    ax.set_xlabel(f"QiD on {primary} [nats/token]")
-    ax.set_ylabel("QiD on the other eval set [nats/token]")
+    label(ax, "qid", "qid", logx=False, logy=False, title="same checkpoint and bit width", unit=unit)
+    ax.set_xlabel(f"QiD on {primary} [{unit}]")
+    ax.set_ylabel(f"QiD on the other eval set [{unit}]")
     ax.legend(fontsize=7)
 
 
@@ -128,7 +129,7 @@ def heatmap(study):
                              cmap="magma")
         _contours(ax, study, p, tokens, sizes, norm)
         label(ax, "tokens", "n_params", title=f"{p:g}-bit ({study.method})")
-    fig.colorbar(mesh, ax=axes, label="mean measured QiD [nats/token]")
+    fig.colorbar(mesh, ax=axes, label=f"mean measured QiD [{study.unit_text}]")
     suptitle(fig, "Fig. 11 — QiD over model size and training tokens (grey: QiD <= 0 or not measured)")
     return fig
 
@@ -141,7 +142,7 @@ def _edges(values) -> np.ndarray:
 
 
 def _contours(ax, study, bits, tokens, sizes, norm) -> None:
-    """Contours of the fitted ouyang2024 QiD (nats/token) at 1, 2, 5 x 10^k levels chosen from
+    """Contours of the fitted ouyang2024 QiD (the study's unit) at 1, 2, 5 x 10^k levels chosen from
     the range the law takes in this panel; white lines and labels with a black outline, legible
     over dark and bright cells alike."""
     try:

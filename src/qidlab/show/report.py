@@ -158,7 +158,7 @@ def _summary(study: Study) -> h.Raw:
             f"{', '.join(f'{b:g}' for b in sorted(f.bits.unique()))}; "
             f"eval sets {', '.join(sorted(f.eval_set.unique()))}; "
             f"methods {', '.join(sorted(f.method.unique()))}. Laws are fitted to eval set {study.eval_set!r} and "
-            f"method {study.method!r}; losses and QiD in nats per token.")
+            f"method {study.method!r}; losses and QiD in {study.unit_words}.{_where_text(study)}")
     dropped = study.source.get("rows_without_tokens")
     note = (f" {count(dropped, 'measurement')} of checkpoints with D = 0 {'is' if dropped == 1 else 'are'} left out."
             if dropped else "")
@@ -167,6 +167,17 @@ def _summary(study: Study) -> h.Raw:
         note += (f" Suite {study.suite!r} only; left out: " + ", ".join(f"{k} ({v} measurements)" for k, v in others.items())
                  + " (choose with --only-suite).")
     return h.section("summary", "Summary", h.paragraph(text + note))
+
+
+def _where_text(study: Study) -> str:
+    """What the study's ``where`` kept: the rows of the laws and the paper's figures."""
+    if not study.where:
+        return ""
+    left = study.source.get("rows_not_selected", 0)
+    return (f" Rows: only those with {' and '.join(study.where)} (the data set's primary.where, or --where): the laws, "
+            f"Table 1 and the paper's figures use these {len(study.frame)}; {count(left, 'row')} of the suite "
+            f"{'is' if left == 1 else 'are'} left out of them, and the figures of runs, cooldowns and averages "
+            "(cooldown, peak-lr, averaging) draw from every row.")
 
 
 def _provenance(study: Study) -> h.Raw:
@@ -192,8 +203,9 @@ def _provenance(study: Study) -> h.Raw:
     record = _report_provenance()
     rows.append(["report built with", f"code {record['code_revision']}: {_versions(record['versions'])}"])
     o = study.options
-    rows.append(["report options", f"eval set {study.eval_set}, method {study.method}, bootstrap {o.bootstrap} "
-                                   f"replicates, seed {o.seed}"])
+    where = f", rows where {' and '.join(study.where)}" if study.where else ""
+    rows.append(["report options", f"eval set {study.eval_set}, method {study.method}{where}, bootstrap "
+                                   f"{o.bootstrap} replicates, seed {o.seed}; losses and QiD in {study.unit_words}"])
     return h.section("provenance", "Provenance", h.table(["what", "value"], rows))
 
 
@@ -227,6 +239,9 @@ def _laws(study: Study, fits: dict, problems: dict) -> h.Raw:
                          "|relative error| of its prediction on the points left out (qidlab.laws.fit, hold-out). A "
                          f"law fitted per group shows the {OVER_GROUPS} ('median'), here and in the holdout "
                          "figure.", "note")]
+    if not study.nats_per_token:
+        parts.append(h.paragraph(f"Losses and QiD are in {study.unit_words}; the published constants are in nats per "
+                                 "token: exponents compare, constants and loss levels do not.", "note"))
     for title, names in groups:
         if names:
             parts += [h.Raw(f"<h3>{h.esc(title)}</h3>"), h.table(header, [_law_row(fits[n]) for n in names])]
@@ -339,10 +354,14 @@ def _table1(study: Study, fits: dict, predictions: dict) -> h.Raw:
     fitted, rows, warnings = _fitted_token_table(fits["ouyang2024"], o.table_sizes, bits, o.table_qids)
     predictions["table1"] = {"rows": rows, "warnings": warnings}
     published = _token_table(get_law("ouyang2024").default_constants(), o.table_sizes, bits, o.table_qids)
-    note = ("Training tokens, in trillions, at which the law predicts each QiD (nats/token) for each model size N and "
-            "bit width P, as the paper's Table 1. '—': not reached for D up to 1e20 tokens. Below each fitted value: "
-            "its 95% interval over the fit's bootstrap replicates; '⚠': the cell extrapolates (N or D more than 2x "
-            "outside the fitted range, or P outside the fitted bit widths). The published constants have no interval.")
+    note = (f"Training tokens, in trillions, at which the law predicts each QiD ({study.unit_words}) for each model "
+            "size N and bit width P, as the paper's Table 1. '—': not reached for D up to 1e20 tokens. Below each "
+            "fitted value: its 95% interval over the fit's bootstrap replicates; '⚠': the cell extrapolates (N or D "
+            "more than 2x outside the fitted range, or P outside the fitted bit widths). The published constants have "
+            "no interval; they and the paper's table are in nats per (Llama-3) token.")
+    if not study.nats_per_token:
+        note += (f" This study's QiD is in {study.unit_words}, so its QiD levels are not the paper's: compare the "
+                 "fitted exponents, not the cells.")
     return h.section("table1", "Table 1: tokens to reach a QiD", h.paragraph(note, "note"),
                      h.Raw("<h3>From the fitted ouyang2024 law</h3>"), fitted,
                      *(h.paragraph(w, "note") for w in warnings),
@@ -418,6 +437,10 @@ def _fig1_table(study: Study, predictions: dict) -> h.Raw:
         data = projection_data(study)
     except QidlabError as exc:
         return h.section("fig1", "Fig. 1: tokens to worse than random", h.paragraph(f"Not computed: {exc}"))
+    if data["random"] is None:
+        predictions["fig1"] = {"crossings": [], "not_computed": data["random_missing"]}
+        return h.section("fig1", "Fig. 1: tokens to worse than random",
+                         h.paragraph(f"Not computed: {data['random_missing']}."))
     rows, records = [], []
     for _, c in data["crossings"].iterrows():
         t = c.tokens_worse_than_random

@@ -4,9 +4,9 @@ before and after a cooldown, at several peak learning rates, and of weight avera
 They read the per-checkpoint columns of ``qidlab.train.trajectories`` (``kind``: run, branch = a
 cooldown's end, average = LAWA at a branch point; ``trajectory``, ``arm``, ``schedule``,
 ``peak_lr``, ``branch_from``: the run step a branch left or an average ends at), on the study's
-primary slice (eval set, method) at one bit width (3 when measured, else the middle one). N is
-non-embedding parameters, D training tokens, QiD in the data set's unit (its manifest's
-``units``, or a ``unit`` column), else unnamed.
+primary slice (eval set, method) at one bit width (3 when measured, else the middle one), from every
+row of the study (``Study.all_rows``: the rows a data set's ``primary.where`` leaves out of the laws
+included). N is non-embedding parameters, D training tokens, QiD in the study's unit (``Study.unit``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from .style import (
 
 #: What these figures need of ``qidlab.train.trajectories.COLUMNS``.
 NEEDED = ("kind", "trajectory", "arm", "schedule", "peak_lr", "branch_from")
-#: Short names of the scoring units (``qidlab.evaluate.score.UNITS``).
-UNIT_TEXT = {"nats_per_token": "nats/token", "bits_per_byte": "bits/byte", "nats_per_ref_token": "nats/ref. token",
-             "nats_per_word": "nats/word"}
 BITS = 3.0  # the bit width drawn when measured (GPTQ 3-bit QiD is well above the noise at every size)
 
 
@@ -40,13 +37,13 @@ def trajectory_rows(study, figure: str):
     bit width); ``FigureUnavailable`` when the measurements lack the trajectory columns."""
     import pandas as pd
 
-    missing = [c for c in NEEDED if c not in study.frame.columns or study.frame[c].isna().all()]
+    rows = study.all_rows
+    missing = [c for c in NEEDED if c not in rows.columns or rows[c].isna().all()]
     if missing:
         raise FigureUnavailable(f"{figure} needs the trajectory columns {', '.join(missing)} "
                                 "(qidlab.train.trajectories: runs, cooldown branches, averages), which the "
                                 "measurements lack")
-    frame = pd.concat([study.frame, study.other_suites], ignore_index=True) \
-        if study.other_suites is not None else study.frame
+    frame = pd.concat([rows, study.other_suites], ignore_index=True) if study.other_suites is not None else rows
     frame = frame[(frame.eval_set == study.eval_set) & (frame.method == study.method)]
     frame, _ = hold_settings(frame)
     bits = levels(frame.bits)
@@ -55,17 +52,8 @@ def trajectory_rows(study, figure: str):
 
 
 def qid_label(study) -> str:
-    """'QiD [bits/byte]' in the data's unit: a ``unit`` column of one value, else the data set
-    manifest's ``units.qid`` ('nats per token, loss - loss16' -> nats/token), else 'QiD'."""
-    f = study.frame
-    if "unit" in f.columns and f.unit.nunique() == 1:
-        name = str(f.unit.iloc[0])
-        return f"QiD [{UNIT_TEXT.get(name, name)}]"
-    text = (study.store_info.get("units") or {}).get("qid")
-    if text:
-        head = str(text).split(",")[0].strip()
-        return f"QiD [{UNIT_TEXT.get(head, head.replace(' per ', '/'))}]"
-    return "QiD"
+    """'QiD [bits/byte]': QiD in the study's unit (``Study.unit_text``)."""
+    return f"QiD [{study.unit_text}]"
 
 
 def _axes(ax, study, x: str = TOKENS, title: str | None = None) -> None:

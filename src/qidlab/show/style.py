@@ -18,10 +18,13 @@ if TYPE_CHECKING:
 TOKENS = "training tokens D"
 PARAMS = "non-embedding parameters N"
 BITS = "weight bit width P (bits)"
-QID = "QiD [nats/token]"  # loss(quantized) - loss(16-bit)
-LOSS = "loss [nats/token]"
+UNIT = "nats/token"  # the default unit of losses and QiD (a study's own: ``Study.unit_text``)
+#: The loss columns, whose axis label carries the study's unit.
+LOSSES = {"qid": "QiD", "loss": "loss", "loss16": "16-bit loss"}  # QiD = loss(quantized) - loss(16-bit)
+QID = f"QiD [{UNIT}]"
+LOSS = f"loss [{UNIT}]"
 LABELS = {"tokens": TOKENS, "n_params": PARAMS, "bits": BITS, "qid": QID, "loss": LOSS,
-          "loss16": "16-bit loss [nats/token]"}
+          "loss16": f"16-bit loss [{UNIT}]"}
 PANEL = {"tokens": "D", "n_params": "N", "bits": "P"}
 
 
@@ -129,10 +132,19 @@ def note_hidden(ax, count: int, what: str = "QiD <= 0") -> None:
         ax.set_title(f"{title}{chr(10) if title else ''}({counted(count, 'point')} with {what} not shown)", fontsize=9)
 
 
-def label(ax, x: str, y: str, *, logx: bool = True, logy: bool = True, title: str | None = None) -> None:
-    """Axis labels from canonical column names (with units), log scales, grid, title."""
-    ax.set_xlabel(LABELS.get(x, x))
-    ax.set_ylabel(LABELS.get(y, y))
+def axis_label(column: str, unit: str = UNIT) -> str:
+    """The axis label of a canonical column, with its unit: a loss column's in ``unit``."""
+    if column in LOSSES:
+        return f"{LOSSES[column]} [{unit}]"
+    return LABELS.get(column, column)
+
+
+def label(ax, x: str, y: str, *, logx: bool = True, logy: bool = True, title: str | None = None,
+          unit: str = UNIT) -> None:
+    """Axis labels from canonical column names (with units: losses and QiD in ``unit``), log
+    scales, grid, title."""
+    ax.set_xlabel(axis_label(x, unit))
+    ax.set_ylabel(axis_label(y, unit))
     from matplotlib.ticker import LogFormatterSciNotation
 
     for on, axis, scale in ((logx, ax.xaxis, ax.set_xscale), (logy, ax.yaxis, ax.set_yscale)):
@@ -177,7 +189,7 @@ CLIPPED = "CI beyond the axis (arrow)"  # legend entry of a whisker cut at the a
 
 
 def qid_limits(qid) -> tuple[float, float]:
-    """A log QiD axis (nats/token) from the positive measured points themselves, not their CIs:
+    """A log QiD axis from the positive measured points themselves, not their CIs:
     a factor 3 below the smallest and 2.5 above the largest."""
     qid = np.asarray(qid, dtype=float)
     shown = qid[qid > 0]

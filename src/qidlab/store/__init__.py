@@ -9,6 +9,8 @@ The store owns its schema and every SQL statement of qidlab:
 * here: ``Store`` adds rows and says what is measured already;
 * ``read.py``: ``read_canonical(path)``, the canonical table of the data contract, and
   ``describe_store(path)``, its checkpoints, eval sets, methods and runs, as DataFrames;
+  ``read_loss_unit(path)``, the unit of its losses and QiD (``units.py``: every config's
+  ``[scoring] unit``, nats per token when absent);
 * ``merge.py``: ``merge_stores(sources, dest)``; ``drop.py``: ``drop_models(db, suite, models)``
   deletes models' rows (before merging a retrained model); ``publish.py``:
   ``publish_store(db, name, out)`` writes a store as a data set loadable by name (``qidlab.data``).
@@ -28,9 +30,11 @@ from .db import SCHEMA_VERSION, close as close_connection, connect, insert, read
 from .drop import drop_models
 from .merge import MergeSummary, merge_stores
 from .publish import Published, publish_dataset, publish_store
-from .read import describe_store, read_canonical, read_task_table
+from .read import describe_store, read_canonical, read_loss_unit, read_task_table
+from .units import DEFAULT_LOSS_UNIT, LOSS_UNITS, loss_unit
 
-__all__ = ["Measurement", "TaskMeasurement", "read_task_table", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect", "stored_jobs",
+__all__ = ["DEFAULT_LOSS_UNIT", "LOSS_UNITS", "loss_unit", "read_loss_unit",
+           "Measurement", "TaskMeasurement", "read_task_table", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect", "stored_jobs",
            "stored_task_jobs",
            "describe_store", "drop_models", "merge_stores", "publish_dataset", "publish_store", "read_canonical"]
 

@@ -51,12 +51,13 @@ from typing import Any, Mapping, Sequence
 
 from .. import provenance
 from ..checkpoints import suites as suite_folders
-from ..dataset_format import BUNDLED, FORMAT, MANIFEST
+from ..dataset_format import BUNDLED, FORMAT, MANIFEST, split_condition
 from ..errors import QidlabError
 from ..files import building
 from .db import canonical_query, check_store, read_only
 from .merge import duplicate_settings
-from .read import QUERIES, frames
+from .read import CONFIGS, QUERIES, frames
+from .units import DEFAULT_LOSS_UNIT, LOSS_UNITS, loss_unit
 
 MEASUREMENTS = "measurements.parquet"
 DOC_LOSSES = "doc_losses.parquet"
@@ -68,11 +69,6 @@ UNITS = {"n_params": "non-embedding parameters (N)", "n_params_total": "all para
          "tokens": "training tokens seen by the checkpoint (D)", "bits": "weight bit width (P)",
          "loss16": "nats per token (16-bit model)", "loss": "nats per token (quantized model)",
          "qid": "nats per token, loss - loss16", "nll_sum": "nats, summed over a document's tokens"}
-#: The words of each ``[scoring] unit`` (``qidlab.evaluate.score.UNITS``) in ``units``; the default first.
-LOSS_UNITS = {"nats_per_token": "nats per token", "bits_per_byte": "bits per byte",
-              "nats_per_ref_token": "nats per token of the reference tokenizer",
-              "nats_per_word": "nats per word (lm-evaluation-harness's words)"}
-DEFAULT_LOSS_UNIT = "nats_per_token"
 #: The columns an extra per-checkpoint table (``columns=``) is joined on.
 COLUMN_KEYS = ("suite", "model", "step")
 SORT = ["suite", "model", "step", "eval_set", "method", "bits", "config_hash"]
@@ -124,7 +120,9 @@ def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, descripti
     the manifest written. ``suites``: suite folders besides those found from the stored checkpoint
     paths. ``primary``: the slice (``suite``, ``eval_set``, ``method``) the figures and the report
     draw by default, recorded in the manifest; each value must occur in the measurements (of that
-    suite). ``columns``: a pandas frame of extra per-checkpoint columns keyed by ``COLUMN_KEYS``
+    suite); its ``where`` (a list of ``COLUMN=V1,V2`` / ``COLUMN>=X`` conditions on the table's
+    columns, extra ones included) names the rows the laws and the paper's figures keep. ``columns``:
+    a pandas frame of extra per-checkpoint columns keyed by ``COLUMN_KEYS``
     (suite, model, step), exactly one row per measured checkpoint, joined onto
     ``measurements.parquet``; ``column_meanings``: each extra column's meaning and unit (required
     for every one), recorded in the manifest's ``units``. ``fields``: more top-level manifest
@@ -146,13 +144,13 @@ def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, descripti
     if tables["measurements"].empty:
         raise QidlabError(f"{db}: the store has no QiD measurements to publish")
     suite_dirs = _suite_dirs(tables["checkpoints"], db.parent, suites)
-    tables["primary"] = _check_primary(dict(primary or {}), tables["measurements"], db)
     tables["units"] = units_of(tables["configs"], db)
     _check_fields(dict(fields or {}))
     if columns is not None:
         tables["measurements"], tables["columns"] = join_columns(tables["measurements"], columns,
                                                                  dict(column_meanings or {}))
         tables["units"] = {**tables["units"], **tables["columns"]["meanings"]}
+    tables["primary"] = _check_primary(dict(primary or {}), tables["measurements"], db)  # where: on joined columns
     tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
     with building(target) as tmp:  # an old data set there is replaced only once the new one is complete
         files = _write_tables(tmp, tables, doc_losses)
@@ -174,8 +172,7 @@ def _read(conn) -> dict[str, Any]:
     tables: dict[str, Any] = frames(conn, {
         "measurements": canonical_query("config_hash"), "doc_losses": _DOC_LOSSES,
         "checkpoints": QUERIES["checkpoints"], "eval_sets": QUERIES["eval_sets"], "runs": QUERIES["runs"],
-        "configs": "SELECT config_hash, method, MIN(config_json) AS config_json, COUNT(*) AS measurements "
-                   "FROM measurements GROUP BY config_hash, method ORDER BY method, config_hash"})
+        "configs": CONFIGS})
     tables["measurements"] = tables["measurements"].sort_values(SORT, kind="stable").reset_index(drop=True)
     tables.update(_read_tasks(conn))
     return {
@@ -320,23 +317,12 @@ def units_of(configs, db: Path) -> dict[str, str]:
     """``UNITS`` in the unit the measurements were scored in: every config's ``[scoring] unit``
     (``config_json``; absent = nats per token). Several units in one store are an error: their QiD
     would not be comparable in one table."""
-    found = sorted({_scoring_unit(text) for text in configs.config_json})
-    if len(found) > 1:
-        raise QidlabError(f"{db}: measurements scored in several units ({', '.join(found)}); "
-                          "publish one unit per data set")
-    unit = found[0] if found else DEFAULT_LOSS_UNIT
+    unit = loss_unit(configs.config_json, db)
     if unit == DEFAULT_LOSS_UNIT:
         return dict(UNITS)
     words = LOSS_UNITS.get(unit, unit.replace("_", " "))
     return {**UNITS, "loss16": f"{words} (16-bit model)", "loss": f"{words} (quantized model)",
             "qid": f"{words}, loss - loss16"}
-
-
-def _scoring_unit(config_json) -> str:
-    config = _json(config_json)
-    scoring = config.get("scoring") if isinstance(config, dict) else None
-    unit = scoring.get("unit") if isinstance(scoring, dict) else None
-    return str(unit) if unit else DEFAULT_LOSS_UNIT
 
 
 def join_columns(measurements, columns, meanings: dict[str, str]):
@@ -407,13 +393,18 @@ def _key_text(row) -> str:
 
 
 PRIMARY_KEYS = ("suite", "eval_set", "method")
+#: ``primary``'s list of row conditions (``dataset_format.CONDITION``) that the laws and the paper's
+#: figures keep (e.g. ``["kind=run", "lr_factor=1"]``); what else the figures draw sees every row.
+PRIMARY_WHERE = "where"
 
 
 def _check_primary(primary: dict, measurements, db: Path) -> dict:
-    """``primary`` if its keys are known and its values measured together; one error otherwise."""
-    unknown = sorted(set(primary) - set(PRIMARY_KEYS))
+    """``primary`` if its keys are known, its values measured together and each of its ``where``
+    conditions (``PRIMARY_WHERE``) a condition on a column of the table; one error otherwise."""
+    unknown = sorted(set(primary) - {*PRIMARY_KEYS, PRIMARY_WHERE})
     if unknown:
-        raise QidlabError(f"primary: unknown key {unknown[0]!r} (known: {', '.join(PRIMARY_KEYS)})")
+        raise QidlabError(f"primary: unknown key {unknown[0]!r} (known: {', '.join((*PRIMARY_KEYS, PRIMARY_WHERE))})")
+    where = _check_where(primary.get(PRIMARY_WHERE), measurements)
     rows = measurements
     for key in PRIMARY_KEYS:  # in this order: the eval set and method must occur in the chosen suite
         if key in primary:
@@ -422,7 +413,24 @@ def _check_primary(primary: dict, measurements, db: Path) -> dict:
                                   + (f" of suite {primary['suite']!r}" if key != "suite" and "suite" in primary else "")
                                   + f" (have: {', '.join(sorted(map(str, set(rows[key]))))})")
             rows = rows[rows[key] == primary[key]]
-    return {k: primary[k] for k in PRIMARY_KEYS if k in primary}
+    return {**{k: primary[k] for k in PRIMARY_KEYS if k in primary}, **({PRIMARY_WHERE: where} if where else {})}
+
+
+def _check_where(where, measurements) -> list[str]:
+    """``primary``'s ``where``: a list of row conditions, each on a column of ``measurements``
+    (what they select is checked where they are applied, ``qidlab.tables.select_rows``)."""
+    if where is None:
+        return []
+    if isinstance(where, str) or not all(isinstance(w, str) for w in where):
+        raise QidlabError(f"primary {PRIMARY_WHERE}: a list of conditions COLUMN=V1,V2 or COLUMN>=X, not {where!r}")
+    for item in where:
+        parts = split_condition(item)
+        if parts is None:
+            raise QidlabError(f"primary {PRIMARY_WHERE}: expects COLUMN=V1,V2 or COLUMN>=X, got {item!r}")
+        if parts[0] not in measurements.columns:
+            raise QidlabError(f"primary {PRIMARY_WHERE} {item!r}: no column {parts[0]!r} in the table "
+                              f"(have: {', '.join(map(str, measurements.columns))})")
+    return list(where)
 
 
 def _methods(m, configs) -> list[dict]:

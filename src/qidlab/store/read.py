@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 
 from ..errors import QidlabError
 from .db import canonical_query, columns, read_only, refuse_newer
+from .units import loss_unit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,6 +33,9 @@ QUERIES = {
     "runs": "SELECT versions_json, code_revision, COUNT(*) AS measurements FROM measurements "
             "GROUP BY versions_json, code_revision ORDER BY code_revision, versions_json",
 }
+#: One row per measurement config: its hash, method, JSON and how many measurements it has.
+CONFIGS = ("SELECT config_hash, method, MIN(config_json) AS config_json, COUNT(*) AS measurements "
+           "FROM measurements GROUP BY config_hash, method ORDER BY method, config_hash")
 
 
 @contextmanager
@@ -58,6 +62,14 @@ def read_canonical(path: str | Path) -> "pd.DataFrame":
         have = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
         absent = tuple(c for c in columns()["checkpoints"] if c not in have)
         return frames(conn, {"canonical": canonical_query(absent=absent)})["canonical"]
+
+
+def read_loss_unit(path: str | Path) -> str:
+    """The unit the store's losses and QiD are in (``units.loss_unit`` of its measurements'
+    configs, as ``publish.units_of`` reads them: ``nats_per_token``, ``bits_per_byte``, ...)."""
+    with _reading(Path(path), "measurements", "table") as (conn, _):
+        texts = [row[0] for row in conn.execute("SELECT DISTINCT config_json FROM measurements")]
+    return loss_unit(texts, path)
 
 
 #: ``task_results`` with the checkpoint's N and D, for ``read_task_table``.

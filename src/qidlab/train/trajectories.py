@@ -19,7 +19,10 @@ checkpoint (suite, model, step), the columns of ``COLUMNS``:
 * ``decay``: how far the rate had decayed, ``1 - lr_fraction`` past the warmup, 0 before it;
 * ``decay_tokens``: tokens trained while the rate decayed (a branch: since it left the run; a cosine
   run: since the warmup ended; a constant run and an average: 0);
-* ``branch_from``: the run's step a branch left or an average ends at (NaN for runs).
+* ``branch_from``: the run's step a branch left or an average ends at (NaN for runs);
+* ``lr_factor``: the arm's peak lr as a multiple of its size's reference lr (``lr_factor`` of an arm
+  trained with ``lr_of``; 1.0 for an arm with an lr of its own): ``lr_factor = 1`` selects each
+  size's reference-lr runs (seed runs, branches and averages share their arm's).
 
 Pure: dictionaries and a pandas frame in, a frame out (no files read).
 """
@@ -33,7 +36,7 @@ from qidlab.errors import QidlabError
 from qidlab.train.schedule import lr_multiplier
 
 COLUMNS = ("kind", "trajectory", "arm", "seed", "schedule", "peak_lr", "lr", "lr_fraction", "decay",
-           "decay_tokens", "branch_from")
+           "decay_tokens", "branch_from", "lr_factor")
 KEYS = ("suite", "model", "step")
 #: Each of ``COLUMNS`` in words, with its unit (a published data set's manifest records them).
 MEANINGS = {
@@ -51,6 +54,8 @@ MEANINGS = {
     "decay_tokens": "training tokens seen while the rate decayed (a branch: since it left its run; a cosine run: "
                     "since the warmup ended; constant runs and averages: 0)",
     "branch_from": "the run's step a branch left or an average ends at (NaN for runs)",
+    "lr_factor": "the arm's peak lr over its size's reference peak lr (the suite file's lr_factor of a model "
+                 "trained with lr_of; 1 for a model with an lr of its own)",
 }
 _SEED = re.compile(r"^seed(\d+)$")
 
@@ -71,10 +76,21 @@ def folder_entries(manifest: dict, schedule: dict, suite_seed: int = 0) -> dict[
             raise QidlabError(f"suite manifest: folder {folder!r} has no lr")
         run = m.get("run")
         seed = int(_SEED.match(run).group(1)) if isinstance(run, str) and _SEED.match(run) else suite_seed
+        arm = m.get("base_model", folder)
         out[folder] = {"kind": kind, "trajectory": m.get("base", folder) if kind != "run" else folder,
-                       "arm": m.get("base_model", folder), "seed": seed, "schedule": schedule["schedule"],
-                       "peak_lr": float(m["lr"]), "branch_from": m.get("branch_from")}
+                       "arm": arm, "seed": seed, "schedule": schedule["schedule"],
+                       "peak_lr": float(m["lr"]), "branch_from": m.get("branch_from"),
+                       "lr_factor": _lr_factor(models.get(arm, m))}
     return out
+
+
+def _lr_factor(entry: dict) -> float:
+    """An arm's ``lr_factor`` (its peak lr over its ``lr_of`` reference's); 1.0 without ``lr_of``."""
+    if "lr_of" not in entry:
+        return 1.0
+    if "lr_factor" not in entry:
+        raise QidlabError(f"suite manifest: lr_of {entry['lr_of']!r} without lr_factor")
+    return float(entry["lr_factor"])
 
 
 def checkpoint_row(entry: dict, step: int, schedule: dict, tokens_per_step: int) -> dict:
@@ -98,7 +114,7 @@ def checkpoint_row(entry: dict, step: int, schedule: dict, tokens_per_step: int)
     decay = 0.0 if kind != "branch" and step <= warmup else 1.0 - fraction
     return {**{k: entry[k] for k in ("kind", "trajectory", "arm", "seed", "schedule", "peak_lr")},
             "lr": peak * fraction, "lr_fraction": fraction, "decay": decay, "decay_tokens": float(decay_tokens),
-            "branch_from": float(branch_from)}
+            "branch_from": float(branch_from), "lr_factor": float(entry["lr_factor"])}
 
 
 def trajectory_columns(checkpoints, suites: dict):
