@@ -409,8 +409,9 @@ def test_main_run_false_refuses_an_lr_sweep_before_writing_anything(workdir, tmp
     text = write(tmp_path, f"seeds = [1]\nmain_run = false\n{BRANCHES}").read_text()
     swept = tmp_path / "swept.toml"
     swept.write_text(text.replace("checkpoints =", "lr_sweep = { factors = [0.5, 1, 2] }\ncheckpoints ="))
-    with pytest.raises(QidlabError, match="main_run = false.*main run's lr.*--no-lr-sweep"):
+    with pytest.raises(QidlabError, match="main_run = false.*main run's lr.*drop the sweep") as err:
         load_suite_config(swept)
+    assert err.value.params == ("lr_sweep",)  # the CLI names its flag
     plain = tmp_path / "suite.toml"
     plain.write_text(text.replace('corpus = "corpus"', f'corpus = "{workdir / "corpus"}"'))
     with pytest.raises(QidlabError, match="an lr sweep.*main_run = false"):

@@ -290,7 +290,7 @@ def check_no_sweep(specs: tuple[ModelSpec, ...], what: str) -> None:
     off = [m.name for m in specs if not m.main_run]
     if off:
         raise QidlabError(f"{what}: model {off[0]!r} has main_run = false, so its seed runs must train at its "
-                          "main run's lr (given as lr), not at a new lr sweep's; drop the sweep (--no-lr-sweep)")
+                          "main run's lr (given as lr), not at a new lr sweep's; drop the sweep", params=("lr_sweep",))
 
 
 def _check_folders(specs: tuple[ModelSpec, ...], path) -> None:
