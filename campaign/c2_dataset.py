@@ -56,8 +56,10 @@ SUITE_FILES = {"c2-en": "campaign/campaign2-en-suite.toml",
 CALL_SUITE_FILES = [f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)]
 STUDY = "campaign/campaign2-en-study.toml"
 #: The slice the report draws; ``where``: the rows its laws and the paper's figures use, each size's
-#: constant-lr runs at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms).
-PRIMARY = {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq", "where": ["kind=run", "lr_factor=1"]}
+#: constant-lr runs at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms), from
+#: step 128 on: past the 100 warmup updates, where the lr is the constant peak (steps 1-64 ramp it up).
+PRIMARY = {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq",
+           "where": ["kind=run", "lr_factor=1", "step>=128"]}
 WHOLE_STORES_BRANCH = "campaign2-stores"
 #: The GPU calls (one H200, 2026-12-04, each <= 10 minutes, on one warm machine per session).
 CALLS = [
@@ -93,8 +95,8 @@ DESCRIPTION = (
     "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
     "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, "
     "lr_factor say where it sits in its training (tokens vs learning-rate decay). The laws and the "
-    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr "
-    "(primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
+    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr, "
+    "past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
     "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
 
 

@@ -104,10 +104,10 @@ def test_cosine_runs_and_peak_lr_arms(table, manifest):
 def test_the_primary_rows_are_the_reference_lr_runs(table, manifest):
     primary = manifest["primary"]
     assert primary == {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq",
-                       "where": ["kind=run", "lr_factor=1"]}
+                       "where": ["kind=run", "lr_factor=1", "step>=128"]}
     rows = qidlab.data.load(NAME, where=[f"{k}={primary[k]}" for k in ("suite", "eval_set", "method")]
                             + primary["where"])
-    assert set(rows.kind) == {"run"} and set(rows.schedule) == {"constant"}
+    assert set(rows.kind) == {"run"} and set(rows.schedule) == {"constant"} and set(rows.lr_fraction) == {1.0}
     assert set(rows.model) == {s["model"] for s in manifest["sizes"]}  # one reference-lr run per size
     assert set(table[table.lr_factor != 1].arm) == {"h384-l4-lr0.5x", "h384-l4-lr2x"}
     assert {a["model"]: a["factor"] for a in manifest["peak_lr_arms"]["arms"]} == \
