@@ -115,8 +115,8 @@ def test_a_data_sets_unit_comes_from_its_configs(tmp_path):
 def test_the_shipped_data_sets_units():
     assert load_study("qidlab-gpu-2026", options=ShowOptions(bootstrap=0)).unit_text == "nats/token"
     study = load_study("qidlab-gpu-2027", options=ShowOptions(bootstrap=0))
-    assert study.unit_text == "bits/byte" and study.where == ("kind=run", "lr_factor=1")
-    assert set(study.frame.kind) == {"run"} and set(study.frame.lr_factor) == {1.0}
+    assert study.unit_text == "bits/byte" and study.where == ("kind=run", "lr_factor=1", "step>=128")
+    assert set(study.frame.kind) == {"run"} and set(study.frame.lr_factor) == {1.0} and study.frame.step.min() == 128
     assert {"branch", "average"} <= set(study.all_rows.kind) and set(study.all_rows.lr_factor) == {0.5, 1.0, 2.0}
 
 
@@ -162,3 +162,22 @@ def test_a_where_that_keeps_nothing_is_one_error():
         Study.from_frame(sf.trajectory_frame(), options=ShowOptions(where=("kind=soup",)))
     with pytest.raises(QidlabError, match="`where` must be a sequence"):
         Study.from_frame(sf.trajectory_frame(), options=ShowOptions(where="kind=run"))
+
+
+def test_the_report_command_takes_where_for_the_laws_rows(tmp_path):
+    """`qidlab report --where` replaces the data set's primary where: the laws see only its rows."""
+    import subprocess
+    import sys
+
+    import qidlab.data
+
+    cmd = [sys.executable, "-m", "qidlab", "report", "qidlab-gpu-2027", "--bootstrap", "0", "--json"]
+    where = ["kind=run", "lr_factor=1", "step>=1024"]
+    run = subprocess.run([*cmd, "--out", str(tmp_path / "r"), "--where", *where], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    store = json.loads(run.stdout)["store"]
+    expected = qidlab.data.load("qidlab-gpu-2027", where=["suite=c2-en", *where])
+    assert store["rows"] == len(expected) and set(expected.step) == {1024, 1695, 1950}
+    bad = subprocess.run([*cmd, "--out", str(tmp_path / "bad"), "--where", "kind=soup"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--where kind=soup" in bad.stderr
+    assert not (tmp_path / "bad" / "report.html").exists()

@@ -36,6 +36,10 @@ def _options(p) -> None:
                    "store's checkpoints; repeatable")
     p.add_argument("--only-suite", metavar="NAME", help="a store of several suites: draw this one "
                    "(default: the most measured)")
+    p.add_argument("--where", nargs="+", action="extend", metavar="COLUMN=V1,V2",
+                   help="the rows the laws, Table 1 and the paper's figures use, e.g. kind=run step>=128 "
+                   "(default: a data set's primary where, else every row; the cooldown, peak-lr and averaging "
+                   "figures draw every row)")
     p.add_argument("--eval-set", help="eval set the laws are fitted on (default: the most measured)")
     p.add_argument("--method", help="quantization method the laws are fitted on (default: the most measured)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap replicates for 95%% CIs")
@@ -55,7 +59,8 @@ def _show_options(args):
     return ShowOptions(suite=args.only_suite, eval_set=args.eval_set, method=args.method, bootstrap=args.bootstrap, seed=args.seed,
                        sizes=tuple(numbers(args.sizes, "--sizes")),
                        bits=tuple(numbers(args.bits, "--bits")) if args.bits else None,
-                       max_tokens=number(args.max_tokens), vocab_size=args.vocab_size, dpi=args.dpi)
+                       max_tokens=number(args.max_tokens), vocab_size=args.vocab_size, dpi=args.dpi,
+                       where=tuple(args.where) if args.where else None)
 
 
 def _input(args) -> str:
