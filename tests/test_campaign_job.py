@@ -64,3 +64,26 @@ def test_job_trains_measures_side_by_side_and_returns_what_fits(tmp_path):
         manifest = tar.extractfile("./dryrun/qidlab-suite.toml").read().decode()
     assert manifest.count("lr_sweep = {") == 3  # the pipelines trained at the rates their sweeps chose
     assert not any(n.endswith(".safetensors") for n in names)  # checkpoints never travel back
+
+
+@pytest.mark.parametrize("plan", sorted(p.name for p in (REPO / "campaign").glob("campaign2-*.plan")))
+def test_every_campaign2_plan_names_models_its_suite_has_and_studies_that_load(plan):
+    """A GPU call's plan (campaign2-*.plan) that names a model its suite lacks, or a study that does not
+    load, would cost device time to find out: each line's suite and study load here, every model is
+    the suite's, and no model is planned twice."""
+    from qidlab.sweep.study import load_study
+    from qidlab.train import folders_of, load_suite_config
+
+    seen = set()
+    for line in (REPO / "campaign" / plan).read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        suite, study, *models = line.split()
+        config = load_suite_config(REPO / suite)
+        if study != "-":
+            load_study(REPO / study)
+        names = {m.name: m for m in config.models}
+        assert models and set(models) <= set(names), f"{plan}: {set(models) - set(names)} not in {suite}"
+        for m in models:
+            assert (config.name, m) not in seen and folders_of(names[m], config.seed)
+            seen.add((config.name, m))
