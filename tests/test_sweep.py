@@ -274,3 +274,26 @@ def test_checkpoints_are_swept_coarse_to_fine_per_model():
     assert a[:3] == [1950, 64, 323]  # the ends, then the middle
     half = sorted(a[:len(a) // 2 + 1])  # any early stop keeps the range of D covered evenly
     assert half[0] == 64 and half[-1] == 1950 and max(b / c for b, c in zip(half[1:], half)) < 2.1
+
+
+def test_store_recheck_recomputes_every_qid_and_ci_from_the_per_document_losses(suite, tmp_path, capsys):
+    """`qidlab store recheck`: the paired bootstrap run again on the stored per-document losses gives
+    the stored QiD and CI; a per-document loss changed afterwards is found."""
+    import sqlite3
+
+    run_study(load_study(_copy_study(suite, tmp_path)), progress=False)
+    db = tmp_path / "tiny.db"
+    assert main(["store", "recheck", str(db), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["checked"] == doc["recomputed"] == 8 and doc["differ"] == [] and doc["largest_difference"] <= 1e-12
+    row = doc["rows"][0]
+    assert row["recomputed"]["lo"] < row["recomputed"]["qid"] < row["recomputed"]["hi"]
+    con = sqlite3.connect(db)
+    mid = con.execute("SELECT id FROM measurements WHERE method = 'gptq'").fetchone()[0]
+    con.execute("UPDATE doc_losses SET nll_sum = nll_sum + 5 WHERE measurement_id = ? AND doc_index = 0", (mid,))
+    con.commit()
+    con.close()
+    assert main(["store", "recheck", str(db), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["differ"] == [mid]
+    assert main(["store", "recheck", str(db), "--sample", "0"]) == 2
+    assert "--sample must be a positive number" in capsys.readouterr().err

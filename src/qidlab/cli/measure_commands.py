@@ -12,6 +12,7 @@ from ..files import check_writable, open_atomic
 from ..output import count as _count
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
 from ..sweep import SlurmExecutor, load_study, plan_study, preset_names, run_study, write_preset
+from ..sweep.recheck import recheck
 from ..torchenv import THREADS_HELP, idle_cores, require_measure, torch_threads
 from .args import assignments, emit, library_names, positive_int
 
@@ -100,6 +101,14 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=run_store_publish)
     library_names(q, suites="suite")
+    q = group.add_parser("recheck", help="recompute every QiD and its 95%% CI from the store's per-document losses "
+                         "and compare them with what is stored (exit 1 when one differs or cannot be recomputed)")
+    q.add_argument("store", help="a qidlab store (.db) with per-document losses")
+    q.add_argument("--sample", type=int, metavar="N", help="recompute N measurements drawn at random (default: all)")
+    q.add_argument("--tolerance", type=float, default=1e-9,
+                   help="largest absolute difference taken as equal (default: %(default)g, in the loss unit)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=run_store_recheck)
 
 
 def run_sweep(args):
@@ -271,3 +280,19 @@ def run_store_publish(args):
         text += (f"\nwarning: {len(manifest['duplicate_settings'])} settings measured under several configs, e.g. "
                  f"{manifest['duplicate_settings'][0]}")
     emit(args, {"dataset": str(folder), "manifest": manifest}, text)
+
+
+def run_store_recheck(args):
+    if args.sample is not None and args.sample < 1:
+        raise QidlabError(f"--sample must be a positive number of measurements, not {args.sample}")
+    rows = recheck(args.store, sample=args.sample)
+    failed = [r for r in rows if "error" in r]
+    differ = [r for r in rows if "diff" in r and r["diff"] > args.tolerance]
+    largest = max((r["diff"] for r in rows if "diff" in r), default=float("nan"))
+    text = (f"{args.store}: {len(rows) - len(failed)} of {len(rows)} QiD recomputed from per-document losses; "
+            f"{len(differ)} differ by more than {args.tolerance:g} (largest difference {largest:.3g})"
+            + "".join(f"\n  measurement {r['id']} ({r['method']}): {r['error']}" for r in failed[:10])
+            + "".join(f"\n  measurement {r['id']} ({r['method']}): differs by {r['diff']:.3g}" for r in differ[:10]))
+    emit(args, {"store": args.store, "recomputed": len(rows) - len(failed), "checked": len(rows),
+                "differ": [r["id"] for r in differ], "largest_difference": largest, "rows": rows}, text)
+    return 1 if differ or failed else 0

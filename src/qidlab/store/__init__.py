@@ -30,13 +30,14 @@ from .db import SCHEMA_VERSION, close as close_connection, connect, insert, read
 from .drop import drop_models
 from .merge import MergeSummary, merge_stores
 from .publish import Published, publish_dataset, publish_store
-from .read import describe_store, read_canonical, read_loss_unit, read_task_table
+from .read import describe_store, read_canonical, read_doc_losses, read_loss_unit, read_task_table
 from .units import DEFAULT_LOSS_UNIT, LOSS_UNITS, loss_unit
 
 __all__ = ["DEFAULT_LOSS_UNIT", "LOSS_UNITS", "loss_unit", "read_loss_unit",
            "Measurement", "TaskMeasurement", "read_task_table", "MergeSummary", "Published", "SCHEMA_VERSION", "Store", "config_hash", "connect", "stored_jobs",
            "stored_task_jobs",
-           "describe_store", "drop_models", "merge_stores", "publish_dataset", "publish_store", "read_canonical"]
+           "describe_store", "drop_models", "merge_stores", "publish_dataset", "publish_store", "read_canonical",
+           "read_doc_losses"]
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -3,6 +3,8 @@
 ``read_canonical(path)`` is the canonical table of the data contract (the ``canonical`` view:
 N in non-embedding parameters, D in tokens, losses and QiD in nats per token, and the checkpoint's
 ``path``: its folder, or ``hf://REPO@REVISION`` for a Hub checkpoint).
+``read_doc_losses(path)`` gives every measurement (id, checkpoint, eval set, method, config, QiD and
+its CI) and the per-document losses they were computed from (nats summed per document).
 ``describe_store(path)`` gives where the measurements come from: ``checkpoints`` (suite, model,
 step, path, N, total parameters, D, content hash), ``eval_sets`` (name, content hash, documents,
 source), ``methods`` (measurements and distinct configs per method, the 16-bit reference 'none'
@@ -109,3 +111,16 @@ def frames(conn: sqlite3.Connection, queries: Mapping[str, str]) -> dict[str, "p
     import pandas as pd
 
     return {name: pd.read_sql_query(sql, conn) for name, sql in queries.items()}
+
+
+#: Each measurement with what identifies it, for recomputing its QiD from ``doc_losses``.
+MEASURED = ("SELECT id, checkpoint_id, eval_set_id, method, config_json, loss16, loss, qid, qid_ci_low, qid_ci_high "
+            "FROM measurements ORDER BY id")
+DOCS = "SELECT measurement_id, doc_index, nll_sum, n_tokens, n_bytes FROM doc_losses ORDER BY measurement_id, doc_index"
+
+
+def read_doc_losses(path: str | Path) -> dict[str, "pd.DataFrame"]:
+    """``{"measurements": ..., "doc_losses": ...}`` of the store (``MEASURED``, ``DOCS``): the 16-bit
+    references (method 'none') included; ``nll_sum`` in nats summed over a document's tokens."""
+    with _reading(Path(path), "doc_losses", "table") as (conn, _):
+        return frames(conn, {"measurements": MEASURED, "doc_losses": DOCS})
