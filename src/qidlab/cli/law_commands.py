@@ -236,8 +236,7 @@ def _primary_slice(name: str, where: list[str], by: list[str] | None) -> list[st
     names: what ``plot`` and ``report`` draw and fit by default."""
     primary = dict(data.manifest(name).get("primary") or {} if data.dataset_dir(name) else {})
     conditions = list(primary.pop("where", None) or ())
-    named = {w.split("=")[0].rstrip("<>!").strip() for w in where} | set(by or ())
-    named |= {w.split(op)[0].strip() for w in where for op in ("<", ">") if op in w}
+    named = {parts[0] for parts in map(split_condition, where) if parts} | set(by or ())
     items = [f"{column}={value}" for column, value in sorted(primary.items()) if column not in named]
     return items + [c for c in conditions if (split_condition(c) or ("",))[0] not in named]
 

@@ -318,12 +318,10 @@ FORMS = (Form("ouyang", ("logD", "logN", "logP")),
 def fit_predict(form: Form, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     """Predicted log QiD of ``test`` from ``form`` fitted by least squares on log QiD of ``train``
     (QiD > 0); a term constant over ``train`` (e.g. log P within one bit width) is left out."""
-    tr, te = _terms(train), _terms(test)
-    use = [t for t in form.terms if np.ptp(tr[t]) > 1e-12]
-    A = np.column_stack([np.ones(len(train))] + [tr[t] for t in use])
-    theta, *_ = np.linalg.lstsq(A, np.log(train.qid.to_numpy(float)), rcond=None)
+    params, te = fit_params(form, train), _terms(test)
+    use = [t for t in params if t != "const"]
     B = np.column_stack([np.ones(len(test))] + [te[t] for t in use])
-    return B @ theta
+    return B @ np.array([params["const"], *(params[t] for t in use)])
 
 
 def fit_params(form: Form, rows: pd.DataFrame) -> dict[str, float]:

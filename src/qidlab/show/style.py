@@ -21,10 +21,7 @@ BITS = "weight bit width P (bits)"
 UNIT = "nats/token"  # the default unit of losses and QiD (a study's own: ``Study.unit_text``)
 #: The loss columns, whose axis label carries the study's unit.
 LOSSES = {"qid": "QiD", "loss": "loss", "loss16": "16-bit loss"}  # QiD = loss(quantized) - loss(16-bit)
-QID = f"QiD [{UNIT}]"
-LOSS = f"loss [{UNIT}]"
-LABELS = {"tokens": TOKENS, "n_params": PARAMS, "bits": BITS, "qid": QID, "loss": LOSS,
-          "loss16": f"16-bit loss [{UNIT}]"}
+LABELS = {"tokens": TOKENS, "n_params": PARAMS, "bits": BITS}  # the loss columns': axis_label
 PANEL = {"tokens": "D", "n_params": "N", "bits": "P"}
 
 

@@ -154,7 +154,7 @@ def publish_dataset(db: str | Path, name: str, out_dir: str | Path, *, descripti
     tables["published_with"] = provenance.record()  # before the temporary folder makes a checkout look modified
     with building(target) as tmp:  # an old data set there is replaced only once the new one is complete
         files = _write_tables(tmp, tables, doc_losses)
-        manifest = _with_fields(build_manifest(name, description, db, tables, files, suite_dirs), dict(fields or {}))
+        manifest = {**build_manifest(name, description, db, tables, files, suite_dirs), **dict(fields or {})}
         text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
         (tmp / MANIFEST).write_text(text)
     return Published(folder=target, manifest=json.loads(text))
@@ -306,11 +306,6 @@ def _check_fields(fields: dict) -> None:
     if taken:
         raise QidlabError(f"fields: {taken[0]!r} is written by publishing itself (choose another name)")
 
-
-def _with_fields(manifest: dict, fields: dict) -> dict:
-    """``manifest`` and the caller's ``fields`` (``_check_fields``)."""
-    _check_fields(fields)
-    return {**manifest, **fields}
 
 
 def units_of(configs, db: Path) -> dict[str, str]:

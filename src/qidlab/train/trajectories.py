@@ -124,12 +124,14 @@ def trajectory_columns(checkpoints, suites: dict):
     suite's seed). A checkpoint of a suite or folder the manifests do not name is one ``QidlabError``."""
     import pandas as pd
 
-    rows = []
+    rows, entries_of = [], {}  # each suite's folder entries, read once
     for suite, model, step in checkpoints[list(KEYS)].drop_duplicates().itertuples(index=False):
         if suite not in suites:
             raise QidlabError(f"no suite manifest for suite {suite!r} (have: {', '.join(sorted(suites))})")
         manifest, schedule, seed = suites[suite]
-        entries = folder_entries(manifest, schedule, seed)
+        if suite not in entries_of:
+            entries_of[suite] = folder_entries(manifest, schedule, seed)
+        entries = entries_of[suite]
         if model not in entries:
             raise QidlabError(f"suite {suite!r}: its manifest has no folder {model!r}")
         rows.append({"suite": suite, "model": model, "step": int(step),
