@@ -297,3 +297,5 @@ def test_store_recheck_recomputes_every_qid_and_ci_from_the_per_document_losses(
     assert json.loads(capsys.readouterr().out)["differ"] == [mid]
     assert main(["store", "recheck", str(db), "--sample", "0"]) == 2
     assert "--sample must be a positive number" in capsys.readouterr().err
+    assert main(["store", "recheck", str(db), "--tolerance", "-1"]) == 2
+    assert "--tolerance must be a difference >= 0" in capsys.readouterr().err

@@ -285,6 +285,8 @@ def run_store_publish(args):
 def run_store_recheck(args):
     if args.sample is not None and args.sample < 1:
         raise QidlabError(f"--sample must be a positive number of measurements, not {args.sample}")
+    if not args.tolerance >= 0:
+        raise QidlabError(f"--tolerance must be a difference >= 0, not {args.tolerance}")
     rows = recheck(args.store, sample=args.sample)
     failed = [r for r in rows if "error" in r]
     differ = [r for r in rows if "diff" in r and r["diff"] > args.tolerance]
