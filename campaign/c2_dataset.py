@@ -5,14 +5,15 @@ Campaign 2 so far (2026-12-04, one H200), with each checkpoint's place in its tr
 
 writes ``<out>/qidlab-gpu-2027/`` (manifest.json, measurements.parquet) from files committed here:
 
-* the three slim stores (QiD with 95% paired-bootstrap CIs, no per-document losses) of
-  ``campaign/results/2026-12-04-c2-s{1,2}/``, merged (``qidlab store merge``, in this order);
-* the suite manifests the trainer wrote (``.../2026-12-04-c2-s2/manifests/``: three partial ones of
-  suite ``c2-en``, one per call that trained, whose ``[models.*]`` tables are united, and one per
-  cosine suite), given to publishing as suite folders (each a ``qidlab-suite.toml``, recorded with
-  its sha256), and with the suite files' schedules (``load_suite_config(...).schedule_dict()``) turned
-  into per-checkpoint columns (``qidlab.train.trajectories``: kind, trajectory, arm, seed, schedule,
-  peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, lr_factor);
+* the seven slim stores (QiD with 95% paired-bootstrap CIs, no per-document losses) of
+  ``campaign/results/2026-12-04-c2-s{1,2,3}/``, merged (``qidlab store merge``, in ``STORES``' order);
+* the suite manifests the trainer wrote (``.../2026-12-04-c2-s{2,3}/manifests/``: four partial ones of
+  suite ``c2-en``, one per call that trained (the fourth: the seed runs), whose ``[models.*]`` tables
+  are united, and two per cosine suite), given to publishing as suite folders (each a
+  ``qidlab-suite.toml``, recorded with its sha256), and with the suite files' schedules
+  (``load_suite_config(...).schedule_dict()``) turned into per-checkpoint columns
+  (``qidlab.train.trajectories``: kind, trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction,
+  decay, decay_tokens, branch_from, lr_factor);
 * the job logs (wall time, measurements per call) and the whole stores' sha256 files.
 
 The main runs' step-0 checkpoints (D = 0: random initialisation) are left out of the table
@@ -45,15 +46,18 @@ from qidlab.train.config import load_suite_config
 from qidlab.train.trajectories import MEANINGS, trajectory_columns
 
 NAME = "qidlab-gpu-2027"
-S1, S2 = "campaign/results/2026-12-04-c2-s1", "campaign/results/2026-12-04-c2-s2"
-STORES = [f"{S1}/store-measurements.db", f"{S2}/store-measurements.db", f"{S2}/store-measurements-cos.db"]
+S1, S2, S3 = (f"campaign/results/2026-12-04-c2-s{i}" for i in (1, 2, 3))
+STORES = [f"{S1}/store-measurements.db", f"{S2}/store-measurements.db", f"{S2}/store-measurements-cos.db",
+          f"{S3}/store-measurements-seeds1.db", f"{S3}/store-measurements-seeds2.db",
+          f"{S3}/store-measurements-cos-a.db", f"{S3}/store-measurements-cos-b.db"]
 MANIFESTS = {"c2-en": [f"{S2}/manifests/c2-en-s1.toml", f"{S2}/manifests/c2-en-s2.toml",
-                       f"{S2}/manifests/c2-en-s3.toml"],
-             **{f"c2-en-cos{n}": [f"{S2}/manifests/c2-en-cos{n}.toml"] for n in (1950, 975, 488)}}
+                       f"{S2}/manifests/c2-en-s3.toml", f"{S3}/manifests/c2-en-seeds.toml"],
+             **{f"c2-en-cos{n}": [f"{S2}/manifests/c2-en-cos{n}.toml", f"{S3}/manifests/c2-en-cos{n}-s3.toml"]
+                for n in (1950, 975, 488)}}
 #: Each suite's schedule: the suite file (c2-en: the full design; the calls' own files, checked equal below).
 SUITE_FILES = {"c2-en": "campaign/campaign2-en-suite.toml",
                **{f"c2-en-cos{n}": f"campaign/campaign2-en-cos{n}-suite.toml" for n in (1950, 975, 488)}}
-CALL_SUITE_FILES = [f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)]
+CALL_SUITE_FILES = [*(f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)), "campaign/campaign2-en-seeds-suite.toml"]
 STUDY = "campaign/campaign2-en-study.toml"
 #: The slice the report draws; ``where``: the rows its laws and the paper's figures use, each size's
 #: constant-lr runs at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms), from
@@ -80,23 +84,39 @@ CALLS = [
     {"session": 2, "call": 4, "plan": "campaign/campaign2-cos-s1.plan", "job_log": f"{S2}/job-cos1.txt",
      "logs": f"{S2}/logs-cos.tar.gz", "suites": f"{S2}/suites-cos.tar.gz", "slim_store": STORES[2],
      "whole_store": f"c2-s2-call4-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 3, "call": 1, "plan": "campaign/campaign2-seeds-s1.plan", "job_log": f"{S3}/job-seeds-s1a.txt",
+     "logs": f"{S3}/logs-call1.tar.gz", "slim_store": STORES[3],
+     "whole_store": f"c2-s3-call1-seeds1-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 3, "call": 2, "plan": "campaign/campaign2-seeds-s2.plan", "job_log": f"{S3}/job-seeds-s2a.txt",
+     "logs": f"{S3}/logs-call2.tar.gz", "whole_store": "contained in call 3's (the warm machine's store grew)"},
+    {"session": 3, "call": 3, "plan": "campaign/campaign2-seeds-s2.plan", "job_log": f"{S3}/job-seeds-s2b.txt",
+     "logs": f"{S3}/logs-call3.tar.gz", "slim_store": STORES[4],
+     "whole_store": f"c2-s3-call3-seeds2-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 3, "call": 4, "plan": "campaign/campaign2-cos-s2a.plan", "job_log": f"{S3}/job-cos-s2a.txt",
+     "logs": f"{S3}/logs-call4.tar.gz", "slim_store": STORES[5],
+     "whole_store": f"c2-s3-call4-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 3, "call": 5, "plan": "campaign/campaign2-cos-s2b.plan", "job_log": f"{S3}/job-cos-s2b.txt",
+     "logs": f"{S3}/logs-call5.tar.gz", "suites": f"{S3}/suites-call5.tar.gz", "slim_store": STORES[6],
+     "whole_store": f"c2-s3-call5-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
 ]
 DESCRIPTION = (
-    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200), a PARTIAL release (the seed runs are "
-    "still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
+    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200, 3 sessions), a PARTIAL release (the cosine runs "
+    "of the two largest sizes are still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
     "trained by qidlab from scratch on the Debian English documentation mix (31.95M tokens, one pass, "
     "BOS = EOS, a trained prefix), each size's peak lr chosen by a 5-rate sweep that brackets it. Per "
     "size: a constant-lr main run (1,950 updates after 100 warmup), 5 cooldown branches from its "
     "stable phase (steps 128, 244, 466, 889, 1695; lr linearly to 0 over 15% more tokens) and a LAWA "
     "average (k = 5 over the last 10% of the steps) at each branch point; h384-l4 also at 0.5x and 2x "
-    "its peak lr; cosine runs (to 10%) of 1,950, 975 and 488 updates for the 5 smallest sizes. "
+    "its peak lr; h128-l3, h256-l4, h512-l4 and h768-l6 also at seeds 1 and 2 (initialisation and data "
+    "order; each seed run with its branches and averages); cosine runs (to 10%) of 1,950, 975 and 488 "
+    "updates for the 7 smallest sizes. "
     "Quantized weight-only with GPTQ, RTN, AWQ (2/3/4 bits, group 128) and NF4 (block 128), fake-"
     "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
     "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
     "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, "
     "lr_factor say where it sits in its training (tokens vs learning-rate decay). The laws and the "
-    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr, "
-    "past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
+    "paper's figures use the primary slice's run checkpoints (every seed) at each size's reference "
+    "peak lr, past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
     "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
 
 
@@ -211,7 +231,7 @@ def design(table, columns, suites: dict, schedules: dict) -> dict:
     main, repeated = suites["c2-en"]
     config = load_suite_config(SUITE_FILES["c2-en"])
     return {
-        "status": status(config),
+        "status": status(config, columns, cosine_runs(suites, schedules, table)),
         "sizes": sizes(main, repeated, table),
         "seeds": seeds(config, columns),
         "branches": branches(config, main, table),
@@ -225,18 +245,28 @@ def design(table, columns, suites: dict, schedules: dict) -> dict:
     }
 
 
-def status(config) -> dict:
-    planned = {m.name: list(m.seeds) for m in config.models if m.seeds}
+def status(config, columns, cosines: dict) -> dict:
+    """What is measured and what is still pending, read from the rows: seeds per planned size, the
+    cosine runs per size (every size of the suite file is planned in every cosine suite)."""
+    planned = {m.name: [config.seed, *m.seeds] for m in config.models if m.seeds}
+    found = columns.groupby("arm").seed.unique()
+    missing_seeds = {m: sorted(set(s) - {int(x) for x in found.get(m, [])}) for m, s in planned.items()}
+    missing_seeds = {m: s for m, s in missing_seeds.items() if s}
+    pending = [f"the seed runs {s} of {m}" for m, s in missing_seeds.items()]
+    for suite, entry in cosines["suites"].items():
+        lacking = [m for m in entry["planned"] if m not in entry["models"]]
+        if lacking:
+            pending.append(f"{suite}: the cosine runs of {', '.join(lacking)}")
     return {
-        "release": "partial",
-        "complete": False,
-        "measured": "every size's constant-lr run with its 5 cooldown branches and 5 LAWA averages, h384-l4's "
-                    "0.5x and 2x peak-lr arms, the cosine runs of the 5 smallest sizes: all seed 0",
-        "pending": [(f"the seed runs (seeds {sorted({s for v in planned.values() for s in v})} of "
-                     f"{', '.join(planned)}, each with its branches and averages): still to be trained and measured"),
-                    "the analysis (docs/findings.md: tokens vs learning-rate decay, clustered CIs by seed and model)"],
-        "default": "qidlab-gpu-2026 stays qidlab's default data set (qidlab.data.DEFAULT) until this one is "
-                   "complete; neither is marked superseded yet",
+        "release": "partial" if pending else "complete",
+        "complete": not pending,
+        "measured": (f"every size's constant-lr run with its 5 cooldown branches and 5 LAWA averages; seeds "
+                     f"{sorted({s for v in planned.values() for s in v})} of {', '.join(planned)} (each seed run "
+                     "with its branches and averages); h384-l4's 0.5x and 2x peak-lr arms; cosine runs of "
+                     + ", ".join(f"{k}: {len(v['models'])} sizes" for k, v in cosines["suites"].items())),
+        "pending": pending,
+        "default": "qidlab.data.DEFAULT since the seed runs are in (session 3); qidlab-gpu-2026 is superseded "
+                   "(qidlab.data.SUPERSEDED says why)",
     }
 
 
@@ -289,8 +319,11 @@ def seeds(config, columns) -> dict:
     return {"measured": sorted(int(s) for s in columns.seed.unique()),
             "suite_seed": config.seed,
             "planned": {name: [config.seed, *s] for name, s in planned.items()},
-            "note": "only seed 0 (the suite's: initialisation and data order) is measured so far; the seed runs "
-                    "(run = seed<S>, folders <model>-seed<S>) are still to be trained and measured"}
+            "runs": "a seed run is its own run (run = seed<S>, folders <model>-seed<S>, each with its 5 cooldown "
+                    "branches and 5 LAWA averages) from its own initialisation and data order, at its main run's "
+                    "peak lr (not swept again: main_run = false in campaign/campaign2-en-seeds-suite.toml)",
+            "clusters": "the findings' bootstrap CIs resample (arm, seed): one size's trajectory of one seed with "
+                        "its branches and averages"}
 
 
 def branches(config, main: dict, table) -> dict:
@@ -336,8 +369,9 @@ def cosine_runs(suites: dict, schedules: dict, table) -> dict:
         rows = table[table.suite == suite]
         out[suite] = {"steps": schedule["steps"], "tokens": schedule["steps"] * int(manifest["tokens_per_step"]),
                       "warmup": schedule["warmup"], "min_lr_ratio": schedule["min_lr_ratio"],
-                      "models": sorted(manifest["models"], key=lambda m: manifest["models"][m]["n_params"]),
-                      "peak_lr": {m: e["lr"] for m, e in manifest["models"].items()},
+                      "models": sorted(set(rows.model), key=lambda m: manifest["models"][m]["n_params"]),
+                      "planned": sorted(manifest["models"], key=lambda m: manifest["models"][m]["n_params"]),
+                      "peak_lr": {m: manifest["models"][m]["lr"] for m in sorted(set(rows.model))},
                       "measured_steps": sorted(int(s) for s in rows.step.unique())}
     return {"suites": out, "note": "cosine decay to 10% of the peak lr, the same data, seed, batch, warmup and "
                                    "peak lr as each size's constant-lr run in c2-en (session 1's swept rate, "
@@ -394,10 +428,10 @@ def calls() -> list[dict]:
 
 
 def whole_stores() -> dict:
-    kept = _sums(Path(f"{S2}/whole-stores.sha256"))
+    kept = {**_sums(Path(f"{S2}/whole-stores.sha256")), **_sums(Path(f"{S3}/whole-stores.sha256"))}
     on_branch = _branch_sums()
     if on_branch is not None and on_branch != kept:
-        raise QidlabError(f"{S2}/whole-stores.sha256 and {WHOLE_STORES_BRANCH}:SHA256SUMS differ")
+        raise QidlabError(f"{S2}/ and {S3}/whole-stores.sha256 and {WHOLE_STORES_BRANCH}:SHA256SUMS differ")
     call1 = _sums(Path(f"{S1}/call1-whole-store.sha256"))
     s1_models = [m for c in CALLS[:2] for m in plan_models(c["plan"])]
     return {
@@ -407,7 +441,17 @@ def whole_stores() -> dict:
                    "covers": "session 2 calls 1-3: " + ", ".join(plan_models(CALLS[4]["plan"])) +
                              " (main runs, 5 branches, 5 LAWA averages each)"},
                   {"file": "c2-s2-call4-cos-whole.db.gz", "sha256": kept["c2-s2-call4-cos-whole.db.gz"],
-                   "covers": "session 2 call 4: the cosine runs"}],
+                   "covers": "session 2 call 4: the cosine runs"},
+                  *({"file": f, "sha256": kept[f], "covers": covers} for f, covers in (
+                      ("c2-s3-call1-seeds1-whole.db.gz", "session 3 call 1: seeds 1, 2 of "
+                       + ", ".join(plan_models(CALLS[6]["plan"]))),
+                      ("c2-s3-call3-seeds2-whole.db.gz", "session 3 calls 2-3: seeds 1, 2 of "
+                       + ", ".join(plan_models(CALLS[8]["plan"]))),
+                      ("c2-s3-call4-cos-whole.db.gz", "session 3 call 4: the cosine runs of "
+                       + ", ".join(dict.fromkeys(plan_models(CALLS[9]["plan"])))),
+                      ("c2-s3-call5-cos-whole.db.gz", "session 3 call 5: the cosine runs of "
+                       + ", ".join(dict.fromkeys(plan_models(CALLS[10]["plan"])))))),
+                  ],
         "not_kept": [{"what": "session 1 call 1's whole store (" + ", ".join(plan_models(CALLS[0]["plan"])) + ")",
                       "parts": call1, "status": "came back, not committed (it would have passed the 64 MiB a call "
                                                 "carries); only its sha256 is known"}],

@@ -21,6 +21,7 @@ from qidlab.train.trajectories import COLUMNS, MEANINGS
 NAME = "qidlab-gpu-2027"
 ROOT = Path(__file__).resolve().parents[1]
 POINTS = [128, 244, 466, 889, 1695]
+SEEDED = ("h128-l3", "h256-l4", "h512-l4", "h768-l6")
 pytestmark = pytest.mark.skipif(NAME not in qidlab.data.datasets(), reason="qidlab-gpu-2027 is not shipped")
 
 
@@ -37,13 +38,14 @@ def manifest():
 def test_it_loads_by_name_with_the_trajectory_columns(table, manifest):
     folder = qidlab.data.datasets()[NAME]
     assert manifest["files"]["measurements"]["sha256"] == file_sha256(folder / "measurements.parquet")
-    assert len(table) == manifest["counts"]["measurements"] == 6420
+    assert len(table) == manifest["counts"]["measurements"] == 10860
     assert set(COLUMNS) <= set(table.columns) and table[list(COLUMNS)].drop(columns="branch_from").notna().all().all()
-    assert manifest["columns"] == {"joined_on": ["suite", "model", "step"], "extra": list(COLUMNS), "checkpoints": 321}
+    assert manifest["columns"] == {"joined_on": ["suite", "model", "step"], "extra": list(COLUMNS), "checkpoints": 543}
     assert all(manifest["units"][c] == MEANINGS[c] for c in COLUMNS)
-    assert set(table.kind) == {"run", "branch", "average"} and set(table.seed) == {0}
+    assert set(table.kind) == {"run", "branch", "average"} and set(table.seed) == {0, 1, 2}
     assert set(table.suite) == {"c2-en", "c2-en-cos1950", "c2-en-cos975", "c2-en-cos488"}
-    assert qidlab.data.DEFAULT == "qidlab-gpu-2026"  # not the default until it is complete
+    assert qidlab.data.DEFAULT == NAME  # the default since its seed runs are in
+    assert qidlab.data.SUPERSEDED["qidlab-gpu-2026"]["by"] == NAME
 
 
 def test_its_unit_is_bits_per_byte(table, manifest):
@@ -53,11 +55,21 @@ def test_its_unit_is_bits_per_byte(table, manifest):
     assert table.loss16.between(0.8, 4).all()
 
 
-def test_the_status_says_it_is_partial_with_the_seeds_pending(manifest):
-    status = manifest["status"]
-    assert status["release"] == "partial" and status["complete"] is False
-    assert any("seed runs" in p for p in status["pending"]) and manifest["seeds"]["measured"] == [0]
-    assert manifest["seeds"]["planned"] == {m: [0, 1, 2] for m in ("h128-l3", "h256-l4", "h512-l4", "h768-l6")}
+def test_the_status_names_what_is_pending_and_every_planned_seed_is_measured(table, manifest):
+    status, seeds = manifest["status"], manifest["seeds"]
+    assert seeds["measured"] == [0, 1, 2] and seeds["planned"] == {m: [0, 1, 2] for m in SEEDED}
+    runs = table[(table.suite == "c2-en") & (table.lr_factor == 1)]
+    for arm, planned in seeds["planned"].items():
+        by_kind = runs[runs.arm == arm].groupby("seed").kind.value_counts().unstack()
+        assert sorted(by_kind.index) == planned  # each seed: its run, 5 branch ends, 5 averages
+        assert (by_kind["branch"] == by_kind["average"]).all() and (by_kind["branch"] == 5 * 20).all()
+    assert set(runs[~runs.arm.isin(SEEDED)].seed) == {0}
+    # partial: exactly the cosine runs the cosine suites plan but the rows lack
+    lacking = {(s, m) for s, e in manifest["cosine_runs"]["suites"].items() for m in e["planned"]
+               if m not in set(table[table.suite == s].model)}
+    assert status["complete"] is False and status["release"] == "partial" and lacking
+    assert len(status["pending"]) == len({s for s, _ in lacking})
+    assert all(m in " ".join(status["pending"]) for _, m in lacking)
 
 
 def test_the_sizes_span_300x_with_bracketed_learning_rates(table, manifest):
@@ -77,20 +89,21 @@ def test_branches_and_averages_are_where_the_manifest_says(table, manifest):
     ends = table[table.kind == "branch"]
     assert (ends.lr == 0).all() and set(ends.branch_from) == set(map(float, POINTS))
     assert ((ends.step - ends.branch_from) == (ends.branch_from * 0.15).round()).all()
-    assert len(ends[["model", "step"]].drop_duplicates()) == b["measured_checkpoints"] == 11 * 5
+    assert len(ends[["model", "step"]].drop_duplicates()) == b["measured_checkpoints"] == (11 + 8) * 5
     avg = table[table.kind == "average"]
     assert set(avg.step) == set(POINTS) and (avg.branch_from == avg.step).all()
-    assert len(avg[["model", "step"]].drop_duplicates()) == a["measured_checkpoints"] == 11 * 5
+    assert len(avg[["model", "step"]].drop_duplicates()) == a["measured_checkpoints"] == (11 + 8) * 5
     assert all(len(v) == 5 and v[-1] == int(k) and v[0] >= int(k) * 0.9 - 1 for k, v in a["steps"].items())
 
 
 def test_cosine_runs_and_peak_lr_arms(table, manifest):
-    smallest = [s["model"] for s in manifest["sizes"][:5]]
+    smallest = [s["model"] for s in manifest["sizes"][:7]]
     cos = manifest["cosine_runs"]["suites"]
     assert {k: v["steps"] for k, v in cos.items()} == {"c2-en-cos1950": 1950, "c2-en-cos975": 975, "c2-en-cos488": 488}
     for suite, entry in cos.items():
         rows = table[table.suite == suite]
         assert entry["models"] == smallest == sorted(set(rows.model), key=smallest.index)
+        assert entry["planned"] == [s["model"] for s in manifest["sizes"]]
         assert entry["min_lr_ratio"] == 0.1 and (rows.schedule == "cosine").all()
         end = rows[rows.step == entry["steps"]]
         assert len(end) and all(math.isclose(f, 0.1, abs_tol=1e-3) for f in end.lr_fraction)  # the last update's
@@ -108,7 +121,9 @@ def test_the_primary_rows_are_the_reference_lr_runs(table, manifest):
     rows = qidlab.data.load(NAME, where=[f"{k}={primary[k]}" for k in ("suite", "eval_set", "method")]
                             + primary["where"])
     assert set(rows.kind) == {"run"} and set(rows.schedule) == {"constant"} and set(rows.lr_fraction) == {1.0}
-    assert set(rows.model) == {s["model"] for s in manifest["sizes"]}  # one reference-lr run per size
+    assert set(rows.arm) == {s["model"] for s in manifest["sizes"]}  # one reference-lr run per size and seed
+    assert rows.groupby("arm").model.nunique().to_dict() == {s["model"]: 3 if s["model"] in SEEDED else 1
+                                                             for s in manifest["sizes"]}
     assert set(table[table.lr_factor != 1].arm) == {"h384-l4-lr0.5x", "h384-l4-lr2x"}
     assert {a["model"]: a["factor"] for a in manifest["peak_lr_arms"]["arms"]} == \
         table[table.arm.str.startswith("h384-l4")].groupby("arm").lr_factor.first().to_dict()
@@ -120,24 +135,26 @@ def test_prefix_policy_eval_sets_methods_and_suite_manifests(manifest):
     assert {m["method"]: m["bits"] for m in manifest["methods"]} == {
         "awq": [2.0, 3.0, 4.0], "gptq": [2.0, 3.0, 4.0], "nf4": [4.0], "rtn": [2.0, 3.0, 4.0]}
     found = {s["suite"]: s["manifests"] for s in manifest["suites"]}
-    committed = ROOT / "campaign/results/2026-12-04-c2-s2/manifests"
-    assert [x["folder"] for x in found["c2-en"]] == ["c2-en-s1", "c2-en-s2", "c2-en-s3"]
+    committed = [ROOT / f"campaign/results/2026-12-04-c2-s{i}/manifests" for i in (2, 3)]
+    assert [x["folder"] for x in found["c2-en"]] == ["c2-en-s1", "c2-en-s2", "c2-en-s3", "c2-en-seeds"]
     for entries in found.values():
         for e in entries:
-            assert e["sha256"] == file_sha256(committed / f"{e['folder']}.toml") and e["content"]["bos_is_eos"] is True
+            file = next(f / f"{e['folder']}.toml" for f in committed if (f / f"{e['folder']}.toml").is_file())
+            assert e["sha256"] == file_sha256(file) and e["content"]["bos_is_eos"] is True
 
 
 def test_calls_and_whole_stores_point_at_committed_files(manifest):
     calls = manifest["calls"]
-    assert [(c["session"], c["call"]) for c in calls] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4)]
+    assert [(c["session"], c["call"]) for c in calls] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4),
+                                                          (3, 1), (3, 2), (3, 3), (3, 4), (3, 5)]
     assert all(c["device"] == "one NVIDIA H200" and c["date"] == "2026-12-04" and 0 < c["wall_s"] <= 600
                for c in calls)
     for c in calls:
         assert all((ROOT / c[k]).is_file() for k in ("plan", "job_log", "logs") if k in c)
     assert manifest["devices"] == ["cuda: NVIDIA H200"]
     whole = manifest["whole_stores"]
-    sums = dict(reversed(line.split()) for line in
-                (ROOT / "campaign/results/2026-12-04-c2-s2/whole-stores.sha256").read_text().splitlines())
+    sums = dict(reversed(line.split()) for i in (2, 3) for line in
+                (ROOT / f"campaign/results/2026-12-04-c2-s{i}/whole-stores.sha256").read_text().splitlines())
     assert {f["file"]: f["sha256"] for f in whole["files"]} == sums
     assert "campaign2-stores" in whole["where"]
     assert sorted(whole["per_document_losses_missing_for"]) == sorted(s["model"] for s in manifest["sizes"][:6])
@@ -154,5 +171,5 @@ def test_the_script_rebuilds_it(tmp_path, manifest):
     again = json.loads((rebuilt / "manifest.json").read_text())
     drop = ("published_with",)  # the code revision and library versions of whoever rebuilds it
     assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in manifest.items() if k not in drop}
-    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (6420, 21 + len(COLUMNS))
+    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (10860, 21 + len(COLUMNS))
     assert Path.cwd() == cwd  # the script went back to the caller's folder

@@ -358,6 +358,20 @@ def test_the_default_input_is_the_shipped_data_set(capsys):
     assert doc["data"]["path"] == str(qidlab.data.path(qidlab.data.DEFAULT))
 
 
+def test_a_superseded_data_set_still_loads_with_one_line_saying_by_what(capsys):
+    old, entry = next(iter(qidlab.data.SUPERSEDED.items()))
+    assert old in qidlab.data.datasets() and entry["by"] in qidlab.data.datasets() and old != qidlab.data.DEFAULT
+    capsys.readouterr()
+    assert main(["fit", old, "--law", "ouyang2024", "--holdout", "", "--where", "suite=en", "--json"]) == 0
+    out = capsys.readouterr()
+    notes = [line for line in out.err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and f"{old} is superseded by {entry['by']}" in notes[0] and entry["why"] in notes[0]
+    assert json.loads(out.out)["data"]["rows"] > 0  # the fit ran on it
+    assert main(["fit", entry["by"], "--law", "ouyang2024", "--holdout", "", "--json"]) == 0
+    assert "superseded" not in capsys.readouterr().err
+    assert qidlab.data.superseded_note("missing-name") is None
+
+
 @pytest.mark.parametrize("name", sorted(qidlab.data.datasets()))
 def test_every_shipped_data_set_matches_its_manifest(name):
     folder = qidlab.data.datasets()[name]

@@ -5,6 +5,7 @@ error's parameters written as the flags that set them."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Mapping, Sequence
 
 from ..errors import QidlabError
@@ -53,6 +54,16 @@ def numbers(text: str, what: str = "list") -> list[float]:
     if not values:
         raise QidlabError(f"{what} needs at least one value")
     return values
+
+
+def data_input(name: str) -> str:
+    """A command's data input, after one line on stderr if it is a superseded shipped data set."""
+    from .. import data  # reads tables with pandas: only when a command reads data
+
+    note = data.superseded_note(name)
+    if note:
+        print(note, file=sys.stderr)
+    return name
 
 
 def emit(args, doc: dict, text: str) -> None:

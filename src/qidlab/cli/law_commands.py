@@ -39,7 +39,7 @@ from ..laws.uncertainty import (
     uncertainty,
 )
 from ..output import count, dump_json, fit_cautions, size
-from .args import assignments, emit, library_names, named_number, number, numbers
+from .args import assignments, data_input, emit, library_names, named_number, number, numbers
 
 
 def register(sub) -> None:
@@ -189,7 +189,7 @@ def run_fit(args):
     law = get_law(args.law)
     if args.out:
         check_writable(args.out)  # before the work
-    name = args.data or data.DEFAULT
+    name = data_input(args.data or data.DEFAULT)
     path = data.resolve(name)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     where = list(args.where or ())
@@ -290,7 +290,7 @@ def run_compare(args):
     """``qidlab fit --compare``: ``laws.compare.compare_laws`` on the selected rows."""
     if args.law or args.by:
         raise QidlabError("--compare fits every QiD law family itself: leave out --law and --by")
-    name = args.data or data.DEFAULT
+    name = data_input(args.data or data.DEFAULT)
     path = data.resolve(name)
     frame = data.load(name, where=args.where or ())
     pooled = pooled_columns(frame)

@@ -8,7 +8,7 @@ from ..files import check_writable
 from ..show.figures import check_output, get_figure, list_figures, make_figure, save_figure
 from ..show.report import build_report
 from ..show.study import ShowOptions, load_study
-from .args import emit, library_names, number, numbers
+from .args import data_input, emit, library_names, number, numbers
 
 
 def register(sub) -> None:
@@ -64,7 +64,7 @@ def _show_options(args):
 
 
 def _input(args) -> str:
-    return args.store or DEFAULT
+    return data_input(args.store or DEFAULT)
 
 
 def run_plot(args):

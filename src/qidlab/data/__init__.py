@@ -27,8 +27,18 @@ from ..store import read_task_table
 from ..tables import SQLITE_SUFFIXES, read_table, validate
 
 #: The default input of ``qidlab fit`` / ``qidlab report`` / ``qidlab plot``: the measured data
-#: set that ships with qidlab: the GPU campaign's (issue 6; docs/findings.md).
-DEFAULT = "qidlab-gpu-2026"
+#: set that ships with qidlab: Campaign 2's (issue 17; docs/findings.md, "Campaign 2").
+DEFAULT = "qidlab-gpu-2027"
+#: Shipped data sets kept for comparison but replaced: name -> ``{"by": name, "why": text}``. They
+#: still load; the command line says so in one line on stderr (``superseded_note``).
+SUPERSEDED = {
+    "qidlab-gpu-2026": {
+        "by": "qidlab-gpu-2027",
+        "why": "scored after a <|bos|> token its models never saw in training (an untrained prefix); each model "
+               "trained once (GPU nondeterminism alone moved QiD by a median 1.07-1.27x); tokens and "
+               "learning-rate decay varied together along one cosine run per size",
+    },
+}
 ENV = "QIDLAB_DATA_PATH"
 
 
@@ -56,6 +66,15 @@ def datasets() -> dict[str, Path]:
 def names() -> list[str]:
     """Every name ``load`` accepts: the tables, then the data sets."""
     return [*BUNDLED, *datasets()]
+
+
+def superseded_note(name_or_path: str | Path) -> str | None:
+    """One line saying that a shipped data set is superseded, by what and why; None otherwise."""
+    folder = dataset_dir(name_or_path)
+    entry = SUPERSEDED.get(folder.name) if folder is not None else None
+    if entry is None:
+        return None
+    return f"note: {folder.name} is superseded by {entry['by']} and still loads, for comparison. Why: {entry['why']}"
 
 
 def dataset_dir(name_or_path: str | Path) -> Path | None:
