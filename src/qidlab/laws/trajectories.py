@@ -69,17 +69,42 @@ def slices(frame: pd.DataFrame, by: Sequence[str] = SLICE):
 
 # ---------------------------------------------------------------- cluster bootstrap
 
-def _cluster_codes(clusters) -> tuple[np.ndarray, int]:
-    codes, uniques = pd.factorize(pd.Series(clusters).astype(str), sort=True)
-    return codes, len(uniques)
+class _Clusters:
+    """The clusters of a bootstrap (one label per row) and their resamples: each replicate draws
+    ``n`` clusters with replacement (``numpy.random.default_rng(seed)``, all ``n_boot`` x ``n``
+    draws at once); one cluster gives no replicate (a CI of NaN)."""
+
+    def __init__(self, labels):
+        self.codes, uniques = pd.factorize(pd.Series(labels).astype(str), sort=True)
+        self.n = len(uniques)
+
+    def _draws(self, n_boot: int, seed: int) -> np.ndarray:
+        """``n_boot`` x ``n`` cluster indices drawn with replacement (none with one cluster)."""
+        if self.n < 2:
+            return np.empty((0, self.n), int)
+        return np.random.default_rng(seed).integers(0, self.n, size=(n_boot, self.n))
+
+    def sums(self, values) -> np.ndarray:
+        """Per cluster, the sum of ``values`` (one per row)."""
+        return np.bincount(self.codes, values, self.n)
+
+    def rows(self, n_boot: int, seed: int):
+        """Each replicate's row positions (its drawn clusters' rows, in draw order)."""
+        members = [np.flatnonzero(self.codes == k) for k in range(self.n)]
+        for draw in self._draws(n_boot, seed):
+            yield np.concatenate([members[k] for k in draw])
+
+    def ratio_ci(self, num: np.ndarray, den: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+        """95% CI of sum(num) / sum(den) over the drawn clusters, from per-cluster sums ``num``, ``den``
+        (``sums``), vectorised over replicates."""
+        idx = self._draws(n_boot, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return _percentile(num[idx].sum(1) / den[idx].sum(1))
 
 
-def _draws(n_clusters: int, n_boot: int, seed: int) -> np.ndarray:
-    """``n_boot`` x ``n_clusters`` cluster indices drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, n_clusters, size=(n_boot, n_clusters))
-
-
-def _percentile(reps: np.ndarray) -> tuple[float, float]:
+def _percentile(reps) -> tuple[float, float]:
+    """The 2.5 and 97.5 percentiles of the finite replicates (NaN, NaN without any)."""
+    reps = np.asarray(reps, float)
     reps = reps[np.isfinite(reps)]
     return (float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))) if reps.size else (np.nan, np.nan)
 
@@ -93,13 +118,9 @@ def geo_mean_ci(ratios, clusters, n_boot: int = 2000, seed: int = 0) -> dict:
     out = {"gm": np.nan, "lo": np.nan, "hi": np.nan, "n": int(ok.sum()), "clusters": 0, "dropped": int((~ok).sum())}
     if not ok.any():
         return out
-    codes, g = _cluster_codes(np.asarray(clusters)[ok])
-    logs = np.log(r[ok])
-    sums, counts = np.bincount(codes, logs, g), np.bincount(codes, minlength=g).astype(float)
-    out.update(gm=float(np.exp(logs.mean())), clusters=g)
-    if g > 1:
-        idx = _draws(g, n_boot, seed)
-        out["lo"], out["hi"] = np.exp(_percentile(sums[idx].sum(1) / counts[idx].sum(1)))
+    c, logs = _Clusters(np.asarray(clusters)[ok]), np.log(r[ok])
+    lo, hi = np.exp(c.ratio_ci(c.sums(logs), c.sums(np.ones_like(logs)), n_boot, seed))
+    out.update(gm=float(np.exp(logs.mean())), lo=lo, hi=hi, clusters=c.n)
     return out
 
 
@@ -118,15 +139,11 @@ def fe_slope(logx: np.ndarray, logy: np.ndarray, groups, clusters, n_boot: int =
     d = pd.DataFrame({"x": logx, "y": logy, "g": pd.Series(groups).astype(str).values})
     xc = d.x - d.groupby("g").x.transform("mean")
     yc = d.y - d.groupby("g").y.transform("mean")
-    codes, g = _cluster_codes(clusters)
-    sxy, sxx = np.bincount(codes, xc * yc, g), np.bincount(codes, xc * xc, g)
-    out = {"slope": float(sxy.sum() / sxx.sum()) if sxx.sum() > 0 else np.nan, "lo": np.nan, "hi": np.nan,
-           "n": len(d), "clusters": g}
-    if g > 1:
-        idx = _draws(g, n_boot, seed)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["lo"], out["hi"] = _percentile(sxy[idx].sum(1) / sxx[idx].sum(1))
-    return out
+    c = _Clusters(clusters)
+    sxy, sxx = c.sums(xc * yc), c.sums(xc * xc)
+    lo, hi = c.ratio_ci(sxy, sxx, n_boot, seed)
+    return {"slope": float(sxy.sum() / sxx.sum()) if sxx.sum() > 0 else np.nan, "lo": lo, "hi": hi,
+            "n": len(d), "clusters": c.n}
 
 
 def constant_beta(frame: pd.DataFrame, min_tokens: float = 4e6, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -363,17 +380,9 @@ def _protocol_predictions(points: pd.DataFrame, forms: Sequence[Form], protocol:
 
 def _median_diff_ci(errs: pd.DataFrame, a: str, b: str, n_boot: int, seed: int) -> tuple[float, float, float]:
     """median|err_a| - median|err_b| and its 95% CI from resampling clusters."""
-    codes, g = _cluster_codes(errs.cluster)
     ea, eb = np.abs(errs[a].to_numpy()), np.abs(errs[b].to_numpy())
-    hat = float(np.median(ea) - np.median(eb))
-    if g < 2:
-        return hat, np.nan, np.nan
-    members = [np.flatnonzero(codes == k) for k in range(g)]
-    reps = np.empty(n_boot)
-    for i, draw in enumerate(_draws(g, n_boot, seed)):
-        idx = np.concatenate([members[k] for k in draw])
-        reps[i] = np.median(ea[idx]) - np.median(eb[idx])
-    return (hat, *_percentile(reps))
+    reps = [np.median(ea[i]) - np.median(eb[i]) for i in _Clusters(errs.cluster).rows(n_boot, seed)]
+    return (float(np.median(ea) - np.median(eb)), *_percentile(reps))
 
 
 def compare_forms(frame: pd.DataFrame, min_tokens: float = 4e6, forms: Sequence[Form] = FORMS,
@@ -420,15 +429,9 @@ def form_coefficients(frame: pd.DataFrame, form: Form = FORMS[1], min_tokens: fl
     exp(delta) at a fully decayed lr, equal D and N)."""
     points, out = law_points(frame, min_tokens), []
     for key, s in slices(points[points.qid > 0], by):
-        hat = fit_params(form, s)
-        codes, g = _cluster_codes(s.cluster)
-        members = [np.flatnonzero(codes == k) for k in range(g)]
-        reps = {t: [] for t in hat}
-        for draw in (_draws(g, n_boot, seed) if g > 1 else []):
-            rep = fit_params(form, s.iloc[np.concatenate([members[k] for k in draw])])
-            for t in hat:
-                reps[t].append(rep.get(t, np.nan))
+        hat, c = fit_params(form, s), _Clusters(s.cluster)
+        reps = [fit_params(form, s.iloc[i]) for i in c.rows(n_boot, seed)]
         for t, v in hat.items():
-            lo, hi = _percentile(np.asarray(reps[t], float)) if g > 1 else (np.nan, np.nan)
-            out.append({**key, "term": t, "value": v, "lo": lo, "hi": hi, "n": len(s), "clusters": g})
+            lo, hi = _percentile([r.get(t, np.nan) for r in reps])
+            out.append({**key, "term": t, "value": v, "lo": lo, "hi": hi, "n": len(s), "clusters": c.n})
     return pd.DataFrame(out)
