@@ -5,8 +5,8 @@ or with learning-rate decay?
 
 DATASET: a data set name or folder, or a Parquet/CSV file of the same frame (default
 ``qidlab-gpu-2027``); it needs the trajectory columns of ``qidlab.train.trajectories`` (kind,
-trajectory, arm, seed, schedule, peak_lr, lr, decay, decay_tokens, branch_from). Step-0 checkpoints
-(D = 0) are left out. Prints markdown tables from ``qidlab.laws.trajectories``: GPTQ first (both eval
+trajectory, arm, seed, schedule, peak_lr, lr, decay, decay_tokens, branch_from, lr_factor: 1 for a
+size's reference-lr arm). Step-0 checkpoints (D = 0) are left out. Prints markdown tables from ``qidlab.laws.trajectories``: GPTQ first (both eval
 sets), RTN/AWQ/NF4 compactly. Bootstrap resamples clusters = (size arm, seed), with a fixed seed, so
 the output is reproducible. Units: D training tokens, N non-embedding parameters, QiD and losses in
 bits per byte (ratios and exponents are unit-free).
@@ -53,7 +53,7 @@ def label(r) -> str:
 
 def header(frame: pd.DataFrame, name: str) -> None:
     print(f"# Campaign 2 findings numbers from {name}: {len(frame)} QiD measurements (D > 0)\n")
-    sizes = frame[T.is_base_arm(frame.arm)].groupby("arm").n_params.first().sort_values()
+    sizes = frame[T.is_reference_arm(frame)].groupby("arm").n_params.first().sort_values()
     print("sizes (N):", ", ".join(f"{a} {n / 1e6:.2f}M" for a, n in sizes.items()))
     print("kinds:", frame.kind.value_counts().to_dict(), "| suites:", frame.suite.value_counts().to_dict(),
           "| seeds:", sorted(frame.seed.unique().tolist()))
@@ -71,7 +71,7 @@ def beta_table(frame: pd.DataFrame) -> None:
 
 
 def ratio_table(table: pd.DataFrame, ratios: dict[str, str], title: str) -> None:
-    base = table[T.is_base_arm(table.arm)]
+    base = table[T.is_reference_arm(table)]
     if base.empty:
         print(f"\n{title}\n\n(no rows)")
         return
@@ -87,7 +87,7 @@ def ratio_table(table: pd.DataFrame, ratios: dict[str, str], title: str) -> None
 
 
 def per_point(table: pd.DataFrame, col: str, title: str) -> None:
-    base = table[T.is_base_arm(table.arm)]
+    base = table[T.is_reference_arm(table)]
     rows = base[base.method.isin(["gptq"]) & base.bits.isin([2.0, 3.0])]
     s = T.summarize_ratio(rows, col, by=(*T.SLICE, "branch_from"), n_boot=N_BOOT, seed=SEED)
     print(f"\n{title}\n")
@@ -109,7 +109,7 @@ def cooldown(frame: pd.DataFrame) -> pd.DataFrame:
                 f"### b. The same, branch points past the early transient only (D at b >= {MIN_TOKENS:.3g}: b = 466, 889, 1695)")
     per_point(cr, "ratio_equal_d", "### b. after / const-lr at equal D, per branch point b (geometric mean over 9 sizes)")
     per_point(cr, "ratio_before", "### b. after / branch point, per branch point b")
-    base = cr[T.is_base_arm(cr.arm) & (cr.method == "gptq") & (cr.bits == 2)]
+    base = cr[T.is_reference_arm(cr) & (cr.method == "gptq") & (cr.bits == 2)]
     print("\n16-bit loss at the branch end minus the constant-lr run's at equal D (bits/byte), per b "
           "(median over sizes; GPTQ rows, loss16 is shared by methods):\n")
     print("| eval set | " + " | ".join(f"b = {b}" for b in sorted(base.branch_from.unique())) + " |")
@@ -146,7 +146,7 @@ def lr_arms(frame: pd.DataFrame) -> None:
 
 
 def lr_loss16(frame: pd.DataFrame) -> None:
-    f = frame[(frame.n_params == frame[frame.arm.str.contains("lr2x")].n_params.max()) & (frame.method == "gptq")
+    f = frame[(frame.n_params == frame[~T.is_reference_arm(frame)].n_params.max()) & (frame.method == "gptq")
               & (frame.bits == 2) & (frame.schedule == "constant")]
     print("\n16-bit loss (bits/byte) of the three h384-l4 arms at the run's end (step 1950) and the last branch end:\n")
     print("| eval set | kind | step | " + " | ".join(sorted(f.arm.unique())) + " |")
@@ -163,7 +163,7 @@ def averaging(frame: pd.DataFrame) -> None:
                 "## d. Weight averaging: QiD of the LAWA average (k = 5 over the last 10% of steps before b) over the "
                 "run's checkpoint at b (geometric mean over 9 sizes x 5 branch points)")
     per_point(av, "ratio", "### d. LAWA / run at b, per branch point b")
-    base = av[T.is_base_arm(av.arm) & (av.method == "gptq") & (av.bits == 2)]
+    base = av[T.is_reference_arm(av) & (av.method == "gptq") & (av.bits == 2)]
     print("\n16-bit loss of the average minus the run's at b (bits/byte; median over sizes):\n")
     for ev in EVAL_SETS:
         d = base[base.eval_set == ev].assign(diff=lambda x: x.loss16_avg - x.loss16_run)
@@ -222,7 +222,7 @@ def forms(frame: pd.DataFrame) -> None:
     deltas(frame)
     pooled = frame[frame.bits.isin([2.0, 3.0]) & (frame.method != "nf4")]
     forms_table(pooled, ("method", "eval_set"), "### f. 2 and 3 bits pooled (gamma fitted)")
-    rows = pooled[T.is_base_arm(pooled.arm) & (pooled.kind != "average") & (pooled.tokens >= MIN_TOKENS) & (pooled.qid > 0)]
+    rows = pooled[T.is_reference_arm(pooled) & (pooled.kind != "average") & (pooled.tokens >= MIN_TOKENS) & (pooled.qid > 0)]
     print("\nFitted on all points of the slice (GPTQ, 2+3 bits):\n")
     for ev in EVAL_SETS:
         r = rows[(rows.method == "gptq") & (rows.eval_set == ev)]

@@ -34,7 +34,7 @@ def _row(arm, seed, suite, kind, step, n, bits, qid, schedule="constant", decay=
     return {"suite": suite, "model": model or arm, "step": step, "tokens": step * TPS, "n_params": int(n), "bits": float(bits),
             "method": "gptq", "eval_set": "debian-en-heldout", "qid": qid, "loss16": 3.0 - 0.1 * math.log(step * TPS / 1e6),
             "kind": kind, "trajectory": arm, "arm": arm, "seed": seed, "schedule": schedule, "peak_lr": peak,
-            "decay": decay, "decay_tokens": decay_tokens, "branch_from": branch_from}
+            "decay": decay, "decay_tokens": decay_tokens, "branch_from": branch_from, "lr_factor": peak / 1e-3}
 
 
 def _trajectory(rng, arm, n, seed, bits, delta, noise, peak=1e-3, factor=1.0):
@@ -129,7 +129,7 @@ def test_decay_aware_form_wins_held_out_when_decay_matters(decayed):
     assert (loso["med_ouyang+decay"] < loso.med_ouyang).all() and (loso["lo_ouyang+decay"] > 0).all()
     const = out[out.protocol == "const"]
     assert (const.winner == "same fit").all() and (const.bias_ouyang < -0.2).all()  # D^beta alone under-predicts decayed ends
-    fit = T.fit_params(T.FORMS[1], decayed[(decayed.bits == 2) & T.is_base_arm(decayed.arm) & (decayed.kind != "average")])
+    fit = T.fit_params(T.FORMS[1], decayed[(decayed.bits == 2) & T.is_reference_arm(decayed) & (decayed.kind != "average")])
     assert fit["decay"] == pytest.approx(0.5, abs=0.06) and fit["logD"] == pytest.approx(BETA, abs=0.06)
 
 
@@ -142,7 +142,7 @@ def test_forms_tie_held_out_without_a_decay_effect(neutral):
 def test_pooled_bits_fit_the_bits_exponent(decayed):
     out = T.compare_forms(decayed, min_tokens=4e6, by=("method", "eval_set"), protocols=("loso",), n_boot=100)
     assert len(out) == 1 and out.n.iloc[0] == 2 * len(SIZES) * (4 + 3)  # branch ends from 466 on, 3 cosine ends
-    rows = decayed[T.is_base_arm(decayed.arm) & (decayed.kind != "average")]
+    rows = decayed[T.is_reference_arm(decayed) & (decayed.kind != "average")]
     assert T.fit_params(T.FORMS[1], rows)["logP"] == pytest.approx(GAMMA, abs=0.2)
 
 
@@ -155,7 +155,7 @@ def test_seeds_are_clusters_of_their_own():
 def test_non_positive_qid_is_dropped_and_counted(neutral):
     frame = neutral.copy()
     runs = frame.index[(frame.kind == "run") & (frame.schedule == "constant") & (frame.step == 1024) & (frame.bits == 3)
-                       & T.is_base_arm(frame.arm)]  # the 2x arm is not in the constant-lr exponent
+                       & T.is_reference_arm(frame)]  # the 2x arm is not in the constant-lr exponent
     frame.loc[runs, "qid"] = -1e-4
     out = T.constant_beta(frame, n_boot=50).set_index("bits")
     assert out.loc[3.0, "dropped"] == len(runs) and out.loc[2.0, "dropped"] == 0
@@ -167,6 +167,37 @@ def test_missing_columns_and_empty_frames_are_one_line_errors(neutral):
     assert "\n" not in str(e.value)
     with pytest.raises(QidlabError, match="empty"):
         T.cooldown_ratios(neutral.iloc[:0])
+
+
+def _renamed(frame: pd.DataFrame, names: dict) -> pd.DataFrame:
+    return frame.assign(arm=frame.arm.replace(names), trajectory=frame.trajectory.replace(names))
+
+
+def test_the_reference_arm_is_lr_factor_1_whatever_the_names_say(neutral):
+    """Reference arms named like variants (``s1-lr1x``) and the 2x variant named like a size (``s5b``):
+    every reference-arm decision follows lr_factor, so the results match the plainly named frame."""
+    names = {**{a: f"{a}-lr1x" for a in SIZES}, "s5-lr2x": "s5b"}
+    frame = _renamed(neutral, names)
+    assert T.is_reference_arm(frame).tolist() == (frame.lr_factor == 1).tolist()
+    assert set(frame[~T.is_reference_arm(frame)].arm) == {"s5b"}
+    plain, odd = T.constant_beta(neutral, n_boot=50), T.constant_beta(frame, n_boot=50)
+    assert (odd.clusters == len(SIZES)).all() and odd.beta.tolist() == plain.beta.tolist()
+    lr = T.lr_arm_ratios(frame)
+    assert set(lr.arm) == {"s5b"} and (lr.multiplier == 2).all() and len(lr) == len(T.lr_arm_ratios(neutral))
+    points = T.law_points(frame)
+    assert "s5b" not in set(points.arm) and len(points) == len(T.law_points(neutral))
+
+
+def test_a_frame_without_lr_factor_is_a_one_line_error(neutral):
+    for call in (T.constant_beta, T.lr_arm_ratios, T.compare_forms):
+        with pytest.raises(QidlabError, match="lr_factor") as e:
+            call(neutral.drop(columns=["lr_factor"]))
+        assert "\n" not in str(e.value)
+    with pytest.raises(QidlabError, match="needs the lr_factor column"):
+        T.is_reference_arm(T.cooldown_ratios(neutral).drop(columns=["lr_factor"]))
+    gaps = neutral.assign(lr_factor=np.where(neutral.arm == "s2", np.nan, neutral.lr_factor))
+    with pytest.raises(QidlabError, match=r"lr_factor is missing on \d+ of \d+ rows \(arms s2\)"):
+        T.constant_beta(gaps)
 
 
 def test_decay_coefficient_ci_excludes_zero_with_an_effect_and_covers_it_without(decayed, neutral):

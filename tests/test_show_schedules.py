@@ -65,6 +65,27 @@ def test_cooldown_draws_each_branch_end_joined_to_its_branch_point(study):
     assert "3-bit gptq" in fig.get_suptitle().replace("\n", " ")
 
 
+def test_cooldown_draws_each_sizes_lr_factor_1_arm_whatever_the_names_say():
+    """The reference arm named like a variant (``b-lr1x``), its 2x variant named like a size (``b2``,
+    the shortest name of the size): the panel draws the lr_factor 1 arm."""
+    names = {"b": "b-lr1x", "b-lr2x": "b2"}
+    frame = trajectory_frame().replace({"arm": names, "trajectory": names})
+    fig = make_figure("cooldown", Study.from_frame(frame, options=ShowOptions(bootstrap=0, dpi=40)))
+    panel = [ax for ax in fig.axes if ax.get_visible()][1]
+    assert "(b-lr1x)" in panel.get_title()
+    mine = frame[(frame.arm == "b-lr1x") & (frame.bits == 3.0) & (frame.kind == "branch")].sort_values("tokens")
+    assert (mine.lr_factor == 1).all()
+    assert _points(panel, "branch-end").tolist() == mine[["tokens", "qid"]].to_numpy(float).tolist()
+
+
+def test_cooldown_without_lr_factor_is_skipped_and_the_others_still_draw():
+    study = Study.from_frame(trajectory_frame().drop(columns=["lr_factor"]), options=ShowOptions(bootstrap=0, dpi=30))
+    with pytest.raises(FigureUnavailable, match="cooldown needs the trajectory columns lr_factor"):
+        make_figure("cooldown", study)
+    make_figure("peak-lr", study)
+    make_figure("averaging", study)
+
+
 def test_peak_lr_draws_the_size_with_several_peak_lrs(study):
     fig = make_figure("peak-lr", study)
     left, right = fig.axes[:2]

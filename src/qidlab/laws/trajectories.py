@@ -1,14 +1,15 @@
 """Tokens or learning-rate decay? QiD along training trajectories (issue 17; Catalan-Tatjer et al.
 2025, arXiv 2510.06213), from a measurement frame with the columns of
 ``qidlab.train.trajectories.COLUMNS`` (kind run|branch|average, trajectory, arm, seed, schedule,
-peak_lr, lr, decay, decay_tokens, branch_from).
+peak_lr, lr, decay, decay_tokens, branch_from, lr_factor). A size's reference-lr arm is the one with
+``lr_factor == 1`` (``is_reference_arm``); its peak-lr variants have another factor (0.5, 2, ...).
 
 Per slice (method, bits, eval_set):
 
 * ``constant_beta``      exponent of QiD in D along constant-lr runs, a fixed effect per trajectory;
 * ``cooldown_ratios``    each cooldown branch end vs the constant-lr run at the same D and at its
                          branch point;
-* ``lr_arm_ratios``      QiD of the peak-lr variants of one size over the base lr's, point by point;
+* ``lr_arm_ratios``      QiD of the peak-lr variants of one size over the reference lr's, point by point;
 * ``averaging_ratios``   LAWA average at a branch point over the run's checkpoint there;
 * ``cosine_ratios``      a cosine run's end vs the constant-lr run at the same D and the nearest
                          cooldown branch end;
@@ -24,9 +25,8 @@ its own cluster. Pure: frames in, frames out (no files).
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,8 @@ from ..errors import QidlabError
 
 SLICE = ("method", "bits", "eval_set")
 NEEDED = ("suite", "model", "step", "tokens", "n_params", "bits", "method", "eval_set", "qid", "loss16", "kind",
-          "trajectory", "arm", "seed", "schedule", "peak_lr", "decay", "decay_tokens", "branch_from")
+          "trajectory", "arm", "seed", "schedule", "peak_lr", "decay", "decay_tokens", "branch_from", "lr_factor")
 RUN_KEY = ("suite", "trajectory", "seed")  # one trained run (its branches and averages share it)
-_VARIANT = re.compile(r"-lr[0-9.]+x$")  # an arm at a multiple of its size's swept peak lr (h384-l4-lr2x)
 
 
 def check_frame(frame: pd.DataFrame, needed: Sequence[str] = NEEDED) -> pd.DataFrame:
@@ -51,9 +50,20 @@ def check_frame(frame: pd.DataFrame, needed: Sequence[str] = NEEDED) -> pd.DataF
     return frame
 
 
-def is_base_arm(arms: pd.Series) -> pd.Series:
-    """True for an arm at its size's swept peak lr (not named ``<size>-lr<m>x``)."""
-    return ~arms.astype(str).str.contains(_VARIANT)
+def is_reference_arm(frame: pd.DataFrame) -> pd.Series:
+    """True for the rows of an arm at its size's reference peak lr: ``lr_factor == 1`` (the arm's
+    peak lr over its size's reference lr, ``qidlab.train.trajectories``; seed runs, branches and
+    averages share their arm's), whatever the arm is named. One QidlabError when the frame has no
+    lr_factor column or rows without a value (data written before the column existed)."""
+    if "lr_factor" not in frame.columns:
+        raise QidlabError("telling a size's reference-lr arm from its peak-lr variants needs the lr_factor column "
+                          "(qidlab.train.trajectories adds it), which the frame lacks")
+    factor = pd.to_numeric(frame["lr_factor"], errors="coerce")
+    if factor.isna().any():
+        arms = sorted(frame.loc[factor.isna(), "arm"].astype(str).unique()) if "arm" in frame.columns else []
+        raise QidlabError(f"lr_factor is missing on {int(factor.isna().sum())} of {len(frame)} rows"
+                          + (f" (arms {', '.join(arms[:5])}{', ...' if len(arms) > 5 else ''})" if arms else ""))
+    return factor == 1.0
 
 
 def cluster_labels(frame: pd.DataFrame) -> pd.Series:
@@ -69,17 +79,42 @@ def slices(frame: pd.DataFrame, by: Sequence[str] = SLICE):
 
 # ---------------------------------------------------------------- cluster bootstrap
 
-def _cluster_codes(clusters) -> tuple[np.ndarray, int]:
-    codes, uniques = pd.factorize(pd.Series(clusters).astype(str), sort=True)
-    return codes, len(uniques)
+class _Clusters:
+    """The clusters of a bootstrap (one label per row) and their resamples: each replicate draws
+    ``n`` clusters with replacement (``numpy.random.default_rng(seed)``, all ``n_boot`` x ``n``
+    draws at once); one cluster gives no replicate (a CI of NaN)."""
+
+    def __init__(self, labels):
+        self.codes, uniques = pd.factorize(pd.Series(labels).astype(str), sort=True)
+        self.n = len(uniques)
+
+    def _draws(self, n_boot: int, seed: int) -> np.ndarray:
+        """``n_boot`` x ``n`` cluster indices drawn with replacement (none with one cluster)."""
+        if self.n < 2:
+            return np.empty((0, self.n), int)
+        return np.random.default_rng(seed).integers(0, self.n, size=(n_boot, self.n))
+
+    def sums(self, values) -> np.ndarray:
+        """Per cluster, the sum of ``values`` (one per row)."""
+        return np.bincount(self.codes, values, self.n)
+
+    def rows(self, n_boot: int, seed: int):
+        """Each replicate's row positions (its drawn clusters' rows, in draw order)."""
+        members = [np.flatnonzero(self.codes == k) for k in range(self.n)]
+        for draw in self._draws(n_boot, seed):
+            yield np.concatenate([members[k] for k in draw])
+
+    def ratio_ci(self, num: np.ndarray, den: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+        """95% CI of sum(num) / sum(den) over the drawn clusters, from per-cluster sums ``num``, ``den``
+        (``sums``), vectorised over replicates."""
+        idx = self._draws(n_boot, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return _percentile(num[idx].sum(1) / den[idx].sum(1))
 
 
-def _draws(n_clusters: int, n_boot: int, seed: int) -> np.ndarray:
-    """``n_boot`` x ``n_clusters`` cluster indices drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, n_clusters, size=(n_boot, n_clusters))
-
-
-def _percentile(reps: np.ndarray) -> tuple[float, float]:
+def _percentile(reps) -> tuple[float, float]:
+    """The 2.5 and 97.5 percentiles of the finite replicates (NaN, NaN without any)."""
+    reps = np.asarray(reps, float)
     reps = reps[np.isfinite(reps)]
     return (float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))) if reps.size else (np.nan, np.nan)
 
@@ -93,23 +128,19 @@ def geo_mean_ci(ratios, clusters, n_boot: int = 2000, seed: int = 0) -> dict:
     out = {"gm": np.nan, "lo": np.nan, "hi": np.nan, "n": int(ok.sum()), "clusters": 0, "dropped": int((~ok).sum())}
     if not ok.any():
         return out
-    codes, g = _cluster_codes(np.asarray(clusters)[ok])
-    logs = np.log(r[ok])
-    sums, counts = np.bincount(codes, logs, g), np.bincount(codes, minlength=g).astype(float)
-    out.update(gm=float(np.exp(logs.mean())), clusters=g)
-    if g > 1:
-        idx = _draws(g, n_boot, seed)
-        out["lo"], out["hi"] = np.exp(_percentile(sums[idx].sum(1) / counts[idx].sum(1)))
+    c, logs = _Clusters(np.asarray(clusters)[ok]), np.log(r[ok])
+    lo, hi = np.exp(c.ratio_ci(c.sums(logs), c.sums(np.ones_like(logs)), n_boot, seed))
+    out.update(gm=float(np.exp(logs.mean())), lo=lo, hi=hi, clusters=c.n)
     return out
 
 
 # ---------------------------------------------------------------- a. QiD vs D at constant lr
 
 def constant_runs(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.DataFrame:
-    """Checkpoints of the constant-lr main runs at the swept lr (kind run, schedule constant, base
-    arms) with D >= ``min_tokens`` tokens."""
+    """Checkpoints of the constant-lr main runs at the reference lr (kind run, schedule constant,
+    lr_factor 1) with D >= ``min_tokens`` tokens."""
     f = frame
-    return f[(f.kind == "run") & (f.schedule == "constant") & is_base_arm(f.arm) & (f.tokens >= min_tokens)]
+    return f[(f.kind == "run") & (f.schedule == "constant") & is_reference_arm(f) & (f.tokens >= min_tokens)]
 
 
 def fe_slope(logx: np.ndarray, logy: np.ndarray, groups, clusters, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -118,15 +149,11 @@ def fe_slope(logx: np.ndarray, logy: np.ndarray, groups, clusters, n_boot: int =
     d = pd.DataFrame({"x": logx, "y": logy, "g": pd.Series(groups).astype(str).values})
     xc = d.x - d.groupby("g").x.transform("mean")
     yc = d.y - d.groupby("g").y.transform("mean")
-    codes, g = _cluster_codes(clusters)
-    sxy, sxx = np.bincount(codes, xc * yc, g), np.bincount(codes, xc * xc, g)
-    out = {"slope": float(sxy.sum() / sxx.sum()) if sxx.sum() > 0 else np.nan, "lo": np.nan, "hi": np.nan,
-           "n": len(d), "clusters": g}
-    if g > 1:
-        idx = _draws(g, n_boot, seed)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["lo"], out["hi"] = _percentile(sxy[idx].sum(1) / sxx[idx].sum(1))
-    return out
+    c = _Clusters(clusters)
+    sxy, sxx = c.sums(xc * yc), c.sums(xc * xc)
+    lo, hi = c.ratio_ci(sxy, sxx, n_boot, seed)
+    return {"slope": float(sxy.sum() / sxx.sum()) if sxx.sum() > 0 else np.nan, "lo": lo, "hi": hi,
+            "n": len(d), "clusters": c.n}
 
 
 def constant_beta(frame: pd.DataFrame, min_tokens: float = 4e6, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -183,7 +210,8 @@ def cooldown_ratios(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cooldown branch end: its QiD (``qid_after``), the run's QiD interpolated log-log
     at the branch end's D (``qid_equal_d``) and at the branch point (``qid_before``), their ratios
     ``ratio_equal_d`` = after / equal-D and ``ratio_before`` = after / before, and the same for the
-    16-bit loss (``loss16_after``, ``loss16_equal_d``: linear in log D)."""
+    16-bit loss (``loss16_after``, ``loss16_equal_d``: linear in log D); with the branch's arm,
+    lr_factor and bootstrap ``cluster``."""
     frame = check_frame(frame)
     runs, out = _runs_by_key(frame), []
     for _, b in frame[frame.kind == "branch"].iterrows():
@@ -194,7 +222,8 @@ def cooldown_ratios(frame: pd.DataFrame) -> pd.DataFrame:
         eq = interp_loglog(x, run.qid.to_numpy(float), float(b.tokens))
         l16 = interp_loglog(x, run.loss16.to_numpy(float), float(b.tokens))
         before = _at_step(run, b.branch_from)
-        out.append({**{c: b[c] for c in RUN_KEY + SLICE}, "arm": b.arm, "cluster": f"{b.arm}|seed{b.seed}",
+        out.append({**{c: b[c] for c in RUN_KEY + SLICE}, "arm": b.arm, "lr_factor": b.lr_factor,
+                    "cluster": f"{b.arm}|seed{b.seed}",
                     "n_params": b.n_params, "branch_from": int(b.branch_from), "tokens": b.tokens,
                     "qid_after": b.qid, "qid_equal_d": eq, "qid_before": before,
                     "ratio_equal_d": b.qid / eq, "ratio_before": b.qid / before,
@@ -215,21 +244,23 @@ def summarize_ratio(table: pd.DataFrame, ratio: str, by: Sequence[str] = SLICE, 
 # ---------------------------------------------------------------- c. peak lr
 
 def lr_multiplier_of(frame: pd.DataFrame) -> pd.Series:
-    """Each row's peak lr over the peak lr of its size's base arm (same n_params, base arm, constant
-    schedule): 1 for base arms, e.g. 0.5 or 2 for ``h384-l4-lr0.5x`` / ``-lr2x``."""
-    base = frame[is_base_arm(frame.arm) & (frame.schedule == "constant")].groupby("n_params").peak_lr.first()
+    """Each row's peak lr over the peak lr of its size's reference arm (same n_params, lr_factor 1,
+    constant schedule): 1 for reference arms, e.g. 0.5 or 2 for ``h384-l4-lr0.5x`` / ``-lr2x``."""
+    base = frame[is_reference_arm(frame) & (frame.schedule == "constant")].groupby("n_params").peak_lr.first()
     return frame.peak_lr / frame.n_params.map(base)
 
 
 def lr_arm_ratios(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per checkpoint of a peak-lr variant arm (run checkpoints, branch ends, averages):
-    its QiD over the base arm's at the same size, kind, step (and branch point), seed and slice.
+    its QiD over the reference arm's (lr_factor 1) at the same size, kind, step (and branch point),
+    seed and slice.
     Columns: slice, kind, multiplier, step, tokens, branch_from, qid, qid_base, ratio."""
     f = check_frame(frame)
     f = f[f.schedule == "constant"].assign(multiplier=lr_multiplier_of(f[f.schedule == "constant"]))
     keys = ["n_params", "seed", "kind", "step", "branch_from", *SLICE]
-    base = f[is_base_arm(f.arm)][keys + ["qid"]].rename(columns={"qid": "qid_base"})
-    variant = f[~is_base_arm(f.arm)].copy()
+    reference = is_reference_arm(f)
+    base = f[reference][keys + ["qid"]].rename(columns={"qid": "qid_base"})
+    variant = f[~reference].copy()
     variant["branch_from"], base["branch_from"] = variant.branch_from.fillna(-1), base.branch_from.fillna(-1)
     m = variant.merge(base, on=keys, how="inner")
     m["ratio"] = m.qid / m.qid_base
@@ -241,7 +272,7 @@ def lr_arm_ratios(frame: pd.DataFrame) -> pd.DataFrame:
 
 def averaging_ratios(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per LAWA average: its QiD over the run's checkpoint at the branch point it ends at
-    (``ratio`` = averaged / not), and both 16-bit losses."""
+    (``ratio`` = averaged / not), and both 16-bit losses; with its arm, lr_factor and ``cluster``."""
     frame = check_frame(frame)
     runs, out = _runs_by_key(frame), []
     for _, a in frame[frame.kind == "average"].iterrows():
@@ -249,7 +280,8 @@ def averaging_ratios(frame: pd.DataFrame) -> pd.DataFrame:
         if run is None:
             continue
         q, l16 = _at_step(run, a.branch_from), _at_step(run, a.branch_from, "loss16")
-        out.append({**{c: a[c] for c in RUN_KEY + SLICE}, "arm": a.arm, "cluster": f"{a.arm}|seed{a.seed}",
+        out.append({**{c: a[c] for c in RUN_KEY + SLICE}, "arm": a.arm, "lr_factor": a.lr_factor,
+                    "cluster": f"{a.arm}|seed{a.seed}",
                     "branch_from": int(a.branch_from), "tokens": a.tokens, "qid_avg": a.qid, "qid_run": q,
                     "ratio": a.qid / q, "loss16_avg": a.loss16, "loss16_run": l16})
     return pd.DataFrame(out)
@@ -267,7 +299,8 @@ def cosine_ends(frame: pd.DataFrame) -> pd.DataFrame:
 def cosine_ratios(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cosine run end: its QiD over the constant-lr run of the same arm and seed,
     interpolated log-log at the same D (``ratio_const``), and over the cooldown branch end of that
-    run nearest in log D (``ratio_branch``, its D in ``branch_tokens``); 16-bit losses beside."""
+    run nearest in log D (``ratio_branch``, its D in ``branch_tokens``); 16-bit losses beside; with
+    its arm, lr_factor and ``cluster``."""
     f = check_frame(frame)
     const = f[(f.kind == "run") & (f.schedule == "constant")]
     runs = {k: g.sort_values("step") for k, g in const.groupby(["arm", "seed", *SLICE])}
@@ -281,7 +314,7 @@ def cosine_ratios(frame: pd.DataFrame) -> pd.DataFrame:
         x = run.tokens.to_numpy(float)
         q_const = interp_loglog(x, run.qid.to_numpy(float), float(c.tokens))
         near = br.iloc[int(np.argmin(np.abs(np.log(br.tokens.to_numpy(float) / c.tokens))))] if br is not None else None
-        out.append({**{s: c[s] for s in SLICE}, "suite": c.suite, "arm": c.arm, "seed": c.seed,
+        out.append({**{s: c[s] for s in SLICE}, "suite": c.suite, "arm": c.arm, "lr_factor": c.lr_factor, "seed": c.seed,
                     "cluster": f"{c.arm}|seed{c.seed}", "step": c.step, "tokens": c.tokens, "qid_cos": c.qid,
                     "qid_const": q_const, "ratio_const": c.qid / q_const,
                     "branch_tokens": near.tokens if near is not None else np.nan,
@@ -337,11 +370,11 @@ def fit_params(form: Form, rows: pd.DataFrame) -> dict[str, float]:
 
 
 def law_points(frame: pd.DataFrame, min_tokens: float = 4e6) -> pd.DataFrame:
-    """The points a law comparison uses: base-arm constant-lr run checkpoints, cooldown branch ends
+    """The points a law comparison uses: reference-arm constant-lr run checkpoints, cooldown branch ends
     and cosine run checkpoints with D >= ``min_tokens`` (averages and peak-lr variants left out),
     with a ``target`` flag on branch ends and cosine ends and the ``cluster`` label."""
     f = check_frame(frame)
-    f = f[is_base_arm(f.arm) & (f.kind != "average") & (f.tokens >= min_tokens)]
+    f = f[is_reference_arm(f) & (f.kind != "average") & (f.tokens >= min_tokens)]
     ends = cosine_ends(f).index
     return f.assign(target=(f.kind == "branch") | f.index.isin(ends), cluster=cluster_labels(f))
 
@@ -363,17 +396,9 @@ def _protocol_predictions(points: pd.DataFrame, forms: Sequence[Form], protocol:
 
 def _median_diff_ci(errs: pd.DataFrame, a: str, b: str, n_boot: int, seed: int) -> tuple[float, float, float]:
     """median|err_a| - median|err_b| and its 95% CI from resampling clusters."""
-    codes, g = _cluster_codes(errs.cluster)
     ea, eb = np.abs(errs[a].to_numpy()), np.abs(errs[b].to_numpy())
-    hat = float(np.median(ea) - np.median(eb))
-    if g < 2:
-        return hat, np.nan, np.nan
-    members = [np.flatnonzero(codes == k) for k in range(g)]
-    reps = np.empty(n_boot)
-    for i, draw in enumerate(_draws(g, n_boot, seed)):
-        idx = np.concatenate([members[k] for k in draw])
-        reps[i] = np.median(ea[idx]) - np.median(eb[idx])
-    return (hat, *_percentile(reps))
+    reps = [np.median(ea[i]) - np.median(eb[i]) for i in _Clusters(errs.cluster).rows(n_boot, seed)]
+    return (float(np.median(ea) - np.median(eb)), *_percentile(reps))
 
 
 def compare_forms(frame: pd.DataFrame, min_tokens: float = 4e6, forms: Sequence[Form] = FORMS,
@@ -420,15 +445,9 @@ def form_coefficients(frame: pd.DataFrame, form: Form = FORMS[1], min_tokens: fl
     exp(delta) at a fully decayed lr, equal D and N)."""
     points, out = law_points(frame, min_tokens), []
     for key, s in slices(points[points.qid > 0], by):
-        hat = fit_params(form, s)
-        codes, g = _cluster_codes(s.cluster)
-        members = [np.flatnonzero(codes == k) for k in range(g)]
-        reps = {t: [] for t in hat}
-        for draw in (_draws(g, n_boot, seed) if g > 1 else []):
-            rep = fit_params(form, s.iloc[np.concatenate([members[k] for k in draw])])
-            for t in hat:
-                reps[t].append(rep.get(t, np.nan))
+        hat, c = fit_params(form, s), _Clusters(s.cluster)
+        reps = [fit_params(form, s.iloc[i]) for i in c.rows(n_boot, seed)]
         for t, v in hat.items():
-            lo, hi = _percentile(np.asarray(reps[t], float)) if g > 1 else (np.nan, np.nan)
-            out.append({**key, "term": t, "value": v, "lo": lo, "hi": hi, "n": len(s), "clusters": g})
+            lo, hi = _percentile([r.get(t, np.nan) for r in reps])
+            out.append({**key, "term": t, "value": v, "lo": lo, "hi": hi, "n": len(s), "clusters": c.n})
     return pd.DataFrame(out)

@@ -3,7 +3,8 @@ before and after a cooldown, at several peak learning rates, and of weight avera
 
 They read the per-checkpoint columns of ``qidlab.train.trajectories`` (``kind``: run, branch = a
 cooldown's end, average = LAWA at a branch point; ``trajectory``, ``arm``, ``schedule``,
-``peak_lr``, ``branch_from``: the run step a branch left or an average ends at), on the study's
+``peak_lr``, ``branch_from``: the run step a branch left or an average ends at; ``lr_factor``: 1 for
+a size's reference-lr arm, ``qidlab.laws.trajectories.is_reference_arm``), on the study's
 primary slice (eval set, method) at one bit width (3 when measured, else the middle one), from every
 row of the study (``Study.all_rows``: the rows a data set's ``primary.where`` leaves out of the laws
 included). N is non-embedding parameters, D training tokens, QiD in the study's unit (``Study.unit``).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..laws.trajectories import is_reference_arm
 from .settings import hold_settings
 from .style import (
     TOKENS,
@@ -27,18 +29,18 @@ from .style import (
     suptitle,
 )
 
-#: What these figures need of ``qidlab.train.trajectories.COLUMNS``.
+#: What these figures need of ``qidlab.train.trajectories.COLUMNS`` (cooldown also ``lr_factor``).
 NEEDED = ("kind", "trajectory", "arm", "schedule", "peak_lr", "branch_from")
 BITS = 3.0  # the bit width drawn when measured (GPTQ 3-bit QiD is well above the noise at every size)
 
 
-def trajectory_rows(study, figure: str):
+def trajectory_rows(study, figure: str, needed=NEEDED):
     """(the primary slice's rows at one bit width, with the other suites' rows of that slice, the
-    bit width); ``FigureUnavailable`` when the measurements lack the trajectory columns."""
+    bit width); ``FigureUnavailable`` when the measurements lack a trajectory column of ``needed``."""
     import pandas as pd
 
     rows = study.all_rows
-    missing = [c for c in NEEDED if c not in rows.columns or rows[c].isna().all()]
+    missing = [c for c in needed if c not in rows.columns or rows[c].isna().all()]
     if missing:
         raise FigureUnavailable(f"{figure} needs the trajectory columns {', '.join(missing)} "
                                 "(qidlab.train.trajectories: runs, cooldown branches, averages), which the "
@@ -77,13 +79,13 @@ def _ci(ax, rows, x: str, colour, y: str = "qid") -> None:
 
 
 def _main_arm(rows):
-    """The arm of each size drawn as its main run: the one with the most constant-lr rows, then the
-    shortest name (``h384-l4`` before ``h384-l4-lr2x``)."""
-    runs = rows[rows.schedule == "constant"]
+    """``{N: arm}``: the arm of each size drawn as its main run, its reference-lr arm (lr_factor 1,
+    ``is_reference_arm``; should a size have several, the one with the most constant-lr rows, then
+    by name). A size with peak-lr variants only has none."""
+    runs = rows[(rows.schedule == "constant") & is_reference_arm(rows)]
     counts = runs.groupby(["n_params", "arm"]).size().reset_index(name="rows")
-    counts = counts.assign(length=counts.arm.str.len()).sort_values(["n_params", "rows", "length", "arm"],
-                                                                    ascending=[True, False, True, True])
-    return dict(zip(counts.drop_duplicates("n_params").n_params, counts.drop_duplicates("n_params").arm))
+    counts = counts.sort_values(["n_params", "rows", "arm"], ascending=[True, False, True]).drop_duplicates("n_params")
+    return dict(zip(counts.n_params, counts.arm))
 
 
 def branch_pairs(rows, kind: str):
@@ -106,7 +108,7 @@ def cooldown(study):
     """Per size, QiD vs D of the constant-lr run (line, CI bars), each cooldown branch's end
     (square) joined to its branch point (circle on the run), and cosine runs (dotted, their end a
     cross) when measured."""
-    rows, bits = trajectory_rows(study, "cooldown")
+    rows, bits = trajectory_rows(study, "cooldown", (*NEEDED, "lr_factor"))
     main = _main_arm(rows)
     sizes = [n for n in sorted(main) if ((rows.n_params == n) & (rows.kind == "branch")).any()]
     if not sizes:
