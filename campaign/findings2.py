@@ -1,7 +1,7 @@
 """The numbers of docs/findings.md's Campaign 2 section (issue 17): does QiD grow with training tokens
 or with learning-rate decay?
 
-    PYTHONPATH=src .venv/bin/python campaign/findings2.py [DATASET] > campaign/results/2026-12-04-c2-s2/findings2.txt
+    PYTHONPATH=src .venv/bin/python campaign/findings2.py [DATASET] > campaign/results/2026-12-04-c2-s3/findings2.txt
 
 DATASET: a data set name or folder, or a Parquet/CSV file of the same frame (default
 ``qidlab-gpu-2027``); it needs the trajectory columns of ``qidlab.train.trajectories`` (kind,
@@ -10,6 +10,11 @@ size's reference-lr arm). Step-0 checkpoints (D = 0) are left out. Prints markdo
 sets), RTN/AWQ/NF4 compactly. Bootstrap resamples clusters = (size arm, seed), with a fixed seed, so
 the output is reproducible. Units: D training tokens, N non-embedding parameters, QiD and losses in
 bits per byte (ratios and exponents are unit-free).
+
+With a ``batch_order`` column, items a-f use the contiguous-batch rows (every main run as trained;
+the shuffled-batch seed runs of session 3 are another treatment, not replicates), g compares the
+shuffled runs with them (and their seeds with each other), and a, b, d are repeated on the shuffled
+runs alone.
 """
 
 from __future__ import annotations
@@ -99,15 +104,23 @@ def per_point(table: pd.DataFrame, col: str, title: str) -> None:
         print(f"{label(key)} " + " | ".join(ci(g.loc[b]) for b in points) + " |")
 
 
+def runs_text(table: pd.DataFrame) -> str:
+    """'9 sizes' (one run each) or '4 sizes x 2 seeds' ..., of a ratio table's reference-lr rows."""
+    base = table[T.is_reference_arm(table)]
+    sizes, runs = base.arm.nunique(), base.cluster.nunique()
+    return f"{sizes} sizes" if runs == sizes else f"{runs} runs ({sizes} sizes)"
+
+
 def cooldown(frame: pd.DataFrame) -> pd.DataFrame:
     cr = T.cooldown_ratios(frame)
+    runs = runs_text(cr)
     ratio_table(cr, {"after / const-lr at equal D": "ratio_equal_d", "after / branch point": "ratio_before"},
                 "## b. Cooldown branches: QiD at the branch end over the constant-lr run (interpolated log-log at "
-                "the same D) and over the branch point (geometric means over 9 sizes x 5 branch points)")
+                f"the same D) and over the branch point (geometric means over {runs} x 5 branch points)")
     late = cr[cr.branch_from * 16384 >= MIN_TOKENS]
     ratio_table(late, {"after / const-lr at equal D": "ratio_equal_d", "after / branch point": "ratio_before"},
                 f"### b. The same, branch points past the early transient only (D at b >= {MIN_TOKENS:.3g}: b = 466, 889, 1695)")
-    per_point(cr, "ratio_equal_d", "### b. after / const-lr at equal D, per branch point b (geometric mean over 9 sizes)")
+    per_point(cr, "ratio_equal_d", f"### b. after / const-lr at equal D, per branch point b (geometric mean over {runs})")
     per_point(cr, "ratio_before", "### b. after / branch point, per branch point b")
     base = cr[T.is_reference_arm(cr) & (cr.method == "gptq") & (cr.bits == 2)]
     print("\n16-bit loss at the branch end minus the constant-lr run's at equal D (bits/byte), per b "
@@ -161,7 +174,7 @@ def averaging(frame: pd.DataFrame) -> None:
     av = T.averaging_ratios(frame)
     ratio_table(av, {"LAWA / run at b": "ratio"},
                 "## d. Weight averaging: QiD of the LAWA average (k = 5 over the last 10% of steps before b) over the "
-                "run's checkpoint at b (geometric mean over 9 sizes x 5 branch points)")
+                f"run's checkpoint at b (geometric mean over {runs_text(av)} x 5 branch points)")
     per_point(av, "ratio", "### d. LAWA / run at b, per branch point b")
     base = av[T.is_reference_arm(av) & (av.method == "gptq") & (av.bits == 2)]
     print("\n16-bit loss of the average minus the run's at b (bits/byte; median over sizes):\n")
@@ -188,7 +201,7 @@ def cosine(frame: pd.DataFrame) -> None:
           "non-embedding parameter):", "; ".join(
               f"{r.eval_set} {r.arm} (D/N {r.tokens / frame[frame.arm == r.arm].n_params.iloc[0]:.0f}): {r['diff']:+.3f}"
               for _, r in ends.iterrows()))
-    print("\nloss16(cosine end) - loss16(const-lr at equal D), median over the 5 sizes (bits/byte):",
+    print(f"\nloss16(cosine end) - loss16(const-lr at equal D), median over the {d.arm.nunique()} sizes (bits/byte):",
           ", ".join(f"{ev} {st}: {v:+.3f}" for (ev, st), v in d.groupby(["eval_set", "step"])["diff"].median().items()))
 
 
@@ -244,16 +257,54 @@ def deltas(frame: pd.DataFrame) -> None:
         print(f"{label(r)} {cell('decay')} | {np.exp(r.value):.2f} | {cell('logD')} | {cell('logN')} | {r.n} |")
 
 
+def batch_order(frame: pd.DataFrame) -> None:
+    """g. Shuffled vs contiguous batches (the seed runs of session 3 vs their main runs), and the
+    replicate spread of the shuffled seeds."""
+    g = T.batch_order_ratios(frame, MIN_TOKENS)
+    if g.empty:
+        return
+    arms = sorted(set(g.arm), key=lambda a: frame[frame.arm == a].n_params.iloc[0])
+    ratio_table(g, {"shuffled / contiguous": "ratio"},
+                "## g. Batch order: QiD of a shuffled-batch run (seed_data = sequences) over its contiguous-batch "
+                f"main run at the same step, D >= {MIN_TOKENS:.3g} (sizes {', '.join(arms)}; seeds "
+                f"{sorted(set(g.seed))} vs {sorted(set(g.seed_contiguous))}; clusters = sizes)")
+    base = g[(g.method == "gptq") & (g.bits == 2)]
+    print("\nloss16(shuffled) - loss16(contiguous) at the same step (bits/byte; median over seeds and steps):\n")
+    for ev in EVAL_SETS:
+        d = base[base.eval_set == ev]
+        print(f"- {ev}: " + ", ".join(f"{a}: {v:+.3f}" for a, v in d.groupby("arm").loss16_diff.median()
+                                      .reindex(arms).items()))
+    s = T.seed_ratios(frame, "shuffled", MIN_TOKENS)
+    ratio_table(s, {"seed / first seed": "ratio"},
+                "### g. Replicate spread within the shuffled runs: QiD of each later seed over the first seed's "
+                "at the same step (clusters = sizes)")
+    spread = s.assign(a=np.abs(np.log(s.ratio.where(s.ratio > 0))))
+    print("\nmedian |log ratio| over sizes, seeds and steps, per bits (GPTQ, debian-en-heldout): "
+          + ", ".join(f"{b:g} bits {np.exp(v):.3f}x" for b, v in spread[(spread.method == "gptq") & (
+              spread.eval_set == "debian-en-heldout")].groupby("bits").a.median().items()))
+
+
 def main(argv) -> None:
     name = argv[1] if len(argv) > 1 else DEFAULT
-    frame = T.check_frame(load(name))
-    header(frame, name)
+    every = T.check_frame(load(name))
+    header(every, name)
+    orders = every.batch_order.value_counts().to_dict() if "batch_order" in every else {"contiguous": len(every)}
+    frame = every[every.batch_order == "contiguous"] if "batch_order" in every else every
+    print(f"batch orders: {orders}; items a-f use the contiguous-batch rows (every main run, as trained), g "
+          "compares the shuffled-batch seed runs with them")
     beta_table(frame)
     cooldown(frame)
     lr_arms(frame)
     averaging(frame)
     cosine(frame)
     forms(frame)
+    if "batch_order" in every and (every.batch_order == "shuffled").any():
+        batch_order(every)
+        shuffled = every[every.batch_order == "shuffled"]
+        print("\n# The shuffled-batch runs alone: items a, b, d on them (4 sizes x 2 seeds)")
+        beta_table(shuffled)
+        cooldown(shuffled)
+        averaging(shuffled)
 
 
 if __name__ == "__main__":

@@ -234,3 +234,37 @@ def test_findings2_refuses_a_frame_without_trajectory_columns(decayed, tmp_path)
     decayed.drop(columns=["kind"]).to_parquet(path)
     with pytest.raises(QidlabError, match="kind"):
         _findings2().main(["findings2.py", str(path)])
+
+
+SHUFFLED_FACTOR = 3.0
+
+
+def with_batch_orders(rng_seed: int = 1, noise: float = 0.05) -> pd.DataFrame:
+    """Seed 0 contiguous; seeds 1 and 2 shuffled with QiD x SHUFFLED_FACTOR (runs only, plus noise)."""
+    frame = synthetic(delta=0.0, noise=noise, seeds=(0, 1, 2), rng_seed=rng_seed)
+    shuffled = frame.seed > 0
+    frame["batch_order"] = np.where(shuffled, "shuffled", "contiguous")
+    frame.loc[shuffled, "qid"] *= SHUFFLED_FACTOR
+    frame.loc[shuffled, "loss16"] -= 0.2
+    return frame
+
+
+def test_batch_order_ratios_recover_the_shuffled_factor_with_sizes_as_clusters():
+    g = T.batch_order_ratios(with_batch_orders(), min_tokens=4e6)
+    assert set(g.seed) == {1, 2} and set(g.seed_contiguous) == {0} and (g.cluster == g.arm).all()
+    assert set(g.arm) == set(SIZES)  # reference lr only: not s5-lr2x
+    assert (g.tokens >= 4e6).all() and np.allclose(g.loss16_diff, -0.2)
+    s = T.summarize_ratio(g, "ratio")
+    assert len(s) == 2 and (s.clusters == len(SIZES)).all()
+    assert ((s.gm - SHUFFLED_FACTOR).abs() < 0.1).all() and ((s.lo < s.gm) & (s.gm < s.hi) & (s.hi - s.lo < 0.3)).all()
+
+
+def test_seed_ratios_compare_later_seeds_with_the_first_of_one_batch_order():
+    frame = with_batch_orders()
+    s = T.seed_ratios(frame, "shuffled", min_tokens=4e6)
+    assert set(s.seed) == {2} and set(s.seed_first) == {1}  # seed 0 is contiguous: not in the shuffled pairs
+    summary = T.summarize_ratio(s, "ratio")
+    assert ((summary.gm - 1).abs() < 0.05).all()  # replicates of one law: ratio 1 within noise
+    assert T.seed_ratios(frame, "contiguous").empty  # one contiguous seed per size: no pairs
+    with pytest.raises(QidlabError, match="batch_order"):
+        T.seed_ratios(frame.drop(columns="batch_order"), "shuffled")

@@ -61,6 +61,21 @@ def test_lr_factor_marks_the_reference_lr_arm_and_its_branches_share_it():
         trajectory_columns(_frame([("s", "m-lr2x", 1, 0.0)]), {"s": (bad, SCHED, 0)})
 
 
+def test_batch_order_is_the_manifests_else_shuffled_for_a_seed_run_made_before_the_key():
+    rows = [("s", "m", 32, 0.1), ("s", "m-seed1", 32, 0.1), ("s", "m-seed1-cool8", 9, 0.1), ("s", "m-lawa3", 8, 0.1),
+            ("s", "m-seed3", 32, 0.1), ("s", "m-seed3-cool8", 9, 0.1)]
+    models = {**MANIFEST["models"],
+              "m-seed3": {"lr": 0.002, "base_model": "m", "kind": "run", "run": "seed3", "batch_order": "contiguous"},
+              "m-seed3-cool8": {"lr": 0.002, "base_model": "m", "kind": "branch", "base": "m-seed3", "run": "seed3",
+                                "branch_from": 8, "batch_order": "contiguous"}}
+    out = trajectory_columns(_frame(rows), {"s": ({**MANIFEST, "models": models}, SCHED, 0)}).set_index("model")
+    assert out.batch_order.to_dict() == {"m": "contiguous", "m-seed1": "shuffled", "m-seed1-cool8": "shuffled",
+                                         "m-lawa3": "contiguous", "m-seed3": "contiguous", "m-seed3-cool8": "contiguous"}
+    bad = {**MANIFEST, "models": {"m": {"lr": 0.002, "batch_order": "random"}}}
+    with pytest.raises(QidlabError, match="batch_order 'random' \\(contiguous or shuffled\\)"):
+        trajectory_columns(_frame([("s", "m", 1, 0.0)]), {"s": (bad, SCHED, 0)})
+
+
 def test_a_cosine_run_decays_from_the_end_of_its_warmup():
     sched = {**SCHED, "schedule": "cosine"}
     out = trajectory_columns(_frame([("s", "m", 64, 0.0), ("s", "m", 34, 0.0)]), {"s": (MANIFEST, sched, 0)})

@@ -13,7 +13,10 @@ Per slice (method, bits, eval_set):
 * ``averaging_ratios``   LAWA average at a branch point over the run's checkpoint there;
 * ``cosine_ratios``      a cosine run's end vs the constant-lr run at the same D and the nearest
                          cooldown branch end;
-* ``compare_forms``      Ouyang's log-linear form vs decay-aware forms, held out by size.
+* ``compare_forms``      Ouyang's log-linear form vs decay-aware forms, held out by size;
+* ``batch_order_ratios`` a shuffled-batch run's QiD over the contiguous-batch run of its arm, point
+                         by point (``batch_order``: how a run's batches were drawn);
+* ``seed_ratios``        replicate spread: each seed's QiD over the first seed's of one batch order.
 
 Units: D (``tokens``) training tokens, N (``n_params``) non-embedding parameters, P (``bits``) bits
 per weight; QiD and losses in the frame's unit (nats/token or bits/byte: ratios and exponents do not
@@ -451,3 +454,38 @@ def form_coefficients(frame: pd.DataFrame, form: Form = FORMS[1], min_tokens: fl
             lo, hi = _percentile([r.get(t, np.nan) for r in reps])
             out.append({**key, "term": t, "value": v, "lo": lo, "hi": hi, "n": len(s), "clusters": c.n})
     return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- g. batch order and seeds
+
+def batch_order_ratios(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.DataFrame:
+    """One row per checkpoint of a shuffled-batch run (``batch_order`` "shuffled"; reference lr, kind
+    run, D >= ``min_tokens``): its QiD over the contiguous-batch run of the same arm (its lowest seed)
+    at the same step and slice (``ratio`` = shuffled / contiguous) and ``loss16_diff`` = loss16(shuffled)
+    - loss16(contiguous). ``cluster``: the arm (every shuffled seed shares its contiguous run)."""
+    frame = check_frame(frame, (*NEEDED, "batch_order"))
+    runs = frame[(frame.kind == "run") & is_reference_arm(frame) & (frame.tokens >= min_tokens)]
+    contiguous = runs[runs.batch_order == "contiguous"]
+    contiguous = contiguous[contiguous.seed == contiguous.groupby("arm").seed.transform("min")]
+    keys = ["suite", "arm", "step", *SLICE]
+    pairs = runs[runs.batch_order == "shuffled"].merge(
+        contiguous[[*keys, "qid", "loss16", "seed"]], on=keys, suffixes=("", "_contiguous"))
+    return pairs.assign(ratio=pairs.qid / pairs.qid_contiguous, loss16_diff=pairs.loss16 - pairs.loss16_contiguous,
+                        cluster=pairs.arm)[[*keys, "seed", "seed_contiguous", "tokens", "qid", "qid_contiguous",
+                                            "ratio", "loss16_diff", "cluster", "lr_factor"]]
+
+
+def seed_ratios(frame: pd.DataFrame, order: str, min_tokens: float = 0.0) -> pd.DataFrame:
+    """Replicate spread: for each arm with two or more seeds of batch order ``order`` (reference lr,
+    kind run, D >= ``min_tokens``), each other seed's QiD over the lowest seed's at the same step and
+    slice (``ratio``), ``loss16_diff`` likewise; ``cluster``: the arm."""
+    frame = check_frame(frame, (*NEEDED, "batch_order"))
+    runs = frame[(frame.kind == "run") & is_reference_arm(frame) & (frame.batch_order == order)
+                 & (frame.tokens >= min_tokens)]
+    first = runs[runs.seed == runs.groupby("arm").seed.transform("min")]
+    keys = ["suite", "arm", "step", *SLICE]
+    pairs = runs[runs.seed != runs.groupby("arm").seed.transform("min")].merge(
+        first[[*keys, "qid", "loss16", "seed"]], on=keys, suffixes=("", "_first"))
+    return pairs.assign(ratio=pairs.qid / pairs.qid_first, loss16_diff=pairs.loss16 - pairs.loss16_first,
+                        cluster=pairs.arm)[[*keys, "seed", "seed_first", "tokens", "ratio", "loss16_diff", "cluster",
+                                            "lr_factor"]]

@@ -22,7 +22,13 @@ checkpoint (suite, model, step), the columns of ``COLUMNS``:
 * ``branch_from``: the run's step a branch left or an average ends at (NaN for runs);
 * ``lr_factor``: the arm's peak lr as a multiple of its size's reference lr (``lr_factor`` of an arm
   trained with ``lr_of``; 1.0 for an arm with an lr of its own): ``lr_factor = 1`` selects each
-  size's reference-lr runs (seed runs, branches and averages share their arm's).
+  size's reference-lr runs (seed runs, branches and averages share their arm's);
+* ``batch_order``: how the run's batches were drawn: "contiguous" (``B`` consecutive sequences of a
+  token file whose documents are in the run's seeded order: every main run, and seed runs trained
+  with ``seed_data = "documents"``) or "shuffled" (``B`` sequences drawn at random from across the
+  corpus: seed runs trained with ``seed_data = "sequences"``, which every seed run trained before
+  that key existed was). The manifest's ``batch_order`` where it records one; else "shuffled" for a
+  seed run and "contiguous" otherwise. Branches and averages share their run's.
 
 Pure: dictionaries and a pandas frame in, a frame out (no files read).
 """
@@ -36,7 +42,7 @@ from qidlab.errors import QidlabError
 from qidlab.train.schedule import lr_multiplier
 
 COLUMNS = ("kind", "trajectory", "arm", "seed", "schedule", "peak_lr", "lr", "lr_fraction", "decay",
-           "decay_tokens", "branch_from", "lr_factor")
+           "decay_tokens", "branch_from", "lr_factor", "batch_order")
 KEYS = ("suite", "model", "step")
 #: Each of ``COLUMNS`` in words, with its unit (a published data set's manifest records them).
 MEANINGS = {
@@ -56,7 +62,11 @@ MEANINGS = {
     "branch_from": "the run's step a branch left or an average ends at (NaN for runs)",
     "lr_factor": "the arm's peak lr over its size's reference peak lr (the suite file's lr_factor of a model "
                  "trained with lr_of; 1 for a model with an lr of its own)",
+    "batch_order": "how the run's batches were drawn: contiguous (consecutive sequences of a token file in the "
+                   "run's seeded document order) or shuffled (sequences drawn at random from across the corpus); "
+                   "branches and averages share their run's",
 }
+BATCH_ORDERS = ("contiguous", "shuffled")
 _SEED = re.compile(r"^seed(\d+)$")
 
 
@@ -77,10 +87,13 @@ def folder_entries(manifest: dict, schedule: dict, suite_seed: int = 0) -> dict[
         run = m.get("run")
         seed = int(_SEED.match(run).group(1)) if isinstance(run, str) and _SEED.match(run) else suite_seed
         arm = m.get("base_model", folder)
+        order = m.get("batch_order", "shuffled" if seed != suite_seed else "contiguous")
+        if order not in BATCH_ORDERS:
+            raise QidlabError(f"suite manifest: folder {folder!r} has batch_order {order!r} ({' or '.join(BATCH_ORDERS)})")
         out[folder] = {"kind": kind, "trajectory": m.get("base", folder) if kind != "run" else folder,
                        "arm": arm, "seed": seed, "schedule": schedule["schedule"],
                        "peak_lr": float(m["lr"]), "branch_from": m.get("branch_from"),
-                       "lr_factor": _lr_factor(models.get(arm, m))}
+                       "lr_factor": _lr_factor(models.get(arm, m)), "batch_order": order}
     return out
 
 
@@ -114,7 +127,8 @@ def checkpoint_row(entry: dict, step: int, schedule: dict, tokens_per_step: int)
     decay = 0.0 if kind != "branch" and step <= warmup else 1.0 - fraction
     return {**{k: entry[k] for k in ("kind", "trajectory", "arm", "seed", "schedule", "peak_lr")},
             "lr": peak * fraction, "lr_fraction": fraction, "decay": decay, "decay_tokens": float(decay_tokens),
-            "branch_from": float(branch_from), "lr_factor": float(entry["lr_factor"])}
+            "branch_from": float(branch_from), "lr_factor": float(entry["lr_factor"]),
+            "batch_order": entry["batch_order"]}
 
 
 def trajectory_columns(checkpoints, suites: dict):
