@@ -186,7 +186,7 @@ def averaging(frame: pd.DataFrame) -> None:
 def cosine(frame: pd.DataFrame) -> None:
     cos = T.cosine_ratios(frame)
     ratio_table(cos, {"cosine end / const-lr at equal D": "ratio_const", "cosine end / nearest branch end": "ratio_branch"},
-                "## e. Cosine runs (to 10% of peak; ends at 488, 975, 1950 updates; 5 smallest sizes): QiD at the end")
+                f"## e. Cosine runs (to 10% of peak; ends at 488, 975, 1950 updates; {cos.arm.nunique()} sizes): QiD at the end")
     print("\nPer run, GPTQ 2 bits (QiD and 16-bit loss in bits/byte; nearest branch end: b = 466 -> 536, 889 -> 1022, "
           "1695 -> 1949):\n")
     print("| eval set | arm | end step | QiD cos | QiD const | QiD branch | loss16 cos | loss16 const | loss16 branch |")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from show_fixtures import BRANCH_FROM, RUN_STEPS, trajectory_frame
 from show_fixtures import TOKENS_PER_STEP_RUNS as TOKENS_PER_STEP
@@ -76,6 +77,29 @@ def test_cooldown_draws_each_sizes_lr_factor_1_arm_whatever_the_names_say():
     mine = frame[(frame.arm == "b-lr1x") & (frame.bits == 3.0) & (frame.kind == "branch")].sort_values("tokens")
     assert (mine.lr_factor == 1).all()
     assert _points(panel, "branch-end").tolist() == mine[["tokens", "qid"]].to_numpy(float).tolist()
+
+
+def test_cooldown_draws_each_contiguous_seed_run_and_not_the_shuffled_ones():
+    """Seed 3 with the main run's batch order: its own line beside seed 0's; seed 1 with shuffled
+    batches (QiD x3): not drawn (another treatment, not a replicate)."""
+    base = trajectory_frame(lr_variants=False, cosine=False).assign(seed=0, batch_order="contiguous")
+    a = base[base.arm == "a"]
+
+    def seed_run(seed, order, factor):
+        names = {m: f"{m}-seed{seed}" for m in set(a.model) | set(a.trajectory)}
+        return a.replace({"model": names, "trajectory": names}).assign(seed=seed, batch_order=order,
+                                                                       qid=a.qid * factor)
+    frame = pd.concat([base, seed_run(3, "contiguous", 1.05), seed_run(1, "shuffled", 3.0)], ignore_index=True)
+    fig = make_figure("cooldown", Study.from_frame(frame, options=ShowOptions(bootstrap=0, dpi=30)))
+    panel = [ax for ax in fig.axes if ax.get_visible()][0]
+    runs = _line(panel, "run")
+    assert len(runs) == 2  # seeds 0 and 3, one line each (not one line zigzagging between them)
+    mine = frame[(frame.arm == "a") & (frame.bits == 3.0) & (frame.kind == "run") & (frame.schedule == "constant")]
+    drawn = sorted(map(tuple, _points(panel, "run").tolist()))
+    assert drawn == sorted(map(tuple, mine[mine.batch_order == "contiguous"][["tokens", "qid"]].to_numpy(float).tolist()))
+    ends = frame[(frame.arm == "a") & (frame.bits == 3.0) & (frame.kind == "branch")]
+    assert sorted(map(tuple, _points(panel, "branch-end").tolist())) == sorted(
+        map(tuple, ends[ends.batch_order == "contiguous"][["tokens", "qid"]].to_numpy(float).tolist()))
 
 
 def test_cooldown_without_lr_factor_is_skipped_and_the_others_still_draw():

@@ -7,7 +7,10 @@ cooldown's end, average = LAWA at a branch point; ``trajectory``, ``arm``, ``sch
 a size's reference-lr arm, ``qidlab.laws.trajectories.is_reference_arm``), on the study's
 primary slice (eval set, method) at one bit width (3 when measured, else the middle one), from every
 row of the study (``Study.all_rows``: the rows a data set's ``primary.where`` leaves out of the laws
-included). N is non-embedding parameters, D training tokens, QiD in the study's unit (``Study.unit``).
+included). A data set with both batch orders (``batch_order``: contiguous, the main runs' rule, and
+shuffled; they differ 2-4x in QiD at equal D) is drawn with its contiguous-batch runs, each seed's
+run its own line. N is non-embedding parameters, D training tokens, QiD in the study's unit
+(``Study.unit``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ def trajectory_rows(study, figure: str, needed=NEEDED):
                                 "measurements lack")
     frame = pd.concat([rows, study.other_suites], ignore_index=True) if study.other_suites is not None else rows
     frame = frame[(frame.eval_set == study.eval_set) & (frame.method == study.method)]
+    if "batch_order" in frame.columns and frame.batch_order.nunique() > 1:
+        frame = frame[frame.batch_order == "contiguous"]
     frame, _ = hold_settings(frame)
     bits = levels(frame.bits)
     p = BITS if BITS in bits else bits[len(bits) // 2]
@@ -132,7 +137,8 @@ def _cooldown_panel(ax, study, rows, n) -> int:
     """One size's panel; returns how many points QiD <= 0 left out."""
     shown = rows[rows.qid > 0]
     run = shown[(shown.kind == "run") & (shown.schedule == "constant")].sort_values("tokens")
-    ax.plot(run.tokens, run.qid, "o-", ms=3, lw=1.2, color="C0", gid="run")
+    for _, one in run.groupby("trajectory"):  # each seed's run its own line
+        ax.plot(one.tokens, one.qid, "o-", ms=3, lw=1.2, color="C0", gid="run")
     _ci(ax, run, "tokens", "C0")
     pairs = branch_pairs(shown, "branch")
     pairs = pairs[pairs.qid_before > 0]
