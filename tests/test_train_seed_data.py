@@ -145,7 +145,8 @@ def test_a_documents_seed_run_is_the_main_run_of_the_suite_with_that_seed(docume
     path, suite, batches = documents
     other = write(workdir, "seed1.toml", name="sd1", seed=1)
     main = _batches(other, workdir / "seed1")["h32-l1"]
-    assert (suite / "_data-seed1" / "tokens.bin").read_bytes() == (workdir / "seed1" / "sd1" / "_data" / "tokens.bin").read_bytes()
+    theirs = workdir / "seed1" / "sd1" / "_data" / "tokens.bin"
+    assert (suite / "_data-seed1" / "tokens.bin").read_bytes() == theirs.read_bytes()
     assert sorted(main) == sorted(batches["h32-l1-seed1"]) == list(range(STEPS))
     assert all(np.array_equal(main[s], batches["h32-l1-seed1"][s]) for s in main)
     for a, b in (("h32-l1-seed1/step12", "h32-l1/step12"), ("h32-l1-seed1-cool8/step9", "h32-l1-cool8/step9"),
@@ -258,7 +259,8 @@ def test_the_campaign_documents_seeds_suite_adds_seeds_3_and_4_beside_the_shuffl
     assert doc.name == seq.name and doc.seed_data == "documents" and doc.lr_sweep is None
     assert [m.name for m in doc.models] == [m.name for m in seq.models]
     for a, b in zip(doc.models, seq.models):
-        assert a.seeds == (3, 4) and not a.main_run and (a.lr, a.branches, a.branch_spec) == (b.lr, b.branches, b.branch_spec)
+        assert a.seeds == (3, 4) and not a.main_run
+        assert (a.lr, a.branches, a.branch_spec) == (b.lr, b.branches, b.branch_spec), a.name
         assert doc.model_hash(a) == seq.model_hash(b), a.name
         assert not set(folders_of(a, doc.seed)) & set(folders_of(b, seq.seed)), a.name
     planned = []
@@ -268,6 +270,7 @@ def test_the_campaign_documents_seeds_suite_adds_seeds_3_and_4_beside_the_shuffl
         for line in text.splitlines():
             if line.strip() and not line.startswith("#"):
                 suite, study, *models = line.split()
-                assert suite == "campaign/campaign2-en-seeds-doc-suite.toml" and study == "campaign/campaign2-en-study.toml"
+                assert suite == "campaign/campaign2-en-seeds-doc-suite.toml"
+                assert study == "campaign/campaign2-en-study.toml"
                 planned += models
     assert sorted(planned) == sorted(m.name for m in doc.models)

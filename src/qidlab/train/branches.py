@@ -237,8 +237,9 @@ def trajectory_hash(model_hash: str, traj: Trajectory) -> str:
 
 
 def sequence_order(n_seqs: int, seed: int, epoch: int):
-    """A ``seed_data = "sequences"`` seed run's order of the suite's ``n_seqs`` sequences in pass ``epoch``: a permutation drawn
-    from ``(seed, 2, epoch)`` (the suite's own data order draws ``(seed, 0)`` and ``(seed, 1, epoch)``)."""
+    """A ``seed_data = "sequences"`` seed run's order of the suite's ``n_seqs`` sequences in pass
+    ``epoch``: a permutation drawn from ``(seed, 2, epoch)`` (the suite's own data order draws
+    ``(seed, 0)`` and ``(seed, 1, epoch)``)."""
     import numpy as np
 
     return np.random.default_rng([seed, 2, epoch]).permutation(n_seqs)
