@@ -385,7 +385,9 @@ def test_main_run_false_trains_the_seed_runs_alone_bit_identical_to_beside_the_m
     with single_thread():
         paths = train_suite(path, workdir / "seedsonly", threads=1)
     out = workdir / "seedsonly" / "c2"
-    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "_data") == sorted(folders_of(spec))
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("_data")) == sorted(
+        folders_of(spec))
+    assert sorted(p.name for p in out.glob("_data*")) == ["_data", "_data-seed1"]  # seed_data = "documents"
     assert {p.parent.name for p in paths} == set(folders_of(spec))
     for folder in folders_of(spec):
         assert sorted(_files(out / folder)) == sorted(_files(suite / folder)), folder

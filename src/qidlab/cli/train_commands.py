@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..corpus import build_corpus
 from ..train import folders_of, load_suite_config, train_suite
+from ..train.config import data_seeds
+from ..train.data import data_folder
 from ..train.loop import STATS_FILE
 from ..train.lr_sweep import SWEEP_FILE
 from ..files import check_writable
@@ -43,7 +45,8 @@ def register(sub) -> None:
     p.add_argument("--peak-tflops", type=float, help="accelerator peak (dense bf16) for MFU, if not known by name")
     p.add_argument("--models", nargs="+", metavar="NAME", help="train only these models of the suite (e.g. one per GPU job)")
     p.add_argument("--data-only", action="store_true",
-                   help="make the tokenizer and token file (OUT/<suite>/_data) and stop (before parallel --models jobs)")
+                   help="make the tokenizer and token file (OUT/<suite>/_data; seed runs' own, _data-seed<S>) and stop "
+                        "(before parallel --models jobs)")
     p.add_argument("--lr-sweep", action=argparse.BooleanOptionalAction, default=None,
                    help="choose each model's learning rate by short runs first (settings: the suite's lr_sweep); "
                         "--no-lr-sweep: not even when the suite file has an lr_sweep table")
@@ -81,7 +84,8 @@ def run_train(args):
     if args.lr_sweep or (args.lr_sweep is None and config.lr_sweep):  # the sweeps done so far (--models: some)
         doc["lr_sweep"] = {m.name: json.loads(f.read_text())["result"]
                            for m in config.models if (f := suite_dir / m.name / SWEEP_FILE).is_file()}
-    head = (f"{config.name}: data ready in {suite_dir / '_data'}" if args.data_only
+    data_dirs = ", ".join(str(suite_dir / data_folder(s)) for s in [None, *data_seeds(config, args.models)])
+    head = (f"{config.name}: data ready in {data_dirs}" if args.data_only
             else f"{config.name}: {len(paths)} checkpoints in {suite_dir}")
     text = "\n".join(
         [head]

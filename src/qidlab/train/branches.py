@@ -7,6 +7,16 @@ A ``[[models]]`` entry may ask for more than its one main run::
     branches = { points = 5, first = 64, fraction = 0.15, average = 5, average_span = 0.1 }
                                        # or at = [64, 128, 256, 512, 1024] instead of points/first
 
+A seed run ``S`` follows its main run's procedure with its own seed when the suite's ``seed_data``
+is "documents" (the default): initialisation after ``manual_seed(S)``, the train documents laid
+into a token file of its own in ``document_order(n_docs, S)`` (``data.py``, ``_data-seed<S>/``) and
+read in consecutive batches by ``batch_indices(..., S)`` (``batch_order`` "contiguous", as a main
+run's). With ``seed_data = "sequences"`` it reads the suite's own token file in a permutation of its
+sequences drawn from ``(S, 2, epoch)`` (``run_sequences``; ``batch_order`` "shuffled"): each batch
+holds windows from across the corpus, far more diverse than a main run's, so such a seed run is not
+the main run with another seed (issue 17: lower loss, larger QiD); kept so the seed runs trained
+that way stay reproducible and identifiable.
+
 ``branches`` needs a stable phase (``schedule = "wsd"`` or ``"constant"``). Each branch point ``b``
 (``points`` steps log-spaced from ``first`` to the last stable step, or the steps ``at``) is a saved
 checkpoint of every trajectory of the model (main run and seed runs), and:
@@ -43,6 +53,7 @@ from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table
 from qidlab.train.schedule import log_spaced
 
+SEED_DATA = ("documents", "sequences")  # the suite's seed_data values (module docstring)
 BRANCH_KEYS = {"at": Key(), "points": Key("int", min=1), "first": Key("int", min=1),
                "fraction": Key("number", min=0, max=1, above=True), "average": Key("int", min=0),
                "average_span": Key("number", min=0, max=1, above=True)}
@@ -86,9 +97,15 @@ class Trajectory:
     model: str  # the [[models]] name
     run: str | None  # "seed1"; None: the main run (today's identity)
     seed: int  # initialisation and data order
-    shuffled: bool  # the data order is this seed's permutation of the suite's sequences (seed runs)
+    shuffled: bool  # the data order is this seed's permutation of the suite's sequences (seed_data "sequences")
     base: str | None = None  # a branch: the folder of the run it leaves
     branch: Branch | None = None
+
+    @property
+    def batch_order(self) -> str:
+        """"shuffled" (a permutation of the suite's sequences) or "contiguous" (consecutive sequences
+        of the run's token file: main runs, and seed runs with ``seed_data = "documents"``)."""
+        return "shuffled" if self.shuffled else "contiguous"
 
 
 def parse_seeds(value, suite_seed: int, where: str) -> tuple[int, ...]:
@@ -171,11 +188,14 @@ def _average_steps(b: int, k: int, span: float) -> tuple[int, ...]:
 
 
 def trajectories(model: str, seed: int, seeds: tuple[int, ...], branches: tuple[Branch, ...],
-                 main_run: bool = True) -> list[Trajectory]:
+                 main_run: bool = True, seed_data: str = "documents") -> list[Trajectory]:
     """Every trajectory of a model, runs first (main, then seed runs), each followed by its branches;
-    ``main_run`` False: the seed runs and theirs only (the main run trained elsewhere, before)."""
+    ``main_run`` False: the seed runs and theirs only (the main run trained elsewhere, before).
+    ``seed_data`` (``SEED_DATA``): "sequences" makes the seed runs ``shuffled`` (module docstring)."""
+    if seed_data not in SEED_DATA:
+        raise QidlabError(f"seed_data must be one of {', '.join(SEED_DATA)}, not {seed_data!r}")
     runs = [Trajectory(model, model, None, seed, False)] if main_run else []
-    runs += [Trajectory(f"{model}-seed{s}", model, f"seed{s}", s, True) for s in seeds]
+    runs += [Trajectory(f"{model}-seed{s}", model, f"seed{s}", s, seed_data == "sequences") for s in seeds]
     out = []
     for r in runs:
         out.append(r)
@@ -205,7 +225,10 @@ def average_folder(run_folder: str, k: int) -> str:
 
 def trajectory_hash(model_hash: str, traj: Trajectory) -> str:
     """The hash a trajectory's trainer state is checked against: the model's for its main run (as
-    today); with the run's seed and the branch's start and length mixed in otherwise."""
+    today); otherwise the sha256 of the sorted-keys JSON of ``model_hash``, ``run``, ``seed``,
+    ``shuffled`` and ``branch`` (null, or its ``start`` and ``length``). ``shuffled`` is true for a
+    seed run of ``seed_data = "sequences"`` (the hashes of those trained before seed_data existed) and
+    false for one of "documents", whose hash thus differs."""
     if traj.run is None and traj.branch is None:
         return model_hash
     doc = {"model_hash": model_hash, "run": traj.run, "seed": traj.seed, "shuffled": traj.shuffled,
@@ -214,15 +237,17 @@ def trajectory_hash(model_hash: str, traj: Trajectory) -> str:
 
 
 def sequence_order(n_seqs: int, seed: int, epoch: int):
-    """A seed run's order of the suite's ``n_seqs`` sequences in pass ``epoch``: a permutation drawn
-    from ``(seed, 2, epoch)`` (the suite's own data order draws ``(seed, 0)`` and ``(seed, 1, epoch)``)."""
+    """A ``seed_data = "sequences"`` seed run's order of the suite's ``n_seqs`` sequences in pass
+    ``epoch``: a permutation drawn from ``(seed, 2, epoch)`` (the suite's own data order draws
+    ``(seed, 0)`` and ``(seed, 1, epoch)``)."""
     import numpy as np
 
     return np.random.default_rng([seed, 2, epoch]).permutation(n_seqs)
 
 
 def run_sequences(step: int, batch_size: int, n_seqs: int, seed: int):
-    """The sequence numbers (first-pass order of the suite's token file) of a seed run's batch ``step``."""
+    """The sequence numbers (first-pass order of the suite's token file) of a ``seed_data = "sequences"``
+    seed run's batch ``step``."""
     import numpy as np
 
     g = step * batch_size + np.arange(batch_size)

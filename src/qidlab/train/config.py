@@ -22,6 +22,13 @@
     device = "auto"                    # "auto" (CUDA when torch sees a GPU) | "cpu" | "cuda" | "cuda:N"
     compile = false                    # torch.compile the forward pass (CUDA: bf16 autocast either way)
     lr_sweep = { factors = [0.25, 0.5, 1, 2, 4], steps = 200 }   # optional: choose each model's lr (lr_sweep.py)
+    seed_data = "documents"            # the data of the models' seed runs (seeds, below; branches.py):
+                                       #   "documents" (default): each seed S its own token file, the train
+                                       #   documents in document_order(n_docs, S) (_data-seed<S>/), read in
+                                       #   consecutive batches like a main run of this suite with seed = S;
+                                       #   "sequences": a permutation drawn from S of this suite's sequences
+                                       #   (each batch B windows from across the corpus: the seed runs
+                                       #   trained before this key, e.g. Campaign 2's seeds 1, 2 of c2-en)
 
     [[models]]                         # one GPT-NeoX per entry
     name = "h64-l2"                    # folder name: <out>/<suite>/<model>/step<N>/
@@ -61,7 +68,8 @@ from pathlib import Path
 
 from qidlab.errors import QidlabError
 from qidlab.tomlfile import Key, check_table, read_toml
-from qidlab.train.branches import Branch, BranchSpec, model_folders, parse_branches, parse_seeds, plan_branches
+from qidlab.train.branches import (SEED_DATA, Branch, BranchSpec, model_folders, parse_branches, parse_seeds,
+                                   plan_branches)
 from qidlab.train.lr_sweep import LRSweep, parse_lr_sweep, resolve_lr_of
 from qidlab.train.precision import BITNET_LR_FACTOR, QATSpec, parse_qat
 from qidlab.train.schedule import SCHEDULES
@@ -74,10 +82,12 @@ SUITE_KEYS = {"name": Key("str", required=True), "corpus": Key("str", required=T
               "schedule": Key(), "warmup": Key("int", min=0), "min_lr_ratio": Key("number", min=0, max=1),
               "decay_fraction": Key("number", min=0, max=1, above=True), "epochs": Key("number", min=0, above=True),
               "weight_decay": Key("number", min=0), "grad_clip": Key("number", min=0), "checkpoints": Key(),
-              "log_every": Key("int", min=1), "device": Key(), "compile": Key("bool"), "lr_sweep": Key()}
+              "log_every": Key("int", min=1), "device": Key(), "compile": Key("bool"), "lr_sweep": Key(),
+              "seed_data": Key("str", choices=SEED_DATA)}
 # settings of how a run is executed or recorded, not in model_hash (CUDA's bf16 autocast changes the
-# weights reached, which each checkpoint's qidlab.json records as "device")
-RUN_KEYS = ("log_every", "device", "compile", "lr_sweep")  # a sweep's choice enters the hash as the lr
+# weights reached, which each checkpoint's qidlab.json records as "device"); seed_data changes only
+# the seed runs, whose trajectory_hash (branches.py) says which data they read
+RUN_KEYS = ("log_every", "device", "compile", "lr_sweep", "seed_data")  # a sweep's choice enters the hash as the lr
 CHECKPOINT_KEYS = {"log_spaced_until": Key("int", min=0), "every": Key("int", min=1), "per_octave": Key("int", min=1)}
 MODEL_KEYS = {"name": Key("str", required=True), "hidden": Key("int", min=1, required=True),
               "layers": Key("int", min=1, required=True), "heads": Key("int", min=1, required=True),
@@ -138,6 +148,7 @@ class SuiteConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" (engine.resolve_device)
     compile: bool = False  # torch.compile the forward pass
     lr_sweep: LRSweep | None = None  # choose each model's peak lr by short runs first (lr_sweep.py)
+    seed_data: str = "documents"  # a seed run's data: its own document order, or "sequences" (branches.py)
 
     @property
     def tokens_per_step(self) -> int:
@@ -224,7 +235,8 @@ def load_suite_config(path) -> SuiteConfig:
         log_spaced_until=ck.get("log_spaced_until", 512), every=ck.get("every", 1000),
         per_octave=ck.get("per_octave", 1), models=specs, log_every=s.get("log_every", 1),
         device=_device(s.get("device", "auto"), where), compile=s.get("compile", False),
-        lr_sweep=parse_lr_sweep(s["lr_sweep"], where) if "lr_sweep" in s else None)
+        lr_sweep=parse_lr_sweep(s["lr_sweep"], where) if "lr_sweep" in s else None,
+        seed_data=s.get("seed_data", "documents"))
 
 
 def _device(value, where) -> str:
@@ -275,6 +287,14 @@ def _trajectories(m: ModelSpec, path, *, seed: int, schedule: str, steps: int, w
     planned = plan_branches(spec, schedule=schedule, steps=steps, warmup=warmup, decay_fraction=decay_fraction,
                             where=where)
     return replace(m, seeds=seeds, branch_spec=spec, branches=planned)
+
+
+def data_seeds(config: SuiteConfig, models=None) -> list[int]:
+    """The seeds with a token file of their own (``_data-seed<S>``, ``data.py``): those of the seed runs
+    of ``models`` (names; all by default) when ``seed_data`` is "documents"; none with "sequences"."""
+    if config.seed_data != "documents":
+        return []
+    return sorted({s for m in config.models if models is None or m.name in models for s in m.seeds})
 
 
 def folders_of(m: ModelSpec, seed: int = 0) -> list[str]:

@@ -1,4 +1,4 @@
-"""The suite's data: one tokenizer, one token file, one batch order shared by every model.
+"""The suite's data: one tokenizer, one token file, one batch order shared by every model's main run.
 
 Files, under ``<out>/<suite>/_data/``::
 
@@ -8,6 +8,13 @@ Files, under ``<out>/<suite>/_data/``::
                     the documents in ``document_order(n_docs, seed)``, each followed by <|eos|>
     data.json       what they were made from (corpus hash, tokenizer, seed) and counts; a later run with
                     the same key reuses the files
+
+and, for each seed ``S`` of a suite whose seed runs read documents (``seed_data = "documents"``, the
+default; ``branches.py``), ``<out>/<suite>/_data-seed<S>/`` laid out the same way by the same code:
+the suite's tokenizer (copied from ``_data/tokenizer``, BOS as it is there), the same train documents
+and <|eos|> separators in ``document_order(n_docs, S)``; its ``data.json`` key adds ``S`` and the
+sha256 of the suite's ``tokenizer.json``. A seed run reads it with ``batch_indices(..., S)``: the
+procedure of a main run of the suite with ``seed = S``.
 
 BOS = EOS, as Pythia's tokenizer has it. Training reads ``doc <|eos|> doc <|eos|> ...``, so every
 document but the first follows <|eos|>; the scorer (``qidlab.evaluate.score``) prepends the
@@ -23,7 +30,9 @@ reuses it, so a suite is never half one convention and half the other.
 Batches (pure, ``batch_indices``): the token array is cut into ``n_seqs = n_tokens // seq_len``
 sequences; step ``s`` takes global sequence numbers ``s * batch_size + b``; number ``g`` is
 sequence ``g % n_seqs`` in the first pass, and ``permutation_{seed, epoch}[g % n_seqs]`` in pass
-``epoch = g // n_seqs`` > 0. Every model of a suite thus sees the same batches in the same order.
+``epoch = g // n_seqs`` > 0. Every main run of a suite thus sees the same batches in the same order;
+a seed run its own file's by the same rule with its seed (with ``seed_data = "sequences"``: its own
+permutation of the suite's sequences, ``branches.run_sequences``).
 """
 
 from __future__ import annotations
@@ -121,19 +130,32 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
-    """Tokenizer and token file of ``config`` (a ``SuiteConfig``) under ``suite_dir/_data``, made or reused."""
+def data_folder(seed: int | None = None) -> str:
+    """The folder name of the suite's data (``_data``) or of seed ``seed``'s own (``_data-seed<S>``)."""
+    return DATA_DIR if seed is None else f"{DATA_DIR}-seed{seed}"
+
+
+def prepare_data(config, suite_dir: Path, log=None, *, seed: int | None = None,
+                 suite_data: TokenData | None = None) -> TokenData:
+    """Tokenizer and token file of ``config`` (a ``SuiteConfig``) under ``suite_dir/_data``, made or reused;
+    with ``seed``: seed ``seed``'s own under ``suite_dir/_data-seed<S>`` (module docstring), with the
+    tokenizer of ``suite_data`` (the suite's ``TokenData``; prepared here when None)."""
     from transformers import AutoTokenizer
 
     manifest = load_manifest(config.corpus)
     if not manifest.documents.get("train"):
         raise QidlabError(f"{config.corpus} has no train documents (recipe {manifest.recipe!r} is eval-only); "
                           "train on another corpus")
+    if seed is not None and suite_data is None:
+        suite_data = prepare_data(config, suite_dir, log)
     train_sha = manifest.files[manifest.split_path("train").name]["sha256"]
     tok_src = ({"vocab_size": config.vocab_size} if config.tokenizer_path is None else
                {"path": str(config.tokenizer_path), "sha256": _file_sha(config.tokenizer_path)})
-    key = {"format": FORMAT, "corpus_train_sha256": train_sha, "tokenizer": tok_src, "seed": config.seed}
-    folder = suite_dir / DATA_DIR
+    key = {"format": FORMAT, "corpus_train_sha256": train_sha, "tokenizer": tok_src,
+           "seed": config.seed if seed is None else seed}
+    if seed is not None:  # the suite's tokenizer, as its _data holds it
+        key["suite_tokenizer_sha256"] = file_sha256(suite_data.folder / "tokenizer" / "tokenizer.json")
+    folder = suite_dir / data_folder(seed)
     info_path = folder / "data.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text())
@@ -146,18 +168,14 @@ def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
         info_path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     docs = read_documents(config.corpus, "train")
-    if config.tokenizer_path is None:
-        if log:
-            log(f"training a byte-level BPE of {config.vocab_size} tokens on {len(docs)} documents")
-        tokenizer = train_tokenizer(docs, config.vocab_size)
-    else:
-        tokenizer = tokenizer_from_file(config.tokenizer_path)
-    tokenizer.bos_token = tokenizer.eos_token  # BOS = EOS (module docstring)
+    tokenizer = _tokenizer(config, docs, suite_data, log)
     tokenizer.save_pretrained(folder / "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)  # as loaders see it
     eos = tokenizer.eos_token_id
     dtype = np.uint16 if len(tokenizer) <= 2 ** 16 else np.uint32
-    order = document_order(len(docs), config.seed)
+    order = document_order(len(docs), key["seed"])
+    if log and seed is not None:
+        log(f"laying the {len(docs)} train documents in seed {seed}'s order into {folder}")
     backend = tokenizer.backend_tokenizer
     n_tokens = 0
     with open_atomic(folder / "tokens.bin", "wb") as fh:
@@ -172,9 +190,27 @@ def prepare_data(config, suite_dir: Path, log=None) -> TokenData:
             "bos_is_eos": tokenizer.bos_token_id == eos,
             "document_order_sha256": _sha256_bytes(order.astype(np.int64).tobytes()),
             "corpus": str(config.corpus), "corpus_licenses": manifest.licenses}
+    if suite_data is not None and n_tokens != suite_data.n_tokens:  # the same documents and tokenizer
+        raise QidlabError(f"{folder}: {n_tokens:,} tokens, but the suite's {suite_data.folder} has "
+                          f"{suite_data.n_tokens:,}; delete both and train again")
     write_json(info_path, info)
     tokens = np.memmap(folder / "tokens.bin", dtype=dtype, mode="r")
     return TokenData(folder, tokenizer, tokens, info)
+
+
+def _tokenizer(config, docs: list[str], suite_data: TokenData | None, log):
+    """The tokenizer a data folder is made with: the suite's (a seed's folder: BOS as the suite's
+    has it), else a BPE trained on ``docs`` or the suite file's, with BOS = EOS (module docstring)."""
+    if suite_data is not None:
+        return suite_data.tokenizer
+    if config.tokenizer_path is None:
+        if log:
+            log(f"training a byte-level BPE of {config.vocab_size} tokens on {len(docs)} documents")
+        tokenizer = train_tokenizer(docs, config.vocab_size)
+    else:
+        tokenizer = tokenizer_from_file(config.tokenizer_path)
+    tokenizer.bos_token = tokenizer.eos_token  # BOS = EOS (module docstring)
+    return tokenizer
 
 
 def _file_sha(path: Path) -> str:

@@ -7,6 +7,7 @@ Layout written under ``<out>/<suite>/``::
                                  qidlab.train.data's BOS = EOS), per-model sizes (qidlab.checkpoints.discover);
                                  low-bit models also precision = "...", twin = "...", qat = { bits, a_bits, ... }
     _data/                       tokenizer, token file, data.json (qidlab.train.data)
+    _data-seed<S>/               seed S's own token file, laid out like _data/ (seed_data = "documents", the default)
     <model>/step<N>/             config.json, model.safetensors, tokenizer, qidlab.json
     <model>/trainer_state.pt     the state at the newest saved step: optimizer, torch RNG, step, config hash
                                  (tensors and plain types only: torch.load(weights_only=True) reads it)
@@ -16,7 +17,8 @@ Layout written under ``<out>/<suite>/``::
     <model>/train-stats.json     steps and tokens trained, seconds, tokens/s and MFU of the last call that trained
                                  (device, autocast, compile; not deterministic; a finished model's is left as is)
     <model>-seed<S>/             a seed run (``seeds``), laid out like <model>/ (``main_run = false``: these
-                                 without <model>/, whose main run was trained before, elsewhere)
+                                 without <model>/, whose main run was trained before, elsewhere); its data
+                                 _data-seed<S>/, or with seed_data = "sequences" the suite's, shuffled
     <run>-cool<b>/step<b+L>/     a cooldown branch's end (``branches``), with its own trainer state and logs
     <run>-lawa<k>/step<b>/       the weight average at branch point b
     <run>/_lawa/, <run>/_branches/   the run's weights at the averaged steps and its whole state at branch
@@ -27,6 +29,11 @@ Layout written under ``<out>/<suite>/``::
 ``train_loss`` (of update N - 1; null at step 0), the data's hashes and the model's config hash; for a
 low-bit model also ``precision``, ``qat`` (``QATSpec.to_dict()``) and ``twin``: its weights are the latent
 full-precision ones, which ``lowbit.apply_qat`` rounds in the forward pass.
+
+Every folder's manifest entry records ``batch_order``: "contiguous" (consecutive sequences of its
+run's token file: main runs, and seed runs with ``seed_data = "documents"``) or "shuffled" (seed runs
+with ``seed_data = "sequences"``), also for branches and averages; manifests written before carry
+none (their seed runs were shuffled).
 
 Determinism: the weights are initialised after ``torch.manual_seed(seed)``; the data order is a
 pure function of the seed (``qidlab.train.data``); on CPU with a fixed thread count the same suite
@@ -51,8 +58,8 @@ from qidlab.torchenv import quiet_transformers, require_measure, torch_threads
 from qidlab.train.averaging import SNAPSHOTS, write_average, write_snapshot
 from qidlab.train.branches import (Trajectory, average_folder, branch_point_meta, run_sequences, trajectories, trajectory_hash,
                                    trajectory_meta)
-from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, check_no_sweep, load_suite_config
-from qidlab.train.data import prepare_data
+from qidlab.train.config import ModelSpec, SuiteConfig, check_fits, check_no_sweep, data_seeds, load_suite_config
+from qidlab.train.data import TokenData, prepare_data
 from qidlab.train.dynamics import change_summary
 from qidlab.train.engine import Clock, build_model, device_name, make_optimizer, make_update, resolve_device
 from qidlab.train.lr_sweep import SWEEP_FILE, LRSweep, sweep_suite
@@ -77,7 +84,7 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
             continue
         lines += [f"[models.{json.dumps(m.name)}]", f"hidden = {m.hidden}", f"layers = {m.layers}",
                   f"heads = {m.heads}", f"intermediate = {m.intermediate}", f"lr = {m.lr!r}",
-                  f"n_params = {n_params[m.name]}"]
+                  f"n_params = {n_params[m.name]}", 'batch_order = "contiguous"']
         if m.qat is not None:
             columns = ", ".join(f"{k} = {v!r}" for k, v in m.qat.columns().items())
             lines += [f"precision = {json.dumps(m.precision)}", f"qat = {{ {columns} }}"]
@@ -93,16 +100,18 @@ def _write_suite_manifest(config: SuiteConfig, suite_dir: Path, n_params: dict, 
 
 def _trajectory_entries(config: SuiteConfig, m: ModelSpec, n_params: int) -> list[str]:
     """Manifest entries of a model's other folders (``branches.py``): its shape and N, plus ``kind``
-    ("run" | "branch" | "average"), ``base_model``, ``run`` and, for branches and averages, ``base``
-    (the run's folder) and ``branch_from`` (the branch point's step). With ``main_run = false``, the
-    seed runs' alone (``base_model`` still names the model)."""
+    ("run" | "branch" | "average"), ``base_model``, ``run``, ``batch_order`` (its run's: "contiguous"
+    or "shuffled") and, for branches and averages, ``base`` (the run's folder) and ``branch_from``
+    (the branch point's step). With ``main_run = false``, the seed runs' alone (``base_model`` still
+    names the model)."""
     shape = [f"hidden = {m.hidden}", f"layers = {m.layers}", f"heads = {m.heads}",
              f"intermediate = {m.intermediate}", f"lr = {m.lr!r}", f"n_params = {n_params}",
              f"base_model = {json.dumps(m.name)}"]
     out = []
     k = m.branch_spec.average if m.branch_spec else 0
-    for t in trajectories(m.name, config.seed, m.seeds, m.branches, m.main_run):
+    for t in trajectories(m.name, config.seed, m.seeds, m.branches, m.main_run, config.seed_data):
         run = [f"run = {json.dumps(t.run)}"] if t.run else []
+        run += [f"batch_order = {json.dumps(t.batch_order)}"]
         if t.branch is None and t.run is not None:
             out += [f"[models.{json.dumps(t.folder)}]", *shape, 'kind = "run"', *run, ""]
         if t.branch is not None:
@@ -122,8 +131,9 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     ``models``: train only these models of the suite (by name), e.g. one per GPU job; the data
     order, tokenizer and manifest are the whole suite's, so jobs that train different models of
     one suite file make one suite. ``data_only``: make the tokenizer and the token file
-    (``OUT/<suite>/_data``), check that the corpus is large enough, run the lr sweeps of ``models``
-    (all by default) if sweeping, and stop, so that jobs started side by side on one machine
+    (``OUT/<suite>/_data``) and those of the seed runs of ``models`` (all by default) that read their
+    own (``_data-seed<S>``, ``config.data_seeds``), check that the corpus is large enough, run the lr
+    sweeps of ``models`` if sweeping, and stop, so that jobs started side by side on one machine
     afterwards share them instead of each tokenising the corpus.
 
     ``threads``: torch intra-op threads during the call (restored after); ``None`` keeps the current
@@ -150,6 +160,8 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     suite_dir = Path(out_dir).expanduser() / config.name  # made by prepare_data once the corpus is read
     data = prepare_data(config, suite_dir, log)
     check_fits(config, data.n_tokens)
+    datas = {config.seed: data} | {s: prepare_data(config, suite_dir, log, seed=s, suite_data=data)
+                                   for s in data_seeds(config, chosen)}
     sweeps = {}
     if config.lr_sweep is not None:  # with data_only: only the chosen models' sweeps, kept for later calls
         with torch_threads(threads):
@@ -166,7 +178,7 @@ def train_suite(config_path, out_dir, *, threads: int | None = None, device: str
     with torch_threads(threads):
         for spec in config.models:
             if spec.name in chosen:
-                paths += _train_model(config, spec, data, suite_dir, save_steps, run, on_step, log)
+                paths += _train_model(config, spec, datas, suite_dir, save_steps, run, on_step, log)
     return paths
 
 
@@ -228,12 +240,14 @@ def _meta_common(config: SuiteConfig, spec: ModelSpec, data, mhash: str, device,
     return meta
 
 
-def _train_model(config: SuiteConfig, spec: ModelSpec, data, suite_dir: Path, save_steps, run: dict, on_step, log):
+def _train_model(config: SuiteConfig, spec: ModelSpec, datas: dict[int, TokenData], suite_dir: Path, save_steps,
+                 run: dict, on_step, log):
     """Every trajectory of ``spec`` (``branches.py``): its main run (as ever; not with ``main_run =
     false``), its seed runs, and each run's weight averages and cooldown branches; returns every
-    checkpoint folder, in that order."""
+    checkpoint folder, in that order. ``datas``: seed -> its token data (the suite's under its seed)."""
     paths = []
-    for traj in trajectories(spec.name, config.seed, spec.seeds, spec.branches, spec.main_run):
+    for traj in trajectories(spec.name, config.seed, spec.seeds, spec.branches, spec.main_run, config.seed_data):
+        data = datas[config.seed if traj.shuffled else traj.seed]  # a shuffled seed run reads the suite's
         if traj.branch is not None and spec.branch_spec.average:
             paths.append(write_average(config, spec, traj, suite_dir, data, log))
         steps = list(save_steps) if traj.branch is None else [traj.branch.end]
@@ -276,10 +290,11 @@ def _lr_at(config: SuiteConfig, spec: ModelSpec, traj: Trajectory):
 
 
 def _batch_at(config: SuiteConfig, data, traj: Trajectory):
-    """``batch(step)``: the suite's batches, or a seed run's own order of the same sequences (each row
-    read through ``data.batch`` as the first pass's sequence of that number)."""
+    """``batch(step)``: consecutive sequences of the run's token file ``data`` (the suite's, or a
+    seed run's own: ``batch_indices`` with the run's seed), or a shuffled seed run's own order of the
+    suite's sequences (each row read through ``data.batch`` as the first pass's sequence of that number)."""
     if not traj.shuffled:
-        return lambda step: data.batch(step, config.batch_size, config.seq_len, config.seed)
+        return lambda step: data.batch(step, config.batch_size, config.seq_len, traj.seed)
     import torch
 
     n_seqs = data.n_tokens // config.seq_len
