@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Mapping, Sequence
 
+from .. import data
 from ..errors import QidlabError
 from ..output import dump_json
 from ..tables import parse_number
@@ -58,8 +59,6 @@ def numbers(text: str, what: str = "list") -> list[float]:
 
 def data_input(name: str) -> str:
     """A command's data input, after one line on stderr if it is a superseded shipped data set."""
-    from .. import data  # reads tables with pandas: only when a command reads data
-
     note = data.superseded_note(name)
     if note:
         print(note, file=sys.stderr)
