@@ -13,7 +13,7 @@ writes ``<out>/qidlab-gpu-2027/`` (manifest.json, measurements.parquet) from fil
   ``qidlab-suite.toml``, recorded with its sha256), and with the suite files' schedules
   (``load_suite_config(...).schedule_dict()``) turned into per-checkpoint columns
   (``qidlab.train.trajectories``: kind, trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction,
-  decay, decay_tokens, branch_from, lr_factor);
+  decay, decay_tokens, branch_from, lr_factor, batch_order);
 * the job logs (wall time, measurements per call) and the whole stores' sha256 files.
 
 The main runs' step-0 checkpoints (D = 0: random initialisation) are left out of the table
@@ -57,13 +57,16 @@ MANIFESTS = {"c2-en": [f"{S2}/manifests/c2-en-s1.toml", f"{S2}/manifests/c2-en-s
 #: Each suite's schedule: the suite file (c2-en: the full design; the calls' own files, checked equal below).
 SUITE_FILES = {"c2-en": "campaign/campaign2-en-suite.toml",
                **{f"c2-en-cos{n}": f"campaign/campaign2-en-cos{n}-suite.toml" for n in (1950, 975, 488)}}
+#: The replicate seed runs (contiguous batches, as the main runs) and the shuffled-batch seed runs.
+REPLICATES, SHUFFLED = "campaign/campaign2-en-seeds-doc-suite.toml", "campaign/campaign2-en-seeds-suite.toml"
 CALL_SUITE_FILES = [*(f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)), "campaign/campaign2-en-seeds-suite.toml"]
 STUDY = "campaign/campaign2-en-study.toml"
 #: The slice the report draws; ``where``: the rows its laws and the paper's figures use, each size's
-#: constant-lr runs at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms), from
-#: step 128 on: past the 100 warmup updates, where the lr is the constant peak (steps 1-64 ramp it up).
+#: constant-lr runs at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms) with
+#: contiguous batches (the main runs and their replicates; not the shuffled-batch seed runs), from step
+#: 128 on: past the 100 warmup updates, where the lr is the constant peak (steps 1-64 ramp it up).
 PRIMARY = {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq",
-           "where": ["kind=run", "lr_factor=1", "step>=128"]}
+           "where": ["kind=run", "lr_factor=1", "batch_order=contiguous", "step>=128"]}
 WHOLE_STORES_BRANCH = "campaign2-stores"
 #: The GPU calls (one H200, 2026-12-04, each <= 10 minutes, on one warm machine per session).
 CALLS = [
@@ -100,23 +103,25 @@ CALLS = [
      "whole_store": f"c2-s3-call5-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
 ]
 DESCRIPTION = (
-    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200, 3 sessions), a PARTIAL release (the cosine runs "
-    "of the two largest sizes are still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
+    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200, 3 sessions), a PARTIAL release (the replicate seed runs "
+    "and the cosine runs of the two largest sizes are still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
     "trained by qidlab from scratch on the Debian English documentation mix (31.95M tokens, one pass, "
     "BOS = EOS, a trained prefix), each size's peak lr chosen by a 5-rate sweep that brackets it. Per "
     "size: a constant-lr main run (1,950 updates after 100 warmup), 5 cooldown branches from its "
     "stable phase (steps 128, 244, 466, 889, 1695; lr linearly to 0 over 15% more tokens) and a LAWA "
     "average (k = 5 over the last 10% of the steps) at each branch point; h384-l4 also at 0.5x and 2x "
-    "its peak lr; h128-l3, h256-l4, h512-l4 and h768-l6 also at seeds 1 and 2 (initialisation and data "
-    "order; each seed run with its branches and averages); cosine runs (to 10%) of 1,950, 975 and 488 "
+    "its peak lr; h128-l3, h256-l4, h512-l4 and h768-l6 also at seeds 1 and 2 with SHUFFLED batches "
+    "(32 sequences drawn from across the corpus per step, where every main run reads 32 consecutive ones; "
+    "each seed run with its branches and averages): a batch-order arm with lower loss16 and 2-4x larger "
+    "QiD at equal N, D and lr, not replicates (column batch_order; manifest seeds.confound); cosine runs (to 10%) of 1,950, 975 and 488 "
     "updates for the 7 smallest sizes. "
     "Quantized weight-only with GPTQ, RTN, AWQ (2/3/4 bits, group 128) and NF4 (block 128), fake-"
     "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
     "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
     "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, "
-    "lr_factor say where it sits in its training (tokens vs learning-rate decay). The laws and the "
-    "paper's figures use the primary slice's run checkpoints (every seed) at each size's reference "
-    "peak lr, past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
+    "lr_factor, batch_order say where it sits in its training (tokens vs learning-rate decay). The laws and the "
+    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr with "
+    "contiguous batches, past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
     "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
 
 
@@ -246,28 +251,39 @@ def design(table, columns, suites: dict, schedules: dict) -> dict:
 
 
 def status(config, columns, cosines: dict) -> dict:
-    """What is measured and what is still pending, read from the rows: seeds per planned size, the
-    cosine runs per size (every size of the suite file is planned in every cosine suite)."""
-    planned = {m.name: [config.seed, *m.seeds] for m in config.models if m.seeds}
-    found = columns.groupby("arm").seed.unique()
-    missing_seeds = {m: sorted(set(s) - {int(x) for x in found.get(m, [])}) for m, s in planned.items()}
-    missing_seeds = {m: s for m, s in missing_seeds.items() if s}
-    pending = [f"the seed runs {s} of {m}" for m, s in missing_seeds.items()]
+    """What is measured and what is still pending, read from the rows: the replicate seeds per size
+    (contiguous batches, as the main runs; ``REPLICATES``), the cosine runs per size (every size of the
+    suite file is planned in every cosine suite)."""
+    planned = replicate_plan(config)
+    missing = {m: sorted(set(s) - measured_seeds(columns, m, "contiguous")) for m, s in planned.items()}
+    pending = [f"the replicate seed runs {s} of {m} (contiguous batches)" for m, s in missing.items() if s]
     for suite, entry in cosines["suites"].items():
         lacking = [m for m in entry["planned"] if m not in entry["models"]]
         if lacking:
             pending.append(f"{suite}: the cosine runs of {', '.join(lacking)}")
+    shuffled = {m: sorted(measured_seeds(columns, m, "shuffled")) for m in planned}
     return {
         "release": "partial" if pending else "complete",
         "complete": not pending,
-        "measured": (f"every size's constant-lr run with its 5 cooldown branches and 5 LAWA averages; seeds "
-                     f"{sorted({s for v in planned.values() for s in v})} of {', '.join(planned)} (each seed run "
-                     "with its branches and averages); h384-l4's 0.5x and 2x peak-lr arms; cosine runs of "
-                     + ", ".join(f"{k}: {len(v['models'])} sizes" for k, v in cosines["suites"].items())),
+        "measured": ("every size's constant-lr run with its 5 cooldown branches and 5 LAWA averages (seed 0, "
+                     "contiguous batches); seeds " + "; ".join(f"{m}: {s}" for m, s in shuffled.items() if s)
+                     + " with SHUFFLED batches (seed_data = sequences; each with its branches and averages): "
+                     "a batch-order arm, not replicates (seeds.confound); h384-l4's 0.5x and 2x peak-lr arms; "
+                     "cosine runs of " + ", ".join(f"{k}: {len(v['models'])} sizes" for k, v in cosines["suites"].items())),
         "pending": pending,
-        "default": "qidlab.data.DEFAULT since the seed runs are in (session 3); qidlab-gpu-2026 is superseded "
-                   "(qidlab.data.SUPERSEDED says why)",
+        "default": "qidlab.data.DEFAULT since session 3 (its primary slice: contiguous batches, every size); "
+                   "qidlab-gpu-2026 is superseded (qidlab.data.SUPERSEDED says why)",
     }
+
+
+def replicate_plan(config) -> dict[str, list[int]]:
+    """Size -> the seeds of its planned replicates: the suite's own (the main run) and ``REPLICATES``'."""
+    return {m.name: [config.seed, *m.seeds] for m in load_suite_config(REPLICATES).models}
+
+
+def measured_seeds(columns, arm: str, order: str) -> set[int]:
+    rows = columns[(columns.arm == arm) & (columns.batch_order == order)]
+    return {int(s) for s in rows.seed.unique()}
 
 
 def sizes(main: dict, repeated: dict, table) -> list[dict]:
@@ -315,13 +331,23 @@ def plan_models(plan: str) -> list[str]:
 
 
 def seeds(config, columns) -> dict:
-    planned = {m.name: list(m.seeds) for m in config.models if m.seeds}
-    return {"measured": sorted(int(s) for s in columns.seed.unique()),
+    planned = replicate_plan(config)
+    return {"measured": {order: sorted(int(s) for s in columns[columns.batch_order == order].seed.unique())
+                         for order in sorted(set(columns.batch_order))},
             "suite_seed": config.seed,
-            "planned": {name: [config.seed, *s] for name, s in planned.items()},
+            "planned": planned,
+            "planned_in": f"{REPLICATES} (seed_data = documents) beside the main runs (seed {config.seed})",
+            "shuffled": {m.name: list(m.seeds) for m in load_suite_config(SHUFFLED).models},
+            "shuffled_in": f"{SHUFFLED} (seed_data = sequences; session 3)",
             "runs": "a seed run is its own run (run = seed<S>, folders <model>-seed<S>, each with its 5 cooldown "
-                    "branches and 5 LAWA averages) from its own initialisation and data order, at its main run's "
-                    "peak lr (not swept again: main_run = false in campaign/campaign2-en-seeds-suite.toml)",
+                    "branches and 5 LAWA averages) from its own initialisation, at its main run's peak lr (not "
+                    "swept again: main_run = false); batch_order says how its batches were drawn",
+            "confound": "seeds 1 and 2 were trained with SHUFFLED batches (32 sequences drawn from across the "
+                        "corpus per step) while every main run reads 32 CONSECUTIVE sequences of its token file: "
+                        "they reached lower loss16 and 2-4x larger QiD than seed 0 at equal N, D and lr, and "
+                        "agree with each other; they are a batch-order arm, not replicates of seed 0. The "
+                        "replicates (same batch rule, own document order and initialisation) are seeds "
+                        + ", ".join(str(s) for s in sorted({s for v in planned.values() for s in v} - {config.seed})),
             "clusters": "the findings' bootstrap CIs resample (arm, seed): one size's trajectory of one seed with "
                         "its branches and averages"}
 

@@ -43,6 +43,7 @@ def test_it_loads_by_name_with_the_trajectory_columns(table, manifest):
     assert manifest["columns"] == {"joined_on": ["suite", "model", "step"], "extra": list(COLUMNS), "checkpoints": 543}
     assert all(manifest["units"][c] == MEANINGS[c] for c in COLUMNS)
     assert set(table.kind) == {"run", "branch", "average"} and set(table.seed) == {0, 1, 2}
+    assert ((table.batch_order == "shuffled") == (table.seed > 0)).all()  # the seed runs so far: shuffled batches
     assert set(table.suite) == {"c2-en", "c2-en-cos1950", "c2-en-cos975", "c2-en-cos488"}
     assert qidlab.data.DEFAULT == NAME  # the default since its seed runs are in
     assert qidlab.data.SUPERSEDED["qidlab-gpu-2026"]["by"] == NAME
@@ -55,21 +56,25 @@ def test_its_unit_is_bits_per_byte(table, manifest):
     assert table.loss16.between(0.8, 4).all()
 
 
-def test_the_status_names_what_is_pending_and_every_planned_seed_is_measured(table, manifest):
+def test_the_status_names_what_is_pending_and_the_seeds_per_batch_order(table, manifest):
     status, seeds = manifest["status"], manifest["seeds"]
-    assert seeds["measured"] == [0, 1, 2] and seeds["planned"] == {m: [0, 1, 2] for m in SEEDED}
+    assert seeds["measured"] == {"contiguous": [0], "shuffled": [1, 2]}
+    assert seeds["shuffled"] == {m: [1, 2] for m in SEEDED} and seeds["planned"] == {m: [0, 3, 4] for m in SEEDED}
+    assert "not replicates" in seeds["confound"]
     runs = table[(table.suite == "c2-en") & (table.lr_factor == 1)]
-    for arm, planned in seeds["planned"].items():
+    for arm in SEEDED:  # each measured seed run: its run, 5 branch ends, 5 averages (20 QiD per checkpoint)
         by_kind = runs[runs.arm == arm].groupby("seed").kind.value_counts().unstack()
-        assert sorted(by_kind.index) == planned  # each seed: its run, 5 branch ends, 5 averages
-        assert (by_kind["branch"] == by_kind["average"]).all() and (by_kind["branch"] == 5 * 20).all()
+        assert sorted(by_kind.index) == [0, 1, 2] and (by_kind["branch"] == 5 * 20).all()
+        assert (by_kind["branch"] == by_kind["average"]).all()
     assert set(runs[~runs.arm.isin(SEEDED)].seed) == {0}
-    # partial: exactly the cosine runs the cosine suites plan but the rows lack
+    # partial: exactly the replicate seeds and the cosine runs the plan names but the rows lack
     lacking = {(s, m) for s, e in manifest["cosine_runs"]["suites"].items() for m in e["planned"]
                if m not in set(table[table.suite == s].model)}
-    assert status["complete"] is False and status["release"] == "partial" and lacking
-    assert len(status["pending"]) == len({s for s, _ in lacking})
-    assert all(m in " ".join(status["pending"]) for _, m in lacking)
+    missing = {(m, s) for m, planned in seeds["planned"].items() for s in planned
+               if not ((table.arm == m) & (table.seed == s) & (table.batch_order == "contiguous")).any()}
+    assert status["complete"] is False and status["release"] == "partial" and lacking and missing
+    assert len(status["pending"]) == len({s for s, _ in lacking}) + len({m for m, _ in missing})
+    assert all(m in " ".join(status["pending"]) for m in {m for _, m in lacking} | {m for m, _ in missing})
 
 
 def test_the_sizes_span_300x_with_bracketed_learning_rates(table, manifest):
@@ -117,13 +122,12 @@ def test_cosine_runs_and_peak_lr_arms(table, manifest):
 def test_the_primary_rows_are_the_reference_lr_runs(table, manifest):
     primary = manifest["primary"]
     assert primary == {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq",
-                       "where": ["kind=run", "lr_factor=1", "step>=128"]}
+                       "where": ["kind=run", "lr_factor=1", "batch_order=contiguous", "step>=128"]}
     rows = qidlab.data.load(NAME, where=[f"{k}={primary[k]}" for k in ("suite", "eval_set", "method")]
                             + primary["where"])
     assert set(rows.kind) == {"run"} and set(rows.schedule) == {"constant"} and set(rows.lr_fraction) == {1.0}
-    assert set(rows.arm) == {s["model"] for s in manifest["sizes"]}  # one reference-lr run per size and seed
-    assert rows.groupby("arm").model.nunique().to_dict() == {s["model"]: 3 if s["model"] in SEEDED else 1
-                                                             for s in manifest["sizes"]}
+    assert set(rows.model) == {s["model"] for s in manifest["sizes"]}  # each size's main run: no shuffled seeds
+    assert set(rows.batch_order) == {"contiguous"}
     assert set(table[table.lr_factor != 1].arm) == {"h384-l4-lr0.5x", "h384-l4-lr2x"}
     assert {a["model"]: a["factor"] for a in manifest["peak_lr_arms"]["arms"]} == \
         table[table.arm.str.startswith("h384-l4")].groupby("arm").lr_factor.first().to_dict()
