@@ -86,11 +86,10 @@ def test_fit_without_input_fits_the_primary_slice_and_names_it(capsys):
     assert main(["fit", "--law", "ouyang2024", "--holdout", "", "--json"]) == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
-    assert doc["data"]["primary"] == [f"{k}={v}" for k, v in sorted(primary.items())]
+    conditions = [f"{k}={v}" for k, v in sorted(primary.items()) if k != "where"] + list(primary.get("where", []))
+    assert doc["data"]["primary"] == conditions
     table = qidlab.data.load(qidlab.data.DEFAULT)
-    chosen = table
-    for column, value in primary.items():
-        chosen = chosen[chosen[column] == value]
+    chosen = qidlab.data.load(qidlab.data.DEFAULT, where=conditions)
     assert doc["data"]["rows"] == len(chosen) < len(table)
     assert f"read the shipped data set {qidlab.data.DEFAULT}" in captured.err and "primary slice" in captured.err
     # a column the user chose is left to the user

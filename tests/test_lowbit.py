@@ -4,9 +4,8 @@ import json
 
 import pytest
 import torch
-from tiny_models import single_thread, tiny_config, tiny_corpus
+from tiny_models import single_thread, tiny_config, tiny_corpus_folder
 
-from qidlab.corpus import build_corpus
 from qidlab.errors import QidlabError
 from qidlab.quantize import FPConfig, NF4Config, RTNConfig, TernaryConfig, grids, quantize_
 from qidlab.train import load_suite_config, train_suite
@@ -138,9 +137,7 @@ precision = "bitnet-b1.58"
 @pytest.fixture(scope="module")
 def bitnet_suite(tmp_path_factory):
     root = tmp_path_factory.mktemp("lowbit")
-    docs = root / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(200)))
-    build_corpus("files", root / "corpus", files=[docs])
+    tiny_corpus_folder(root, 200)
     (root / "suite.toml").write_text(SUITE)
     with single_thread():
         train_suite(root / "suite.toml", root / "a", threads=1)

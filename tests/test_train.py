@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from tiny_models import single_thread, tiny_corpus
+from tiny_models import single_thread, tiny_corpus_folder
 
 from qidlab.checkpoints import discover, load_checkpoint
-from qidlab.corpus import build_corpus, read_documents
+from qidlab.corpus import read_documents
 from qidlab.errors import QidlabError
 from qidlab.train import (batch_indices, check_fits, checkpoint_steps, document_order, load_suite_config,
                           lr_multiplier, train_suite)
@@ -51,9 +51,7 @@ def write_suite(folder, extra="", text=None):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    docs = root / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(300)))
-    build_corpus("files", root / "corpus", files=[docs])
+    tiny_corpus_folder(root)
     return root
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import single_thread, tiny_corpus
+from tiny_models import single_thread, tiny_corpus, tiny_corpus_folder
 
 from qidlab.checkpoints import discover, read_manifest
 from qidlab.corpus import build_corpus
@@ -58,9 +58,7 @@ def write(folder: Path, extra: str = "", name: str = "suite.toml") -> Path:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("branches")
-    docs = root / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(300)))
-    build_corpus("files", root / "corpus", files=[docs])
+    tiny_corpus_folder(root)
     return root
 
 

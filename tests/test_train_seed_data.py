@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import single_thread, tiny_corpus
+from tiny_models import single_thread, tiny_corpus_folder
 
 from qidlab.checkpoints import read_manifest
-from qidlab.corpus import build_corpus
 from qidlab.documents import read_documents
 from qidlab.errors import QidlabError
 from qidlab.train import folders_of, load_suite_config, train_suite
@@ -58,9 +57,7 @@ def write(folder: Path, file: str, *, name: str = "sd", seed: int = 0, suite_ext
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("seed_data")
-    docs = root / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(300)))
-    build_corpus("files", root / "corpus", files=[docs])
+    tiny_corpus_folder(root)
     return root
 
 

@@ -65,6 +65,16 @@ def tiny_corpus(n_docs: int = 200, seed: int = 0) -> list[str]:
     return [" ".join(_sentence(rng) for _ in range(rng.randint(2, 12))) for _ in range(n_docs)]
 
 
+def tiny_corpus_folder(root: Path, n_docs: int = 300) -> Path:
+    """``root/corpus``: a qidlab corpus (recipe ``files``) of ``tiny_corpus(n_docs)``, for training suites."""
+    from qidlab.corpus import build_corpus
+
+    docs = Path(root) / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(n_docs)))
+    build_corpus("files", Path(root) / "corpus", files=[docs])
+    return Path(root) / "corpus"
+
+
 def train_tokenizer(docs: list[str], vocab_size: int = 512):
     """A byte-level BPE tokenizer trained on ``docs``, as a ``PreTrainedTokenizerFast``: the
     trainer's own (``qidlab.train.data.train_tokenizer``). Special tokens ``<|bos|>`` (id 0),
