@@ -274,6 +274,12 @@ def batch_order(frame: pd.DataFrame) -> None:
         d = base[base.eval_set == ev]
         print(f"- {ev}: " + ", ".join(f"{a}: {v:+.3f}" for a, v in d.groupby("arm").loss16_diff.median()
                                       .reindex(arms).items()))
+    m = T.matched_loss_ratios(frame, MIN_TOKENS)
+    ratio_table(m, {"shuffled / contiguous at equal loss16": "ratio", "D shuffled / D contiguous at equal loss16":
+                    "tokens_ratio"},
+                "### g. The same at equal 16-bit loss instead of equal D: the contiguous run interpolated in "
+                "(loss16, log QiD) and (loss16, log D) at each shuffled checkpoint's loss16, where it lies inside "
+                f"the contiguous run's range (D >= {MIN_TOKENS:.3g}, QiD > 0; clusters = sizes)")
     s = T.seed_ratios(frame, "shuffled", MIN_TOKENS)
     ratio_table(s, {"seed / first seed": "ratio"},
                 "### g. Replicate spread within the shuffled runs: QiD of each later seed over the first seed's "

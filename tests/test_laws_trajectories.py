@@ -268,3 +268,23 @@ def test_seed_ratios_compare_later_seeds_with_the_first_of_one_batch_order():
     assert T.seed_ratios(frame, "contiguous").empty  # one contiguous seed per size: no pairs
     with pytest.raises(QidlabError, match="batch_order"):
         T.seed_ratios(frame.drop(columns="batch_order"), "shuffled")
+
+
+def test_matched_loss_ratios_compare_at_equal_16bit_loss_not_equal_d():
+    """Shuffled runs whose loss16 is the contiguous run's 1.5x further in D (QiD then follows the
+    contiguous law at that D): at equal loss the QiD ratio is 1 and the token ratio 1/1.5."""
+    frame = with_batch_orders(noise=0.0)
+    contiguous = frame[(frame.batch_order == "contiguous") & (frame.kind == "run")]
+    shuffled = frame.batch_order == "shuffled"
+    # loss16 = 3 - 0.1 ln(D/1e6) in the fixture: at 1.5x D it is 0.1 ln 1.5 lower; QiD is K D^beta ...
+    frame.loc[shuffled, "loss16"] = 3.0 - 0.1 * np.log(frame.loc[shuffled, "tokens"] * 1.5 / 1e6)
+    frame.loc[shuffled, "qid"] = frame.loc[shuffled, "qid"] / SHUFFLED_FACTOR * 1.5 ** BETA
+    m = T.matched_loss_ratios(frame, min_tokens=4e6)
+    assert len(m) and set(m.seed) == {1, 2} and (m.cluster == m.arm).all() and set(m.arm) == set(SIZES)
+    assert np.allclose(m.tokens_ratio, 1 / 1.5, rtol=0.02)
+    assert np.allclose(m.ratio, 1.0, rtol=0.05)  # log-linear interpolation of a power law: exact up to noise 0
+    assert (m.loss16 >= contiguous.loss16.min()).all()  # only inside the contiguous run's loss range
+    # the fixture's own shuffled runs: 3x QiD and loss16 0.2 lower at equal D, i.e. the contiguous
+    # run's loss at e^(0.2 / 0.1) = 7.39x their D, where its QiD is 7.39^beta larger
+    plain = T.matched_loss_ratios(with_batch_orders(noise=0.0), min_tokens=4e6)
+    assert np.allclose(plain.tokens_ratio, math.exp(-2.0)) and np.allclose(plain.ratio, SHUFFLED_FACTOR * math.exp(-2.0 * BETA))

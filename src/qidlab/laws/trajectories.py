@@ -16,6 +16,7 @@ Per slice (method, bits, eval_set):
 * ``compare_forms``      Ouyang's log-linear form vs decay-aware forms, held out by size;
 * ``batch_order_ratios`` a shuffled-batch run's QiD over the contiguous-batch run of its arm, point
                          by point (``batch_order``: how a run's batches were drawn);
+* ``matched_loss_ratios`` the same at equal 16-bit loss instead of equal D;
 * ``seed_ratios``        replicate spread: each seed's QiD over the first seed's of one batch order.
 
 Units: D (``tokens``) training tokens, N (``n_params``) non-embedding parameters, P (``bits``) bits
@@ -473,6 +474,35 @@ def batch_order_ratios(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.DataF
     return pairs.assign(ratio=pairs.qid / pairs.qid_contiguous, loss16_diff=pairs.loss16 - pairs.loss16_contiguous,
                         cluster=pairs.arm)[[*keys, "seed", "seed_contiguous", "tokens", "qid", "qid_contiguous",
                                             "ratio", "loss16_diff", "cluster", "lr_factor"]]
+
+
+def matched_loss_ratios(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.DataFrame:
+    """Shuffled vs contiguous batches at equal 16-bit loss instead of equal D: for each checkpoint of
+    a shuffled-batch run (reference lr, kind run, D >= ``min_tokens``, QiD > 0), the contiguous run of
+    its arm (lowest seed; its checkpoints with D >= ``min_tokens`` and QiD > 0) interpolated
+    piecewise-linearly in (loss16, log QiD) and (loss16, log D) at the shuffled checkpoint's loss16,
+    where that loss lies inside the contiguous run's range (else the checkpoint is left out).
+    ``ratio`` = QiD(shuffled) / QiD(contiguous) at equal loss16; ``tokens_ratio`` = D(shuffled) /
+    D(contiguous) at equal loss16; ``cluster``: the arm."""
+    frame = check_frame(frame, (*NEEDED, "batch_order"))
+    runs = frame[(frame.kind == "run") & is_reference_arm(frame) & (frame.tokens >= min_tokens) & (frame.qid > 0)]
+    contiguous = runs[runs.batch_order == "contiguous"]
+    contiguous = contiguous[contiguous.seed == contiguous.groupby("arm").seed.transform("min")]
+    keys = ["suite", "arm", *SLICE]
+    curves = {k: c.sort_values("loss16") for k, c in contiguous.groupby(keys)}
+    out = []
+    for k, shuffled in runs[runs.batch_order == "shuffled"].groupby(keys):
+        curve = curves.get(k)
+        if curve is None or len(curve) < 2:
+            continue
+        x = curve.loss16.to_numpy(float)
+        inside = shuffled[(shuffled.loss16 >= x[0]) & (shuffled.loss16 <= x[-1])]
+        q = np.exp(np.interp(inside.loss16, x, np.log(curve.qid.to_numpy(float))))
+        d = np.exp(np.interp(inside.loss16, x, np.log(curve.tokens.to_numpy(float))))
+        out.append(inside[[*keys, "seed", "step", "tokens", "loss16", "qid", "lr_factor"]].assign(
+            qid_contiguous=q, tokens_contiguous=d, ratio=inside.qid.to_numpy(float) / q,
+            tokens_ratio=inside.tokens.to_numpy(float) / d, cluster=inside.arm))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 def seed_ratios(frame: pd.DataFrame, order: str, min_tokens: float = 0.0) -> pd.DataFrame:
