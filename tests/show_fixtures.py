@@ -182,3 +182,17 @@ def trajectory_frame(*, lr_variants: bool = True, cosine: bool = True) -> pd.Dat
     if cosine:
         rows += _rows("a", TRAJECTORY_SIZES["a"], 1e-3, suite="s-cos", schedule="cosine", steps=(100, 400, 1200))
     return pd.DataFrame(rows)
+
+
+def seeded_trajectory_frame() -> pd.DataFrame:
+    """``trajectory_frame`` without peak-lr variants or cosine suite, with ``seed`` and ``batch_order``:
+    size a's main run (seed 0, contiguous), a replicate (seed 3, contiguous, QiD x1.05) and a
+    shuffled-batch run (seed 1, QiD x3), each with its branches and averages; size b's main run only."""
+    base = trajectory_frame(lr_variants=False, cosine=False).assign(seed=0, batch_order="contiguous")
+    a = base[base.arm == "a"]
+
+    def seed_run(seed, order, factor):
+        names = {m: f"{m}-seed{seed}" for m in set(a.model) | set(a.trajectory)}
+        return a.replace({"model": names, "trajectory": names}).assign(seed=seed, batch_order=order,
+                                                                       qid=a.qid * factor)
+    return pd.concat([base, seed_run(3, "contiguous", 1.05), seed_run(1, "shuffled", 3.0)], ignore_index=True)

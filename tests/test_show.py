@@ -167,13 +167,15 @@ def test_groups_without_positive_qid_are_left_out(study):
 
 
 #: Figures drawn from the trajectory columns (qidlab.show.schedules), which the synthetic store lacks.
-SCHEDULES = ("cooldown", "peak-lr", "averaging")
+SCHEDULES = ("cooldown", "peak-lr", "averaging", "batch-order")
 
 
 @pytest.fixture(scope="module")
 def trajectories():
-    """A study with the trajectory columns (QiD in bits per byte)."""
-    return Study.from_frame(sf.trajectory_frame(), options=ShowOptions(bootstrap=0))
+    """A study with the trajectory columns (QiD in bits per byte), both batch orders included."""
+    frame = pd.concat([sf.trajectory_frame().assign(seed=0, batch_order="contiguous"),
+                       sf.seeded_trajectory_frame().query("seed > 0")], ignore_index=True)
+    return Study.from_frame(frame, options=ShowOptions(bootstrap=0))
 
 
 @pytest.mark.parametrize("name", list(FIGURES))

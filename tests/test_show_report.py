@@ -31,7 +31,7 @@ from qidlab.store import Store
 PNG = b"\x89PNG\r\n\x1a\n"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 #: Figures drawn from the trajectory columns (qidlab.show.schedules), which the synthetic store lacks.
-SCHEDULES = ("cooldown", "peak-lr", "averaging")
+SCHEDULES = ("cooldown", "peak-lr", "averaging", "batch-order")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking")
 
 
@@ -196,8 +196,8 @@ def test_figures_without_data_are_listed_with_the_reason(tmp_path):
     assert set(skipped) == {"fig2", "fig7", "fig8", "fig9", "fig12", "fig14", "exponent-ci", *SCHEDULES}
     assert "two eval sets" in skipped["fig8"] and "loss16" in skipped["fig2"]
     assert "trajectory columns" in skipped["cooldown"]
-    assert "Figures skipped (10)" in files["report.html"]
-    assert files["report.html"].count("<img ") == len(FIGURES) - 10
+    assert f"Figures skipped ({len(skipped)})" in files["report.html"] and len(skipped) == 11
+    assert files["report.html"].count("<img ") == len(FIGURES) - len(skipped)
 
 
 def test_bad_input_writes_nothing(tmp_path, capsys):

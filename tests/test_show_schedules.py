@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
-from show_fixtures import BRANCH_FROM, RUN_STEPS, trajectory_frame
+from show_fixtures import BRANCH_FROM, RUN_STEPS, seeded_trajectory_frame, trajectory_frame
 from show_fixtures import TOKENS_PER_STEP_RUNS as TOKENS_PER_STEP
 from show_fixtures import TRAJECTORY_SIZES as SIZES
 from show_fixtures import trajectory_qid as _qid
@@ -82,14 +81,7 @@ def test_cooldown_draws_each_sizes_lr_factor_1_arm_whatever_the_names_say():
 def test_cooldown_draws_each_contiguous_seed_run_and_not_the_shuffled_ones():
     """Seed 3 with the main run's batch order: its own line beside seed 0's; seed 1 with shuffled
     batches (QiD x3): not drawn (another treatment, not a replicate)."""
-    base = trajectory_frame(lr_variants=False, cosine=False).assign(seed=0, batch_order="contiguous")
-    a = base[base.arm == "a"]
-
-    def seed_run(seed, order, factor):
-        names = {m: f"{m}-seed{seed}" for m in set(a.model) | set(a.trajectory)}
-        return a.replace({"model": names, "trajectory": names}).assign(seed=seed, batch_order=order,
-                                                                       qid=a.qid * factor)
-    frame = pd.concat([base, seed_run(3, "contiguous", 1.05), seed_run(1, "shuffled", 3.0)], ignore_index=True)
+    frame = seeded_trajectory_frame()
     fig = make_figure("cooldown", Study.from_frame(frame, options=ShowOptions(bootstrap=0, dpi=30)))
     panel = [ax for ax in fig.axes if ax.get_visible()][0]
     runs = _line(panel, "run")
@@ -100,6 +92,30 @@ def test_cooldown_draws_each_contiguous_seed_run_and_not_the_shuffled_ones():
     ends = frame[(frame.arm == "a") & (frame.bits == 3.0) & (frame.kind == "branch")]
     assert sorted(map(tuple, _points(panel, "branch-end").tolist())) == sorted(
         map(tuple, ends[ends.batch_order == "contiguous"][["tokens", "qid"]].to_numpy(float).tolist()))
+
+
+def test_batch_order_draws_each_run_of_the_sizes_with_both_orders():
+    frame = seeded_trajectory_frame()
+    fig = make_figure("batch-order", Study.from_frame(frame, options=ShowOptions(bootstrap=0, dpi=30)))
+    left, right = [ax for ax in fig.axes if ax.get_visible()][:2]
+    runs = frame[(frame.arm == "a") & (frame.bits == 3.0) & (frame.kind == "run") & (frame.schedule == "constant")]
+    for order, n_runs in (("contiguous", 2), ("shuffled", 1)):  # size b has one order: not drawn
+        mine = runs[runs.batch_order == order]
+        assert len(_line(left, order)) == len(_line(right, order)) == n_runs
+        assert sorted(map(tuple, _points(left, order).tolist())) == sorted(
+            map(tuple, mine[["tokens", "qid"]].to_numpy(float).tolist()))
+        assert sorted(map(tuple, _points(right, order).tolist())) == sorted(
+            map(tuple, mine[["loss16", "qid"]].to_numpy(float).tolist()))
+    assert right.get_xlabel() == "16-bit loss [bits/byte]" and right.xaxis_inverted()
+
+
+def test_batch_order_is_skipped_without_two_orders_of_one_size():
+    one = seeded_trajectory_frame()
+    one = one[one.batch_order == "contiguous"]
+    with pytest.raises(FigureUnavailable, match="batch-order needs runs of one size with both batch orders"):
+        make_figure("batch-order", Study.from_frame(one, options=ShowOptions(bootstrap=0)))
+    with pytest.raises(FigureUnavailable, match="trajectory columns batch_order"):
+        make_figure("batch-order", Study.from_frame(trajectory_frame(), options=ShowOptions(bootstrap=0)))
 
 
 def test_cooldown_without_lr_factor_is_skipped_and_the_others_still_draw():

@@ -79,6 +79,9 @@ FIGURES: dict[str, FigureSpec] = {f.name: f for f in (
     FigureSpec("averaging", "", "QiD of the weight average (LAWA) of the last checkpoints before each branch point "
                "against the run checkpoint at the same D (y = x dashed), and their ratio vs D",
                "schedules:averaging"),
+    FigureSpec("batch-order", "", "QiD of runs of one size and peak lr whose batches were consecutive "
+               "sequences (contiguous, solid) or drawn from across the corpus (shuffled, dashed): vs D and vs the "
+               "16-bit loss (needs the batch_order column of qidlab.train.trajectories)", "schedules:batch_order"),
 )}
 
 #: The paper's figures not redrawn, and why (the report says so where its numbering skips them).

@@ -177,7 +177,8 @@ def _where_text(study: Study) -> str:
     return (f" Rows: only those with {' and '.join(study.where)} (the data set's primary.where, or --where): the laws, "
             f"Table 1 and the paper's figures use these {len(study.frame)}; {count(left, 'row')} of the suite "
             f"{'is' if left == 1 else 'are'} left out of them, and the figures of runs, cooldowns and averages "
-            "(cooldown, peak-lr, averaging) draw from every row.")
+            "(cooldown, peak-lr, averaging: the contiguous-batch runs where a data set has both batch orders; "
+            "batch-order) draw from every row.")
 
 
 def _provenance(study: Study) -> h.Raw:

@@ -37,9 +37,10 @@ NEEDED = ("kind", "trajectory", "arm", "schedule", "peak_lr", "branch_from")
 BITS = 3.0  # the bit width drawn when measured (GPTQ 3-bit QiD is well above the noise at every size)
 
 
-def trajectory_rows(study, figure: str, needed=NEEDED):
+def trajectory_rows(study, figure: str, needed=NEEDED, every_order: bool = False):
     """(the primary slice's rows at one bit width, with the other suites' rows of that slice, the
-    bit width); ``FigureUnavailable`` when the measurements lack a trajectory column of ``needed``."""
+    bit width); ``FigureUnavailable`` when the measurements lack a trajectory column of ``needed``.
+    With both batch orders, only the contiguous rows unless ``every_order``."""
     import pandas as pd
 
     rows = study.all_rows
@@ -50,7 +51,7 @@ def trajectory_rows(study, figure: str, needed=NEEDED):
                                 "measurements lack")
     frame = pd.concat([rows, study.other_suites], ignore_index=True) if study.other_suites is not None else rows
     frame = frame[(frame.eval_set == study.eval_set) & (frame.method == study.method)]
-    if "batch_order" in frame.columns and frame.batch_order.nunique() > 1:
+    if not every_order and "batch_order" in frame.columns and frame.batch_order.nunique() > 1:
         frame = frame[frame.batch_order == "contiguous"]
     frame, _ = hold_settings(frame)
     bits = levels(frame.bits)
@@ -283,3 +284,35 @@ def _average_ratio(ax, pairs, colour) -> None:
     ax.set_ylabel("QiD ratio: average / run")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title("ratio vs training tokens D", fontsize=10)
+
+
+# ---------------------------------------------------------------------------
+# batch order
+
+
+def batch_order(study):
+    """Runs of the same size, lr and D whose batches were drawn differently (``batch_order``:
+    contiguous, solid; shuffled, dashed): QiD vs D (left) and QiD vs the 16-bit loss (right, where
+    equal loss is read across); colour: N. Constant-lr reference-lr runs of the sizes that have both."""
+    rows, bits = trajectory_rows(study, "batch-order", (*NEEDED, "lr_factor", "batch_order"), every_order=True)
+    runs = rows[(rows.kind == "run") & (rows.schedule == "constant") & is_reference_arm(rows) & (rows.qid > 0)]
+    both = runs.groupby("arm").batch_order.nunique()
+    runs = runs[runs.arm.isin(both[both > 1].index)]
+    if runs.empty:
+        raise FigureUnavailable("batch-order needs runs of one size with both batch orders (batch_order: "
+                                "contiguous and shuffled)")
+    colour = colours(levels(runs.n_params))
+    fig, (left, right) = new_figure(2, dpi=study.options.dpi)
+    for (n, order, _), run in runs.sort_values("tokens").groupby(["n_params", "batch_order", "trajectory"]):
+        style = "o-" if order == "contiguous" else "s--"
+        left.plot(run.tokens, run.qid, style, ms=3, lw=1, color=colour[n], gid=order)
+        right.plot(run.loss16, run.qid, style, ms=3, lw=1, color=colour[n], gid=order)
+    _axes(left, study, title="vs training tokens D")
+    _axes(right, study, x=f"16-bit loss [{study.unit_text}]", title="vs the 16-bit loss")
+    right.set_xscale("linear")
+    right.invert_xaxis()  # training lowers the loss: left to right as in time
+    legend(right, colour, "n_params", {"contiguous batches": {"ls": "-", "marker": "o", "ms": 3},
+                                       "shuffled batches": {"ls": "--", "marker": "s", "ms": 3}}, outside=True)
+    suptitle(fig, f"batch-order — QiD of runs whose batches were consecutive sequences vs drawn from across the "
+                  f"corpus ({bits:g}-bit {study.method}, eval set {study.eval_set})")
+    return fig
