@@ -459,21 +459,37 @@ def form_coefficients(frame: pd.DataFrame, form: Form = FORMS[1], min_tokens: fl
 
 # ---------------------------------------------------------------- g. batch order and seeds
 
+def _reference_runs(frame: pd.DataFrame, min_tokens: float) -> pd.DataFrame:
+    """Run checkpoints (kind run) of reference-lr arms with D >= ``min_tokens``; needs ``batch_order``."""
+    frame = check_frame(frame, (*NEEDED, "batch_order"))
+    return frame[(frame.kind == "run") & is_reference_arm(frame) & (frame.tokens >= min_tokens)]
+
+
+def _is_first_seed(runs: pd.DataFrame) -> pd.Series:
+    """True on the rows of each arm's lowest seed among ``runs``."""
+    return runs.seed == runs.groupby("arm").seed.transform("min")
+
+
+def _paired(runs: pd.DataFrame, base: pd.DataFrame, suffix: str) -> pd.DataFrame:
+    """``runs`` beside ``base``'s checkpoint of the same suite, arm, step and slice (``base``'s qid,
+    loss16 and seed with ``suffix``): ``ratio`` = qid over base's, ``loss16_diff`` = loss16 minus
+    base's, ``cluster`` = the arm."""
+    keys = ["suite", "arm", "step", *SLICE]
+    pairs = runs.merge(base[[*keys, "qid", "loss16", "seed"]], on=keys, suffixes=("", suffix))
+    return pairs.assign(ratio=pairs.qid / pairs[f"qid{suffix}"], loss16_diff=pairs.loss16 - pairs[f"loss16{suffix}"],
+                        cluster=pairs.arm)
+
+
 def batch_order_ratios(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.DataFrame:
     """One row per checkpoint of a shuffled-batch run (``batch_order`` "shuffled"; reference lr, kind
     run, D >= ``min_tokens``): its QiD over the contiguous-batch run of the same arm (its lowest seed)
     at the same step and slice (``ratio`` = shuffled / contiguous) and ``loss16_diff`` = loss16(shuffled)
     - loss16(contiguous). ``cluster``: the arm (every shuffled seed shares its contiguous run)."""
-    frame = check_frame(frame, (*NEEDED, "batch_order"))
-    runs = frame[(frame.kind == "run") & is_reference_arm(frame) & (frame.tokens >= min_tokens)]
+    runs = _reference_runs(frame, min_tokens)
     contiguous = runs[runs.batch_order == "contiguous"]
-    contiguous = contiguous[contiguous.seed == contiguous.groupby("arm").seed.transform("min")]
-    keys = ["suite", "arm", "step", *SLICE]
-    pairs = runs[runs.batch_order == "shuffled"].merge(
-        contiguous[[*keys, "qid", "loss16", "seed"]], on=keys, suffixes=("", "_contiguous"))
-    return pairs.assign(ratio=pairs.qid / pairs.qid_contiguous, loss16_diff=pairs.loss16 - pairs.loss16_contiguous,
-                        cluster=pairs.arm)[[*keys, "seed", "seed_contiguous", "tokens", "qid", "qid_contiguous",
-                                            "ratio", "loss16_diff", "cluster", "lr_factor"]]
+    pairs = _paired(runs[runs.batch_order == "shuffled"], contiguous[_is_first_seed(contiguous)], "_contiguous")
+    return pairs[["suite", "arm", "step", *SLICE, "seed", "seed_contiguous", "tokens", "qid", "qid_contiguous",
+                  "ratio", "loss16_diff", "cluster", "lr_factor"]]
 
 
 def matched_loss_ratios(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.DataFrame:
@@ -484,10 +500,10 @@ def matched_loss_ratios(frame: pd.DataFrame, min_tokens: float = 0.0) -> pd.Data
     where that loss lies inside the contiguous run's range (else the checkpoint is left out).
     ``ratio`` = QiD(shuffled) / QiD(contiguous) at equal loss16; ``tokens_ratio`` = D(shuffled) /
     D(contiguous) at equal loss16; ``cluster``: the arm."""
-    frame = check_frame(frame, (*NEEDED, "batch_order"))
-    runs = frame[(frame.kind == "run") & is_reference_arm(frame) & (frame.tokens >= min_tokens) & (frame.qid > 0)]
+    runs = _reference_runs(frame, min_tokens)
+    runs = runs[runs.qid > 0]
     contiguous = runs[runs.batch_order == "contiguous"]
-    contiguous = contiguous[contiguous.seed == contiguous.groupby("arm").seed.transform("min")]
+    contiguous = contiguous[_is_first_seed(contiguous)]
     keys = ["suite", "arm", *SLICE]
     curves = {k: c.sort_values("loss16") for k, c in contiguous.groupby(keys)}
     out = []
@@ -509,13 +525,9 @@ def seed_ratios(frame: pd.DataFrame, order: str, min_tokens: float = 0.0) -> pd.
     """Replicate spread: for each arm with two or more seeds of batch order ``order`` (reference lr,
     kind run, D >= ``min_tokens``), each other seed's QiD over the lowest seed's at the same step and
     slice (``ratio``), ``loss16_diff`` likewise; ``cluster``: the arm."""
-    frame = check_frame(frame, (*NEEDED, "batch_order"))
-    runs = frame[(frame.kind == "run") & is_reference_arm(frame) & (frame.batch_order == order)
-                 & (frame.tokens >= min_tokens)]
-    first = runs[runs.seed == runs.groupby("arm").seed.transform("min")]
-    keys = ["suite", "arm", "step", *SLICE]
-    pairs = runs[runs.seed != runs.groupby("arm").seed.transform("min")].merge(
-        first[[*keys, "qid", "loss16", "seed"]], on=keys, suffixes=("", "_first"))
-    return pairs.assign(ratio=pairs.qid / pairs.qid_first, loss16_diff=pairs.loss16 - pairs.loss16_first,
-                        cluster=pairs.arm)[[*keys, "seed", "seed_first", "tokens", "ratio", "loss16_diff", "cluster",
-                                            "lr_factor"]]
+    runs = _reference_runs(frame, min_tokens)
+    runs = runs[runs.batch_order == order]
+    first = _is_first_seed(runs)
+    pairs = _paired(runs[~first], runs[first], "_first")
+    return pairs[["suite", "arm", "step", *SLICE, "seed", "seed_first", "tokens", "ratio", "loss16_diff", "cluster",
+                  "lr_factor"]]
