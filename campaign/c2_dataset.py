@@ -235,13 +235,14 @@ def design(table, columns, suites: dict, schedules: dict) -> dict:
     """The manifest's entries about Campaign 2's design and state (module docstring)."""
     main, repeated = suites["c2-en"]
     config = load_suite_config(SUITE_FILES["c2-en"])
+    cosines, planned = cosine_runs(suites, schedules, table), replicate_plan(config)
     return {
-        "status": status(config, columns, cosine_runs(suites, schedules, table)),
+        "status": status(columns, cosines, planned),
         "sizes": sizes(main, repeated, table),
-        "seeds": seeds(config, columns),
+        "seeds": seeds(config, columns, planned),
         "branches": branches(config, main, table),
         "averaging": averaging(config, main, table),
-        "cosine_runs": cosine_runs(suites, schedules, table),
+        "cosine_runs": cosines,
         "peak_lr_arms": peak_lr_arms(main),
         "prefix_policy": prefix_policy(suites),
         "unit": unit(),
@@ -250,11 +251,10 @@ def design(table, columns, suites: dict, schedules: dict) -> dict:
     }
 
 
-def status(config, columns, cosines: dict) -> dict:
+def status(columns, cosines: dict, planned: dict[str, list[int]]) -> dict:
     """What is measured and what is still pending, read from the rows: the replicate seeds per size
-    (contiguous batches, as the main runs; ``REPLICATES``), the cosine runs per size (every size of the
-    suite file is planned in every cosine suite)."""
-    planned = replicate_plan(config)
+    (``planned``: contiguous batches, as the main runs; ``replicate_plan``), the cosine runs per size
+    (``cosines``: every size of the suite file is planned in every cosine suite)."""
     missing = {m: sorted(set(s) - measured_seeds(columns, m, "contiguous")) for m, s in planned.items()}
     pending = [f"the replicate seed runs {s} of {m} (contiguous batches)" for m, s in missing.items() if s]
     for suite, entry in cosines["suites"].items():
@@ -330,8 +330,7 @@ def plan_models(plan: str) -> list[str]:
     return [model for line in plan_lines(plan) for model in line["models"]]
 
 
-def seeds(config, columns) -> dict:
-    planned = replicate_plan(config)
+def seeds(config, columns, planned: dict[str, list[int]]) -> dict:
     return {"measured": {order: sorted(int(s) for s in columns[columns.batch_order == order].seed.unique())
                          for order in sorted(set(columns.batch_order))},
             "suite_seed": config.seed,

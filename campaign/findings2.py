@@ -293,21 +293,23 @@ def batch_order(frame: pd.DataFrame) -> None:
 def main(argv) -> None:
     name = argv[1] if len(argv) > 1 else DEFAULT
     every = T.check_frame(load(name))
+    if "batch_order" not in every:  # a frame without the column is taken as one batch order
+        every = every.assign(batch_order="contiguous")
     header(every, name)
-    orders = every.batch_order.value_counts().to_dict() if "batch_order" in every else {"contiguous": len(every)}
-    frame = every[every.batch_order == "contiguous"] if "batch_order" in every else every
-    print(f"batch orders: {orders}; items a-f use the contiguous-batch rows (every main run, as trained), g "
-          "compares the shuffled-batch seed runs with them")
+    frame = every[every.batch_order == "contiguous"]
+    print(f"batch orders: {every.batch_order.value_counts().to_dict()}; items a-f use the contiguous-batch rows "
+          "(every main run, as trained), g compares the shuffled-batch seed runs with them")
     beta_table(frame)
     cooldown(frame)
     lr_arms(frame)
     averaging(frame)
     cosine(frame)
     forms(frame)
-    if "batch_order" in every and (every.batch_order == "shuffled").any():
+    shuffled = every[every.batch_order == "shuffled"]
+    if len(shuffled):
         batch_order(every)
-        shuffled = every[every.batch_order == "shuffled"]
-        print("\n# The shuffled-batch runs alone: items a, b, d on them (4 sizes x 2 seeds)")
+        print(f"\n# The shuffled-batch runs alone: items a, b, d on them ({shuffled.arm.nunique()} sizes x "
+              f"{shuffled.seed.nunique()} seeds)")
         beta_table(shuffled)
         cooldown(shuffled)
         averaging(shuffled)
