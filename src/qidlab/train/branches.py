@@ -54,6 +54,7 @@ from qidlab.tomlfile import Key, check_table
 from qidlab.train.schedule import log_spaced
 
 SEED_DATA = ("documents", "sequences")  # the suite's seed_data values (module docstring)
+BATCH_ORDERS = ("contiguous", "shuffled")  # a run's batch_order: consecutive sequences, or drawn from across the corpus
 BRANCH_KEYS = {"at": Key(), "points": Key("int", min=1), "first": Key("int", min=1),
                "fraction": Key("number", min=0, max=1, above=True), "average": Key("int", min=0),
                "average_span": Key("number", min=0, max=1, above=True)}
@@ -105,7 +106,8 @@ class Trajectory:
     def batch_order(self) -> str:
         """"shuffled" (a permutation of the suite's sequences) or "contiguous" (consecutive sequences
         of the run's token file: main runs, and seed runs with ``seed_data = "documents"``)."""
-        return "shuffled" if self.shuffled else "contiguous"
+        contiguous, shuffled = BATCH_ORDERS
+        return shuffled if self.shuffled else contiguous
 
 
 def parse_seeds(value, suite_seed: int, where: str) -> tuple[int, ...]:

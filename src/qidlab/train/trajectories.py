@@ -39,6 +39,7 @@ import math
 import re
 
 from qidlab.errors import QidlabError
+from qidlab.train.branches import BATCH_ORDERS
 from qidlab.train.schedule import lr_multiplier
 
 COLUMNS = ("kind", "trajectory", "arm", "seed", "schedule", "peak_lr", "lr", "lr_fraction", "decay",
@@ -66,7 +67,6 @@ MEANINGS = {
                    "run's seeded document order) or shuffled (sequences drawn at random from across the corpus); "
                    "branches and averages share their run's",
 }
-BATCH_ORDERS = ("contiguous", "shuffled")
 _SEED = re.compile(r"^seed(\d+)$")
 
 
