@@ -26,7 +26,9 @@
 # Runs from the repository root with this tree's qidlab (PYTHONPATH=src: the GPU machine has its own
 # torch and transformers). Env: OUT (default ./out), WORK (default campaign/work: the studies name
 # it as their checkpoint root), DEVICE (default cuda), COMPILE (default 1), DEADLINE (default 540),
-# THREADS (torch threads per process, default 2), LR_SWEEP (1: choose each model's peak learning rate
+# THREADS (torch threads per process, default 2), SPLIT (1: each run measured by two sweep processes,
+# one for the run's own folder and one for its cooldown branches and weight averages, side by side into
+# stores <run>.db and <run>-derived.db; default 0: one per run), LR_SWEEP (1: choose each model's peak learning rate
 # first, `qidlab train --lr-sweep` with the suite's lr_sweep settings, every model's sweep side by side;
 # default 0: every model trains at its own lr, even where the suite file has an lr_sweep table).
 set -uo pipefail
@@ -41,6 +43,13 @@ sweep_lr=(--no-lr-sweep); [ "${LR_SWEEP:-0}" = 1 ] && sweep_lr=(--lr-sweep)
 start=$(date +%s)
 left() { echo $(( deadline - ($(date +%s) - start) )); }
 log() { echo "[$(( $(date +%s) - start ))s] $*"; }
+
+sweep() {  # STUDY DB FOLDER...: measure the folders into their own store, within the time left
+    local study=$1 db=$2; shift 2
+    timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models "$@" \
+        --store "$work/stores/$db.db" --quiet --json > "$work/logs/sweep-$db.json" \
+        2> "$work/logs/sweep-$db.err" || log "sweep $db stopped (exit $?)"
+}
 
 pipeline() {  # SUITE STUDY MODEL: train, then measure, each within the time left
     local suite=$1 study=$2 model=$3 name
@@ -61,12 +70,15 @@ for f in folders_of(next(m for m in c.models if m.name == name), c.seed):
     s = re.match(re.escape(name) + r"-(seed\d+)(-|$)", f)
     runs.setdefault(s.group(1) if s else "main", []).append(f)
 print("\n".join(" ".join([tag, *fs]) for tag, fs in runs.items()))' "$suite" "$model")
-    local tag folders db
+    local tag folders db run rest
     while read -r tag folders; do
         db=$name; [ "$tag" = main ] || db=$name-$tag
-        timeout --signal=TERM "$(left)" python -m qidlab sweep "$study" --models $folders \
-            --store "$work/stores/$db.db" --quiet --json > "$work/logs/sweep-$db.json" \
-            2> "$work/logs/sweep-$db.err" || log "sweep $db stopped (exit $?)" &
+        read -r run rest <<< "$folders"
+        if [ "${SPLIT:-0}" = 1 ] && [ -n "$rest" ]; then  # the run's own folder, and its branches and averages
+            sweep "$study" "$db" $run & sweep "$study" "$db-derived" $rest &
+        else
+            sweep "$study" "$db" $folders &
+        fi
     done <<< "$groups"
     wait
     log "measured $name"
@@ -110,7 +122,7 @@ stores=()  # this plan's models only: a warm machine's earlier calls have return
 for line in "${lines[@]}"; do
     read -r suite _ models <<< "$line"
     for model in $models; do
-        for db in "$work/stores/$(basename "$suite" .toml)-$model.db" "$work/stores/$(basename "$suite" .toml)-$model"-seed*.db; do
+        for db in "$work/stores/$(basename "$suite" .toml)-$model"{,-derived}.db "$work/stores/$(basename "$suite" .toml)-$model"-seed*.db; do
             [ -e "$db" ] && stores+=("$db")
         done
     done
