@@ -5,11 +5,11 @@ Campaign 2 so far (2026-12-04, one H200), with each checkpoint's place in its tr
 
 writes ``<out>/qidlab-gpu-2027/`` (manifest.json, measurements.parquet) from files committed here:
 
-* the seven slim stores (QiD with 95% paired-bootstrap CIs, no per-document losses) of
-  ``campaign/results/2026-12-04-c2-s{1,2,3}/``, merged (``qidlab store merge``, in ``STORES``' order);
-* the suite manifests the trainer wrote (``.../2026-12-04-c2-s{2,3}/manifests/``: four partial ones of
-  suite ``c2-en``, one per call that trained (the fourth: the seed runs), whose ``[models.*]`` tables
-  are united, and two per cosine suite), given to publishing as suite folders (each a
+* the ten slim stores (QiD with 95% paired-bootstrap CIs, no per-document losses) of
+  ``campaign/results/2026-12-04-c2-s{1,2,3,4}/``, merged (``qidlab store merge``, in ``STORES``' order);
+* the suite manifests the trainer wrote (``.../2026-12-04-c2-s{2,3,4}/manifests/``: five partial ones of
+  suite ``c2-en``, one per machine that trained (the fourth: the shuffled-batch seed runs, the fifth: the
+  replicate seed runs), whose ``[models.*]`` tables are united, and three per cosine suite), given to publishing as suite folders (each a
   ``qidlab-suite.toml``, recorded with its sha256), and with the suite files' schedules
   (``load_suite_config(...).schedule_dict()``) turned into per-checkpoint columns
   (``qidlab.train.trajectories``: kind, trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction,
@@ -46,29 +46,36 @@ from qidlab.train.config import load_suite_config
 from qidlab.train.trajectories import MEANINGS, trajectory_columns
 
 NAME = "qidlab-gpu-2027"
-S1, S2, S3 = (f"campaign/results/2026-12-04-c2-s{i}" for i in (1, 2, 3))
+S1, S2, S3, S4 = (f"campaign/results/2026-12-04-c2-s{i}" for i in (1, 2, 3, 4))
 STORES = [f"{S1}/store-measurements.db", f"{S2}/store-measurements.db", f"{S2}/store-measurements-cos.db",
           f"{S3}/store-measurements-seeds1.db", f"{S3}/store-measurements-seeds2.db",
-          f"{S3}/store-measurements-cos-a.db", f"{S3}/store-measurements-cos-b.db"]
+          f"{S3}/store-measurements-cos-a.db", f"{S3}/store-measurements-cos-b.db",
+          f"{S4}/store-measurements-seedsdoc1.db", f"{S4}/store-measurements-seedsdoc2.db",
+          f"{S4}/store-measurements-cos-a.db"]
 MANIFESTS = {"c2-en": [f"{S2}/manifests/c2-en-s1.toml", f"{S2}/manifests/c2-en-s2.toml",
-                       f"{S2}/manifests/c2-en-s3.toml", f"{S3}/manifests/c2-en-seeds.toml"],
-             **{f"c2-en-cos{n}": [f"{S2}/manifests/c2-en-cos{n}.toml", f"{S3}/manifests/c2-en-cos{n}-s3.toml"]
+                       f"{S2}/manifests/c2-en-s3.toml", f"{S3}/manifests/c2-en-seeds.toml",
+                       f"{S4}/manifests/c2-en-seedsdoc.toml"],
+             **{f"c2-en-cos{n}": [f"{S2}/manifests/c2-en-cos{n}.toml", f"{S3}/manifests/c2-en-cos{n}-s3.toml",
+                                  f"{S4}/manifests/c2-en-cos{n}-s4.toml"]
                 for n in (1950, 975, 488)}}
 #: Each suite's schedule: the suite file (c2-en: the full design; the calls' own files, checked equal below).
 SUITE_FILES = {"c2-en": "campaign/campaign2-en-suite.toml",
                **{f"c2-en-cos{n}": f"campaign/campaign2-en-cos{n}-suite.toml" for n in (1950, 975, 488)}}
 #: The replicate seed runs (contiguous batches, as the main runs) and the shuffled-batch seed runs.
 REPLICATES, SHUFFLED = "campaign/campaign2-en-seeds-doc-suite.toml", "campaign/campaign2-en-seeds-suite.toml"
-CALL_SUITE_FILES = [*(f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)), "campaign/campaign2-en-seeds-suite.toml"]
+CALL_SUITE_FILES = [*(f"campaign/campaign2-en-s{i}-suite.toml" for i in (1, 2, 3)), SHUFFLED, REPLICATES]
 STUDY = "campaign/campaign2-en-study.toml"
 #: The slice the report draws; ``where``: the rows its laws and the paper's figures use, each size's
-#: constant-lr runs at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms) with
-#: contiguous batches (the main runs and their replicates; not the shuffled-batch seed runs), from step
-#: 128 on: past the 100 warmup updates, where the lr is the constant peak (steps 1-64 ramp it up).
+#: constant-lr main run at its reference peak lr (no cooldown ends, no LAWA averages, no 0.5x/2x arms),
+#: seed 0 only: one trajectory per size, as in the paper (the replicate seeds 3, 4 of four sizes would
+#: weigh those sizes 3x in a fit; they measure the seed spread, findings2.py item g; the shuffled-batch
+#: seeds 1, 2 are another batch order), from step 128 on: past the 100 warmup updates, where the lr is
+#: the constant peak (steps 1-64 ramp it up).
 PRIMARY = {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq",
-           "where": ["kind=run", "lr_factor=1", "batch_order=contiguous", "step>=128"]}
+           "where": ["kind=run", "lr_factor=1", "seed=0", "step>=128"]}
 WHOLE_STORES_BRANCH = "campaign2-stores"
-#: The GPU calls (one H200, 2026-12-04, each <= 10 minutes, on one warm machine per session).
+#: The GPU calls (one H200, 2026-12-04, each <= 10 minutes, on one warm machine per session; ``env``: the
+#: job's settings other than DEADLINE, SPLIT=1 from session 4 on: two sweep processes per run).
 CALLS = [
     {"session": 1, "call": 1, "plan": "campaign/campaign2-s1.plan", "job_log": f"{S1}/job-s1.txt",
      "logs": f"{S1}/logs-call1.tar.gz", "suites": f"{S1}/suites-call1.tar.gz",
@@ -101,27 +108,41 @@ CALLS = [
     {"session": 3, "call": 5, "plan": "campaign/campaign2-cos-s2b.plan", "job_log": f"{S3}/job-cos-s2b.txt",
      "logs": f"{S3}/logs-call5.tar.gz", "suites": f"{S3}/suites-call5.tar.gz", "slim_store": STORES[6],
      "whole_store": f"c2-s3-call5-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 4, "call": 1, "plan": "campaign/campaign2-seedsdoc-s1.plan", "env": "SPLIT=1",
+     "job_log": f"{S4}/job-seedsdoc-s1a.txt", "logs": f"{S4}/logs-call1.tar.gz", "slim_store": STORES[7],
+     "whole_store": f"c2-s4-call1-seedsdoc1-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 4, "call": 2, "plan": "campaign/campaign2-seedsdoc-s2.plan", "env": "SPLIT=1",
+     "job_log": f"{S4}/job-seedsdoc-s2a.txt", "logs": f"{S4}/logs-call2.tar.gz",
+     "whole_store": "contained in call 3's (the warm machine's store grew)"},
+    {"session": 4, "call": 3, "plan": "campaign/campaign2-seedsdoc-s2.plan", "env": "SPLIT=1",
+     "job_log": f"{S4}/job-seedsdoc-s2b.txt", "logs": f"{S4}/logs-call3.tar.gz", "suites": f"{S4}/suites-call3.tar.gz",
+     "slim_store": STORES[8], "whole_store": f"c2-s4-call3-seedsdoc2-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 4, "call": 4, "plan": "campaign/campaign2-cos-s3a.plan", "env": "SPLIT=1",
+     "job_log": f"{S4}/job-cos-s3a.txt", "logs": f"{S4}/logs-call4.tar.gz", "suites": f"{S4}/suites-call4.tar.gz",
+     "slim_store": STORES[9], "whole_store": f"c2-s4-call4-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
 ]
 DESCRIPTION = (
-    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200, 3 sessions), a PARTIAL release (the replicate seed runs "
-    "and the cosine runs of the two largest sizes are still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
+    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200, 4 sessions), a PARTIAL release (the cosine runs of "
+    "the largest size, h1024-l6, are still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
     "trained by qidlab from scratch on the Debian English documentation mix (31.95M tokens, one pass, "
     "BOS = EOS, a trained prefix), each size's peak lr chosen by a 5-rate sweep that brackets it. Per "
     "size: a constant-lr main run (1,950 updates after 100 warmup), 5 cooldown branches from its "
     "stable phase (steps 128, 244, 466, 889, 1695; lr linearly to 0 over 15% more tokens) and a LAWA "
     "average (k = 5 over the last 10% of the steps) at each branch point; h384-l4 also at 0.5x and 2x "
-    "its peak lr; h128-l3, h256-l4, h512-l4 and h768-l6 also at seeds 1 and 2 with SHUFFLED batches "
+    "its peak lr; h128-l3, h256-l4, h512-l4 and h768-l6 also at replicate seeds 3 and 4 (own initialisation and "
+    "document order, contiguous batches as the main runs; each seed run with its branches and averages) and at "
+    "seeds 1 and 2 with SHUFFLED batches "
     "(32 sequences drawn from across the corpus per step, where every main run reads 32 consecutive ones; "
     "each seed run with its branches and averages): a batch-order arm with lower loss16 and 2-4x larger "
     "QiD at equal N, D and lr, not replicates (column batch_order; manifest seeds.confound); cosine runs (to 10%) of 1,950, 975 and 488 "
-    "updates for the 7 smallest sizes. "
+    "updates for the 8 smallest sizes. "
     "Quantized weight-only with GPTQ, RTN, AWQ (2/3/4 bits, group 128) and NF4 (block 128), fake-"
     "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
     "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
     "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, "
     "lr_factor, batch_order say where it sits in its training (tokens vs learning-rate decay). The laws and the "
-    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr with "
-    "contiguous batches, past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
+    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr, seed 0 "
+    "(one trajectory per size), past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
     "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
 
 
@@ -262,11 +283,14 @@ def status(columns, cosines: dict, planned: dict[str, list[int]]) -> dict:
         if lacking:
             pending.append(f"{suite}: the cosine runs of {', '.join(lacking)}")
     shuffled = {m: sorted(measured_seeds(columns, m, "shuffled")) for m in planned}
+    replicates = {m: sorted(measured_seeds(columns, m, "contiguous") - {0}) for m in planned}
     return {
         "release": "partial" if pending else "complete",
         "complete": not pending,
         "measured": ("every size's constant-lr run with its 5 cooldown branches and 5 LAWA averages (seed 0, "
-                     "contiguous batches); seeds " + "; ".join(f"{m}: {s}" for m, s in shuffled.items() if s)
+                     "contiguous batches); the replicate seeds (contiguous batches, seed_data = documents; each with "
+                     "its branches and averages) " + "; ".join(f"{m}: {s}" for m, s in replicates.items() if s)
+                     + "; seeds " + "; ".join(f"{m}: {s}" for m, s in shuffled.items() if s)
                      + " with SHUFFLED batches (seed_data = sequences; each with its branches and averages): "
                      "a batch-order arm, not replicates (seeds.confound); h384-l4's 0.5x and 2x peak-lr arms; "
                      "cosine runs of " + ", ".join(f"{k}: {len(v['models'])} sizes" for k, v in cosines["suites"].items())),
@@ -446,17 +470,18 @@ def calls() -> list[dict]:
         store = re.findall(r"\+(\d+) measurements from \d+ stores", text)
         swept = "learning rates chosen" in text
         out.append({**call, "device": "one NVIDIA H200", "date": "2026-12-04",
-                    "command": f"{'LR_SWEEP=1 ' if swept else ''}bash campaign/job.sh {call['plan']}",
+                    "command": " ".join([*(["LR_SWEEP=1"] if swept else []), *([call["env"]] if "env" in call else []),
+                                         "bash campaign/job.sh", call["plan"]]),
                     "runs": plan_lines(call["plan"]), "wall_s": int(done.group(1)) if done else None,
                     "store_measurements_after": int(store[-1]) if store else None})
     return out
 
 
 def whole_stores() -> dict:
-    kept = {**_sums(Path(f"{S2}/whole-stores.sha256")), **_sums(Path(f"{S3}/whole-stores.sha256"))}
+    kept = {k: v for s in (S2, S3, S4) for k, v in _sums(Path(f"{s}/whole-stores.sha256")).items()}
     on_branch = _branch_sums()
     if on_branch is not None and on_branch != kept:
-        raise QidlabError(f"{S2}/ and {S3}/whole-stores.sha256 and {WHOLE_STORES_BRANCH}:SHA256SUMS differ")
+        raise QidlabError(f"{S2}/, {S3}/ and {S4}/whole-stores.sha256 and {WHOLE_STORES_BRANCH}:SHA256SUMS differ")
     call1 = _sums(Path(f"{S1}/call1-whole-store.sha256"))
     s1_models = [m for c in CALLS[:2] for m in plan_models(c["plan"])]
     return {
@@ -475,7 +500,13 @@ def whole_stores() -> dict:
                       ("c2-s3-call4-cos-whole.db.gz", "session 3 call 4: the cosine runs of "
                        + ", ".join(dict.fromkeys(plan_models(CALLS[9]["plan"])))),
                       ("c2-s3-call5-cos-whole.db.gz", "session 3 call 5: the cosine runs of "
-                       + ", ".join(dict.fromkeys(plan_models(CALLS[10]["plan"])))))),
+                       + ", ".join(dict.fromkeys(plan_models(CALLS[10]["plan"])))),
+                      ("c2-s4-call1-seedsdoc1-whole.db.gz", "session 4 call 1: the replicate seeds 3, 4 of "
+                       + ", ".join(plan_models(CALLS[11]["plan"]))),
+                      ("c2-s4-call3-seedsdoc2-whole.db.gz", "session 4 calls 2-3: the replicate seeds 3, 4 of "
+                       + ", ".join(plan_models(CALLS[13]["plan"]))),
+                      ("c2-s4-call4-cos-whole.db.gz", "session 4 call 4: the cosine runs of "
+                       + ", ".join(dict.fromkeys(plan_models(CALLS[14]["plan"])))))),
                   ],
         "not_kept": [{"what": "session 1 call 1's whole store (" + ", ".join(plan_models(CALLS[0]["plan"])) + ")",
                       "parts": call1, "status": "came back, not committed (it would have passed the 64 MiB a call "

@@ -38,12 +38,13 @@ def manifest():
 def test_it_loads_by_name_with_the_trajectory_columns(table, manifest):
     folder = qidlab.data.datasets()[NAME]
     assert manifest["files"]["measurements"]["sha256"] == file_sha256(folder / "measurements.parquet")
-    assert len(table) == manifest["counts"]["measurements"] == 10860
+    assert len(table) == manifest["counts"]["measurements"] == 15160
     assert set(COLUMNS) <= set(table.columns) and table[list(COLUMNS)].drop(columns="branch_from").notna().all().all()
-    assert manifest["columns"] == {"joined_on": ["suite", "model", "step"], "extra": list(COLUMNS), "checkpoints": 543}
+    assert manifest["columns"] == {"joined_on": ["suite", "model", "step"], "extra": list(COLUMNS), "checkpoints": 758}
     assert all(manifest["units"][c] == MEANINGS[c] for c in COLUMNS)
-    assert set(table.kind) == {"run", "branch", "average"} and set(table.seed) == {0, 1, 2}
-    assert ((table.batch_order == "shuffled") == (table.seed > 0)).all()  # the seed runs so far: shuffled batches
+    assert set(table.kind) == {"run", "branch", "average"} and set(table.seed) == {0, 1, 2, 3, 4}
+    # seeds 1, 2: shuffled batches (session 3); 0 (the main runs) and the replicates 3, 4: contiguous
+    assert ((table.batch_order == "shuffled") == table.seed.isin([1, 2])).all()
     assert set(table.suite) == {"c2-en", "c2-en-cos1950", "c2-en-cos975", "c2-en-cos488"}
     assert qidlab.data.DEFAULT == NAME  # the default since its seed runs are in
     assert qidlab.data.SUPERSEDED["qidlab-gpu-2026"]["by"] == NAME
@@ -58,21 +59,23 @@ def test_its_unit_is_bits_per_byte(table, manifest):
 
 def test_the_status_names_what_is_pending_and_the_seeds_per_batch_order(table, manifest):
     status, seeds = manifest["status"], manifest["seeds"]
-    assert seeds["measured"] == {"contiguous": [0], "shuffled": [1, 2]}
+    assert seeds["measured"] == {"contiguous": [0, 3, 4], "shuffled": [1, 2]}
     assert seeds["shuffled"] == {m: [1, 2] for m in SEEDED} and seeds["planned"] == {m: [0, 3, 4] for m in SEEDED}
     assert "not replicates" in seeds["confound"]
     runs = table[(table.suite == "c2-en") & (table.lr_factor == 1)]
     for arm in SEEDED:  # each measured seed run: its run, 5 branch ends, 5 averages (20 QiD per checkpoint)
         by_kind = runs[runs.arm == arm].groupby("seed").kind.value_counts().unstack()
-        assert sorted(by_kind.index) == [0, 1, 2] and (by_kind["branch"] == 5 * 20).all()
+        assert sorted(by_kind.index) == [0, 1, 2, 3, 4] and (by_kind["branch"] == 5 * 20).all()
         assert (by_kind["branch"] == by_kind["average"]).all()
     assert set(runs[~runs.arm.isin(SEEDED)].seed) == {0}
-    # partial: exactly the replicate seeds and the cosine runs the plan names but the rows lack
+    # partial: exactly the replicate seeds and the cosine runs the plan names but the rows lack (after
+    # session 4: every replicate seed is in, h1024-l6's cosine runs are not)
     lacking = {(s, m) for s, e in manifest["cosine_runs"]["suites"].items() for m in e["planned"]
                if m not in set(table[table.suite == s].model)}
     missing = {(m, s) for m, planned in seeds["planned"].items() for s in planned
                if not ((table.arm == m) & (table.seed == s) & (table.batch_order == "contiguous")).any()}
-    assert status["complete"] is False and status["release"] == "partial" and lacking and missing
+    assert missing == set() and lacking == {(s, "h1024-l6") for s in manifest["cosine_runs"]["suites"]}
+    assert status["complete"] is False and status["release"] == "partial"
     assert len(status["pending"]) == len({s for s, _ in lacking}) + len({m for m, _ in missing})
     assert all(m in " ".join(status["pending"]) for m in {m for _, m in lacking} | {m for m, _ in missing})
 
@@ -94,15 +97,15 @@ def test_branches_and_averages_are_where_the_manifest_says(table, manifest):
     ends = table[table.kind == "branch"]
     assert (ends.lr == 0).all() and set(ends.branch_from) == set(map(float, POINTS))
     assert ((ends.step - ends.branch_from) == (ends.branch_from * 0.15).round()).all()
-    assert len(ends[["model", "step"]].drop_duplicates()) == b["measured_checkpoints"] == (11 + 8) * 5
+    assert len(ends[["model", "step"]].drop_duplicates()) == b["measured_checkpoints"] == (11 + 8 + 8) * 5
     avg = table[table.kind == "average"]
     assert set(avg.step) == set(POINTS) and (avg.branch_from == avg.step).all()
-    assert len(avg[["model", "step"]].drop_duplicates()) == a["measured_checkpoints"] == (11 + 8) * 5
+    assert len(avg[["model", "step"]].drop_duplicates()) == a["measured_checkpoints"] == (11 + 8 + 8) * 5
     assert all(len(v) == 5 and v[-1] == int(k) and v[0] >= int(k) * 0.9 - 1 for k, v in a["steps"].items())
 
 
 def test_cosine_runs_and_peak_lr_arms(table, manifest):
-    smallest = [s["model"] for s in manifest["sizes"][:7]]
+    smallest = [s["model"] for s in manifest["sizes"][:8]]
     cos = manifest["cosine_runs"]["suites"]
     assert {k: v["steps"] for k, v in cos.items()} == {"c2-en-cos1950": 1950, "c2-en-cos975": 975, "c2-en-cos488": 488}
     for suite, entry in cos.items():
@@ -122,12 +125,12 @@ def test_cosine_runs_and_peak_lr_arms(table, manifest):
 def test_the_primary_rows_are_the_reference_lr_runs(table, manifest):
     primary = manifest["primary"]
     assert primary == {"suite": "c2-en", "eval_set": "debian-en-heldout", "method": "gptq",
-                       "where": ["kind=run", "lr_factor=1", "batch_order=contiguous", "step>=128"]}
+                       "where": ["kind=run", "lr_factor=1", "seed=0", "step>=128"]}
     rows = qidlab.data.load(NAME, where=[f"{k}={primary[k]}" for k in ("suite", "eval_set", "method")]
                             + primary["where"])
     assert set(rows.kind) == {"run"} and set(rows.schedule) == {"constant"} and set(rows.lr_fraction) == {1.0}
-    assert set(rows.model) == {s["model"] for s in manifest["sizes"]}  # each size's main run: no shuffled seeds
-    assert set(rows.batch_order) == {"contiguous"}
+    assert set(rows.model) == {s["model"] for s in manifest["sizes"]}  # each size's main run: no seed runs
+    assert set(rows.batch_order) == {"contiguous"} and len(rows) == 243
     assert set(table[table.lr_factor != 1].arm) == {"h384-l4-lr0.5x", "h384-l4-lr2x"}
     assert {a["model"]: a["factor"] for a in manifest["peak_lr_arms"]["arms"]} == \
         table[table.arm.str.startswith("h384-l4")].groupby("arm").lr_factor.first().to_dict()
@@ -139,8 +142,8 @@ def test_prefix_policy_eval_sets_methods_and_suite_manifests(manifest):
     assert {m["method"]: m["bits"] for m in manifest["methods"]} == {
         "awq": [2.0, 3.0, 4.0], "gptq": [2.0, 3.0, 4.0], "nf4": [4.0], "rtn": [2.0, 3.0, 4.0]}
     found = {s["suite"]: s["manifests"] for s in manifest["suites"]}
-    committed = [ROOT / f"campaign/results/2026-12-04-c2-s{i}/manifests" for i in (2, 3)]
-    assert [x["folder"] for x in found["c2-en"]] == ["c2-en-s1", "c2-en-s2", "c2-en-s3", "c2-en-seeds"]
+    committed = [ROOT / f"campaign/results/2026-12-04-c2-s{i}/manifests" for i in (2, 3, 4)]
+    assert [x["folder"] for x in found["c2-en"]] == ["c2-en-s1", "c2-en-s2", "c2-en-s3", "c2-en-seeds", "c2-en-seedsdoc"]
     for entries in found.values():
         for e in entries:
             file = next(f / f"{e['folder']}.toml" for f in committed if (f / f"{e['folder']}.toml").is_file())
@@ -150,14 +153,16 @@ def test_prefix_policy_eval_sets_methods_and_suite_manifests(manifest):
 def test_calls_and_whole_stores_point_at_committed_files(manifest):
     calls = manifest["calls"]
     assert [(c["session"], c["call"]) for c in calls] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4),
-                                                          (3, 1), (3, 2), (3, 3), (3, 4), (3, 5)]
+                                                          (3, 1), (3, 2), (3, 3), (3, 4), (3, 5),
+                                                          (4, 1), (4, 2), (4, 3), (4, 4)]
     assert all(c["device"] == "one NVIDIA H200" and c["date"] == "2026-12-04" and 0 < c["wall_s"] <= 600
                for c in calls)
     for c in calls:
-        assert all((ROOT / c[k]).is_file() for k in ("plan", "job_log", "logs") if k in c)
+        assert all((ROOT / c[k]).is_file() for k in ("plan", "job_log", "logs", "suites", "slim_store") if k in c)
+        assert ("SPLIT=1" in c["command"]) == (c["session"] >= 4)
     assert manifest["devices"] == ["cuda: NVIDIA H200"]
     whole = manifest["whole_stores"]
-    sums = dict(reversed(line.split()) for i in (2, 3) for line in
+    sums = dict(reversed(line.split()) for i in (2, 3, 4) for line in
                 (ROOT / f"campaign/results/2026-12-04-c2-s{i}/whole-stores.sha256").read_text().splitlines())
     assert {f["file"]: f["sha256"] for f in whole["files"]} == sums
     assert "campaign2-stores" in whole["where"]
@@ -175,5 +180,5 @@ def test_the_script_rebuilds_it(tmp_path, manifest):
     again = json.loads((rebuilt / "manifest.json").read_text())
     drop = ("published_with",)  # the code revision and library versions of whoever rebuilds it
     assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in manifest.items() if k not in drop}
-    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (10860, 21 + len(COLUMNS))
+    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (15160, 21 + len(COLUMNS))
     assert Path.cwd() == cwd  # the script went back to the caller's folder

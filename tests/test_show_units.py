@@ -115,8 +115,7 @@ def test_a_data_sets_unit_comes_from_its_configs(tmp_path):
 def test_the_shipped_data_sets_units():
     assert load_study("qidlab-gpu-2026", options=ShowOptions(bootstrap=0)).unit_text == "nats/token"
     study = load_study("qidlab-gpu-2027", options=ShowOptions(bootstrap=0))
-    assert study.unit_text == "bits/byte" and study.where == ("kind=run", "lr_factor=1", "batch_order=contiguous",
-                                                              "step>=128")
+    assert study.unit_text == "bits/byte" and study.where == ("kind=run", "lr_factor=1", "seed=0", "step>=128")
     assert set(study.frame.kind) == {"run"} and set(study.frame.lr_factor) == {1.0} and study.frame.step.min() == 128
     assert set(study.frame.batch_order) == {"contiguous"} and set(study.all_rows.batch_order) == {"contiguous", "shuffled"}
     assert {"branch", "average"} <= set(study.all_rows.kind) and set(study.all_rows.lr_factor) == {0.5, 1.0, 2.0}
