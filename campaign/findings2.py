@@ -1,7 +1,7 @@
 """The numbers of docs/findings.md's Campaign 2 section (issue 17): does QiD grow with training tokens
 or with learning-rate decay?
 
-    PYTHONPATH=src .venv/bin/python campaign/findings2.py [DATASET] > campaign/results/2026-12-04-c2-s3/findings2.txt
+    PYTHONPATH=src .venv/bin/python campaign/findings2.py [DATASET] > campaign/results/2026-12-04-c2-s4/findings2.txt
 
 DATASET: a data set name or folder, or a Parquet/CSV file of the same frame (default
 ``qidlab-gpu-2027``); it needs the trajectory columns of ``qidlab.train.trajectories`` (kind,
@@ -11,10 +11,11 @@ sets), RTN/AWQ/NF4 compactly. Bootstrap resamples clusters = (size arm, seed), w
 the output is reproducible. Units: D training tokens, N non-embedding parameters, QiD and losses in
 bits per byte (ratios and exponents are unit-free).
 
-With a ``batch_order`` column, items a-f use the contiguous-batch rows (every main run as trained;
-the shuffled-batch seed runs of session 3 are another treatment, not replicates), g compares the
-shuffled runs with them (and their seeds with each other), and a, b, d are repeated on the shuffled
-runs alone.
+With a ``batch_order`` column, items a-f use the contiguous-batch rows (every main run as trained
+and the replicate seed runs of session 4; the shuffled-batch seed runs of session 3 are another
+treatment, not replicates), g gives the replicate spread of the contiguous seeds, compares the
+shuffled runs with the contiguous ones (and their seeds with each other), and a, b, d are repeated on
+the shuffled runs alone.
 """
 
 from __future__ import annotations
@@ -280,14 +281,31 @@ def batch_order(frame: pd.DataFrame) -> None:
                 "### g. The same at equal 16-bit loss instead of equal D: the contiguous run interpolated in "
                 "(loss16, log QiD) and (loss16, log D) at each shuffled checkpoint's loss16, where it lies inside "
                 f"the contiguous run's range (D >= {MIN_TOKENS:.3g}, QiD > 0; clusters = sizes)")
-    s = T.seed_ratios(frame, "shuffled", MIN_TOKENS)
+    seed_spread(frame, "shuffled", "the shuffled runs")
+
+
+def seed_spread(frame: pd.DataFrame, order: str, what: str) -> None:
+    """g. Replicate spread within one batch order: each later seed's QiD over the first seed's."""
+    s = T.seed_ratios(frame, order, MIN_TOKENS)
+    if s.empty:
+        return
     ratio_table(s, {"seed / first seed": "ratio"},
-                "### g. Replicate spread within the shuffled runs: QiD of each later seed over the first seed's "
-                "at the same step (clusters = sizes)")
+                f"### g. Replicate spread within {what}: QiD of each later seed ({sorted(set(s.seed))}) over the first "
+                f"seed's ({sorted(set(s.seed_first))}) at the same step, D >= {MIN_TOKENS:.3g} (clusters = sizes)")
     spread = s.assign(a=np.abs(np.log(s.ratio.where(s.ratio > 0))))
+    heldout = spread[(spread.method == "gptq") & (spread.eval_set == "debian-en-heldout")]
     print("\nmedian |log ratio| over sizes, seeds and steps, per bits (GPTQ, debian-en-heldout): "
-          + ", ".join(f"{b:g} bits {np.exp(v):.3f}x" for b, v in spread[(spread.method == "gptq") & (
-              spread.eval_set == "debian-en-heldout")].groupby("bits").a.median().items()))
+          + ", ".join(f"{b:g} bits {np.exp(v):.3f}x" for b, v in heldout.groupby("bits").a.median().items()))
+    print("per seed, geometric mean over sizes and steps (GPTQ, debian-en-heldout): " + "; ".join(
+        f"seed {int(sd)}: " + ", ".join(f"{b:g} bits {np.exp(np.log(g.ratio[g.ratio > 0]).mean()):.3f}x"
+                                        for b, g in h.groupby("bits"))
+        for sd, h in heldout.groupby("seed")))
+    print("90th percentile of |log ratio|, same rows: "
+          + ", ".join(f"{b:g} bits {np.exp(v):.3f}x" for b, v in heldout.groupby("bits").a.quantile(0.9).items()))
+    base = s[(s.method == "gptq") & (s.bits == 2)]
+    print("loss16(seed) - loss16(first seed) at the same step (bits/byte; median and max |diff| over seeds and steps): "
+          + "; ".join(f"{ev} {d.loss16_diff.median():+.4f} (max |{d.loss16_diff.abs().max():.4f}|)"
+                      for ev in EVAL_SETS for d in [base[base.eval_set == ev]] if len(d)))
 
 
 def main(argv) -> None:
@@ -298,13 +316,16 @@ def main(argv) -> None:
     header(every, name)
     frame = every[every.batch_order == "contiguous"]
     print(f"batch orders: {every.batch_order.value_counts().to_dict()}; items a-f use the contiguous-batch rows "
-          "(every main run, as trained), g compares the shuffled-batch seed runs with them")
+          f"(every main run, as trained, and the replicate seeds {sorted(set(frame.seed) - {0})}; bootstrap clusters = "
+          "(size arm, seed)), g compares the shuffled-batch seed runs with them and the seeds of each order "
+          "with each other")
     beta_table(frame)
     cooldown(frame)
     lr_arms(frame)
     averaging(frame)
     cosine(frame)
     forms(frame)
+    seed_spread(frame, "contiguous", "the contiguous runs (the replicates)")
     shuffled = every[every.batch_order == "shuffled"]
     if len(shuffled):
         batch_order(every)
