@@ -66,6 +66,68 @@ def test_job_trains_measures_side_by_side_and_returns_what_fits(tmp_path):
     assert not any(n.endswith(".safetensors") for n in names)  # checkpoints never travel back
 
 
+SPLIT_SUITE = """[suite]
+name = "split"
+corpus = "inputs/stdlib"
+seed = 0
+tokenizer = 512
+seq_len = 32
+batch_size = 4
+steps = 24
+schedule = "constant"
+warmup = 2
+checkpoints = { log_spaced_until = 24, every = 100000 }
+
+[[models]]
+name = "h32-l1"
+hidden = 32
+layers = 1
+heads = 2
+lr = 1e-2
+branches = { points = 2, first = 8, fraction = 0.25, average = 2, average_span = 0.25 }
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_split_measures_a_run_and_its_branches_in_two_stores_merged_as_one(tmp_path):
+    """SPLIT=1: the run's own folder in <run>.db, its cooldown branches and averages in <run>-derived.db,
+    side by side; the merged store has every checkpoint of both, each measured once."""
+    camp = tmp_path / "campaign"
+    camp.mkdir()
+    shutil.copy(REPO / "campaign" / "job.sh", camp / "job.sh")
+    (camp / "split-suite.toml").write_text(SPLIT_SUITE)
+    study = (REPO / "campaign" / "dryrun-study.toml").read_text().replace('name = "dryrun"', 'name = "split"')
+    study = study.replace("work/dryrun.db", "work/split.db").replace("work/suites/dryrun", "work/suites/split")
+    study = study.replace("steps = [16, 32, 64]\n", "").replace("bits = [2, 4]", "bits = [4]")
+    (camp / "split-study.toml").write_text(study)
+    (camp / "split.plan").write_text("campaign/split-suite.toml campaign/split-study.toml h32-l1\n")
+    (tmp_path / "src").symlink_to(REPO / "src")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(600)))
+    build_corpus("files", camp / "inputs" / "stdlib", files=[docs], compress=True)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "COMPILE": "0", "THREADS": "1",
+           "DEADLINE": "600", "SPLIT": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run(["bash", "campaign/job.sh", "campaign/split.plan"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    stores = tmp_path / "campaign" / "work" / "stores"
+    models = {}
+    for name in ("split-suite-h32-l1", "split-suite-h32-l1-derived"):
+        con = sqlite3.connect(stores / f"{name}.db")
+        models[name] = {r[0] for r in con.execute("SELECT DISTINCT model FROM checkpoints")}
+        con.close()
+    assert models["split-suite-h32-l1"] == {"h32-l1"}
+    derived = models["split-suite-h32-l1-derived"]
+    assert len(derived) == 3 and all("-cool" in m or "-lawa" in m for m in derived)  # 2 branches, 1 average folder
+    con = sqlite3.connect(tmp_path / "out" / "store-measurements.db")
+    merged = con.execute("SELECT count(*), count(DISTINCT checkpoint_id || '/' || config_hash || '/' || eval_set_id) "
+                         "FROM measurements").fetchone()
+    got = {r[0] for r in con.execute("SELECT DISTINCT model FROM checkpoints")}
+    con.close()
+    assert got == {"h32-l1"} | derived and merged[0] == merged[1] > 0
+    assert "from 2 stores" in run.stdout
+
+
 @pytest.mark.parametrize("plan", sorted(p.name for p in (REPO / "campaign").glob("campaign2-*.plan")))
 def test_every_campaign2_plan_names_models_its_suite_has_and_studies_that_load(plan):
     """A GPU call's plan (campaign2-*.plan) that names a model its suite lacks, or a study that does not
