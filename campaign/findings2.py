@@ -196,6 +196,13 @@ def cosine(frame: pd.DataFrame) -> None:
     for _, r in s.iterrows():
         print(f"| {r.eval_set} | {r.arm} | {r.step} | {r.qid_cos:.4f} | {r.qid_const:.4f} | {r.qid_branch:.4f} | "
               f"{r.loss16_cos:.3f} | {r.loss16_const:.3f} | {r.loss16_branch:.3f} |")
+    held = s[(s.eval_set == "debian-en-heldout") & (s.step < s.step.max())]
+    print("\nQiD cos / const-lr at equal D and cos / nearest branch end by size, the shorter runs (GPTQ 2 bits, "
+          "debian-en-heldout; |loss16 cos - const| in bits/byte): " + "; ".join(
+              f"{r.arm} {r.step}: {r.qid_cos / r.qid_const:.3f} / {r.qid_cos / r.qid_branch:.3f} "
+              f"(|dloss16| {abs(r.loss16_cos - r.loss16_const):.3f})"
+              for _, r in held.assign(_n=held.arm.map(frame.groupby("arm").n_params.first()))
+              .sort_values(["step", "_n"]).iterrows()))
     d = s.assign(diff=s.loss16_cos - s.loss16_const)
     ends = d[d.step == d.step.max()]
     print("\nAt the 1950-update ends, loss16(cosine) - loss16(const-lr) (bits/byte) by size, with D/N (tokens per "
