@@ -121,29 +121,44 @@ CALLS = [
      "job_log": f"{S4}/job-cos-s3a.txt", "logs": f"{S4}/logs-call4.tar.gz", "suites": f"{S4}/suites-call4.tar.gz",
      "slim_store": STORES[9], "whole_store": f"c2-s4-call4-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
 ]
-DESCRIPTION = (
-    "qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200, 4 sessions), a PARTIAL release (the cosine runs of "
-    "the largest size, h1024-l6, are still to be measured): GPT-NeoX models of 9 sizes, 0.20M-75.6M non-embedding parameters (380x), "
-    "trained by qidlab from scratch on the Debian English documentation mix (31.95M tokens, one pass, "
-    "BOS = EOS, a trained prefix), each size's peak lr chosen by a 5-rate sweep that brackets it. Per "
-    "size: a constant-lr main run (1,950 updates after 100 warmup), 5 cooldown branches from its "
-    "stable phase (steps 128, 244, 466, 889, 1695; lr linearly to 0 over 15% more tokens) and a LAWA "
-    "average (k = 5 over the last 10% of the steps) at each branch point; h384-l4 also at 0.5x and 2x "
-    "its peak lr; h128-l3, h256-l4, h512-l4 and h768-l6 also at replicate seeds 3 and 4 (own initialisation and "
-    "document order, contiguous batches as the main runs; each seed run with its branches and averages) and at "
-    "seeds 1 and 2 with SHUFFLED batches "
-    "(32 sequences drawn from across the corpus per step, where every main run reads 32 consecutive ones; "
-    "each seed run with its branches and averages): a batch-order arm with lower loss16 and 2-4x larger "
-    "QiD at equal N, D and lr, not replicates (column batch_order; manifest seeds.confound); cosine runs (to 10%) of 1,950, 975 and 488 "
-    "updates for the 8 smallest sizes. "
-    "Quantized weight-only with GPTQ, RTN, AWQ (2/3/4 bits, group 128) and NF4 (block 128), fake-"
-    "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
-    "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
-    "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, "
-    "lr_factor, batch_order say where it sits in its training (tokens vs learning-rate decay). The laws and the "
-    "paper's figures use the primary slice's run checkpoints at each size's reference peak lr, seed 0 "
-    "(one trajectory per size), past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are left out (manifest: left_out). Per-document losses are not "
-    "shipped: the whole stores are on git branch campaign2-stores (sha256s in whole_stores).")
+def description(fields: dict) -> str:
+    """The data set's paragraph; its counts and the release state come from ``fields`` (``design``)."""
+    sessions = len({c["session"] for c in CALLS})
+    pending = fields["status"]["pending"]
+    release = ("a COMPLETE release" if not pending else
+               "a PARTIAL release (still to be measured: " + "; ".join(pending) + ")")
+    sizes = fields["sizes"]
+    n = [s["n_params"] for s in sizes]
+    cos_sizes = min(len(v["models"]) for v in fields["cosine_runs"]["suites"].values())
+    cos_text = "every size" if cos_sizes == len(sizes) else f"the {cos_sizes} smallest sizes"
+    seeded = list(fields["seeds"]["planned"])
+    seeded_text = ", ".join(seeded[:-1]) + " and " + seeded[-1]
+    replicates = [s for s in fields["seeds"]["measured"].get("contiguous", []) if s != fields["seeds"]["suite_seed"]]
+    shuffled = fields["seeds"]["measured"].get("shuffled", [])
+    return (
+        f"qidlab's Campaign 2 (issue 17; 2026-12-04, one NVIDIA H200, {sessions} sessions), {release}: GPT-NeoX "
+        f"models of {len(sizes)} sizes, {n[0] / 1e6:.2f}M-{n[-1] / 1e6:.1f}M non-embedding parameters "
+        f"(~{round(n[-1] / n[0], -1):.0f}x), trained by qidlab from scratch on the Debian English documentation mix (31.95M tokens, "
+        "one pass, BOS = EOS, a trained prefix), each size's peak lr chosen by a 5-rate sweep that brackets it. Per "
+        "size: a constant-lr main run (1,950 updates after 100 warmup), 5 cooldown branches from its "
+        "stable phase (steps 128, 244, 466, 889, 1695; lr linearly to 0 over 15% more tokens) and a LAWA "
+        "average (k = 5 over the last 10% of the steps) at each branch point; h384-l4 also at 0.5x and 2x "
+        f"its peak lr; {seeded_text} also at replicate seeds {' and '.join(map(str, replicates)) or '(none yet)'} "
+        "(own initialisation and document order, contiguous batches as the main runs; each seed run with its "
+        f"branches and averages) and at seeds {' and '.join(map(str, shuffled))} with SHUFFLED batches "
+        "(32 sequences drawn from across the corpus per step, where every main run reads 32 consecutive ones; "
+        "each seed run with its branches and averages): a batch-order arm with lower loss16 and 2-4x larger "
+        "QiD at equal N, D and lr, not replicates (column batch_order; manifest seeds.confound); cosine runs (to "
+        f"10%) of 1,950, 975 and 488 updates for {cos_text}. "
+        "Quantized weight-only with GPTQ, RTN, AWQ (2/3/4 bits, group 128) and NF4 (block 128), fake-"
+        "quantized, scored on the corpus's held-out split and Brown: losses and QiD in BITS PER BYTE (the "
+        "2026 set is in nats per token), with 95% paired-bootstrap CIs. Per checkpoint the columns kind, "
+        "trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction, decay, decay_tokens, branch_from, "
+        "lr_factor, batch_order say where it sits in its training (tokens vs learning-rate decay). The laws and the "
+        "paper's figures use the primary slice's run checkpoints at each size's reference peak lr, seed 0 "
+        "(one trajectory per size), past the warmup (primary.where). The runs' step-0 checkpoints (D = 0) are "
+        "left out (manifest: left_out). Per-document losses are not shipped: the whole stores are on git branch "
+        "campaign2-stores (sha256s in whole_stores).")
 
 
 def main(argv=None) -> int:
@@ -181,7 +196,7 @@ def build(out: Path) -> Path:
         cwd = Path.cwd()
         os.chdir(tmp)  # the stored checkpoint paths (campaign/work/suites/...) must not find a local folder
         try:
-            published = publish_dataset(db, NAME, out, description=DESCRIPTION, suites=folders, primary=PRIMARY,
+            published = publish_dataset(db, NAME, out, description=description(fields), suites=folders, primary=PRIMARY,
                                         columns=columns, column_meanings=MEANINGS, fields=fields,
                                         keep_untrained=False)
         finally:

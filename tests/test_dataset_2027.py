@@ -76,6 +76,8 @@ def test_the_status_names_what_is_pending_and_the_seeds_per_batch_order(table, m
                if not ((table.arm == m) & (table.seed == s) & (table.batch_order == "contiguous")).any()}
     assert missing == set() and lacking == {(s, "h1024-l6") for s in manifest["cosine_runs"]["suites"]}
     assert status["complete"] is False and status["release"] == "partial"
+    assert "PARTIAL release" in manifest["description"] and all(p in manifest["description"] for p in status["pending"])
+    assert "replicate seeds 3 and 4" in manifest["description"] and "the 8 smallest sizes" in manifest["description"]
     assert len(status["pending"]) == len({s for s, _ in lacking}) + len({m for m, _ in missing})
     assert all(m in " ".join(status["pending"]) for m in {m for _, m in lacking} | {m for m, _ in missing})
 
