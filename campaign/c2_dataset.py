@@ -493,36 +493,20 @@ def calls() -> list[dict]:
 
 
 def whole_stores() -> dict:
-    kept = {k: v for s in (S2, S3, S4) for k, v in _sums(Path(f"{s}/whole-stores.sha256")).items()}
+    """Where the per-document losses are: the whole stores on the branch (one per call that returned
+    one, ``kept_files``), checked against the sha256 files committed beside the calls' logs."""
+    folders = sorted({Path(c["job_log"]).parent for c in CALLS if (Path(c["job_log"]).parent / "whole-stores.sha256").is_file()})
+    kept = {k: v for folder in folders for k, v in _sums(folder / "whole-stores.sha256").items()}
     on_branch = _branch_sums()
     if on_branch is not None and on_branch != kept:
-        raise QidlabError(f"{S2}/, {S3}/ and {S4}/whole-stores.sha256 and {WHOLE_STORES_BRANCH}:SHA256SUMS differ")
+        raise QidlabError(f"the whole-stores.sha256 files of {', '.join(map(str, folders))} and "
+                          f"{WHOLE_STORES_BRANCH}:SHA256SUMS differ")
     call1 = _sums(Path(f"{S1}/call1-whole-store.sha256"))
     s1_models = [m for c in CALLS[:2] for m in plan_models(c["plan"])]
     return {
         "where": f"git branch {WHOLE_STORES_BRANCH} of the qidlab repository (README.md and SHA256SUMS there), "
                  "not in the main tree; each file a gzipped qidlab store (schema 3) with per-document losses",
-        "files": [{"file": "c2-s2-call3-s3-whole.db.gz", "sha256": kept["c2-s2-call3-s3-whole.db.gz"],
-                   "covers": "session 2 calls 1-3: " + ", ".join(plan_models(CALLS[4]["plan"])) +
-                             " (main runs, 5 branches, 5 LAWA averages each)"},
-                  {"file": "c2-s2-call4-cos-whole.db.gz", "sha256": kept["c2-s2-call4-cos-whole.db.gz"],
-                   "covers": "session 2 call 4: the cosine runs"},
-                  *({"file": f, "sha256": kept[f], "covers": covers} for f, covers in (
-                      ("c2-s3-call1-seeds1-whole.db.gz", "session 3 call 1: seeds 1, 2 of "
-                       + ", ".join(plan_models(CALLS[6]["plan"]))),
-                      ("c2-s3-call3-seeds2-whole.db.gz", "session 3 calls 2-3: seeds 1, 2 of "
-                       + ", ".join(plan_models(CALLS[8]["plan"]))),
-                      ("c2-s3-call4-cos-whole.db.gz", "session 3 call 4: the cosine runs of "
-                       + ", ".join(dict.fromkeys(plan_models(CALLS[9]["plan"])))),
-                      ("c2-s3-call5-cos-whole.db.gz", "session 3 call 5: the cosine runs of "
-                       + ", ".join(dict.fromkeys(plan_models(CALLS[10]["plan"])))),
-                      ("c2-s4-call1-seedsdoc1-whole.db.gz", "session 4 call 1: the replicate seeds 3, 4 of "
-                       + ", ".join(plan_models(CALLS[11]["plan"]))),
-                      ("c2-s4-call3-seedsdoc2-whole.db.gz", "session 4 calls 2-3: the replicate seeds 3, 4 of "
-                       + ", ".join(plan_models(CALLS[13]["plan"]))),
-                      ("c2-s4-call4-cos-whole.db.gz", "session 4 call 4: the cosine runs of "
-                       + ", ".join(dict.fromkeys(plan_models(CALLS[14]["plan"])))))),
-                  ],
+        "files": kept_files(kept),
         "not_kept": [{"what": "session 1 call 1's whole store (" + ", ".join(plan_models(CALLS[0]["plan"])) + ")",
                       "parts": call1, "status": "came back, not committed (it would have passed the 64 MiB a call "
                                                 "carries); only its sha256 is known"}],
@@ -532,6 +516,29 @@ def whole_stores() -> dict:
         "note": "the 6 sizes of session 1 have QiD and CIs here but no per-document losses in the repository: "
                 "re-measure them when their CIs must be recomputed",
     }
+
+
+def kept_files(kept: dict[str, str]) -> list[dict]:
+    """One entry per whole store on the branch: the call that returned it (``CALLS``' ``whole_store``
+    "<file> on branch ...") and the calls before it on the same warm machine whose measurements it
+    holds ("contained in call N's"), with its sha256 from ``kept``; every kept file named by a call."""
+    out, held = [], []
+    for call in CALLS:
+        found = re.match(r"(\S+\.db\.gz) on branch ", call["whole_store"])
+        if call["whole_store"].startswith("contained in call"):
+            held.append(call["call"])
+            continue
+        if found:
+            calls = [*held, call["call"]]
+            span = f"call {calls[0]}" if len(calls) == 1 else f"calls {calls[0]}-{calls[-1]}"
+            models = ", ".join(dict.fromkeys(plan_models(call["plan"])))
+            out.append({"file": found.group(1), "sha256": kept.get(found.group(1)),
+                        "covers": f"session {call['session']} {span}: {call['plan']} ({models})"})
+        held = []
+    named = {f["file"] for f in out}
+    if named != set(kept):
+        raise QidlabError(f"whole stores named by CALLS {sorted(named)} and kept (whole-stores.sha256) {sorted(kept)} differ")
+    return out
 
 
 def _sums(path: Path) -> dict[str, str]:
