@@ -203,6 +203,7 @@ def cosine(frame: pd.DataFrame) -> None:
               f"(|dloss16| {abs(r.loss16_cos - r.loss16_const):.3f})"
               for _, r in held.assign(_n=held.arm.map(frame.groupby("arm").n_params.first()))
               .sort_values(["step", "_n"]).iterrows()))
+    cosine_size_trend(cos, frame)
     d = s.assign(diff=s.loss16_cos - s.loss16_const)
     ends = d[d.step == d.step.max()]
     print("\nAt the 1950-update ends, loss16(cosine) - loss16(const-lr) (bits/byte) by size, with D/N (tokens per "
@@ -211,6 +212,30 @@ def cosine(frame: pd.DataFrame) -> None:
               for _, r in ends.iterrows()))
     print(f"\nloss16(cosine end) - loss16(const-lr at equal D), median over the {d.arm.nunique()} sizes (bits/byte):",
           ", ".join(f"{ev} {st}: {v:+.3f}" for (ev, st), v in d.groupby(["eval_set", "step"])["diff"].median().items()))
+
+
+def cosine_size_trend(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
+    """Slope of ln(QiD cos / const-lr at equal D) on ln N over sizes, the shorter runs (488 and 975
+    updates, where the 16-bit losses agree) averaged per size first: one point per size, CI from
+    resampling sizes."""
+    n = frame.groupby("arm").n_params.first()
+    short = cos[(cos.step < cos.step.max()) & (cos.qid_cos > 0) & (cos.qid_const > 0)]
+    print("\nTrend with size of the shorter cosine runs' QiD over constant lr: slope of ln(cos / const) on ln N, "
+          "ln ratio averaged over the 488- and 975-update ends per size (95% CI over sizes):\n")
+    print("| method | bits | eval set | slope [95% CI] | ratio at the smallest / largest size (fit) | sizes |")
+    print("|---|---:|---|---|---|---:|")
+    rows = []
+    for key, g in T.slices(short):
+        per = np.log(g.qid_cos / g.qid_const).groupby(g.arm).mean()
+        if len(per) < 4:  # a slope over fewer sizes says little (and its bootstrap less)
+            continue
+        x = np.log(n[per.index].to_numpy(float))
+        fit = T.fe_slope(x, per.to_numpy(float), np.zeros(len(per)), per.index.to_numpy(), N_BOOT, SEED)
+        a = per.mean() - fit["slope"] * x.mean()
+        rows.append({**key, **fit, "small": np.exp(a + fit["slope"] * x.min()), "large": np.exp(a + fit["slope"] * x.max())})
+    for _, r in method_order(pd.DataFrame(rows)).iterrows():
+        print(f"{label(r)} {ci({'gm': r.slope, 'lo': r.lo, 'hi': r.hi}, fmt='{:+.3f}')} | "
+              f"{r.small:.2f} / {r.large:.2f} | {r.clusters} |")
 
 
 def forms_table(frame: pd.DataFrame, by, title: str) -> None:
