@@ -229,6 +229,25 @@ def test_findings2_prints_every_section_from_a_frame_file(decayed, tmp_path, cap
     assert float(two_x.group(1)) == pytest.approx(LR2X_FACTOR, rel=0.1)
 
 
+def test_findings2_cosine_trend_with_size_recovers_a_planted_slope(decayed, tmp_path, capsys):
+    """Cosine runs' QiD times (N / N_min)^0.2: the slope of ln(cos / const) on ln N is 0.2, where the
+    unchanged frame (the same decay factor at every size) gives a slope whose CI covers 0."""
+    cosine = decayed.schedule == "cosine"
+    planted = decayed.copy()
+    planted.loc[cosine, "qid"] *= (planted.n_params[cosine] / planted.n_params.min()) ** 0.2
+    slopes = {}
+    for name, frame in (("flat", decayed), ("planted", planted)):
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+        _findings2().main(["findings2.py", str(tmp_path / f"{name}.parquet")])
+        out = capsys.readouterr().out
+        found = re.search(r"\| gptq \| 2 \| debian-en-heldout \| ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \| [\d.]+ / [\d.]+ \| (\d+) \|",
+                          out[out.index("Trend with size"):])
+        slopes[name] = [float(found.group(i)) for i in (1, 2, 3)] + [int(found.group(4))]
+    assert slopes["flat"][1] < 0 < slopes["flat"][2] and abs(slopes["flat"][0]) < 0.05
+    assert slopes["planted"][0] == pytest.approx(0.2, abs=0.03) and slopes["planted"][1] > 0.1
+    assert slopes["planted"][3] == slopes["flat"][3] >= 4  # one point per size with cosine runs
+
+
 def test_findings2_refuses_a_frame_without_trajectory_columns(decayed, tmp_path):
     path = tmp_path / "frame.parquet"
     decayed.drop(columns=["kind"]).to_parquet(path)
