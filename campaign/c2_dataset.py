@@ -79,8 +79,8 @@ WHOLE_STORES_BRANCH = "campaign2-stores"
 CALLS = [
     {"session": 1, "call": 1, "plan": "campaign/campaign2-s1.plan", "job_log": f"{S1}/job-s1.txt",
      "logs": f"{S1}/logs-call1.tar.gz", "suites": f"{S1}/suites-call1.tar.gz",
-     "whole_store": "came back (2 gzip parts) but is not in the repository: its sha256 in "
-                    f"{S1}/call1-whole-store.sha256"},
+     "whole_store": f"c2-s1-call1-whole.db.gz on branch {WHOLE_STORES_BRANCH} (kept in session 4: its 2 gzip "
+                    f"parts, whose sha256s are in {S1}/call1-whole-store.sha256, joined)"},
     {"session": 1, "call": 2, "plan": "campaign/campaign2-s2.plan", "job_log": f"{S1}/job-s2.txt",
      "logs": f"{S1}/logs-call2.tar.gz", "suites": f"{S1}/suites-call2.tar.gz", "slim_store": STORES[0],
      "whole_store": "did not come back (4 parts, over the 8 files a call returns)"},
@@ -501,20 +501,17 @@ def whole_stores() -> dict:
     if on_branch is not None and on_branch != kept:
         raise QidlabError(f"the whole-stores.sha256 files of {', '.join(map(str, folders))} and "
                           f"{WHOLE_STORES_BRANCH}:SHA256SUMS differ")
-    call1 = _sums(Path(f"{S1}/call1-whole-store.sha256"))
-    s1_models = [m for c in CALLS[:2] for m in plan_models(c["plan"])]
+    lost = plan_models(CALLS[1]["plan"])  # session 1 call 2's store did not come back
     return {
         "where": f"git branch {WHOLE_STORES_BRANCH} of the qidlab repository (README.md and SHA256SUMS there), "
                  "not in the main tree; each file a gzipped qidlab store (schema 3) with per-document losses",
         "files": kept_files(kept),
-        "not_kept": [{"what": "session 1 call 1's whole store (" + ", ".join(plan_models(CALLS[0]["plan"])) + ")",
-                      "parts": call1, "status": "came back, not committed (it would have passed the 64 MiB a call "
-                                                "carries); only its sha256 is known"}],
-        "missing": [{"what": "session 1 call 2's whole store (" + ", ".join(s1_models) + ", merged on the warm "
-                             "machine)", "status": "did not come back (over the 8 files a call returns)"}],
-        "per_document_losses_missing_for": s1_models,
-        "note": "the 6 sizes of session 1 have QiD and CIs here but no per-document losses in the repository: "
-                "re-measure them when their CIs must be recomputed",
+        "missing": [{"what": "session 1 call 2's whole store (" + ", ".join(lost) + "; the warm machine's store "
+                             "also held call 1's models, whose own store is kept)",
+                     "status": "did not come back (over the 8 files a call returns)"}],
+        "per_document_losses_missing_for": lost,
+        "note": f"the {len(lost)} sizes of session 1's call 2 have QiD and CIs here but no per-document losses in the "
+                "repository: re-measure them when their CIs must be recomputed",
     }
 
 
