@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from qidlab.errors import QidlabError  # noqa: E402
-from qidlab.sweep.recheck import recheck  # noqa: E402
+from qidlab.sweep.recheck import TOLERANCE, recheck  # noqa: E402
 
 BRANCH = "campaign2-stores"
 
@@ -71,8 +71,8 @@ def keep(files_at: Path, name: str, results: Path, what: str, branch: str, repo:
     if name in sums:
         raise QidlabError(f"{name} is already on branch {branch}")
     with tempfile.TemporaryDirectory(prefix="keep-store-") as tmp:
-        joined = _join(files_at, Path(tmp) / name)
-        measurements, summary = _recheck(joined, Path(tmp) / "store.db", check)
+        joined, db = _join(files_at, Path(tmp) / name, Path(tmp) / "store.db")
+        measurements, summary = _recheck(db, name, check)
         digest = hashlib.sha256(joined.read_bytes()).hexdigest()
         blob = _git(repo, "hash-object", "-w", str(joined)).strip()
     entry = f"{digest}  {name}\n"
@@ -83,7 +83,8 @@ def keep(files_at: Path, name: str, results: Path, what: str, branch: str, repo:
            f"branch {branch} at {commit[:12]}"
 
 
-def _join(files_at: Path, out: Path) -> Path:
+def _join(files_at: Path, out: Path, db: Path) -> tuple[Path, Path]:
+    """The parts joined into ``out`` and unzipped into ``db`` (which checks them as one gzip file)."""
     parts = sorted(files_at.glob("store.db.gz.part-*"))
     if not parts:
         raise QidlabError(f"{files_at}: no store.db.gz.part-* (did the call return its whole store?)")
@@ -91,30 +92,28 @@ def _join(files_at: Path, out: Path) -> Path:
         for part in parts:
             f.write(part.read_bytes())
     try:
-        with gzip.open(out) as g:
-            while g.read(1 << 24):
-                pass
+        with gzip.open(out) as g, open(db, "wb") as f:
+            shutil.copyfileobj(g, f)
     except (OSError, EOFError) as exc:
         raise QidlabError(f"{files_at}: the joined parts are not a whole gzip file ({exc})") from exc
-    return out
+    return out, db
 
 
-def _recheck(joined: Path, db: Path, check: bool) -> tuple[int, str]:
-    with gzip.open(joined) as g, open(db, "wb") as f:
-        shutil.copyfileobj(g, f)
+def _recheck(db: Path, name: str, check: bool) -> tuple[int, str]:
+    """The store's measurement count and, with ``check``, every QiD and CI recomputed (``recheck``)."""
     con = sqlite3.connect(db)
     try:
         measurements = con.execute("SELECT count(*) FROM measurements").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise QidlabError(f"{joined.name}: not a qidlab store ({exc})") from exc
+        raise QidlabError(f"{name}: not a qidlab store ({exc})") from exc
     finally:
         con.close()
     if not check:
         return measurements, "not rechecked"
     rows = recheck(db)
-    bad = [r["id"] for r in rows if "error" in r or r["diff"] > 1e-9]
+    bad = [r["id"] for r in rows if "error" in r or r["diff"] > TOLERANCE]
     if bad:
-        raise QidlabError(f"{joined.name}: {len(bad)} of {len(rows)} QiD or CIs differ from their recomputation "
+        raise QidlabError(f"{name}: {len(bad)} of {len(rows)} QiD or CIs differ from their recomputation "
                           f"(first: measurement {bad[0]}); not kept")
     return measurements, f"rechecked {len(rows):,} (largest difference {max(r['diff'] for r in rows):.1e})"
 

@@ -12,7 +12,7 @@ from ..files import check_writable, open_atomic
 from ..output import count as _count
 from ..store import drop_models, merge_stores, publish_dataset, read_canonical
 from ..sweep import SlurmExecutor, load_study, plan_study, preset_names, run_study, write_preset
-from ..sweep.recheck import recheck
+from ..sweep.recheck import TOLERANCE, recheck
 from ..torchenv import THREADS_HELP, idle_cores, require_measure, torch_threads
 from .args import assignments, emit, library_names, positive_int
 
@@ -105,7 +105,7 @@ def register(sub) -> None:
                          "and compare them with what is stored (exit 1 when one differs or cannot be recomputed)")
     q.add_argument("store", help="a qidlab store (.db) with per-document losses")
     q.add_argument("--sample", type=int, metavar="N", help="recompute N measurements drawn at random (default: all)")
-    q.add_argument("--tolerance", type=float, default=1e-9,
+    q.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help="largest absolute difference taken as equal (default: %(default)g, in the loss unit)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=run_store_recheck)

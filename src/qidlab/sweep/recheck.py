@@ -24,6 +24,7 @@ from ..store import read_doc_losses
 
 RECOMPUTABLE = ("nats_per_token", "bits_per_byte")
 SEED = 0  # the sweep's bootstrap seed (sweep/run.py)
+TOLERANCE = 1e-9  # the largest difference from the stored number taken as equal (loss unit)
 
 
 def recheck(path: str | Path, *, sample: int | None = None, seed: int = 0) -> list[dict]:
