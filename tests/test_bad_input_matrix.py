@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_models import make_tiny_checkpoint, tiny_corpus
+from tiny_models import make_tiny_checkpoint, write_study_texts
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -114,9 +114,7 @@ def fx(tmp_path_factory):
     root = tmp_path_factory.mktemp("matrix")
     make_tiny_checkpoint(root / "suite", hidden=32, layers=1, steps=4, save_steps=[0, 4], model_name="m1",
                          vocab_size=300, seq_len=32, batch_size=4)
-    docs = tiny_corpus(30, seed=1)
-    (root / "eval.txt").write_text("\n\n".join(docs[:15]))
-    (root / "train.txt").write_text("\n\n".join(docs[15:]))
+    write_study_texts(root, 30, 15)
     (root / "study.toml").write_text(STUDY)
     from qidlab.sweep import load_study, run_study
 

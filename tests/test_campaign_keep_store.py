@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tiny_models import make_tiny_checkpoint, tiny_corpus
+from tiny_models import make_tiny_checkpoint, write_study_texts
 
 from qidlab.sweep import load_study, run_study
 
@@ -65,9 +65,7 @@ def parts(tmp_path_factory):
     """A measured tiny store, gzipped and split in two parts as campaign/job.sh returns it."""
     root = tmp_path_factory.mktemp("keep")
     make_tiny_checkpoint(root / "suite", steps=60, save_steps=[60], model_name="m64")
-    docs = tiny_corpus(40, seed=2)
-    (root / "eval.txt").write_text("\n\n".join(docs[:20]))
-    (root / "train.txt").write_text("\n\n".join(docs[20:]))
+    write_study_texts(root, 40, 20, seed=2)
     (root / "study.toml").write_text(STUDY)
     run_study(load_study(root / "study.toml"), progress=False)
     data = gzip.compress((root / "keep.db").read_bytes())

@@ -13,7 +13,7 @@ import re
 
 import pytest
 import torch
-from tiny_models import make_tiny_checkpoint, tiny_corpus
+from tiny_models import make_tiny_checkpoint, write_study_texts
 
 from qidlab.checkpoints import load_checkpoint
 from qidlab.checkpoints.params import count_params
@@ -33,9 +33,7 @@ def suite(tmp_path_factory):
     root = tmp_path_factory.mktemp("interop")
     make_tiny_checkpoint(root / "suite", steps=60, save_steps=[60], model_name="m64")
     make_tiny_checkpoint(root / "llama", arch="llama", steps=40)
-    docs = tiny_corpus(40, seed=1)
-    (root / "eval.txt").write_text("\n\n".join(docs[:10]))
-    (root / "train.txt").write_text("\n\n".join(docs[10:]))
+    write_study_texts(root, 40, 10)
     return root
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from tiny_models import make_tiny_checkpoint, tiny_corpus
+from tiny_models import make_tiny_checkpoint, write_study_texts
 
 from qidlab.errors import QidlabError
 from qidlab.quantize import QuantConfig, RTNConfig, config
@@ -119,9 +119,7 @@ def registry(monkeypatch):
 def study_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("plug")
     make_tiny_checkpoint(root / "suite", steps=80, save_steps=[80], model_name="m")
-    docs = tiny_corpus(40, seed=1)
-    (root / "eval.txt").write_text("\n\n".join(docs[:20]))
-    (root / "train.txt").write_text("\n\n".join(docs[20:]))
+    write_study_texts(root, 40, 20)
     _dist(root / "site", "qidlab-toy", "[qidlab.methods]\ntoy = qidlab_toy:METHOD\n", {"qidlab_toy": TOY})
     return root
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tiny_models import make_tiny_checkpoint, tiny_corpus
+from tiny_models import make_tiny_checkpoint, tiny_corpus, write_study_texts
 
 from qidlab.cli import main
 from qidlab.errors import QidlabError
@@ -60,9 +60,7 @@ def suite(tmp_path_factory):
     """Two checkpoints (steps 50 and 150) of one tiny GPT-NeoX, eval and calibration texts."""
     root = tmp_path_factory.mktemp("study")
     make_tiny_checkpoint(root / "suite", steps=150, save_steps=[50, 150], model_name="m64")
-    docs = tiny_corpus(60, seed=1)
-    (root / "eval.txt").write_text("\n\n".join(docs[:30]))
-    (root / "train.txt").write_text("\n\n".join(docs[30:]))
+    write_study_texts(root, 60, 30)
     (root / "study.toml").write_text(STUDY)
     return root
 

@@ -65,6 +65,14 @@ def tiny_corpus(n_docs: int = 200, seed: int = 0) -> list[str]:
     return [" ".join(_sentence(rng) for _ in range(rng.randint(2, 12))) for _ in range(n_docs)]
 
 
+def write_study_texts(root: Path, n_docs: int, n_eval: int, seed: int = 1) -> None:
+    """``root/eval.txt`` (the first ``n_eval`` of ``tiny_corpus(n_docs, seed)``) and ``root/train.txt``
+    (the rest), documents separated by blank lines: a study's eval set and calibration source."""
+    docs = tiny_corpus(n_docs, seed=seed)
+    (Path(root) / "eval.txt").write_text("\n\n".join(docs[:n_eval]))
+    (Path(root) / "train.txt").write_text("\n\n".join(docs[n_eval:]))
+
+
 def tiny_corpus_folder(root: Path, n_docs: int = 300) -> Path:
     """``root/corpus``: a qidlab corpus (recipe ``files``) of ``tiny_corpus(n_docs)``, for training suites."""
     from qidlab.corpus import build_corpus
