@@ -5,7 +5,6 @@ training logs) — the dry run of campaign/README.md, on a small corpus."""
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 import sqlite3
@@ -15,11 +14,23 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tiny_models import tiny_corpus
-
-from qidlab.corpus import build_corpus
+from tiny_models import tiny_corpus_folder
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _job(tmp_path: Path, plan: str, n_docs: int, **settings: str) -> subprocess.CompletedProcess:
+    """``bash campaign/job.sh PLAN`` in ``tmp_path`` on the CPU (no compile, one thread, OUT = out/), with
+    the tree's src linked (job.sh runs $PWD/src) and a tiny corpus of ``n_docs`` documents as
+    campaign/inputs/stdlib (as the studies name it); ``settings``: more of job.sh's env. Asserts exit 0."""
+    (tmp_path / "src").symlink_to(REPO / "src")
+    tiny_corpus_folder(tmp_path, n_docs, out=tmp_path / "campaign" / "inputs" / "stdlib", compress=True)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "COMPILE": "0", "THREADS": "1", "DEADLINE": "600",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **settings}
+    run = subprocess.run(["bash", "campaign/job.sh", plan], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None, reason="needs bash and coreutils")
@@ -28,16 +39,8 @@ def test_job_trains_measures_side_by_side_and_returns_what_fits(tmp_path):
     camp.mkdir()
     for f in ("job.sh", "dryrun-suite.toml", "dryrun-study.toml", "dryrun.plan"):
         shutil.copy(REPO / "campaign" / f, camp / f)
-    (tmp_path / "src").symlink_to(REPO / "src")  # job.sh runs the tree's qidlab: $PWD/src
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(1500)))
-    build_corpus("files", camp / "inputs" / "stdlib", files=[docs], compress=True)  # as the study names it
+    run = _job(tmp_path, "campaign/dryrun.plan", 1500, LR_SWEEP="1")
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "COMPILE": "0", "THREADS": "1", "DEADLINE": "600", "LR_SWEEP": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run = subprocess.run(["bash", "campaign/job.sh", "campaign/dryrun.plan"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-2000:]
     assert "trained dryrun-suite-h32-l1-bitnet" in run.stdout and "job done" in run.stdout
 
     assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "store-measurements.db",
@@ -101,15 +104,7 @@ def test_split_measures_a_run_and_its_branches_in_two_stores_merged_as_one(tmp_p
     study = study.replace("steps = [16, 32, 64]\n", "").replace("bits = [2, 4]", "bits = [4]")
     (camp / "split-study.toml").write_text(study)
     (camp / "split.plan").write_text("campaign/split-suite.toml campaign/split-study.toml h32-l1\n")
-    (tmp_path / "src").symlink_to(REPO / "src")
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(600)))
-    build_corpus("files", camp / "inputs" / "stdlib", files=[docs], compress=True)
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "COMPILE": "0", "THREADS": "1",
-           "DEADLINE": "600", "SPLIT": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run = subprocess.run(["bash", "campaign/job.sh", "campaign/split.plan"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _job(tmp_path, "campaign/split.plan", 600, SPLIT="1")
     stores = tmp_path / "campaign" / "work" / "stores"
     models = {}
     for name in ("split-suite-h32-l1", "split-suite-h32-l1-derived"):

@@ -73,14 +73,16 @@ def write_study_texts(root: Path, n_docs: int, n_eval: int, seed: int = 1) -> No
     (Path(root) / "train.txt").write_text("\n\n".join(docs[n_eval:]))
 
 
-def tiny_corpus_folder(root: Path, n_docs: int = 300) -> Path:
-    """``root/corpus``: a qidlab corpus (recipe ``files``) of ``tiny_corpus(n_docs)``, for training suites."""
+def tiny_corpus_folder(root: Path, n_docs: int = 300, *, out: Path | None = None, compress: bool = False) -> Path:
+    """``out`` (default ``root/corpus``): a qidlab corpus (recipe ``files``) of ``tiny_corpus(n_docs)``,
+    for training suites; its documents written to ``root/docs.jsonl`` first."""
     from qidlab.corpus import build_corpus
 
     docs = Path(root) / "docs.jsonl"
     docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in tiny_corpus(n_docs)))
-    build_corpus("files", Path(root) / "corpus", files=[docs])
-    return Path(root) / "corpus"
+    out = Path(root) / "corpus" if out is None else Path(out)
+    build_corpus("files", out, files=[docs], compress=compress)
+    return out
 
 
 def train_tokenizer(docs: list[str], vocab_size: int = 512):
