@@ -34,6 +34,7 @@
 set -uo pipefail
 plan=${1:?usage: job.sh PLAN}
 [ -f "$plan" ] || { echo "job.sh: no plan file $plan" >&2; exit 2; }
+case ${SPLIT:-0} in 0|1) ;; *) echo "job.sh: SPLIT must be 0 or 1, not '$SPLIT'" >&2; exit 2 ;; esac
 out=${OUT:-out}; work=${WORK:-campaign/work}; deadline=${DEADLINE:-540}; threads=${THREADS:-2}
 mkdir -p "$out" "$work/stores" "$work/logs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=$threads TORCHINDUCTOR_COMPILE_THREADS=$threads

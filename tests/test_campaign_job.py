@@ -123,6 +123,15 @@ def test_split_measures_a_run_and_its_branches_in_two_stores_merged_as_one(tmp_p
     assert "from 2 stores" in run.stdout
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_a_bad_split_value_is_one_line_and_exit_2_before_anything_is_written(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "SPLIT": "yes"}
+    run = subprocess.run(["bash", str(REPO / "campaign" / "job.sh"), str(REPO / "campaign" / "dryrun.plan")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.strip() == "job.sh: SPLIT must be 0 or 1, not 'yes'"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("plan", sorted(p.name for p in (REPO / "campaign").glob("campaign2-*.plan")))
 def test_every_campaign2_plan_names_models_its_suite_has_and_studies_that_load(plan):
     """A GPU call's plan (campaign2-*.plan) that names a model its suite lacks, or a study that does not

@@ -142,3 +142,8 @@ def test_a_store_whose_qid_does_not_recompute_is_refused(parts, repo, tmp_path, 
     assert not (repo / "results" / "whole-stores.sha256").exists()
     assert keep.main([str(tmp_path), "c2-s9-none.db.gz", str(repo / "results"), "--what", "x", "--repo", str(repo)]) == 2
     assert "no store.db.gz.part-*" in capsys.readouterr().err
+    assert keep.main([str(parts), "c2-s9.db", str(repo / "results"), "--what", "x", "--repo", str(repo)]) == 2
+    assert "must be a file name ending in .db.gz" in capsys.readouterr().err
+    assert keep.main([str(parts), "c2-s9.db.gz", str(repo / "nowhere"), "--what", "x", "--repo", str(repo)]) == 2
+    assert "no such results folder" in capsys.readouterr().err and not (repo / "nowhere").exists()
+    assert _git(repo, "rev-parse", "campaign2-stores") == before
