@@ -1,15 +1,16 @@
-"""Campaign 2's data set ``qidlab-gpu-2027`` (issue 17), a partial release: every GPU measurement of
-Campaign 2 so far (2026-12-04, one H200), with each checkpoint's place in its training as columns.
+"""Campaign 2's data set ``qidlab-gpu-2027`` (issue 17): every GPU measurement of Campaign 2
+(2026-12-04, one H200), with each checkpoint's place in its training as columns.
 
     PYTHONPATH=src .venv/bin/python campaign/c2_dataset.py [--out src/qidlab/data]
 
 writes ``<out>/qidlab-gpu-2027/`` (manifest.json, measurements.parquet) from files committed here:
 
-* the ten slim stores (QiD with 95% paired-bootstrap CIs, no per-document losses) of
-  ``campaign/results/2026-12-04-c2-s{1,2,3,4}/``, merged (``qidlab store merge``, in ``STORES``' order);
-* the suite manifests the trainer wrote (``.../2026-12-04-c2-s{2,3,4}/manifests/``: five partial ones of
+* the eleven slim stores (QiD with 95% paired-bootstrap CIs, no per-document losses) of
+  ``campaign/results/2026-12-04-c2-s{1,2,3,4,5}/``, merged (``qidlab store merge``, in ``STORES``' order);
+* the suite manifests the trainer wrote (``.../2026-12-04-c2-s{2,3,4,5}/manifests/``: five partial ones of
   suite ``c2-en``, one per machine that trained (the fourth: the shuffled-batch seed runs, the fifth: the
-  replicate seed runs), whose ``[models.*]`` tables are united, and three per cosine suite), given to publishing as suite folders (each a
+  replicate seed runs), and four per cosine suite, one per call that trained it; each suite's
+  ``[models.*]`` tables united), given to publishing as suite folders (each a
   ``qidlab-suite.toml``, recorded with its sha256), and with the suite files' schedules
   (``load_suite_config(...).schedule_dict()``) turned into per-checkpoint columns
   (``qidlab.train.trajectories``: kind, trajectory, arm, seed, schedule, peak_lr, lr, lr_fraction,
@@ -46,17 +47,17 @@ from qidlab.train.config import load_suite_config
 from qidlab.train.trajectories import MEANINGS, trajectory_columns
 
 NAME = "qidlab-gpu-2027"
-S1, S2, S3, S4 = (f"campaign/results/2026-12-04-c2-s{i}" for i in (1, 2, 3, 4))
+S1, S2, S3, S4, S5 = (f"campaign/results/2026-12-04-c2-s{i}" for i in (1, 2, 3, 4, 5))
 STORES = [f"{S1}/store-measurements.db", f"{S2}/store-measurements.db", f"{S2}/store-measurements-cos.db",
           f"{S3}/store-measurements-seeds1.db", f"{S3}/store-measurements-seeds2.db",
           f"{S3}/store-measurements-cos-a.db", f"{S3}/store-measurements-cos-b.db",
           f"{S4}/store-measurements-seedsdoc1.db", f"{S4}/store-measurements-seedsdoc2.db",
-          f"{S4}/store-measurements-cos-a.db"]
+          f"{S4}/store-measurements-cos-a.db", f"{S5}/store-measurements-cos.db"]
 MANIFESTS = {"c2-en": [f"{S2}/manifests/c2-en-s1.toml", f"{S2}/manifests/c2-en-s2.toml",
                        f"{S2}/manifests/c2-en-s3.toml", f"{S3}/manifests/c2-en-seeds.toml",
                        f"{S4}/manifests/c2-en-seedsdoc.toml"],
              **{f"c2-en-cos{n}": [f"{S2}/manifests/c2-en-cos{n}.toml", f"{S3}/manifests/c2-en-cos{n}-s3.toml",
-                                  f"{S4}/manifests/c2-en-cos{n}-s4.toml"]
+                                  f"{S4}/manifests/c2-en-cos{n}-s4.toml", f"{S5}/manifests/c2-en-cos{n}-s5.toml"]
                 for n in (1950, 975, 488)}}
 #: Each suite's schedule: the suite file (c2-en: the full design; the calls' own files, checked equal below).
 SUITE_FILES = {"c2-en": "campaign/campaign2-en-suite.toml",
@@ -120,6 +121,9 @@ CALLS = [
     {"session": 4, "call": 4, "plan": "campaign/campaign2-cos-s3a.plan", "env": "SPLIT=1",
      "job_log": f"{S4}/job-cos-s3a.txt", "logs": f"{S4}/logs-call4.tar.gz", "suites": f"{S4}/suites-call4.tar.gz",
      "slim_store": STORES[9], "whole_store": f"c2-s4-call4-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
+    {"session": 5, "call": 1, "plan": "campaign/campaign2-cos-s3b.plan", "env": "SPLIT=1",
+     "job_log": f"{S5}/job-cos-s3b.txt", "logs": f"{S5}/logs-call1.tar.gz", "suites": f"{S5}/suites-call1.tar.gz",
+     "slim_store": STORES[10], "whole_store": f"c2-s5-call1-cos-whole.db.gz on branch {WHOLE_STORES_BRANCH}"},
 ]
 def description(fields: dict) -> str:
     """The data set's paragraph; its counts and the release state come from ``fields`` (``design``)."""

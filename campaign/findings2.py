@@ -205,11 +205,11 @@ def cosine(frame: pd.DataFrame) -> None:
               .sort_values(["step", "_n"]).iterrows()))
     cosine_size_trend(cos, frame)
     d = s.assign(diff=s.loss16_cos - s.loss16_const)
-    ends = d[d.step == d.step.max()]
+    n = frame.groupby("arm").n_params.first()
+    ends = d[d.step == d.step.max()].assign(_n=lambda e: e.arm.map(n)).sort_values(["eval_set", "_n"], ascending=[False, True])
     print("\nAt the 1950-update ends, loss16(cosine) - loss16(const-lr) (bits/byte) by size, with D/N (tokens per "
           "non-embedding parameter):", "; ".join(
-              f"{r.eval_set} {r.arm} (D/N {r.tokens / frame[frame.arm == r.arm].n_params.iloc[0]:.0f}): {r['diff']:+.3f}"
-              for _, r in ends.iterrows()))
+              f"{r.eval_set} {r.arm} (D/N {r.tokens / r._n:.2g}): {r['diff']:+.3f}" for _, r in ends.iterrows()))
     print(f"\nloss16(cosine end) - loss16(const-lr at equal D), median over the {d.arm.nunique()} sizes (bits/byte):",
           ", ".join(f"{ev} {st}: {v:+.3f}" for (ev, st), v in d.groupby(["eval_set", "step"])["diff"].median().items()))
 
@@ -217,13 +217,15 @@ def cosine(frame: pd.DataFrame) -> None:
 def cosine_size_trend(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
     """Slope of ln(QiD cos / const-lr at equal D) on ln N over sizes, the shorter runs (488 and 975
     updates, where the 16-bit losses agree) averaged per size first: one point per size, CI from
-    resampling sizes."""
+    resampling sizes. Out of sample: the same line fitted without the largest size, its ratio there
+    predicted and measured (the trend was first seen on 8 sizes, before the largest was trained)."""
     n = frame.groupby("arm").n_params.first()
     short = cos[(cos.step < cos.step.max()) & (cos.qid_cos > 0) & (cos.qid_const > 0)]
     print("\nTrend with size of the shorter cosine runs' QiD over constant lr: slope of ln(cos / const) on ln N, "
           "ln ratio averaged over the 488- and 975-update ends per size (95% CI over sizes):\n")
-    print("| method | bits | eval set | slope [95% CI] | ratio at the smallest / largest size (fit) | sizes |")
-    print("|---|---:|---|---|---|---:|")
+    print("| method | bits | eval set | slope [95% CI] | ratio at the smallest / largest size (fit) | sizes "
+          "| largest size held out: predicted / measured |")
+    print("|---|---:|---|---|---|---:|---|")
     rows = []
     for key, g in T.slices(short):
         per = np.log(g.qid_cos / g.qid_const).groupby(g.arm).mean()
@@ -232,10 +234,13 @@ def cosine_size_trend(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
         x = np.log(n[per.index].to_numpy(float))
         fit = T.fe_slope(x, per.to_numpy(float), np.zeros(len(per)), per.index.to_numpy(), N_BOOT, SEED)
         a = per.mean() - fit["slope"] * x.mean()
-        rows.append({**key, **fit, "small": np.exp(a + fit["slope"] * x.min()), "large": np.exp(a + fit["slope"] * x.max())})
+        rest = x < x.max()
+        b_out, a_out = np.polyfit(x[rest], per.to_numpy(float)[rest], 1)
+        rows.append({**key, **fit, "small": np.exp(a + fit["slope"] * x.min()), "large": np.exp(a + fit["slope"] * x.max()),
+                     "held_pred": np.exp(a_out + b_out * x.max()), "held_meas": np.exp(per.to_numpy(float)[~rest][0])})
     for _, r in method_order(pd.DataFrame(rows)).iterrows():
         print(f"{label(r)} {ci({'gm': r.slope, 'lo': r.lo, 'hi': r.hi}, fmt='{:+.3f}')} | "
-              f"{r.small:.2f} / {r.large:.2f} | {r.clusters} |")
+              f"{r.small:.2f} / {r.large:.2f} | {r.clusters} | {r.held_pred:.2f} / {r.held_meas:.2f} |")
 
 
 def forms_table(frame: pd.DataFrame, by, title: str) -> None:

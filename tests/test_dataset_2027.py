@@ -38,9 +38,9 @@ def manifest():
 def test_it_loads_by_name_with_the_trajectory_columns(table, manifest):
     folder = qidlab.data.datasets()[NAME]
     assert manifest["files"]["measurements"]["sha256"] == file_sha256(folder / "measurements.parquet")
-    assert len(table) == manifest["counts"]["measurements"] == 15160
+    assert len(table) == manifest["counts"]["measurements"] == 15300
     assert set(COLUMNS) <= set(table.columns) and table[list(COLUMNS)].drop(columns="branch_from").notna().all().all()
-    assert manifest["columns"] == {"joined_on": ["suite", "model", "step"], "extra": list(COLUMNS), "checkpoints": 758}
+    assert manifest["columns"] == {"joined_on": ["suite", "model", "step"], "extra": list(COLUMNS), "checkpoints": 765}
     assert all(manifest["units"][c] == MEANINGS[c] for c in COLUMNS)
     assert set(table.kind) == {"run", "branch", "average"} and set(table.seed) == {0, 1, 2, 3, 4}
     # seeds 1, 2: shuffled batches (session 3); 0 (the main runs) and the replicates 3, 4: contiguous
@@ -68,18 +68,17 @@ def test_the_status_names_what_is_pending_and_the_seeds_per_batch_order(table, m
         assert sorted(by_kind.index) == [0, 1, 2, 3, 4] and (by_kind["branch"] == 5 * 20).all()
         assert (by_kind["branch"] == by_kind["average"]).all()
     assert set(runs[~runs.arm.isin(SEEDED)].seed) == {0}
-    # partial: exactly the replicate seeds and the cosine runs the plan names but the rows lack (after
-    # session 4: every replicate seed is in, h1024-l6's cosine runs are not)
+    # complete (after session 5): no replicate seed and no cosine run the plan names is lacking from the
+    # rows; the status is computed from them, so a lacking one would make it partial again
     lacking = {(s, m) for s, e in manifest["cosine_runs"]["suites"].items() for m in e["planned"]
                if m not in set(table[table.suite == s].model)}
     missing = {(m, s) for m, planned in seeds["planned"].items() for s in planned
                if not ((table.arm == m) & (table.seed == s) & (table.batch_order == "contiguous")).any()}
-    assert missing == set() and lacking == {(s, "h1024-l6") for s in manifest["cosine_runs"]["suites"]}
-    assert status["complete"] is False and status["release"] == "partial"
-    assert "PARTIAL release" in manifest["description"] and all(p in manifest["description"] for p in status["pending"])
-    assert "replicate seeds 3 and 4" in manifest["description"] and "the 8 smallest sizes" in manifest["description"]
-    assert len(status["pending"]) == len({s for s, _ in lacking}) + len({m for m, _ in missing})
-    assert all(m in " ".join(status["pending"]) for m in {m for _, m in lacking} | {m for m, _ in missing})
+    assert missing == set() and lacking == set()
+    assert status["complete"] is True and status["release"] == "complete" and status["pending"] == []
+    assert "COMPLETE release" in manifest["description"] and "PARTIAL" not in manifest["description"]
+    assert "replicate seeds 3 and 4" in manifest["description"]
+    assert "for every size" in manifest["description"] and "smallest sizes" not in manifest["description"]
 
 
 def test_the_sizes_span_300x_with_bracketed_learning_rates(table, manifest):
@@ -107,12 +106,12 @@ def test_branches_and_averages_are_where_the_manifest_says(table, manifest):
 
 
 def test_cosine_runs_and_peak_lr_arms(table, manifest):
-    smallest = [s["model"] for s in manifest["sizes"][:8]]
+    every = [s["model"] for s in manifest["sizes"]]
     cos = manifest["cosine_runs"]["suites"]
     assert {k: v["steps"] for k, v in cos.items()} == {"c2-en-cos1950": 1950, "c2-en-cos975": 975, "c2-en-cos488": 488}
     for suite, entry in cos.items():
         rows = table[table.suite == suite]
-        assert entry["models"] == smallest == sorted(set(rows.model), key=smallest.index)
+        assert entry["models"] == every == sorted(set(rows.model), key=every.index)
         assert entry["planned"] == [s["model"] for s in manifest["sizes"]]
         assert entry["min_lr_ratio"] == 0.1 and (rows.schedule == "cosine").all()
         end = rows[rows.step == entry["steps"]]
@@ -144,7 +143,7 @@ def test_prefix_policy_eval_sets_methods_and_suite_manifests(manifest):
     assert {m["method"]: m["bits"] for m in manifest["methods"]} == {
         "awq": [2.0, 3.0, 4.0], "gptq": [2.0, 3.0, 4.0], "nf4": [4.0], "rtn": [2.0, 3.0, 4.0]}
     found = {s["suite"]: s["manifests"] for s in manifest["suites"]}
-    committed = [ROOT / f"campaign/results/2026-12-04-c2-s{i}/manifests" for i in (2, 3, 4)]
+    committed = [ROOT / f"campaign/results/2026-12-04-c2-s{i}/manifests" for i in (2, 3, 4, 5)]
     assert [x["folder"] for x in found["c2-en"]] == ["c2-en-s1", "c2-en-s2", "c2-en-s3", "c2-en-seeds", "c2-en-seedsdoc"]
     for entries in found.values():
         for e in entries:
@@ -156,7 +155,7 @@ def test_calls_and_whole_stores_point_at_committed_files(manifest):
     calls = manifest["calls"]
     assert [(c["session"], c["call"]) for c in calls] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4),
                                                           (3, 1), (3, 2), (3, 3), (3, 4), (3, 5),
-                                                          (4, 1), (4, 2), (4, 3), (4, 4)]
+                                                          (4, 1), (4, 2), (4, 3), (4, 4), (5, 1)]
     assert all(c["device"] == "one NVIDIA H200" and c["date"] == "2026-12-04" and 0 < c["wall_s"] <= 600
                for c in calls)
     for c in calls:
@@ -164,7 +163,7 @@ def test_calls_and_whole_stores_point_at_committed_files(manifest):
         assert ("SPLIT=1" in c["command"]) == (c["session"] >= 4)
     assert manifest["devices"] == ["cuda: NVIDIA H200"]
     whole = manifest["whole_stores"]
-    sums = dict(reversed(line.split()) for i in (1, 2, 3, 4) for line in
+    sums = dict(reversed(line.split()) for i in (1, 2, 3, 4, 5) for line in
                 (ROOT / f"campaign/results/2026-12-04-c2-s{i}/whole-stores.sha256").read_text().splitlines())
     assert {f["file"]: f["sha256"] for f in whole["files"]} == sums
     assert "campaign2-stores" in whole["where"]
@@ -185,5 +184,5 @@ def test_the_script_rebuilds_it(tmp_path, manifest):
     again = json.loads((rebuilt / "manifest.json").read_text())
     drop = ("published_with",)  # the code revision and library versions of whoever rebuilds it
     assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in manifest.items() if k not in drop}
-    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (15160, 21 + len(COLUMNS))
+    assert pd.read_parquet(rebuilt / "measurements.parquet").shape == (15300, 21 + len(COLUMNS))
     assert Path.cwd() == cwd  # the script went back to the caller's folder

@@ -231,21 +231,28 @@ def test_findings2_prints_every_section_from_a_frame_file(decayed, tmp_path, cap
 
 def test_findings2_cosine_trend_with_size_recovers_a_planted_slope(decayed, tmp_path, capsys):
     """Cosine runs' QiD times (N / N_min)^0.2: the slope of ln(cos / const) on ln N is 0.2, where the
-    unchanged frame (the same decay factor at every size) gives a slope whose CI covers 0."""
+    unchanged frame (the same decay factor at every size) gives a slope whose CI covers 0. Held out,
+    the line fitted without the largest size predicts its ratio, and the measured ratio there grows
+    by the planted (N_max / N_min)^0.2."""
     cosine = decayed.schedule == "cosine"
     planted = decayed.copy()
     planted.loc[cosine, "qid"] *= (planted.n_params[cosine] / planted.n_params.min()) ** 0.2
-    slopes = {}
+    slopes, held = {}, {}
     for name, frame in (("flat", decayed), ("planted", planted)):
         frame.to_parquet(tmp_path / f"{name}.parquet")
         _findings2().main(["findings2.py", str(tmp_path / f"{name}.parquet")])
         out = capsys.readouterr().out
-        found = re.search(r"\| gptq \| 2 \| debian-en-heldout \| ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \| [\d.]+ / [\d.]+ \| (\d+) \|",
-                          out[out.index("Trend with size"):])
+        found = re.search(r"\| gptq \| 2 \| debian-en-heldout \| ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \| [\d.]+ / [\d.]+ "
+                          r"\| (\d+) \| ([\d.]+) / ([\d.]+) \|", out[out.index("Trend with size"):])
         slopes[name] = [float(found.group(i)) for i in (1, 2, 3)] + [int(found.group(4))]
+        held[name] = float(found.group(5)), float(found.group(6))
     assert slopes["flat"][1] < 0 < slopes["flat"][2] and abs(slopes["flat"][0]) < 0.05
     assert slopes["planted"][0] == pytest.approx(0.2, abs=0.03) and slopes["planted"][1] > 0.1
     assert slopes["planted"][3] == slopes["flat"][3] >= 4  # one point per size with cosine runs
+    sizes = decayed[cosine].n_params
+    assert held["planted"][1] / held["flat"][1] == pytest.approx((sizes.max() / sizes.min()) ** 0.2, rel=0.02)
+    # a planted power of N is a line in ln N: the fit without the largest size carries it there exactly
+    assert held["planted"][0] / held["flat"][0] == pytest.approx((sizes.max() / sizes.min()) ** 0.2, rel=0.02)
 
 
 def test_findings2_refuses_a_frame_without_trajectory_columns(decayed, tmp_path):
