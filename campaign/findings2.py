@@ -204,6 +204,7 @@ def cosine(frame: pd.DataFrame) -> None:
               for _, r in held.assign(_n=held.arm.map(frame.groupby("arm").n_params.first()))
               .sort_values(["step", "_n"]).iterrows()))
     cosine_size_trend(cos, frame)
+    cosine_n_or_tokens_per_param(cos, frame)
     d = s.assign(diff=s.loss16_cos - s.loss16_const)
     n = frame.groupby("arm").n_params.first()
     ends = d[d.step == d.step.max()].assign(_n=lambda e: e.arm.map(n)).sort_values(["eval_set", "_n"], ascending=[False, True])
@@ -241,6 +242,38 @@ def cosine_size_trend(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
     for _, r in method_order(pd.DataFrame(rows)).iterrows():
         print(f"{label(r)} {ci({'gm': r.slope, 'lo': r.lo, 'hi': r.hi}, fmt='{:+.3f}')} | "
               f"{r.small:.2f} / {r.large:.2f} | {r.clusters} | {r.held_pred:.2f} / {r.held_meas:.2f} |")
+
+
+def cosine_n_or_tokens_per_param(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
+    """N or D/N? ln(QiD cos / const-lr) of each shorter end (488 and 975 updates: D doubles within a
+    size) on ln N and ln D together. A ratio set by D/N alone gives b_N = -c_D (b_N + c_D = 0); one
+    set by N alone gives c_D = 0. CIs from resampling sizes (each size's two ends together)."""
+    n = frame.groupby("arm").n_params.first()
+    short = cos[(cos.step < cos.step.max()) & (cos.qid_cos > 0) & (cos.qid_const > 0)]
+    print("\nN or D/N: ln(cos / const) of the 488- and 975-update ends on ln N and ln D (tokens) together; "
+          "D/N alone predicts b_N + c_D = 0, N alone c_D = 0 (95% CI over sizes):\n")
+    print("| method | bits | eval set | b_N [95% CI] | c_D [95% CI] | b_N + c_D [95% CI] | ends | sizes |")
+    print("|---|---:|---|---|---|---|---:|---:|")
+    rows = []
+    for key, g in T.slices(short):
+        if g.arm.nunique() < 4:
+            continue
+        x = np.column_stack([np.ones(len(g)), np.log(g.arm.map(n).to_numpy(float)), np.log(g.tokens.to_numpy(float))])
+        y = np.log((g.qid_cos / g.qid_const).to_numpy(float))
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        sizes = g.arm.to_numpy()
+        names = np.unique(sizes)
+        rng, reps = np.random.default_rng(SEED), []
+        for draw in rng.integers(0, len(names), size=(N_BOOT, len(names))):
+            idx = np.concatenate([np.flatnonzero(sizes == names[k]) for k in draw])
+            if np.unique(g.tokens.to_numpy()[idx]).size > 1 and np.unique(sizes[idx]).size > 1:
+                reps.append(np.linalg.lstsq(x[idx], y[idx], rcond=None)[0])
+        reps = np.array(reps)
+        ci = [np.percentile(v, [2.5, 97.5]) for v in (reps[:, 1], reps[:, 2], reps[:, 1] + reps[:, 2])]
+        rows.append({**key, "b": coef[1], "c": coef[2], "ci": ci, "ends": len(g), "sizes": len(names)})
+    for _, r in method_order(pd.DataFrame(rows)).iterrows():
+        cells = [f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" for v, (lo, hi) in zip((r.b, r.c, r.b + r.c), r.ci)]
+        print(f"{label(r)} {' | '.join(cells)} | {r.ends} | {r.sizes} |")
 
 
 def forms_table(frame: pd.DataFrame, by, title: str) -> None:

@@ -255,6 +255,27 @@ def test_findings2_cosine_trend_with_size_recovers_a_planted_slope(decayed, tmp_
     assert held["planted"][0] / held["flat"][0] == pytest.approx((sizes.max() / sizes.min()) ** 0.2, rel=0.02)
 
 
+def test_findings2_tells_a_ratio_set_by_n_from_one_set_by_tokens_per_parameter(decayed, tmp_path, capsys):
+    """Cosine QiD times N^0.2 (N alone): c_D's CI covers 0, b_N is 0.2; times (D/N)^-0.3 (tokens per
+    parameter alone): b_N = 0.3 = -c_D, their sum's CI covers 0 and c_D's does not."""
+    cosine = decayed.schedule == "cosine"
+    found = {}
+    for name, factor in (("n", decayed.n_params ** 0.2), ("dn", (decayed.tokens / decayed.n_params) ** -0.3)):
+        planted = decayed.copy()
+        planted.loc[cosine, "qid"] *= factor[cosine]
+        planted.to_parquet(tmp_path / f"{name}.parquet")
+        _findings2().main(["findings2.py", str(tmp_path / f"{name}.parquet")])
+        out = capsys.readouterr().out
+        num = r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]"
+        m = re.search(rf"\| gptq \| 2 \| debian-en-heldout \| {num} \| {num} \| {num} \| (\d+) \| (\d+) \|",
+                      out[out.index("N or D/N"):])
+        found[name] = [float(m.group(i)) for i in range(1, 10)] + [int(m.group(10)), int(m.group(11))]
+    b, b_lo, b_hi, c, c_lo, c_hi, total, t_lo, t_hi, ends, sizes = found["n"]
+    assert b == pytest.approx(0.2, abs=0.03) and c_lo < 0 < c_hi and ends == 2 * sizes == 2 * len(SIZES)
+    b, b_lo, b_hi, c, c_lo, c_hi, total, t_lo, t_hi, ends, sizes = found["dn"]
+    assert b == pytest.approx(0.3, abs=0.03) and c == pytest.approx(-0.3, abs=0.1) and c_hi < 0 and t_lo < 0 < t_hi
+
+
 def test_findings2_refuses_a_frame_without_trajectory_columns(decayed, tmp_path):
     path = tmp_path / "frame.parquet"
     decayed.drop(columns=["kind"]).to_parquet(path)
