@@ -278,6 +278,8 @@ def parse_args(argv=None):
         p.error("--executor local measures on one GPU: --gpus 1")
     if args.per_gpu < 1:
         p.error("--per-gpu must be at least 1")
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        p.error(f"--work {args.work}: not empty (the suite and stores are written there afresh)")
     return args
 
 

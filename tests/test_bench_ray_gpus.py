@@ -72,6 +72,7 @@ def test_scaling_efficiency_is_each_rate_over_k_times_one_gpus():
 
 
 @pytest.mark.parametrize("argv, says", [(["--tiny", "--gpus", "2"], "GPU(s) visible"),
+                                        (["--tiny", "--work", str(Path(__file__).parent)], "not empty"),
                                         (["--tiny", "--executor", "local", "--gpus", "1,1"], "--executor local"),
                                         (["--size", "7b", "--tiny"], "choose from")])
 def test_bad_arguments_exit_2_naming_the_problem(argv, says, capsys):
