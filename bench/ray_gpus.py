@@ -17,9 +17,11 @@ own. Per run:
 
 * checkpoints per hour: checkpoints / the child's wall time (Ray's start and the eval set's
   tokenization included) x 3600; scaling efficiency = rate(g) / (g x rate(1)) when 1 is in ``--gpus``;
-* one GPU per task: ``nvidia-smi --query-compute-apps`` sampled every ``--poll`` s during the run;
-  every process that held a GPU context (this one, which built the model, left out) held exactly
-  one, no GPU held two processes at once, and g GPUs were used (Ray runs each GPU task in a fresh worker process, so a process is a task).
+* one GPU per process: ``nvidia-smi --query-compute-apps`` sampled every ``--poll`` s during the
+  run; every process that held a GPU context (this one, which built the model, left out) held
+  exactly one, no GPU held two processes at once, and g GPUs were used. The executor's Ray actors
+  are one process per GPU, measuring its checkpoints in turn (before 2026-12-04 each checkpoint
+  was a Ray task in a fresh process: runs a and b of docs/performance.md).
   Without nvidia-smi (CPU), or where it lists no process, these are ``null``;
 * every measurement once: the store's rows per (checkpoint, eval set, config) are all 1 and number
   checkpoints x (1 + len(bits)), with no failures.

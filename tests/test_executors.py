@@ -1,7 +1,8 @@
 """Executors on several GPUs and on Slurm, tested on a CPU machine.
 
 Ray: a local Ray that declares fake GPUs gives each checkpoint task one GPU id of its own
-(CUDA_VISIBLE_DEVICES), at most as many at once as it has GPUs; a CPU-only Ray gives none.
+(CUDA_VISIBLE_DEVICES), at most as many at once as it has GPUs, from one long-lived process per
+GPU; a CPU-only Ray gives none; a process that dies fails only its checkpoint.
 Slurm: submitit's local executor runs each job as a subprocess of this machine through the same
 submitit code path as on a cluster; each job measures into its own store, merged by the driver.
 Untested here: a real Slurm cluster and real GPUs.
@@ -24,7 +25,7 @@ from qidlab.cli import main
 from qidlab.errors import QidlabError
 from qidlab.store import Store, merge_stores, read_canonical
 from qidlab.sweep import load_study, run_study
-from qidlab.sweep.ray_executor import run_on_ray, task_gpus
+from qidlab.sweep.ray_executor import pool_size, run_on_ray, task_gpus
 from qidlab.sweep.slurm_executor import SlurmExecutor, part_path, parts_folder
 
 # -- Ray: one GPU per checkpoint task -----------------------------------------------------------
@@ -47,7 +48,7 @@ def _seen_by_tasks(n: int, device: str = "auto") -> list[dict]:
         start = time.time()
         time.sleep(1.0)
         yield {"path": path, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time(),
-               "resources": ray.get_runtime_context().get_assigned_resources()}
+               "resources": ray.get_runtime_context().get_assigned_resources(), "pid": os.getpid()}
 
     plan = [(SimpleNamespace(path=Path(f"ckpt{i}")), []) for i in range(n)]
     return [item for _, stream in run_on_ray(measure, plan, [], SimpleNamespace(device=device)) for item in stream]
@@ -71,7 +72,41 @@ def test_ray_gives_each_checkpoint_task_one_gpu_of_its_own(suite, tmp_path):  # 
     assert {s["cuda"] for s in seen} == {"0", "1"}
     assert all(s["resources"].get("GPU") == 1 for s in seen)
     assert _most_at_once(seen) <= 2, "4 CPUs but 2 GPUs: at most 2 tasks at once"
+    # one long-lived process per GPU measures its checkpoints in turn (its start paid once)
+    assert len({s["pid"] for s in seen}) == 2 and {len({s["cuda"] for s in seen if s["pid"] == p})
+                                                   for p in {s["pid"] for s in seen}} == {1}
     assert summary.measured == 10 and not summary.failed
+
+
+def test_a_ray_worker_that_dies_fails_only_its_checkpoint():
+    """A process killed mid-checkpoint (as for memory) fails that checkpoint; Ray starts the actor
+    again and the checkpoints after it are measured."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
+
+    def measure(path, eval_sets, todo, study):
+        if path == "ckpt1":
+            os._exit(1)
+        yield {"path": path, "pid": os.getpid()}
+
+    plan = [(SimpleNamespace(path=Path(f"ckpt{i}")), []) for i in range(4)]
+    got, failed = [], []
+    try:
+        for ref, stream in run_on_ray(measure, plan, [], SimpleNamespace(device="cpu")):
+            try:
+                got += list(stream)
+            except ray.exceptions.RayActorError:
+                failed.append(str(ref.path))
+    finally:
+        ray.shutdown()
+    assert failed == ["ckpt1"] and [g["path"] for g in got] == ["ckpt0", "ckpt2", "ckpt3"]
+    assert got[0]["pid"] != got[1]["pid"] == got[2]["pid"]  # one actor, restarted once
+
+
+def test_the_pool_has_one_actor_per_gpu_or_cpu_and_no_more_than_checkpoints():
+    assert pool_size(10, 1, {"GPU": 8.0, "CPU": 128.0}) == 8
+    assert pool_size(3, 1, {"GPU": 8.0, "CPU": 128.0}) == 3
+    assert pool_size(10, 0, {"CPU": 4.0}) == 4 and pool_size(10, 0, {}) == 1
 
 
 def test_ray_asks_no_gpu_on_a_cpu_only_cluster():

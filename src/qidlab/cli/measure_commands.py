@@ -21,8 +21,8 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="measure a study (checkpoints x methods x bits x eval sets) into its store")
     p.add_argument("study", help="study file (TOML)")
     p.add_argument("--executor", default="local", choices=("local", "ray", "slurm"),
-                   help="local: this process; ray: a Ray task per checkpoint, one GPU each when the cluster has "
-                   "GPUs; slurm: a submitit job per checkpoint (--slurm-per model: per model), each measuring into "
+                   help="local: this process; ray: one long-lived Ray worker per GPU (per CPU on a cluster "
+                   "without GPUs), each measuring checkpoints in turn; slurm: a submitit job per checkpoint (--slurm-per model: per model), each measuring into "
                    "its own store STORE.parts/<suite>/<model>-step<N>.db, merged into the study's store as it ends "
                    "(a rerun submits only what the store lacks)")
     p.add_argument("--address", help="Ray cluster address (default: start Ray locally)")

@@ -1,17 +1,26 @@
-"""The Ray executor: one Ray task per checkpoint; results return to the driver, which writes
-them to the store (workers never touch the SQLite file).
+"""The Ray executor: checkpoints measured by a pool of long-lived Ray actors, one per GPU (or per
+CPU on a cluster without GPUs); results return to the driver, which writes them to the store
+(workers never touch the SQLite file).
 
-On a cluster with GPUs each task asks Ray for one GPU (``task_gpus``), so a node with k GPUs
-measures k checkpoints at once and Ray gives each task's process its own GPU through
-``CUDA_VISIBLE_DEVICES``; on a CPU-only cluster tasks ask for none, as before."""
+On a cluster with GPUs each actor asks Ray for one GPU (``task_gpus``), so a node with k GPUs
+measures k checkpoints at once and Ray gives each actor's process its own GPU through
+``CUDA_VISIBLE_DEVICES`` for its whole life. An actor measures one checkpoint after another, so
+a process's start (importing torch and transformers, starting CUDA) is paid once per GPU, not
+once per checkpoint: with a fresh process per checkpoint that cost ~16 s of a 1B checkpoint's
+63 s on an H200 (docs/performance.md). An actor whose process dies (killed for memory, say)
+fails the checkpoint it held; Ray starts it again for the next one."""
 
 from __future__ import annotations
 
 from ..errors import QidlabError
 
 
-def _collect(measure, path, eval_sets, todo, study):
-    return list(measure(path, eval_sets, todo, study))
+class _Measurer:
+    """A Ray actor: ``measure`` (``run.measure_checkpoint``) run on one checkpoint per call, in the
+    same process each time."""
+
+    def measure(self, measure, path, eval_sets, todo, study):
+        return list(measure(path, eval_sets, todo, study))
 
 
 def task_gpus(device: str, cluster_gpus: float) -> int:
@@ -34,10 +43,11 @@ def task_gpus(device: str, cluster_gpus: float) -> int:
 
 
 def run_on_ray(measure, plan, eval_sets, study, address=None):
-    """Yield (ref, results) per checkpoint as Ray tasks finish; a task runs ``measure(path,
-    eval_sets, todo, study)`` (``run.measure_checkpoint``, sent by reference) with one GPU of
-    its own when the study measures on CUDA (``task_gpus``). ``address``: an existing cluster
-    ("auto" or "ray://host:port"); None starts a local Ray."""
+    """Yield (ref, results) per checkpoint as Ray actors finish them; an actor runs ``measure(path,
+    eval_sets, todo, study)`` (``run.measure_checkpoint``, sent by reference) with one GPU of its own
+    when the study measures on CUDA (``task_gpus``); ``pool_size`` actors, each taking the next
+    checkpoint as soon as it hands one back. ``address``: an existing cluster ("auto" or
+    "ray://host:port"); None starts a local Ray."""
     try:
         import ray
     except ImportError:
@@ -45,14 +55,37 @@ def run_on_ray(measure, plan, eval_sets, study, address=None):
                           params=("executor",)) from None
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    gpus = task_gpus(study.device, ray.cluster_resources().get("GPU", 0))
-    task = ray.remote(num_gpus=gpus)(_collect)
-    futures = {task.remote(measure, _location(ref), eval_sets, todo, study): ref for ref, todo in plan}
-    pending = list(futures)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        for future in done:
-            yield futures[future], _results(ray, future)
+    resources = ray.cluster_resources()
+    gpus = task_gpus(study.device, resources.get("GPU", 0))
+    actor = ray.remote(num_gpus=gpus, num_cpus=1, max_restarts=-1, max_task_retries=0)(_Measurer)
+    queue = list(reversed(plan))  # popped from the end: the plan's order
+    shared = [ray.put(eval_sets), ray.put(study)]
+    running = {}
+
+    def give(worker) -> None:
+        ref, todo = queue.pop()
+        running[worker.measure.remote(measure, _location(ref), shared[0], todo, shared[1])] = (ref, worker)
+
+    workers = [actor.remote() for _ in range(pool_size(len(plan), gpus, resources))]
+    try:
+        for worker in workers:
+            give(worker)
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            ref, worker = running.pop(done[0])
+            if queue:  # before the driver writes this one's results: the GPU does not wait for the store
+                give(worker)
+            yield ref, _results(ray, done[0])
+    finally:  # the GPUs go back to the cluster when the sweep ends or stops
+        for worker in workers:
+            ray.kill(worker)
+
+
+def pool_size(n_checkpoints: int, gpus: int, resources: dict) -> int:
+    """Actors to start: one per GPU of the cluster when each asks one (``gpus``), else one per CPU;
+    never more than the checkpoints, never fewer than 1."""
+    slots = resources.get("GPU", 0) if gpus else resources.get("CPU", 1)
+    return max(1, min(n_checkpoints, int(slots)))
 
 
 def _results(ray, future):
