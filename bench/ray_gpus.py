@@ -47,9 +47,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pythia_shapes as ps  # noqa: E402  (shapes, model builder, text; it puts tests/ on the path)
-from measure_speed import build_text  # noqa: E402
-
-import tiny_models  # noqa: E402
 
 from qidlab import provenance  # noqa: E402
 
@@ -68,13 +65,10 @@ def write_inputs(args, work: Path, n_checkpoints: int) -> Path:
     """The suite (``n_checkpoints`` step folders), eval set, calibration text and study; the study's path."""
     import torch
 
-    tok = tiny_models.train_tokenizer(tiny_models.tiny_corpus(2000, seed=0), args.tok_vocab)
-    docs = build_text(tok, args.docs, args.doc_tokens, seed=1)
+    tok, es, _ = ps.text_inputs(args, work)  # the tokenizer, eval documents and work/calib.txt of pythia_shapes
     with open(work / "eval.jsonl", "w") as fh:
-        for d in docs:
+        for d in es.docs:
             fh.write(json.dumps({"text": d}) + "\n")
-    n_calib_docs = 2 * args.calib_samples * args.calib_len // 70 + 100  # ~70 tokens per tiny_corpus document
-    (work / "calib.txt").write_text("\n\n".join(tiny_models.tiny_corpus(n_calib_docs, seed=2)))
     model_dir = work / "suite" / f"pythia-{args.size}"
     first = model_dir / f"step{args.first_step}"
     model = ps.build_model(args.size, args.device, seed=0)

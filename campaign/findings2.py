@@ -196,17 +196,17 @@ def cosine(frame: pd.DataFrame) -> None:
     for _, r in s.iterrows():
         print(f"| {r.eval_set} | {r.arm} | {r.step} | {r.qid_cos:.4f} | {r.qid_const:.4f} | {r.qid_branch:.4f} | "
               f"{r.loss16_cos:.3f} | {r.loss16_const:.3f} | {r.loss16_branch:.3f} |")
+    n = frame.groupby("arm").n_params.first()  # N per size arm
     held = s[(s.eval_set == "debian-en-heldout") & (s.step < s.step.max())]
     print("\nQiD cos / const-lr at equal D and cos / nearest branch end by size, the shorter runs (GPTQ 2 bits, "
           "debian-en-heldout; |loss16 cos - const| in bits/byte): " + "; ".join(
               f"{r.arm} {r.step}: {r.qid_cos / r.qid_const:.3f} / {r.qid_cos / r.qid_branch:.3f} "
               f"(|dloss16| {abs(r.loss16_cos - r.loss16_const):.3f})"
-              for _, r in held.assign(_n=held.arm.map(frame.groupby("arm").n_params.first()))
-              .sort_values(["step", "_n"]).iterrows()))
-    cosine_size_trend(cos, frame)
-    cosine_n_or_tokens_per_param(cos, frame)
+              for _, r in held.assign(_n=held.arm.map(n)).sort_values(["step", "_n"]).iterrows()))
+    short = cos[(cos.step < cos.step.max()) & (cos.qid_cos > 0) & (cos.qid_const > 0)]  # the 488/975 ends
+    cosine_size_trend(short, n)
+    cosine_n_or_tokens_per_param(short, n)
     d = s.assign(diff=s.loss16_cos - s.loss16_const)
-    n = frame.groupby("arm").n_params.first()
     ends = d[d.step == d.step.max()].assign(_n=lambda e: e.arm.map(n)).sort_values(["eval_set", "_n"], ascending=[False, True])
     print("\nAt the 1950-update ends, loss16(cosine) - loss16(const-lr) (bits/byte) by size, with D/N (tokens per "
           "non-embedding parameter):", "; ".join(
@@ -215,13 +215,12 @@ def cosine(frame: pd.DataFrame) -> None:
           ", ".join(f"{ev} {st}: {v:+.3f}" for (ev, st), v in d.groupby(["eval_set", "step"])["diff"].median().items()))
 
 
-def cosine_size_trend(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
+def cosine_size_trend(short: pd.DataFrame, n: pd.Series) -> None:
     """Slope of ln(QiD cos / const-lr at equal D) on ln N over sizes, the shorter runs (488 and 975
     updates, where the 16-bit losses agree) averaged per size first: one point per size, CI from
     resampling sizes. Out of sample: the same line fitted without the largest size, its ratio there
-    predicted and measured (the trend was first seen on 8 sizes, before the largest was trained)."""
-    n = frame.groupby("arm").n_params.first()
-    short = cos[(cos.step < cos.step.max()) & (cos.qid_cos > 0) & (cos.qid_const > 0)]
+    predicted and measured (the trend was first seen on 8 sizes, before the largest was trained).
+    ``short``: ``cosine_ratios`` rows of the shorter ends with both QiD > 0; ``n``: N per size arm."""
     print("\nTrend with size of the shorter cosine runs' QiD over constant lr: slope of ln(cos / const) on ln N, "
           "ln ratio averaged over the 488- and 975-update ends per size (95% CI over sizes):\n")
     print("| method | bits | eval set | slope [95% CI] | ratio at the smallest / largest size (fit) | sizes "
@@ -244,12 +243,11 @@ def cosine_size_trend(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
               f"{r.small:.2f} / {r.large:.2f} | {r.clusters} | {r.held_pred:.2f} / {r.held_meas:.2f} |")
 
 
-def cosine_n_or_tokens_per_param(cos: pd.DataFrame, frame: pd.DataFrame) -> None:
+def cosine_n_or_tokens_per_param(short: pd.DataFrame, n: pd.Series) -> None:
     """N or D/N? ln(QiD cos / const-lr) of each shorter end (488 and 975 updates: D doubles within a
     size) on ln N and ln D together. A ratio set by D/N alone gives b_N = -c_D (b_N + c_D = 0); one
-    set by N alone gives c_D = 0. CIs from resampling sizes (each size's two ends together)."""
-    n = frame.groupby("arm").n_params.first()
-    short = cos[(cos.step < cos.step.max()) & (cos.qid_cos > 0) & (cos.qid_const > 0)]
+    set by N alone gives c_D = 0. CIs from resampling sizes (each size's two ends together; a draw
+    of one size or one D fits nothing and is skipped). Arguments as ``cosine_size_trend``'s."""
     print("\nN or D/N: ln(cos / const) of the 488- and 975-update ends on ln N and ln D (tokens) together; "
           "D/N alone predicts b_N + c_D = 0, N alone c_D = 0 (95% CI over sizes):\n")
     print("| method | bits | eval set | b_N [95% CI] | c_D [95% CI] | b_N + c_D [95% CI] | ends | sizes |")
@@ -261,16 +259,11 @@ def cosine_n_or_tokens_per_param(cos: pd.DataFrame, frame: pd.DataFrame) -> None
         x = np.column_stack([np.ones(len(g)), np.log(g.arm.map(n).to_numpy(float)), np.log(g.tokens.to_numpy(float))])
         y = np.log((g.qid_cos / g.qid_const).to_numpy(float))
         coef = np.linalg.lstsq(x, y, rcond=None)[0]
-        sizes = g.arm.to_numpy()
-        names = np.unique(sizes)
-        rng, reps = np.random.default_rng(SEED), []
-        for draw in rng.integers(0, len(names), size=(N_BOOT, len(names))):
-            idx = np.concatenate([np.flatnonzero(sizes == names[k]) for k in draw])
-            if np.unique(g.tokens.to_numpy()[idx]).size > 1 and np.unique(sizes[idx]).size > 1:
-                reps.append(np.linalg.lstsq(x[idx], y[idx], rcond=None)[0])
-        reps = np.array(reps)
+        sizes, tokens, clusters = g.arm.to_numpy(), g.tokens.to_numpy(), T._Clusters(g.arm)
+        reps = np.array([np.linalg.lstsq(x[i], y[i], rcond=None)[0] for i in clusters.rows(N_BOOT, SEED)
+                         if np.unique(tokens[i]).size > 1 and np.unique(sizes[i]).size > 1])
         ci = [np.percentile(v, [2.5, 97.5]) for v in (reps[:, 1], reps[:, 2], reps[:, 1] + reps[:, 2])]
-        rows.append({**key, "b": coef[1], "c": coef[2], "ci": ci, "ends": len(g), "sizes": len(names)})
+        rows.append({**key, "b": coef[1], "c": coef[2], "ci": ci, "ends": len(g), "sizes": clusters.n})
     for _, r in method_order(pd.DataFrame(rows)).iterrows():
         cells = [f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" for v, (lo, hi) in zip((r.b, r.c, r.b + r.c), r.ci)]
         print(f"{label(r)} {' | '.join(cells)} | {r.ends} | {r.sizes} |")

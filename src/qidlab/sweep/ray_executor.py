@@ -59,12 +59,12 @@ def run_on_ray(measure, plan, eval_sets, study, address=None):
     gpus = task_gpus(study.device, resources.get("GPU", 0))
     actor = ray.remote(num_gpus=gpus, num_cpus=1, max_restarts=-1, max_task_retries=0)(_Measurer)
     queue = list(reversed(plan))  # popped from the end: the plan's order
-    shared = [ray.put(eval_sets), ray.put(study)]
+    eval_ref, study_ref = ray.put(eval_sets), ray.put(study)  # in the object store once, not sent per call
     running = {}
 
     def give(worker) -> None:
         ref, todo = queue.pop()
-        running[worker.measure.remote(measure, _location(ref), shared[0], todo, shared[1])] = (ref, worker)
+        running[worker.measure.remote(measure, _location(ref), eval_ref, todo, study_ref)] = (ref, worker)
 
     workers = [actor.remote() for _ in range(pool_size(len(plan), gpus, resources))]
     try:
